@@ -1,0 +1,22 @@
+//! midge: a lightweight MQTT broker.
+//!
+//! A PUBLISH travels: [`server`] (accepts sockets) → [`connection`] (reads and writes one
+//! client's bytes) → [`codec`] (bytes to packets) → [`handlers`] (one file per packet type,
+//! acting on the client's [`session`]) → [`router`] (topic trie, finds subscribers) → each
+//! subscriber's [`session`] queue → that subscriber's [`connection`] → socket.
+
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod message;
+pub mod retain;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod topic;
+
+pub use config::Config;
+pub use server::run;
