@@ -1,11 +1,13 @@
 //! `config.toml`: every key, its default, and the checks that turn a bad file into a
 //! message naming the file, the key and what was expected.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
 
 /// What a subscriber's full queue does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -24,10 +26,13 @@ pub enum QueueFull {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listener {
+    /// Address to listen on. Default 127.0.0.1.
     pub bind: IpAddr,
+    /// TCP port, 1..=65535. Default 1883.
     pub port: u16,
     /// 0 = unlimited.
     pub max_connections: usize,
+    /// Policy for the queues of subscribers that connected through this listener.
     pub queue_full: QueueFull,
 }
 
@@ -42,16 +47,19 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest packet (remaining length) accepted, bytes.
     pub max_packet_size: usize,
+    /// Longest client identifier accepted, bytes; 1..=65535.
     pub max_client_id_len: usize,
     /// 0 = unlimited.
     pub max_subscriptions_per_client: usize,
     /// 0 = unlimited.
     pub max_topic_levels: usize,
+    /// QoS 1/2 messages in flight (sent, not yet acknowledged) per client; 1..=65535.
     pub max_inflight_messages: usize,
     /// 0 = unlimited.
     pub max_queued_messages: usize,
     /// 0 = unlimited.
     pub max_queued_bytes: usize,
+    /// Whether QoS 0 messages are queued for offline persistent sessions.
     pub queue_qos0_messages: bool,
     /// Seconds before an unacknowledged PUBLISH/PUBREL is re-sent on a live MQTT 3.1.1/3.1
     /// connection; 0 = only on reconnect.
@@ -64,13 +72,33 @@ pub struct Config {
 
 impl Default for Listener {
     fn default() -> Self {
-        todo!()
+        Listener {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 1883,
+            max_connections: 0,
+            queue_full: QueueFull::DropOldest,
+        }
     }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        todo!()
+        Config {
+            log_level: "info".to_owned(),
+            connect_timeout: 10,
+            max_connections: 0,
+            max_packet_size: 8 * 1024 * 1024,
+            max_client_id_len: 65535,
+            max_subscriptions_per_client: 0,
+            max_topic_levels: 0,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            retry_interval: 20,
+            drop_log_interval: 10,
+            listeners: vec![Listener::default()],
+        }
     }
 }
 
@@ -89,15 +117,744 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        todo!()
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates TOML text; `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        todo!()
+        // Syntax first, so that "not TOML at all" and "TOML, but not a midge config" read
+        // differently.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError(syntax_error(text, origin, &e)));
+        }
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(schema_error(text, origin, &e)))?;
+        config.validate(origin)?;
+        Ok(config)
     }
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout)
+    }
+
+    /// Range and consistency checks that the types alone do not express.
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
+            Err(ConfigError(format!(
+                "{origin}: {key} = {value} is invalid: expected {expected}"
+            )))
+        };
+
+        if self.log_level.trim().is_empty() {
+            return bad("log_level", &"\"\"", LOG_LEVEL_EXPECTED);
+        }
+        if let Err(e) = EnvFilter::try_new(&self.log_level) {
+            return bad(
+                "log_level",
+                &format_args!("{:?}", self.log_level),
+                &format!("{LOG_LEVEL_EXPECTED} ({e})"),
+            );
+        }
+
+        let u64_checks: [(&str, u64, RangeInclusive<u64>); 3] = [
+            ("connect_timeout", self.connect_timeout, 1..=MAX_SECONDS),
+            ("retry_interval", self.retry_interval, 0..=MAX_SECONDS),
+            ("drop_log_interval", self.drop_log_interval, 1..=MAX_SECONDS),
+        ];
+        for (key, value, range) in u64_checks {
+            if !range.contains(&value) {
+                return bad(key, &value, &range_text(&range));
+            }
+        }
+        let usize_checks: [(&str, usize, RangeInclusive<usize>); 3] = [
+            (
+                "max_packet_size",
+                self.max_packet_size,
+                MAX_PACKET_SIZE_RANGE,
+            ),
+            ("max_client_id_len", self.max_client_id_len, 1..=65535),
+            (
+                "max_inflight_messages",
+                self.max_inflight_messages,
+                1..=65535,
+            ),
+        ];
+        for (key, value, range) in usize_checks {
+            if !range.contains(&value) {
+                return bad(key, &value, &range_text(&range));
+            }
+        }
+
+        if self.listeners.is_empty() {
+            return bad("listener", &"[]", "at least one [[listener]] table");
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.port == 0 {
+                return bad(
+                    &format!("listener[{}].port", i + 1),
+                    &listener.port,
+                    "1..=65535",
+                );
+            }
+        }
+        if let Some((a, b, addr)) = duplicate_listener(&self.listeners) {
+            return Err(ConfigError(format!(
+                "{origin}: listener[{}] and listener[{}] both bind {addr} \
+                 (each bind:port pair may appear only once)",
+                a + 1,
+                b + 1
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound for the keys counted in seconds (one year): generous, and far from the
+/// values at which `Instant + Duration` would overflow.
+const MAX_SECONDS: u64 = 365 * 24 * 60 * 60;
+
+/// MQTT's largest encodable remaining length.
+const MAX_PACKET_SIZE_RANGE: RangeInclusive<usize> = 1..=268_435_455;
+
+const LOG_LEVEL_EXPECTED: &str =
+    "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", \"off\" or a RUST_LOG-style filter";
+
+fn range_text<T: std::fmt::Display>(range: &RangeInclusive<T>) -> String {
+    format!("{}..={}", range.start(), range.end())
+}
+
+/// The first pair of listeners (indices, 0-based) with the same bind address and port.
+fn duplicate_listener(listeners: &[Listener]) -> Option<(usize, usize, SocketAddr)> {
+    for (i, a) in listeners.iter().enumerate() {
+        for (j, b) in listeners.iter().enumerate().skip(i + 1) {
+            if a.bind == b.bind && a.port == b.port {
+                return Some((i, j, SocketAddr::new(a.bind, a.port)));
+            }
+        }
+    }
+    None
+}
+
+/// What a key accepts, for messages about a value of the wrong type or shape.
+fn expectation(in_listener: bool, key: &str) -> Option<String> {
+    let text = match (in_listener, key) {
+        (false, "log_level") => LOG_LEVEL_EXPECTED.to_owned(),
+        (false, "connect_timeout" | "drop_log_interval") => {
+            format!("an integer number of seconds in 1..={MAX_SECONDS}")
+        }
+        (false, "retry_interval") => format!("an integer number of seconds in 0..={MAX_SECONDS}"),
+        (false, "max_packet_size") => range_text(&MAX_PACKET_SIZE_RANGE),
+        (false, "max_client_id_len" | "max_inflight_messages") => "1..=65535".to_owned(),
+        (
+            _,
+            "max_connections"
+            | "max_subscriptions_per_client"
+            | "max_topic_levels"
+            | "max_queued_messages"
+            | "max_queued_bytes",
+        ) => "an integer >= 0 (0 = unlimited)".to_owned(),
+        (false, "queue_qos0_messages") => "true or false".to_owned(),
+        (false, "listener") => "[[listener]] tables".to_owned(),
+        (true, "bind") => "an IP address such as \"127.0.0.1\", \"0.0.0.0\" or \"::\"".to_owned(),
+        (true, "port") => "1..=65535".to_owned(),
+        (true, "queue_full") => "one of \"drop_oldest\", \"drop_new\", \"backpressure\"".to_owned(),
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// 1-based line and column of byte offset `at`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = floor_char_boundary(text, at);
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Messages from the TOML parser proper (bad syntax, duplicate keys).
+fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> String {
+    let message = one_line(e.message());
+    let Some(span) = e.span() else {
+        return format!("{origin}: invalid TOML: {message}");
+    };
+    let (line, col) = line_col(text, span.start);
+    if message == "duplicate key" {
+        if let Some(key) = text.get(span.clone()).filter(|k| !k.is_empty()) {
+            return format!("{origin}: duplicate key `{key}` at line {line}");
+        }
+    }
+    // A bad value after `key =`: name the key and what it takes. (`log_level = info` reads
+    // to the parser like a malformed number, "inf...", so say what was meant.)
+    if let Some(key) = key_before_value(text, span.start) {
+        let value = value_text(text, span.start);
+        if !value.is_empty() {
+            let section = section_at(text, span.start);
+            let in_listener = matches!(section, Section::Listener(_));
+            let path = match &section {
+                Section::Top => key.clone(),
+                other => format!("{}.{key}", other.name()),
+            };
+            let expected = expectation(in_listener, &key);
+            let wants_string = matches!(key.as_str(), "log_level" | "bind" | "queue_full");
+            if is_bare_word(value) && (wants_string || expected.is_none()) {
+                return format!(
+                    "{origin}: {path} = {value} at line {line} is invalid: strings must be \
+                     quoted, as in {key} = \"{value}\""
+                );
+            }
+            if let Some(expected) = expected {
+                let value = shorten(value);
+                return format!(
+                    "{origin}: {path} = {value} at line {line} is invalid: expected {expected} \
+                     ({message})"
+                );
+            }
+        }
+    }
+    format!("{origin}: invalid TOML at line {line}, column {col}: {message}")
+}
+
+/// The source text of a value starting at `at`: the rest of its line, without a comment.
+fn value_text(text: &str, at: usize) -> &str {
+    let rest = &text[floor_char_boundary(text, at)..];
+    rest.split(['\n', '#']).next().unwrap_or_default().trim()
+}
+
+/// Whether `value` is an unquoted word that the user most likely meant as a string.
+fn is_bare_word(value: &str) -> bool {
+    value.starts_with(|c: char| c.is_ascii_alphabetic())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '='))
+        && !matches!(value, "true" | "false" | "inf" | "nan")
+}
+
+/// Messages from deserializing well-formed TOML into [`Config`] (unknown keys, wrong types,
+/// values out of a type's range).
+fn schema_error(text: &str, origin: &str, e: &toml::de::Error) -> String {
+    let message = one_line(e.message());
+    let Some(span) = e.span() else {
+        return format!("{origin}: {message}");
+    };
+    let (line, col) = line_col(text, span.start);
+    let section = section_at(text, span.start);
+    let in_listener = matches!(section, Section::Listener(_));
+
+    // "unknown field `x`, expected one of `a`, `b`" / "unknown field `x`, there are no fields"
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((key, rest)) = rest.split_once('`') {
+            let rest = rest.trim_start_matches(',').trim();
+            let place = match &section {
+                Section::Top => String::new(),
+                other => format!(" in {}", other.name()),
+            };
+            return format!("{origin}: unknown key `{key}`{place} at line {line} ({rest})");
+        }
+    }
+
+    if message == "invalid type: map, expected a sequence"
+        && text.get(span.clone()).is_some_and(|s| s.starts_with('['))
+    {
+        let header = text.get(span.clone()).unwrap_or_default();
+        return format!(
+            "{origin}: {header} at line {line} is invalid: expected [[listener]] \
+             (an array of tables, with double brackets)"
+        );
+    }
+
+    if let Some(key) = key_before_value(text, span.start) {
+        let value = shorten(text.get(span.clone()).unwrap_or_default());
+        let path = match &section {
+            Section::Top => key.clone(),
+            other => format!("{}.{key}", other.name()),
+        };
+        return match expectation(in_listener, &key) {
+            Some(expected) => format!(
+                "{origin}: {path} = {value} at line {line} is invalid: expected {expected} \
+                 ({message})"
+            ),
+            None => format!("{origin}: {path} = {value} at line {line} is invalid: {message}"),
+        };
+    }
+    format!("{origin}: invalid configuration at line {line}, column {col}: {message}")
+}
+
+/// The table a byte offset falls in, judged from the last `[header]` line before it.
+enum Section {
+    Top,
+    /// 1-based: the n-th `[[listener]]` table.
+    Listener(usize),
+    Other(String),
+}
+
+impl Section {
+    fn name(&self) -> String {
+        match self {
+            Section::Top => String::new(),
+            Section::Listener(n) => format!("listener[{n}]"),
+            Section::Other(name) => format!("[{name}]"),
+        }
+    }
+}
+
+fn section_at(text: &str, at: usize) -> Section {
+    let at = floor_char_boundary(text, at);
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let mut section = Section::Top;
+    let mut listeners = 0;
+    for line in text[..line_start].lines() {
+        let line = line.trim();
+        if let Some(inner) = line.strip_prefix("[[") {
+            let name = header_name(inner.split("]]").next().unwrap_or_default());
+            if name == "listener" {
+                listeners += 1;
+                section = Section::Listener(listeners);
+            } else {
+                section = Section::Other(name);
+            }
+        } else if let Some(inner) = line.strip_prefix('[') {
+            section = Section::Other(header_name(inner.split(']').next().unwrap_or_default()));
+        }
+    }
+    section
+}
+
+fn header_name(raw: &str) -> String {
+    raw.split('.')
+        .map(|part| part.trim().trim_matches(|c| c == '"' || c == '\''))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// For a value starting at `at`, the key written before it on the same line (`key = `,
+/// also inside an inline table `{ a = 1, key = `).
+fn key_before_value(text: &str, at: usize) -> Option<String> {
+    let at = floor_char_boundary(text, at);
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let prefix = text[line_start..at].trim_end().strip_suffix('=')?;
+    let key = prefix
+        .rsplit(['{', ','])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    plain.then(|| key.to_owned())
+}
+
+/// A value's source text, on one line and not too long.
+fn shorten(value: &str) -> String {
+    const MAX: usize = 40;
+    let flat = one_line(value);
+    if flat.chars().count() > MAX {
+        let cut: String = flat.chars().take(MAX).collect();
+        format!("{cut}...")
+    } else {
+        flat
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, "config.toml") {
+            Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn ok(text: &str) -> Config {
+        Config::parse(text, "config.toml").unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let c = Config::default();
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.connect_timeout, 10);
+        assert_eq!(c.connect_timeout(), Duration::from_secs(10));
+        assert_eq!(c.max_connections, 0);
+        assert_eq!(c.max_packet_size, 8_388_608);
+        assert_eq!(c.max_client_id_len, 65535);
+        assert_eq!(c.max_subscriptions_per_client, 0);
+        assert_eq!(c.max_topic_levels, 0);
+        assert_eq!(c.max_inflight_messages, 20);
+        assert_eq!(c.max_queued_messages, 1000);
+        assert_eq!(c.max_queued_bytes, 0);
+        assert!(!c.queue_qos0_messages);
+        assert_eq!(c.retry_interval, 20);
+        assert_eq!(c.drop_log_interval, 10);
+        assert_eq!(
+            c.listeners,
+            vec![Listener {
+                bind: "127.0.0.1".parse().unwrap(),
+                port: 1883,
+                max_connections: 0,
+                queue_full: QueueFull::DropOldest,
+            }]
+        );
+        c.validate("defaults").unwrap();
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(ok(""), Config::default());
+        assert_eq!(ok("# only a comment\n\n"), Config::default());
+    }
+
+    #[test]
+    fn shipped_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        assert_eq!(Config::load(&path).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = ok(r#"
+            log_level = "debug,midge::router=trace"
+            connect_timeout = 5
+            max_connections = 100
+            max_packet_size = 1024
+            max_client_id_len = 23
+            max_subscriptions_per_client = 10
+            max_topic_levels = 8
+            max_inflight_messages = 1
+            max_queued_messages = 0
+            max_queued_bytes = 65536
+            queue_qos0_messages = true
+            retry_interval = 0
+            drop_log_interval = 1
+
+            [[listener]]
+            bind = "::"
+            port = 1884
+            max_connections = 7
+            queue_full = "backpressure"
+        "#);
+        let expected = Config {
+            log_level: "debug,midge::router=trace".into(),
+            connect_timeout: 5,
+            max_connections: 100,
+            max_packet_size: 1024,
+            max_client_id_len: 23,
+            max_subscriptions_per_client: 10,
+            max_topic_levels: 8,
+            max_inflight_messages: 1,
+            max_queued_messages: 0,
+            max_queued_bytes: 65536,
+            queue_qos0_messages: true,
+            retry_interval: 0,
+            drop_log_interval: 1,
+            listeners: vec![Listener {
+                bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                port: 1884,
+                max_connections: 7,
+                queue_full: QueueFull::Backpressure,
+            }],
+        };
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn listener_tables_replace_the_default_and_get_listener_defaults() {
+        let c = ok("max_connections = 3\n[[listener]]\nport = 1884\n[[listener]]\nbind = \"0.0.0.0\"\nqueue_full = \"drop_new\"\n");
+        assert_eq!(c.max_connections, 3);
+        assert_eq!(
+            c.listeners,
+            vec![
+                Listener {
+                    port: 1884,
+                    ..Listener::default()
+                },
+                Listener {
+                    bind: "0.0.0.0".parse().unwrap(),
+                    queue_full: QueueFull::DropNew,
+                    ..Listener::default()
+                },
+            ]
+        );
+        // An empty table is one default listener.
+        assert_eq!(ok("[[listener]]\n").listeners, vec![Listener::default()]);
+        // Inline form works too.
+        assert_eq!(ok("listener = [{ port = 1885 }]").listeners[0].port, 1885);
+    }
+
+    #[test]
+    fn range_checks() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "max_packet_size = 0",
+                "config.toml: max_packet_size = 0 is invalid: expected 1..=268435455",
+            ),
+            (
+                "max_packet_size = 268435456",
+                "config.toml: max_packet_size = 268435456 is invalid: expected 1..=268435455",
+            ),
+            (
+                "max_client_id_len = 0",
+                "config.toml: max_client_id_len = 0 is invalid: expected 1..=65535",
+            ),
+            (
+                "max_client_id_len = 65536",
+                "config.toml: max_client_id_len = 65536 is invalid: expected 1..=65535",
+            ),
+            (
+                "max_inflight_messages = 0",
+                "config.toml: max_inflight_messages = 0 is invalid: expected 1..=65535",
+            ),
+            (
+                "max_inflight_messages = 65536",
+                "config.toml: max_inflight_messages = 65536 is invalid: expected 1..=65535",
+            ),
+            (
+                "drop_log_interval = 0",
+                "config.toml: drop_log_interval = 0 is invalid: expected 1..=31536000",
+            ),
+            (
+                "drop_log_interval = 31536001",
+                "config.toml: drop_log_interval = 31536001 is invalid: expected 1..=31536000",
+            ),
+            (
+                "connect_timeout = 0",
+                "config.toml: connect_timeout = 0 is invalid: expected 1..=31536000",
+            ),
+            (
+                "connect_timeout = 99999999999",
+                "config.toml: connect_timeout = 99999999999 is invalid: expected 1..=31536000",
+            ),
+            (
+                "retry_interval = 31536001",
+                "config.toml: retry_interval = 31536001 is invalid: expected 0..=31536000",
+            ),
+            (
+                "[[listener]]\nport = 0",
+                "config.toml: listener[1].port = 0 is invalid: expected 1..=65535",
+            ),
+            (
+                "[[listener]]\nport = 1\n[[listener]]\nport = 0",
+                "config.toml: listener[2].port = 0 is invalid: expected 1..=65535",
+            ),
+            (
+                "listener = []",
+                "config.toml: listener = [] is invalid: expected at least one [[listener]] table",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&err(text), expected, "for {text:?}");
+        }
+        // The bounds themselves are accepted.
+        let c = ok(
+            "max_packet_size = 268435455\nmax_client_id_len = 1\nmax_inflight_messages = 65535\n\
+                    drop_log_interval = 1\nconnect_timeout = 31536000\nretry_interval = 0\n\
+                    [[listener]]\nport = 65535",
+        );
+        assert_eq!(c.max_packet_size, 268_435_455);
+        ok("max_packet_size = 1\nmax_client_id_len = 65535\nmax_inflight_messages = 1");
+    }
+
+    #[test]
+    fn integer_out_of_type_range_names_the_key() {
+        assert_eq!(
+            err("[[listener]]\nport = 70000"),
+            "config.toml: listener[1].port = 70000 at line 2 is invalid: expected 1..=65535 \
+             (invalid value: integer `70000`, expected u16)"
+        );
+        assert_eq!(
+            err("max_queued_messages = -1"),
+            "config.toml: max_queued_messages = -1 at line 1 is invalid: expected an integer >= 0 \
+             (0 = unlimited) (invalid value: integer `-1`, expected usize)"
+        );
+    }
+
+    #[test]
+    fn bad_log_level() {
+        let e = err("log_level = \"info=bogus\"");
+        assert!(
+            e.starts_with(
+                "config.toml: log_level = \"info=bogus\" is invalid: expected one of \"error\""
+            ),
+            "{e}"
+        );
+        assert!(e.contains("error parsing level filter"), "{e}");
+        assert!(err("log_level = \"\"").starts_with("config.toml: log_level = \"\" is invalid"));
+        assert_eq!(ok("log_level = \"warn\"").log_level, "warn");
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let e = err("log_level = \"info\"\n\nmax_inflite = 3\n");
+        assert!(
+            e.starts_with(
+                "config.toml: unknown key `max_inflite` at line 3 (expected one of `log_level`, "
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("`max_inflight_messages`") && e.contains("`listener`"),
+            "{e}"
+        );
+        assert!(e.ends_with(')') && !e.contains('\n'), "{e}");
+        // An unknown table is an unknown key too.
+        let e = err("[mqtt]\nport = 1");
+        assert!(
+            e.starts_with("config.toml: unknown key `mqtt` at line 1 (expected one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_listener_key() {
+        let e =
+            err("[[listener]]\nport = 1884\n\n[[listener]]\nport = 1885\nqueue = \"drop_new\"\n");
+        assert_eq!(
+            e,
+            "config.toml: unknown key `queue` in listener[2] at line 6 (expected one of `bind`, \
+             `port`, `max_connections`, `queue_full`)"
+        );
+    }
+
+    #[test]
+    fn wrong_types() {
+        assert_eq!(
+            err("connect_timeout = \"10s\""),
+            "config.toml: connect_timeout = \"10s\" at line 1 is invalid: expected an integer \
+             number of seconds in 1..=31536000 (invalid type: string \"10s\", expected u64)"
+        );
+        assert_eq!(
+            err("queue_qos0_messages = 1"),
+            "config.toml: queue_qos0_messages = 1 at line 1 is invalid: expected true or false \
+             (invalid type: integer `1`, expected a boolean)"
+        );
+        assert_eq!(
+            err("max_packet_size = 1.5"),
+            "config.toml: max_packet_size = 1.5 at line 1 is invalid: expected 1..=268435455 \
+             (invalid type: floating point `1.5`, expected usize)"
+        );
+        assert_eq!(
+            err("[[listener]]\nbind = \"localhost\""),
+            "config.toml: listener[1].bind = \"localhost\" at line 2 is invalid: expected an IP \
+             address such as \"127.0.0.1\", \"0.0.0.0\" or \"::\" (invalid IP address syntax)"
+        );
+        assert_eq!(
+            err("[[listener]]\nqueue_full = \"block\""),
+            "config.toml: listener[1].queue_full = \"block\" at line 2 is invalid: expected one of \
+             \"drop_oldest\", \"drop_new\", \"backpressure\" (unknown variant `block`, expected one \
+             of `drop_oldest`, `drop_new`, `backpressure`)"
+        );
+        assert_eq!(
+            err("[listener]\nport = 1884"),
+            "config.toml: [listener] at line 1 is invalid: expected [[listener]] (an array of \
+             tables, with double brackets)"
+        );
+        let e = err("log_level = \"\"\"\ninfo\n\"\"\"\nlog_level2 = 1");
+        assert!(
+            e.starts_with("config.toml: unknown key `log_level2` at line 4"),
+            "{e}"
+        );
+        let e = err("log_level = 3");
+        assert!(
+            e.starts_with("config.toml: log_level = 3 at line 1 is invalid: expected one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert_eq!(
+            err("max_connections = 1\nmax_connections = 2\n"),
+            "config.toml: duplicate key `max_connections` at line 2"
+        );
+        assert_eq!(
+            err("log_level = info"),
+            "config.toml: log_level = info at line 1 is invalid: strings must be quoted, as in \
+             log_level = \"info\""
+        );
+        assert_eq!(
+            err("[[listener]]\nqueue_full = drop_new # comment"),
+            "config.toml: listener[1].queue_full = drop_new at line 2 is invalid: strings must be \
+             quoted, as in queue_full = \"drop_new\""
+        );
+        assert_eq!(
+            err("connect_timeout = 10s"),
+            "config.toml: connect_timeout = 10s at line 1 is invalid: expected an integer number \
+             of seconds in 1..=31536000 (string values must be quoted, expected literal string)"
+        );
+        let e = err("max_connections = [1,\n");
+        assert!(
+            e.starts_with("config.toml: invalid TOML at line 1, column 22: "),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn duplicate_listeners() {
+        let text = "[[listener]]\nport = 1884\n[[listener]]\nport = 1885\n[[listener]]\nbind = \"127.0.0.1\"\nport = 1884\n";
+        assert_eq!(
+            err(text),
+            "config.toml: listener[1] and listener[3] both bind 127.0.0.1:1884 (each bind:port \
+             pair may appear only once)"
+        );
+        let text = "[[listener]]\nbind = \"::1\"\n[[listener]]\nbind = \"::1\"\n";
+        assert!(err(text).contains("both bind [::1]:1883"));
+        // Same port on different addresses, or same address on different ports, is fine.
+        ok("[[listener]]\nbind = \"127.0.0.1\"\n[[listener]]\nbind = \"::1\"\n[[listener]]\nport = 1884\n");
+    }
+
+    #[test]
+    fn load_names_the_path() {
+        let missing = Path::new("/nonexistent/midge/config.toml");
+        let e = Config::load(missing).unwrap_err().0;
+        assert!(
+            e.starts_with("cannot read /nonexistent/midge/config.toml: "),
+            "{e}"
+        );
+
+        let path =
+            std::env::temp_dir().join(format!("midge-config-test-{}.toml", std::process::id()));
+        std::fs::write(&path, "max_packet_size = 0\n").unwrap();
+        let e = Config::load(&path).unwrap_err().0;
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "{}: max_packet_size = 0 is invalid: expected 1..=268435455",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn positions_count_characters() {
+        assert_eq!(line_col("a\nbé = 1", 6), (2, 4));
+        assert_eq!(line_col("abc", 99), (1, 4));
+        assert_eq!(
+            key_before_value("x = { a = 1, b = 2 }", 17).as_deref(),
+            Some("b")
+        );
+        assert_eq!(key_before_value("[a]", 1), None);
+        assert_eq!(shorten(&"x".repeat(50)), format!("{}...", "x".repeat(40)));
     }
 }

@@ -3,22 +3,175 @@
 /// A topic name a client may PUBLISH to: at least one character, no `+` or `#`
 /// [MQTT-4.7.1-1], [MQTT-4.7.3-1]. (UTF-8 validity and U+0000 are checked by the codec.)
 pub fn valid_topic_name(topic: &str) -> bool {
-    todo!()
+    !topic.is_empty() && !topic.bytes().any(|b| b == b'+' || b == b'#')
 }
 
 /// A topic filter a client may SUBSCRIBE to: at least one character, `#` only as the last
 /// level and alone in it [MQTT-4.7.1-2], `+` alone in its level [MQTT-4.7.1-3].
 pub fn valid_topic_filter(filter: &str) -> bool {
-    todo!()
+    if filter.is_empty() {
+        return false;
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.len() == 1 {
+            // "+" and "#" alone in their level are fine, except "#" before the last level.
+            if level == "#" && levels.peek().is_some() {
+                return false;
+            }
+        } else if level.bytes().any(|b| b == b'+' || b == b'#') {
+            return false;
+        }
+    }
+    true
 }
 
 /// Number of levels (`a/b/c` has 3, `/` has 2).
 pub fn level_count(s: &str) -> usize {
-    todo!()
+    s.bytes().filter(|&b| b == b'/').count() + 1
+}
+
+/// Whether a topic name is subject to the `$` rule: filters whose first level is a
+/// wildcard do not match it [MQTT-4.7.2-1].
+#[inline]
+pub fn is_dollar_topic(topic: &str) -> bool {
+    topic.as_bytes().first() == Some(&b'$')
 }
 
 /// Whether `filter` matches `topic`, including the rule that a filter starting with a
 /// wildcard does not match a topic starting with `$` [MQTT-4.7.2-1].
 pub fn matches(filter: &str, topic: &str) -> bool {
-    todo!()
+    if is_dollar_topic(topic) && matches!(filter.as_bytes().first(), Some(b'+' | b'#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            // "#" matches the parent level and any number of child levels.
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(valid_topic_name("a"));
+        assert!(valid_topic_name("/"));
+        assert!(valid_topic_name("a//b"));
+        assert!(valid_topic_name("$SYS/x"));
+        assert!(valid_topic_name(" "));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("a/+"));
+        assert!(!valid_topic_name("a/#"));
+        assert!(!valid_topic_name("sport+"));
+        assert!(!valid_topic_name("#"));
+    }
+
+    #[test]
+    fn topic_filters() {
+        for ok in [
+            "#",
+            "+",
+            "/",
+            "+/+",
+            "/+",
+            "+/",
+            "sport/#",
+            "sport/+/player1",
+            "sport/tennis/player1/#",
+            "+/tennis/#",
+            "a//b",
+            "$SYS/#",
+            "/#",
+            "//",
+        ] {
+            assert!(valid_topic_filter(ok), "{ok:?} should be valid");
+        }
+        for bad in [
+            "",
+            "sport+",
+            "sport/tennis#",
+            "sport/tennis/#/ranking",
+            "#/",
+            "##",
+            "++",
+            "a/+b",
+            "a/b+/c",
+            "#/a",
+            "a/#b",
+        ] {
+            assert!(!valid_topic_filter(bad), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(level_count("a"), 1);
+        assert_eq!(level_count("a/b/c"), 3);
+        assert_eq!(level_count("/"), 2);
+        assert_eq!(level_count("a//"), 3);
+    }
+
+    #[test]
+    fn spec_examples() {
+        // 4.7.1.2
+        let f = "sport/tennis/player1/#";
+        assert!(matches(f, "sport/tennis/player1"));
+        assert!(matches(f, "sport/tennis/player1/ranking"));
+        assert!(matches(f, "sport/tennis/player1/score/wimbledon"));
+        assert!(!matches(f, "sport/tennis/player2"));
+        assert!(!matches(f, "sport/tennis"));
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("sport/#", "sport/"));
+        assert!(!matches("sport/#", "sports"));
+        assert!(matches("#", "sport/tennis"));
+        assert!(matches("#", "/"));
+        // 4.7.1.3
+        assert!(matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(matches("sport/tennis/+", "sport/tennis/player2"));
+        assert!(!matches("sport/tennis/+", "sport/tennis/player1/ranking"));
+        assert!(!matches("sport/+", "sport"));
+        assert!(matches("sport/+", "sport/"));
+        assert!(matches("+/+", "/finance"));
+        assert!(matches("/+", "/finance"));
+        assert!(!matches("+", "/finance"));
+        assert!(matches("+", "finance"));
+        assert!(matches("+/tennis/#", "sport/tennis/x"));
+    }
+
+    #[test]
+    fn empty_levels_are_distinct() {
+        assert!(matches("a//b", "a//b"));
+        assert!(!matches("a//b", "a/b"));
+        assert!(!matches("/a", "a"));
+        assert!(!matches("a/", "a"));
+        assert!(matches("a/+", "a/"));
+        assert!(matches("+/a", "/a"));
+        assert!(matches("a/+/b", "a//b"));
+        assert!(!matches("a/b", "a/b/"));
+    }
+
+    #[test]
+    fn dollar_rule() {
+        let t = "$SYS/monitor/Clients";
+        assert!(!matches("#", t));
+        assert!(!matches("+/monitor/Clients", t));
+        assert!(matches("$SYS/#", t));
+        assert!(matches("$SYS/monitor/+", t));
+        assert!(matches("$SYS/monitor/Clients", t));
+        assert!(!matches("+", "$SYS"));
+        // Only the first level is concerned.
+        assert!(matches("a/+", "a/$x"));
+        assert!(matches("a/#", "a/$x"));
+        assert!(matches("#", "a$"));
+    }
 }

@@ -4,13 +4,36 @@
 //! of the broker never sees the codec crate and the codec can be extended (MQTT 5.0
 //! properties, AUTH) or replaced without touching routing.
 //!
-//! We use `mqttbytes` where it is strict enough (SUBSCRIBE, UNSUBSCRIBE bodies and the
-//! encoders of the small acknowledgement packets) and our own code where it falls short of
-//! the specification: it has no MQTT 3.1 (`MQIsdp`, level 3) CONNECT, does not check the
-//! reserved fixed-header flags or the reserved CONNECT flag, reads passwords as UTF-8
-//! strings, and copies every PUBLISH topic into a `String` on the hot path.
+//! We use `mqttbytes` where it is strict enough and our own code where it falls short of
+//! the specification. `mqttbytes` decodes UNSUBSCRIBE bodies (we add the packet id 0, empty
+//! list and U+0000 checks it lacks) and encodes the fixed-size acknowledgements (PUBACK,
+//! PUBREC, PUBREL, PUBCOMP, UNSUBACK, PINGRESP). Everything else is ours: it has no MQTT 3.1
+//! (`MQIsdp`, level 3) CONNECT, does not check the reserved fixed-header flags or the
+//! reserved CONNECT flag, reads passwords as UTF-8 strings, lets DUP on QoS 0 and U+0000
+//! in strings through, masks away the reserved bits of the SUBSCRIBE options byte instead
+//! of rejecting them, and its encoders want owned packets (an outgoing PUBLISH would copy
+//! topic and payload into a `String` and `Bytes` first; CONNACK / SUBACK take its own
+//! enums, the SUBACK one allocating two `Vec`s per packet).
+//!
+//! Layout: this file holds the public types, the fixed header and the dispatch; `reader`
+//! is a bounds-checked cursor over a frame, `connect` the CONNECT parser and `encode` the
+//! encoders. No input can make the decoder panic, index out of bounds, overflow or allocate
+//! more than the bytes actually received.
 
 use bytes::{Bytes, BytesMut};
+
+mod connect;
+mod encode;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+pub use encode::{
+    encode_connack, encode_pingresp, encode_puback, encode_pubcomp, encode_publish, encode_pubrec,
+    encode_pubrel, encode_suback, encode_unsuback,
+};
+
+use reader::Reader;
 
 pub use mqttbytes::QoS;
 
@@ -121,57 +144,260 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+/// The largest remaining length the four-byte variable length encoding can express.
+const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+const CONNECT: u8 = 1;
+const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const PUBREC: u8 = 5;
+const PUBREL: u8 = 6;
+const PUBCOMP: u8 = 7;
+const SUBSCRIBE: u8 = 8;
+const UNSUBSCRIBE: u8 = 10;
+const PINGREQ: u8 = 12;
+const DISCONNECT: u8 = 14;
+
 /// Decodes one client packet from the front of `buf`, consuming its bytes.
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a whole packet. The remaining length is
 /// checked against `max_packet_size` as soon as the fixed header is complete, before the
 /// body is waited for, so a length field alone can never make us allocate.
 pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-    todo!()
+    let Some(&byte1) = buf.first() else {
+        return Ok(None);
+    };
+    // The first byte alone tells whether the packet type and flags are acceptable: fail
+    // before waiting for anything else.
+    check_first_byte(byte1)?;
+    let Some((remaining, len_len)) = remaining_length(buf)? else {
+        return Ok(None);
+    };
+    if remaining > max_packet_size {
+        return Err(DecodeError::PacketTooLarge {
+            size: remaining,
+            max: max_packet_size,
+        });
+    }
+    check_fixed_size(byte1 >> 4, remaining)?;
+    // At most 1 + 4 + 268_435_455: cannot overflow.
+    let header_len = 1 + len_len;
+    let frame_len = header_len + remaining;
+    if buf.len() < frame_len {
+        return Ok(None);
+    }
+    let frame = buf.split_to(frame_len).freeze();
+    decode_frame(byte1, len_len, remaining, frame).map(Some)
 }
 
-pub fn encode_connack(buf: &mut BytesMut, session_present: bool, code: u8) {
-    todo!()
+/// Rejects packet types a client may not send and reserved flag values
+/// [MQTT-2.2.2-1] [MQTT-2.2.2-2].
+fn check_first_byte(byte1: u8) -> Result<(), DecodeError> {
+    let flags = byte1 & 0x0F;
+    match byte1 >> 4 {
+        PUBLISH => {
+            let qos = (flags >> 1) & 0x03;
+            if qos == 3 {
+                return Err(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"));
+            }
+            if qos == 0 && flags & 0x08 != 0 {
+                return Err(DecodeError::Malformed(
+                    "PUBLISH with DUP set on QoS 0 [MQTT-3.3.1-2]",
+                ));
+            }
+            Ok(())
+        }
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE => {
+            if flags == 0b0010 {
+                Ok(())
+            } else {
+                Err(DecodeError::Malformed(
+                    "fixed header flags of PUBREL/SUBSCRIBE/UNSUBSCRIBE must be 0010 [MQTT-2.2.2-1]",
+                ))
+            }
+        }
+        CONNECT | PUBACK | PUBREC | PUBCOMP | PINGREQ | DISCONNECT => {
+            if flags == 0 {
+                Ok(())
+            } else {
+                Err(DecodeError::Malformed(
+                    "reserved fixed header flags must be 0000 [MQTT-2.2.2-1]",
+                ))
+            }
+        }
+        other => Err(DecodeError::UnexpectedPacketType(other)),
+    }
 }
 
-/// Encodes an outgoing PUBLISH. `pkid` is ignored for QoS 0.
-pub fn encode_publish(
-    buf: &mut BytesMut,
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    pkid: u16,
-    retain: bool,
-    dup: bool,
-) {
-    todo!()
+/// Reads the remaining length varint that follows the first byte of `buf`.
+///
+/// Returns the value and the number of bytes it took, `None` if more bytes are needed.
+/// A fourth byte with its continuation bit set is malformed at once: no value could follow.
+fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    let mut value: usize = 0;
+    for (i, &byte) in buf.iter().skip(1).take(4).enumerate() {
+        // i < 4, so the shift is at most 21 and the value stays below 2^28.
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+        if i == 3 {
+            return Err(DecodeError::Malformed(
+                "remaining length longer than 4 bytes [MQTT-2.2.3]",
+            ));
+        }
+    }
+    Ok(None)
 }
 
-pub fn encode_puback(buf: &mut BytesMut, pkid: u16) {
-    todo!()
+/// Packets whose remaining length is fixed are checked as soon as the header is known.
+fn check_fixed_size(packet_type: u8, remaining: usize) -> Result<(), DecodeError> {
+    match packet_type {
+        PUBACK | PUBREC | PUBREL | PUBCOMP if remaining != 2 => Err(DecodeError::Malformed(
+            "PUBACK/PUBREC/PUBREL/PUBCOMP remaining length must be 2",
+        )),
+        PINGREQ | DISCONNECT if remaining != 0 => Err(DecodeError::Malformed(
+            "PINGREQ/DISCONNECT remaining length must be 0",
+        )),
+        _ => Ok(()),
+    }
 }
 
-pub fn encode_pubrec(buf: &mut BytesMut, pkid: u16) {
-    todo!()
+/// Decodes a whole frame (fixed header included) whose first byte has been checked.
+fn decode_frame(
+    byte1: u8,
+    len_len: usize,
+    remaining: usize,
+    frame: Bytes,
+) -> Result<Packet, DecodeError> {
+    let body = frame.slice(1 + len_len..);
+    match byte1 >> 4 {
+        CONNECT => connect::parse(body).map(Packet::Connect),
+        PUBLISH => parse_publish(byte1, body).map(Packet::Publish),
+        PUBACK => parse_pkid(body).map(Packet::PubAck),
+        PUBREC => parse_pkid(body).map(Packet::PubRec),
+        PUBREL => parse_pkid(body).map(Packet::PubRel),
+        PUBCOMP => parse_pkid(body).map(Packet::PubComp),
+        SUBSCRIBE => parse_subscribe(body).map(Packet::Subscribe),
+        UNSUBSCRIBE => parse_unsubscribe(byte1, len_len, remaining, frame).map(Packet::Unsubscribe),
+        PINGREQ => Ok(Packet::PingReq),
+        DISCONNECT => Ok(Packet::Disconnect),
+        other => Err(DecodeError::UnexpectedPacketType(other)),
+    }
 }
 
-pub fn encode_pubrel(buf: &mut BytesMut, pkid: u16) {
-    todo!()
+fn qos_from_u8(value: u8) -> Option<QoS> {
+    match value {
+        0 => Some(QoS::AtMostOnce),
+        1 => Some(QoS::AtLeastOnce),
+        2 => Some(QoS::ExactlyOnce),
+        _ => None,
+    }
 }
 
-pub fn encode_pubcomp(buf: &mut BytesMut, pkid: u16) {
-    todo!()
+/// The hot path: one copy of the topic into its `String`, the payload stays a slice of
+/// the frame.
+fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
+    let qos = qos_from_u8((byte1 >> 1) & 0x03)
+        .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
+    let mut r = Reader::new(body);
+    let topic = r.string("PUBLISH: missing or truncated topic name")?;
+    let pkid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        let pkid = r.u16("PUBLISH: missing packet identifier")?;
+        if pkid == 0 {
+            return Err(DecodeError::Malformed(
+                "PUBLISH: packet identifier 0 [MQTT-2.3.1-1]",
+            ));
+        }
+        pkid
+    };
+    Ok(Publish {
+        dup: byte1 & 0x08 != 0,
+        qos,
+        retain: byte1 & 0x01 != 0,
+        topic,
+        pkid,
+        payload: r.rest(),
+    })
 }
 
-/// `codes` holds one return code per filter: granted QoS 0-2 or 0x80 for failure.
-pub fn encode_suback(buf: &mut BytesMut, pkid: u16, codes: &[u8]) {
-    todo!()
+/// PUBACK, PUBREC, PUBREL, PUBCOMP: the remaining length was checked to be 2.
+fn parse_pkid(body: Bytes) -> Result<u16, DecodeError> {
+    let mut r = Reader::new(body);
+    let pkid = r.u16("acknowledgement without packet identifier")?;
+    r.finish("acknowledgement longer than 2 bytes")?;
+    Ok(pkid)
 }
 
-pub fn encode_unsuback(buf: &mut BytesMut, pkid: u16) {
-    todo!()
+/// Our own parser: `mqttbytes` masks the reserved option bits away instead of rejecting
+/// them and accepts packet id 0 and an empty filter list.
+fn parse_subscribe(body: Bytes) -> Result<Subscribe, DecodeError> {
+    let mut r = Reader::new(body);
+    let pkid = r.u16("SUBSCRIBE: missing packet identifier")?;
+    if pkid == 0 {
+        return Err(DecodeError::Malformed(
+            "SUBSCRIBE: packet identifier 0 [MQTT-2.3.1-1]",
+        ));
+    }
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string("SUBSCRIBE: truncated topic filter")?;
+        let options = r.u8("SUBSCRIBE: topic filter without requested QoS")?;
+        if options & 0xFC != 0 {
+            return Err(DecodeError::Malformed(
+                "SUBSCRIBE: reserved bits of the requested QoS byte set [MQTT-3.8.3-4]",
+            ));
+        }
+        let qos = qos_from_u8(options).ok_or(DecodeError::Malformed(
+            "SUBSCRIBE: requested QoS 3 [MQTT-3.8.3-4]",
+        ))?;
+        filters.push((filter, qos));
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::Malformed(
+            "SUBSCRIBE without topic filter [MQTT-3.8.3-3]",
+        ));
+    }
+    Ok(Subscribe { pkid, filters })
 }
 
-pub fn encode_pingresp(buf: &mut BytesMut) {
-    todo!()
+/// `mqttbytes` reads the body (bounds-checked, UTF-8 checked); we add what it lacks.
+fn parse_unsubscribe(
+    byte1: u8,
+    len_len: usize,
+    remaining: usize,
+    frame: Bytes,
+) -> Result<Unsubscribe, DecodeError> {
+    // `Unsubscribe::read` skips the fixed header and trusts `remaining` to be the length
+    // of what follows it, which `decode` guarantees.
+    let header = mqttbytes::FixedHeader::new(byte1, len_len, remaining);
+    let unsubscribe = mqttbytes::v4::Unsubscribe::read(header, frame).map_err(|e| match e {
+        mqttbytes::Error::TopicNotUtf8 => {
+            DecodeError::Malformed("UNSUBSCRIBE: topic filter is not valid UTF-8 [MQTT-1.5.3-1]")
+        }
+        _ => DecodeError::Malformed(
+            "UNSUBSCRIBE: missing packet identifier or truncated topic filter",
+        ),
+    })?;
+    if unsubscribe.pkid == 0 {
+        return Err(DecodeError::Malformed(
+            "UNSUBSCRIBE: packet identifier 0 [MQTT-2.3.1-1]",
+        ));
+    }
+    if unsubscribe.topics.is_empty() {
+        return Err(DecodeError::Malformed(
+            "UNSUBSCRIBE without topic filter [MQTT-3.10.3-2]",
+        ));
+    }
+    if unsubscribe.topics.iter().any(|t| t.contains('\0')) {
+        return Err(DecodeError::Malformed(
+            "UNSUBSCRIBE: topic filter contains U+0000 [MQTT-1.5.3-2]",
+        ));
+    }
+    Ok(Unsubscribe {
+        pkid: unsubscribe.pkid,
+        filters: unsubscribe.topics,
+    })
 }

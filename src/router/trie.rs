@@ -1,43 +1,772 @@
 //! The subscription tree: topic filters stored level by level, so that matching a topic
 //! costs in proportion to its depth and the branches it reaches, not to the number of
 //! subscriptions.
+//!
+//! Each node holds its literal children in a hash map, its `+` child in a separate slot,
+//! the subscribers whose filter ends at this node, and the subscribers of "this node
+//! followed by `/#`" (a `#` level is always last, so it needs no node of its own).
+//!
+//! Subscribers of one node are kept in a `Vec` (cheap to iterate when delivering); once a
+//! node has many of them, an id → position index is added so that removing one
+//! subscriber stays O(1) however popular the filter is.
+//!
+//! Nothing here recurses: filters and topics may have tens of thousands of levels, so the
+//! walks use loops and, for matching, a small stack that lives on the call stack and only
+//! spills to the heap for unusually branchy tries.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::topic::is_dollar_topic;
+
+/// A node gets an id index once it has more subscribers than this.
+const INDEX_ABOVE: usize = 32;
+/// ... and loses it again below this, so churn around the threshold does not rebuild it.
+const INDEX_DROP_BELOW: usize = 16;
+
+/// Hasher for subscriber ids (chosen by the broker, not by clients): one folded multiply.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 ^= x;
+    }
+
+    fn finish(&self) -> u64 {
+        let p = u128::from(self.0 ^ MIX) * u128::from(MIX);
+        (p as u64) ^ ((p >> 64) as u64)
+    }
+}
+
+type IdIndex = HashMap<u64, usize, BuildHasherDefault<IdHasher>>;
+
+/// The subscribers of one filter.
+struct Subs<V> {
+    list: Vec<(u64, V)>,
+    /// Position of each id in `list`, present only when `list` is large.
+    index: Option<Box<IdIndex>>,
+}
+
+impl<V> Subs<V> {
+    const fn new() -> Self {
+        Subs {
+            list: Vec::new(),
+            index: None,
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    #[inline]
+    fn iter(&self) -> std::slice::Iter<'_, (u64, V)> {
+        self.list.iter()
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&id).copied(),
+            None => self.list.iter().position(|e| e.0 == id),
+        }
+    }
+
+    /// Adds or replaces; true if `id` is new.
+    fn insert(&mut self, id: u64, value: V) -> bool {
+        if let Some(i) = self.position(id) {
+            self.list[i].1 = value;
+            return false;
+        }
+        let i = self.list.len();
+        self.list.push((id, value));
+        match &mut self.index {
+            Some(index) => {
+                index.insert(id, i);
+            }
+            None if self.list.len() > INDEX_ABOVE => {
+                let mut index = IdIndex::with_capacity_and_hasher(
+                    self.list.len() * 2,
+                    BuildHasherDefault::default(),
+                );
+                index.extend(self.list.iter().enumerate().map(|(i, e)| (e.0, i)));
+                self.index = Some(Box::new(index));
+            }
+            None => {}
+        }
+        true
+    }
+
+    fn remove(&mut self, id: u64) -> Option<V> {
+        let i = self.position(id)?;
+        let (_, value) = self.list.swap_remove(i);
+        let drop_index = self.list.len() < INDEX_DROP_BELOW;
+        if let Some(index) = &mut self.index {
+            if drop_index {
+                self.index = None;
+            } else {
+                index.remove(&id);
+                if let Some(moved) = self.list.get(i) {
+                    index.insert(moved.0, i);
+                }
+                if index.capacity() > 64 && index.len() * 4 < index.capacity() {
+                    index.shrink_to(index.len() * 2);
+                }
+            }
+        }
+        if self.list.is_empty() {
+            self.list = Vec::new();
+        } else if self.list.capacity() > 8 && self.list.len() * 4 < self.list.capacity() {
+            self.list.shrink_to(self.list.len() * 2);
+        }
+        Some(value)
+    }
+}
+
+struct Node<V> {
+    children: HashMap<Box<str>, Node<V>>,
+    plus: Option<Box<Node<V>>>,
+    /// Filters ending at this node.
+    subs: Subs<V>,
+    /// Filters ending with this node followed by `#` (the root's are those of `#`).
+    hash: Subs<V>,
+}
+
+impl<V> Node<V> {
+    fn new() -> Self {
+        Node {
+            children: HashMap::new(),
+            plus: None,
+            subs: Subs::new(),
+            hash: Subs::new(),
+        }
+    }
+
+    fn branches(&self) -> usize {
+        self.children.len() + usize::from(self.plus.is_some())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty() && self.hash.is_empty() && self.branches() == 0
+    }
+
+    /// The child for filter level `level` (`+` or a literal).
+    #[inline]
+    fn child(&self, level: &str) -> Option<&Node<V>> {
+        if level == "+" {
+            self.plus.as_deref()
+        } else {
+            self.children.get(level)
+        }
+    }
+
+    #[inline]
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
+        if level == "+" {
+            self.plus.as_deref_mut()
+        } else {
+            self.children.get_mut(level)
+        }
+    }
+
+    fn child_or_insert(&mut self, level: &str) -> &mut Node<V> {
+        if level == "+" {
+            return self.plus.get_or_insert_with(|| Box::new(Node::new()));
+        }
+        if !self.children.contains_key(level) {
+            self.children.insert(level.into(), Node::new());
+        }
+        self.children.get_mut(level).expect("just inserted")
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        if level == "+" {
+            self.plus = None;
+        } else {
+            self.children.remove(level);
+            let cap = self.children.capacity();
+            if cap > 32 && self.children.len() * 4 < cap {
+                self.children.shrink_to(self.children.len() * 2);
+            }
+        }
+    }
+}
+
+impl<V> Drop for Node<V> {
+    /// Dismantles the subtree with a loop: the default recursive drop could overflow the
+    /// stack on a filter with tens of thousands of levels.
+    fn drop(&mut self) {
+        if self.branches() == 0 {
+            return;
+        }
+        let mut stack: Vec<Node<V>> = self.children.drain().map(|(_, n)| n).collect();
+        stack.extend(self.plus.take().map(|p| *p));
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, n)| n));
+            stack.extend(node.plus.take().map(|p| *p));
+        }
+    }
+}
+
+/// Splits a filter into the levels leading to its node (`None`: the root) and whether it
+/// ends with `#`.
+fn split_filter(filter: &str) -> (Option<&str>, bool) {
+    if filter == "#" {
+        (None, true)
+    } else if let Some(path) = filter.strip_suffix("/#") {
+        (Some(path), true)
+    } else {
+        (Some(filter), false)
+    }
+}
+
+/// First level of `s` and the rest after the separator, if there is one.
+#[inline]
+fn split_first(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (s, None),
+    }
+}
+
+const INLINE_STACK: usize = 16;
+
+/// LIFO stack of `Copy` items kept inline, spilling to the heap only past `INLINE_STACK`.
+struct SmallStack<T: Copy> {
+    inline: [Option<T>; INLINE_STACK],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy> SmallStack<T> {
+    fn new() -> Self {
+        SmallStack {
+            inline: [None; INLINE_STACK],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, item: T) {
+        if self.len < INLINE_STACK {
+            self.inline[self.len] = Some(item);
+            self.len += 1;
+        } else {
+            self.spill.push(item);
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<T> {
+        if let Some(item) = self.spill.pop() {
+            return Some(item);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.inline[self.len].take()
+    }
+}
 
 /// Subscriptions keyed by topic filter and subscriber id `u64`, each with a value `V`
 /// (the subscriber handle and its granted QoS, as the router chooses).
+///
+/// Filters are expected to be valid (see [`crate::topic::valid_topic_filter`]).
 pub struct SubscriptionTrie<V> {
-    _v: std::marker::PhantomData<V>,
+    root: Node<V>,
+    len: usize,
 }
 
 impl<V> Default for SubscriptionTrie<V> {
     fn default() -> Self {
-        todo!()
+        SubscriptionTrie {
+            root: Node::new(),
+            len: 0,
+        }
     }
 }
 
 impl<V> SubscriptionTrie<V> {
     /// Adds or replaces the subscription of `id` to `filter`. Returns true if it is new.
     pub fn insert(&mut self, filter: &str, id: u64, value: V) -> bool {
-        todo!()
+        debug_assert!(crate::topic::valid_topic_filter(filter), "{filter:?}");
+        let (path, hash) = split_filter(filter);
+        let mut node = &mut self.root;
+        if let Some(path) = path {
+            for level in path.split('/') {
+                node = node.child_or_insert(level);
+            }
+        }
+        let subs = if hash { &mut node.hash } else { &mut node.subs };
+        let new = subs.insert(id, value);
+        if new {
+            self.len += 1;
+        }
+        new
     }
 
     /// Removes the subscription of `id` to `filter`. Returns true if there was one.
     /// Empty branches are pruned so the tree does not grow with churn.
     pub fn remove(&mut self, filter: &str, id: u64) -> bool {
-        todo!()
+        let (path, hash) = split_filter(filter);
+        let mut node = &mut self.root;
+        if let Some(path) = path {
+            for level in path.split('/') {
+                match node.child_mut(level) {
+                    Some(child) => node = child,
+                    None => return false,
+                }
+            }
+        }
+        let subs = if hash { &mut node.hash } else { &mut node.subs };
+        if subs.remove(id).is_none() {
+            return false;
+        }
+        self.len -= 1;
+        if let (true, Some(path)) = (node.is_empty(), path) {
+            self.prune(path);
+        }
+        true
+    }
+
+    /// Removes the longest chain of nodes at the end of `path` that holds nothing but
+    /// the path itself. The node at the end of `path` must be empty.
+    fn prune(&mut self, path: &str) {
+        // Depth (1 = child of the root) of the first node of that chain.
+        let mut cut = None;
+        let mut node = &self.root;
+        for (i, level) in path.split('/').enumerate() {
+            node = node.child(level).expect("pruned path exists");
+            if node.subs.is_empty() && node.hash.is_empty() && node.branches() <= 1 {
+                cut.get_or_insert(i + 1);
+            } else {
+                cut = None;
+            }
+        }
+        let Some(cut) = cut else { return };
+        let mut node = &mut self.root;
+        for (i, level) in path.split('/').enumerate() {
+            if i + 1 == cut {
+                node.remove_child(level);
+                return;
+            }
+            node = node.child_mut(level).expect("pruned path exists");
+        }
     }
 
     /// Calls `f(id, value)` for every subscription whose filter matches `topic`. A
     /// subscriber with several matching filters is visited once per filter.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(u64, &V)) {
-        todo!()
+        let root = &self.root;
+        let mut stack: SmallStack<(&Node<V>, Option<&str>)> = SmallStack::new();
+        let (first, rest) = split_first(topic);
+        // Wildcards at the first level do not match topics starting with '$'.
+        if !is_dollar_topic(topic) {
+            for (id, v) in root.hash.iter() {
+                f(*id, v);
+            }
+            if let Some(plus) = root.plus.as_deref() {
+                stack.push((plus, rest));
+            }
+        }
+        if let Some(child) = root.children.get(first) {
+            stack.push((child, rest));
+        }
+        while let Some((mut node, mut rest)) = stack.pop() {
+            loop {
+                for (id, v) in node.hash.iter() {
+                    f(*id, v);
+                }
+                let Some(r) = rest else {
+                    for (id, v) in node.subs.iter() {
+                        f(*id, v);
+                    }
+                    break;
+                };
+                let (level, next) = split_first(r);
+                let exact = if node.children.is_empty() {
+                    None
+                } else {
+                    node.children.get(level)
+                };
+                rest = next;
+                node = match (exact, node.plus.as_deref()) {
+                    (Some(exact), Some(plus)) => {
+                        stack.push((plus, next));
+                        exact
+                    }
+                    (Some(only), None) | (None, Some(only)) => only,
+                    (None, None) => break,
+                };
+            }
+        }
     }
 
     /// Number of (filter, id) subscriptions stored.
     pub fn len(&self) -> usize {
-        todo!()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `id` is subscribed to exactly `filter`.
+    pub fn contains(&self, filter: &str, id: u64) -> bool {
+        let (path, hash) = split_filter(filter);
+        let mut node = &self.root;
+        if let Some(path) = path {
+            for level in path.split('/') {
+                match node.child(level) {
+                    Some(child) => node = child,
+                    None => return false,
+                }
+            }
+        }
+        let subs = if hash { &node.hash } else { &node.subs };
+        subs.position(id).is_some()
+    }
+
+    /// Removes every subscription.
+    pub fn clear(&mut self) {
+        self.root = Node::new();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{matches, valid_topic_filter};
+    use std::collections::HashMap;
+
+    fn matched<V: Clone + Ord>(trie: &SubscriptionTrie<V>, topic: &str) -> Vec<(u64, V)> {
+        let mut out = Vec::new();
+        trie.for_each_match(topic, |id, v| out.push((id, v.clone())));
+        out.sort();
+        out
+    }
+
+    fn ids(trie: &SubscriptionTrie<&'static str>, topic: &str) -> Vec<u64> {
+        let mut out: Vec<u64> = matched(trie, topic).into_iter().map(|e| e.0).collect();
+        out.dedup();
+        out
+    }
+
+    fn node_count<V>(node: &Node<V>) -> usize {
+        1 + node.children.values().map(node_count).sum::<usize>()
+            + node.plus.as_deref().map_or(0, node_count)
+    }
+
+    #[test]
+    fn spec_examples() {
+        let mut t = SubscriptionTrie::default();
+        t.insert("sport/tennis/player1/#", 1, "f");
+        assert_eq!(ids(&t, "sport/tennis/player1"), [1]);
+        assert_eq!(ids(&t, "sport/tennis/player1/ranking"), [1]);
+        assert_eq!(ids(&t, "sport/tennis/player1/score/wimbledon"), [1]);
+        assert!(ids(&t, "sport/tennis/player2").is_empty());
+        assert!(ids(&t, "sport/tennis").is_empty());
+
+        let mut t = SubscriptionTrie::default();
+        t.insert("sport/#", 1, "f");
+        assert_eq!(ids(&t, "sport"), [1]);
+        assert_eq!(ids(&t, "sport/"), [1]);
+        assert!(ids(&t, "sports").is_empty());
+
+        let mut t = SubscriptionTrie::default();
+        t.insert("+/+", 1, "a");
+        t.insert("/+", 2, "b");
+        t.insert("+", 3, "c");
+        assert_eq!(ids(&t, "/finance"), [1, 2]);
+        assert_eq!(ids(&t, "finance"), [3]);
+        assert_eq!(ids(&t, "/"), [1, 2]);
+
+        let mut t = SubscriptionTrie::default();
+        t.insert("sport/tennis/+", 1, "a");
+        assert_eq!(ids(&t, "sport/tennis/player1"), [1]);
+        assert!(ids(&t, "sport/tennis/player1/ranking").is_empty());
+        assert!(ids(&t, "sport/tennis").is_empty());
+    }
+
+    #[test]
+    fn dollar_rule() {
+        let mut t = SubscriptionTrie::default();
+        t.insert("#", 1, "");
+        t.insert("+/monitor/Clients", 2, "");
+        t.insert("$SYS/#", 3, "");
+        t.insert("$SYS/monitor/+", 4, "");
+        t.insert("+/#", 5, "");
+        t.insert("+", 6, "");
+        assert_eq!(ids(&t, "$SYS/monitor/Clients"), [3, 4]);
+        assert_eq!(ids(&t, "$SYS"), [3]);
+        assert_eq!(ids(&t, "x/monitor/Clients"), [1, 2, 5]);
+        assert_eq!(ids(&t, "a/$SYS"), [1, 5]);
+    }
+
+    #[test]
+    fn empty_levels() {
+        let mut t = SubscriptionTrie::default();
+        t.insert("a//b", 1, "");
+        t.insert("/a", 2, "");
+        t.insert("a/", 3, "");
+        t.insert("a", 4, "");
+        t.insert("a/+/b", 5, "");
+        assert_eq!(ids(&t, "a//b"), [1, 5]);
+        assert_eq!(ids(&t, "/a"), [2]);
+        assert_eq!(ids(&t, "a/"), [3]);
+        assert_eq!(ids(&t, "a"), [4]);
+        assert!(ids(&t, "a/b").is_empty());
+    }
+
+    #[test]
+    fn insert_replace_remove() {
+        let mut t = SubscriptionTrie::default();
+        assert!(t.is_empty());
+        assert!(t.insert("a/b", 1, 10));
+        assert!(!t.insert("a/b", 1, 11), "replacing is not new");
+        assert_eq!(t.len(), 1);
+        assert_eq!(matched(&t, "a/b"), [(1, 11)]);
+        assert!(t.insert("a/b", 2, 20));
+        assert!(t.insert("a/#", 1, 12));
+        assert!(t.insert("a/+", 1, 13));
+        assert!(t.insert("#", 1, 14));
+        assert_eq!(t.len(), 5);
+        assert!(t.contains("a/#", 1));
+        assert!(!t.contains("a/#", 2));
+        assert!(!t.contains("a", 1));
+
+        assert!(!t.remove("a/b", 3));
+        assert!(!t.remove("a/c", 1));
+        assert!(!t.remove("x/y/z", 1));
+        assert!(!t.remove("+", 1));
+        assert!(!t.remove("a/b/#", 1));
+        assert_eq!(t.len(), 5);
+
+        assert!(t.remove("a/b", 1));
+        assert!(!t.remove("a/b", 1));
+        assert_eq!(matched(&t, "a/b"), [(1, 12), (1, 13), (1, 14), (2, 20)]);
+        assert!(t.remove("a/#", 1));
+        assert!(t.remove("a/+", 1));
+        assert!(t.remove("#", 1));
+        assert!(t.remove("a/b", 2));
+        assert!(t.is_empty());
+        assert!(t.root.is_empty(), "every branch is pruned");
+    }
+
+    #[test]
+    fn pruning_keeps_shared_branches() {
+        let mut t = SubscriptionTrie::default();
+        t.insert("a/b/c/d", 1, ());
+        t.insert("a/b", 2, ());
+        t.insert("a/+/x/#", 3, ());
+        t.insert("a/b/c/e", 4, ());
+        // root, a, b, c, d, e, +, x
+        assert_eq!(node_count(&t.root), 8);
+        assert!(t.remove("a/b/c/d", 1));
+        assert_eq!(node_count(&t.root), 7);
+        assert!(t.remove("a/b/c/e", 4));
+        assert_eq!(node_count(&t.root), 5);
+        assert!(t.remove("a/+/x/#", 3));
+        assert_eq!(node_count(&t.root), 3);
+        assert!(t.contains("a/b", 2));
+        assert!(t.remove("a/b", 2));
+        assert_eq!(node_count(&t.root), 1);
+    }
+
+    #[test]
+    fn overlapping_filters_visited_once_each() {
+        let mut t = SubscriptionTrie::default();
+        for (i, f) in ["#", "a/#", "a/+", "+/b", "a/b", "+/+", "a/b/#", "a/c"]
+            .into_iter()
+            .enumerate()
+        {
+            assert!(t.insert(f, 7, i));
+        }
+        t.insert("a/b", 8, 100);
+        assert_eq!(
+            matched(&t, "a/b"),
+            [
+                (7, 0),
+                (7, 1),
+                (7, 2),
+                (7, 3),
+                (7, 4),
+                (7, 5),
+                (7, 6),
+                (8, 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn many_subscribers_on_one_filter() {
+        let mut t = SubscriptionTrie::default();
+        for id in 0..5000u64 {
+            assert!(t.insert("big/topic", id, id * 2));
+        }
+        assert!(!t.insert("big/topic", 1234, 1));
+        assert_eq!(t.len(), 5000);
+        let mut n = 0;
+        t.for_each_match("big/topic", |id, v| {
+            n += 1;
+            assert_eq!(*v, if id == 1234 { 1 } else { id * 2 });
+        });
+        assert_eq!(n, 5000);
+        for id in (0..5000u64).step_by(2) {
+            assert!(t.remove("big/topic", id));
+            assert!(!t.remove("big/topic", id));
+        }
+        assert_eq!(t.len(), 2500);
+        for id in 0..5000u64 {
+            assert_eq!(t.contains("big/topic", id), id % 2 == 1);
+        }
+        for id in (1..5000u64).step_by(2) {
+            assert!(t.remove("big/topic", id));
+        }
+        assert!(t.is_empty());
+        assert!(t.root.is_empty());
+    }
+
+    #[test]
+    fn deep_topics_do_not_overflow() {
+        let deep = "/".repeat(100_000);
+        let plus = vec!["+"; 50_000].join("/");
+        let mut t = SubscriptionTrie::default();
+        t.insert(&deep, 1, ());
+        t.insert(&format!("{deep}/#"), 2, ());
+        t.insert(&plus, 3, ());
+        assert_eq!(ids_unit(&t, &deep), [1, 2]);
+        assert_eq!(ids_unit(&t, &vec![""; 50_000].join("/")), [3]);
+        assert!(t.remove(&deep, 1));
+        assert!(t.remove(&format!("{deep}/#"), 2));
+        assert!(t.remove(&plus, 3));
+        assert!(t.root.is_empty());
+        // Dropping a deep tree must not recurse either.
+        t.insert(&deep, 1, ());
+        t.insert(&plus, 3, ());
+        drop(t);
+    }
+
+    fn ids_unit(t: &SubscriptionTrie<()>, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        t.for_each_match(topic, |id, _| out.push(id));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn branchy_trie_spills_stack() {
+        // Every level has both a literal and a '+' child: many pending branches.
+        let mut t = SubscriptionTrie::default();
+        let mut expected = 0;
+        for mask in 0u32..(1 << 10) {
+            let f: Vec<&str> = (0..10)
+                .map(|i| if mask & (1 << i) != 0 { "+" } else { "a" })
+                .collect();
+            t.insert(&f.join("/"), u64::from(mask), ());
+            expected += 1;
+        }
+        let topic = ["a"; 10].join("/");
+        assert_eq!(ids_unit(&t, &topic).len(), expected);
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn random_levels(rng: &mut XorShift, alphabet: &[&str]) -> String {
+        let n = 1 + rng.below(4);
+        (0..n)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    const FILTER_LEVELS: [&str; 6] = ["a", "b", "", "$x", "+", "#"];
+    const TOPIC_LEVELS: [&str; 4] = ["a", "b", "", "$x"];
+
+    #[test]
+    fn randomized_against_matches() {
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let mut t = SubscriptionTrie::default();
+        let mut reference: HashMap<(String, u64), u32> = HashMap::new();
+        let check = |t: &SubscriptionTrie<u32>,
+                     reference: &HashMap<(String, u64), u32>,
+                     rng: &mut XorShift| {
+            assert_eq!(t.len(), reference.len());
+            for _ in 0..1000 {
+                let topic = random_levels(rng, &TOPIC_LEVELS);
+                let mut expected: Vec<(u64, u32)> = reference
+                    .iter()
+                    .filter(|((f, _), _)| matches(f, &topic))
+                    .map(|((_, id), v)| (*id, *v))
+                    .collect();
+                expected.sort();
+                assert_eq!(matched(t, &topic), expected, "topic {topic:?}");
+            }
+        };
+        let mut value = 0u32;
+        for round in 0..4 {
+            for _ in 0..400 {
+                let filter = random_levels(&mut rng, &FILTER_LEVELS);
+                if !valid_topic_filter(&filter) {
+                    continue;
+                }
+                let id = rng.below(8) as u64;
+                value += 1;
+                let new = reference.insert((filter.clone(), id), value).is_none();
+                assert_eq!(t.insert(&filter, id, value), new, "{filter:?} {id}");
+            }
+            check(&t, &reference, &mut rng);
+            // Remove about half, plus some that are not there.
+            for _ in 0..300 {
+                let filter = random_levels(&mut rng, &FILTER_LEVELS);
+                if !valid_topic_filter(&filter) {
+                    continue;
+                }
+                let id = rng.below(8) as u64;
+                let had = reference.remove(&(filter.clone(), id)).is_some();
+                assert_eq!(t.remove(&filter, id), had, "{filter:?} {id}");
+            }
+            let keys: Vec<_> = reference.keys().cloned().collect();
+            for (i, (filter, id)) in keys.into_iter().enumerate() {
+                if (i + round) % 2 == 0 {
+                    reference.remove(&(filter.clone(), id));
+                    assert!(t.remove(&filter, id));
+                    assert!(!t.contains(&filter, id));
+                }
+            }
+            check(&t, &reference, &mut rng);
+        }
+        for (filter, id) in reference.keys() {
+            assert!(t.remove(filter, *id));
+        }
+        assert!(t.is_empty());
+        assert!(t.root.is_empty(), "all branches pruned");
     }
 }

@@ -1,0 +1,263 @@
+//! The broker's shared state: sessions by client id, the router, the retained store, the
+//! storage backend and the counters. One [`Broker`] is shared by every connection task.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::QoS;
+use crate::config::{Config, Listener};
+use crate::message::SharedMessage;
+use crate::retain::RetainTree;
+use crate::router::{Router, Subscriber};
+use crate::session::{Delivery, Limits, Session};
+use crate::store::{MemoryStore, Store, StoreEvent};
+
+/// Counters for logs now and `$SYS`/metrics later.
+#[derive(Default)]
+pub struct Stats {
+    pub connections: AtomicUsize,
+    pub messages_received: AtomicU64,
+    pub messages_routed: AtomicU64,
+    pub messages_dropped: AtomicU64,
+}
+
+pub struct Broker {
+    pub config: Config,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    pub router: Router,
+    pub retained: RwLock<RetainTree<SharedMessage>>,
+    pub store: Arc<dyn Store>,
+    pub stats: Stats,
+    next_session_id: AtomicU64,
+    next_client_number: AtomicU64,
+}
+
+/// A connection's claim on a session, returned by [`Broker::attach`].
+pub struct Attachment {
+    pub session: Arc<Session>,
+    pub session_present: bool,
+    pub generation: u64,
+    /// Cancelled when another connection takes the session over.
+    pub cancel: CancellationToken,
+    /// Held for the life of the connection.
+    pub guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Broker {
+        Broker {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            router: Router::default(),
+            retained: RwLock::new(RetainTree::default()),
+            store: Arc::new(MemoryStore),
+            stats: Stats::default(),
+            next_session_id: AtomicU64::new(1),
+            next_client_number: AtomicU64::new(1),
+        }
+    }
+
+    /// A client id for a client that sent an empty one (clean session only).
+    pub fn assign_client_id(&self) -> String {
+        let n = self.next_client_number.fetch_add(1, Ordering::Relaxed);
+        format!("midge-auto-{n}-{:x}", std::process::id())
+    }
+
+    pub fn limits_for(&self, listener: &Listener) -> Limits {
+        let c = &self.config;
+        Limits {
+            max_inflight: c.max_inflight_messages,
+            max_queued_messages: c.max_queued_messages,
+            max_queued_bytes: c.max_queued_bytes,
+            queue_qos0: c.queue_qos0_messages,
+            queue_full: listener.queue_full,
+            drop_log_interval: std::time::Duration::from_secs(c.drop_log_interval),
+        }
+    }
+
+    /// Claims the session of `client_id` for a new connection: creates it, or takes it
+    /// over from the connection that has it (which is cancelled, and awaited until it has
+    /// let go). With `clean`, or when the previous owner was a clean session, the state is
+    /// discarded [MQTT-3.1.2-6]; otherwise it is resumed and `session_present` is set
+    /// [MQTT-3.2.2-2]. Returns `None` if a later CONNECT for the same id overtook this one.
+    pub async fn attach(&self, client_id: &str, clean: bool, limits: Limits) -> Option<Attachment> {
+        let cancel = CancellationToken::new();
+        let (session, generation, existed) = {
+            let mut sessions = self.sessions.lock();
+            let (session, existed) = match sessions.get(client_id) {
+                Some(s) => (s.clone(), true),
+                None => {
+                    let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+                    let s = Arc::new(Session::new(id, client_id.to_string(), limits));
+                    sessions.insert(client_id.to_string(), s.clone());
+                    (s, false)
+                }
+            };
+            let mut st = session.state.lock();
+            st.generation += 1;
+            if let Some(old) = st.connection.replace(cancel.clone()) {
+                old.cancel();
+            }
+            let generation = st.generation;
+            drop(st);
+            (session, generation, existed)
+        };
+
+        let guard = session.attach.clone().lock_owned().await;
+
+        let (discard, filters) = {
+            let mut st = session.state.lock();
+            if st.generation != generation {
+                return None;
+            }
+            let discard = existed && (clean || st.clean);
+            let filters: Vec<String> = if discard {
+                st.subscriptions.keys().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            if discard {
+                st.reset();
+            }
+            st.clean = clean;
+            st.limits = limits;
+            st.mark_inflight_unsent();
+            (discard, filters)
+        };
+        if discard {
+            self.router
+                .unsubscribe_all(&session, filters.iter().map(String::as_str));
+            self.record(StoreEvent::SessionDiscarded { client_id });
+            session.space.notify_waiters();
+        }
+        if !clean {
+            self.record(StoreEvent::SessionOpened { client_id });
+        }
+        Some(Attachment {
+            session_present: existed && !discard,
+            session,
+            generation,
+            cancel,
+            guard,
+        })
+    }
+
+    /// Called when the connection of `generation` ends. A clean session ends with its
+    /// connection; a persistent one stays, offline, queueing what it is sent.
+    pub fn detach(&self, session: &Arc<Session>, generation: u64) {
+        let mut sessions = self.sessions.lock();
+        let filters = {
+            let mut st = session.state.lock();
+            if st.generation != generation {
+                // Taken over: the new connection owns the session now.
+                return;
+            }
+            st.connection = None;
+            if !st.clean {
+                return;
+            }
+            let filters: Vec<String> = st.subscriptions.keys().cloned().collect();
+            st.reset();
+            filters
+        };
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+        }
+        self.router
+            .unsubscribe_all(session, filters.iter().map(String::as_str));
+        drop(sessions);
+        session.space.notify_waiters();
+    }
+
+    /// Routes one message to every matching session, and stores or clears it as the
+    /// topic's retained message when `msg.retain` is set. Sessions whose queue is over its
+    /// limit under backpressure are pushed to `withheld`.
+    pub fn publish(
+        &self,
+        msg: &SharedMessage,
+        scratch: &mut Vec<Subscriber>,
+        withheld: &mut Vec<Arc<Session>>,
+    ) {
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        if msg.retain {
+            self.retain(msg);
+        }
+        self.router.route(&msg.topic, scratch);
+        for sub in scratch.drain(..) {
+            let qos = min_qos(msg.qos, sub.qos);
+            match sub.session.deliver(msg, qos, false) {
+                Delivery::Queued => {
+                    self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
+                }
+                Delivery::OverLimit => {
+                    self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
+                    withheld.push(sub.session);
+                }
+                Delivery::Dropped => {
+                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Delivery::Skipped => {}
+            }
+        }
+    }
+
+    fn retain(&self, msg: &SharedMessage) {
+        let mut retained = self.retained.write();
+        if msg.payload.is_empty() {
+            // A retained PUBLISH with no payload clears the topic [MQTT-3.3.1-10/11].
+            retained.remove(&msg.topic);
+            self.record(StoreEvent::Retained {
+                topic: &msg.topic,
+                message: None,
+            });
+        } else {
+            retained.set(&msg.topic, msg.clone());
+            self.record(StoreEvent::Retained {
+                topic: &msg.topic,
+                message: Some(msg),
+            });
+        }
+    }
+
+    /// Retained messages matching `filter`, each with the QoS it is sent at.
+    pub fn retained_for(&self, filter: &str, granted: QoS) -> Vec<(SharedMessage, QoS)> {
+        self.retained
+            .read()
+            .matching(filter)
+            .into_iter()
+            .map(|m| {
+                let qos = min_qos(m.qos, granted);
+                (m, qos)
+            })
+            .collect()
+    }
+
+    /// Reports `event` to the store. With the in-memory store this is free.
+    pub fn record(&self, event: StoreEvent<'_>) {
+        if self.store.is_durable() {
+            if let Err(e) = self.store.record(event) {
+                tracing::error!("store: {e}");
+            }
+        }
+    }
+
+    /// Number of sessions, online and offline.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+}
+
+pub fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) {
+        a
+    } else {
+        b
+    }
+}

@@ -1,0 +1,128 @@
+//! Encoders for the packets a server sends. Each appends one packet to the buffer after
+//! reserving its exact size once.
+
+use bytes::{BufMut, BytesMut};
+use mqttbytes::v4::{PingResp, PubAck, PubComp, PubRec, PubRel, UnsubAck};
+
+use super::{QoS, MAX_REMAINING_LENGTH};
+
+/// Number of bytes of the variable length encoding of `len` (`len` is at most
+/// `MAX_REMAINING_LENGTH`).
+pub(super) fn varint_len(len: usize) -> usize {
+    match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+pub(super) fn put_varint(buf: &mut BytesMut, mut len: usize) {
+    loop {
+        // Truncation intended: the low 7 bits.
+        let mut byte = (len & 0x7F) as u8;
+        len >>= 7;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+/// Our own encoder: `mqttbytes` takes its `ConnectReturnCode` enum, which cannot carry
+/// every `u8` the caller may pass.
+pub fn encode_connack(buf: &mut BytesMut, session_present: bool, code: u8) {
+    buf.reserve(4);
+    buf.put_slice(&[0x20, 0x02, u8::from(session_present), code]);
+}
+
+/// Encodes an outgoing PUBLISH. `pkid` is ignored for QoS 0.
+///
+/// DUP is never set on QoS 0 [MQTT-3.3.1-2]. The topic must fit a 16-bit length and the
+/// packet the 256 MiB MQTT limit; anything decoded with a sane `max_packet_size` does. A
+/// packet breaking that limit is a bug of the caller: it asserts in debug builds and is
+/// not written in release builds (a corrupt frame would break the whole stream).
+pub fn encode_publish(
+    buf: &mut BytesMut,
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    pkid: u16,
+    retain: bool,
+    dup: bool,
+) {
+    let has_pkid = qos != QoS::AtMostOnce;
+    let remaining = (2 + topic.len() + if has_pkid { 2 } else { 0 }).checked_add(payload.len());
+    let (Ok(topic_len), Some(remaining)) = (u16::try_from(topic.len()), remaining) else {
+        debug_assert!(false, "PUBLISH topic longer than 65535 bytes");
+        return;
+    };
+    if remaining > MAX_REMAINING_LENGTH {
+        debug_assert!(false, "PUBLISH larger than the MQTT maximum");
+        return;
+    }
+    buf.reserve(1 + varint_len(remaining) + remaining);
+    let byte1 = 0x30 | (u8::from(dup && has_pkid) << 3) | ((qos as u8) << 1) | u8::from(retain);
+    buf.put_u8(byte1);
+    put_varint(buf, remaining);
+    buf.put_u16(topic_len);
+    buf.put_slice(topic.as_bytes());
+    if has_pkid {
+        buf.put_u16(pkid);
+    }
+    buf.put_slice(payload);
+}
+
+// The `mqttbytes` acknowledgement writers can only fail for a remaining length over the
+// MQTT maximum; theirs is 2 (0 for PINGRESP), so the results are ignored.
+
+pub fn encode_puback(buf: &mut BytesMut, pkid: u16) {
+    buf.reserve(4);
+    let _ = PubAck::new(pkid).write(buf);
+}
+
+pub fn encode_pubrec(buf: &mut BytesMut, pkid: u16) {
+    buf.reserve(4);
+    let _ = PubRec::new(pkid).write(buf);
+}
+
+pub fn encode_pubrel(buf: &mut BytesMut, pkid: u16) {
+    buf.reserve(4);
+    let _ = PubRel::new(pkid).write(buf);
+}
+
+pub fn encode_pubcomp(buf: &mut BytesMut, pkid: u16) {
+    buf.reserve(4);
+    let _ = PubComp::new(pkid).write(buf);
+}
+
+/// `codes` holds one return code per filter: granted QoS 0-2 or 0x80 for failure.
+///
+/// Our own encoder: `mqttbytes` wants a `Vec` of its reason code enum and collects it
+/// into a second `Vec` while writing. `codes` is never longer than the SUBSCRIBE it
+/// answers, so it always fits; a longer one asserts in debug builds and is not written.
+pub fn encode_suback(buf: &mut BytesMut, pkid: u16, codes: &[u8]) {
+    let remaining = codes.len().saturating_add(2);
+    if remaining > MAX_REMAINING_LENGTH {
+        debug_assert!(false, "SUBACK larger than the MQTT maximum");
+        return;
+    }
+    buf.reserve(1 + varint_len(remaining) + remaining);
+    buf.put_u8(0x90);
+    put_varint(buf, remaining);
+    buf.put_u16(pkid);
+    buf.put_slice(codes);
+}
+
+pub fn encode_unsuback(buf: &mut BytesMut, pkid: u16) {
+    buf.reserve(4);
+    let _ = UnsubAck::new(pkid).write(buf);
+}
+
+pub fn encode_pingresp(buf: &mut BytesMut) {
+    buf.reserve(2);
+    let _ = PingResp.write(buf);
+}

@@ -1,0 +1,436 @@
+//! One client connection: a single task that reads packets, hands them to the
+//! [`handlers`](crate::handlers), and writes what the client's session has queued.
+//!
+//! Reading and writing share one task and one `select!`, so a connection costs one task,
+//! two small buffers and no channels. Writes are batched: everything due is encoded into
+//! one buffer and written with as few syscalls as the socket allows. When the write
+//! buffer is above its high-water mark the task stops reading and stops pulling from the
+//! session queue, so a slow client is held back by TCP flow control and by its queue
+//! limits, and never makes the broker's memory grow.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
+use crate::config::Listener;
+use crate::handlers;
+use crate::router::Subscriber;
+use crate::session::Session;
+
+/// Stop pulling queued messages into the write buffer above this many bytes.
+const OUT_LOW: usize = 32 * 1024;
+/// Stop reading from the client above this many bytes waiting to be written.
+const OUT_HIGH: usize = 256 * 1024;
+/// Smallest and largest read reservation; the size adapts to the traffic, so an idle
+/// connection keeps only a small buffer.
+const READ_MIN: usize = 256;
+const READ_MAX: usize = 64 * 1024;
+/// Acknowledgements withheld under backpressure before the connection stops reading.
+const MAX_WITHHELD: usize = 1024;
+/// How often withheld acknowledgements are re-checked even without a wake-up.
+const WITHHELD_POLL: Duration = Duration::from_millis(50);
+/// Time given to flush the write buffer when a connection is closed by the broker.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum Close {
+    /// The client sent DISCONNECT: the will is discarded [MQTT-3.14.4-3].
+    Disconnected,
+    /// The socket was closed without DISCONNECT.
+    PeerClosed,
+    Io(std::io::Error),
+    /// The client broke the protocol; the text says how.
+    ProtocolError(String),
+    KeepAliveTimeout,
+    TakenOver,
+    Shutdown,
+}
+
+impl Close {
+    /// Every close other than DISCONNECT (and broker shutdown) publishes the will
+    /// [MQTT-3.1.2-8].
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Close::Disconnected | Close::Shutdown)
+    }
+
+    pub fn protocol(why: impl Into<String>) -> Close {
+        Close::ProtocolError(why.into())
+    }
+}
+
+/// An acknowledgement owed to the publisher, withheld under backpressure.
+#[derive(Debug, Clone, Copy)]
+pub enum Ack {
+    PubAck(u16),
+    PubRec(u16),
+}
+
+pub struct Withheld {
+    pub ack: Ack,
+    /// Sessions whose queues must have room before the ack is sent.
+    pub waiting: Vec<Arc<Session>>,
+}
+
+/// The state of one connected client that the packet handlers act on.
+pub struct Client {
+    pub broker: Arc<Broker>,
+    pub listener: Arc<Listener>,
+    pub session: Arc<Session>,
+    pub generation: u64,
+    pub version: ProtocolVersion,
+    pub peer: SocketAddr,
+    /// Bytes waiting to be written to the socket.
+    pub out: BytesMut,
+    pub will: Option<Will>,
+    /// Keep-alive in seconds from CONNECT; 0 disables the timeout.
+    pub keep_alive: u16,
+    /// Acknowledgements withheld under backpressure, in the order they are owed.
+    pub withheld: VecDeque<Withheld>,
+    /// Reused by routing to avoid an allocation per PUBLISH.
+    pub route_scratch: Vec<Subscriber>,
+    pub over_limit_scratch: Vec<Arc<Session>>,
+    /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
+    pub _attached: tokio::sync::OwnedMutexGuard<()>,
+    /// Cancelled when a newer connection takes the session over.
+    pub cancel: CancellationToken,
+}
+
+impl Client {
+    pub fn client_id(&self) -> &str {
+        &self.session.client_id
+    }
+
+    /// Writes an acknowledgement, or queues it behind earlier withheld ones so that
+    /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3].
+    pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>) {
+        if waiting.is_empty() && self.withheld.is_empty() {
+            encode_ack(&mut self.out, ack);
+        } else {
+            self.withheld.push_back(Withheld { ack, waiting });
+        }
+    }
+
+    /// Sends the withheld acknowledgements whose sessions have room again.
+    fn release_withheld(&mut self) {
+        while let Some(front) = self.withheld.front_mut() {
+            // A discarded session was reset, so it has room too.
+            front.waiting.retain(|s| !s.state.lock().has_room());
+            if !front.waiting.is_empty() {
+                break;
+            }
+            let ack = front.ack;
+            self.withheld.pop_front();
+            encode_ack(&mut self.out, ack);
+        }
+    }
+}
+
+fn encode_ack(out: &mut BytesMut, ack: Ack) {
+    match ack {
+        Ack::PubAck(pkid) => codec::encode_puback(out, pkid),
+        Ack::PubRec(pkid) => codec::encode_pubrec(out, pkid),
+    }
+}
+
+/// Serves one accepted connection until it closes. `stream` is any byte stream (TCP now,
+/// TLS and WebSockets later).
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    listener: Arc<Listener>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::new();
+    let max_packet = broker.config.max_packet_size;
+
+    // The first packet must be a CONNECT, within connect_timeout [MQTT-3.1.0-1].
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(
+            broker.config.connect_timeout(),
+            read_packet(&mut rd, &mut rbuf, max_packet),
+        ) => r,
+    };
+    let connect = match first {
+        Err(_) => {
+            tracing::info!(%peer, "client sent no CONNECT within connect_timeout, closing");
+            return;
+        }
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(_))) => {
+            tracing::info!(%peer, "first packet was not CONNECT, closing");
+            return;
+        }
+        Ok(Ok(None)) => {
+            tracing::debug!(%peer, "connection closed before CONNECT");
+            return;
+        }
+        Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
+            // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
+            tracing::info!(%peer, level, "unsupported protocol level, refusing");
+            let mut out = BytesMut::new();
+            codec::encode_connack(&mut out, false, 0x01);
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "bad CONNECT: {e}, closing");
+            return;
+        }
+    };
+
+    let mut client = match handlers::connect::handle(&broker, &listener, peer, connect).await {
+        Ok(client) => client,
+        Err(refusal) => {
+            if let Some(code) = refusal.connack {
+                let mut out = BytesMut::new();
+                codec::encode_connack(&mut out, false, code);
+                let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
+            }
+            return;
+        }
+    };
+    broker.stats.connections.fetch_add(1, Ordering::Relaxed);
+    // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
+    let keep_alive =
+        (client.keep_alive > 0).then(|| Duration::from_millis(u64::from(client.keep_alive) * 1500));
+    let cancel = client.cancel.clone();
+
+    let close = run(
+        &mut client,
+        &mut rd,
+        &mut wr,
+        rbuf,
+        keep_alive,
+        &shutdown,
+        &cancel,
+    )
+    .await;
+
+    // Flush what is already encoded (acknowledgements, messages) before closing.
+    if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&client.out)).await;
+    }
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
+    finish(client, close);
+    broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The packet loop of a connected client.
+async fn run<S>(
+    client: &mut Client,
+    rd: &mut ReadHalf<S>,
+    wr: &mut WriteHalf<S>,
+    mut rbuf: BytesMut,
+    keep_alive: Option<Duration>,
+    shutdown: &CancellationToken,
+    cancel: &CancellationToken,
+) -> Close
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let session = client.session.clone();
+    let max_packet = client.broker.config.max_packet_size;
+    // Timed retransmission is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0 forbids it.
+    let retry = match client.broker.config.retry_interval {
+        0 => None,
+        _ if client.version == ProtocolVersion::V5 => None,
+        secs => Some(Duration::from_secs(secs)),
+    };
+    let mut last_in = Instant::now();
+    let mut read_chunk = READ_MIN;
+
+    // Packets that arrived together with CONNECT.
+    if let Err(close) = process(client, &mut rbuf, max_packet) {
+        return close;
+    }
+
+    loop {
+        let now = Instant::now();
+        if client.out.len() < OUT_LOW {
+            let freed = session
+                .state
+                .lock()
+                .fill(&mut client.out, OUT_HIGH, now.into_std());
+            if freed {
+                session.space.notify_waiters();
+            }
+        }
+        if !client.withheld.is_empty() {
+            client.release_withheld();
+        }
+        let reading = client.out.len() < OUT_HIGH && client.withheld.len() < MAX_WITHHELD;
+
+        // One timer serves keep-alive, retransmission and the backpressure re-check.
+        let mut deadline = keep_alive.map(|ka| last_in + ka);
+        let mut earliest = |t: Instant| {
+            deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        };
+        if let Some(retry) = retry {
+            if let Some(oldest) = session.state.lock().oldest_sent() {
+                earliest(Instant::from_std(oldest) + retry);
+            }
+        }
+        if !client.withheld.is_empty() {
+            earliest(now + WITHHELD_POLL);
+        }
+
+        if reading && rbuf.capacity() - rbuf.len() < READ_MIN {
+            rbuf.reserve(read_chunk);
+        }
+        let spare_before = rbuf.capacity() - rbuf.len();
+
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Close::Shutdown,
+            _ = cancel.cancelled() => return Close::TakenOver,
+            r = wr.write_buf(&mut client.out), if !client.out.is_empty() => match r {
+                Ok(0) => return Close::Io(std::io::ErrorKind::WriteZero.into()),
+                Ok(_) => {
+                    if client.out.is_empty() && client.out.capacity() > OUT_HIGH {
+                        client.out = BytesMut::new();
+                    }
+                }
+                Err(e) => return Close::Io(e),
+            },
+            r = rd.read_buf(&mut rbuf), if reading => match r {
+                Ok(0) => return Close::PeerClosed,
+                Ok(n) => {
+                    last_in = Instant::now();
+                    read_chunk = if n == spare_before {
+                        (read_chunk * 2).min(READ_MAX)
+                    } else if n < read_chunk / 4 {
+                        (read_chunk / 2).max(READ_MIN)
+                    } else {
+                        read_chunk
+                    };
+                    if let Err(close) = process(client, &mut rbuf, max_packet) {
+                        return close;
+                    }
+                    if rbuf.is_empty() && rbuf.capacity() > READ_MIN {
+                        // Let go of the buffer between bursts: idle connections stay small.
+                        rbuf = BytesMut::new();
+                    }
+                }
+                Err(e) => return Close::Io(e),
+            },
+            _ = session.wake.notified() => {}
+            _ = session.space.notified(), if !client.withheld.is_empty() => {}
+            _ = sleep_until_opt(deadline) => {
+                let now = Instant::now();
+                if let Some(ka) = keep_alive {
+                    if now >= last_in + ka {
+                        return Close::KeepAliveTimeout;
+                    }
+                }
+                if let Some(retry) = retry {
+                    session.state.lock().retry(&mut client.out, retry, now.into_std());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes and handles every whole packet in `rbuf`.
+fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), Close> {
+    loop {
+        match codec::decode(rbuf, max_packet) {
+            Ok(Some(packet)) => handlers::dispatch(client, packet)?,
+            Ok(None) => return Ok(()),
+            Err(DecodeError::PacketTooLarge { size, max }) => {
+                return Err(Close::protocol(format!(
+                    "packet of {size} bytes exceeds max_packet_size {max}"
+                )));
+            }
+            Err(e) => return Err(Close::protocol(e.to_string())),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    Decode(DecodeError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Decode(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads until one whole packet is decoded. `Ok(None)` on a clean end of stream.
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Option<Packet>, ReadError> {
+    loop {
+        if let Some(p) = codec::decode(rbuf, max_packet).map_err(ReadError::Decode)? {
+            return Ok(Some(p));
+        }
+        rbuf.reserve(READ_MIN);
+        match rd.read_buf(rbuf).await {
+            Ok(0) if rbuf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+}
+
+/// Logs the close, publishes the will when the close was ungraceful, and lets go of the
+/// session.
+fn finish(mut client: Client, close: Close) {
+    let id = client.session.client_id.clone();
+    let peer = client.peer;
+    match &close {
+        Close::Disconnected => tracing::info!(client_id = %id, %peer, "client disconnected"),
+        Close::PeerClosed => tracing::info!(client_id = %id, %peer, "client closed its connection"),
+        Close::Io(e) => {
+            tracing::info!(client_id = %id, %peer, "socket error on client: {e}, disconnecting")
+        }
+        Close::ProtocolError(why) => {
+            tracing::warn!(client_id = %id, %peer, "protocol error: {why}, disconnecting")
+        }
+        Close::KeepAliveTimeout => {
+            tracing::info!(client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
+        }
+        Close::TakenOver => {
+            tracing::info!(client_id = %id, %peer, "client id taken over by a new connection, disconnecting")
+        }
+        Close::Shutdown => tracing::debug!(client_id = %id, %peer, "closed for shutdown"),
+    }
+    if close.publishes_will() {
+        if let Some(will) = client.will.take() {
+            handlers::publish::publish_will(&mut client, will);
+        }
+    }
+    client.broker.detach(&client.session, client.generation);
+}

@@ -1,0 +1,404 @@
+//! A client's session: what outlives a single network connection.
+//!
+//! The session holds the client's subscriptions, the queue of messages waiting to be sent,
+//! the inflight window of QoS 1/2 messages sent but not yet acknowledged, and the packet
+//! ids of QoS 2 messages received but not yet released. Publishers push into the queue
+//! from their own tasks ([`Session::deliver`]); the connection attached to the session
+//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Notify`] links the
+//! two, so an idle subscriber costs no task wake-ups at all.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{self, QoS};
+use crate::config::QueueFull;
+use crate::message::SharedMessage;
+
+/// Queue and window limits of one session, taken from the config and the listener the
+/// client last connected through.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_inflight: usize,
+    /// 0 = unlimited.
+    pub max_queued_messages: usize,
+    /// 0 = unlimited.
+    pub max_queued_bytes: usize,
+    pub queue_qos0: bool,
+    pub queue_full: QueueFull,
+    pub drop_log_interval: Duration,
+}
+
+/// A message waiting in a session's queue.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub seq: u64,
+    pub msg: SharedMessage,
+    /// QoS it will be sent with: min(published, granted).
+    pub qos: QoS,
+    /// RETAIN flag it will be sent with (1 only for retained messages sent on subscribe).
+    pub retain: bool,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// PUBLISH sent (QoS 1 or 2), waiting for PUBACK or PUBREC.
+    Published,
+    /// QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub item: Queued,
+    pub state: InflightState,
+    /// When it was last written to a socket; `None` when it still has to be (re)sent on
+    /// the next connection.
+    pub sent_at: Option<Instant>,
+}
+
+/// What happened to a message offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Not queued: QoS 0 for an offline client (unless `queue_qos0_messages`).
+    Skipped,
+    /// Not queued, or another message was dropped for it: the queue was full.
+    Dropped,
+    /// Queued beyond the limit under `queue_full = "backpressure"`: the publisher must
+    /// withhold its acknowledgement until [`SessionState::has_room`].
+    OverLimit,
+}
+
+pub struct SessionState {
+    /// Set by the connection that owns the session now; the session ends with it.
+    pub clean: bool,
+    /// Bumped by every CONNECT that claims this client id; a connection whose generation is
+    /// no longer current has been taken over.
+    pub generation: u64,
+    /// Cancels the attached connection (take-over). `None` while offline.
+    pub connection: Option<CancellationToken>,
+    pub limits: Limits,
+    pub subscriptions: HashMap<String, QoS>,
+    pub queue: VecDeque<Queued>,
+    pub queued_bytes: usize,
+    /// By packet id; `item.seq` gives the send order for retransmission.
+    pub inflight: BTreeMap<u16, Inflight>,
+    /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
+    /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
+    pub incoming_qos2: HashSet<u16>,
+    next_pkid: u16,
+    next_seq: u64,
+    pub dropped_total: u64,
+    dropped_unreported: u64,
+    last_drop_report: Option<Instant>,
+}
+
+pub struct Session {
+    /// Unique per session object, used as the subscriber key in the router.
+    pub id: u64,
+    pub client_id: String,
+    pub state: Mutex<SessionState>,
+    /// Something was queued: the attached connection should fill its socket.
+    pub wake: Notify,
+    /// The queue went below its limit: publishers withholding acknowledgements re-check.
+    pub space: Notify,
+    /// Held by the attached connection for its whole life, so that a take-over waits until
+    /// the previous connection has let go of the session before using it.
+    pub attach: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Session {
+    pub fn new(id: u64, client_id: String, limits: Limits) -> Session {
+        Session {
+            id,
+            client_id,
+            state: Mutex::new(SessionState {
+                clean: true,
+                generation: 0,
+                connection: None,
+                limits,
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: BTreeMap::new(),
+                incoming_qos2: HashSet::new(),
+                next_pkid: 0,
+                next_seq: 0,
+                dropped_total: 0,
+                dropped_unreported: 0,
+                last_drop_report: None,
+            }),
+            wake: Notify::new(),
+            space: Notify::new(),
+            attach: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Offers a message to this session's queue and wakes its connection.
+    pub fn deliver(&self, msg: &SharedMessage, qos: QoS, retain: bool) -> Delivery {
+        let outcome = {
+            let mut st = self.state.lock();
+            let outcome = st.enqueue(msg, qos, retain, false);
+            if outcome == Delivery::Dropped {
+                st.report_drop(&self.client_id);
+            }
+            outcome
+        };
+        if matches!(outcome, Delivery::Queued | Delivery::OverLimit) {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+
+    /// Queues retained messages for a new subscription. They bypass the queue limits: they
+    /// are bounded by the retained store, and dropping them would hide state the client
+    /// subscribed to see.
+    pub fn deliver_retained(&self, msgs: &[(SharedMessage, QoS)]) {
+        if msgs.is_empty() {
+            return;
+        }
+        {
+            let mut st = self.state.lock();
+            for (msg, qos) in msgs {
+                st.enqueue(msg, *qos, true, true);
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+impl SessionState {
+    fn is_full(&self, extra_bytes: usize) -> bool {
+        let l = &self.limits;
+        (l.max_queued_messages > 0 && self.queue.len() >= l.max_queued_messages)
+            || (l.max_queued_bytes > 0 && self.queued_bytes + extra_bytes > l.max_queued_bytes)
+    }
+
+    /// Whether a publisher waiting under backpressure may acknowledge now.
+    pub fn has_room(&self) -> bool {
+        !self.is_full(0)
+    }
+
+    fn enqueue(&mut self, msg: &SharedMessage, qos: QoS, retain: bool, force: bool) -> Delivery {
+        if qos == QoS::AtMostOnce && self.connection.is_none() && !self.limits.queue_qos0 {
+            return Delivery::Skipped;
+        }
+        let size = msg.size();
+        let mut outcome = Delivery::Queued;
+        if !force && self.is_full(size) {
+            match self.limits.queue_full {
+                QueueFull::DropNew => return Delivery::Dropped,
+                QueueFull::Backpressure if qos == QoS::AtMostOnce => return Delivery::Dropped,
+                QueueFull::Backpressure => outcome = Delivery::OverLimit,
+                QueueFull::DropOldest => {
+                    // Evict from the front until the new message fits; an empty queue
+                    // that still cannot take it (one message over max_queued_bytes)
+                    // drops the new one instead.
+                    while self.is_full(size) {
+                        match self.queue.pop_front() {
+                            Some(old) => self.queued_bytes -= old.msg.size(),
+                            None => return Delivery::Dropped,
+                        }
+                    }
+                    outcome = Delivery::Dropped;
+                }
+            }
+        }
+        self.next_seq += 1;
+        self.queued_bytes += size;
+        self.queue.push_back(Queued {
+            seq: self.next_seq,
+            msg: msg.clone(),
+            qos,
+            retain,
+        });
+        outcome
+    }
+
+    /// Counts a dropped message and logs at most once per `drop_log_interval`.
+    fn report_drop(&mut self, client_id: &str) {
+        self.dropped_total += 1;
+        self.dropped_unreported += 1;
+        let now = Instant::now();
+        let due = self
+            .last_drop_report
+            .is_none_or(|t| now.duration_since(t) >= self.limits.drop_log_interval);
+        if due {
+            tracing::warn!(
+                client_id,
+                dropped = self.dropped_unreported,
+                total = self.dropped_total,
+                "outgoing queue full ({:?}), messages dropped",
+                self.limits.queue_full
+            );
+            self.dropped_unreported = 0;
+            self.last_drop_report = Some(now);
+        }
+    }
+
+    fn alloc_pkid(&mut self) -> u16 {
+        // The window is at most 65535 wide, so a free id always exists; the inflight map
+        // is checked so an id still awaiting its acknowledgement is never reused.
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid != 0 && !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// Encodes into `out` what is due on the attached connection, until `out` holds
+    /// `high_water` bytes: first inflight messages not yet (re)sent, in their original
+    /// order and with their original packet ids (DUP=1 on a PUBLISH that was sent before),
+    /// then queued messages while the inflight window has room. The queue is strictly
+    /// FIFO, so per-topic order is kept. Returns whether the queue went from full to
+    /// having room (publishers under backpressure should be told).
+    pub fn fill(&mut self, out: &mut BytesMut, high_water: usize, now: Instant) -> bool {
+        let was_full = self.is_full(0);
+        if self.inflight.values().any(|f| f.sent_at.is_none()) {
+            let mut due: Vec<(u64, u16)> = self
+                .inflight
+                .iter()
+                .filter(|(_, f)| f.sent_at.is_none())
+                .map(|(pkid, f)| (f.item.seq, *pkid))
+                .collect();
+            due.sort_unstable();
+            for (_, pkid) in due {
+                if let Some(f) = self.inflight.get_mut(&pkid) {
+                    encode_inflight(out, pkid, f, true);
+                    f.sent_at = Some(now);
+                }
+            }
+        }
+        while out.len() < high_water {
+            let Some(head) = self.queue.front() else {
+                break;
+            };
+            if head.qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.max_inflight {
+                break;
+            }
+            let Some(item) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= item.msg.size();
+            if item.qos == QoS::AtMostOnce {
+                codec::encode_publish(
+                    out,
+                    &item.msg.topic,
+                    &item.msg.payload,
+                    QoS::AtMostOnce,
+                    0,
+                    item.retain,
+                    false,
+                );
+            } else {
+                let pkid = self.alloc_pkid();
+                let mut f = Inflight {
+                    item,
+                    state: InflightState::Published,
+                    sent_at: Some(now),
+                };
+                encode_inflight(out, pkid, &mut f, false);
+                self.inflight.insert(pkid, f);
+            }
+        }
+        was_full && !self.is_full(0)
+    }
+
+    /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
+    pub fn retry(&mut self, out: &mut BytesMut, retry: Duration, now: Instant) {
+        let mut due: Vec<(u64, u16)> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.sent_at.is_some_and(|t| now.duration_since(t) >= retry))
+            .map(|(pkid, f)| (f.item.seq, *pkid))
+            .collect();
+        due.sort_unstable();
+        for (_, pkid) in due {
+            if let Some(f) = self.inflight.get_mut(&pkid) {
+                encode_inflight(out, pkid, f, true);
+                f.sent_at = Some(now);
+            }
+        }
+    }
+
+    /// When the longest-waiting inflight message was last sent, if any is waiting.
+    pub fn oldest_sent(&self) -> Option<Instant> {
+        self.inflight.values().filter_map(|f| f.sent_at).min()
+    }
+
+    /// Marks every inflight message to be re-sent by the next [`fill`](Self::fill): the
+    /// connection it was sent on is gone.
+    pub fn mark_inflight_unsent(&mut self) {
+        for f in self.inflight.values_mut() {
+            f.sent_at = None;
+        }
+    }
+
+    /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state.
+    pub fn reset(&mut self) {
+        self.subscriptions.clear();
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.inflight.clear();
+        self.incoming_qos2.clear();
+    }
+
+    /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.
+    pub fn puback(&mut self, pkid: u16) -> bool {
+        match self.inflight.get(&pkid) {
+            Some(f) if f.item.qos == QoS::AtLeastOnce => {
+                self.inflight.remove(&pkid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBREC for an outgoing QoS 2 message: the PUBLISH is done, PUBREL is owed. Returns
+    /// false for an unknown packet id (the caller still answers with PUBREL, as the
+    /// specification's flow allows a duplicate PUBREC after a retransmission).
+    pub fn pubrec(&mut self, pkid: u16, now: Instant) -> bool {
+        match self.inflight.get_mut(&pkid) {
+            Some(f) if f.item.qos == QoS::ExactlyOnce => {
+                f.state = InflightState::Released;
+                f.sent_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBCOMP for an outgoing QoS 2 message.
+    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+        match self.inflight.get(&pkid) {
+            Some(f) if f.state == InflightState::Released => {
+                self.inflight.remove(&pkid);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn encode_inflight(out: &mut BytesMut, pkid: u16, f: &mut Inflight, resend: bool) {
+    match f.state {
+        InflightState::Published => codec::encode_publish(
+            out,
+            &f.item.msg.topic,
+            &f.item.msg.payload,
+            f.item.qos,
+            pkid,
+            f.item.retain,
+            resend,
+        ),
+        InflightState::Released => codec::encode_pubrel(out, pkid),
+    }
+}

@@ -1,0 +1,359 @@
+//! Shared test harness: starts the real `midge` binary on a free loopback port with a
+//! config written for the test, and stops it when the handle is dropped.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("midge-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct Broker {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Broker {
+    /// Starts midge with the default config plus `extra` TOML (top-level keys; a
+    /// `[[listener]]` is added for the chosen port unless `extra` declares listeners).
+    pub fn start(extra: &str) -> Broker {
+        let dir = TempDir::new("broker");
+        let port = free_port();
+        let mut config = String::from(extra);
+        if !extra.contains("[[listener]]") {
+            config.push_str(&format!("\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port}\n"));
+        }
+        let config_path = dir.path().join("midge.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("midge.log");
+        let mut b = Broker {
+            child: None,
+            port,
+            dir,
+            config_path,
+            log_path,
+        };
+        b.spawn();
+        b
+    }
+
+    /// (Re)starts the process on the same config and port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_midge"))
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn midge");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(self.addr()).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("midge exited early with {status}; log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "midge did not start listening; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (true) or `timeout` passes (false).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit status (None if it did not exit in time).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL, for restart tests.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Opens a raw TCP connection to the broker with a read timeout.
+pub fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// A minimal MQTT 3.1.1 CONNECT (clean session, keep-alive 60).
+pub fn connect_packet(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut p = vec![0x10];
+    push_len(&mut p, body.len());
+    p.extend(body);
+    p
+}
+
+/// Appends an MQTT variable byte integer.
+pub fn push_len(p: &mut Vec<u8>, mut len: usize) {
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        p.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+/// Reads exactly `n` bytes, or panics with what was read.
+pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).expect("read");
+    buf
+}
+
+/// True when the peer closes the connection (EOF or reset) within the read timeout.
+pub fn is_closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Connects with a raw socket and checks CONNACK accepted.
+pub fn raw_connected(addr: SocketAddr, client_id: &str) -> TcpStream {
+    let mut s = raw(addr);
+    s.write_all(&connect_packet(client_id)).expect("write CONNECT");
+    let ack = read_exact(&mut s, 4);
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {client_id}");
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers added for the malformed-input, interop and CLI tests.
+// ---------------------------------------------------------------------------------------
+
+/// Reads until the peer closes the connection (EOF or reset) and returns everything read
+/// before that, or `None` if the connection is still open after `timeout`.
+pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("set read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Some(got),
+        }
+    }
+}
+
+/// A PUBLISH with a raw (possibly invalid) topic; `pkid` is written for QoS 1 and 2 only.
+pub fn publish_packet(topic: &[u8], qos: u8, pkid: u16, payload: &[u8], retain: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic);
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    let mut p = vec![0x30 | (qos << 1) | u8::from(retain)];
+    push_len(&mut p, body.len());
+    p.extend(body);
+    p
+}
+
+/// A SUBSCRIBE (fixed header 0x82) with raw filters and raw options bytes.
+pub fn subscribe_packet(pkid: u16, filters: &[(&[u8], u8)]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    for (filter, options) in filters {
+        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        body.extend_from_slice(filter);
+        body.push(*options);
+    }
+    let mut p = vec![0x82];
+    push_len(&mut p, body.len());
+    p.extend(body);
+    p
+}
+
+/// Splits a byte stream into complete MQTT packets: (first header byte, body).
+/// Trailing incomplete bytes are ignored.
+pub fn split_packets(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let header = bytes[0];
+        let mut len = 0usize;
+        let mut mult = 1usize;
+        let mut i = 1;
+        loop {
+            if i >= bytes.len() || i > 4 {
+                return out;
+            }
+            let b = bytes[i];
+            len += (b & 0x7F) as usize * mult;
+            mult *= 128;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if bytes.len() < i + len {
+            return out;
+        }
+        out.push((header, bytes[i..i + len].to_vec()));
+        bytes = &bytes[i + len..];
+    }
+    out
+}
+
+/// (topic, payload) of a PUBLISH packet body, given its first header byte.
+pub fn parse_publish(header: u8, body: &[u8]) -> (String, Vec<u8>) {
+    assert_eq!(header >> 4, 3, "not a PUBLISH: {header:#04x}");
+    let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let topic = String::from_utf8_lossy(&body[2..2 + tlen]).into_owned();
+    let qos = (header >> 1) & 0x03;
+    let start = 2 + tlen + if qos > 0 { 2 } else { 0 };
+    (topic, body[start..].to_vec())
+}
+
+/// Waits for a child to exit, killing it after `timeout` (then returns `None`).
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads one complete MQTT packet (first header byte, body) within the socket's read
+/// timeout; panics on EOF or timeout.
+pub fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let header = read_exact(s, 1)[0];
+    let mut len = 0usize;
+    let mut mult = 1usize;
+    for _ in 0..4 {
+        let b = read_exact(s, 1)[0];
+        len += (b & 0x7F) as usize * mult;
+        mult *= 128;
+        if b & 0x80 == 0 {
+            return (header, read_exact(s, len));
+        }
+    }
+    panic!("malformed remaining length from the broker");
+}
