@@ -254,6 +254,16 @@ where
     let mut last_in = Instant::now();
     let mut read_chunk = READ_MIN;
 
+    // One timer serves keep-alive, retransmission and the backpressure re-check. Its
+    // deadlines move only when they fire, so a busy connection does not touch the timer
+    // wheel for every packet.
+    let mut ka_at = keep_alive.map(|ka| last_in + ka);
+    let mut retry_at: Option<Instant> = None;
+    let mut poll_at: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(last_in + Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+
     // Packets that arrived together with CONNECT.
     if let Err(close) = process(client, &mut rbuf, max_packet) {
         return close;
@@ -262,31 +272,31 @@ where
     loop {
         let now = Instant::now();
         if client.out.len() < OUT_LOW {
-            let freed = session
+            let filled = session
                 .state
                 .lock()
                 .fill(&mut client.out, OUT_HIGH, now.into_std());
-            if freed {
+            if filled.room_made {
                 session.space.notify_waiters();
+            }
+            if let (Some(retry), true, None) = (retry, filled.inflight, retry_at) {
+                retry_at = Some(now + retry);
             }
         }
         if !client.withheld.is_empty() {
             client.release_withheld();
+            if !client.withheld.is_empty() && poll_at.is_none() {
+                poll_at = Some(now + WITHHELD_POLL);
+            }
         }
         let reading = client.out.len() < OUT_HIGH && client.withheld.len() < MAX_WITHHELD;
 
-        // One timer serves keep-alive, retransmission and the backpressure re-check.
-        let mut deadline = keep_alive.map(|ka| last_in + ka);
-        let mut earliest = |t: Instant| {
-            deadline = Some(deadline.map_or(t, |d| d.min(t)));
-        };
-        if let Some(retry) = retry {
-            if let Some(oldest) = session.state.lock().oldest_sent() {
-                earliest(Instant::from_std(oldest) + retry);
+        let deadline = [ka_at, retry_at, poll_at].into_iter().flatten().min();
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
             }
-        }
-        if !client.withheld.is_empty() {
-            earliest(now + WITHHELD_POLL);
+            armed = deadline;
         }
 
         if reading && rbuf.capacity() - rbuf.len() < READ_MIN {
@@ -330,25 +340,29 @@ where
             },
             _ = session.wake.notified() => {}
             _ = session.space.notified(), if !client.withheld.is_empty() => {}
-            _ = sleep_until_opt(deadline) => {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
                 let now = Instant::now();
-                if let Some(ka) = keep_alive {
-                    if now >= last_in + ka {
-                        return Close::KeepAliveTimeout;
+                if let (Some(ka), Some(at)) = (keep_alive, ka_at) {
+                    if now >= at {
+                        if now >= last_in + ka {
+                            return Close::KeepAliveTimeout;
+                        }
+                        ka_at = Some(last_in + ka);
                     }
                 }
-                if let Some(retry) = retry {
-                    session.state.lock().retry(&mut client.out, retry, now.into_std());
+                if let (Some(retry), Some(at)) = (retry, retry_at) {
+                    if now >= at {
+                        let mut st = session.state.lock();
+                        st.retry(&mut client.out, retry, now.into_std());
+                        retry_at = st.oldest_sent().map(|t| Instant::from_std(t) + retry);
+                    }
+                }
+                if poll_at.is_some_and(|at| now >= at) {
+                    poll_at = None;
                 }
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -63,6 +63,15 @@ pub struct Inflight {
     pub sent_at: Option<Instant>,
 }
 
+/// What [`SessionState::fill`] left behind.
+#[derive(Debug, Clone, Copy)]
+pub struct Filled {
+    /// The queue went from full to having room: publishers under backpressure should be told.
+    pub room_made: bool,
+    /// Messages are awaiting acknowledgement (the retransmission timer is needed).
+    pub inflight: bool,
+}
+
 /// What happened to a message offered to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -93,6 +102,8 @@ pub struct SessionState {
     /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
     /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
     pub incoming_qos2: HashSet<u16>,
+    /// Some inflight messages were sent on an earlier connection and are due again.
+    resend_due: bool,
     next_pkid: u16,
     next_seq: u64,
     pub dropped_total: u64,
@@ -129,6 +140,7 @@ impl Session {
                 queued_bytes: 0,
                 inflight: BTreeMap::new(),
                 incoming_qos2: HashSet::new(),
+                resend_due: false,
                 next_pkid: 0,
                 next_seq: 0,
                 dropped_total: 0,
@@ -258,11 +270,11 @@ impl SessionState {
     /// `high_water` bytes: first inflight messages not yet (re)sent, in their original
     /// order and with their original packet ids (DUP=1 on a PUBLISH that was sent before),
     /// then queued messages while the inflight window has room. The queue is strictly
-    /// FIFO, so per-topic order is kept. Returns whether the queue went from full to
-    /// having room (publishers under backpressure should be told).
-    pub fn fill(&mut self, out: &mut BytesMut, high_water: usize, now: Instant) -> bool {
+    /// FIFO, so per-topic order is kept.
+    pub fn fill(&mut self, out: &mut BytesMut, high_water: usize, now: Instant) -> Filled {
         let was_full = self.is_full(0);
-        if self.inflight.values().any(|f| f.sent_at.is_none()) {
+        if self.resend_due {
+            self.resend_due = false;
             let mut due: Vec<(u64, u16)> = self
                 .inflight
                 .iter()
@@ -309,7 +321,10 @@ impl SessionState {
                 self.inflight.insert(pkid, f);
             }
         }
-        was_full && !self.is_full(0)
+        Filled {
+            room_made: was_full && !self.is_full(0),
+            inflight: !self.inflight.is_empty(),
+        }
     }
 
     /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
@@ -340,6 +355,7 @@ impl SessionState {
         for f in self.inflight.values_mut() {
             f.sent_at = None;
         }
+        self.resend_due = !self.inflight.is_empty();
     }
 
     /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state.
