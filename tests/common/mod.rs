@@ -51,33 +51,54 @@ impl Broker {
     /// Starts midge with the default config plus `extra` TOML (top-level keys; a
     /// `[[listener]]` is added for the chosen port unless `extra` declares listeners).
     pub fn start(extra: &str) -> Broker {
-        let dir = TempDir::new("broker");
-        let port = free_port();
-        let mut config = String::from(extra);
-        if !extra.contains("[[listener]]") {
-            config.push_str(&format!("\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port}\n"));
+        // `free_port` only finds a port that was free a moment ago; another test can take it
+        // before midge binds it. Readiness is midge's own "listening on" line, and a lost
+        // race is retried on a new port.
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            let dir = TempDir::new("broker");
+            let port = free_port();
+            let mut config = String::from(extra);
+            if !extra.contains("[[listener]]") {
+                config.push_str(&format!(
+                    "\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port}\n"
+                ));
+            }
+            let config_path = dir.path().join("midge.toml");
+            std::fs::write(&config_path, config).expect("write config");
+            let log_path = dir.path().join("midge.log");
+            let mut b = Broker {
+                child: None,
+                port,
+                dir,
+                config_path,
+                log_path,
+            };
+            match b.try_spawn() {
+                Ok(()) => return b,
+                Err(log) if log.contains("in use") && attempt < ATTEMPTS => continue,
+                Err(log) => panic!("midge did not start on port {port}; log:\n{log}"),
+            }
         }
-        let config_path = dir.path().join("midge.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log_path = dir.path().join("midge.log");
-        let mut b = Broker {
-            child: None,
-            port,
-            dir,
-            config_path,
-            log_path,
-        };
-        b.spawn();
-        b
+        unreachable!("the last attempt returns or panics")
     }
 
-    /// (Re)starts the process on the same config and port.
+    /// (Re)starts the process on the same config and port, and waits until it listens.
     pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("midge did not start on port {}; log:\n{log}", self.port);
+        }
+    }
+
+    /// Starts the process and waits for its "listening on 127.0.0.1:PORT" line (written
+    /// after this spawn, not by an earlier run). On failure returns the log.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .expect("open log");
+        let offset = self.log().len();
         let child = Command::new(env!("CARGO_BIN_EXE_midge"))
             .arg("-c")
             .arg(&self.config_path)
@@ -90,16 +111,22 @@ impl Broker {
             .spawn()
             .expect("spawn midge");
         self.child = Some(child);
+        let needle = format!("listening on 127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(self.addr()).is_ok() {
-                return;
+            let log = self.log();
+            if log.get(offset..).is_some_and(|l| l.contains(&needle)) {
+                return Ok(());
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("midge exited early with {status}; log:\n{}", self.log());
+            if !self.is_running() {
+                self.child = None;
+                return Err(log);
             }
-            assert!(Instant::now() < deadline, "midge did not start listening; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(log);
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -127,7 +154,10 @@ impl Broker {
     /// Sends SIGTERM and waits for the exit status (None if it did not exit in time).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -162,7 +192,8 @@ impl Drop for Broker {
 /// Opens a raw TCP connection to the broker with a read timeout.
 pub fn raw(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.set_nodelay(true).expect("nodelay");
     s
 }
@@ -207,7 +238,10 @@ pub fn is_closed(s: &mut TcpStream) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 return false
             }
             Err(_) => return true,
@@ -218,7 +252,8 @@ pub fn is_closed(s: &mut TcpStream) -> bool {
 /// Connects with a raw socket and checks CONNACK accepted.
 pub fn raw_connected(addr: SocketAddr, client_id: &str) -> TcpStream {
     let mut s = raw(addr);
-    s.write_all(&connect_packet(client_id)).expect("write CONNECT");
+    s.write_all(&connect_packet(client_id))
+        .expect("write CONNECT");
     let ack = read_exact(&mut s, 4);
     assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {client_id}");
     s
@@ -356,4 +391,10 @@ pub fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
         }
     }
     panic!("malformed remaining length from the broker");
+}
+
+/// Kept for the tests written against it: [`Broker::start`] now waits for midge's own
+/// "listening on" line and retries a lost port race itself.
+pub fn start_broker(extra: &str) -> Broker {
+    Broker::start(extra)
 }

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Benchmarks midge against Mosquitto and rumqttd with midge-bench (see docs/BENCHMARKS.md).
+#
+#   scripts/bench.sh                      # every scenario, midge vs Mosquitto vs rumqttd
+#   scripts/bench.sh --with-50k           # also 50,000 idle connections
+#   scripts/bench.sh --quick              # small sizes: a smoke run of a minute or two
+#   scripts/bench.sh --scenarios fanin-q1,latency
+#   scripts/bench.sh --broker "emqx=/opt/emqx/bin/emqx foreground"   # one more broker
+#   scripts/bench.sh --only-midge         # midge alone (no comparison)
+#   scripts/bench.sh --profile            # perf profile of midge during fan-in QoS 1
+#   scripts/bench.sh -- --latency-secs 5  # anything after -- goes to `midge-bench run`
+#
+# Builds midge and midge-bench in release mode, installs Mosquitto (apt-get) and rumqttd
+# 0.20 (cargo install) when missing, writes each broker a config for 127.0.0.1 with no
+# persistence and queue / inflight limits high enough that nothing is dropped at QoS 1,
+# and runs `midge-bench run`, which starts a fresh broker for every scenario on a new
+# port, stops it afterwards, and prints the comparison table (also written to
+# target/midge-bench/table.md). Every broker this script starts is stopped on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+WITH_50K=0
+QUICK=0
+PROFILE=0
+SCENARIOS=""
+EXTRA_BROKERS=()
+USE_MOSQUITTO=1
+USE_RUMQTTD=1
+PASS=()
+OUT="$ROOT/target/midge-bench/table.md"
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --with-50k) WITH_50K=1 ;;
+        --quick) QUICK=1 ;;
+        --profile) PROFILE=1 ;;
+        --scenarios) SCENARIOS=$2; shift ;;
+        --broker) EXTRA_BROKERS+=("$2"); shift ;;
+        --only-midge) USE_MOSQUITTO=0; USE_RUMQTTD=0 ;;
+        --no-mosquitto) USE_MOSQUITTO=0 ;;
+        --no-rumqttd) USE_RUMQTTD=0 ;;
+        --out) OUT=$2; shift ;;
+        --) shift; PASS+=("$@"); break ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { echo "bench.sh: $*" >&2; }
+
+log "building midge and midge-bench (release)"
+cargo build --release -p midge -p midge-bench
+
+if [ "$USE_MOSQUITTO" = 1 ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    log "installing mosquitto"
+    apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+RUMQTTD=$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")
+if [ "$USE_RUMQTTD" = 1 ] && [ ! -x "$RUMQTTD" ]; then
+    log "installing rumqttd 0.20 (cargo install, a few minutes)"
+    cargo install rumqttd --version '^0.20'
+fi
+
+# Sockets: every connection is a file descriptor, in the broker and in the load generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+log "open files limit: $(ulimit -n)"
+
+WORK=$(mktemp -d /tmp/midge-bench.XXXXXX)
+PIDS="$WORK/pids"
+: > "$PIDS"
+BENCH_PID=""
+cleanup() {
+    local status=$?
+    [ -n "$BENCH_PID" ] && kill "$BENCH_PID" 2>/dev/null || true
+    while read -r pid; do
+        kill "$pid" 2>/dev/null || true
+    done < "$PIDS"
+    sleep 0.5
+    while read -r pid; do
+        kill -9 "$pid" 2>/dev/null || true
+    done < "$PIDS"
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# One start script per broker: `start-NAME.sh PORT` writes the config for PORT, records
+# its pid (kept by exec) for the trap, and becomes the broker.
+cat > "$WORK/start-midge.sh" <<EOF
+#!/bin/sh
+cat > "$WORK/midge-\$1.toml" <<CONF
+# Per-connection logging off, as for the other brokers.
+log_level = "warn"
+max_queued_messages = 0
+max_inflight_messages = 1000
+[[listener]]
+bind = "127.0.0.1"
+port = \$1
+CONF
+echo \$\$ >> "$PIDS"
+exec "$ROOT/target/release/midge" -c "$WORK/midge-\$1.toml"
+EOF
+
+cat > "$WORK/start-mosquitto.sh" <<EOF
+#!/bin/sh
+cat > "$WORK/mosquitto-\$1.conf" <<CONF
+listener \$1 127.0.0.1
+max_connections -1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_inflight_messages 1000
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+CONF
+echo \$\$ >> "$PIDS"
+exec "$MOSQUITTO" -c "$WORK/mosquitto-\$1.conf"
+EOF
+
+cat > "$WORK/start-rumqttd.sh" <<EOF
+#!/bin/sh
+cat > "$WORK/rumqttd-\$1.toml" <<CONF
+id = 0
+
+# Messages live in one commit log per filter: 100 segments of 100 MiB before the
+# oldest is dropped, far more than any scenario writes.
+[router]
+id = 0
+max_connections = 100010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 100
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:\$1"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 4194304
+    max_inflight_count = 1000
+    dynamic_filters = true
+CONF
+echo \$\$ >> "$PIDS"
+exec "$RUMQTTD" -q -c "$WORK/rumqttd-\$1.toml"
+EOF
+chmod +x "$WORK"/start-*.sh
+
+BROKERS=(--broker "midge=$WORK/start-midge.sh {port}")
+[ "$USE_MOSQUITTO" = 1 ] && BROKERS+=(--broker "mosquitto=$WORK/start-mosquitto.sh {port}")
+[ "$USE_RUMQTTD" = 1 ] && BROKERS+=(--broker "rumqttd=$WORK/start-rumqttd.sh {port}")
+for b in "${EXTRA_BROKERS[@]+"${EXTRA_BROKERS[@]}"}"; do
+    BROKERS+=(--broker "$b")
+done
+
+BENCH="$ROOT/target/release/midge-bench"
+mkdir -p "$ROOT/target/midge-bench"
+
+if [ "$PROFILE" = 1 ]; then
+    command -v perf >/dev/null || { log "installing linux-perf"; apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
+    PORT=20999
+    "$WORK/start-midge.sh" "$PORT" > "$WORK/midge-profile.log" 2>&1 &
+    MIDGE_PID=$!
+    for _ in $(seq 100); do "$BENCH" -p "$PORT" conn -n 1 >/dev/null 2>&1 && break; sleep 0.1; done
+    log "profiling midge (pid $MIDGE_PID) during fan-in QoS 1"
+    "$BENCH" -p "$PORT" run --pid "$MIDGE_PID" --scenarios fanin-q1 "${PASS[@]+"${PASS[@]}"}" > "$WORK/profile-table.md" &
+    BENCH_PID=$!
+    sleep 0.5
+    perf record -F 999 -g --call-graph dwarf,16384 -p "$MIDGE_PID" -o "$WORK/perf.data" -- sleep 5 2> "$WORK/perf-record.log"
+    wait "$BENCH_PID" || true
+    BENCH_PID=""
+    kill "$MIDGE_PID" 2>/dev/null || true
+    cat "$WORK/profile-table.md"
+    echo
+    echo '$ perf report --no-children --sort symbol -g none | head -40'
+    perf report -i "$WORK/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+    echo
+    echo '$ perf report --no-children | head -80'
+    perf report -i "$WORK/perf.data" --no-children --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -80
+    exit 0
+fi
+
+ARGS=()
+if [ -n "$SCENARIOS" ]; then
+    ARGS+=(--scenarios "$SCENARIOS")
+elif [ "$WITH_50K" = 1 ]; then
+    ARGS+=(--scenarios "fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs,latency,idle:10000,idle:50000,large,sub-scale,retained,conn")
+fi
+if [ "$QUICK" = 1 ]; then
+    ARGS+=(--duration 2 --latency-secs 3 --pairs 100 --scale-subs 10000 --retained 10000
+           --conn-count 2000 --large-count 100)
+fi
+
+log "brokers' output in $ROOT/target/midge-bench/"
+"$BENCH" --threads 1 run "${BROKERS[@]}" "${ARGS[@]+"${ARGS[@]}"}" \
+    --log-dir "$ROOT/target/midge-bench" --out "$OUT" "${PASS[@]+"${PASS[@]}"}" &
+BENCH_PID=$!
+wait "$BENCH_PID"
+BENCH_PID=""
+log "table written to $OUT"
