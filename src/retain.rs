@@ -87,7 +87,7 @@ impl<V> RetainTree<V> {
             if !node.children.contains_key(level) {
                 node.children.insert(level.into(), Node::new());
             }
-            node = node.children.get_mut(level).expect("just inserted");
+            node = node.children.get_mut(level).expect("just inserted") // ok: inserted on the line above;
         }
         let old = node.value.replace(value);
         if old.is_none() {
@@ -118,7 +118,8 @@ impl<V> RetainTree<V> {
         let mut cut = None;
         let mut node = &self.root;
         for (i, level) in topic.split('/').enumerate() {
-            node = &node.children[level];
+            let Some(next) = node.children.get(level) else { return };
+            node = next;
             if node.value.is_none() && node.children.len() <= 1 {
                 cut.get_or_insert(i + 1);
             } else {
@@ -136,7 +137,10 @@ impl<V> RetainTree<V> {
                 }
                 return;
             }
-            node = node.children.get_mut(level).expect("pruned path exists");
+            let Some(next) = node.children.get_mut(level) else {
+                return;
+            };
+            node = next;
         }
     }
 

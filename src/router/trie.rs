@@ -185,7 +185,7 @@ impl<V> Node<V> {
         if !self.children.contains_key(level) {
             self.children.insert(level.into(), Node::new());
         }
-        self.children.get_mut(level).expect("just inserted")
+        self.children.get_mut(level).expect("just inserted") // ok: inserted on the line above
     }
 
     fn remove_child(&mut self, level: &str) {
@@ -347,7 +347,10 @@ impl<V> SubscriptionTrie<V> {
         let mut cut = None;
         let mut node = &self.root;
         for (i, level) in path.split('/').enumerate() {
-            node = node.child(level).expect("pruned path exists");
+            let Some(next) = node.child(level) else {
+                return;
+            };
+            node = next;
             if node.subs.is_empty() && node.hash.is_empty() && node.branches() <= 1 {
                 cut.get_or_insert(i + 1);
             } else {
@@ -361,7 +364,10 @@ impl<V> SubscriptionTrie<V> {
                 node.remove_child(level);
                 return;
             }
-            node = node.child_mut(level).expect("pruned path exists");
+            let Some(next) = node.child_mut(level) else {
+                return;
+            };
+            node = next;
         }
     }
 
