@@ -3,9 +3,9 @@
 #
 #   scripts/bench.sh                      # every scenario, midge vs Mosquitto vs rumqttd
 #   scripts/bench.sh --with-50k           # also 50,000 idle connections
-#   scripts/bench.sh --quick              # small sizes: a smoke run of a minute or two
+#   scripts/bench.sh --quick              # small sizes: a smoke run of ~2.5 minutes
 #   scripts/bench.sh --scenarios fanin-q1,latency
-#   scripts/bench.sh --broker "emqx=/opt/emqx/bin/emqx foreground"   # one more broker
+#   scripts/bench.sh --broker "other=/path/to/start-other.sh {port}"  # one more broker
 #   scripts/bench.sh --only-midge         # midge alone (no comparison)
 #   scripts/bench.sh --profile            # perf profile of midge during fan-in QoS 1
 #   scripts/bench.sh -- --latency-secs 5  # anything after -- goes to `midge-bench run`
@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         --no-rumqttd) USE_RUMQTTD=0 ;;
         --out) OUT=$2; shift ;;
         --) shift; PASS+=("$@"); break ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -167,24 +167,29 @@ mkdir -p "$ROOT/target/midge-bench"
 if [ "$PROFILE" = 1 ]; then
     command -v perf >/dev/null || { log "installing linux-perf"; apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
     PORT=20999
-    "$WORK/start-midge.sh" "$PORT" > "$WORK/midge-profile.log" 2>&1 &
+    PERF_DATA="$ROOT/target/midge-bench/perf.data"
+    "$WORK/start-midge.sh" "$PORT" > "$ROOT/target/midge-bench/midge-profile.log" 2>&1 &
     MIDGE_PID=$!
     for _ in $(seq 100); do "$BENCH" -p "$PORT" conn -n 1 >/dev/null 2>&1 && break; sleep 0.1; done
-    log "profiling midge (pid $MIDGE_PID) during fan-in QoS 1"
-    "$BENCH" -p "$PORT" run --pid "$MIDGE_PID" --scenarios fanin-q1 "${PASS[@]+"${PASS[@]}"}" > "$WORK/profile-table.md" &
+    log "profiling midge (pid $MIDGE_PID) during fan-in QoS 1; samples in $PERF_DATA"
+    "$BENCH" --threads 1 -p "$PORT" run --pid "$MIDGE_PID" --scenarios fanin-q1 "${PASS[@]+"${PASS[@]}"}" \
+        > "$WORK/profile-table.md" &
     BENCH_PID=$!
     sleep 0.5
-    perf record -F 999 -g --call-graph dwarf,16384 -p "$MIDGE_PID" -o "$WORK/perf.data" -- sleep 5 2> "$WORK/perf-record.log"
+    # Rust release builds keep no frame pointers: unwind with DWARF (midge is built with debug = 1).
+    perf record -F 999 -g --call-graph dwarf,16384 -p "$MIDGE_PID" -o "$PERF_DATA" -- sleep 5 \
+        2> "$WORK/perf-record.log" >/dev/null
     wait "$BENCH_PID" || true
     BENCH_PID=""
     kill "$MIDGE_PID" 2>/dev/null || true
     cat "$WORK/profile-table.md"
     echo
     echo '$ perf report --no-children --sort symbol -g none | head -40'
-    perf report -i "$WORK/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+    { perf report -i "$PERF_DATA" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40; } || true
     echo
-    echo '$ perf report --no-children | head -80'
-    perf report -i "$WORK/perf.data" --no-children --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -80
+    echo '$ perf report --no-children -g caller,0.5,callee --percent-limit 3 | head -150'
+    { perf report -i "$PERF_DATA" --no-children --stdio -g caller,0.5,callee --percent-limit 3 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -150; } || true
     exit 0
 fi
 

@@ -118,7 +118,9 @@ impl<V> RetainTree<V> {
         let mut cut = None;
         let mut node = &self.root;
         for (i, level) in topic.split('/').enumerate() {
-            let Some(next) = node.children.get(level) else { return };
+            let Some(next) = node.children.get(level) else {
+                return;
+            };
             node = next;
             if node.value.is_none() && node.children.len() <= 1 {
                 cut.get_or_insert(i + 1);

@@ -1,0 +1,244 @@
+//! Broker processes (start from a command line, wait until they answer MQTT, stop) and
+//! what /proc tells about them: resident memory and CPU time.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::proto::{self, Incoming, Version};
+
+/// `name=command`, where the command may contain `{port}`.
+#[derive(Debug, Clone)]
+pub struct BrokerSpec {
+    pub name: String,
+    pub command: String,
+}
+
+impl std::str::FromStr for BrokerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, command) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--broker {s:?}: expected NAME=COMMAND"))?;
+        let (name, command) = (name.trim(), command.trim());
+        if name.is_empty() || command.is_empty() {
+            return Err(format!("--broker {s:?}: expected NAME=COMMAND"));
+        }
+        Ok(BrokerSpec {
+            name: name.to_owned(),
+            command: command.to_owned(),
+        })
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+/// Starts `spec` on `port` (through `sh -c 'exec ...'`, so the process we get is the
+/// broker itself) with stdout and stderr to `log`, and waits until it answers a CONNECT.
+pub fn start(spec: &BrokerSpec, port: u16, log: &Path) -> Result<Running, String> {
+    if TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+    {
+        return Err(format!("port {port} is already in use"));
+    }
+    let command = spec.command.replace("{port}", &port.to_string());
+    let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", spec.name))?;
+    let pid = child.id();
+    let mut running = Running { child, pid, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(format!(
+                "{} exited ({status}) before it accepted connections; log {}:\n{}",
+                spec.name,
+                log.display(),
+                tail(log, 20)
+            ));
+        }
+        if probe(port).is_ok() {
+            return Ok(running);
+        }
+        if Instant::now() > deadline {
+            running.stop();
+            return Err(format!(
+                "{} did not answer CONNECT on port {port} within 20 s; log {}:\n{}",
+                spec.name,
+                log.display(),
+                tail(log, 20)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Running {
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A blocking MQTT 3.1.1 handshake: does something on `port` speak MQTT?
+pub fn probe(port: u16) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    proto::connect(&mut buf, Version::V311, "midge-bench-probe", true, 30);
+    s.write_all(&buf).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 64];
+    loop {
+        if let Some((p, _)) = proto::decode(&got, Version::V311).map_err(|e| e.to_string())? {
+            let Incoming::ConnAck { code: 0 } = p else {
+                return Err(format!("unexpected answer {p:?}"));
+            };
+            let mut bye = Vec::new();
+            proto::disconnect(&mut bye);
+            let _ = s.write_all(&bye);
+            // Let the broker close first (no TIME_WAIT on our side).
+            let _ = s.read(&mut chunk);
+            return Ok(());
+        }
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed".into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A `/proc/<pid>/status` field in KiB (VmRSS, VmHWM, ...).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// User + system CPU seconds of process `pid` (all its threads).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// User + system CPU seconds of this process.
+pub fn own_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit now in force.
+pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r = want;
+            }
+        }
+        r.rlim_cur as u64
+    }
+}
+
+/// Open-files limit of another process (from /proc/<pid>/limits).
+pub fn nofile_of(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The kernel's count of connections dropped because a listener's accept queue was full
+/// (TcpExt ListenOverflows, all listeners of this network namespace).
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
