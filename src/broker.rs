@@ -2,11 +2,10 @@
 //! storage backend and the counters. One [`Broker`] is shared by every connection task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
 
 use crate::codec::QoS;
 use crate::config::{Config, Listener};
@@ -34,6 +33,7 @@ pub struct Broker {
     pub stats: Stats,
     next_session_id: AtomicU64,
     next_client_number: AtomicU64,
+    shutting_down: AtomicBool,
 }
 
 /// A connection's claim on a session, returned by [`Broker::attach`].
@@ -41,8 +41,6 @@ pub struct Attachment {
     pub session: Arc<Session>,
     pub session_present: bool,
     pub generation: u64,
-    /// Cancelled when another connection takes the session over.
-    pub cancel: CancellationToken,
     /// Held for the life of the connection.
     pub guard: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -58,6 +56,7 @@ impl Broker {
             stats: Stats::default(),
             next_session_id: AtomicU64::new(1),
             next_client_number: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
         }
     }
 
@@ -85,7 +84,6 @@ impl Broker {
     /// discarded [MQTT-3.1.2-6]; otherwise it is resumed and `session_present` is set
     /// [MQTT-3.2.2-2]. Returns `None` if a later CONNECT for the same id overtook this one.
     pub async fn attach(&self, client_id: &str, clean: bool, limits: Limits) -> Option<Attachment> {
-        let cancel = CancellationToken::new();
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
             let (session, existed) = match sessions.get(client_id) {
@@ -99,11 +97,14 @@ impl Broker {
             };
             let mut st = session.state.lock();
             st.generation += 1;
-            if let Some(old) = st.connection.replace(cancel.clone()) {
-                old.cancel();
-            }
+            let taking_over = st.connected;
+            st.connected = true;
             let generation = st.generation;
             drop(st);
+            if taking_over {
+                // The attached connection sees the new generation when it wakes.
+                session.wake.notify_one();
+            }
             (session, generation, existed)
         };
 
@@ -132,7 +133,7 @@ impl Broker {
             self.router
                 .unsubscribe_all(&session, filters.iter().map(String::as_str));
             self.record(StoreEvent::SessionDiscarded { client_id });
-            session.space.notify_waiters();
+            wake_all(session.state.lock().take_space_waiters());
         }
         if !clean {
             self.record(StoreEvent::SessionOpened { client_id });
@@ -141,7 +142,6 @@ impl Broker {
             session_present: existed && !discard,
             session,
             generation,
-            cancel,
             guard,
         })
     }
@@ -156,7 +156,7 @@ impl Broker {
                 // Taken over: the new connection owns the session now.
                 return;
             }
-            st.connection = None;
+            st.connected = false;
             if !st.clean {
                 return;
             }
@@ -173,7 +173,7 @@ impl Broker {
         self.router
             .unsubscribe_all(session, filters.iter().map(String::as_str));
         drop(sessions);
-        session.space.notify_waiters();
+        wake_all(session.state.lock().take_space_waiters());
     }
 
     /// Routes one message to every matching session, and stores or clears it as the
@@ -248,9 +248,28 @@ impl Broker {
         }
     }
 
+    /// Tells every connection to close: sets the flag each connection checks when it
+    /// wakes, then wakes them all.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        wake_all(sessions);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
     /// Number of sessions, online and offline.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
+    }
+}
+
+/// Wakes the connections of `sessions` (publishers waiting for queue room).
+pub fn wake_all(sessions: Vec<Arc<Session>>) {
+    for s in sessions {
+        s.wake.notify_one();
     }
 }
 

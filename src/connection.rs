@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::broker::{wake_all, Broker};
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
 use crate::config::Listener;
 use crate::handlers;
@@ -91,7 +91,8 @@ pub struct Client {
     pub peer: SocketAddr,
     /// Bytes waiting to be written to the socket.
     pub out: BytesMut,
-    pub will: Option<Will>,
+    /// Boxed: most clients have none, and every connected client carries this struct.
+    pub will: Option<Box<Will>>,
     /// Keep-alive in seconds from CONNECT; 0 disables the timeout.
     pub keep_alive: u16,
     /// Acknowledgements withheld under backpressure, in the order they are owed.
@@ -101,8 +102,6 @@ pub struct Client {
     pub over_limit_scratch: Vec<Arc<Session>>,
     /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
     pub _attached: tokio::sync::OwnedMutexGuard<()>,
-    /// Cancelled when a newer connection takes the session over.
-    pub cancel: CancellationToken,
 }
 
 impl Client {
@@ -153,73 +152,20 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut rbuf = BytesMut::new();
-    let max_packet = broker.config.max_packet_size;
-
-    // The first packet must be a CONNECT, within connect_timeout [MQTT-3.1.0-1].
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout(
-            broker.config.connect_timeout(),
-            read_packet(&mut rd, &mut rbuf, max_packet),
-        ) => r,
-    };
-    let connect = match first {
-        Err(_) => {
-            tracing::info!(%peer, "client sent no CONNECT within connect_timeout, closing");
-            return;
-        }
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
-        Ok(Ok(Some(_))) => {
-            tracing::info!(%peer, "first packet was not CONNECT, closing");
-            return;
-        }
-        Ok(Ok(None)) => {
-            tracing::debug!(%peer, "connection closed before CONNECT");
-            return;
-        }
-        Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
-            tracing::info!(%peer, level, "unsupported protocol level, refusing");
-            let mut out = BytesMut::new();
-            codec::encode_connack(&mut out, false, 0x01);
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::info!(%peer, "bad CONNECT: {e}, closing");
-            return;
-        }
-    };
-
-    let mut client = match handlers::connect::handle(&broker, &listener, peer, connect).await {
-        Ok(client) => client,
-        Err(refusal) => {
-            if let Some(code) = refusal.connack {
-                let mut out = BytesMut::new();
-                codec::encode_connack(&mut out, false, code);
-                let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
-            }
-            return;
-        }
+    let (rd, mut wr) = tokio::io::split(stream);
+    // The handshake is boxed: its futures (CONNECT read with its timeout, session
+    // take-over) live only until the client is connected, and boxing keeps their size out
+    // of the state that every connected, mostly idle, client carries for its whole life.
+    let handshake = Box::pin(handshake(rd, &mut wr, peer, &broker, &listener, &shutdown));
+    let Some((mut client, mut rd, rbuf)) = handshake.await else {
+        return;
     };
     broker.stats.connections.fetch_add(1, Ordering::Relaxed);
     // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
     let keep_alive =
         (client.keep_alive > 0).then(|| Duration::from_millis(u64::from(client.keep_alive) * 1500));
-    let cancel = client.cancel.clone();
 
-    let close = run(
-        &mut client,
-        &mut rd,
-        &mut wr,
-        rbuf,
-        keep_alive,
-        &shutdown,
-        &cancel,
-    )
-    .await;
+    let close = run(&mut client, &mut rd, &mut wr, rbuf, keep_alive).await;
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
@@ -230,6 +176,66 @@ pub async fn serve<S>(
     broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Reads the CONNECT (within `connect_timeout`, [MQTT-3.1.0-1]) and runs the CONNECT
+/// handler. Returns the connected client, or `None` when the connection is to be closed
+/// (after a refusing CONNACK where the specification asks for one).
+async fn handshake<S>(
+    mut rd: ReadHalf<S>,
+    wr: &mut WriteHalf<S>,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    listener: &Arc<Listener>,
+    shutdown: &CancellationToken,
+) -> Option<(Client, ReadHalf<S>, BytesMut)>
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let mut rbuf = BytesMut::new();
+    let max_packet = broker.config.max_packet_size;
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(
+            broker.config.connect_timeout(),
+            read_packet(&mut rd, &mut rbuf, max_packet),
+        ) => r,
+    };
+    let refuse = match first {
+        Ok(Ok(Some(Packet::Connect(connect)))) => {
+            match handlers::connect::handle(broker, listener, peer, connect).await {
+                Ok(client) => return Some((client, rd, rbuf)),
+                Err(refusal) => refusal.connack,
+            }
+        }
+        Err(_) => {
+            tracing::info!(%peer, "client sent no CONNECT within connect_timeout, closing");
+            None
+        }
+        Ok(Ok(Some(_))) => {
+            tracing::info!(%peer, "first packet was not CONNECT, closing");
+            None
+        }
+        Ok(Ok(None)) => {
+            tracing::debug!(%peer, "connection closed before CONNECT");
+            None
+        }
+        Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
+            // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
+            tracing::info!(%peer, level, "unsupported protocol level, refusing");
+            Some(0x01)
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "bad CONNECT: {e}, closing");
+            None
+        }
+    };
+    if let Some(code) = refuse {
+        let mut out = BytesMut::new();
+        codec::encode_connack(&mut out, false, code);
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
+    }
+    None
+}
+
 /// The packet loop of a connected client.
 async fn run<S>(
     client: &mut Client,
@@ -237,8 +243,6 @@ async fn run<S>(
     wr: &mut WriteHalf<S>,
     mut rbuf: BytesMut,
     keep_alive: Option<Duration>,
-    shutdown: &CancellationToken,
-    cancel: &CancellationToken,
 ) -> Close
 where
     S: AsyncRead + AsyncWrite,
@@ -271,16 +275,23 @@ where
 
     loop {
         let now = Instant::now();
-        if client.out.len() < OUT_LOW {
-            let filled = session
-                .state
-                .lock()
-                .fill(&mut client.out, OUT_HIGH, now.into_std());
-            if filled.room_made {
-                session.space.notify_waiters();
+        // Every wake-up lands here: shutdown and take-over are flags checked on the way,
+        // so an idle connection waits on one Notify instead of three.
+        if client.broker.is_shutting_down() {
+            return Close::Shutdown;
+        }
+        {
+            let mut st = session.state.lock();
+            if st.generation != client.generation {
+                return Close::TakenOver;
             }
-            if let (Some(retry), true, None) = (retry, filled.inflight, retry_at) {
-                retry_at = Some(now + retry);
+            if client.out.len() < OUT_LOW {
+                let filled = st.fill(&mut client.out, OUT_HIGH, now.into_std());
+                drop(st);
+                wake_all(filled.waiters);
+                if let (Some(retry), true, None) = (retry, filled.inflight, retry_at) {
+                    retry_at = Some(now + retry);
+                }
             }
         }
         if !client.withheld.is_empty() {
@@ -299,15 +310,21 @@ where
             armed = deadline;
         }
 
-        if reading && rbuf.capacity() - rbuf.len() < READ_MIN {
+        // An empty buffer is left unallocated: `read_buf` then takes a small chunk, so an
+        // idle connection holds almost no read memory. Under traffic the reservation
+        // adapts to what the reads return.
+        let wants_room = if rbuf.is_empty() {
+            read_chunk > READ_MIN
+        } else {
+            rbuf.capacity() - rbuf.len() < READ_MIN
+        };
+        if reading && wants_room {
             rbuf.reserve(read_chunk);
         }
         let spare_before = rbuf.capacity() - rbuf.len();
 
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Close::Shutdown,
-            _ = cancel.cancelled() => return Close::TakenOver,
             r = wr.write_buf(&mut client.out), if !client.out.is_empty() => match r {
                 Ok(0) => return Close::Io(std::io::ErrorKind::WriteZero.into()),
                 Ok(_) => {
@@ -339,7 +356,6 @@ where
                 Err(e) => return Close::Io(e),
             },
             _ = session.wake.notified() => {}
-            _ = session.space.notified(), if !client.withheld.is_empty() => {}
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
                 let now = Instant::now();
@@ -443,7 +459,7 @@ fn finish(mut client: Client, close: Close) {
     }
     if close.publishes_will() {
         if let Some(will) = client.will.take() {
-            handlers::publish::publish_will(&mut client, will);
+            handlers::publish::publish_will(&mut client, *will);
         }
     }
     client.broker.detach(&client.session, client.generation);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,8 +26,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     let mut bound = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let addr = SocketAddr::new(listener.bind, listener.port);
-        let socket = TcpListener::bind(addr)
-            .await
+        let socket = bind(addr)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         tracing::info!("listening on {}", socket.local_addr()?);
         bound.push((socket, Arc::new(listener.clone())));
@@ -48,6 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     }
 
     shutdown.cancelled().await;
+    broker.begin_shutdown();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
@@ -57,6 +57,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     }
     tracing::info!("midge stopped");
     Ok(())
+}
+
+/// Listen backlog: bursts of reconnecting devices (after a network outage, say) should
+/// queue in the kernel rather than be dropped and retried a second later, as they are
+/// with the usual 128.
+const BACKLOG: u32 = 1024;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Restarting must not wait for the previous process's connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Counts a connection against the global and the listener's limit while it lives.

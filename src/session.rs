@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, QoS};
 use crate::config::QueueFull;
@@ -64,10 +63,10 @@ pub struct Inflight {
 }
 
 /// What [`SessionState::fill`] left behind.
-#[derive(Debug, Clone, Copy)]
 pub struct Filled {
-    /// The queue went from full to having room: publishers under backpressure should be told.
-    pub room_made: bool,
+    /// The queue went from full to having room: these publishers under backpressure
+    /// should be woken.
+    pub waiters: Vec<Arc<Session>>,
     /// Messages are awaiting acknowledgement (the retransmission timer is needed).
     pub inflight: bool,
 }
@@ -91,8 +90,11 @@ pub struct SessionState {
     /// Bumped by every CONNECT that claims this client id; a connection whose generation is
     /// no longer current has been taken over.
     pub generation: u64,
-    /// Cancels the attached connection (take-over). `None` while offline.
-    pub connection: Option<CancellationToken>,
+    /// A connection is attached (the client is online).
+    pub connected: bool,
+    /// Sessions of publishers withholding an acknowledgement until this queue has room:
+    /// woken when it has.
+    pub space_waiters: Vec<Arc<Session>>,
     pub limits: Limits,
     pub subscriptions: HashMap<String, QoS>,
     pub queue: VecDeque<Queued>,
@@ -116,10 +118,10 @@ pub struct Session {
     pub id: u64,
     pub client_id: String,
     pub state: Mutex<SessionState>,
-    /// Something was queued: the attached connection should fill its socket.
+    /// Wakes the attached connection: something was queued, a publisher it withholds an
+    /// acknowledgement for may go on, the session was taken over, or the broker is
+    /// shutting down. One [`Notify`] for all of these keeps an idle connection small.
     pub wake: Notify,
-    /// The queue went below its limit: publishers withholding acknowledgements re-check.
-    pub space: Notify,
     /// Held by the attached connection for its whole life, so that a take-over waits until
     /// the previous connection has let go of the session before using it.
     pub attach: Arc<tokio::sync::Mutex<()>>,
@@ -133,7 +135,8 @@ impl Session {
             state: Mutex::new(SessionState {
                 clean: true,
                 generation: 0,
-                connection: None,
+                connected: false,
+                space_waiters: Vec::new(),
                 limits,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
@@ -148,7 +151,6 @@ impl Session {
                 last_drop_report: None,
             }),
             wake: Notify::new(),
-            space: Notify::new(),
             attach: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -199,7 +201,7 @@ impl SessionState {
     }
 
     fn enqueue(&mut self, msg: &SharedMessage, qos: QoS, retain: bool, force: bool) -> Delivery {
-        if qos == QoS::AtMostOnce && self.connection.is_none() && !self.limits.queue_qos0 {
+        if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
             return Delivery::Skipped;
         }
         let size = msg.size();
@@ -322,7 +324,11 @@ impl SessionState {
             }
         }
         Filled {
-            room_made: was_full && !self.is_full(0),
+            waiters: if was_full && !self.is_full(0) {
+                self.take_space_waiters()
+            } else {
+                Vec::new()
+            },
             inflight: !self.inflight.is_empty(),
         }
     }
@@ -356,6 +362,12 @@ impl SessionState {
             f.sent_at = None;
         }
         self.resend_due = !self.inflight.is_empty();
+    }
+
+    /// Takes the publishers waiting for room in this queue; the caller wakes them after
+    /// unlocking.
+    pub fn take_space_waiters(&mut self) -> Vec<Arc<Session>> {
+        std::mem::take(&mut self.space_waiters)
     }
 
     /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state.

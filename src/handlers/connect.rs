@@ -101,12 +101,11 @@ pub async fn handle(
         version: connect.version,
         peer,
         out,
-        will: connect.will,
+        will: connect.will.map(Box::new),
         keep_alive: connect.keep_alive,
         withheld: VecDeque::new(),
         route_scratch: Vec::new(),
         over_limit_scratch: Vec::new(),
         _attached: att.guard,
-        cancel: att.cancel,
     })
 }
