@@ -23,6 +23,7 @@ use crate::broker::{wake_all, Broker};
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
 use crate::config::Listener;
 use crate::handlers;
+use crate::outbox::Outbox;
 use crate::router::Subscriber;
 use crate::session::Session;
 
@@ -90,7 +91,7 @@ pub struct Client {
     pub version: ProtocolVersion,
     pub peer: SocketAddr,
     /// Bytes waiting to be written to the socket.
-    pub out: BytesMut,
+    pub out: Outbox,
     /// Boxed: most clients have none, and every connected client carries this struct.
     pub will: Option<Box<Will>>,
     /// Keep-alive in seconds from CONNECT; 0 disables the timeout.
@@ -113,7 +114,7 @@ impl Client {
     /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3].
     pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>) {
         if waiting.is_empty() && self.withheld.is_empty() {
-            encode_ack(&mut self.out, ack);
+            encode_ack(self.out.buf(), ack);
         } else {
             self.withheld.push_back(Withheld { ack, waiting });
         }
@@ -129,7 +130,7 @@ impl Client {
             }
             let ack = front.ack;
             self.withheld.pop_front();
-            encode_ack(&mut self.out, ack);
+            encode_ack(self.out.buf(), ack);
         }
     }
 }
@@ -169,7 +170,7 @@ pub async fn serve<S>(
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&client.out)).await;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut wr)).await;
     }
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
     finish(client, close);
@@ -325,12 +326,10 @@ where
 
         tokio::select! {
             biased;
-            r = wr.write_buf(&mut client.out), if !client.out.is_empty() => match r {
+            r = client.out.write_to(wr), if !client.out.is_empty() => match r {
                 Ok(0) => return Close::Io(std::io::ErrorKind::WriteZero.into()),
                 Ok(_) => {
-                    if client.out.is_empty() && client.out.capacity() > OUT_HIGH {
-                        client.out = BytesMut::new();
-                    }
+                    client.out.shrink_if_idle(OUT_HIGH);
                 }
                 Err(e) => return Close::Io(e),
             },

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod handlers;
 pub mod message;
+pub mod outbox;
 pub mod retain;
 pub mod router;
 pub mod server;

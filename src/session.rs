@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::message::SharedMessage;
+use crate::outbox::Outbox;
 
 /// Queue and window limits of one session, taken from the config and the listener the
 /// client last connected through.
@@ -273,7 +273,7 @@ impl SessionState {
     /// order and with their original packet ids (DUP=1 on a PUBLISH that was sent before),
     /// then queued messages while the inflight window has room. The queue is strictly
     /// FIFO, so per-topic order is kept.
-    pub fn fill(&mut self, out: &mut BytesMut, high_water: usize, now: Instant) -> Filled {
+    pub fn fill(&mut self, out: &mut Outbox, high_water: usize, now: Instant) -> Filled {
         let was_full = self.is_full(0);
         if self.resend_due {
             self.resend_due = false;
@@ -303,8 +303,7 @@ impl SessionState {
             };
             self.queued_bytes -= item.msg.size();
             if item.qos == QoS::AtMostOnce {
-                codec::encode_publish(
-                    out,
+                out.publish(
                     &item.msg.topic,
                     &item.msg.payload,
                     QoS::AtMostOnce,
@@ -334,7 +333,7 @@ impl SessionState {
     }
 
     /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
-    pub fn retry(&mut self, out: &mut BytesMut, retry: Duration, now: Instant) {
+    pub fn retry(&mut self, out: &mut Outbox, retry: Duration, now: Instant) {
         let mut due: Vec<(u64, u16)> = self
             .inflight
             .iter()
@@ -416,10 +415,9 @@ impl SessionState {
     }
 }
 
-fn encode_inflight(out: &mut BytesMut, pkid: u16, f: &mut Inflight, resend: bool) {
+fn encode_inflight(out: &mut Outbox, pkid: u16, f: &mut Inflight, resend: bool) {
     match f.state {
-        InflightState::Published => codec::encode_publish(
-            out,
+        InflightState::Published => out.publish(
             &f.item.msg.topic,
             &f.item.msg.payload,
             f.item.qos,
@@ -427,6 +425,6 @@ fn encode_inflight(out: &mut BytesMut, pkid: u16, f: &mut Inflight, resend: bool
             f.item.retain,
             resend,
         ),
-        InflightState::Released => codec::encode_pubrel(out, pkid),
+        InflightState::Released => codec::encode_pubrel(out.buf(), pkid),
     }
 }

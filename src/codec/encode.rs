@@ -54,17 +54,36 @@ pub fn encode_publish(
     retain: bool,
     dup: bool,
 ) {
+    // One reservation for the whole packet: encoding copies topic and payload once.
+    buf.reserve(1 + 4 + 2 + topic.len() + 2 + payload.len());
+    if encode_publish_header(buf, topic, payload.len(), qos, pkid, retain, dup) {
+        buf.put_slice(payload);
+    }
+}
+
+/// Encodes a PUBLISH up to (not including) its payload of `payload_len` bytes, for a
+/// payload that is written from its own buffer. Returns false, having written nothing, for
+/// a packet MQTT cannot express.
+pub fn encode_publish_header(
+    buf: &mut BytesMut,
+    topic: &str,
+    payload_len: usize,
+    qos: QoS,
+    pkid: u16,
+    retain: bool,
+    dup: bool,
+) -> bool {
     let has_pkid = qos != QoS::AtMostOnce;
-    let remaining = (2 + topic.len() + if has_pkid { 2 } else { 0 }).checked_add(payload.len());
+    let remaining = (2 + topic.len() + if has_pkid { 2 } else { 0 }).checked_add(payload_len);
     let (Ok(topic_len), Some(remaining)) = (u16::try_from(topic.len()), remaining) else {
         debug_assert!(false, "PUBLISH topic longer than 65535 bytes");
-        return;
+        return false;
     };
     if remaining > MAX_REMAINING_LENGTH {
         debug_assert!(false, "PUBLISH larger than the MQTT maximum");
-        return;
+        return false;
     }
-    buf.reserve(1 + varint_len(remaining) + remaining);
+    buf.reserve(1 + varint_len(remaining) + remaining - payload_len);
     let byte1 = 0x30 | (u8::from(dup && has_pkid) << 3) | ((qos as u8) << 1) | u8::from(retain);
     buf.put_u8(byte1);
     put_varint(buf, remaining);
@@ -73,7 +92,7 @@ pub fn encode_publish(
     if has_pkid {
         buf.put_u16(pkid);
     }
-    buf.put_slice(payload);
+    true
 }
 
 // The `mqttbytes` acknowledgement writers can only fail for a remaining length over the

@@ -27,7 +27,7 @@ pub fn pubrec(client: &mut Client, pkid: u16) -> Result<(), Close> {
             "PUBREC for unknown packet id"
         );
     }
-    codec::encode_pubrel(&mut client.out, pkid);
+    codec::encode_pubrel(client.out.buf(), pkid);
     Ok(())
 }
 
@@ -35,7 +35,7 @@ pub fn pubrec(client: &mut Client, pkid: u16) -> Result<(), Close> {
 /// forget its packet id and answer PUBCOMP [MQTT-4.3.3-2].
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
     client.session.state.lock().incoming_qos2.remove(&pkid);
-    codec::encode_pubcomp(&mut client.out, pkid);
+    codec::encode_pubcomp(client.out.buf(), pkid);
     Ok(())
 }
 

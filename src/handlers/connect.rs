@@ -5,12 +5,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-
 use crate::broker::Broker;
 use crate::codec::{self, Connect, ProtocolVersion};
 use crate::config::Listener;
 use crate::connection::Client;
+use crate::outbox::Outbox;
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
@@ -90,9 +89,9 @@ pub async fn handle(
             .unwrap_or_default(),
     );
 
-    let mut out = BytesMut::new();
+    let mut out = Outbox::default();
     // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
-    codec::encode_connack(&mut out, att.session_present, ACCEPTED);
+    codec::encode_connack(out.buf(), att.session_present, ACCEPTED);
     Ok(Client {
         broker: broker.clone(),
         listener: listener.clone(),

@@ -25,7 +25,7 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
         Packet::Unsubscribe(u) => unsubscribe::handle(client, u),
         // [MQTT-3.12.4-1]
         Packet::PingReq => {
-            codec::encode_pingresp(&mut client.out);
+            codec::encode_pingresp(client.out.buf());
             Ok(())
         }
         // The will is discarded and the connection closed [MQTT-3.14.4-1/3].

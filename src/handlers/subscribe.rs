@@ -66,7 +66,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
         }
     }
     // One return code per filter, in order [MQTT-3.8.4-5/6].
-    codec::encode_suback(&mut client.out, subscribe.pkid, &codes);
+    codec::encode_suback(client.out.buf(), subscribe.pkid, &codes);
 
     // Retained messages go out after the SUBACK, with RETAIN=1 [MQTT-3.3.1-8].
     for (filter, qos) in accepted {

@@ -24,6 +24,6 @@ pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close
         }
     }
     // UNSUBACK even when nothing matched [MQTT-3.10.4-4/5].
-    codec::encode_unsuback(&mut client.out, unsubscribe.pkid);
+    codec::encode_unsuback(client.out.buf(), unsubscribe.pkid);
     Ok(())
 }

@@ -1,0 +1,179 @@
+//! A connection's outgoing bytes, written with vectored writes.
+//!
+//! Small packets (acknowledgements, small PUBLISHes) are encoded into one contiguous
+//! buffer, so a burst of them leaves in one syscall. A large payload is not copied: its
+//! PUBLISH header is encoded into the buffer and the payload itself, the same [`Bytes`]
+//! every other subscriber's outbox holds, is queued as a segment of its own. A 1 MiB
+//! message fanned out to ten subscribers stays one 1 MiB allocation.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{self, QoS};
+
+/// Payloads at least this large are shared with the outbox instead of copied into it.
+pub const SHARE_FROM: usize = 16 * 1024;
+
+/// At most this many segments go into one vectored write.
+const MAX_SLICES: usize = 64;
+
+#[derive(Default)]
+pub struct Outbox {
+    /// Frozen segments waiting to be written, in order, before `tail`.
+    segments: VecDeque<Bytes>,
+    /// Where packets are encoded; written after `segments`.
+    tail: BytesMut,
+    /// Bytes in `segments`.
+    segments_len: usize,
+}
+
+impl Outbox {
+    /// The buffer to encode small packets into (they go out after everything queued).
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.segments_len + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encodes a PUBLISH; a large payload is queued by reference, not copied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: &Bytes,
+        qos: QoS,
+        pkid: u16,
+        retain: bool,
+        dup: bool,
+    ) {
+        if payload.len() < SHARE_FROM {
+            codec::encode_publish(&mut self.tail, topic, payload, qos, pkid, retain, dup);
+            return;
+        }
+        codec::encode_publish_header(&mut self.tail, topic, payload.len(), qos, pkid, retain, dup);
+        let head = self.tail.split().freeze();
+        self.segments_len += head.len() + payload.len();
+        self.segments.push_back(head);
+        self.segments.push_back(payload.clone());
+    }
+
+    /// Writes as much as one vectored write takes. Cancel-safe: bytes are consumed in the
+    /// same poll that writes them.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
+        let n = {
+            let mut slices: Vec<IoSlice<'_>> = Vec::new();
+            if self.segments.is_empty() {
+                w.write(&self.tail).await?
+            } else {
+                slices.reserve(self.segments.len().min(MAX_SLICES) + 1);
+                for s in self.segments.iter().take(MAX_SLICES) {
+                    slices.push(IoSlice::new(s));
+                }
+                if self.segments.len() <= MAX_SLICES && !self.tail.is_empty() {
+                    slices.push(IoSlice::new(&self.tail));
+                }
+                w.write_vectored(&slices).await?
+            }
+        };
+        self.consume(n);
+        Ok(n)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                let take = n.min(self.tail.len());
+                self.tail.advance(take);
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.segments_len -= front.len();
+                self.segments.pop_front();
+            } else {
+                front.advance(n);
+                self.segments_len -= n;
+                return;
+            }
+        }
+    }
+
+    /// Writes everything (used when closing).
+    pub async fn flush_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+        while !self.is_empty() {
+            if self.write_to(w).await? == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases memory held while idle: a large encode buffer is not kept.
+    pub fn shrink_if_idle(&mut self, keep: usize) {
+        if self.is_empty() && self.tail.capacity() > keep {
+            self.tail = BytesMut::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_payload_is_shared_not_copied_and_order_is_kept() {
+        let payload = Bytes::from(vec![7u8; SHARE_FROM * 2]);
+        let mut out = Outbox::default();
+        codec::encode_puback(out.buf(), 1);
+        out.publish("t", &payload, QoS::AtLeastOnce, 9, false, false);
+        codec::encode_puback(out.buf(), 2);
+        // The queued segment is the very same allocation as the message's payload.
+        assert!(out
+            .segments
+            .iter()
+            .any(|s| s.as_ptr() == payload.as_ptr() && s.len() == payload.len()));
+
+        let mut expected = BytesMut::new();
+        codec::encode_puback(&mut expected, 1);
+        codec::encode_publish(
+            &mut expected,
+            "t",
+            &payload,
+            QoS::AtLeastOnce,
+            9,
+            false,
+            false,
+        );
+        codec::encode_puback(&mut expected, 2);
+
+        let mut written = Vec::new();
+        out.flush_all(&mut written).await.expect("write to a Vec");
+        assert_eq!(written, expected.to_vec());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn partial_writes_consume_across_segments() {
+        let payload = Bytes::from(vec![1u8; SHARE_FROM]);
+        let mut out = Outbox::default();
+        out.publish("a", &payload, QoS::AtMostOnce, 0, false, false);
+        codec::encode_pingresp(out.buf());
+        let total = out.len();
+        out.consume(3);
+        assert_eq!(out.len(), total - 3);
+        out.consume(SHARE_FROM);
+        assert_eq!(out.len(), total - 3 - SHARE_FROM);
+        out.consume(out.len());
+        assert!(out.is_empty());
+    }
+}
