@@ -133,7 +133,9 @@ impl<V> Subs<V> {
 }
 
 struct Node<V> {
-    children: HashMap<Box<str>, Node<V>>,
+    /// Boxed: a leaf (most nodes) then costs a pointer in its parent's table, not a
+    /// whole node per bucket of the table's spare capacity.
+    children: HashMap<Box<str>, Box<Node<V>>>,
     plus: Option<Box<Node<V>>>,
     /// Filters ending at this node.
     subs: Subs<V>,
@@ -165,7 +167,7 @@ impl<V> Node<V> {
         if level == "+" {
             self.plus.as_deref()
         } else {
-            self.children.get(level)
+            self.children.get(level).map(|n| &**n)
         }
     }
 
@@ -174,7 +176,7 @@ impl<V> Node<V> {
         if level == "+" {
             self.plus.as_deref_mut()
         } else {
-            self.children.get_mut(level)
+            self.children.get_mut(level).map(|n| &mut **n)
         }
     }
 
@@ -183,7 +185,7 @@ impl<V> Node<V> {
             return self.plus.get_or_insert_with(|| Box::new(Node::new()));
         }
         if !self.children.contains_key(level) {
-            self.children.insert(level.into(), Node::new());
+            self.children.insert(level.into(), Box::new(Node::new()));
         }
         self.children.get_mut(level).expect("just inserted") // ok: inserted on the line above
     }
@@ -208,10 +210,10 @@ impl<V> Drop for Node<V> {
         if self.branches() == 0 {
             return;
         }
-        let mut stack: Vec<Node<V>> = self.children.drain().map(|(_, n)| n).collect();
+        let mut stack: Vec<Node<V>> = self.children.drain().map(|(_, n)| *n).collect();
         stack.extend(self.plus.take().map(|p| *p));
         while let Some(mut node) = stack.pop() {
-            stack.extend(node.children.drain().map(|(_, n)| n));
+            stack.extend(node.children.drain().map(|(_, n)| *n));
             stack.extend(node.plus.take().map(|p| *p));
         }
     }
@@ -387,7 +389,7 @@ impl<V> SubscriptionTrie<V> {
             }
         }
         if let Some(child) = root.children.get(first) {
-            stack.push((child, rest));
+            stack.push((&**child, rest));
         }
         while let Some((mut node, mut rest)) = stack.pop() {
             loop {
@@ -404,7 +406,7 @@ impl<V> SubscriptionTrie<V> {
                 let exact = if node.children.is_empty() {
                     None
                 } else {
-                    node.children.get(level)
+                    node.children.get(level).map(|n| &**n)
                 };
                 rest = next;
                 node = match (exact, node.plus.as_deref()) {
@@ -471,7 +473,7 @@ mod tests {
     }
 
     fn node_count<V>(node: &Node<V>) -> usize {
-        1 + node.children.values().map(node_count).sum::<usize>()
+        1 + node.children.values().map(|n| node_count(n)).sum::<usize>()
             + node.plus.as_deref().map_or(0, node_count)
     }
 
