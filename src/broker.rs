@@ -178,10 +178,12 @@ impl Broker {
 
     /// Routes one message to every matching session, and stores or clears it as the
     /// topic's retained message when `msg.retain` is set. Sessions whose queue is over its
-    /// limit under backpressure are pushed to `withheld`.
+    /// limit under backpressure are pushed to `withheld`, and `publisher` is registered to
+    /// be woken when they have room.
     pub fn publish(
         &self,
         msg: &SharedMessage,
+        publisher: Option<&Arc<Session>>,
         scratch: &mut Vec<Subscriber>,
         withheld: &mut Vec<Arc<Session>>,
     ) {
@@ -192,7 +194,7 @@ impl Broker {
         self.router.route(&msg.topic, scratch);
         for sub in scratch.drain(..) {
             let qos = min_qos(msg.qos, sub.qos);
-            match sub.session.deliver(msg, qos, false) {
+            match sub.session.deliver(msg, qos, false, publisher) {
                 Delivery::Queued => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
                 }

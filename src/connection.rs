@@ -37,8 +37,6 @@ const READ_MIN: usize = 256;
 const READ_MAX: usize = 64 * 1024;
 /// Acknowledgements withheld under backpressure before the connection stops reading.
 const MAX_WITHHELD: usize = 1024;
-/// How often withheld acknowledgements are re-checked even without a wake-up.
-const WITHHELD_POLL: Duration = Duration::from_millis(50);
 /// Time given to flush the write buffer when a connection is closed by the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -123,8 +121,18 @@ impl Client {
     /// Sends the withheld acknowledgements whose sessions have room again.
     fn release_withheld(&mut self) {
         while let Some(front) = self.withheld.front_mut() {
-            // A discarded session was reset, so it has room too.
-            front.waiting.retain(|s| !s.state.lock().has_room());
+            // A discarded session was reset, so it has room too. One still full (another
+            // publisher took the room) gets this publisher registered again, under the
+            // same lock, so the next room made wakes it.
+            let me = &self.session;
+            front.waiting.retain(|s| {
+                let mut st = s.state.lock();
+                let full = !st.has_room();
+                if full {
+                    st.add_space_waiter(me);
+                }
+                full
+            });
             if !front.waiting.is_empty() {
                 break;
             }
@@ -259,12 +267,11 @@ where
     let mut last_in = Instant::now();
     let mut read_chunk = READ_MIN;
 
-    // One timer serves keep-alive, retransmission and the backpressure re-check. Its
+    // One timer serves keep-alive and retransmission. Its
     // deadlines move only when they fire, so a busy connection does not touch the timer
     // wheel for every packet.
     let mut ka_at = keep_alive.map(|ka| last_in + ka);
     let mut retry_at: Option<Instant> = None;
-    let mut poll_at: Option<Instant> = None;
     let timer = tokio::time::sleep_until(last_in + Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
@@ -297,13 +304,10 @@ where
         }
         if !client.withheld.is_empty() {
             client.release_withheld();
-            if !client.withheld.is_empty() && poll_at.is_none() {
-                poll_at = Some(now + WITHHELD_POLL);
-            }
         }
         let reading = client.out.len() < OUT_HIGH && client.withheld.len() < MAX_WITHHELD;
 
-        let deadline = [ka_at, retry_at, poll_at].into_iter().flatten().min();
+        let deadline = [ka_at, retry_at].into_iter().flatten().min();
         if deadline != armed {
             if let Some(d) = deadline {
                 timer.as_mut().reset(d);
@@ -372,9 +376,6 @@ where
                         st.retry(&mut client.out, retry, now.into_std());
                         retry_at = st.oldest_sent().map(|t| Instant::from_std(t) + retry);
                     }
-                }
-                if poll_at.is_some_and(|at| now >= at) {
-                    poll_at = None;
                 }
             }
         }

@@ -155,13 +155,23 @@ impl Session {
         }
     }
 
-    /// Offers a message to this session's queue and wakes its connection.
-    pub fn deliver(&self, msg: &SharedMessage, qos: QoS, retain: bool) -> Delivery {
+    /// Offers a message to this session's queue and wakes its connection. When the queue
+    /// is over its limit under backpressure, `publisher` is registered, under the same
+    /// lock, to be woken once the queue has room.
+    pub fn deliver(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        publisher: Option<&Arc<Session>>,
+    ) -> Delivery {
         let outcome = {
             let mut st = self.state.lock();
             let outcome = st.enqueue(msg, qos, retain, false);
-            if outcome == Delivery::Dropped {
-                st.report_drop(&self.client_id);
+            match (outcome, publisher) {
+                (Delivery::Dropped, _) => st.report_drop(&self.client_id),
+                (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
+                _ => {}
             }
             outcome
         };
@@ -361,6 +371,13 @@ impl SessionState {
             f.sent_at = None;
         }
         self.resend_due = !self.inflight.is_empty();
+    }
+
+    /// Registers `publisher` to be woken when this queue has room again.
+    pub fn add_space_waiter(&mut self, publisher: &Arc<Session>) {
+        if !self.space_waiters.iter().any(|w| Arc::ptr_eq(w, publisher)) {
+            self.space_waiters.push(publisher.clone());
+        }
     }
 
     /// Takes the publishers waiting for room in this queue; the caller wakes them after

@@ -234,3 +234,73 @@ fn large_payload_fan_out_arrives_intact_between_small_messages() {
         assert!(got == bytes, "subscriber received different bytes");
     }
 }
+
+/// Reads one PUBLISH (QoS 1) from a raw subscriber: returns (packet id, payload).
+fn read_qos1_publish(s: &mut TcpStream) -> (u16, Vec<u8>) {
+    let head = read_exact(s, 2);
+    assert_eq!(
+        head[0] & 0xF6,
+        0x32,
+        "QoS 1 PUBLISH expected, got {:#04x}",
+        head[0]
+    );
+    let body = read_exact(s, head[1] as usize);
+    let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let pkid = u16::from_be_bytes([body[2 + topic_len], body[3 + topic_len]]);
+    (pkid, body[4 + topic_len..].to_vec())
+}
+
+/// Under `queue_full = "backpressure"` with a live subscriber that acknowledges slowly,
+/// the publisher's PUBACKs are withheld while the queue is full and released, in order,
+/// as soon as the subscriber makes room: nothing is dropped, nothing waits for a timer.
+#[test]
+fn backpressure_releases_withheld_acks_as_a_live_subscriber_drains() {
+    let b = Broker::start(&format!(
+        "max_queued_messages = 2\nmax_inflight_messages = 1\n\
+         [[listener]]\nbind = \"127.0.0.1\"\nport = {}\nqueue_full = \"backpressure\"\n",
+        free_port()
+    ));
+    let mut sub = subscribed(b.addr(), "bp-sub", "bp/#", 1);
+    let mut publ = raw_connected(b.addr(), "bp-pub");
+    let mut bytes = Vec::new();
+    for i in 1..=8u16 {
+        bytes.extend(publish("bp/t", format!("m{i}").as_bytes(), 1, i));
+    }
+    publ.write_all(&bytes).expect("publish");
+
+    // One message inflight to the subscriber and two queued: the rest are withheld.
+    let (first, payload) = read_qos1_publish(&mut sub);
+    assert_eq!(payload, b"m1");
+    publ.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut acked = Vec::new();
+    let mut buf = [0u8; 4];
+    while publ.read_exact(&mut buf).is_ok() {
+        acked.push(u16::from_be_bytes([buf[2], buf[3]]));
+    }
+    assert!(
+        acked.len() < 8,
+        "all PUBACKs arrived although the queue was full: {acked:?}"
+    );
+
+    // The subscriber now acknowledges each message; every one arrives, in order, and the
+    // publisher gets all eight PUBACKs, in order.
+    let mut pkid = first;
+    for i in 2..=8 {
+        sub.write_all(&[0x40, 0x02, (pkid >> 8) as u8, pkid as u8])
+            .expect("PUBACK");
+        let (next, payload) = read_qos1_publish(&mut sub);
+        assert_eq!(payload, format!("m{i}").as_bytes());
+        pkid = next;
+    }
+    sub.write_all(&[0x40, 0x02, (pkid >> 8) as u8, pkid as u8])
+        .expect("PUBACK");
+    publ.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    while acked.len() < 8 {
+        publ.read_exact(&mut buf).expect("withheld PUBACK released");
+        assert_eq!(buf[0], 0x40);
+        acked.push(u16::from_be_bytes([buf[2], buf[3]]));
+    }
+    assert_eq!(acked, (1..=8).collect::<Vec<u16>>());
+}

@@ -74,23 +74,11 @@ fn route(client: &mut Client, publish: Publish) -> Vec<Arc<crate::session::Sessi
     client.over_limit_scratch.clear();
     client.broker.publish(
         &msg,
+        Some(&client.session),
         &mut client.route_scratch,
         &mut client.over_limit_scratch,
     );
-    let full = std::mem::take(&mut client.over_limit_scratch);
-    for session in &full {
-        // Ask to be woken when that queue has room again. (Room made between the delivery
-        // and this registration is caught by the connection's periodic re-check.)
-        let mut st = session.state.lock();
-        if !st
-            .space_waiters
-            .iter()
-            .any(|w| Arc::ptr_eq(w, &client.session))
-        {
-            st.space_waiters.push(client.session.clone());
-        }
-    }
-    full
+    std::mem::take(&mut client.over_limit_scratch)
 }
 
 /// Publishes a client's will after an ungraceful close [MQTT-3.1.2-8], with its QoS and
@@ -110,6 +98,7 @@ pub fn publish_will(client: &mut Client, will: Will) {
     client.over_limit_scratch.clear();
     client.broker.publish(
         &msg,
+        None,
         &mut client.route_scratch,
         &mut client.over_limit_scratch,
     );
