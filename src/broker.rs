@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::QoS;
 use crate::config::{Config, Listener};
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Subscriber};
-use crate::session::{Delivery, Limits, Session};
+use crate::session::{Delivery, Limits, Session, Timers};
 use crate::store::{MemoryStore, Store, StoreEvent};
 
 /// Counters for logs now and `$SYS`/metrics later.
@@ -23,6 +24,9 @@ pub struct Stats {
     pub messages_routed: AtomicU64,
     pub messages_dropped: AtomicU64,
 }
+
+/// How often the sweeper checks keep-alives and retransmissions: the precision of both.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub struct Broker {
     pub config: Config,
@@ -83,7 +87,13 @@ impl Broker {
     /// let go). With `clean`, or when the previous owner was a clean session, the state is
     /// discarded [MQTT-3.1.2-6]; otherwise it is resumed and `session_present` is set
     /// [MQTT-3.2.2-2]. Returns `None` if a later CONNECT for the same id overtook this one.
-    pub async fn attach(&self, client_id: &str, clean: bool, limits: Limits) -> Option<Attachment> {
+    pub async fn attach(
+        &self,
+        client_id: &str,
+        clean: bool,
+        limits: Limits,
+        timers: Timers,
+    ) -> Option<Attachment> {
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
             let (session, existed) = match sessions.get(client_id) {
@@ -126,6 +136,7 @@ impl Broker {
             }
             st.clean = clean;
             st.limits = limits;
+            st.timers = timers;
             st.mark_inflight_unsent();
             (discard, filters)
         };
@@ -246,6 +257,49 @@ impl Broker {
         if self.store.is_durable() {
             if let Err(e) = self.store.record(event) {
                 tracing::error!("store: {e}");
+            }
+        }
+    }
+
+    /// Times keep-alive and retransmission for every connected session: a few times a
+    /// second it raises the flags of [`Timers`] whose time has come and wakes those
+    /// connections. Runs until `shutdown`.
+    pub async fn sweep(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = std::time::Instant::now();
+            let sessions = self.sessions.lock();
+            for session in sessions.values() {
+                let mut st = session.state.lock();
+                if !st.connected {
+                    continue;
+                }
+                let mut wake = false;
+                let t = st.timers;
+                if let (Some(ka), false) = (t.keep_alive, t.expired) {
+                    if now.duration_since(t.last_in) >= ka {
+                        st.timers.expired = true;
+                        wake = true;
+                    }
+                }
+                if let (Some(retry), false) = (t.retry, t.retry_due) {
+                    if st
+                        .oldest_sent()
+                        .is_some_and(|sent| now.duration_since(sent) >= retry)
+                    {
+                        st.timers.retry_due = true;
+                        wake = true;
+                    }
+                }
+                drop(st);
+                if wake {
+                    session.wake.notify_one();
+                }
             }
         }
     }

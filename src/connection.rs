@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{wake_all, Broker};
@@ -92,8 +91,6 @@ pub struct Client {
     pub out: Outbox,
     /// Boxed: most clients have none, and every connected client carries this struct.
     pub will: Option<Box<Will>>,
-    /// Keep-alive in seconds from CONNECT; 0 disables the timeout.
-    pub keep_alive: u16,
     /// Acknowledgements withheld under backpressure, in the order they are owed.
     pub withheld: VecDeque<Withheld>,
     /// Reused by routing to avoid an allocation per PUBLISH.
@@ -170,11 +167,7 @@ pub async fn serve<S>(
         return;
     };
     broker.stats.connections.fetch_add(1, Ordering::Relaxed);
-    // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
-    let keep_alive =
-        (client.keep_alive > 0).then(|| Duration::from_millis(u64::from(client.keep_alive) * 1500));
-
-    let close = run(&mut client, &mut rd, &mut wr, rbuf, keep_alive).await;
+    let close = run(&mut client, &mut rd, &mut wr, rbuf).await;
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
@@ -251,30 +244,16 @@ async fn run<S>(
     rd: &mut ReadHalf<S>,
     wr: &mut WriteHalf<S>,
     mut rbuf: BytesMut,
-    keep_alive: Option<Duration>,
 ) -> Close
 where
     S: AsyncRead + AsyncWrite,
 {
     let session = client.session.clone();
     let max_packet = client.broker.config.max_packet_size;
-    // Timed retransmission is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0 forbids it.
-    let retry = match client.broker.config.retry_interval {
-        0 => None,
-        _ if client.version == ProtocolVersion::V5 => None,
-        secs => Some(Duration::from_secs(secs)),
-    };
-    let mut last_in = Instant::now();
     let mut read_chunk = READ_MIN;
-
-    // One timer serves keep-alive and retransmission. Its
-    // deadlines move only when they fire, so a busy connection does not touch the timer
-    // wheel for every packet.
-    let mut ka_at = keep_alive.map(|ka| last_in + ka);
-    let mut retry_at: Option<Instant> = None;
-    let timer = tokio::time::sleep_until(last_in + Duration::from_secs(3600));
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
+    // Keep-alive and retransmission are timed by the broker's sweeper (see
+    // [`Broker::sweep`]), which raises flags and wakes us: no timer per connection.
+    let mut last_in = std::time::Instant::now();
 
     // Packets that arrived together with CONNECT.
     if let Err(close) = process(client, &mut rbuf, max_packet) {
@@ -282,38 +261,43 @@ where
     }
 
     loop {
-        let now = Instant::now();
-        // Every wake-up lands here: shutdown and take-over are flags checked on the way,
-        // so an idle connection waits on one Notify instead of three.
+        // Every wake-up lands here: shutdown, take-over, keep-alive expiry and due
+        // retransmissions are flags checked on the way, so an idle connection waits on
+        // one Notify and nothing else.
         if client.broker.is_shutting_down() {
             return Close::Shutdown;
         }
         {
+            let now = std::time::Instant::now();
             let mut st = session.state.lock();
             if st.generation != client.generation {
                 return Close::TakenOver;
             }
+            st.timers.last_in = last_in;
+            if st.timers.expired {
+                // The sweeper may have looked before this turn recorded a fresh read.
+                let silent = now.duration_since(last_in);
+                if st.timers.keep_alive.is_some_and(|ka| silent >= ka) {
+                    return Close::KeepAliveTimeout;
+                }
+                st.timers.expired = false;
+            }
+            if st.timers.retry_due {
+                st.timers.retry_due = false;
+                if let Some(retry) = st.timers.retry {
+                    st.retry(&mut client.out, retry, now);
+                }
+            }
             if client.out.len() < OUT_LOW {
-                let filled = st.fill(&mut client.out, OUT_HIGH, now.into_std());
+                let filled = st.fill(&mut client.out, OUT_HIGH, now);
                 drop(st);
                 wake_all(filled.waiters);
-                if let (Some(retry), true, None) = (retry, filled.inflight, retry_at) {
-                    retry_at = Some(now + retry);
-                }
             }
         }
         if !client.withheld.is_empty() {
             client.release_withheld();
         }
         let reading = client.out.len() < OUT_HIGH && client.withheld.len() < MAX_WITHHELD;
-
-        let deadline = [ka_at, retry_at].into_iter().flatten().min();
-        if deadline != armed {
-            if let Some(d) = deadline {
-                timer.as_mut().reset(d);
-            }
-            armed = deadline;
-        }
 
         // An empty buffer is left unallocated: `read_buf` then takes a small chunk, so an
         // idle connection holds almost no read memory. Under traffic the reservation
@@ -340,7 +324,7 @@ where
             r = rd.read_buf(&mut rbuf), if reading => match r {
                 Ok(0) => return Close::PeerClosed,
                 Ok(n) => {
-                    last_in = Instant::now();
+                    last_in = std::time::Instant::now();
                     read_chunk = if n == spare_before {
                         (read_chunk * 2).min(READ_MAX)
                     } else if n < read_chunk / 4 {
@@ -359,25 +343,6 @@ where
                 Err(e) => return Close::Io(e),
             },
             _ = session.wake.notified() => {}
-            _ = &mut timer, if armed.is_some() => {
-                armed = None;
-                let now = Instant::now();
-                if let (Some(ka), Some(at)) = (keep_alive, ka_at) {
-                    if now >= at {
-                        if now >= last_in + ka {
-                            return Close::KeepAliveTimeout;
-                        }
-                        ka_at = Some(last_in + ka);
-                    }
-                }
-                if let (Some(retry), Some(at)) = (retry, retry_at) {
-                    if now >= at {
-                        let mut st = session.state.lock();
-                        st.retry(&mut client.out, retry, now.into_std());
-                        retry_at = st.oldest_sent().map(|t| Instant::from_std(t) + retry);
-                    }
-                }
-            }
         }
     }
 }

@@ -34,6 +34,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
 
     let broker = Arc::new(Broker::new(config));
     let tracker = TaskTracker::new();
+    tracker.spawn(broker.clone().sweep(shutdown.clone()));
     let total = Arc::new(AtomicUsize::new(0));
     for (socket, listener) in bound {
         tracker.spawn(accept_loop(

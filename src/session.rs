@@ -62,6 +62,36 @@ pub struct Inflight {
     pub sent_at: Option<Instant>,
 }
 
+/// Keep-alive and retransmission timing of the attached connection. The broker's sweeper
+/// reads it for every connected session a few times a second and raises the flags; the
+/// connection acts on them when it wakes. One sweeper replaces a timer per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// When the connection last received bytes (updated on its next loop turn).
+    pub last_in: Instant,
+    /// How long the connection may stay silent: 1.5 × the client's keep-alive
+    /// [MQTT-3.1.2-24]. `None`: keep-alive 0, no timeout.
+    pub keep_alive: Option<Duration>,
+    /// Retransmission interval on a live connection (MQTT 3.1.1/3.1 only).
+    pub retry: Option<Duration>,
+    /// Raised by the sweeper: the keep-alive ran out.
+    pub expired: bool,
+    /// Raised by the sweeper: an inflight message is due to be re-sent.
+    pub retry_due: bool,
+}
+
+impl Timers {
+    pub fn new(keep_alive: Option<Duration>, retry: Option<Duration>) -> Timers {
+        Timers {
+            last_in: Instant::now(),
+            keep_alive,
+            retry,
+            expired: false,
+            retry_due: false,
+        }
+    }
+}
+
 /// What [`SessionState::fill`] left behind.
 pub struct Filled {
     /// The queue went from full to having room: these publishers under backpressure
@@ -96,6 +126,7 @@ pub struct SessionState {
     /// woken when it has.
     pub space_waiters: Vec<Arc<Session>>,
     pub limits: Limits,
+    pub timers: Timers,
     pub subscriptions: HashMap<String, QoS>,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
@@ -138,6 +169,7 @@ impl Session {
                 connected: false,
                 space_waiters: Vec::new(),
                 limits,
+                timers: Timers::new(None, None),
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,

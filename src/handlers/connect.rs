@@ -4,12 +4,14 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::codec::{self, Connect, ProtocolVersion};
 use crate::config::Listener;
 use crate::connection::Client;
 use crate::outbox::Outbox;
+use crate::session::Timers;
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
@@ -65,8 +67,20 @@ pub async fn handle(
     // Authentication (password file, certificates) plugs in here.
 
     let limits = broker.limits_for(listener);
+    // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // Timed retransmission on a live connection is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0
+    // allows re-sending only on reconnect.
+    let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
+        .then(|| Duration::from_secs(broker.config.retry_interval));
     let Some(att) = broker
-        .attach(&client_id, connect.clean_session, limits)
+        .attach(
+            &client_id,
+            connect.clean_session,
+            limits,
+            Timers::new(keep_alive, retry),
+        )
         .await
     else {
         tracing::info!(%peer, client_id, "CONNECT overtaken by a newer one for the same client id");
@@ -101,7 +115,6 @@ pub async fn handle(
         peer,
         out,
         will: connect.will.map(Box::new),
-        keep_alive: connect.keep_alive,
         withheld: VecDeque::new(),
         route_scratch: Vec::new(),
         over_limit_scratch: Vec::new(),
