@@ -127,7 +127,7 @@ impl Broker {
             }
             let discard = existed && (clean || st.clean);
             let filters: Vec<String> = if discard {
-                st.subscriptions.keys().cloned().collect()
+                st.subscriptions.filters()
             } else {
                 Vec::new()
             };
@@ -171,7 +171,7 @@ impl Broker {
             if !st.clean {
                 return;
             }
-            let filters: Vec<String> = st.subscriptions.keys().cloned().collect();
+            let filters: Vec<String> = st.subscriptions.filters();
             st.reset();
             filters
         };

@@ -317,7 +317,7 @@ where
             r = client.out.write_to(wr), if !client.out.is_empty() => match r {
                 Ok(0) => return Close::Io(std::io::ErrorKind::WriteZero.into()),
                 Ok(_) => {
-                    client.out.shrink_if_idle(OUT_HIGH);
+                    client.out.release_if_empty();
                 }
                 Err(e) => return Close::Io(e),
             },

@@ -17,6 +17,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod subscriptions;
 pub mod topic;
 
 pub use config::Config;

@@ -17,6 +17,9 @@ use crate::codec::{self, QoS};
 /// Payloads at least this large are shared with the outbox instead of copied into it.
 pub const SHARE_FROM: usize = 16 * 1024;
 
+/// Encoding starts with this much room, so a burst does not grow the buffer step by step.
+const INITIAL: usize = 4096;
+
 /// At most this many segments go into one vectored write.
 const MAX_SLICES: usize = 64;
 
@@ -33,6 +36,9 @@ pub struct Outbox {
 impl Outbox {
     /// The buffer to encode small packets into (they go out after everything queued).
     pub fn buf(&mut self) -> &mut BytesMut {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(INITIAL);
+        }
         &mut self.tail
     }
 
@@ -56,12 +62,13 @@ impl Outbox {
         retain: bool,
         dup: bool,
     ) {
+        let tail = self.buf();
         if payload.len() < SHARE_FROM {
-            codec::encode_publish(&mut self.tail, topic, payload, qos, pkid, retain, dup);
+            codec::encode_publish(tail, topic, payload, qos, pkid, retain, dup);
             return;
         }
-        codec::encode_publish_header(&mut self.tail, topic, payload.len(), qos, pkid, retain, dup);
-        let head = self.tail.split().freeze();
+        codec::encode_publish_header(tail, topic, payload.len(), qos, pkid, retain, dup);
+        let head = tail.split().freeze();
         self.segments_len += head.len() + payload.len();
         self.segments.push_back(head);
         self.segments.push_back(payload.clone());
@@ -118,10 +125,12 @@ impl Outbox {
         Ok(())
     }
 
-    /// Releases memory held while idle: a large encode buffer is not kept.
-    pub fn shrink_if_idle(&mut self, keep: usize) {
-        if self.is_empty() && self.tail.capacity() > keep {
+    /// Once everything is written, lets go of the buffers: an idle connection holds no
+    /// output memory, and the next burst starts from a fresh [`INITIAL`] reservation.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() {
             self.tail = BytesMut::new();
+            self.segments = VecDeque::new();
         }
     }
 }

@@ -7,7 +7,7 @@
 //! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Notify`] links the
 //! two, so an idle subscriber costs no task wake-ups at all.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::message::SharedMessage;
 use crate::outbox::Outbox;
+use crate::subscriptions::Subscriptions;
 
 /// Queue and window limits of one session, taken from the config and the listener the
 /// client last connected through.
@@ -127,7 +128,7 @@ pub struct SessionState {
     pub space_waiters: Vec<Arc<Session>>,
     pub limits: Limits,
     pub timers: Timers,
-    pub subscriptions: HashMap<String, QoS>,
+    pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
     /// By packet id; `item.seq` gives the send order for retransmission.
@@ -170,7 +171,7 @@ impl Session {
                 space_waiters: Vec::new(),
                 limits,
                 timers: Timers::new(None, None),
-                subscriptions: HashMap::new(),
+                subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 inflight: BTreeMap::new(),

@@ -22,7 +22,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
             Some("more topic levels than max_topic_levels")
         } else {
             let mut st = client.session.state.lock();
-            let is_new = !st.subscriptions.contains_key(filter.as_str());
+            let is_new = !st.subscriptions.contains(filter);
             if is_new
                 && config.max_subscriptions_per_client > 0
                 && st.subscriptions.len() >= config.max_subscriptions_per_client
@@ -30,7 +30,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                 Some("max_subscriptions_per_client reached")
             } else {
                 // A repeated filter replaces the earlier subscription [MQTT-3.8.4-3].
-                st.subscriptions.insert(filter.clone(), *qos);
+                st.subscriptions.insert(filter, *qos);
                 None
             }
         };

@@ -1,0 +1,140 @@
+//! The filters a session is subscribed to, with their granted QoS.
+//!
+//! The router's trie answers "who gets this topic"; this set answers "what does this
+//! client hold", for UNSUBSCRIBE, the subscription limit and cleaning up a session. Most
+//! devices hold one to a few subscriptions, so those are kept in a vector sized to what is
+//! used (a hash map would allocate a table of four buckets for one filter); past
+//! [`FEW`] the set moves to a hash map, so clients with thousands of filters stay O(1).
+
+use std::collections::HashMap;
+
+use crate::codec::QoS;
+
+/// Up to this many filters are kept in a vector and found by linear search.
+const FEW: usize = 8;
+
+#[derive(Debug)]
+pub enum Subscriptions {
+    Few(Vec<(Box<str>, QoS)>),
+    Many(HashMap<Box<str>, QoS>),
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions::Few(Vec::new())
+    }
+}
+
+impl Subscriptions {
+    pub fn len(&self) -> usize {
+        match self {
+            Subscriptions::Few(v) => v.len(),
+            Subscriptions::Many(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, filter: &str) -> Option<QoS> {
+        match self {
+            Subscriptions::Few(v) => v.iter().find(|(f, _)| &**f == filter).map(|(_, q)| *q),
+            Subscriptions::Many(m) => m.get(filter).copied(),
+        }
+    }
+
+    pub fn contains(&self, filter: &str) -> bool {
+        self.get(filter).is_some()
+    }
+
+    /// Adds or replaces a filter. Returns true if it is new.
+    pub fn insert(&mut self, filter: &str, qos: QoS) -> bool {
+        match self {
+            Subscriptions::Few(v) => {
+                if let Some(entry) = v.iter_mut().find(|(f, _)| &**f == filter) {
+                    entry.1 = qos;
+                    return false;
+                }
+                if v.len() < FEW {
+                    v.reserve_exact(1);
+                    v.push((filter.into(), qos));
+                } else {
+                    let mut m: HashMap<Box<str>, QoS> = v.drain(..).collect();
+                    m.insert(filter.into(), qos);
+                    *self = Subscriptions::Many(m);
+                }
+                true
+            }
+            Subscriptions::Many(m) => m.insert(filter.into(), qos).is_none(),
+        }
+    }
+
+    /// Removes a filter (compared character by character). Returns its QoS if it was held.
+    pub fn remove(&mut self, filter: &str) -> Option<QoS> {
+        match self {
+            Subscriptions::Few(v) => {
+                let i = v.iter().position(|(f, _)| &**f == filter)?;
+                let (_, qos) = v.swap_remove(i);
+                if v.is_empty() {
+                    *v = Vec::new();
+                }
+                Some(qos)
+            }
+            Subscriptions::Many(m) => m.remove(filter),
+        }
+    }
+
+    /// Every filter held, in no particular order.
+    pub fn filters(&self) -> Vec<String> {
+        match self {
+            Subscriptions::Few(v) => v.iter().map(|(f, _)| f.to_string()).collect(),
+            Subscriptions::Many(m) => m.keys().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Subscriptions::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replace_remove_across_the_switch_to_a_map() {
+        let mut s = Subscriptions::default();
+        for i in 0..20 {
+            assert!(s.insert(&format!("f/{i}"), QoS::AtMostOnce), "f/{i} is new");
+        }
+        assert!(matches!(s, Subscriptions::Many(_)));
+        assert_eq!(s.len(), 20);
+        assert!(!s.insert("f/3", QoS::ExactlyOnce), "replacing is not new");
+        assert_eq!(s.get("f/3"), Some(QoS::ExactlyOnce));
+        assert_eq!(s.remove("f/3"), Some(QoS::ExactlyOnce));
+        assert_eq!(s.remove("f/3"), None);
+        assert!(!s.contains("f/3"));
+        assert_eq!(s.filters().len(), 19);
+        s.clear();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn few_filters_stay_in_an_exact_vector() {
+        let mut s = Subscriptions::default();
+        assert!(s.insert("a/+", QoS::AtLeastOnce));
+        assert!(!s.insert("a/+", QoS::AtMostOnce));
+        assert!(s.insert("a/#", QoS::AtLeastOnce));
+        match &s {
+            Subscriptions::Few(v) => {
+                assert_eq!(v.len(), 2);
+                assert_eq!(v.capacity(), 2);
+            }
+            Subscriptions::Many(_) => panic!("two filters should stay in the vector"),
+        }
+        assert_eq!(s.get("a/+"), Some(QoS::AtMostOnce));
+        assert_eq!(s.remove("a/+"), Some(QoS::AtMostOnce));
+        assert_eq!(s.filters(), vec!["a/#".to_string()]);
+    }
+}
