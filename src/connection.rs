@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{wake_all, Broker};
@@ -156,24 +159,24 @@ pub async fn serve<S>(
     listener: Arc<Listener>,
     shutdown: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(stream);
+    let mut stream = stream;
     // The handshake is boxed: its futures (CONNECT read with its timeout, session
     // take-over) live only until the client is connected, and boxing keeps their size out
     // of the state that every connected, mostly idle, client carries for its whole life.
-    let handshake = Box::pin(handshake(rd, &mut wr, peer, &broker, &listener, &shutdown));
-    let Some((mut client, mut rd, rbuf)) = handshake.await else {
+    let handshake = Box::pin(handshake(&mut stream, peer, &broker, &listener, &shutdown));
+    let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
     broker.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let close = run(&mut client, &mut rd, &mut wr, rbuf).await;
+    let close = run(&mut client, &mut stream, rbuf).await;
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut wr)).await;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut stream)).await;
     }
-    let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, stream.shutdown()).await;
     finish(client, close);
     broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
 }
@@ -182,15 +185,14 @@ pub async fn serve<S>(
 /// handler. Returns the connected client, or `None` when the connection is to be closed
 /// (after a refusing CONNACK where the specification asks for one).
 async fn handshake<S>(
-    mut rd: ReadHalf<S>,
-    wr: &mut WriteHalf<S>,
+    stream: &mut S,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     listener: &Arc<Listener>,
     shutdown: &CancellationToken,
-) -> Option<(Client, ReadHalf<S>, BytesMut)>
+) -> Option<(Client, BytesMut)>
 where
-    S: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut rbuf = BytesMut::new();
     let max_packet = broker.config.max_packet_size;
@@ -198,13 +200,13 @@ where
         _ = shutdown.cancelled() => return None,
         r = tokio::time::timeout(
             broker.config.connect_timeout(),
-            read_packet(&mut rd, &mut rbuf, max_packet),
+            read_packet(&mut *stream, &mut rbuf, max_packet),
         ) => r,
     };
     let refuse = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => {
             match handlers::connect::handle(broker, listener, peer, connect).await {
-                Ok(client) => return Some((client, rd, rbuf)),
+                Ok(client) => return Some((client, rbuf)),
                 Err(refusal) => refusal.connack,
             }
         }
@@ -233,20 +235,15 @@ where
     if let Some(code) = refuse {
         let mut out = BytesMut::new();
         codec::encode_connack(&mut out, false, code);
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, stream.write_all(&out)).await;
     }
     None
 }
 
 /// The packet loop of a connected client.
-async fn run<S>(
-    client: &mut Client,
-    rd: &mut ReadHalf<S>,
-    wr: &mut WriteHalf<S>,
-    mut rbuf: BytesMut,
-) -> Close
+async fn run<S>(client: &mut Client, stream: &mut S, mut rbuf: BytesMut) -> Close
 where
-    S: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let session = client.session.clone();
     let max_packet = client.broker.config.max_packet_size;
@@ -299,33 +296,18 @@ where
         }
         let reading = client.out.len() < OUT_HIGH && client.withheld.len() < MAX_WITHHELD;
 
-        // An empty buffer is left unallocated: `read_buf` then takes a small chunk, so an
-        // idle connection holds almost no read memory. Under traffic the reservation
-        // adapts to what the reads return.
-        let wants_room = if rbuf.is_empty() {
-            read_chunk > READ_MIN
-        } else {
-            rbuf.capacity() - rbuf.len() < READ_MIN
-        };
-        if reading && wants_room {
-            rbuf.reserve(read_chunk);
-        }
-        let spare_before = rbuf.capacity() - rbuf.len();
-
+        // Reading and writing share one future over the one stream: no split halves, and
+        // no buffer held while idle (see `poll_io`).
+        let io = std::future::poll_fn(|cx| {
+            poll_io(cx, stream, &mut client.out, &mut rbuf, reading, read_chunk)
+        });
         tokio::select! {
             biased;
-            r = client.out.write_to(wr), if !client.out.is_empty() => match r {
-                Ok(0) => return Close::Io(std::io::ErrorKind::WriteZero.into()),
-                Ok(_) => {
-                    client.out.release_if_empty();
-                }
-                Err(e) => return Close::Io(e),
-            },
-            r = rd.read_buf(&mut rbuf), if reading => match r {
-                Ok(0) => return Close::PeerClosed,
-                Ok(n) => {
+            r = io => match r {
+                Io::Wrote => client.out.release_if_empty(),
+                Io::Read { n, filled } => {
                     last_in = std::time::Instant::now();
-                    read_chunk = if n == spare_before {
+                    read_chunk = if filled {
                         (read_chunk * 2).min(READ_MAX)
                     } else if n < read_chunk / 4 {
                         (read_chunk / 2).max(READ_MIN)
@@ -335,15 +317,86 @@ where
                     if let Err(close) = process(client, &mut rbuf, max_packet) {
                         return close;
                     }
-                    if rbuf.is_empty() && rbuf.capacity() > READ_MIN {
-                        // Let go of the buffer between bursts: idle connections stay small.
+                    if rbuf.is_empty() {
+                        // Let go of the buffer between bursts: idle connections hold none.
                         rbuf = BytesMut::new();
                     }
                 }
-                Err(e) => return Close::Io(e),
+                Io::Closed => return Close::PeerClosed,
+                Io::Failed(e) => return Close::Io(e),
             },
             _ = session.wake.notified() => {}
         }
+    }
+}
+
+/// What one turn of [`poll_io`] did.
+enum Io {
+    Wrote,
+    /// `n` bytes were read; `filled` when they filled all the room there was.
+    Read {
+        n: usize,
+        filled: bool,
+    },
+    Closed,
+    Failed(std::io::Error),
+}
+
+/// Writes what is due, or else reads what has arrived. A connection with nothing buffered
+/// reads into a small stack buffer first and only then allocates its read buffer, so an
+/// idle connection holds no read memory at all; under traffic it reads straight into a
+/// reservation of `read_chunk` bytes.
+fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    out: &mut Outbox,
+    rbuf: &mut BytesMut,
+    reading: bool,
+    read_chunk: usize,
+) -> Poll<Io> {
+    if !out.is_empty() {
+        match out.poll_write_to(cx, stream) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Io::Failed(std::io::ErrorKind::WriteZero.into()))
+            }
+            Poll::Ready(Ok(_)) => return Poll::Ready(Io::Wrote),
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            Poll::Pending => {}
+        }
+    }
+    if !reading {
+        return Poll::Pending;
+    }
+    if rbuf.capacity() == 0 {
+        let mut stack = [0u8; READ_MIN];
+        let mut buf = ReadBuf::new(&mut stack);
+        return match Pin::new(stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Io::Closed),
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                rbuf.reserve(read_chunk.max(n));
+                rbuf.extend_from_slice(buf.filled());
+                Poll::Ready(Io::Read {
+                    n,
+                    filled: n == READ_MIN,
+                })
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Io::Failed(e)),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+    if rbuf.capacity() - rbuf.len() < READ_MIN {
+        rbuf.reserve(read_chunk);
+    }
+    let room = rbuf.capacity() - rbuf.len();
+    match tokio_util::io::poll_read_buf(Pin::new(stream), cx, rbuf) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Io::Closed),
+        Poll::Ready(Ok(n)) => Poll::Ready(Io::Read {
+            n,
+            filled: n == room,
+        }),
+        Poll::Ready(Err(e)) => Poll::Ready(Io::Failed(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -10,7 +10,10 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
 
 use crate::codec::{self, QoS};
 
@@ -74,26 +77,31 @@ impl Outbox {
         self.segments.push_back(payload.clone());
     }
 
-    /// Writes as much as one vectored write takes. Cancel-safe: bytes are consumed in the
-    /// same poll that writes them.
-    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
-        let n = {
-            let mut slices: Vec<IoSlice<'_>> = Vec::new();
-            if self.segments.is_empty() {
-                w.write(&self.tail).await?
-            } else {
-                slices.reserve(self.segments.len().min(MAX_SLICES) + 1);
-                for s in self.segments.iter().take(MAX_SLICES) {
-                    slices.push(IoSlice::new(s));
-                }
-                if self.segments.len() <= MAX_SLICES && !self.tail.is_empty() {
-                    slices.push(IoSlice::new(&self.tail));
-                }
-                w.write_vectored(&slices).await?
+    /// Writes as much as one (vectored) write takes, consuming what was written.
+    pub fn poll_write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = if self.segments.is_empty() {
+            Pin::new(&mut *w).poll_write(cx, &self.tail)
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES + 1];
+            let mut used = 0;
+            for s in self.segments.iter().take(MAX_SLICES) {
+                slices[used] = IoSlice::new(s);
+                used += 1;
             }
+            if self.segments.len() <= MAX_SLICES && !self.tail.is_empty() {
+                slices[used] = IoSlice::new(&self.tail);
+                used += 1;
+            }
+            Pin::new(&mut *w).poll_write_vectored(cx, &slices[..used])
         };
-        self.consume(n);
-        Ok(n)
+        if let Poll::Ready(Ok(n)) = polled {
+            self.consume(n);
+        }
+        polled
     }
 
     fn consume(&mut self, mut n: usize) {
@@ -118,7 +126,7 @@ impl Outbox {
     /// Writes everything (used when closing).
     pub async fn flush_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
         while !self.is_empty() {
-            if self.write_to(w).await? == 0 {
+            if std::future::poll_fn(|cx| self.poll_write_to(cx, w)).await? == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
         }
