@@ -91,7 +91,7 @@ impl Broker {
         &self,
         client_id: &str,
         clean: bool,
-        limits: Limits,
+        limits: Arc<Limits>,
         timers: Timers,
     ) -> Option<Attachment> {
         let (session, generation, existed) = {
@@ -100,7 +100,7 @@ impl Broker {
                 Some(s) => (s.clone(), true),
                 None => {
                     let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-                    let s = Arc::new(Session::new(id, client_id.to_string(), limits));
+                    let s = Arc::new(Session::new(id, client_id.to_string(), limits.clone()));
                     sessions.insert(client_id.to_string(), s.clone());
                     (s, false)
                 }

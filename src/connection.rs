@@ -23,10 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{wake_all, Broker};
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
-use crate::config::Listener;
 use crate::handlers;
 use crate::outbox::Outbox;
-use crate::router::Subscriber;
+use crate::session::Limits;
 use crate::session::Session;
 
 /// Stop pulling queued messages into the write buffer above this many bytes.
@@ -85,7 +84,6 @@ pub struct Withheld {
 /// The state of one connected client that the packet handlers act on.
 pub struct Client {
     pub broker: Arc<Broker>,
-    pub listener: Arc<Listener>,
     pub session: Arc<Session>,
     pub generation: u64,
     pub version: ProtocolVersion,
@@ -96,9 +94,6 @@ pub struct Client {
     pub will: Option<Box<Will>>,
     /// Acknowledgements withheld under backpressure, in the order they are owed.
     pub withheld: VecDeque<Withheld>,
-    /// Reused by routing to avoid an allocation per PUBLISH.
-    pub route_scratch: Vec<Subscriber>,
-    pub over_limit_scratch: Vec<Arc<Session>>,
     /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
     pub _attached: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -156,7 +151,7 @@ pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     broker: Arc<Broker>,
-    listener: Arc<Listener>,
+    limits: Arc<Limits>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -165,7 +160,7 @@ pub async fn serve<S>(
     // The handshake is boxed: its futures (CONNECT read with its timeout, session
     // take-over) live only until the client is connected, and boxing keeps their size out
     // of the state that every connected, mostly idle, client carries for its whole life.
-    let handshake = Box::pin(handshake(&mut stream, peer, &broker, &listener, &shutdown));
+    let handshake = Box::pin(handshake(&mut stream, peer, &broker, &limits, &shutdown));
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
@@ -188,7 +183,7 @@ async fn handshake<S>(
     stream: &mut S,
     peer: SocketAddr,
     broker: &Arc<Broker>,
-    listener: &Arc<Listener>,
+    limits: &Arc<Limits>,
     shutdown: &CancellationToken,
 ) -> Option<(Client, BytesMut)>
 where
@@ -205,7 +200,7 @@ where
     };
     let refuse = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => {
-            match handlers::connect::handle(broker, listener, peer, connect).await {
+            match handlers::connect::handle(broker, limits, peer, connect).await {
                 Ok(client) => return Some((client, rbuf)),
                 Err(refusal) => refusal.connack,
             }

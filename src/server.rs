@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::{Config, Listener};
 use crate::connection;
+use crate::session::Limits;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -115,6 +116,8 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let here = Arc::new(AtomicUsize::new(0));
+    // One set of queue limits per listener, shared by every session that connects here.
+    let limits = Arc::new(broker.limits_for(&listener));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -143,7 +146,7 @@ async fn accept_loop(
             stream,
             peer,
             broker.clone(),
-            listener.clone(),
+            limits.clone(),
             shutdown.clone(),
             slot,
         ));
@@ -154,11 +157,11 @@ async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
-    listener: Arc<Listener>,
+    limits: Arc<Limits>,
     shutdown: CancellationToken,
     _slot: Slot,
 ) {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
-    connection::serve(stream, peer, broker, listener, shutdown).await;
+    connection::serve(stream, peer, broker, limits, shutdown).await;
 }

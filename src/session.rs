@@ -126,7 +126,8 @@ pub struct SessionState {
     /// Sessions of publishers withholding an acknowledgement until this queue has room:
     /// woken when it has.
     pub space_waiters: Vec<Arc<Session>>,
-    pub limits: Limits,
+    /// Shared by every session of the listener the client connected through.
+    pub limits: Arc<Limits>,
     pub timers: Timers,
     pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
@@ -135,7 +136,10 @@ pub struct SessionState {
     pub inflight: BTreeMap<u16, Inflight>,
     /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
     /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
-    pub incoming_qos2: HashSet<u16>,
+    /// Boxed and allocated on first use: most sessions never receive QoS 2, and the box
+    /// costs every session 8 bytes where the set itself would cost 48.
+    #[allow(clippy::box_collection)]
+    incoming_qos2: Option<Box<HashSet<u16>>>,
     /// Some inflight messages were sent on an earlier connection and are due again.
     resend_due: bool,
     next_pkid: u16,
@@ -160,7 +164,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: u64, client_id: String, limits: Limits) -> Session {
+    pub fn new(id: u64, client_id: String, limits: Arc<Limits>) -> Session {
         Session {
             id,
             client_id,
@@ -175,7 +179,7 @@ impl Session {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 inflight: BTreeMap::new(),
-                incoming_qos2: HashSet::new(),
+                incoming_qos2: None,
                 resend_due: false,
                 next_pkid: 0,
                 next_seq: 0,
@@ -419,13 +423,26 @@ impl SessionState {
         std::mem::take(&mut self.space_waiters)
     }
 
+    /// Records an incoming QoS 2 packet id (PUBREC sent, PUBREL awaited). Returns false
+    /// if it was already recorded: the PUBLISH is a re-send, not to be delivered again.
+    pub fn incoming_qos2_insert(&mut self, pkid: u16) -> bool {
+        self.incoming_qos2.get_or_insert_default().insert(pkid)
+    }
+
+    /// Forgets an incoming QoS 2 packet id (PUBREL received).
+    pub fn incoming_qos2_remove(&mut self, pkid: u16) {
+        if let Some(set) = &mut self.incoming_qos2 {
+            set.remove(&pkid);
+        }
+    }
+
     /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state.
     pub fn reset(&mut self) {
         self.subscriptions.clear();
         self.queue.clear();
         self.queued_bytes = 0;
         self.inflight.clear();
-        self.incoming_qos2.clear();
+        self.incoming_qos2 = None;
     }
 
     /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.

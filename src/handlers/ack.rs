@@ -34,7 +34,7 @@ pub fn pubrec(client: &mut Client, pkid: u16) -> Result<(), Close> {
 /// PUBREL from the publisher: the QoS 2 message was delivered when its PUBLISH arrived;
 /// forget its packet id and answer PUBCOMP [MQTT-4.3.3-2].
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    client.session.state.lock().incoming_qos2.remove(&pkid);
+    client.session.state.lock().incoming_qos2_remove(pkid);
     codec::encode_pubcomp(client.out.buf(), pkid);
     Ok(())
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::codec::{self, Connect, ProtocolVersion};
-use crate::config::Listener;
 use crate::connection::Client;
 use crate::outbox::Outbox;
-use crate::session::Timers;
+use crate::session::{Limits, Timers};
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
@@ -30,7 +29,7 @@ pub struct Refusal {
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    listener: &Arc<Listener>,
+    limits: &Arc<Limits>,
     peer: SocketAddr,
     connect: Connect,
 ) -> Result<Client, Refusal> {
@@ -66,7 +65,6 @@ pub async fn handle(
     }
     // Authentication (password file, certificates) plugs in here.
 
-    let limits = broker.limits_for(listener);
     // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
@@ -78,7 +76,7 @@ pub async fn handle(
         .attach(
             &client_id,
             connect.clean_session,
-            limits,
+            limits.clone(),
             Timers::new(keep_alive, retry),
         )
         .await
@@ -108,7 +106,6 @@ pub async fn handle(
     codec::encode_connack(out.buf(), att.session_present, ACCEPTED);
     Ok(Client {
         broker: broker.clone(),
-        listener: listener.clone(),
         session: att.session,
         generation: att.generation,
         version: connect.version,
@@ -116,8 +113,6 @@ pub async fn handle(
         out,
         will: connect.will.map(Box::new),
         withheld: VecDeque::new(),
-        route_scratch: Vec::new(),
-        over_limit_scratch: Vec::new(),
         _attached: att.guard,
     })
 }

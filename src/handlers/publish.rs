@@ -1,13 +1,17 @@
 //! PUBLISH from a client: validate, route to subscribers (and the retained store), and
 //! acknowledge per QoS. Also publishes wills, which take the same route.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::broker::Broker;
 use crate::codec::{Publish, QoS, Will};
 use crate::connection::{Ack, Client, Close};
-use crate::message::Message;
+use crate::message::{Message, SharedMessage};
+use crate::router::Subscriber;
+use crate::session::Session;
 use crate::topic;
 
 /// Payloads at least this large keep sharing the read buffer they arrived in.
@@ -42,7 +46,7 @@ pub fn handle(client: &mut Client, publish: Publish) -> Result<(), Close> {
             let pkid = publish.pkid;
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2].
-            let first_time = client.session.state.lock().incoming_qos2.insert(pkid);
+            let first_time = client.session.state.lock().incoming_qos2_insert(pkid);
             let waiting = if first_time {
                 route(client, publish)
             } else {
@@ -56,7 +60,7 @@ pub fn handle(client: &mut Client, publish: Publish) -> Result<(), Close> {
 
 /// Routes a client's PUBLISH; returns the sessions whose full queues must drain before the
 /// publisher is acknowledged (backpressure).
-fn route(client: &mut Client, publish: Publish) -> Vec<Arc<crate::session::Session>> {
+fn route(client: &mut Client, publish: Publish) -> Vec<Arc<Session>> {
     // A decoded payload is a slice of the connection's read buffer. A small one is copied
     // out, so that a message kept in a queue or the retained store does not pin a whole
     // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
@@ -71,14 +75,24 @@ fn route(client: &mut Client, publish: Publish) -> Vec<Arc<crate::session::Sessi
         qos: publish.qos,
         retain: publish.retain,
     });
-    client.over_limit_scratch.clear();
-    client.broker.publish(
-        &msg,
-        Some(&client.session),
-        &mut client.route_scratch,
-        &mut client.over_limit_scratch,
-    );
-    std::mem::take(&mut client.over_limit_scratch)
+    route_message(&client.broker, &msg, Some(&client.session))
+}
+
+thread_local! {
+    /// The subscribers a topic reaches, reused by every PUBLISH routed on this worker
+    /// thread: no allocation per message, and no scratch buffer per connection.
+    static ROUTE: RefCell<Vec<Subscriber>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Routes `msg`; returns the sessions over their limit under backpressure.
+fn route_message(
+    broker: &Broker,
+    msg: &SharedMessage,
+    publisher: Option<&Arc<Session>>,
+) -> Vec<Arc<Session>> {
+    let mut over_limit = Vec::new();
+    ROUTE.with_borrow_mut(|scratch| broker.publish(msg, publisher, scratch, &mut over_limit));
+    over_limit
 }
 
 /// Publishes a client's will after an ungraceful close [MQTT-3.1.2-8], with its QoS and
@@ -95,11 +109,5 @@ pub fn publish_will(client: &mut Client, will: Will) {
         qos: will.qos,
         retain: will.retain,
     });
-    client.over_limit_scratch.clear();
-    client.broker.publish(
-        &msg,
-        None,
-        &mut client.route_scratch,
-        &mut client.over_limit_scratch,
-    );
+    route_message(&client.broker, &msg, None);
 }
