@@ -93,6 +93,14 @@ impl Timers {
     }
 }
 
+/// Counts of messages dropped by a full queue, for the rate-limited log line.
+#[derive(Debug, Default)]
+struct Drops {
+    total: u64,
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
 /// What [`SessionState::fill`] left behind.
 pub struct Filled {
     /// The queue went from full to having room: these publishers under backpressure
@@ -144,9 +152,8 @@ pub struct SessionState {
     resend_due: bool,
     next_pkid: u16,
     next_seq: u64,
-    pub dropped_total: u64,
-    dropped_unreported: u64,
-    last_drop_report: Option<Instant>,
+    /// Allocated on the first drop: most sessions never drop anything.
+    drops: Option<Box<Drops>>,
 }
 
 pub struct Session {
@@ -183,9 +190,7 @@ impl Session {
                 resend_due: false,
                 next_pkid: 0,
                 next_seq: 0,
-                dropped_total: 0,
-                dropped_unreported: 0,
-                last_drop_report: None,
+                drops: None,
             }),
             wake: Notify::new(),
             attach: Arc::new(tokio::sync::Mutex::new(())),
@@ -285,23 +290,30 @@ impl SessionState {
 
     /// Counts a dropped message and logs at most once per `drop_log_interval`.
     fn report_drop(&mut self, client_id: &str) {
-        self.dropped_total += 1;
-        self.dropped_unreported += 1;
+        let interval = self.limits.drop_log_interval;
+        let d = self.drops.get_or_insert_default();
+        d.total += 1;
+        d.unreported += 1;
         let now = Instant::now();
-        let due = self
-            .last_drop_report
-            .is_none_or(|t| now.duration_since(t) >= self.limits.drop_log_interval);
+        let due = d
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             tracing::warn!(
                 client_id,
-                dropped = self.dropped_unreported,
-                total = self.dropped_total,
+                dropped = d.unreported,
+                total = d.total,
                 "outgoing queue full ({:?}), messages dropped",
                 self.limits.queue_full
             );
-            self.dropped_unreported = 0;
-            self.last_drop_report = Some(now);
+            d.unreported = 0;
+            d.last_report = Some(now);
         }
+    }
+
+    /// Messages this session's queue has dropped so far.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.as_ref().map_or(0, |d| d.total)
     }
 
     fn alloc_pkid(&mut self) -> u16 {

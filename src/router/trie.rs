@@ -132,10 +132,16 @@ impl<V> Subs<V> {
     }
 }
 
+/// A node's literal children by level.
+type Children<V> = HashMap<Box<str>, Box<Node<V>>>;
+
 struct Node<V> {
     /// Boxed: a leaf (most nodes) then costs a pointer in its parent's table, not a
     /// whole node per bucket of the table's spare capacity.
-    children: HashMap<Box<str>, Box<Node<V>>>,
+    /// The map itself is boxed and absent on leaves (most nodes): 8 bytes a leaf where an
+    /// empty map would cost 48.
+    #[allow(clippy::box_collection)]
+    children: Option<Box<Children<V>>>,
     plus: Option<Box<Node<V>>>,
     /// Filters ending at this node.
     subs: Subs<V>,
@@ -146,7 +152,7 @@ struct Node<V> {
 impl<V> Node<V> {
     fn new() -> Self {
         Node {
-            children: HashMap::new(),
+            children: None,
             plus: None,
             subs: Subs::new(),
             hash: Subs::new(),
@@ -154,7 +160,7 @@ impl<V> Node<V> {
     }
 
     fn branches(&self) -> usize {
-        self.children.len() + usize::from(self.plus.is_some())
+        self.children.as_ref().map_or(0, |c| c.len()) + usize::from(self.plus.is_some())
     }
 
     fn is_empty(&self) -> bool {
@@ -167,7 +173,10 @@ impl<V> Node<V> {
         if level == "+" {
             self.plus.as_deref()
         } else {
-            self.children.get(level).map(|n| &**n)
+            self.children
+                .as_ref()
+                .and_then(|c| c.get(level))
+                .map(|n| &**n)
         }
     }
 
@@ -176,7 +185,10 @@ impl<V> Node<V> {
         if level == "+" {
             self.plus.as_deref_mut()
         } else {
-            self.children.get_mut(level).map(|n| &mut **n)
+            self.children
+                .as_mut()
+                .and_then(|c| c.get_mut(level))
+                .map(|n| &mut **n)
         }
     }
 
@@ -184,20 +196,26 @@ impl<V> Node<V> {
         if level == "+" {
             return self.plus.get_or_insert_with(|| Box::new(Node::new()));
         }
-        if !self.children.contains_key(level) {
-            self.children.insert(level.into(), Box::new(Node::new()));
+        let children = self.children.get_or_insert_default();
+        if !children.contains_key(level) {
+            children.insert(level.into(), Box::new(Node::new()));
         }
-        self.children.get_mut(level).expect("just inserted") // ok: inserted on the line above
+        children.get_mut(level).expect("just inserted") // ok: inserted on the line above
     }
 
     fn remove_child(&mut self, level: &str) {
         if level == "+" {
             self.plus = None;
         } else {
-            self.children.remove(level);
-            let cap = self.children.capacity();
-            if cap > 32 && self.children.len() * 4 < cap {
-                self.children.shrink_to(self.children.len() * 2);
+            let Some(children) = &mut self.children else {
+                return;
+            };
+            children.remove(level);
+            let cap = children.capacity();
+            if children.is_empty() {
+                self.children = None;
+            } else if cap > 32 && children.len() * 4 < cap {
+                children.shrink_to(children.len() * 2);
             }
         }
     }
@@ -210,10 +228,17 @@ impl<V> Drop for Node<V> {
         if self.branches() == 0 {
             return;
         }
-        let mut stack: Vec<Node<V>> = self.children.drain().map(|(_, n)| *n).collect();
+        let mut stack: Vec<Node<V>> = self
+            .children
+            .take()
+            .into_iter()
+            .flat_map(|c| c.into_values().map(|n| *n))
+            .collect();
         stack.extend(self.plus.take().map(|p| *p));
         while let Some(mut node) = stack.pop() {
-            stack.extend(node.children.drain().map(|(_, n)| *n));
+            if let Some(c) = node.children.take() {
+                stack.extend(c.into_values().map(|n| *n));
+            }
             stack.extend(node.plus.take().map(|p| *p));
         }
     }
@@ -388,7 +413,7 @@ impl<V> SubscriptionTrie<V> {
                 stack.push((plus, rest));
             }
         }
-        if let Some(child) = root.children.get(first) {
+        if let Some(child) = root.children.as_ref().and_then(|c| c.get(first)) {
             stack.push((&**child, rest));
         }
         while let Some((mut node, mut rest)) = stack.pop() {
@@ -403,11 +428,11 @@ impl<V> SubscriptionTrie<V> {
                     break;
                 };
                 let (level, next) = split_first(r);
-                let exact = if node.children.is_empty() {
-                    None
-                } else {
-                    node.children.get(level).map(|n| &**n)
-                };
+                let exact = node
+                    .children
+                    .as_ref()
+                    .and_then(|c| c.get(level))
+                    .map(|n| &**n);
                 rest = next;
                 node = match (exact, node.plus.as_deref()) {
                     (Some(exact), Some(plus)) => {
@@ -473,7 +498,10 @@ mod tests {
     }
 
     fn node_count<V>(node: &Node<V>) -> usize {
-        1 + node.children.values().map(|n| node_count(n)).sum::<usize>()
+        1 + node
+            .children
+            .as_ref()
+            .map_or(0, |c| c.values().map(|n| node_count(n)).sum::<usize>())
             + node.plus.as_deref().map_or(0, node_count)
     }
 
