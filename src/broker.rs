@@ -13,7 +13,7 @@ use crate::config::{Config, Listener};
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Subscriber};
-use crate::session::{Delivery, Limits, Session, Timers};
+use crate::session::{Attached, Delivery, Limits, Session, Timers};
 use crate::store::{MemoryStore, Store, StoreEvent};
 
 /// Counters for logs now and `$SYS`/metrics later.
@@ -30,7 +30,7 @@ pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 
 pub struct Broker {
     pub config: Config,
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub router: Router,
     pub retained: RwLock<RetainTree<SharedMessage>>,
     pub store: Arc<dyn Store>,
@@ -46,7 +46,7 @@ pub struct Attachment {
     pub session_present: bool,
     pub generation: u64,
     /// Held for the life of the connection.
-    pub guard: tokio::sync::OwnedMutexGuard<()>,
+    pub guard: Attached,
 }
 
 impl Broker {
@@ -100,8 +100,9 @@ impl Broker {
                 Some(s) => (s.clone(), true),
                 None => {
                     let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-                    let s = Arc::new(Session::new(id, client_id.to_string(), limits.clone()));
-                    sessions.insert(client_id.to_string(), s.clone());
+                    let key: Arc<str> = Arc::from(client_id);
+                    let s = Arc::new(Session::new(id, key.clone(), limits.clone()));
+                    sessions.insert(key, s.clone());
                     (s, false)
                 }
             };
@@ -118,7 +119,13 @@ impl Broker {
             (session, generation, existed)
         };
 
-        let guard = session.attach.clone().lock_owned().await;
+        // The semaphore is never closed, so acquiring only waits; the permit is given
+        // back by `Attached` when this connection ends.
+        match session.attach.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return None,
+        }
+        let guard = Attached(session.clone());
 
         let (discard, filters) = {
             let mut st = session.state.lock();

@@ -95,7 +95,7 @@ pub struct Client {
     /// Acknowledgements withheld under backpressure, in the order they are owed.
     pub withheld: VecDeque<Withheld>,
     /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
-    pub _attached: tokio::sync::OwnedMutexGuard<()>,
+    pub _attached: crate::session::Attached,
 }
 
 impl Client {

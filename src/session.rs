@@ -101,6 +101,16 @@ struct Drops {
     last_report: Option<Instant>,
 }
 
+/// The attached connection's hold on its session (the one permit of
+/// [`Session::attach`]), given back when the connection is done.
+pub struct Attached(pub Arc<Session>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.attach.add_permits(1);
+    }
+}
+
 /// What [`SessionState::fill`] left behind.
 pub struct Filled {
     /// The queue went from full to having room: these publishers under backpressure
@@ -159,7 +169,8 @@ pub struct SessionState {
 pub struct Session {
     /// Unique per session object, used as the subscriber key in the router.
     pub id: u64,
-    pub client_id: String,
+    /// Shared with the broker's sessions-by-client-id map.
+    pub client_id: Arc<str>,
     pub state: Mutex<SessionState>,
     /// Wakes the attached connection: something was queued, a publisher it withholds an
     /// acknowledgement for may go on, the session was taken over, or the broker is
@@ -167,11 +178,11 @@ pub struct Session {
     pub wake: Notify,
     /// Held by the attached connection for its whole life, so that a take-over waits until
     /// the previous connection has let go of the session before using it.
-    pub attach: Arc<tokio::sync::Mutex<()>>,
+    pub attach: tokio::sync::Semaphore,
 }
 
 impl Session {
-    pub fn new(id: u64, client_id: String, limits: Arc<Limits>) -> Session {
+    pub fn new(id: u64, client_id: Arc<str>, limits: Arc<Limits>) -> Session {
         Session {
             id,
             client_id,
@@ -193,7 +204,7 @@ impl Session {
                 drops: None,
             }),
             wake: Notify::new(),
-            attach: Arc::new(tokio::sync::Mutex::new(())),
+            attach: tokio::sync::Semaphore::new(1),
         }
     }
 
