@@ -92,8 +92,10 @@ pub struct Client {
     pub out: Outbox,
     /// Boxed: most clients have none, and every connected client carries this struct.
     pub will: Option<Box<Will>>,
-    /// Acknowledgements withheld under backpressure, in the order they are owed.
-    pub withheld: VecDeque<Withheld>,
+    /// Acknowledgements withheld under backpressure, in the order they are owed. Boxed
+    /// and allocated on first use: most clients never have one withheld.
+    #[allow(clippy::box_collection)]
+    pub withheld: Option<Box<VecDeque<Withheld>>>,
     /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
     pub _attached: crate::session::Attached,
 }
@@ -106,16 +108,26 @@ impl Client {
     /// Writes an acknowledgement, or queues it behind earlier withheld ones so that
     /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3].
     pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>) {
-        if waiting.is_empty() && self.withheld.is_empty() {
+        if waiting.is_empty() && self.withheld_count() == 0 {
             encode_ack(self.out.buf(), ack);
         } else {
-            self.withheld.push_back(Withheld { ack, waiting });
+            self.withheld
+                .get_or_insert_default()
+                .push_back(Withheld { ack, waiting });
         }
+    }
+
+    /// Acknowledgements withheld under backpressure.
+    pub fn withheld_count(&self) -> usize {
+        self.withheld.as_ref().map_or(0, |w| w.len())
     }
 
     /// Sends the withheld acknowledgements whose sessions have room again.
     fn release_withheld(&mut self) {
-        while let Some(front) = self.withheld.front_mut() {
+        let Some(withheld) = self.withheld.as_mut() else {
+            return;
+        };
+        while let Some(front) = withheld.front_mut() {
             // A discarded session was reset, so it has room too. One still full (another
             // publisher took the room) gets this publisher registered again, under the
             // same lock, so the next room made wakes it.
@@ -132,7 +144,7 @@ impl Client {
                 break;
             }
             let ack = front.ack;
-            self.withheld.pop_front();
+            withheld.pop_front();
             encode_ack(self.out.buf(), ack);
         }
     }
@@ -286,10 +298,10 @@ where
                 wake_all(filled.waiters);
             }
         }
-        if !client.withheld.is_empty() {
+        if client.withheld_count() > 0 {
             client.release_withheld();
         }
-        let reading = client.out.len() < OUT_HIGH && client.withheld.len() < MAX_WITHHELD;
+        let reading = client.out.len() < OUT_HIGH && client.withheld_count() < MAX_WITHHELD;
 
         // Reading and writing share one future over the one stream: no split halves, and
         // no buffer held while idle (see `poll_io`).

@@ -28,8 +28,10 @@ const MAX_SLICES: usize = 64;
 
 #[derive(Default)]
 pub struct Outbox {
-    /// Frozen segments waiting to be written, in order, before `tail`.
-    segments: VecDeque<Bytes>,
+    /// Frozen segments waiting to be written, in order, before `tail`. Boxed and
+    /// allocated on the first large payload: most connections never have one.
+    #[allow(clippy::box_collection)]
+    segments: Option<Box<VecDeque<Bytes>>>,
     /// Where packets are encoded; written after `segments`.
     tail: BytesMut,
     /// Bytes in `segments`.
@@ -73,8 +75,9 @@ impl Outbox {
         codec::encode_publish_header(tail, topic, payload.len(), qos, pkid, retain, dup);
         let head = tail.split().freeze();
         self.segments_len += head.len() + payload.len();
-        self.segments.push_back(head);
-        self.segments.push_back(payload.clone());
+        let segments = self.segments.get_or_insert_default();
+        segments.push_back(head);
+        segments.push_back(payload.clone());
     }
 
     /// Writes as much as one (vectored) write takes, consuming what was written.
@@ -83,20 +86,20 @@ impl Outbox {
         cx: &mut Context<'_>,
         w: &mut W,
     ) -> Poll<std::io::Result<usize>> {
-        let polled = if self.segments.is_empty() {
-            Pin::new(&mut *w).poll_write(cx, &self.tail)
-        } else {
+        let polled = if let Some(segments) = self.segments.as_ref().filter(|s| !s.is_empty()) {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES + 1];
             let mut used = 0;
-            for s in self.segments.iter().take(MAX_SLICES) {
+            for s in segments.iter().take(MAX_SLICES) {
                 slices[used] = IoSlice::new(s);
                 used += 1;
             }
-            if self.segments.len() <= MAX_SLICES && !self.tail.is_empty() {
+            if segments.len() <= MAX_SLICES && !self.tail.is_empty() {
                 slices[used] = IoSlice::new(&self.tail);
                 used += 1;
             }
             Pin::new(&mut *w).poll_write_vectored(cx, &slices[..used])
+        } else {
+            Pin::new(&mut *w).poll_write(cx, &self.tail)
         };
         if let Poll::Ready(Ok(n)) = polled {
             self.consume(n);
@@ -106,7 +109,7 @@ impl Outbox {
 
     fn consume(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(front) = self.segments.front_mut() else {
+            let Some(front) = self.segments.as_mut().and_then(|s| s.front_mut()) else {
                 let take = n.min(self.tail.len());
                 self.tail.advance(take);
                 return;
@@ -114,7 +117,9 @@ impl Outbox {
             if n >= front.len() {
                 n -= front.len();
                 self.segments_len -= front.len();
-                self.segments.pop_front();
+                if let Some(s) = self.segments.as_mut() {
+                    s.pop_front();
+                }
             } else {
                 front.advance(n);
                 self.segments_len -= n;
@@ -138,7 +143,7 @@ impl Outbox {
     pub fn release_if_empty(&mut self) {
         if self.is_empty() {
             self.tail = BytesMut::new();
-            self.segments = VecDeque::new();
+            self.segments = None;
         }
     }
 }
@@ -157,6 +162,8 @@ mod tests {
         // The queued segment is the very same allocation as the message's payload.
         assert!(out
             .segments
+            .as_ref()
+            .expect("a large payload is queued as a segment")
             .iter()
             .any(|s| s.as_ptr() == payload.as_ptr() && s.len() == payload.len()));
 

@@ -1,7 +1,6 @@
 //! CONNECT: check the client's identity and will, claim its session (taking it over from
 //! an older connection if need be), and answer CONNACK.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +111,7 @@ pub async fn handle(
         peer,
         out,
         will: connect.will.map(Box::new),
-        withheld: VecDeque::new(),
+        withheld: None,
         _attached: att.guard,
     })
 }
