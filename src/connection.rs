@@ -1,9 +1,12 @@
 //! One client connection: a single task that reads packets, hands them to the
 //! [`handlers`](crate::handlers), and writes what the client's session has queued.
 //!
-//! Reading and writing share one task and one `select!`, so a connection costs one task,
-//! two small buffers and no channels. Writes are batched: everything due is encoded into
-//! one buffer and written with as few syscalls as the socket allows. When the write
+//! Reading and writing share one task and one future over the unsplit stream; the task
+//! waits on that and on its session's one `Notify`, and holds no buffers while idle (about
+//! 2 KiB per idle connection in all, see docs/BENCHMARKS.md). Keep-alive and
+//! retransmission are timed by the broker's sweeper, not by a timer here. Writes are
+//! batched: everything due is encoded into one buffer and written with as few syscalls as
+//! the socket allows (see [`Outbox`]). When the write
 //! buffer is above its high-water mark the task stops reading and stops pulling from the
 //! session queue, so a slow client is held back by TCP flow control and by its queue
 //! limits, and never makes the broker's memory grow.
