@@ -35,5 +35,13 @@ fi
 command -v mosquitto_pub >/dev/null
 command -v mosquitto_sub >/dev/null
 
-# Bounded: well under CI's limit even on 2 cores.
-exec timeout --kill-after=30s 1500s cargo test --workspace "$@"
+# Bounded: well under CI's limit even on 2 cores. The output is also summed up in one
+# closing line, so the last thing printed counts every test of every target (cargo's own
+# last line belongs to whichever target ran last, often the doc tests).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+timeout --kill-after=30s 1500s cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all targets: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
