@@ -296,9 +296,9 @@ where
                 }
             }
             if client.out.len() < OUT_LOW {
-                let filled = st.fill(&mut client.out, OUT_HIGH, now);
+                let waiters = st.fill(&mut client.out, OUT_HIGH, now);
                 drop(st);
-                wake_all(filled.waiters);
+                wake_all(waiters);
             }
         }
         if client.withheld_count() > 0 {

@@ -111,15 +111,6 @@ impl Drop for Attached {
     }
 }
 
-/// What [`SessionState::fill`] left behind.
-pub struct Filled {
-    /// The queue went from full to having room: these publishers under backpressure
-    /// should be woken.
-    pub waiters: Vec<Arc<Session>>,
-    /// Messages are awaiting acknowledgement (the retransmission timer is needed).
-    pub inflight: bool,
-}
-
 /// What happened to a message offered to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -342,24 +333,13 @@ impl SessionState {
     /// `high_water` bytes: first inflight messages not yet (re)sent, in their original
     /// order and with their original packet ids (DUP=1 on a PUBLISH that was sent before),
     /// then queued messages while the inflight window has room. The queue is strictly
-    /// FIFO, so per-topic order is kept.
-    pub fn fill(&mut self, out: &mut Outbox, high_water: usize, now: Instant) -> Filled {
+    /// FIFO, so per-topic order is kept. Returns the publishers to wake if the queue went
+    /// from full to having room (see [`SessionState::space_waiters`]).
+    pub fn fill(&mut self, out: &mut Outbox, high_water: usize, now: Instant) -> Vec<Arc<Session>> {
         let was_full = self.is_full(0);
         if self.resend_due {
             self.resend_due = false;
-            let mut due: Vec<(u64, u16)> = self
-                .inflight
-                .iter()
-                .filter(|(_, f)| f.sent_at.is_none())
-                .map(|(pkid, f)| (f.item.seq, *pkid))
-                .collect();
-            due.sort_unstable();
-            for (_, pkid) in due {
-                if let Some(f) = self.inflight.get_mut(&pkid) {
-                    encode_inflight(out, pkid, f, true);
-                    f.sent_at = Some(now);
-                }
-            }
+            self.resend(out, now, |f| f.sent_at.is_none());
         }
         while out.len() < high_water {
             let Some(head) = self.queue.front() else {
@@ -392,26 +372,31 @@ impl SessionState {
                 self.inflight.insert(pkid, f);
             }
         }
-        Filled {
-            waiters: if was_full && !self.is_full(0) {
-                self.take_space_waiters()
-            } else {
-                Vec::new()
-            },
-            inflight: !self.inflight.is_empty(),
+        if was_full && !self.is_full(0) {
+            self.take_space_waiters()
+        } else {
+            Vec::new()
         }
     }
 
     /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
     pub fn retry(&mut self, out: &mut Outbox, retry: Duration, now: Instant) {
-        let mut due: Vec<(u64, u16)> = self
+        self.resend(out, now, |f| {
+            f.sent_at.is_some_and(|t| now.duration_since(t) >= retry)
+        });
+    }
+
+    /// Re-sends the inflight messages `due` picks, in their original send order, with
+    /// their original packet ids (DUP=1 on a PUBLISH).
+    fn resend(&mut self, out: &mut Outbox, now: Instant, due: impl Fn(&Inflight) -> bool) {
+        let mut picked: Vec<(u64, u16)> = self
             .inflight
             .iter()
-            .filter(|(_, f)| f.sent_at.is_some_and(|t| now.duration_since(t) >= retry))
+            .filter(|(_, f)| due(f))
             .map(|(pkid, f)| (f.item.seq, *pkid))
             .collect();
-        due.sort_unstable();
-        for (_, pkid) in due {
+        picked.sort_unstable();
+        for (_, pkid) in picked {
             if let Some(f) = self.inflight.get_mut(&pkid) {
                 encode_inflight(out, pkid, f, true);
                 f.sent_at = Some(now);
