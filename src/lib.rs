@@ -18,6 +18,8 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod subscriptions;
+#[cfg(test)]
+mod testing;
 pub mod topic;
 
 pub use config::Config;

@@ -863,16 +863,7 @@ fn varint_encoding_boundaries() {
 
 // ---------------------------------------------------------------- fuzzing
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use crate::testing::XorShift;
 
 /// Decodes until the buffer is exhausted, an error or a wait; must never panic and must
 /// always make progress.

@@ -481,6 +481,7 @@ impl<V> SubscriptionTrie<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{random_levels, XorShift, FILTER_LEVELS, TOPIC_LEVELS};
     use crate::topic::{matches, valid_topic_filter};
     use std::collections::HashMap;
 
@@ -717,34 +718,6 @@ mod tests {
         let topic = ["a"; 10].join("/");
         assert_eq!(ids_unit(&t, &topic).len(), expected);
     }
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn random_levels(rng: &mut XorShift, alphabet: &[&str]) -> String {
-        let n = 1 + rng.below(4);
-        (0..n)
-            .map(|_| alphabet[rng.below(alphabet.len())])
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-
-    const FILTER_LEVELS: [&str; 6] = ["a", "b", "", "$x", "+", "#"];
-    const TOPIC_LEVELS: [&str; 4] = ["a", "b", "", "$x"];
 
     #[test]
     fn randomized_against_matches() {
