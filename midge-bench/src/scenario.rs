@@ -579,25 +579,15 @@ async fn messages_for(
 
     // Deliveries: until all expected arrived, nothing came for `quiet`, or the deadline.
     let deadline = start + load + z.drain;
-    let mut last_seen = progress.load(Ordering::Relaxed) + early;
-    let mut last_change = Instant::now();
-    loop {
-        let got = progress.load(Ordering::Relaxed) + early;
-        if got >= expected {
-            break;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        if got != last_seen {
-            last_seen = got;
-            last_change = now;
-        } else if now - last_change >= z.quiet {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_deliveries(
+        &progress,
+        early,
+        expected,
+        deadline,
+        z.quiet,
+        Duration::from_millis(10),
+    )
+    .await;
     stop_tx.send(true)?;
     let mut sub_stats: Vec<SubStats> = Vec::new();
     for t in sub_tasks {
@@ -832,25 +822,15 @@ async fn retained(ctx: &Ctx) -> Result<Outcome, BoxError> {
     let ka = Duration::from_secs(u64::from(opts.keep_alive));
     let task = tokio::spawn(workers::receive(conn, st, stop_rx, progress.clone(), ka));
     let deadline = t1 + Duration::from_secs(120);
-    let mut last = 0;
-    let mut last_change = Instant::now();
-    loop {
-        let got = progress.load(Ordering::Relaxed) + early;
-        if got >= n {
-            break;
-        }
-        let t = Instant::now();
-        if t >= deadline {
-            break;
-        }
-        if got != last {
-            last = got;
-            last_change = t;
-        } else if t - last_change >= z.quiet {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_deliveries(
+        &progress,
+        early,
+        n,
+        deadline,
+        z.quiet,
+        Duration::from_millis(5),
+    )
+    .await;
     stop_tx.send(true)?;
     let (conn, st) = task.await?;
     let cpu = CpuUse::since(ctx.pid, cpu0);
@@ -1164,5 +1144,36 @@ fn overflow_text(before: Option<u64>) -> String {
             format!(", {} accept-queue overflows (SYN retried after 1 s)", b - a)
         }
         _ => String::new(),
+    }
+}
+
+/// Polls `progress` (plus `early`, deliveries counted before it existed) every `poll` until
+/// it reaches `expected`, `deadline` passes, or nothing new arrived for `quiet`.
+async fn wait_for_deliveries(
+    progress: &AtomicU64,
+    early: u64,
+    expected: u64,
+    deadline: Instant,
+    quiet: Duration,
+    poll: Duration,
+) {
+    let mut last_seen = progress.load(Ordering::Relaxed) + early;
+    let mut last_change = Instant::now();
+    loop {
+        let got = progress.load(Ordering::Relaxed) + early;
+        if got >= expected {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        if got != last_seen {
+            last_seen = got;
+            last_change = now;
+        } else if now - last_change >= quiet {
+            return;
+        }
+        tokio::time::sleep(poll).await;
     }
 }
