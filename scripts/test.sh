@@ -3,37 +3,52 @@
 # tests (tests/*.rs, including the interop tests against the real mosquitto_pub /
 # mosquitto_sub) and doc tests.
 #
-# Installs Debian's mosquitto-clients first when mosquitto_pub is missing (the interop
-# tests fail, never skip, without it). Extra arguments go to `cargo test`, e.g.
+# Installs the Debian packages the tests use when a tool is missing (the tests fail, never
+# skip, without them): mosquitto-clients (mosquitto_pub/mosquitto_sub), mosquitto (the
+# broker and mosquitto_passwd, for password-file interop) and openssl (certs/generate.sh
+# and key-format conversions). Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh --test cli
 #   scripts/test.sh -- --nocapture
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need_install=0
-for tool in mosquitto_pub mosquitto_sub; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        need_install=1
+# tool -> Debian package
+declare -A package_of=(
+    [mosquitto_pub]=mosquitto-clients
+    [mosquitto_sub]=mosquitto-clients
+    [mosquitto]=mosquitto
+    [mosquitto_passwd]=mosquitto
+    [openssl]=openssl
+)
+missing=()
+for tool in "${!package_of[@]}"; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        missing+=("${package_of[$tool]}")
     fi
 done
 
-if [ "$need_install" -eq 1 ]; then
-    echo "test.sh: mosquitto clients not found, installing mosquitto-clients" >&2
+if [ "${#missing[@]}" -gt 0 ]; then
+    packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+    echo "test.sh: installing missing packages: $packages" >&2
     if [ "$(id -u)" -eq 0 ]; then
         sudo=()
     elif command -v sudo >/dev/null 2>&1; then
         sudo=(sudo)
     else
-        echo "test.sh: not root and no sudo: cannot install mosquitto-clients" >&2
+        echo "test.sh: not root and no sudo: cannot install $packages" >&2
         exit 1
     fi
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # shellcheck disable=SC2086
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends mosquitto-clients
+        apt-get install -y -qq --no-install-recommends $packages
 fi
-command -v mosquitto_pub >/dev/null
-command -v mosquitto_sub >/dev/null
+# The broker lives in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin"
+for tool in "${!package_of[@]}"; do
+    command -v "$tool" >/dev/null
+done
 
 # Bounded: well under CI's limit even on 2 cores. The output is also summed up in one
 # closing line, so the last thing printed counts every test of every target (cargo's own

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::codec::QoS;
 use crate::config::{Config, Listener};
 use crate::message::SharedMessage;
@@ -30,6 +31,8 @@ pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 
 pub struct Broker {
     pub config: Config,
+    /// Password and ACL files, reloaded on SIGHUP.
+    pub auth: Auth,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub router: Router,
     pub retained: RwLock<RetainTree<SharedMessage>>,
@@ -50,9 +53,10 @@ pub struct Attachment {
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Broker {
+    pub fn new(config: Config, auth: Auth) -> Broker {
         Broker {
             config,
+            auth,
             sessions: Mutex::new(HashMap::new()),
             router: Router::default(),
             retained: RwLock::new(RetainTree::default()),
@@ -90,6 +94,7 @@ impl Broker {
     pub async fn attach(
         &self,
         client_id: &str,
+        username: Option<Arc<str>>,
         clean: bool,
         limits: Arc<Limits>,
         timers: Timers,
@@ -142,6 +147,8 @@ impl Broker {
                 st.reset();
             }
             st.clean = clean;
+            // A resumed session reads with the rights of whoever connected last.
+            st.username = username;
             st.limits = limits;
             st.timers = timers;
             st.mark_inflight_unsent();
@@ -210,9 +217,12 @@ impl Broker {
             self.retain(msg);
         }
         self.router.route(&msg.topic, scratch);
+        // Subscribers whose read access the ACL denies never get the message
+        // (checked per message, so a reloaded ACL applies to existing subscriptions).
+        let acl = self.auth.acl();
         for sub in scratch.drain(..) {
             let qos = min_qos(msg.qos, sub.qos);
-            match sub.session.deliver(msg, qos, false, publisher) {
+            match sub.session.deliver(msg, qos, publisher, acl.as_deref()) {
                 Delivery::Queued => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
                 }

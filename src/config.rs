@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -34,6 +34,46 @@ pub struct Listener {
     pub max_connections: usize,
     /// Policy for the queues of subscribers that connected through this listener.
     pub queue_full: QueueFull,
+    /// Whether clients without credentials may connect. Unset: the top-level
+    /// `allow_anonymous`, and if that is unset too, true only for a listener bound to a
+    /// loopback address (Mosquitto 2's "local only" default).
+    pub allow_anonymous: Option<bool>,
+    /// PEM certificate chain (leaf first). Setting it makes this a TLS listener.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of `certfile` (PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are checked against.
+    pub cafile: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `cafile`.
+    pub require_certificate: bool,
+    /// The client certificate's Common Name becomes the username (for ACLs); the
+    /// password file is not consulted.
+    pub use_identity_as_username: bool,
+    /// Lowest TLS version accepted. Default TLS 1.2.
+    pub tls_version: Option<TlsVersion>,
+}
+
+/// Lowest TLS version a listener accepts (Mosquitto's `tls_version` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "tlsv1.2")]
+    Tls12,
+    #[serde(rename = "tlsv1.3")]
+    Tls13,
+}
+
+impl Listener {
+    pub fn is_tls(&self) -> bool {
+        self.certfile.is_some()
+    }
+
+    /// Whether clients without a username (or certificate identity) are let in.
+    pub fn allows_anonymous(&self, global: Option<bool>) -> bool {
+        self.allow_anonymous
+            .or(global)
+            .unwrap_or_else(|| self.bind.is_loopback())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,6 +106,13 @@ pub struct Config {
     pub retry_interval: u64,
     /// Seconds between two "dropped messages" log lines for one client.
     pub drop_log_interval: u64,
+    /// Default `allow_anonymous` of listeners that do not set their own.
+    pub allow_anonymous: Option<bool>,
+    /// Mosquitto-format password file (`user:hash`); reloaded on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL file; reloaded on SIGHUP. Unset: every client may publish and
+    /// subscribe to everything.
+    pub acl_file: Option<PathBuf>,
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
 }
@@ -77,6 +124,13 @@ impl Default for Listener {
             port: 1883,
             max_connections: 0,
             queue_full: QueueFull::DropOldest,
+            allow_anonymous: None,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            tls_version: None,
         }
     }
 }
@@ -97,6 +151,9 @@ impl Default for Config {
             queue_qos0_messages: false,
             retry_interval: 20,
             drop_log_interval: 10,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
             listeners: vec![Listener::default()],
         }
     }
@@ -198,6 +255,7 @@ impl Config {
                     "1..=65535",
                 );
             }
+            listener.validate_tls(&format!("{origin}: listener[{}]", i + 1))?;
         }
         if let Some((a, b, addr)) = duplicate_listener(&self.listeners) {
             return Err(ConfigError(format!(
@@ -206,6 +264,42 @@ impl Config {
                 a + 1,
                 b + 1
             )));
+        }
+        Ok(())
+    }
+}
+
+impl Listener {
+    /// The TLS keys must come as a consistent set: a key without a certificate, or a
+    /// client-certificate option on a plain listener, would otherwise be silently ignored.
+    fn validate_tls(&self, at: &str) -> Result<(), ConfigError> {
+        let fail = |text: &str| Err(ConfigError(format!("{at}: {text}")));
+        match (&self.certfile, &self.keyfile) {
+            (Some(_), None) => return fail("certfile is set but keyfile is not"),
+            (None, Some(_)) => return fail("keyfile is set but certfile is not"),
+            _ => {}
+        }
+        if !self.is_tls() {
+            let tls_only = [
+                ("cafile", self.cafile.is_some()),
+                ("require_certificate", self.require_certificate),
+                ("use_identity_as_username", self.use_identity_as_username),
+                ("tls_version", self.tls_version.is_some()),
+            ];
+            if let Some((key, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return fail(&format!(
+                    "{key} is set on a listener without TLS (set certfile and keyfile to make \
+                     it a TLS listener)"
+                ));
+            }
+        }
+        if self.require_certificate && self.cafile.is_none() {
+            return fail(
+                "require_certificate = true needs cafile (the CA that signs client certificates)",
+            );
+        }
+        if self.use_identity_as_username && !self.require_certificate {
+            return fail("use_identity_as_username = true needs require_certificate = true");
         }
         Ok(())
     }
@@ -255,7 +349,13 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             | "max_queued_messages"
             | "max_queued_bytes",
         ) => "an integer >= 0 (0 = unlimited)".to_owned(),
-        (false, "queue_qos0_messages") => "true or false".to_owned(),
+        (false, "queue_qos0_messages")
+        | (_, "allow_anonymous")
+        | (true, "require_certificate" | "use_identity_as_username") => "true or false".to_owned(),
+        (false, "password_file" | "acl_file") | (true, "certfile" | "keyfile" | "cafile") => {
+            "a file path in quotes".to_owned()
+        }
+        (true, "tls_version") => "one of \"tlsv1.2\", \"tlsv1.3\"".to_owned(),
         (false, "listener") => "[[listener]] tables".to_owned(),
         (true, "bind") => "an IP address such as \"127.0.0.1\", \"0.0.0.0\" or \"::\"".to_owned(),
         (true, "port") => "1..=65535".to_owned(),
@@ -307,7 +407,18 @@ fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> String {
                 other => format!("{}.{key}", other.name()),
             };
             let expected = expectation(in_listener, &key);
-            let wants_string = matches!(key.as_str(), "log_level" | "bind" | "queue_full");
+            let wants_string = matches!(
+                key.as_str(),
+                "log_level"
+                    | "bind"
+                    | "queue_full"
+                    | "password_file"
+                    | "acl_file"
+                    | "certfile"
+                    | "keyfile"
+                    | "cafile"
+                    | "tls_version"
+            );
             if is_bare_word(value) && (wants_string || expected.is_none()) {
                 return format!(
                     "{origin}: {path} = {value} at line {line} is invalid: strings must be \
@@ -513,8 +624,19 @@ mod tests {
                 port: 1883,
                 max_connections: 0,
                 queue_full: QueueFull::DropOldest,
+                allow_anonymous: None,
+                certfile: None,
+                keyfile: None,
+                cafile: None,
+                require_certificate: false,
+                use_identity_as_username: false,
+                tls_version: None,
             }]
         );
+        assert_eq!(c.allow_anonymous, None);
+        assert_eq!(c.password_file, None);
+        assert_eq!(c.acl_file, None);
+        assert!(c.listeners[0].allows_anonymous(None), "loopback default");
         c.validate("defaults").unwrap();
     }
 
@@ -546,12 +668,22 @@ mod tests {
             queue_qos0_messages = true
             retry_interval = 0
             drop_log_interval = 1
+            allow_anonymous = false
+            password_file = "/etc/midge/passwords"
+            acl_file = "acl.txt"
 
             [[listener]]
             bind = "::"
             port = 1884
             max_connections = 7
             queue_full = "backpressure"
+            allow_anonymous = true
+            certfile = "server.crt"
+            keyfile = "server.key"
+            cafile = "ca.crt"
+            require_certificate = true
+            use_identity_as_username = true
+            tls_version = "tlsv1.3"
         "#);
         let expected = Config {
             log_level: "debug,midge::router=trace".into(),
@@ -567,14 +699,74 @@ mod tests {
             queue_qos0_messages: true,
             retry_interval: 0,
             drop_log_interval: 1,
+            allow_anonymous: Some(false),
+            password_file: Some("/etc/midge/passwords".into()),
+            acl_file: Some("acl.txt".into()),
             listeners: vec![Listener {
                 bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
                 port: 1884,
                 max_connections: 7,
                 queue_full: QueueFull::Backpressure,
+                allow_anonymous: Some(true),
+                certfile: Some("server.crt".into()),
+                keyfile: Some("server.key".into()),
+                cafile: Some("ca.crt".into()),
+                require_certificate: true,
+                use_identity_as_username: true,
+                tls_version: Some(TlsVersion::Tls13),
             }],
         };
         assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn anonymous_default_is_loopback_only_unless_set() {
+        let l = |bind: &str, own: Option<bool>| Listener {
+            bind: bind.parse().unwrap(),
+            allow_anonymous: own,
+            ..Listener::default()
+        };
+        assert!(l("127.0.0.1", None).allows_anonymous(None));
+        assert!(l("::1", None).allows_anonymous(None));
+        assert!(!l("0.0.0.0", None).allows_anonymous(None));
+        assert!(!l("192.168.1.2", None).allows_anonymous(None));
+        assert!(l("0.0.0.0", None).allows_anonymous(Some(true)));
+        assert!(!l("127.0.0.1", None).allows_anonymous(Some(false)));
+        assert!(l("0.0.0.0", Some(true)).allows_anonymous(Some(false)));
+        assert!(!l("127.0.0.1", Some(false)).allows_anonymous(Some(true)));
+    }
+
+    #[test]
+    fn tls_keys_must_be_consistent() {
+        let e = err("[[listener]]\ncertfile = \"a.crt\"\n");
+        assert!(e.contains("listener[1]") && e.contains("keyfile"), "{e}");
+        let e = err("[[listener]]\nkeyfile = \"a.key\"\n");
+        assert!(e.contains("certfile is not"), "{e}");
+        for key in [
+            "cafile = \"ca.crt\"",
+            "require_certificate = true",
+            "use_identity_as_username = true",
+            "tls_version = \"tlsv1.3\"",
+        ] {
+            let e = err(&format!("[[listener]]\n[[listener]]\nport = 1884\n{key}\n"));
+            let name = key.split(' ').next().unwrap();
+            assert!(
+                e.contains("listener[2]") && e.contains(name) && e.contains("without TLS"),
+                "{e}"
+            );
+        }
+        let tls = "[[listener]]\ncertfile = \"a.crt\"\nkeyfile = \"a.key\"\n";
+        let e = err(&format!("{tls}require_certificate = true\n"));
+        assert!(e.contains("needs cafile"), "{e}");
+        let e = err(&format!(
+            "{tls}cafile = \"ca.crt\"\nuse_identity_as_username = true\n"
+        ));
+        assert!(e.contains("needs require_certificate"), "{e}");
+        let e = err(&format!("{tls}tls_version = \"tlsv1.1\"\n"));
+        assert!(e.contains("tls_version") && e.contains("tlsv1.2"), "{e}");
+        ok(&format!(
+            "{tls}cafile = \"ca.crt\"\nrequire_certificate = true\nuse_identity_as_username = true\n"
+        ));
     }
 
     #[test]
@@ -731,7 +923,8 @@ mod tests {
         assert_eq!(
             e,
             "config.toml: unknown key `queue` in listener[2] at line 6 (expected one of `bind`, \
-             `port`, `max_connections`, `queue_full`)"
+             `port`, `max_connections`, `queue_full`, `allow_anonymous`, `certfile`, `keyfile`, \
+             `cafile`, `require_certificate`, `use_identity_as_username`, `tls_version`)"
         );
     }
 

@@ -24,11 +24,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Access;
 use crate::broker::{wake_all, Broker};
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
 use crate::handlers;
 use crate::outbox::Outbox;
-use crate::session::Limits;
+use crate::server::Endpoint;
 use crate::session::Session;
 
 /// Stop pulling queued messages into the write buffer above this many bytes.
@@ -91,6 +92,8 @@ pub struct Client {
     pub generation: u64,
     pub version: ProtocolVersion,
     pub peer: SocketAddr,
+    /// Authenticated username (or certificate identity); `None` when anonymous.
+    pub username: Option<Arc<str>>,
     /// Bytes waiting to be written to the socket.
     pub out: Outbox,
     /// Boxed: most clients have none, and every connected client carries this struct.
@@ -106,6 +109,13 @@ pub struct Client {
 impl Client {
     pub fn client_id(&self) -> &str {
         &self.session.client_id
+    }
+
+    /// Whether the ACL lets this client do `access` on `topic`.
+    pub fn may(&self, topic: &str, access: Access) -> bool {
+        self.broker
+            .auth
+            .allows(self.client_id(), self.username.as_deref(), topic, access)
     }
 
     /// Writes an acknowledgement, or queues it behind earlier withheld ones so that
@@ -160,22 +170,26 @@ fn encode_ack(out: &mut BytesMut, ack: Ack) {
     }
 }
 
-/// Serves one accepted connection until it closes. `stream` is any byte stream (TCP now,
-/// TLS and WebSockets later).
-pub async fn serve<S>(
-    stream: S,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    limits: Arc<Limits>,
-    shutdown: CancellationToken,
-) where
+/// Where a connection came from.
+pub struct Origin {
+    pub peer: SocketAddr,
+    /// The listener it was accepted on.
+    pub endpoint: Arc<Endpoint>,
+    /// Common Name of the client certificate the TLS handshake verified, if any.
+    pub cert_name: Option<String>,
+}
+
+/// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
+/// and WebSockets later).
+pub async fn serve<S>(stream: S, origin: Origin, broker: Arc<Broker>, shutdown: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stream = stream;
     // The handshake is boxed: its futures (CONNECT read with its timeout, session
     // take-over) live only until the client is connected, and boxing keeps their size out
     // of the state that every connected, mostly idle, client carries for its whole life.
-    let handshake = Box::pin(handshake(&mut stream, peer, &broker, &limits, &shutdown));
+    let handshake = Box::pin(handshake(&mut stream, origin, &broker, &shutdown));
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
@@ -196,14 +210,14 @@ pub async fn serve<S>(
 /// (after a refusing CONNACK where the specification asks for one).
 async fn handshake<S>(
     stream: &mut S,
-    peer: SocketAddr,
+    origin: Origin,
     broker: &Arc<Broker>,
-    limits: &Arc<Limits>,
     shutdown: &CancellationToken,
 ) -> Option<(Client, BytesMut)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = origin.peer;
     let mut rbuf = BytesMut::new();
     let max_packet = broker.config.max_packet_size;
     let first = tokio::select! {
@@ -213,9 +227,11 @@ where
             read_packet(&mut *stream, &mut rbuf, max_packet),
         ) => r,
     };
+    let mut version = None;
     let refuse = match first {
         Ok(Ok(Some(Packet::Connect(connect)))) => {
-            match handlers::connect::handle(broker, limits, peer, connect).await {
+            version = Some(connect.version);
+            match handlers::connect::handle(broker, &origin, connect).await {
                 Ok(client) => return Some((client, rbuf)),
                 Err(refusal) => refusal.connack,
             }
@@ -244,7 +260,7 @@ where
     };
     if let Some(code) = refuse {
         let mut out = BytesMut::new();
-        codec::encode_connack(&mut out, false, code);
+        handlers::connect::encode_refusal(&mut out, version, code);
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, stream.write_all(&out)).await;
     }
     None

@@ -5,6 +5,7 @@
 //! acting on the client's [`session`]) → [`router`] (topic trie, finds subscribers) → each
 //! subscriber's [`session`] queue → that subscriber's [`connection`] → socket.
 
+pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod connection;
 pub mod handlers;
 pub mod message;
 pub mod outbox;
+pub mod passwd;
 pub mod retain;
 pub mod router;
 pub mod server;
@@ -20,6 +22,7 @@ pub mod store;
 pub mod subscriptions;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod topic;
 
 pub use config::Config;

@@ -6,9 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{ArgAction, Parser};
 use midge::config::Listener;
 use midge::Config;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
@@ -17,8 +20,11 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// midge: a lightweight MQTT broker.
 #[derive(Debug, Parser)]
-#[command(name = "midge", version, about)]
+#[command(name = "midge", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Configuration file (TOML). Without it, the built-in defaults are used
     /// (one listener on 127.0.0.1:1883).
     #[arg(short, long, value_name = "FILE")]
@@ -37,8 +43,23 @@ struct Cli {
     verbose: u8,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Manage a password file (the same format and options as mosquitto_passwd).
+    Passwd(midge::passwd::PasswdArgs),
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = cli.command.take() {
+        return match midge::passwd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("midge passwd: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match start(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -75,13 +96,16 @@ fn start(cli: Cli) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let origin = cli
+        .config
+        .as_ref()
+        .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
+        let reload = Arc::new(Notify::new());
         let signals = Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        tokio::spawn(watch_signals(signals, shutdown.clone()));
-        midge::run(config, shutdown)
-            .await
-            .map_err(|e| e.to_string())
+        tokio::spawn(watch_signals(signals, shutdown.clone(), reload.clone()));
+        midge::run(config, &origin, shutdown, reload).await
     });
     if result.is_ok() {
         tracing::info!("midge stopped");
@@ -148,13 +172,20 @@ fn log_filter(rust_log: Option<&str>, log_level: &str, verbose: u8) -> Result<En
     }
 }
 
-/// The signal streams, registered before the broker starts so that an early SIGTERM is not
-/// lost (or, worse, handled by the default action).
+/// The signal streams, registered before the broker starts so that an early SIGTERM (or
+/// SIGHUP, whose default action would kill the broker) is not lost.
 struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+enum SignalEvent {
+    Stop(&'static str),
+    Reload,
 }
 
 impl Signals {
@@ -165,25 +196,27 @@ impl Signals {
             Ok(Signals {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
     }
 
-    /// Waits for the next SIGINT or SIGTERM and returns its name.
-    async fn next(&mut self) -> &'static str {
+    /// Waits for the next SIGINT, SIGTERM or SIGHUP.
+    async fn next(&mut self) -> SignalEvent {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.interrupt.recv() => "SIGINT",
-                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => SignalEvent::Stop("SIGINT"),
+                _ = self.terminate.recv() => SignalEvent::Stop("SIGTERM"),
+                _ = self.hangup.recv() => SignalEvent::Reload,
             }
         }
         #[cfg(not(unix))]
         {
             match tokio::signal::ctrl_c().await {
-                Ok(()) => "SIGINT",
+                Ok(()) => SignalEvent::Stop("SIGINT"),
                 Err(e) => {
                     tracing::warn!("cannot wait for Ctrl-C: {e}");
                     std::future::pending().await
@@ -193,14 +226,27 @@ impl Signals {
     }
 }
 
-/// First signal: graceful shutdown. A second one while shutting down: exit at once.
-async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
-    let name = signals.next().await;
-    tracing::info!("received {name}, shutting down");
-    shutdown.cancel();
-    let name = signals.next().await;
-    tracing::warn!("received {name} again, exiting without finishing the shutdown");
-    std::process::exit(1);
+/// SIGHUP: reload the password and ACL files. First SIGINT/SIGTERM: graceful shutdown. A
+/// second one while shutting down: exit at once.
+async fn watch_signals(mut signals: Signals, shutdown: CancellationToken, reload: Arc<Notify>) {
+    let mut stopping = false;
+    loop {
+        match signals.next().await {
+            SignalEvent::Reload => {
+                tracing::info!("received SIGHUP, reloading the password and ACL files");
+                reload.notify_one();
+            }
+            SignalEvent::Stop(name) if !stopping => {
+                tracing::info!("received {name}, shutting down");
+                shutdown.cancel();
+                stopping = true;
+            }
+            SignalEvent::Stop(name) => {
+                tracing::warn!("received {name} again, exiting without finishing the shutdown");
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,36 +11,68 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::{Config, Listener};
-use crate::connection;
+use crate::connection::{self, Origin};
 use crate::session::Limits;
+use crate::tls;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the broker until `shutdown` is cancelled. Fails only if a listener cannot be bound.
-pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    for listener in &config.listeners {
-        let addr = SocketAddr::new(listener.bind, listener.port);
-        let socket = bind(addr)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        tracing::info!("listening on {}", socket.local_addr()?);
-        bound.push((socket, Arc::new(listener.clone())));
+/// What a connection needs to know about the listener that accepted it; one per listener,
+/// shared by its connections.
+pub struct Endpoint {
+    /// Queue limits of the sessions that connect here.
+    pub limits: Arc<Limits>,
+    pub allow_anonymous: bool,
+    pub use_identity_as_username: bool,
+}
+
+/// Runs the broker until `shutdown` is cancelled; every `reload` notification re-reads the
+/// password and ACL files. Fails, with a message for the operator, if a certificate,
+/// password or ACL file cannot be used (`origin` names the configuration file) or a
+/// listener cannot be bound.
+pub async fn run(
+    config: Config,
+    origin: &str,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> Result<(), String> {
+    // Every file is checked before the first socket is bound.
+    let auth = Auth::load(&config, origin).map_err(|e| e.to_string())?;
+    let mut acceptors = Vec::with_capacity(config.listeners.len());
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let at = format!("{origin}: listener[{}]", i + 1);
+        acceptors.push(tls::acceptor(listener, &at).map_err(|e| e.to_string())?);
     }
 
-    let broker = Arc::new(Broker::new(config));
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for (listener, tls) in config.listeners.iter().zip(acceptors) {
+        let addr = SocketAddr::new(listener.bind, listener.port);
+        let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        let kind = if tls.is_some() { " (TLS)" } else { "" };
+        tracing::info!("listening on {local}{kind}");
+        bound.push((socket, Arc::new(listener.clone()), tls));
+    }
+
+    let broker = Arc::new(Broker::new(config, auth));
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
+    tracker.spawn(reload_on_notify(broker.clone(), reload, shutdown.clone()));
     let total = Arc::new(AtomicUsize::new(0));
-    for (socket, listener) in bound {
+    for (socket, listener, tls) in bound {
         tracker.spawn(accept_loop(
             socket,
             listener,
+            tls,
             broker.clone(),
             total.clone(),
             shutdown.clone(),
@@ -59,6 +91,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     }
     tracing::info!("midge stopped");
     Ok(())
+}
+
+async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = reload.notified() => broker.auth.reload(),
+        }
+    }
 }
 
 /// Listen backlog: bursts of reconnecting devices (after a network outage, say) should
@@ -107,9 +148,11 @@ fn take_slot(
     (!over).then_some(slot)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     socket: TcpListener,
     listener: Arc<Listener>,
+    tls: Option<TlsAcceptor>,
     broker: Arc<Broker>,
     total: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -117,7 +160,11 @@ async fn accept_loop(
 ) {
     let here = Arc::new(AtomicUsize::new(0));
     // One set of queue limits per listener, shared by every session that connects here.
-    let limits = Arc::new(broker.limits_for(&listener));
+    let endpoint = Arc::new(Endpoint {
+        limits: Arc::new(broker.limits_for(&listener)),
+        allow_anonymous: listener.allows_anonymous(broker.config.allow_anonymous),
+        use_identity_as_username: listener.use_identity_as_username,
+    });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -142,26 +189,60 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        tracker.spawn(serve_tcp(
-            stream,
+        let origin = Origin {
             peer,
-            broker.clone(),
-            limits.clone(),
-            shutdown.clone(),
-            slot,
-        ));
+            endpoint: endpoint.clone(),
+            cert_name: None,
+        };
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        match &tls {
+            None => tracker.spawn(serve_tcp(stream, origin, broker, shutdown, slot)),
+            Some(tls) => tracker.spawn(serve_tls(
+                tls.clone(),
+                stream,
+                origin,
+                broker,
+                shutdown,
+                slot,
+            )),
+        };
     }
 }
 
 async fn serve_tcp(
     stream: TcpStream,
-    peer: SocketAddr,
+    origin: Origin,
     broker: Arc<Broker>,
-    limits: Arc<Limits>,
     shutdown: CancellationToken,
     _slot: Slot,
 ) {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
-    connection::serve(stream, peer, broker, limits, shutdown).await;
+    connection::serve(stream, origin, broker, shutdown).await;
+}
+
+/// The TLS handshake gets the same deadline as CONNECT (`connect_timeout`), so a client
+/// that opens a connection and stalls holds its slot no longer on a TLS listener than on
+/// a plain one.
+async fn serve_tls(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    mut origin: Origin,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    _slot: Slot,
+) {
+    let _ = stream.set_nodelay(true);
+    let timeout = broker.config.connect_timeout();
+    let handshake = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        h = tls::handshake(&tls, stream, origin.peer, timeout) => h,
+    };
+    let Some(stream) = handshake else {
+        return;
+    };
+    if origin.endpoint.use_identity_as_username {
+        origin.cert_name = tls::peer_common_name(&stream);
+    }
+    connection::serve(stream, origin, broker, shutdown).await;
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::auth::{Access, AclFile};
 use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::message::SharedMessage;
@@ -137,6 +138,9 @@ pub struct SessionState {
     pub space_waiters: Vec<Arc<Session>>,
     /// Shared by every session of the listener the client connected through.
     pub limits: Arc<Limits>,
+    /// The username of the client that connected last, for ACL read checks while it is
+    /// online and offline.
+    pub username: Option<Arc<str>>,
     pub timers: Timers,
     pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
@@ -183,6 +187,7 @@ impl Session {
                 connected: false,
                 space_waiters: Vec::new(),
                 limits,
+                username: None,
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
@@ -206,12 +211,22 @@ impl Session {
         &self,
         msg: &SharedMessage,
         qos: QoS,
-        retain: bool,
         publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
     ) -> Delivery {
         let outcome = {
             let mut st = self.state.lock();
-            let outcome = st.enqueue(msg, qos, retain, false);
+            if let Some(acl) = acl {
+                if !acl.check(
+                    &self.client_id,
+                    st.username.as_deref(),
+                    &msg.topic,
+                    Access::Read,
+                ) {
+                    return Delivery::Skipped;
+                }
+            }
+            let outcome = st.enqueue(msg, qos, false, false);
             match (outcome, publisher) {
                 (Delivery::Dropped, _) => st.report_drop(&self.client_id),
                 (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),

@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -16,26 +15,6 @@ use common::*;
 
 /// Output format for received messages; `-d` debug lines never start with it.
 const FORMAT: &str = "MSG|%t|%q|%r|%p";
-
-fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    let package = if name == "stdbuf" {
-        "coreutils"
-    } else {
-        "mosquitto-clients"
-    };
-    panic!(
-        "`{name}` was not found on PATH. These interop tests need Debian's {package} \
-         package: run scripts/test.sh (which installs mosquitto-clients) or \
-         `apt-get install {package}`."
-    );
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Msg {

@@ -33,9 +33,10 @@ pub(super) fn parse(body: Bytes) -> Result<Connect, DecodeError> {
     let version = match (mqtt, level) {
         (true, 4) => ProtocolVersion::V311,
         (false, 3) => ProtocolVersion::V31,
-        // MQTT 5.0 (level 5) adds properties to CONNECT that are not parsed yet: until
-        // then it is refused like any other level we do not speak (CONNACK 0x01), and
-        // `ProtocolVersion::V5` is never produced.
+        // MQTT 5.0: parsed far enough (properties skipped) to authenticate the client and
+        // answer in 5.0's CONNACK format; the connect handler then refuses it with 0x84
+        // until MQTT 5.0 sessions are implemented.
+        (true, 5) => ProtocolVersion::V5,
         (_, level) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
     };
     let strict = version != ProtocolVersion::V31;
@@ -65,9 +66,15 @@ pub(super) fn parse(body: Bytes) -> Result<Connect, DecodeError> {
     }
 
     let keep_alive = r.u16("CONNECT: missing keep alive")?;
+    if version == ProtocolVersion::V5 {
+        r.skip_properties("CONNECT: missing or truncated properties")?;
+    }
     let client_id = r.string("CONNECT: missing or truncated client identifier")?;
 
     let will = if will_flag {
+        if version == ProtocolVersion::V5 {
+            r.skip_properties("CONNECT: missing or truncated will properties")?;
+        }
         let topic = r.string("CONNECT: missing or truncated will topic")?;
         let payload = r.binary("CONNECT: missing or truncated will message")?;
         Some(Will {

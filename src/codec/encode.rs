@@ -39,6 +39,12 @@ pub fn encode_connack(buf: &mut BytesMut, session_present: bool, code: u8) {
     buf.put_slice(&[0x20, 0x02, u8::from(session_present), code]);
 }
 
+/// An MQTT 5.0 CONNACK with a reason code and no properties.
+pub fn encode_connack_v5(buf: &mut BytesMut, session_present: bool, reason: u8) {
+    buf.reserve(5);
+    buf.put_slice(&[0x20, 0x03, u8::from(session_present), reason, 0x00]);
+}
+
 /// Encodes an outgoing PUBLISH. `pkid` is ignored for QoS 0.
 ///
 /// DUP is never set on QoS 0 [MQTT-3.3.1-2]. The topic must fit a 16-bit length and the

@@ -29,8 +29,9 @@ mod reader;
 mod tests;
 
 pub use encode::{
-    encode_connack, encode_pingresp, encode_puback, encode_pubcomp, encode_publish,
-    encode_publish_header, encode_pubrec, encode_pubrel, encode_suback, encode_unsuback,
+    encode_connack, encode_connack_v5, encode_pingresp, encode_puback, encode_pubcomp,
+    encode_publish, encode_publish_header, encode_pubrec, encode_pubrel, encode_suback,
+    encode_unsuback,
 };
 
 use reader::Reader;

@@ -63,6 +63,32 @@ impl Reader {
         }
     }
 
+    /// A variable byte integer (at most four bytes, [MQTT-1.5.5-1] of MQTT 5.0).
+    pub(super) fn varint(&mut self, missing: &'static str) -> Result<usize, DecodeError> {
+        let mut value = 0usize;
+        for i in 0..4 {
+            let byte = self.u8(missing)?;
+            value |= usize::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::Malformed(
+            "variable byte integer longer than four bytes",
+        ))
+    }
+
+    /// Skips an MQTT 5.0 property block (a length, then that many bytes), checking only
+    /// that it fits the frame.
+    pub(super) fn skip_properties(&mut self, missing: &'static str) -> Result<(), DecodeError> {
+        let len = self.varint(missing)?;
+        if len > self.buf.len() {
+            return Err(DecodeError::Malformed(missing));
+        }
+        self.buf.advance(len);
+        Ok(())
+    }
+
     /// Everything left, as a slice of the frame.
     pub(super) fn rest(self) -> Bytes {
         self.buf

@@ -177,7 +177,7 @@ fn connect_mqisdp_level_3_is_v31() {
 #[test]
 fn connect_protocol_levels() {
     for (name, level) in [
-        (&b"MQTT"[..], 5u8),
+        (&b"MQTT"[..], 6u8),
         (b"MQTT", 3),
         (b"MQTT", 0x84),
         (b"MQIsdp", 4),
@@ -924,4 +924,36 @@ fn fuzz_mutated_valid_packets() {
         }
         drain(&pkt, MAX);
     }
+}
+
+#[test]
+fn connect_v5_properties_are_skipped_and_fields_read() {
+    // MQTT 5.0 CONNECT: will + username + password, with a property block (session expiry
+    // interval) and a will property block (will delay interval).
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0xC6, 0x00, 0x3C];
+    body.extend_from_slice(&[0x05, 0x11, 0x00, 0x00, 0x00, 0x0A]);
+    body.extend_from_slice(&[0x00, 0x02, b'c', b'5']);
+    body.extend_from_slice(&[0x05, 0x18, 0x00, 0x00, 0x00, 0x05]);
+    body.extend_from_slice(&[0x00, 0x01, b'w', 0x00, 0x01, b'x']);
+    body.extend_from_slice(&[0x00, 0x01, b'u', 0x00, 0x02, b'p', b'w']);
+    let mut pkt = vec![0x10, body.len() as u8];
+    pkt.extend_from_slice(&body);
+    match decode_all(&pkt) {
+        Ok(Some(Packet::Connect(c))) => {
+            assert_eq!(c.version, ProtocolVersion::V5);
+            assert_eq!(c.client_id, "c5");
+            assert_eq!(c.will.as_ref().map(|w| w.topic.as_str()), Some("w"));
+            assert_eq!(c.username.as_deref(), Some("u"));
+            assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A property length running past the packet is malformed, not a panic.
+    let mut bad = vec![
+        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x7F,
+    ];
+    bad.extend_from_slice(&[0x00, 0x00]);
+    let mut pkt = vec![0x10, bad.len() as u8];
+    pkt.extend_from_slice(&bad);
+    assert!(matches!(decode_all(&pkt), Err(DecodeError::Malformed(_))));
 }

@@ -1,38 +1,59 @@
 //! CONNECT: check the client's identity and will, claim its session (taking it over from
 //! an older connection if need be), and answer CONNACK.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Access, Verdict};
 use crate::broker::Broker;
 use crate::codec::{self, Connect, ProtocolVersion};
-use crate::connection::Client;
+use crate::connection::{Client, Origin};
 use crate::outbox::Outbox;
-use crate::session::{Limits, Timers};
+use crate::session::Timers;
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
 pub const ACCEPTED: u8 = 0x00;
 pub const IDENTIFIER_REJECTED: u8 = 0x02;
+pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x04;
+pub const NOT_AUTHORIZED: u8 = 0x05;
 
 /// MQTT 3.1 limits client ids to 23 characters; Mosquitto enforces it for `MQIsdp`.
 const V31_MAX_CLIENT_ID: usize = 23;
 
+pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x01;
+
 /// A refused CONNECT: the CONNACK code to send first, if any (some violations close the
-/// connection without one).
+/// connection without one), as an MQTT 3.1.1 return code.
 #[derive(Debug)]
 pub struct Refusal {
     pub connack: Option<u8>,
 }
 
+/// Writes the refusing CONNACK in the client's protocol version: an MQTT 5.0 client gets
+/// 5.0's reason code for the same refusal.
+pub fn encode_refusal(out: &mut bytes::BytesMut, version: Option<ProtocolVersion>, code: u8) {
+    if version == Some(ProtocolVersion::V5) {
+        let reason = match code {
+            UNSUPPORTED_PROTOCOL_VERSION => 0x84,
+            IDENTIFIER_REJECTED => 0x85,
+            BAD_USERNAME_OR_PASSWORD => 0x86,
+            NOT_AUTHORIZED => 0x87,
+            _ => 0x80,
+        };
+        codec::encode_connack_v5(out, false, reason);
+    } else {
+        codec::encode_connack(out, false, code);
+    }
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
-    limits: &Arc<Limits>,
-    peer: SocketAddr,
-    connect: Connect,
+    origin: &Origin,
+    mut connect: Connect,
 ) -> Result<Client, Refusal> {
-    let mut client_id = connect.client_id;
+    let peer = origin.peer;
+    let mut client_id = std::mem::take(&mut connect.client_id);
     if client_id.is_empty() {
         if !connect.clean_session {
             // [MQTT-3.1.3-8]
@@ -62,7 +83,26 @@ pub async fn handle(
             return Err(Refusal { connack: None });
         }
     }
-    // Authentication (password file, certificates) plugs in here.
+    let username = authenticate(broker, origin, &connect, &client_id).await?;
+    if let Some(will) = &connect.will {
+        // A will is a PUBLISH made in advance: it needs write access like any other.
+        if !broker
+            .auth
+            .allows(&client_id, username.as_deref(), &will.topic, Access::Write)
+        {
+            tracing::info!(%peer, client_id, topic = will.topic.as_str(), "will topic denied by the ACL, refusing (not authorized)");
+            return Err(Refusal {
+                connack: Some(NOT_AUTHORIZED),
+            });
+        }
+    }
+    if connect.version == ProtocolVersion::V5 {
+        // Authenticated, but MQTT 5.0 sessions are not implemented yet.
+        tracing::info!(%peer, client_id, "MQTT 5.0 is not supported yet, refusing (0x84)");
+        return Err(Refusal {
+            connack: Some(UNSUPPORTED_PROTOCOL_VERSION),
+        });
+    }
 
     // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
     let keep_alive = (connect.keep_alive > 0)
@@ -74,8 +114,9 @@ pub async fn handle(
     let Some(att) = broker
         .attach(
             &client_id,
+            username.clone(),
             connect.clean_session,
-            limits.clone(),
+            origin.endpoint.limits.clone(),
             Timers::new(keep_alive, retry),
         )
         .await
@@ -93,8 +134,7 @@ pub async fn handle(
         "New client connected from {peer} as {client_id} (p{level}, c{}, k{}{}).",
         u8::from(connect.clean_session),
         connect.keep_alive,
-        connect
-            .username
+        username
             .as_deref()
             .map(|u| format!(", u'{u}'"))
             .unwrap_or_default(),
@@ -109,9 +149,66 @@ pub async fn handle(
         generation: att.generation,
         version: connect.version,
         peer,
+        username,
         out,
         will: connect.will.map(Box::new),
         withheld: None,
         _attached: att.guard,
     })
+}
+
+/// Who the client is: the verified certificate's Common Name on a
+/// `use_identity_as_username` listener, otherwise the CONNECT username once the password
+/// file accepts it (or `None` for an anonymous client the listener lets in). The password
+/// itself is never logged.
+async fn authenticate(
+    broker: &Broker,
+    origin: &Origin,
+    connect: &Connect,
+    client_id: &str,
+) -> Result<Option<Arc<str>>, Refusal> {
+    let peer = origin.peer;
+    let refuse = |code| {
+        Err(Refusal {
+            connack: Some(code),
+        })
+    };
+    if origin.endpoint.use_identity_as_username {
+        return match &origin.cert_name {
+            Some(name) => Ok(Some(Arc::from(name.as_str()))),
+            None => {
+                tracing::info!(%peer, client_id, "client certificate has no Common Name, refusing (not authorized)");
+                refuse(NOT_AUTHORIZED)
+            }
+        };
+    }
+    let verdict = broker
+        .auth
+        .check_password(
+            connect.username.as_deref(),
+            connect.password.as_deref(),
+            origin.endpoint.allow_anonymous,
+        )
+        .await;
+    match verdict {
+        Verdict::Allowed => Ok(connect.username.as_deref().map(Arc::from)),
+        Verdict::BadCredentials => {
+            tracing::info!(
+                %peer,
+                client_id,
+                username = connect.username.as_deref().unwrap_or_default(),
+                "bad username or password, refusing"
+            );
+            refuse(BAD_USERNAME_OR_PASSWORD)
+        }
+        Verdict::NotAuthorized => {
+            let why = if connect.username.is_some() {
+                "username given but no password_file to check it, and anonymous clients are not allowed on this listener"
+            } else {
+                "anonymous clients are not allowed on this listener"
+            };
+            tracing::info!(%peer, client_id, "{why}, refusing (not authorized)");
+            refuse(NOT_AUTHORIZED)
+        }
+    }
 }

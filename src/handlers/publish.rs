@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::auth::Access;
 use crate::broker::Broker;
 use crate::codec::{Publish, QoS, Will};
 use crate::connection::{Ack, Client, Close};
@@ -31,6 +32,31 @@ pub fn handle(client: &mut Client, publish: Publish) -> Result<(), Close> {
         return Err(Close::protocol(
             "PUBLISH topic has more levels than max_topic_levels",
         ));
+    }
+
+    // A PUBLISH the ACL denies is dropped, but acknowledged as usual (as Mosquitto does for
+    // MQTT 3.1.1, which has no way to say "not authorized" in PUBACK): the client must not
+    // retry it forever.
+    if !client.may(&publish.topic, Access::Write) {
+        tracing::info!(
+            client_id = client.client_id(),
+            topic = publish.topic.as_str(),
+            "PUBLISH denied by the ACL, dropped"
+        );
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid), Vec::new()),
+            QoS::ExactlyOnce => {
+                // Remembered like a delivered one, so PUBREL completes the flow.
+                client
+                    .session
+                    .state
+                    .lock()
+                    .incoming_qos2_insert(publish.pkid);
+                client.acknowledge(Ack::PubRec(publish.pkid), Vec::new());
+            }
+        }
+        return Ok(());
     }
 
     match publish.qos {
@@ -98,6 +124,15 @@ fn route_message(
 /// Publishes a client's will after an ungraceful close [MQTT-3.1.2-8], with its QoS and
 /// RETAIN flag [MQTT-3.1.2-14/17].
 pub fn publish_will(client: &mut Client, will: Will) {
+    // Checked at CONNECT too; again here, since the ACL may have been reloaded since.
+    if !client.may(&will.topic, Access::Write) {
+        tracing::info!(
+            client_id = client.client_id(),
+            topic = will.topic.as_str(),
+            "will denied by the ACL, not published"
+        );
+        return;
+    }
     tracing::debug!(
         client_id = client.client_id(),
         topic = will.topic.as_str(),

@@ -1,6 +1,7 @@
 //! SUBSCRIBE: validate each filter, add it to the session and the router, answer SUBACK,
 //! then queue the retained messages it matches.
 
+use crate::auth::Access;
 use crate::codec::{self, QoS, Subscribe};
 use crate::connection::{Client, Close};
 use crate::store::StoreEvent;
@@ -16,6 +17,8 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     for (filter, qos) in &subscribe.filters {
         let refused = if !topic::valid_topic_filter(filter) {
             Some("invalid topic filter")
+        } else if !client.may(filter, Access::Subscribe) {
+            Some("denied by the ACL")
         } else if config.max_topic_levels > 0
             && topic::level_count(filter) > config.max_topic_levels
         {
@@ -69,8 +72,10 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     codec::encode_suback(client.out.buf(), subscribe.pkid, &codes);
 
     // Retained messages go out after the SUBACK, with RETAIN=1 [MQTT-3.3.1-8].
+    // The ACL's read rule covers them too.
     for (filter, qos) in accepted {
-        let retained = client.broker.retained_for(filter, qos);
+        let mut retained = client.broker.retained_for(filter, qos);
+        retained.retain(|(msg, _)| client.may(&msg.topic, Access::Read));
         client.session.deliver_retained(&retained);
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! config written for the test, and stops it when the handle is dropped.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -397,4 +399,77 @@ pub fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
 /// "listening on" line and retries a lost port race itself.
 pub fn start_broker(extra: &str) -> Broker {
     Broker::start(extra)
+}
+
+/// A CONNECT (MQTT 3.1.1, clean session, keep-alive 60) with optional credentials and
+/// will (topic, payload; QoS 0, not retained).
+pub fn connect_packet_with(
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+    will: Option<(&str, &[u8])>,
+) -> Vec<u8> {
+    fn put(body: &mut Vec<u8>, bytes: &[u8]) {
+        body.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        body.extend_from_slice(bytes);
+    }
+    let mut flags = 0x02u8;
+    if will.is_some() {
+        flags |= 0x04;
+    }
+    if username.is_some() {
+        flags |= 0x80;
+    }
+    if password.is_some() {
+        flags |= 0x40;
+    }
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x3c];
+    put(&mut body, client_id.as_bytes());
+    if let Some((topic, payload)) = will {
+        put(&mut body, topic.as_bytes());
+        put(&mut body, payload);
+    }
+    if let Some(u) = username {
+        put(&mut body, u.as_bytes());
+    }
+    if let Some(p) = password {
+        put(&mut body, p);
+    }
+    let mut p = vec![0x10];
+    push_len(&mut p, body.len());
+    p.extend(body);
+    p
+}
+
+/// Sends `connect` on a new raw connection and returns the socket with the CONNACK return
+/// code.
+pub fn raw_connack(addr: SocketAddr, connect: &[u8]) -> (TcpStream, u8) {
+    let mut s = raw(addr);
+    s.write_all(connect).expect("write CONNECT");
+    let (header, body) = read_packet(&mut s);
+    assert_eq!(header, 0x20, "expected CONNACK, got {header:#04x} {body:?}");
+    assert_eq!(body.len(), 2, "CONNACK body {body:?}");
+    (s, body[1])
+}
+
+/// The path of a command-line tool on PATH. A missing tool fails the test with the Debian
+/// package that provides it (scripts/test.sh installs them all): it never skips.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    let package = match name {
+        "stdbuf" => "coreutils",
+        "mosquitto" | "mosquitto_passwd" => "mosquitto",
+        "openssl" => "openssl",
+        _ => "mosquitto-clients",
+    };
+    panic!(
+        "`{name}` was not found on PATH. This test needs Debian's {package} package: run \
+         scripts/test.sh (which installs it) or `apt-get install {package}`."
+    );
 }
