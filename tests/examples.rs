@@ -86,3 +86,121 @@ fn sensor_readings_reach_the_subscriber_example() {
         );
     }
 }
+
+/// examples/secure.toml runs as shipped, with the certificates certs/generate.sh makes and
+/// the password and ACL files under examples/, and the README's "Securing midge" command
+/// lines work against it. The only changes: free ports instead of 1883/8883, and the TLS
+/// listener on 127.0.0.1 instead of 0.0.0.0 (tests listen on loopback only).
+#[test]
+fn secure_example_runs_with_generated_certs_password_and_acl() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = common::TempDir::new("secure-example");
+    let out = Command::new(root.join("certs/generate.sh"))
+        .arg(dir.path().join("certs"))
+        .output()
+        .expect("run certs/generate.sh");
+    assert!(out.status.success(), "certs/generate.sh: {out:?}");
+    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+    for file in ["passwords", "acl"] {
+        std::fs::copy(
+            root.join("examples").join(file),
+            dir.path().join("examples").join(file),
+        )
+        .unwrap();
+    }
+    let (plain, tls) = (common::free_port(), common::free_port());
+    let shipped = std::fs::read_to_string(root.join("examples/secure.toml")).unwrap();
+    assert!(shipped.contains("port = 1883") && shipped.contains("port = 8883"));
+    let config = shipped
+        .replace("port = 1883", &format!("port = {plain}"))
+        .replace("port = 8883", &format!("port = {tls}"))
+        .replace("bind = \"0.0.0.0\"", "bind = \"127.0.0.1\"");
+    std::fs::write(dir.path().join("examples/secure.toml"), config).unwrap();
+
+    let log_path = dir.path().join("midge.log");
+    let mut midge = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .args(["-c", "examples/secure.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start midge");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains(&format!("listening on 127.0.0.1:{tls} (TLS)")) {
+        assert!(
+            Instant::now() < deadline && midge.try_wait().unwrap().is_none(),
+            "midge did not start with examples/secure.toml:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let client = |tool: &str, port: u16, args: &[&str]| {
+        Command::new(common::tool(tool))
+            .current_dir(dir.path())
+            .args(["-h", "localhost", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mosquitto client")
+    };
+    let tls_args = [
+        "--cafile",
+        "certs/ca.crt",
+        "--cert",
+        "certs/client.crt",
+        "--key",
+        "certs/client.key",
+    ];
+    let login = ["-u", "demo", "-P", "demo-password"];
+
+    // A device on the TLS listener waits for one message under demo/ ...
+    let mut sub_args: Vec<&str> = tls_args.iter().chain(&login).copied().collect();
+    sub_args.extend(["-i", "demo-device", "-t", "demo/#", "-C", "1", "-v", "-W", "10"]);
+    let sub = client("mosquitto_sub", tls, &sub_args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("filter=\"demo/#\"") {
+        assert!(Instant::now() < deadline, "no subscription:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... and a tool on the plain listener publishes it.
+    let mut pub_args: Vec<&str> = login.to_vec();
+    pub_args.extend(["-t", "demo/hello", "-m", "hi", "-q", "1"]);
+    let publish = client("mosquitto_pub", plain, &pub_args)
+        .wait_with_output()
+        .unwrap();
+    assert!(publish.status.success(), "{publish:?}\n{}", log());
+    let got = sub.wait_with_output().unwrap();
+    assert!(got.status.success(), "{got:?}\n{}", log());
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "demo/hello hi");
+
+    // No password, a wrong one, or no client certificate: refused.
+    let anonymous = client("mosquitto_pub", plain, &["-t", "demo/x", "-m", "x"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("not authorised"));
+    let wrong = client(
+        "mosquitto_pub",
+        plain,
+        &["-u", "demo", "-P", "guess", "-t", "demo/x", "-m", "x"],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(!wrong.status.success());
+    let mut no_cert: Vec<&str> = vec!["--cafile", "certs/ca.crt"];
+    no_cert.extend(login);
+    no_cert.extend(["-t", "demo/x", "-m", "x"]);
+    let no_cert = client("mosquitto_pub", tls, &no_cert)
+        .wait_with_output()
+        .unwrap();
+    assert!(!no_cert.status.success());
+
+    let _ = midge.kill();
+    let _ = midge.wait();
+}
