@@ -161,7 +161,17 @@ fn secure_example_runs_with_generated_certs_password_and_acl() {
 
     // A device on the TLS listener waits for one message under demo/ ...
     let mut sub_args: Vec<&str> = tls_args.iter().chain(&login).copied().collect();
-    sub_args.extend(["-i", "demo-device", "-t", "demo/#", "-C", "1", "-v", "-W", "10"]);
+    sub_args.extend([
+        "-i",
+        "demo-device",
+        "-t",
+        "demo/#",
+        "-C",
+        "1",
+        "-v",
+        "-W",
+        "10",
+    ]);
     let sub = client("mosquitto_sub", tls, &sub_args);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log().contains("filter=\"demo/#\"") {
