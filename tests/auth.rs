@@ -456,14 +456,26 @@ topic readwrite shared/#
 user carol
 topic read alice/#
 
+user dave
+topic read alice/#
+topic deny alice/status
+
 pattern readwrite devices/%c/#
 pattern read inbox/%u
 ";
 
-/// A broker with alice, bob and carol in its password file and [`ACL`], anonymous
+/// A broker with alice, bob, carol and dave in its password file and [`ACL`], anonymous
 /// clients allowed.
 fn acl_broker(dir: &Path) -> Broker {
-    let pw = password_file(dir, &[("alice", "pa"), ("bob", "pb"), ("carol", "pc")]);
+    let pw = password_file(
+        dir,
+        &[
+            ("alice", "pa"),
+            ("bob", "pb"),
+            ("carol", "pc"),
+            ("dave", "pd"),
+        ],
+    );
     let acl = dir.join("acl");
     std::fs::write(&acl, ACL).unwrap();
     Broker::start(&format!(
@@ -604,10 +616,13 @@ fn acl_will_outside_write_access_refuses_connect_and_unreadable_will_not_deliver
     );
     assert_eq!(code, NOT_AUTHORIZED);
 
-    // A will alice may write, on alice/status: carol (read alice/#) gets it; bob, who
-    // subscribes nothing he can read there, cannot even subscribe.
+    // A will alice may write, on alice/status: carol (read alice/#) gets it; dave reads
+    // alice/# except alice/status, so his subscription is granted but the will never
+    // reaches him; bob may not even subscribe.
     let mut carol = logged_in(broker.addr(), "carol-1", "carol", "pc");
     assert_eq!(carol.subscribe(1, &["alice/#"]), vec![1]);
+    let mut dave = logged_in(broker.addr(), "dave-1", "dave", "pd");
+    assert_eq!(dave.subscribe(1, &["alice/#"]), vec![1]);
     let mut bob = logged_in(broker.addr(), "bob-1", "bob", "pb");
     assert_eq!(bob.subscribe(1, &["alice/#"]), vec![0x80]);
     let (alice, code) = raw_connack(
@@ -626,6 +641,11 @@ fn acl_will_outside_write_access_refuses_connect_and_unreadable_will_not_deliver
         seen,
         vec![("alice/status".to_owned(), "offline".to_owned())]
     );
+    // The will has been routed (carol has it); a sentinel after it reaches dave alone.
+    let mut alice = logged_in(broker.addr(), "alice-3", "alice", "pa");
+    alice.publish_acked("alice/after", b"sentinel", 1, false);
+    let seen = dave.received_until("alice/after");
+    assert_eq!(topics(&seen), vec!["alice/after"]);
 }
 
 // ---------------------------------------------------------------------------------------
