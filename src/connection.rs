@@ -181,7 +181,16 @@ pub struct Origin {
 
 /// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
 /// and WebSockets later).
-pub async fn serve<S>(stream: S, origin: Origin, broker: Arc<Broker>, shutdown: CancellationToken)
+///
+/// `origin` is boxed: an async fn keeps its arguments twice (as captured values and as
+/// locals) for the whole life of the connection, and the origin is only needed until the
+/// client is connected.
+pub async fn serve<S>(
+    stream: S,
+    origin: Box<Origin>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -210,7 +219,7 @@ where
 /// (after a refusing CONNACK where the specification asks for one).
 async fn handshake<S>(
     stream: &mut S,
-    origin: Origin,
+    origin: Box<Origin>,
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
 ) -> Option<(Client, BytesMut)>

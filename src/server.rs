@@ -189,11 +189,11 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let origin = Origin {
+        let origin = Box::new(Origin {
             peer,
             endpoint: endpoint.clone(),
             cert_name: None,
-        };
+        });
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         match &tls {
             None => tracker.spawn(serve_tcp(stream, origin, broker, shutdown, slot)),
@@ -209,16 +209,21 @@ async fn accept_loop(
     }
 }
 
-async fn serve_tcp(
+/// Not an `async fn`: that would keep a second copy of every argument in each idle
+/// connection's task (see [`connection::serve`]).
+fn serve_tcp(
     stream: TcpStream,
-    origin: Origin,
+    origin: Box<Origin>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
-    _slot: Slot,
-) {
+    slot: Slot,
+) -> impl std::future::Future<Output = ()> {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
-    connection::serve(stream, origin, broker, shutdown).await;
+    async move {
+        let _slot = slot;
+        connection::serve(stream, origin, broker, shutdown).await;
+    }
 }
 
 /// The TLS handshake gets the same deadline as CONNECT (`connect_timeout`), so a client
@@ -227,7 +232,7 @@ async fn serve_tcp(
 async fn serve_tls(
     tls: TlsAcceptor,
     stream: TcpStream,
-    mut origin: Origin,
+    mut origin: Box<Origin>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     _slot: Slot,
