@@ -190,8 +190,7 @@ pub async fn serve<S>(
     origin: Box<Origin>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
-)
-where
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stream = stream;

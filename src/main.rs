@@ -75,11 +75,22 @@ fn start(cli: Cli) -> Result<(), String> {
         None => Config::default(),
     };
     apply_overrides(&mut config, cli.port, cli.bind)?;
+    // Password, ACL and certificate files are read now, so that a bad one is reported
+    // before anything else is printed.
+    let origin = cli
+        .config
+        .as_ref()
+        .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+    let prepared = midge::server::prepare(config, &origin)?;
 
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty());
-    let filter = log_filter(rust_log.as_deref(), &config.log_level, cli.verbose)?;
+    let filter = log_filter(
+        rust_log.as_deref(),
+        &prepared.config().log_level,
+        cli.verbose,
+    )?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -96,16 +107,12 @@ fn start(cli: Cli) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let origin = cli
-        .config
-        .as_ref()
-        .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let reload = Arc::new(Notify::new());
         let signals = Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         tokio::spawn(watch_signals(signals, shutdown.clone(), reload.clone()));
-        midge::run(config, &origin, shutdown, reload).await
+        midge::run(prepared, shutdown, reload).await
     });
     if result.is_ok() {
         tracing::info!("midge stopped");

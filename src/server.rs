@@ -35,24 +35,50 @@ pub struct Endpoint {
     pub use_identity_as_username: bool,
 }
 
-/// Runs the broker until `shutdown` is cancelled; every `reload` notification re-reads the
-/// password and ACL files. Fails, with a message for the operator, if a certificate,
-/// password or ACL file cannot be used (`origin` names the configuration file) or a
-/// listener cannot be bound.
-pub async fn run(
+/// A configuration with every file it names read and checked: the password and ACL
+/// files and each TLS listener's certificates. Made before anything listens (and before
+/// logging starts), so a bad file stops midge with one message naming the key and the
+/// file, and a broker never runs half-secured.
+pub struct Prepared {
     config: Config,
-    origin: &str,
-    shutdown: CancellationToken,
-    reload: Arc<Notify>,
-) -> Result<(), String> {
-    // Every file is checked before the first socket is bound.
+    auth: Auth,
+    acceptors: Vec<Option<TlsAcceptor>>,
+}
+
+impl Prepared {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Reads the files `config` names; `origin` names the configuration file in messages.
+pub fn prepare(config: Config, origin: &str) -> Result<Prepared, String> {
     let auth = Auth::load(&config, origin).map_err(|e| e.to_string())?;
     let mut acceptors = Vec::with_capacity(config.listeners.len());
     for (i, listener) in config.listeners.iter().enumerate() {
         let at = format!("{origin}: listener[{}]", i + 1);
         acceptors.push(tls::acceptor(listener, &at).map_err(|e| e.to_string())?);
     }
+    Ok(Prepared {
+        config,
+        auth,
+        acceptors,
+    })
+}
 
+/// Runs the broker until `shutdown` is cancelled; every `reload` notification re-reads the
+/// password and ACL files. Fails, with a message for the operator, if a listener cannot be
+/// bound.
+pub async fn run(
+    prepared: Prepared,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> Result<(), String> {
+    let Prepared {
+        config,
+        auth,
+        acceptors,
+    } = prepared;
     let mut bound = Vec::with_capacity(config.listeners.len());
     for (listener, tls) in config.listeners.iter().zip(acceptors) {
         let addr = SocketAddr::new(listener.bind, listener.port);

@@ -45,40 +45,6 @@ fn write_config(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Runs midge on `config_text` and asserts exit status 1 with a one-line-ish
-/// "midge: ..." message naming the file and every string in `must_name`.
-fn assert_config_error(config_text: &str, must_name: &[&str]) {
-    let dir = TempDir::new("cli-bad");
-    let path = write_config(&dir, "bad-config.toml", config_text);
-    let path_s = path.display().to_string();
-    let out = run(&["-c", &path_s, "-p", &free_port().to_string()]);
-    let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "config {config_text:?}: expected exit status 1, got {}; stderr:\n{err}",
-        out.status
-    );
-    assert!(
-        err.starts_with("midge: "),
-        "config {config_text:?}: stderr should start with \"midge: \":\n{err}"
-    );
-    assert!(
-        err.contains(&path_s),
-        "config {config_text:?}: stderr should name the file {path_s}:\n{err}"
-    );
-    for needle in must_name {
-        assert!(
-            err.contains(needle),
-            "config {config_text:?}: stderr should name {needle:?}:\n{err}"
-        );
-    }
-    assert!(
-        !err.contains("panicked"),
-        "config {config_text:?}: midge panicked:\n{err}"
-    );
-}
-
 /// A midge process started by a test, logging to a file, killed on drop.
 struct Running {
     child: Child,

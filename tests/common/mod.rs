@@ -473,3 +473,49 @@ pub fn tool(name: &str) -> PathBuf {
          scripts/test.sh (which installs it) or `apt-get install {package}`."
     );
 }
+
+/// Runs midge on `config_text` (written to a scratch `bad-config.toml`) and asserts that
+/// it exits with status 1 and one "midge: ..." message naming the file and every string in
+/// `must_name`, before printing anything else. Returns the message.
+pub fn assert_config_error(config_text: &str, must_name: &[&str]) -> String {
+    let dir = TempDir::new("bad-config");
+    let path = dir.path().join("bad-config.toml");
+    std::fs::write(&path, config_text).expect("write config");
+    let path_s = path.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .args(["-c", &path_s, "-p", &free_port().to_string()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn midge");
+    let status = wait_child(&mut child, Duration::from_secs(10));
+    let out = child.wait_with_output().expect("collect output");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let status = status.unwrap_or_else(|| panic!("midge did not exit on {config_text:?}"));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "config {config_text:?}: expected exit status 1, got {status}; stderr:\n{err}"
+    );
+    assert!(
+        err.starts_with("midge: "),
+        "config {config_text:?}: stderr should start with \"midge: \":\n{err}"
+    );
+    assert!(
+        err.contains(&path_s),
+        "config {config_text:?}: stderr should name the file {path_s}:\n{err}"
+    );
+    for needle in must_name {
+        assert!(
+            err.contains(needle),
+            "config {config_text:?}: stderr should name {needle:?}:\n{err}"
+        );
+    }
+    assert!(
+        !err.contains("panicked"),
+        "config {config_text:?}: midge panicked:\n{err}"
+    );
+    err
+}
