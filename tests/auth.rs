@@ -778,3 +778,50 @@ fn mqtt5_3_2_2_2_bad_credentials_get_connack_0x86_and_anonymous_0x87() {
         "unsupported protocol version"
     );
 }
+
+/// Peak resident memory of a process, from /proc (KiB).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// A login storm: every client is answered, and the password checks (argon2id, ~46 MiB
+/// each) run a few at a time, so memory does not grow with the number of clients
+/// connecting at once.
+#[test]
+fn login_storm_is_answered_with_bounded_memory() {
+    const CLIENTS: usize = 48;
+    let dir = TempDir::new("login-storm");
+    let pw = password_file(dir.path(), &[("alice", "pa")]);
+    let broker = Broker::start(&format!(
+        "password_file = {pw:?}\n[[listener]]\nbind = \"127.0.0.1\"\nallow_anonymous = false\n"
+    ));
+    let addr = broker.addr();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let password = if i % 2 == 0 { "pa" } else { "wrong" };
+                login(addr, &format!("storm-{i}"), Some("alice"), Some(password)).1
+            })
+        })
+        .collect();
+    let codes: Vec<u8> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, code) in codes.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            ACCEPTED
+        } else {
+            BAD_USERNAME_OR_PASSWORD
+        };
+        assert_eq!(*code, expected, "client {i}");
+    }
+    let peak = peak_rss_kib(broker.child.as_ref().unwrap().id());
+    // 48 checks at once would need over 2 GiB; a few at a time stay far below.
+    assert!(
+        peak < 600 * 1024,
+        "peak RSS {peak} KiB: password checks are not bounded"
+    );
+}
