@@ -83,6 +83,8 @@ pub(super) fn parse(body: Bytes) -> Result<Connect, DecodeError> {
             payload: Bytes::copy_from_slice(&payload),
             qos: will_qos,
             retain: will_retain,
+            delay: 0,
+            props: None,
         })
     } else {
         None
@@ -111,5 +113,6 @@ pub(super) fn parse(body: Bytes) -> Result<Connect, DecodeError> {
         will,
         username,
         password,
+        props: super::ConnectProps::default(),
     })
 }

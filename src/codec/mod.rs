@@ -53,12 +53,50 @@ pub enum ProtocolVersion {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connect {
     pub version: ProtocolVersion,
+    /// Clean Session (3.1.1) / Clean Start (5.0).
     pub clean_session: bool,
     pub keep_alive: u16,
     pub client_id: String,
     pub will: Option<Will>,
     pub username: Option<String>,
     pub password: Option<Bytes>,
+    /// MQTT 5.0 CONNECT properties; the defaults for 3.1.1 and 3.1.
+    pub props: ConnectProps,
+}
+
+/// MQTT 5.0 CONNECT properties (§3.1.2.11), with the specification's values for absent
+/// ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectProps {
+    /// Seconds; 0 = the session ends with the connection, `u32::MAX` = never.
+    pub session_expiry: u32,
+    /// QoS 1/2 PUBLISHes the client accepts unacknowledged; 65535 when absent, never 0.
+    pub receive_maximum: u16,
+    /// Largest packet the client accepts; `None` = no limit beyond the protocol's.
+    pub maximum_packet_size: Option<u32>,
+    /// Highest topic alias the client accepts from the server; 0 = none.
+    pub topic_alias_maximum: u16,
+    pub request_response_information: bool,
+    /// true when absent.
+    pub request_problem_information: bool,
+    pub user_properties: Vec<(String, String)>,
+    /// Enhanced authentication, which midge does not offer (CONNACK 0x8C).
+    pub authentication_method: Option<String>,
+}
+
+impl Default for ConnectProps {
+    fn default() -> Self {
+        ConnectProps {
+            session_expiry: 0,
+            receive_maximum: 65535,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+            request_response_information: false,
+            request_problem_information: true,
+            user_properties: Vec::new(),
+            authentication_method: None,
+        }
+    }
 }
 
 /// The will message carried by a CONNECT.
@@ -68,6 +106,26 @@ pub struct Will {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// MQTT 5.0 Will Delay Interval, seconds (0 for 3.1.1).
+    pub delay: u32,
+    /// MQTT 5.0 will properties that travel with the message.
+    pub props: Option<Box<MessageProps>>,
+}
+
+/// The MQTT 5.0 properties of an application message (§3.3.2.3) that the server forwards
+/// unchanged from publisher to subscribers. Boxed in `Option` where they are carried, so
+/// that 3.1.1 messages and 5.0 messages without properties pay one pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageProps {
+    /// Payload Format Indicator 1: the payload is UTF-8.
+    pub payload_utf8: bool,
+    /// Message Expiry Interval as received, seconds.
+    pub message_expiry: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    /// In the order received [MQTT-3.3.2-18].
+    pub user_properties: Vec<(String, String)>,
 }
 
 /// A decoded PUBLISH packet. The payload shares the read buffer's memory.
@@ -76,17 +134,45 @@ pub struct Publish {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
+    /// Empty when an MQTT 5.0 client sends only a topic alias.
     pub topic: String,
     /// 0 for QoS 0.
     pub pkid: u16,
     pub payload: Bytes,
+    /// MQTT 5.0 Topic Alias, if sent (resolved by the PUBLISH handler).
+    pub topic_alias: Option<u16>,
+    pub props: Option<Box<MessageProps>>,
+}
+
+/// MQTT 5.0 subscription options (§3.8.3.1); 3.1.1 filters get the QoS and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    /// 0: send retained messages at subscribe; 1: only if the subscription is new; 2: never.
+    pub retain_handling: u8,
+}
+
+impl SubscriptionOptions {
+    /// The options a 3.1.1 / 3.1 subscription has.
+    pub fn qos(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscribe {
     pub pkid: u16,
-    /// Topic filter and requested QoS, in packet order. Never empty.
-    pub filters: Vec<(String, QoS)>,
+    /// Topic filter and options, in packet order. Never empty.
+    pub filters: Vec<(String, SubscriptionOptions)>,
+    /// MQTT 5.0 Subscription Identifier (1..=268435455).
+    pub subscription_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,19 +182,36 @@ pub struct Unsubscribe {
     pub filters: Vec<String>,
 }
 
+/// PUBACK, PUBREC, PUBREL or PUBCOMP from the client. `reason` is 0 for 3.1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub pkid: u16,
+    pub reason: u8,
+}
+
+/// DISCONNECT from the client. `reason` is 0 for 3.1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnect {
+    pub reason: u8,
+    /// MQTT 5.0: a new Session Expiry Interval.
+    pub session_expiry: Option<u32>,
+}
+
 /// The packets a client may send to a server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packet {
     Connect(Connect),
     Publish(Publish),
-    PubAck(u16),
-    PubRec(u16),
-    PubRel(u16),
-    PubComp(u16),
+    PubAck(Ack),
+    PubRec(Ack),
+    PubRel(Ack),
+    PubComp(Ack),
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
     PingReq,
-    Disconnect,
+    Disconnect(Disconnect),
+    /// MQTT 5.0 AUTH (reason code). midge offers no enhanced authentication.
+    Auth(u8),
 }
 
 /// Why a byte stream could not be decoded. Every variant ends the connection.
@@ -275,14 +378,17 @@ fn decode_frame(
     match byte1 >> 4 {
         CONNECT => connect::parse(body).map(Packet::Connect),
         PUBLISH => parse_publish(byte1, body).map(Packet::Publish),
-        PUBACK => parse_pkid(body).map(Packet::PubAck),
-        PUBREC => parse_pkid(body).map(Packet::PubRec),
-        PUBREL => parse_pkid(body).map(Packet::PubRel),
-        PUBCOMP => parse_pkid(body).map(Packet::PubComp),
+        PUBACK => parse_pkid(body).map(|pkid| Packet::PubAck(Ack { pkid, reason: 0 })),
+        PUBREC => parse_pkid(body).map(|pkid| Packet::PubRec(Ack { pkid, reason: 0 })),
+        PUBREL => parse_pkid(body).map(|pkid| Packet::PubRel(Ack { pkid, reason: 0 })),
+        PUBCOMP => parse_pkid(body).map(|pkid| Packet::PubComp(Ack { pkid, reason: 0 })),
         SUBSCRIBE => parse_subscribe(body).map(Packet::Subscribe),
         UNSUBSCRIBE => parse_unsubscribe(byte1, len_len, remaining, frame).map(Packet::Unsubscribe),
         PINGREQ => Ok(Packet::PingReq),
-        DISCONNECT => Ok(Packet::Disconnect),
+        DISCONNECT => Ok(Packet::Disconnect(Disconnect {
+            reason: 0,
+            session_expiry: None,
+        })),
         other => Err(DecodeError::UnexpectedPacketType(other)),
     }
 }
@@ -321,6 +427,8 @@ fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
         topic,
         pkid,
         payload: r.rest(),
+        topic_alias: None,
+        props: None,
     })
 }
 
@@ -354,14 +462,18 @@ fn parse_subscribe(body: Bytes) -> Result<Subscribe, DecodeError> {
         let qos = qos_from_u8(options).ok_or(DecodeError::Malformed(
             "SUBSCRIBE: requested QoS 3 [MQTT-3.8.3-4]",
         ))?;
-        filters.push((filter, qos));
+        filters.push((filter, SubscriptionOptions::qos(qos)));
     }
     if filters.is_empty() {
         return Err(DecodeError::Malformed(
             "SUBSCRIBE without topic filter [MQTT-3.8.3-3]",
         ));
     }
-    Ok(Subscribe { pkid, filters })
+    Ok(Subscribe {
+        pkid,
+        filters,
+        subscription_id: None,
+    })
 }
 
 /// `mqttbytes` reads the body (bounds-checked, UTF-8 checked); we add what it lacks.

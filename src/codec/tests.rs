@@ -131,9 +131,12 @@ fn connect_full() {
                 payload: Bytes::from_static(b"gone"),
                 qos: QoS::ExactlyOnce,
                 retain: true,
+                delay: 0,
+                props: None,
             }),
             username: Some("user".into()),
             password: Some(Bytes::from_static(b"secret")),
+            props: ConnectProps::default(),
         })
     );
 }
@@ -156,6 +159,7 @@ fn connect_minimal() {
             will: None,
             username: None,
             password: None,
+            props: ConnectProps::default(),
         })
     );
 }
@@ -274,7 +278,9 @@ fn connect_will_qos_1_no_retain() {
             topic: "t".into(),
             payload: Bytes::new(),
             qos: QoS::AtLeastOnce,
-            retain: false
+            retain: false,
+            delay: 0,
+            props: None,
         })
     );
 }
@@ -461,6 +467,8 @@ fn publish_round_trips() {
                         topic: "sensors/☃/temp".into(),
                         pkid: if qos0 { 0 } else { 7 },
                         payload: Bytes::from(payload),
+                        topic_alias: None,
+                        props: None,
                     })
                 );
             }
@@ -480,6 +488,8 @@ fn publish_empty_payload() {
             topic: "a".into(),
             pkid: 0,
             payload: Bytes::new(),
+            topic_alias: None,
+            props: None,
         })
     );
     let mut body = s(b"a");
@@ -541,14 +551,26 @@ fn publish_malformed() {
 
 // ---------------------------------------------------------------- acknowledgements
 
+const DISCONNECT_V3: Disconnect = Disconnect {
+    reason: 0,
+    session_expiry: None,
+};
+
 #[test]
 fn acks_decode() {
-    assert_eq!(decode_one(&[0x40, 2, 0x12, 0x34]), Packet::PubAck(0x1234));
-    assert_eq!(decode_one(&[0x50, 2, 0, 1]), Packet::PubRec(1));
-    assert_eq!(decode_one(&[0x62, 2, 0, 2]), Packet::PubRel(2));
-    assert_eq!(decode_one(&[0x70, 2, 0xFF, 0xFF]), Packet::PubComp(0xFFFF));
+    let ack = |pkid| Ack { pkid, reason: 0 };
+    assert_eq!(
+        decode_one(&[0x40, 2, 0x12, 0x34]),
+        Packet::PubAck(ack(0x1234))
+    );
+    assert_eq!(decode_one(&[0x50, 2, 0, 1]), Packet::PubRec(ack(1)));
+    assert_eq!(decode_one(&[0x62, 2, 0, 2]), Packet::PubRel(ack(2)));
+    assert_eq!(
+        decode_one(&[0x70, 2, 0xFF, 0xFF]),
+        Packet::PubComp(ack(0xFFFF))
+    );
     assert_eq!(decode_one(&[0xC0, 0]), Packet::PingReq);
-    assert_eq!(decode_one(&[0xE0, 0]), Packet::Disconnect);
+    assert_eq!(decode_one(&[0xE0, 0]), Packet::Disconnect(DISCONNECT_V3));
 }
 
 #[test]
@@ -590,10 +612,11 @@ fn subscribe_decodes() {
         Packet::Subscribe(Subscribe {
             pkid: 260,
             filters: vec![
-                ("a/+".into(), QoS::AtMostOnce),
-                ("#".into(), QoS::AtLeastOnce),
-                ("a/b/c".into(), QoS::ExactlyOnce),
+                ("a/+".into(), SubscriptionOptions::qos(QoS::AtMostOnce)),
+                ("#".into(), SubscriptionOptions::qos(QoS::AtLeastOnce)),
+                ("a/b/c".into(), SubscriptionOptions::qos(QoS::ExactlyOnce)),
             ],
+            subscription_id: None,
         })
     );
 }
@@ -771,7 +794,7 @@ fn every_prefix_waits_and_consumes_nothing() {
             );
             assert_eq!(&buf[..], &pkt[..cut]);
         }
-        assert!(decode_one(&pkt) != Packet::Disconnect || pkt == [0xE0, 0]);
+        assert!(decode_one(&pkt) != Packet::Disconnect(DISCONNECT_V3) || pkt == [0xE0, 0]);
     }
 }
 

@@ -17,10 +17,10 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
         // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
         Packet::Connect(_) => Err(Close::protocol("second CONNECT on a connection")),
         Packet::Publish(p) => publish::handle(client, p),
-        Packet::PubAck(pkid) => ack::puback(client, pkid),
-        Packet::PubRec(pkid) => ack::pubrec(client, pkid),
-        Packet::PubRel(pkid) => ack::pubrel(client, pkid),
-        Packet::PubComp(pkid) => ack::pubcomp(client, pkid),
+        Packet::PubAck(a) => ack::puback(client, a.pkid),
+        Packet::PubRec(a) => ack::pubrec(client, a.pkid),
+        Packet::PubRel(a) => ack::pubrel(client, a.pkid),
+        Packet::PubComp(a) => ack::pubcomp(client, a.pkid),
         Packet::Subscribe(s) => subscribe::handle(client, s),
         Packet::Unsubscribe(u) => unsubscribe::handle(client, u),
         // [MQTT-3.12.4-1]
@@ -29,9 +29,11 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
             Ok(())
         }
         // The will is discarded and the connection closed [MQTT-3.14.4-1/3].
-        Packet::Disconnect => {
+        Packet::Disconnect(_) => {
             client.will = None;
             Err(Close::Disconnected)
         }
+        // midge offers no enhanced authentication, so no AUTH exchange can be under way.
+        Packet::Auth(_) => Err(Close::protocol("AUTH without enhanced authentication")),
     }
 }

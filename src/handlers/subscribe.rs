@@ -14,7 +14,8 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     let config = &client.broker.config;
     let mut codes = Vec::with_capacity(subscribe.filters.len());
     let mut accepted: Vec<(&str, QoS)> = Vec::with_capacity(subscribe.filters.len());
-    for (filter, qos) in &subscribe.filters {
+    for (filter, opts) in &subscribe.filters {
+        let qos = &opts.qos;
         let refused = if !topic::valid_topic_filter(filter) {
             Some("invalid topic filter")
         } else if !client.may(filter, Access::Subscribe) {
