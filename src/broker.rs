@@ -4,17 +4,19 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Access;
 use crate::auth::Auth;
 use crate::codec::QoS;
 use crate::config::{Config, Listener};
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
-use crate::router::{Router, Subscriber};
-use crate::session::{Attached, Delivery, Limits, Session, Timers};
+use crate::router::{Router, Target};
+use crate::session::{Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Session, Timers};
 use crate::store::{MemoryStore, Store, StoreEvent};
 
 /// Counters for logs now and `$SYS`/metrics later.
@@ -41,6 +43,19 @@ pub struct Broker {
     next_session_id: AtomicU64,
     next_client_number: AtomicU64,
     shutting_down: AtomicBool,
+}
+
+/// What a CONNECT claims its session with.
+pub struct Claim {
+    pub username: Option<Arc<str>>,
+    /// Clean Session (3.1.1) / Clean Start (5.0): discard any existing session.
+    pub clean_start: bool,
+    /// Session Expiry Interval, seconds (0: ends with the connection; `u32::MAX`: never).
+    pub expiry: u32,
+    pub limits: Arc<Limits>,
+    pub timers: Timers,
+    /// How to send to an MQTT 5.0 client.
+    pub peer: Option<Box<PeerV5>>,
 }
 
 /// A connection's claim on a session, returned by [`Broker::attach`].
@@ -91,14 +106,15 @@ impl Broker {
     /// let go). With `clean`, or when the previous owner was a clean session, the state is
     /// discarded [MQTT-3.1.2-6]; otherwise it is resumed and `session_present` is set
     /// [MQTT-3.2.2-2]. Returns `None` if a later CONNECT for the same id overtook this one.
-    pub async fn attach(
-        &self,
-        client_id: &str,
-        username: Option<Arc<str>>,
-        clean: bool,
-        limits: Arc<Limits>,
-        timers: Timers,
-    ) -> Option<Attachment> {
+    pub async fn attach(&self, client_id: &str, claim: Claim) -> Option<Attachment> {
+        let Claim {
+            username,
+            clean_start: clean,
+            expiry,
+            limits,
+            timers,
+            peer,
+        } = claim;
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
             let (session, existed) = match sessions.get(client_id) {
@@ -132,12 +148,15 @@ impl Broker {
         }
         let guard = Attached(session.clone());
 
-        let (discard, filters) = {
+        let (discard, filters, will) = {
             let mut st = session.state.lock();
             if st.generation != generation {
                 return None;
             }
             let discard = existed && (clean || st.clean);
+            // A delayed will: a session resumed in time cancels it [MQTT-3.1.3-9]; one
+            // that is discarded has ended, so its will goes out now.
+            let will = st.pending_will.take().filter(|_| discard);
             let filters: Vec<String> = if discard {
                 st.subscriptions.filters()
             } else {
@@ -146,14 +165,20 @@ impl Broker {
             if discard {
                 st.reset();
             }
-            st.clean = clean;
+            st.clean = expiry == 0;
+            st.expiry = expiry;
+            st.expires_at = None;
+            st.peer = peer;
             // A resumed session reads with the rights of whoever connected last.
             st.username = username;
             st.limits = limits;
             st.timers = timers;
             st.mark_inflight_unsent();
-            (discard, filters)
+            (discard, filters, will)
         };
+        if let Some(will) = will {
+            self.publish_will(client_id, *will);
+        }
         if discard {
             self.router
                 .unsubscribe_all(&session, filters.iter().map(String::as_str));
@@ -174,20 +199,31 @@ impl Broker {
     /// Called when the connection of `generation` ends. A clean session ends with its
     /// connection; a persistent one stays, offline, queueing what it is sent.
     pub fn detach(&self, session: &Arc<Session>, generation: u64) {
-        let mut sessions = self.sessions.lock();
-        let filters = {
+        {
             let mut st = session.state.lock();
             if st.generation != generation {
                 // Taken over: the new connection owns the session now.
                 return;
             }
+            // Offline from here on, so shared subscriptions stop choosing it while another
+            // member is online.
             st.connected = false;
-            if !st.clean {
+        }
+        self.redistribute_shared(session);
+        let mut sessions = self.sessions.lock();
+        let filters = {
+            let mut st = session.state.lock();
+            if st.generation != generation {
                 return;
             }
-            let filters: Vec<String> = st.subscriptions.filters();
-            st.reset();
-            filters
+            if !st.clean {
+                if st.expiry != u32::MAX {
+                    st.expires_at =
+                        Some(Instant::now() + Duration::from_secs(u64::from(st.expiry)));
+                }
+                return;
+            }
+            st.subscriptions.filters()
         };
         if sessions
             .get(&session.client_id)
@@ -198,7 +234,15 @@ impl Broker {
         self.router
             .unsubscribe_all(session, filters.iter().map(String::as_str));
         drop(sessions);
-        wake_all(session.state.lock().take_space_waiters());
+        // A shared message routed to it before it left the router still goes to another
+        // member rather than down with the session.
+        self.redistribute_shared(session);
+        let waiters = {
+            let mut st = session.state.lock();
+            st.reset();
+            st.take_space_waiters()
+        };
+        wake_all(waiters);
     }
 
     /// Routes one message to every matching session, and stores or clears it as the
@@ -209,20 +253,29 @@ impl Broker {
         &self,
         msg: &SharedMessage,
         publisher: Option<&Arc<Session>>,
-        scratch: &mut Vec<Subscriber>,
+        scratch: &mut Vec<Target>,
         withheld: &mut Vec<Arc<Session>>,
-    ) {
+    ) -> bool {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         if msg.retain {
             self.retain(msg);
         }
-        self.router.route(&msg.topic, scratch);
+        self.router
+            .route(&msg.topic, publisher.map(|p| p.id), scratch);
         // Subscribers whose read access the ACL denies never get the message
         // (checked per message, so a reloaded ACL applies to existing subscriptions).
         let acl = self.auth.acl();
+        let matched = !scratch.is_empty();
         for sub in scratch.drain(..) {
             let qos = min_qos(msg.qos, sub.qos);
-            match sub.session.deliver(msg, qos, publisher, acl.as_deref()) {
+            // RETAIN is 0 on live deliveries unless the subscription keeps it
+            // [MQTT-3.3.1-12/13].
+            let retain = sub.retain_as_published && msg.retain;
+            let extra = Extra::boxed(sub.sub_ids, sub.shared);
+            match sub
+                .session
+                .deliver(msg, qos, retain, extra, publisher, acl.as_deref())
+            {
                 Delivery::Queued => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -236,6 +289,7 @@ impl Broker {
                 Delivery::Skipped => {}
             }
         }
+        matched
     }
 
     fn retain(&self, msg: &SharedMessage) {
@@ -290,10 +344,20 @@ impl Broker {
                 _ = tick.tick() => {}
             }
             let now = std::time::Instant::now();
+            let mut ended = Vec::new();
+            let mut wills = Vec::new();
             let sessions = self.sessions.lock();
             for session in sessions.values() {
                 let mut st = session.state.lock();
+                if st.pending_will.as_ref().is_some_and(|w| w.due <= now) {
+                    if let Some(will) = st.pending_will.take() {
+                        wills.push((session.client_id.clone(), will));
+                    }
+                }
                 if !st.connected {
+                    if st.expires_at.is_some_and(|t| t <= now) {
+                        ended.push(session.clone());
+                    }
                     continue;
                 }
                 let mut wake = false;
@@ -318,7 +382,119 @@ impl Broker {
                     session.wake.notify_one();
                 }
             }
+            drop(sessions);
+            for (client_id, will) in wills {
+                self.publish_will(&client_id, *will);
+            }
+            for session in ended {
+                self.expire(&session);
+            }
         }
+    }
+
+    /// Moves the messages a disconnecting member of shared subscriptions has not yet
+    /// acknowledged (queued, or sent and unacknowledged) to another member of the same
+    /// group, online members first: a work queue loses no job when a worker dies. With no
+    /// other member they stay where they are.
+    fn redistribute_shared(&self, session: &Arc<Session>) {
+        let taken = session.state.lock().take_shared();
+        if taken.is_empty() {
+            return;
+        }
+        let acl = self.auth.acl();
+        let mut kept = Vec::new();
+        let mut moved = 0usize;
+        for item in taken {
+            let Some(key) = item.extra.as_ref().and_then(|e| e.shared.clone()) else {
+                continue;
+            };
+            match self.router.pick_shared(&key, session.id) {
+                Some((other, sub)) => {
+                    let qos = min_qos(item.msg.qos, sub.opts.qos);
+                    let extra = Extra::boxed(sub.id.into_iter().collect(), Some(key));
+                    other.deliver(&item.msg, qos, false, extra, None, acl.as_deref());
+                    moved += 1;
+                }
+                None => kept.push(item),
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                client_id = &*session.client_id,
+                moved,
+                "unacknowledged shared-subscription messages moved to other members"
+            );
+        }
+        if !kept.is_empty() {
+            session.state.lock().requeue(kept);
+        }
+    }
+
+    /// Ends an offline session whose Session Expiry Interval has passed: its state goes,
+    /// and a will still waiting for its delay is published now (the session ended first).
+    fn expire(&self, session: &Arc<Session>) {
+        let mut sessions = self.sessions.lock();
+        let (filters, will) = {
+            let mut st = session.state.lock();
+            if st.connected || st.expires_at.is_none_or(|t| t > Instant::now()) {
+                return;
+            }
+            let filters = st.subscriptions.filters();
+            st.reset();
+            st.expires_at = None;
+            (filters, st.pending_will.take())
+        };
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+        }
+        self.router
+            .unsubscribe_all(session, filters.iter().map(String::as_str));
+        drop(sessions);
+        tracing::info!(client_id = &*session.client_id, "session expired");
+        self.record(StoreEvent::SessionDiscarded {
+            client_id: &session.client_id,
+        });
+        wake_all(session.state.lock().take_space_waiters());
+        if let Some(will) = will {
+            self.publish_will(&session.client_id, *will);
+        }
+    }
+
+    /// Publishes a will whose delay has passed (or whose session ended), if the ACL
+    /// still lets its client write the topic.
+    pub fn publish_will(&self, client_id: &str, pending: PendingWill) {
+        let will = pending.will;
+        if !self.auth.allows(
+            client_id,
+            pending.username.as_deref(),
+            &will.topic,
+            Access::Write,
+        ) {
+            tracing::info!(
+                client_id,
+                topic = will.topic.as_str(),
+                "will denied by the ACL, not published"
+            );
+            return;
+        }
+        tracing::debug!(client_id, topic = will.topic.as_str(), "publishing will");
+        let msg = Arc::new(crate::message::Message::with_props(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            will.props,
+            Instant::now(),
+        ));
+        crate::handlers::publish::route_message(self, &msg, None);
+    }
+
+    /// Holds a will back for its delay (MQTT 5.0 Will Delay Interval).
+    pub fn delay_will(&self, session: &Session, pending: PendingWill) {
+        session.state.lock().pending_will = Some(Box::new(pending));
     }
 
     /// Tells every connection to close: sets the flag each connection checks when it

@@ -106,6 +106,14 @@ pub struct Config {
     pub retry_interval: u64,
     /// Seconds between two "dropped messages" log lines for one client.
     pub drop_log_interval: u64,
+    /// MQTT 5.0 Topic Alias Maximum announced to clients; 0 = no topic aliases.
+    pub max_topic_alias: u16,
+    /// MQTT 5.0 Receive Maximum announced to clients: unacknowledged QoS 1/2 PUBLISHes a
+    /// client may have outstanding towards the broker. 1..=65535.
+    pub receive_maximum: u16,
+    /// Longest keep-alive accepted, seconds; a 5.0 client asking for more (or for 0) is
+    /// given this one (Server Keep Alive). 0 = whatever the client asks.
+    pub max_keepalive: u16,
     /// Default `allow_anonymous` of listeners that do not set their own.
     pub allow_anonymous: Option<bool>,
     /// Mosquitto-format password file (`user:hash`); reloaded on SIGHUP.
@@ -151,6 +159,9 @@ impl Default for Config {
             queue_qos0_messages: false,
             retry_interval: 20,
             drop_log_interval: 10,
+            max_topic_alias: 10,
+            receive_maximum: 65535,
+            max_keepalive: 0,
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
@@ -244,6 +255,9 @@ impl Config {
             }
         }
 
+        if self.receive_maximum == 0 {
+            return bad("receive_maximum", &0, "1..=65535");
+        }
         if self.listeners.is_empty() {
             return bad("listener", &"[]", "at least one [[listener]] table");
         }
@@ -340,7 +354,10 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
         }
         (false, "retry_interval") => format!("an integer number of seconds in 0..={MAX_SECONDS}"),
         (false, "max_packet_size") => range_text(&MAX_PACKET_SIZE_RANGE),
-        (false, "max_client_id_len" | "max_inflight_messages") => "1..=65535".to_owned(),
+        (false, "max_client_id_len" | "max_inflight_messages" | "receive_maximum") => {
+            "1..=65535".to_owned()
+        }
+        (false, "max_topic_alias" | "max_keepalive") => "0..=65535".to_owned(),
         (
             _,
             "max_connections"
@@ -668,6 +685,9 @@ mod tests {
             queue_qos0_messages = true
             retry_interval = 0
             drop_log_interval = 1
+            max_topic_alias = 0
+            receive_maximum = 100
+            max_keepalive = 600
             allow_anonymous = false
             password_file = "/etc/midge/passwords"
             acl_file = "acl.txt"
@@ -699,6 +719,9 @@ mod tests {
             queue_qos0_messages: true,
             retry_interval: 0,
             drop_log_interval: 1,
+            max_topic_alias: 0,
+            receive_maximum: 100,
+            max_keepalive: 600,
             allow_anonymous: Some(false),
             password_file: Some("/etc/midge/passwords".into()),
             acl_file: Some("acl.txt".into()),

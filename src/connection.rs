@@ -50,11 +50,18 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Close {
     /// The client sent DISCONNECT: the will is discarded [MQTT-3.14.4-3].
     Disconnected,
+    /// MQTT 5.0 DISCONNECT with reason 0x04: close normally, but publish the will.
+    DisconnectedWithWill,
     /// The socket was closed without DISCONNECT.
     PeerClosed,
     Io(std::io::Error),
-    /// The client broke the protocol; the text says how.
-    ProtocolError(String),
+    /// The client broke the protocol; `reason` is the MQTT 5.0 reason code sent to a 5.0
+    /// client in DISCONNECT (0x81 malformed, 0x82 protocol error, 0x93, 0x94, 0x95, ...),
+    /// the text says how.
+    Violation {
+        reason: u8,
+        why: String,
+    },
     KeepAliveTimeout,
     TakenOver,
     Shutdown,
@@ -67,16 +74,76 @@ impl Close {
         !matches!(self, Close::Disconnected | Close::Shutdown)
     }
 
+    /// A Protocol Error (0x82).
     pub fn protocol(why: impl Into<String>) -> Close {
-        Close::ProtocolError(why.into())
+        Close::violation(reason::PROTOCOL_ERROR, why)
+    }
+
+    pub fn violation(reason: u8, why: impl Into<String>) -> Close {
+        Close::Violation {
+            reason,
+            why: why.into(),
+        }
+    }
+
+    /// The reason code of the DISCONNECT a 5.0 client is sent before the close, if the
+    /// server is the one closing.
+    fn disconnect_reason(&self) -> Option<u8> {
+        match self {
+            Close::Violation { reason, .. } => Some(*reason),
+            Close::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            Close::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            Close::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            _ => None,
+        }
     }
 }
 
-/// An acknowledgement owed to the publisher, withheld under backpressure.
+/// MQTT 5.0 reason codes the broker sends.
+pub mod reason {
+    pub const SUCCESS: u8 = 0x00;
+    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
+    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+    pub const UNSPECIFIED: u8 = 0x80;
+    pub const MALFORMED_PACKET: u8 = 0x81;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
+    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
+    pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
+    pub const SHARED_NOT_SUPPORTED: u8 = 0x9E;
+}
+
+/// An acknowledgement owed to the publisher (with its MQTT 5.0 reason code), withheld
+/// under backpressure.
 #[derive(Debug, Clone, Copy)]
 pub enum Ack {
-    PubAck(u16),
-    PubRec(u16),
+    PubAck(u16, u8),
+    PubRec(u16, u8),
+}
+
+/// What an MQTT 5.0 connection keeps beyond a 3.1.1 one; boxed in [`Client`].
+#[derive(Debug, Default)]
+pub struct ClientV5 {
+    /// Topic aliases the client has set, by alias [MQTT-3.3.2-10/11].
+    pub aliases: std::collections::HashMap<u16, String>,
+    /// The Topic Alias Maximum the broker announced.
+    pub alias_max: u16,
+    /// The Receive Maximum the broker announced.
+    pub receive_max: u16,
+    /// Whether the client wants reason strings (Request Problem Information).
+    pub problem_info: bool,
+    /// The Session Expiry Interval in force (CONNECT, possibly changed by DISCONNECT).
+    pub session_expiry: u32,
 }
 
 pub struct Withheld {
@@ -94,6 +161,8 @@ pub struct Client {
     pub peer: SocketAddr,
     /// Authenticated username (or certificate identity); `None` when anonymous.
     pub username: Option<Arc<str>>,
+    /// MQTT 5.0 connection state; `None` for 3.1.1 and 3.1 clients.
+    pub v5: Option<Box<ClientV5>>,
     /// Bytes waiting to be written to the socket.
     pub out: Outbox,
     /// Boxed: most clients have none, and every connected client carries this struct.
@@ -111,6 +180,10 @@ impl Client {
         &self.session.client_id
     }
 
+    pub fn is_v5(&self) -> bool {
+        self.version == ProtocolVersion::V5
+    }
+
     /// Whether the ACL lets this client do `access` on `topic`.
     pub fn may(&self, topic: &str, access: Access) -> bool {
         self.broker
@@ -122,7 +195,8 @@ impl Client {
     /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3].
     pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>) {
         if waiting.is_empty() && self.withheld_count() == 0 {
-            encode_ack(self.out.buf(), ack);
+            let v5 = self.is_v5();
+            encode_ack(self.out.buf(), ack, v5);
         } else {
             self.withheld
                 .get_or_insert_default()
@@ -158,15 +232,22 @@ impl Client {
             }
             let ack = front.ack;
             withheld.pop_front();
-            encode_ack(self.out.buf(), ack);
+            let v5 = self.version == ProtocolVersion::V5;
+            encode_ack(self.out.buf(), ack, v5);
         }
     }
 }
 
-fn encode_ack(out: &mut BytesMut, ack: Ack) {
-    match ack {
-        Ack::PubAck(pkid) => codec::encode_puback(out, pkid),
-        Ack::PubRec(pkid) => codec::encode_pubrec(out, pkid),
+fn encode_ack(out: &mut BytesMut, ack: Ack, v5: bool) {
+    match (ack, v5) {
+        (Ack::PubAck(pkid, _), false) => codec::encode_puback(out, pkid),
+        (Ack::PubRec(pkid, _), false) => codec::encode_pubrec(out, pkid),
+        (Ack::PubAck(pkid, reason), true) => {
+            codec::encode_ack_v5(out, codec::AckKind::PubAck, pkid, reason, None)
+        }
+        (Ack::PubRec(pkid, reason), true) => {
+            codec::encode_ack_v5(out, codec::AckKind::PubRec, pkid, reason, None)
+        }
     }
 }
 
@@ -203,6 +284,12 @@ pub async fn serve<S>(
     };
     broker.stats.connections.fetch_add(1, Ordering::Relaxed);
     let close = run(&mut client, &mut stream, rbuf).await;
+    // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
+    if client.is_v5() {
+        if let Some(reason) = close.disconnect_reason() {
+            codec::encode_disconnect_v5(client.out.buf(), reason, None);
+        }
+    }
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
@@ -436,18 +523,29 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Decodes and handles every whole packet in `rbuf`.
 fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), Close> {
+    let v5 = client.is_v5();
     loop {
-        match codec::decode(rbuf, max_packet) {
+        let decoded = if v5 {
+            codec::decode_v5(rbuf, max_packet)
+        } else {
+            codec::decode(rbuf, max_packet)
+        };
+        match decoded {
             Ok(Some(packet)) => handlers::dispatch(client, packet)?,
             Ok(None) => return Ok(()),
-            Err(DecodeError::PacketTooLarge { size, max }) => {
-                return Err(Close::protocol(format!(
-                    "packet of {size} bytes exceeds max_packet_size {max}"
-                )));
-            }
-            Err(e) => return Err(Close::protocol(e.to_string())),
+            Err(e) => return Err(decode_close(&e)),
         }
     }
+}
+
+/// The close (and 5.0 reason code) a decoding error calls for.
+fn decode_close(e: &DecodeError) -> Close {
+    let reason = match e {
+        DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
+        DecodeError::Malformed(_) => reason::MALFORMED_PACKET,
+        _ => reason::PROTOCOL_ERROR,
+    };
+    Close::violation(reason, e.to_string())
 }
 
 #[derive(Debug)]
@@ -490,16 +588,20 @@ async fn read_packet<R: AsyncRead + Unpin>(
 /// Logs the close, publishes the will when the close was ungraceful, and lets go of the
 /// session.
 fn finish(mut client: Client, close: Close) {
+    // (the will is taken out of `client` below)
     let id = client.session.client_id.clone();
     let peer = client.peer;
     match &close {
         Close::Disconnected => tracing::info!(client_id = %id, %peer, "client disconnected"),
+        Close::DisconnectedWithWill => {
+            tracing::info!(client_id = %id, %peer, "client disconnected, asking for its will")
+        }
         Close::PeerClosed => tracing::info!(client_id = %id, %peer, "client closed its connection"),
         Close::Io(e) => {
             tracing::info!(client_id = %id, %peer, "socket error on client: {e}, disconnecting")
         }
-        Close::ProtocolError(why) => {
-            tracing::warn!(client_id = %id, %peer, "protocol error: {why}, disconnecting")
+        Close::Violation { reason, why } => {
+            tracing::warn!(client_id = %id, %peer, "protocol error: {why} (reason {reason:#04x}), disconnecting")
         }
         Close::KeepAliveTimeout => {
             tracing::info!(client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
@@ -511,7 +613,21 @@ fn finish(mut client: Client, close: Close) {
     }
     if close.publishes_will() {
         if let Some(will) = client.will.take() {
-            handlers::publish::publish_will(&mut client, *will);
+            // MQTT 5.0 Will Delay Interval: held back until the delay passes or the
+            // session ends, whichever comes first, and dropped if the client comes back
+            // in time [MQTT-3.1.3-9].
+            let expiry = client.v5.as_ref().map_or(0, |v| v.session_expiry);
+            let delay = will.delay.min(expiry);
+            let pending = crate::session::PendingWill {
+                due: std::time::Instant::now() + Duration::from_secs(u64::from(delay)),
+                will: *will,
+                username: client.username.clone(),
+            };
+            if delay > 0 {
+                client.broker.delay_will(&client.session, pending);
+            } else {
+                client.broker.publish_will(&id, pending);
+            }
         }
     }
     client.broker.detach(&client.session, client.generation);

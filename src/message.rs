@@ -5,10 +5,11 @@
 //! subscribers costs a thousand reference-count increments, never a copy of the payload.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::QoS;
+use crate::codec::{MessageProps, QoS};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -18,13 +19,97 @@ pub struct Message {
     pub qos: QoS,
     /// The RETAIN flag it was published with.
     pub retain: bool,
+    /// MQTT 5.0 properties forwarded to subscribers unchanged (None for 3.1.1 messages).
+    pub props: Option<Box<MessageProps>>,
+    /// From the Message Expiry Interval: after this instant the message is not delivered
+    /// [MQTT-3.3.2-5].
+    pub expires_at: Option<Instant>,
 }
 
 pub type SharedMessage = Arc<Message>;
 
 impl Message {
+    /// A message without MQTT 5.0 properties.
+    pub fn new(topic: String, payload: Bytes, qos: QoS, retain: bool) -> Message {
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            props: None,
+            expires_at: None,
+        }
+    }
+
+    /// A message with MQTT 5.0 properties; its expiry starts counting `now`.
+    pub fn with_props(
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        props: Option<Box<MessageProps>>,
+        now: Instant,
+    ) -> Message {
+        let expires_at = props
+            .as_ref()
+            .and_then(|p| p.message_expiry)
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            props,
+            expires_at,
+        }
+    }
+
     /// Bytes this message accounts for in a queue (`max_queued_bytes`): topic and payload.
     pub fn size(&self) -> usize {
         self.topic.len() + self.payload.len()
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// The Message Expiry Interval to forward: the time the message has left, in whole
+    /// seconds rounded up [MQTT-3.3.2-6]. `None` when it never expires.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_counts_down_from_arrival_and_rounds_up() {
+        let now = Instant::now();
+        let props = MessageProps {
+            message_expiry: Some(10),
+            ..Default::default()
+        };
+        let m = Message::with_props(
+            "t".into(),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            false,
+            Some(Box::new(props)),
+            now,
+        );
+        assert_eq!(m.remaining_expiry(now), Some(10));
+        assert_eq!(
+            m.remaining_expiry(now + Duration::from_millis(2500)),
+            Some(8)
+        );
+        assert!(!m.is_expired(now + Duration::from_millis(9999)));
+        assert!(m.is_expired(now + Duration::from_secs(10)));
+        let plain = Message::new("t".into(), Bytes::new(), QoS::AtMostOnce, false);
+        assert_eq!(plain.remaining_expiry(now), None);
+        assert!(!plain.is_expired(now + Duration::from_secs(1_000_000)));
     }
 }

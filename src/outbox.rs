@@ -80,6 +80,21 @@ impl Outbox {
         segments.push_back(payload.clone());
     }
 
+    /// Encodes an MQTT 5.0 PUBLISH; a large payload is queued by reference, not copied.
+    pub fn publish_v5(&mut self, p: &codec::PublishOut<'_>, payload: &Bytes) {
+        let tail = self.buf();
+        if payload.len() < SHARE_FROM {
+            codec::encode_publish_v5(tail, p, payload);
+            return;
+        }
+        codec::encode_publish_header_v5(tail, p, payload.len());
+        let head = tail.split().freeze();
+        self.segments_len += head.len() + payload.len();
+        let segments = self.segments.get_or_insert_default();
+        segments.push_back(head);
+        segments.push_back(payload.clone());
+    }
+
     /// Writes as much as one (vectored) write takes, consuming what was written.
     pub fn poll_write_to<W: AsyncWrite + Unpin>(
         &mut self,

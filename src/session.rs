@@ -42,8 +42,27 @@ pub struct Queued {
     pub msg: SharedMessage,
     /// QoS it will be sent with: min(published, granted).
     pub qos: QoS,
-    /// RETAIN flag it will be sent with (1 only for retained messages sent on subscribe).
+    /// RETAIN flag it will be sent with: 1 for retained messages sent on subscribe, and
+    /// as published for subscriptions with Retain As Published.
     pub retain: bool,
+    /// What only some deliveries carry; boxed so the common case costs one pointer.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// Per-delivery details of MQTT 5.0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    /// The shared subscription (`$share/g/f`) it came through.
+    pub shared: Option<Arc<str>>,
+}
+
+impl Extra {
+    /// `None` when there is nothing to carry.
+    pub fn boxed(sub_ids: Vec<u32>, shared: Option<Arc<str>>) -> Option<Box<Extra>> {
+        (!sub_ids.is_empty() || shared.is_some()).then(|| Box::new(Extra { sub_ids, shared }))
+    }
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -94,6 +113,61 @@ impl Timers {
     }
 }
 
+/// How to send to the attached MQTT 5.0 client, from its CONNECT; `None` in
+/// [`SessionState::peer`] for 3.1.1 and 3.1 clients.
+#[derive(Debug)]
+pub struct PeerV5 {
+    /// The client's Receive Maximum: the inflight window never exceeds it [MQTT-3.3.4-7].
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size: larger PUBLISHes are dropped for it
+    /// [MQTT-3.1.2-25].
+    pub max_packet_size: Option<u32>,
+    /// The client's Topic Alias Maximum for aliases the broker sets [MQTT-3.1.2-26].
+    pub topic_alias_max: u16,
+    /// Aliases set on this connection, by topic.
+    aliases: std::collections::HashMap<Box<str>, u16>,
+}
+
+impl PeerV5 {
+    pub fn new(receive_maximum: u16, max_packet_size: Option<u32>, topic_alias_max: u16) -> PeerV5 {
+        PeerV5 {
+            receive_maximum,
+            max_packet_size,
+            topic_alias_max,
+            aliases: Default::default(),
+        }
+    }
+
+    /// The alias to send `topic` with, and whether the topic itself must be sent too
+    /// (the first time). Aliases are handed out until the client's maximum is reached;
+    /// later topics go without.
+    fn alias_for(&mut self, topic: &str) -> (Option<u16>, bool) {
+        if self.topic_alias_max == 0 {
+            return (None, true);
+        }
+        if let Some(alias) = self.aliases.get(topic) {
+            return (Some(*alias), false);
+        }
+        let next = self.aliases.len() + 1;
+        match u16::try_from(next) {
+            Ok(alias) if alias <= self.topic_alias_max => {
+                self.aliases.insert(topic.into(), alias);
+                (Some(alias), true)
+            }
+            _ => (None, true),
+        }
+    }
+}
+
+/// A will waiting for its Will Delay Interval (MQTT 5.0) to pass.
+#[derive(Debug)]
+pub struct PendingWill {
+    pub due: Instant,
+    pub will: codec::Will,
+    /// The identity it is published with (ACL write check).
+    pub username: Option<Arc<str>>,
+}
+
 /// Counts of messages dropped by a full queue, for the rate-limited log line.
 #[derive(Debug, Default)]
 struct Drops {
@@ -141,6 +215,15 @@ pub struct SessionState {
     /// The username of the client that connected last, for ACL read checks while it is
     /// online and offline.
     pub username: Option<Arc<str>>,
+    /// Session Expiry Interval, seconds: 0 ends the session with the connection,
+    /// `u32::MAX` never.
+    pub expiry: u32,
+    /// When an offline session ends.
+    pub expires_at: Option<Instant>,
+    /// How to send to the attached client when it speaks MQTT 5.0.
+    pub peer: Option<Box<PeerV5>>,
+    /// A will held back by its Will Delay Interval.
+    pub pending_will: Option<Box<PendingWill>>,
     pub timers: Timers,
     pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
@@ -188,6 +271,10 @@ impl Session {
                 space_waiters: Vec::new(),
                 limits,
                 username: None,
+                expiry: 0,
+                expires_at: None,
+                peer: None,
+                pending_will: None,
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
@@ -211,6 +298,8 @@ impl Session {
         &self,
         msg: &SharedMessage,
         qos: QoS,
+        retain: bool,
+        extra: Option<Box<Extra>>,
         publisher: Option<&Arc<Session>>,
         acl: Option<&AclFile>,
     ) -> Delivery {
@@ -226,7 +315,7 @@ impl Session {
                     return Delivery::Skipped;
                 }
             }
-            let outcome = st.enqueue(msg, qos, false, false);
+            let outcome = st.enqueue(msg, qos, retain, extra, false);
             match (outcome, publisher) {
                 (Delivery::Dropped, _) => st.report_drop(&self.client_id),
                 (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
@@ -243,14 +332,15 @@ impl Session {
     /// Queues retained messages for a new subscription. They bypass the queue limits: they
     /// are bounded by the retained store, and dropping them would hide state the client
     /// subscribed to see.
-    pub fn deliver_retained(&self, msgs: &[(SharedMessage, QoS)]) {
+    pub fn deliver_retained(&self, msgs: &[(SharedMessage, QoS)], sub_id: Option<u32>) {
         if msgs.is_empty() {
             return;
         }
         {
             let mut st = self.state.lock();
             for (msg, qos) in msgs {
-                st.enqueue(msg, *qos, true, true);
+                let extra = Extra::boxed(sub_id.into_iter().collect(), None);
+                st.enqueue(msg, *qos, true, extra, true);
             }
         }
         self.wake.notify_one();
@@ -264,12 +354,25 @@ impl SessionState {
             || (l.max_queued_bytes > 0 && self.queued_bytes + extra_bytes > l.max_queued_bytes)
     }
 
+    /// Messages waiting or unacknowledged: how busy this session is, for shared
+    /// subscriptions.
+    pub fn backlog(&self) -> usize {
+        self.queue.len() + self.inflight.len()
+    }
+
     /// Whether a publisher waiting under backpressure may acknowledge now.
     pub fn has_room(&self) -> bool {
         !self.is_full(0)
     }
 
-    fn enqueue(&mut self, msg: &SharedMessage, qos: QoS, retain: bool, force: bool) -> Delivery {
+    fn enqueue(
+        &mut self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<Extra>>,
+        force: bool,
+    ) -> Delivery {
         if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
             return Delivery::Skipped;
         }
@@ -301,6 +404,7 @@ impl SessionState {
             msg: msg.clone(),
             qos,
             retain,
+            extra,
         });
         outcome
     }
@@ -356,26 +460,30 @@ impl SessionState {
             self.resend_due = false;
             self.resend(out, now, |f| f.sent_at.is_none());
         }
+        let window = match &self.peer {
+            Some(peer) => self
+                .limits
+                .max_inflight
+                .min(usize::from(peer.receive_maximum)),
+            None => self.limits.max_inflight,
+        };
         while out.len() < high_water {
             let Some(head) = self.queue.front() else {
                 break;
             };
-            if head.qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.max_inflight {
+            if head.qos != QoS::AtMostOnce && self.inflight.len() >= window {
                 break;
             }
             let Some(item) = self.queue.pop_front() else {
                 break;
             };
             self.queued_bytes -= item.msg.size();
+            // An expired message is never delivered [MQTT-3.3.2-5].
+            if item.msg.is_expired(now) {
+                continue;
+            }
             if item.qos == QoS::AtMostOnce {
-                out.publish(
-                    &item.msg.topic,
-                    &item.msg.payload,
-                    QoS::AtMostOnce,
-                    0,
-                    item.retain,
-                    false,
-                );
+                encode_publish(out, self.peer.as_deref_mut(), &item, 0, false, now);
             } else {
                 let pkid = self.alloc_pkid();
                 let mut f = Inflight {
@@ -383,8 +491,9 @@ impl SessionState {
                     state: InflightState::Published,
                     sent_at: Some(now),
                 };
-                encode_inflight(out, pkid, &mut f, false);
-                self.inflight.insert(pkid, f);
+                if encode_inflight(out, self.peer.as_deref_mut(), pkid, &mut f, false, now) {
+                    self.inflight.insert(pkid, f);
+                }
             }
         }
         if was_full && !self.is_full(0) {
@@ -413,8 +522,11 @@ impl SessionState {
         picked.sort_unstable();
         for (_, pkid) in picked {
             if let Some(f) = self.inflight.get_mut(&pkid) {
-                encode_inflight(out, pkid, f, true);
-                f.sent_at = Some(now);
+                if encode_inflight(out, self.peer.as_deref_mut(), pkid, f, true, now) {
+                    f.sent_at = Some(now);
+                } else {
+                    self.inflight.remove(&pkid);
+                }
             }
         }
     }
@@ -452,10 +564,55 @@ impl SessionState {
         self.incoming_qos2.get_or_insert_default().insert(pkid)
     }
 
-    /// Forgets an incoming QoS 2 packet id (PUBREL received).
-    pub fn incoming_qos2_remove(&mut self, pkid: u16) {
-        if let Some(set) = &mut self.incoming_qos2 {
-            set.remove(&pkid);
+    /// Incoming QoS 2 messages awaiting PUBREL (they count against Receive Maximum).
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.incoming_qos2.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Forgets an incoming QoS 2 packet id (PUBREL received). Returns whether it was known.
+    pub fn incoming_qos2_remove(&mut self, pkid: u16) -> bool {
+        self.incoming_qos2
+            .as_mut()
+            .is_some_and(|set| set.remove(&pkid))
+    }
+
+    /// Takes out the messages that came through a shared subscription and are not yet
+    /// acknowledged: queued ones, and inflight PUBLISHes without PUBACK/PUBREC (a QoS 2
+    /// message whose PUBREC came is delivered and stays).
+    pub fn take_shared(&mut self) -> Vec<Queued> {
+        let is_shared = |q: &Queued| q.extra.as_ref().is_some_and(|e| e.shared.is_some());
+        let mut taken = Vec::new();
+        let pkids: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.state == InflightState::Published && is_shared(&f.item))
+            .map(|(pkid, _)| *pkid)
+            .collect();
+        for pkid in pkids {
+            if let Some(f) = self.inflight.remove(&pkid) {
+                taken.push(f.item);
+            }
+        }
+        taken.sort_by_key(|q| q.seq);
+        if self.queue.iter().any(is_shared) {
+            let (shared, rest): (VecDeque<Queued>, VecDeque<Queued>) =
+                std::mem::take(&mut self.queue)
+                    .into_iter()
+                    .partition(is_shared);
+            self.queue = rest;
+            for q in &shared {
+                self.queued_bytes -= q.msg.size();
+            }
+            taken.extend(shared);
+        }
+        taken
+    }
+
+    /// Puts back messages [`take_shared`](Self::take_shared) found no other member for.
+    pub fn requeue(&mut self, items: Vec<Queued>) {
+        for q in items {
+            self.queued_bytes += q.msg.size();
+            self.queue.push_back(q);
         }
     }
 
@@ -505,16 +662,76 @@ impl SessionState {
     }
 }
 
-fn encode_inflight(out: &mut Outbox, pkid: u16, f: &mut Inflight, resend: bool) {
+/// Writes an inflight message's PUBLISH (DUP on a re-send) or PUBREL. Returns false when
+/// the PUBLISH could not be sent to this client at all (too large for its Maximum Packet
+/// Size): the caller forgets it.
+fn encode_inflight(
+    out: &mut Outbox,
+    peer: Option<&mut PeerV5>,
+    pkid: u16,
+    f: &mut Inflight,
+    resend: bool,
+    now: Instant,
+) -> bool {
     match f.state {
-        InflightState::Published => out.publish(
-            &f.item.msg.topic,
-            &f.item.msg.payload,
-            f.item.qos,
-            pkid,
-            f.item.retain,
-            resend,
-        ),
-        InflightState::Released => codec::encode_pubrel(out.buf(), pkid),
+        InflightState::Published => encode_publish(out, peer, &f.item, pkid, resend, now),
+        InflightState::Released => {
+            match peer {
+                Some(_) => codec::encode_ack_v5(out.buf(), codec::AckKind::PubRel, pkid, 0, None),
+                None => codec::encode_pubrel(out.buf(), pkid),
+            }
+            true
+        }
     }
+}
+
+/// Writes one PUBLISH in the attached client's protocol version. For a 5.0 client: the
+/// message's properties, its remaining expiry, the subscription identifiers and a topic
+/// alias where the client accepts them; a message larger than the client's Maximum
+/// Packet Size is not sent (false) [MQTT-3.1.2-25].
+fn encode_publish(
+    out: &mut Outbox,
+    peer: Option<&mut PeerV5>,
+    item: &Queued,
+    pkid: u16,
+    dup: bool,
+    now: Instant,
+) -> bool {
+    let msg = &item.msg;
+    let Some(peer) = peer else {
+        out.publish(&msg.topic, &msg.payload, item.qos, pkid, item.retain, dup);
+        return true;
+    };
+    let sub_ids = item.extra.as_ref().map_or(&[][..], |e| &e.sub_ids[..]);
+    let mut p = codec::PublishOut {
+        topic: &msg.topic,
+        qos: item.qos,
+        retain: item.retain,
+        dup,
+        pkid,
+        topic_alias: None,
+        props: msg.props.as_deref(),
+        message_expiry: msg.remaining_expiry(now),
+        subscription_ids: sub_ids,
+    };
+    // `usize::MAX` when the packet cannot be expressed at all (the properties pushed it
+    // over MQTT's limit): never written, whatever the client accepts.
+    let size = codec::publish_v5_size(&p, msg.payload.len());
+    let max = peer.max_packet_size.map_or(usize::MAX - 1, |m| m as usize);
+    if size > max {
+        tracing::debug!(
+            topic = msg.topic.as_str(),
+            size,
+            max,
+            "message larger than the client's Maximum Packet Size, not sent"
+        );
+        return false;
+    }
+    let (alias, with_topic) = peer.alias_for(&msg.topic);
+    p.topic_alias = alias;
+    if !with_topic {
+        p.topic = "";
+    }
+    out.publish_v5(&p, &msg.payload);
+    true
 }

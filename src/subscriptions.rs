@@ -1,4 +1,4 @@
-//! The filters a session is subscribed to, with their granted QoS.
+//! The filters a session is subscribed to, with their options.
 //!
 //! The router's trie answers "who gets this topic"; this set answers "what does this
 //! client hold", for UNSUBSCRIBE, the subscription limit and cleaning up a session. Most
@@ -8,15 +8,34 @@
 
 use std::collections::HashMap;
 
-use crate::codec::QoS;
+use crate::codec::{QoS, SubscriptionOptions};
+
+/// One subscription as its session holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sub {
+    /// Granted QoS, No Local, Retain As Published, Retain Handling.
+    pub opts: SubscriptionOptions,
+    /// MQTT 5.0 Subscription Identifier, delivered with every message it matches.
+    pub id: Option<u32>,
+}
+
+impl Sub {
+    /// A 3.1.1-style subscription: QoS only.
+    pub fn qos(qos: QoS) -> Sub {
+        Sub {
+            opts: SubscriptionOptions::qos(qos),
+            id: None,
+        }
+    }
+}
 
 /// Up to this many filters are kept in a vector and found by linear search.
 const FEW: usize = 8;
 
 #[derive(Debug)]
 pub enum Subscriptions {
-    Few(Vec<(Box<str>, QoS)>),
-    Many(HashMap<Box<str>, QoS>),
+    Few(Vec<(Box<str>, Sub)>),
+    Many(HashMap<Box<str>, Sub>),
 }
 
 impl Default for Subscriptions {
@@ -37,7 +56,7 @@ impl Subscriptions {
         self.len() == 0
     }
 
-    pub fn get(&self, filter: &str) -> Option<QoS> {
+    pub fn get(&self, filter: &str) -> Option<Sub> {
         match self {
             Subscriptions::Few(v) => v.iter().find(|(f, _)| &**f == filter).map(|(_, q)| *q),
             Subscriptions::Many(m) => m.get(filter).copied(),
@@ -49,7 +68,7 @@ impl Subscriptions {
     }
 
     /// Adds or replaces a filter. Returns true if it is new.
-    pub fn insert(&mut self, filter: &str, qos: QoS) -> bool {
+    pub fn insert(&mut self, filter: &str, qos: Sub) -> bool {
         match self {
             Subscriptions::Few(v) => {
                 if let Some(entry) = v.iter_mut().find(|(f, _)| &**f == filter) {
@@ -60,7 +79,7 @@ impl Subscriptions {
                     v.reserve_exact(1);
                     v.push((filter.into(), qos));
                 } else {
-                    let mut m: HashMap<Box<str>, QoS> = v.drain(..).collect();
+                    let mut m: HashMap<Box<str>, Sub> = v.drain(..).collect();
                     m.insert(filter.into(), qos);
                     *self = Subscriptions::Many(m);
                 }
@@ -70,8 +89,8 @@ impl Subscriptions {
         }
     }
 
-    /// Removes a filter (compared character by character). Returns its QoS if it was held.
-    pub fn remove(&mut self, filter: &str) -> Option<QoS> {
+    /// Removes a filter (compared character by character). Returns it if it was held.
+    pub fn remove(&mut self, filter: &str) -> Option<Sub> {
         match self {
             Subscriptions::Few(v) => {
                 let i = v.iter().position(|(f, _)| &**f == filter)?;
@@ -106,13 +125,19 @@ mod tests {
     fn insert_replace_remove_across_the_switch_to_a_map() {
         let mut s = Subscriptions::default();
         for i in 0..20 {
-            assert!(s.insert(&format!("f/{i}"), QoS::AtMostOnce), "f/{i} is new");
+            assert!(
+                s.insert(&format!("f/{i}"), Sub::qos(QoS::AtMostOnce)),
+                "f/{i} is new"
+            );
         }
         assert!(matches!(s, Subscriptions::Many(_)));
         assert_eq!(s.len(), 20);
-        assert!(!s.insert("f/3", QoS::ExactlyOnce), "replacing is not new");
-        assert_eq!(s.get("f/3"), Some(QoS::ExactlyOnce));
-        assert_eq!(s.remove("f/3"), Some(QoS::ExactlyOnce));
+        assert!(
+            !s.insert("f/3", Sub::qos(QoS::ExactlyOnce)),
+            "replacing is not new"
+        );
+        assert_eq!(s.get("f/3"), Some(Sub::qos(QoS::ExactlyOnce)));
+        assert_eq!(s.remove("f/3"), Some(Sub::qos(QoS::ExactlyOnce)));
         assert_eq!(s.remove("f/3"), None);
         assert!(!s.contains("f/3"));
         assert_eq!(s.filters().len(), 19);
@@ -123,9 +148,9 @@ mod tests {
     #[test]
     fn few_filters_stay_in_an_exact_vector() {
         let mut s = Subscriptions::default();
-        assert!(s.insert("a/+", QoS::AtLeastOnce));
-        assert!(!s.insert("a/+", QoS::AtMostOnce));
-        assert!(s.insert("a/#", QoS::AtLeastOnce));
+        assert!(s.insert("a/+", Sub::qos(QoS::AtLeastOnce)));
+        assert!(!s.insert("a/+", Sub::qos(QoS::AtMostOnce)));
+        assert!(s.insert("a/#", Sub::qos(QoS::AtLeastOnce)));
         match &s {
             Subscriptions::Few(v) => {
                 assert_eq!(v.len(), 2);
@@ -133,8 +158,8 @@ mod tests {
             }
             Subscriptions::Many(_) => panic!("two filters should stay in the vector"),
         }
-        assert_eq!(s.get("a/+"), Some(QoS::AtMostOnce));
-        assert_eq!(s.remove("a/+"), Some(QoS::AtMostOnce));
+        assert_eq!(s.get("a/+"), Some(Sub::qos(QoS::AtMostOnce)));
+        assert_eq!(s.remove("a/+"), Some(Sub::qos(QoS::AtMostOnce)));
         assert_eq!(s.filters(), vec!["a/#".to_string()]);
     }
 }

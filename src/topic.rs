@@ -26,6 +26,21 @@ pub fn valid_topic_filter(filter: &str) -> bool {
     true
 }
 
+/// The prefix of an MQTT 5.0 shared subscription filter.
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// Splits a shared subscription `$share/<group>/<filter>` into group and filter.
+/// `None`: not a shared subscription. `Some(None)`: one, but malformed (an empty group,
+/// a group with `+` or `#`, or no valid filter after it) [MQTT-4.8.2-1/2].
+pub fn split_shared(filter: &str) -> Option<Option<(&str, &str)>> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let Some((group, inner)) = rest.split_once('/') else {
+        return Some(None);
+    };
+    let group_ok = !group.is_empty() && !group.contains(['+', '#']);
+    Some((group_ok && valid_topic_filter(inner)).then_some((group, inner)))
+}
+
 /// Number of levels (`a/b/c` has 3, `/` has 2).
 pub fn level_count(s: &str) -> usize {
     s.bytes().filter(|&b| b == b'/').count() + 1
@@ -173,5 +188,26 @@ mod tests {
         assert!(matches("a/+", "a/$x"));
         assert!(matches("a/#", "a/$x"));
         assert!(matches("#", "a$"));
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn shared_subscriptions_split_into_group_and_filter() {
+        assert_eq!(split_shared("a/b"), None);
+        assert_eq!(split_shared("$shared/g/a"), None);
+        assert_eq!(split_shared("$share/g/a/+"), Some(Some(("g", "a/+"))));
+        assert_eq!(
+            split_shared("$share/workers/#"),
+            Some(Some(("workers", "#")))
+        );
+        assert_eq!(split_shared("$share/g"), Some(None));
+        assert_eq!(split_shared("$share//a"), Some(None));
+        assert_eq!(split_shared("$share/g+/a"), Some(None));
+        assert_eq!(split_shared("$share/g/a/#/b"), Some(None));
+        assert_eq!(split_shared("$share/g/"), Some(None));
     }
 }

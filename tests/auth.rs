@@ -771,12 +771,12 @@ fn mqtt5_3_2_2_2_bad_credentials_get_connack_0x86_and_anonymous_0x87() {
         [0x20, 0x03, 0x00, 0x87, 0x00],
         "not authorized"
     );
-    // Right credentials: refused only because 5.0 sessions are not there yet.
-    assert_eq!(
-        v5_connack(connect_v5("v5c", Some("alice"), Some("pa"))),
-        [0x20, 0x03, 0x00, 0x84, 0x00],
-        "unsupported protocol version"
-    );
+    // Right credentials: accepted (CONNACK reason 0x00, with the broker's properties).
+    let mut s = raw(broker.addr());
+    s.write_all(&connect_v5("v5c", Some("alice"), Some("pa")))
+        .unwrap();
+    let (header, body) = read_packet(&mut s);
+    assert_eq!((header, body[1]), (0x20, 0x00), "accepted: {body:?}");
 }
 
 /// Peak resident memory of a process, from /proc (KiB).

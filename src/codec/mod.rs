@@ -15,23 +15,41 @@
 //! topic and payload into a `String` and `Bytes` first; CONNACK / SUBACK take its own
 //! enums, the SUBACK one allocating two `Vec`s per packet).
 //!
-//! Layout: this file holds the public types, the fixed header and the dispatch; `reader`
-//! is a bounds-checked cursor over a frame, `connect` the CONNECT parser and `encode` the
-//! encoders. No input can make the decoder panic, index out of bounds, overflow or allocate
-//! more than the bytes actually received.
+//! Layout: this file holds the public types, the fixed header, the dispatch and the MQTT
+//! 3.1.1 / 3.1 body parsers; `reader` is a bounds-checked cursor over a frame, `connect`
+//! the CONNECT parser (all three versions), `properties` the MQTT 5.0 property blocks,
+//! `v5` the other MQTT 5.0 body parsers, `encode` the 3.1.1 encoders and `encode_v5` the
+//! MQTT 5.0 ones. No input can make either decoder panic, index out of bounds, overflow or
+//! allocate more than the bytes actually received.
+//!
+//! A connection starts with [`decode`], which reads a CONNECT of any version; once the
+//! CONNECT was MQTT 5.0 it switches to [`decode_v5`]. MQTT 5.0 distinguishes a Malformed
+//! Packet (0x81, [`DecodeError::Malformed`]) from a Protocol Error (0x82,
+//! [`DecodeError::ProtocolError`]); each error text names the statement or section of the
+//! specification it enforces.
 
 use bytes::{Bytes, BytesMut};
 
 mod connect;
 mod encode;
+mod encode_v5;
+mod properties;
 mod reader;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v5;
+mod v5;
 
 pub use encode::{
     encode_connack, encode_connack_v5, encode_pingresp, encode_puback, encode_pubcomp,
     encode_publish, encode_publish_header, encode_pubrec, encode_pubrel, encode_suback,
     encode_unsuback,
+};
+pub use encode_v5::{
+    encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5, encode_publish_header_v5,
+    encode_publish_v5, encode_suback_v5, encode_unsuback_v5, publish_v5_size, AckKind,
+    ConnackProps, PublishOut,
 };
 
 use reader::Reader;
@@ -219,7 +237,13 @@ pub enum Packet {
 pub enum DecodeError {
     /// The bytes break the packet format (bad remaining length, reserved flags, bad
     /// string, QoS 3, packet id 0, missing payload, ...). The text says which rule.
+    /// MQTT 5.0: reason code 0x81 (Malformed Packet).
     Malformed(&'static str),
+    /// MQTT 5.0 only: the packet parses but holds what the protocol does not allow (a
+    /// property twice, Receive Maximum 0, Subscription Identifier 0, Retain Handling 3, a
+    /// reason code the packet may not carry, ...). Reason code 0x82 (Protocol Error). The
+    /// text says which rule.
+    ProtocolError(&'static str),
     /// The remaining length announced in the fixed header exceeds the configured maximum.
     PacketTooLarge { size: usize, max: usize },
     /// CONNECT with a protocol name we know but a level we do not (CONNACK 0x01).
@@ -234,6 +258,7 @@ impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DecodeError::Malformed(why) => write!(f, "malformed packet: {why}"),
+            DecodeError::ProtocolError(why) => write!(f, "protocol error: {why}"),
             DecodeError::PacketTooLarge { size, max } => {
                 write!(f, "packet of {size} bytes exceeds max_packet_size {max}")
             }
@@ -261,6 +286,7 @@ const SUBSCRIBE: u8 = 8;
 const UNSUBSCRIBE: u8 = 10;
 const PINGREQ: u8 = 12;
 const DISCONNECT: u8 = 14;
+const AUTH: u8 = 15;
 
 /// Decodes one client packet from the front of `buf`, consuming its bytes.
 ///
@@ -268,12 +294,35 @@ const DISCONNECT: u8 = 14;
 /// checked against `max_packet_size` as soon as the fixed header is complete, before the
 /// body is waited for, so a length field alone can never make us allocate.
 pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
+    decode_packet(buf, max_packet_size, false)
+}
+
+/// [`decode`] for a connection whose CONNECT was MQTT 5.0: the same contract (`Ok(None)`
+/// until a whole packet is there, `max_packet_size` checked against the remaining length
+/// from the fixed header alone), with 5.0's packet formats: properties, reason codes,
+/// subscription options and AUTH.
+pub fn decode_v5(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<Packet>, DecodeError> {
+    decode_packet(buf, max_packet_size, true)
+}
+
+fn decode_packet(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+    v5: bool,
+) -> Result<Option<Packet>, DecodeError> {
     let Some(&byte1) = buf.first() else {
         return Ok(None);
     };
     // The first byte alone tells whether the packet type and flags are acceptable: fail
     // before waiting for anything else.
-    check_first_byte(byte1)?;
+    if v5 {
+        v5::check_first_byte(byte1)?;
+    } else {
+        check_first_byte(byte1)?;
+    }
     let Some((remaining, len_len)) = remaining_length(buf)? else {
         return Ok(None);
     };
@@ -283,7 +332,11 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
             max: max_packet_size,
         });
     }
-    check_fixed_size(byte1 >> 4, remaining)?;
+    if v5 {
+        v5::check_fixed_size(byte1 >> 4, remaining)?;
+    } else {
+        check_fixed_size(byte1 >> 4, remaining)?;
+    }
     // At most 1 + 4 + 268_435_455: cannot overflow.
     let header_len = 1 + len_len;
     let frame_len = header_len + remaining;
@@ -291,7 +344,11 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         return Ok(None);
     }
     let frame = buf.split_to(frame_len).freeze();
-    decode_frame(byte1, len_len, remaining, frame).map(Some)
+    if v5 {
+        v5::decode_frame(byte1, frame.slice(header_len..)).map(Some)
+    } else {
+        decode_frame(byte1, len_len, remaining, frame).map(Some)
+    }
 }
 
 /// Rejects packet types a client may not send and reserved flag values

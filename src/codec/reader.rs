@@ -10,11 +10,22 @@ use super::DecodeError;
 
 pub(super) struct Reader {
     buf: Bytes,
+    /// MQTT 5.0 frame: string errors cite the 5.0 statement ids.
+    v5: bool,
 }
 
 impl Reader {
     pub(super) fn new(buf: Bytes) -> Self {
-        Reader { buf }
+        Reader { buf, v5: false }
+    }
+
+    pub(super) fn new_v5(buf: Bytes) -> Self {
+        Reader { buf, v5: true }
+    }
+
+    /// From here on the frame is known to be MQTT 5.0 (a CONNECT once its level is read).
+    pub(super) fn set_v5(&mut self) {
+        self.v5 = true;
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -30,11 +41,20 @@ impl Reader {
     }
 
     pub(super) fn u16(&mut self, missing: &'static str) -> Result<u16, DecodeError> {
-        let Some(&[hi, lo]) = self.buf.first_chunk::<2>() else {
+        let Some(&bytes) = self.buf.first_chunk::<2>() else {
             return Err(DecodeError::Malformed(missing));
         };
         self.buf.advance(2);
-        Ok(u16::from_be_bytes([hi, lo]))
+        Ok(u16::from_be_bytes(bytes))
+    }
+
+    /// A Four Byte Integer (MQTT 5.0 §1.5.3).
+    pub(super) fn u32(&mut self, missing: &'static str) -> Result<u32, DecodeError> {
+        let Some(&bytes) = self.buf.first_chunk::<4>() else {
+            return Err(DecodeError::Malformed(missing));
+        };
+        self.buf.advance(4);
+        Ok(u32::from_be_bytes(bytes))
     }
 
     /// Binary data: a big-endian u16 length, then that many bytes (a slice of the frame).
@@ -47,20 +67,49 @@ impl Reader {
     }
 
     /// A UTF-8 encoded string: valid UTF-8 [MQTT-1.5.3-1] (which also rules out the
-    /// surrogates U+D800..U+DFFF) without U+0000 [MQTT-1.5.3-2].
+    /// surrogates U+D800..U+DFFF) without U+0000 [MQTT-1.5.3-2]; in MQTT 5.0 the same
+    /// rules are [MQTT-1.5.4-1] and [MQTT-1.5.4-2].
     pub(super) fn string(&mut self, missing: &'static str) -> Result<String, DecodeError> {
         let raw = self.binary(missing)?;
-        if raw.contains(&0) {
-            return Err(DecodeError::Malformed(
+        let (nul, bad) = self.string_errors();
+        utf8(&raw, nul, bad).map(str::to_owned)
+    }
+
+    fn string_errors(&self) -> (&'static str, &'static str) {
+        if self.v5 {
+            (
+                "string contains U+0000 [MQTT-1.5.4-2]",
+                "string is not valid UTF-8 [MQTT-1.5.4-1]",
+            )
+        } else {
+            (
                 "string contains U+0000 [MQTT-1.5.3-2]",
-            ));
-        }
-        match std::str::from_utf8(&raw) {
-            Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(DecodeError::Malformed(
                 "string is not valid UTF-8 [MQTT-1.5.3-1]",
-            )),
+            )
         }
+    }
+
+    /// A string that is checked like [`Reader::string`] but not kept (no allocation).
+    pub(super) fn skip_string(&mut self, missing: &'static str) -> Result<(), DecodeError> {
+        let raw = self.binary(missing)?;
+        let (nul, bad) = self.string_errors();
+        utf8(&raw, nul, bad).map(drop)
+    }
+
+    /// A UTF-8 String Pair (MQTT 5.0 §1.5.7): both strings follow the string rules
+    /// [MQTT-1.5.7-1]. `None` when `keep` is false: checked, not allocated.
+    pub(super) fn string_pair(
+        &mut self,
+        keep: bool,
+        missing: &'static str,
+    ) -> Result<Option<(String, String)>, DecodeError> {
+        let name = self.binary(missing)?;
+        let value = self.binary(missing)?;
+        let nul = "user property contains U+0000 [MQTT-1.5.7-1]";
+        let bad = "user property is not valid UTF-8 [MQTT-1.5.7-1]";
+        let name = utf8(&name, nul, bad)?;
+        let value = utf8(&value, nul, bad)?;
+        Ok(keep.then(|| (name.to_owned(), value.to_owned())))
     }
 
     /// A variable byte integer (at most four bytes, [MQTT-1.5.5-1] of MQTT 5.0).
@@ -74,19 +123,20 @@ impl Reader {
             }
         }
         Err(DecodeError::Malformed(
-            "variable byte integer longer than four bytes",
+            "variable byte integer longer than four bytes [MQTT-1.5.5-1]",
         ))
     }
 
-    /// Skips an MQTT 5.0 property block (a length, then that many bytes), checking only
-    /// that it fits the frame.
-    pub(super) fn skip_properties(&mut self, missing: &'static str) -> Result<(), DecodeError> {
-        let len = self.varint(missing)?;
+    /// Splits off the next `len` bytes as a reader of their own; `beyond` if fewer are
+    /// left.
+    pub(super) fn take(&mut self, len: usize, beyond: &'static str) -> Result<Reader, DecodeError> {
         if len > self.buf.len() {
-            return Err(DecodeError::Malformed(missing));
+            return Err(DecodeError::Malformed(beyond));
         }
-        self.buf.advance(len);
-        Ok(())
+        Ok(Reader {
+            buf: self.buf.split_to(len),
+            v5: self.v5,
+        })
     }
 
     /// Everything left, as a slice of the frame.
@@ -102,4 +152,12 @@ impl Reader {
             Err(DecodeError::Malformed(trailing))
         }
     }
+}
+
+/// `raw` as a `&str` if it is well-formed UTF-8 without U+0000.
+fn utf8<'a>(raw: &'a [u8], nul: &'static str, bad: &'static str) -> Result<&'a str, DecodeError> {
+    if raw.contains(&0) {
+        return Err(DecodeError::Malformed(nul));
+    }
+    std::str::from_utf8(raw).map_err(|_| DecodeError::Malformed(bad))
 }

@@ -8,7 +8,7 @@ use super::*;
 const MAX: usize = 1 << 20;
 
 /// Wraps a body into a frame: first byte, varint remaining length, body.
-fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![byte1];
     let mut len = body.len();
     loop {
@@ -26,7 +26,7 @@ fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn s(v: &[u8]) -> Vec<u8> {
+pub(super) fn s(v: &[u8]) -> Vec<u8> {
     let mut out = (v.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(v);
     out

@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use crate::codec;
-use crate::connection::{Client, Close};
+use crate::codec::{self, Ack, AckKind};
+use crate::connection::{reason, Client, Close};
 
 /// PUBACK from the subscriber: QoS 1 delivery done, the window slot is free.
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
@@ -18,24 +18,51 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
 }
 
 /// PUBREC from the subscriber: answer PUBREL [MQTT-4.3.3-1]. An unknown id (a duplicate
-/// PUBREC after a retransmission) is answered too, so the client can finish its flow.
-pub fn pubrec(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    if !client.session.state.lock().pubrec(pkid, Instant::now()) {
+/// PUBREC after a retransmission) is answered too, so the client can finish its flow
+/// (MQTT 5.0: with 0x92). A 5.0 PUBREC with an error reason code ends the flow: the
+/// message is done, no PUBREL follows [MQTT-4.3.3-?].
+pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
+    let pkid = ack.pkid;
+    if client.is_v5() && ack.reason >= 0x80 {
+        client.session.state.lock().pubcomp(pkid);
+        return Ok(());
+    }
+    let known = client.session.state.lock().pubrec(pkid, Instant::now());
+    if !known {
         tracing::debug!(
             client_id = client.client_id(),
             pkid,
             "PUBREC for unknown packet id"
         );
     }
-    codec::encode_pubrel(client.out.buf(), pkid);
+    if client.is_v5() {
+        let code = if known {
+            reason::SUCCESS
+        } else {
+            reason::PACKET_ID_NOT_FOUND
+        };
+        codec::encode_ack_v5(client.out.buf(), AckKind::PubRel, pkid, code, None);
+    } else {
+        codec::encode_pubrel(client.out.buf(), pkid);
+    }
     Ok(())
 }
 
 /// PUBREL from the publisher: the QoS 2 message was delivered when its PUBLISH arrived;
-/// forget its packet id and answer PUBCOMP [MQTT-4.3.3-2].
+/// forget its packet id and answer PUBCOMP [MQTT-4.3.3-2] (MQTT 5.0: 0x92 for an id it
+/// did not know).
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    client.session.state.lock().incoming_qos2_remove(pkid);
-    codec::encode_pubcomp(client.out.buf(), pkid);
+    let known = client.session.state.lock().incoming_qos2_remove(pkid);
+    if client.is_v5() {
+        let code = if known {
+            reason::SUCCESS
+        } else {
+            reason::PACKET_ID_NOT_FOUND
+        };
+        codec::encode_ack_v5(client.out.buf(), AckKind::PubComp, pkid, code, None);
+    } else {
+        codec::encode_pubcomp(client.out.buf(), pkid);
+    }
     Ok(())
 }
 

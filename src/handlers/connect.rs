@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use crate::auth::{Access, Verdict};
 use crate::broker::Broker;
-use crate::codec::{self, Connect, ProtocolVersion};
-use crate::connection::{Client, Origin};
+use crate::broker::Claim;
+use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
+use crate::connection::{reason, Client, ClientV5, Origin};
 use crate::outbox::Outbox;
-use crate::session::Timers;
+use crate::session::{PeerV5, Timers};
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
@@ -39,6 +40,8 @@ pub fn encode_refusal(out: &mut bytes::BytesMut, version: Option<ProtocolVersion
             IDENTIFIER_REJECTED => 0x85,
             BAD_USERNAME_OR_PASSWORD => 0x86,
             NOT_AUTHORIZED => 0x87,
+            // Already a 5.0 reason code (e.g. 0x8C bad authentication method).
+            code if code >= 0x80 => code,
             _ => 0x80,
         };
         codec::encode_connack_v5(out, false, reason);
@@ -53,9 +56,24 @@ pub async fn handle(
     mut connect: Connect,
 ) -> Result<Client, Refusal> {
     let peer = origin.peer;
+    let v5 = connect.version == ProtocolVersion::V5;
+    if let Some(method) = connect
+        .props
+        .authentication_method
+        .as_deref()
+        .filter(|_| v5)
+    {
+        // midge offers no enhanced authentication (MQTT 5.0 §4.12).
+        tracing::info!(%peer, method, "authentication method not supported, refusing (0x8C)");
+        return Err(Refusal {
+            connack: Some(reason::BAD_AUTHENTICATION_METHOD),
+        });
+    }
     let mut client_id = std::mem::take(&mut connect.client_id);
+    let mut assigned = false;
     if client_id.is_empty() {
-        if !connect.clean_session {
+        // 5.0 assigns an id whatever Clean Start says [MQTT-3.1.3-6/7 of 5.0].
+        if !connect.clean_session && !v5 {
             // [MQTT-3.1.3-8]
             tracing::info!(%peer, "empty client id without clean session, refusing (0x02)");
             return Err(Refusal {
@@ -64,6 +82,7 @@ pub async fn handle(
         }
         // [MQTT-3.1.3-6]
         client_id = broker.assign_client_id();
+        assigned = true;
     }
     let too_long = client_id.len() > broker.config.max_client_id_len
         || (connect.version == ProtocolVersion::V31
@@ -96,17 +115,31 @@ pub async fn handle(
             });
         }
     }
-    if connect.version == ProtocolVersion::V5 {
-        // Authenticated, but MQTT 5.0 sessions are not implemented yet.
-        tracing::info!(%peer, client_id, "MQTT 5.0 is not supported yet, refusing (0x84)");
-        return Err(Refusal {
-            connack: Some(UNSUPPORTED_PROTOCOL_VERSION),
-        });
-    }
 
+    // A 5.0 client asking for more than max_keepalive (or for none) is told the server's
+    // (Server Keep Alive, [MQTT-3.2.2-21/22]).
+    let max_ka = broker.config.max_keepalive;
+    let server_keep_alive =
+        (v5 && max_ka > 0 && (connect.keep_alive == 0 || connect.keep_alive > max_ka))
+            .then_some(max_ka);
+    let keep_alive_secs = server_keep_alive.unwrap_or(connect.keep_alive);
     // The server allows one and a half keep-alive periods [MQTT-3.1.2-24].
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let keep_alive =
+        (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
+    // Session Expiry Interval: 5.0 says it; 3.1.1's clean session is "0", and a
+    // persistent 3.1.1 session never expires (as in Mosquitto by default).
+    let session_expiry = match (v5, connect.clean_session) {
+        (true, _) => connect.props.session_expiry,
+        (false, true) => 0,
+        (false, false) => u32::MAX,
+    };
+    let peer_v5 = v5.then(|| {
+        Box::new(PeerV5::new(
+            connect.props.receive_maximum,
+            connect.props.maximum_packet_size,
+            connect.props.topic_alias_maximum,
+        ))
+    });
     // Timed retransmission on a live connection is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0
     // allows re-sending only on reconnect.
     let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
@@ -114,10 +147,14 @@ pub async fn handle(
     let Some(att) = broker
         .attach(
             &client_id,
-            username.clone(),
-            connect.clean_session,
-            origin.endpoint.limits.clone(),
-            Timers::new(keep_alive, retry),
+            Claim {
+                username: username.clone(),
+                clean_start: connect.clean_session,
+                expiry: session_expiry,
+                limits: origin.endpoint.limits.clone(),
+                timers: Timers::new(keep_alive, retry),
+                peer: peer_v5,
+            },
         )
         .await
     else {
@@ -142,7 +179,32 @@ pub async fn handle(
 
     let mut out = Outbox::default();
     // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
-    codec::encode_connack(out.buf(), att.session_present, ACCEPTED);
+    let client_v5 = if v5 {
+        let config = &broker.config;
+        let props = ConnackProps {
+            receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
+            retain_available: Some(true),
+            maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
+            assigned_client_id: assigned.then(|| client_id.clone()),
+            topic_alias_maximum: (config.max_topic_alias > 0).then_some(config.max_topic_alias),
+            wildcard_available: Some(true),
+            subscription_ids_available: Some(true),
+            shared_available: Some(true),
+            server_keep_alive,
+            ..ConnackProps::default()
+        };
+        codec::encode_connack_v5_props(out.buf(), att.session_present, ACCEPTED, &props);
+        Some(Box::new(ClientV5 {
+            aliases: Default::default(),
+            alias_max: config.max_topic_alias,
+            receive_max: config.receive_maximum,
+            problem_info: connect.props.request_problem_information,
+            session_expiry,
+        }))
+    } else {
+        codec::encode_connack(out.buf(), att.session_present, ACCEPTED);
+        None
+    };
     Ok(Client {
         broker: broker.clone(),
         session: att.session,
@@ -150,6 +212,7 @@ pub async fn handle(
         version: connect.version,
         peer,
         username,
+        v5: client_v5,
         out,
         will: connect.will.map(Box::new),
         withheld: None,

@@ -8,8 +8,8 @@ pub mod publish;
 pub mod subscribe;
 pub mod unsubscribe;
 
-use crate::codec::{self, Packet};
-use crate::connection::{Client, Close};
+use crate::codec::{self, Disconnect, Packet};
+use crate::connection::{reason, Client, Close};
 
 /// Hands a packet received after CONNECT to its handler.
 pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
@@ -18,7 +18,7 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
         Packet::Connect(_) => Err(Close::protocol("second CONNECT on a connection")),
         Packet::Publish(p) => publish::handle(client, p),
         Packet::PubAck(a) => ack::puback(client, a.pkid),
-        Packet::PubRec(a) => ack::pubrec(client, a.pkid),
+        Packet::PubRec(a) => ack::pubrec(client, a),
         Packet::PubRel(a) => ack::pubrel(client, a.pkid),
         Packet::PubComp(a) => ack::pubcomp(client, a.pkid),
         Packet::Subscribe(s) => subscribe::handle(client, s),
@@ -28,12 +28,30 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
             codec::encode_pingresp(client.out.buf());
             Ok(())
         }
-        // The will is discarded and the connection closed [MQTT-3.14.4-1/3].
-        Packet::Disconnect(_) => {
-            client.will = None;
-            Err(Close::Disconnected)
-        }
+        Packet::Disconnect(d) => disconnect(client, d),
         // midge offers no enhanced authentication, so no AUTH exchange can be under way.
         Packet::Auth(_) => Err(Close::protocol("AUTH without enhanced authentication")),
     }
+}
+
+/// DISCONNECT: the will is discarded and the connection closed [MQTT-3.14.4-1/3], except
+/// that an MQTT 5.0 client may ask for its will (reason 0x04) and change its Session
+/// Expiry Interval, though not from 0 to anything else [MQTT-3.14.2-2].
+fn disconnect(client: &mut Client, d: Disconnect) -> Result<(), Close> {
+    if let (Some(v5), Some(expiry)) = (client.v5.as_mut(), d.session_expiry) {
+        if v5.session_expiry == 0 && expiry != 0 {
+            return Err(Close::protocol(
+                "DISCONNECT sets a Session Expiry Interval after CONNECT set 0 [MQTT-3.14.2-2]",
+            ));
+        }
+        v5.session_expiry = expiry;
+        let mut st = client.session.state.lock();
+        st.expiry = expiry;
+        st.clean = expiry == 0;
+    }
+    if client.is_v5() && d.reason == reason::DISCONNECT_WITH_WILL {
+        return Err(Close::DisconnectedWithWill);
+    }
+    client.will = None;
+    Err(Close::Disconnected)
 }

@@ -3,22 +3,27 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::auth::Access;
 use crate::broker::Broker;
-use crate::codec::{Publish, QoS, Will};
-use crate::connection::{Ack, Client, Close};
+use crate::codec::{Publish, QoS};
+use crate::connection::{reason, Ack, Client, Close};
 use crate::message::{Message, SharedMessage};
-use crate::router::Subscriber;
+use crate::router::Target;
 use crate::session::Session;
 use crate::topic;
 
 /// Payloads at least this large keep sharing the read buffer they arrived in.
 const SHARE_PAYLOAD_FROM: usize = 4096;
 
-pub fn handle(client: &mut Client, publish: Publish) -> Result<(), Close> {
+pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
+    if client.is_v5() {
+        resolve_topic_alias(client, &mut publish)?;
+        check_receive_maximum(client, &publish)?;
+    }
     // Wildcards or an empty topic in a PUBLISH break the protocol [MQTT-3.3.2-2],
     // [MQTT-4.7.3-1]: close the connection.
     if !topic::valid_topic_name(&publish.topic) {
@@ -34,26 +39,45 @@ pub fn handle(client: &mut Client, publish: Publish) -> Result<(), Close> {
         ));
     }
 
-    // A PUBLISH the ACL denies is dropped, but acknowledged as usual (as Mosquitto does for
-    // MQTT 3.1.1, which has no way to say "not authorized" in PUBACK): the client must not
-    // retry it forever.
-    if !client.may(&publish.topic, Access::Write) {
+    // Payload Format Indicator 1 promises UTF-8: a 5.0 publisher that breaks the promise
+    // gets 0x99 instead of delivery [MQTT-3.3.2-4].
+    let bad_format = publish
+        .props
+        .as_ref()
+        .is_some_and(|p| p.payload_utf8 && std::str::from_utf8(&publish.payload).is_err());
+
+    // A PUBLISH the ACL denies is dropped. MQTT 3.1.1 has no way to say "not authorized"
+    // in PUBACK, so it is acknowledged as usual (as Mosquitto does) and the client does
+    // not retry it forever; 5.0 clients get reason 0x87.
+    let denied = !client.may(&publish.topic, Access::Write);
+    if denied || bad_format {
+        let (code, why) = if denied {
+            (reason::NOT_AUTHORIZED, "denied by the ACL")
+        } else {
+            (
+                reason::PAYLOAD_FORMAT_INVALID,
+                "payload is not the UTF-8 it claims",
+            )
+        };
         tracing::info!(
             client_id = client.client_id(),
             topic = publish.topic.as_str(),
-            "PUBLISH denied by the ACL, dropped"
+            "PUBLISH {why}, dropped"
         );
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid), Vec::new()),
+            QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid, code), Vec::new()),
             QoS::ExactlyOnce => {
-                // Remembered like a delivered one, so PUBREL completes the flow.
-                client
-                    .session
-                    .state
-                    .lock()
-                    .incoming_qos2_insert(publish.pkid);
-                client.acknowledge(Ack::PubRec(publish.pkid), Vec::new());
+                // 5.0: a PUBREC with an error code ends the flow [MQTT-4.3.3-?]; 3.1.1:
+                // remembered like a delivered one, so PUBREL completes the flow.
+                if !client.is_v5() {
+                    client
+                        .session
+                        .state
+                        .lock()
+                        .incoming_qos2_insert(publish.pkid);
+                }
+                client.acknowledge(Ack::PubRec(publish.pkid, code), Vec::new());
             }
         }
         return Ok(());
@@ -65,28 +89,95 @@ pub fn handle(client: &mut Client, publish: Publish) -> Result<(), Close> {
         }
         QoS::AtLeastOnce => {
             let pkid = publish.pkid;
-            let waiting = route(client, publish);
-            client.acknowledge(Ack::PubAck(pkid), waiting);
+            let (waiting, matched) = route(client, publish);
+            client.acknowledge(Ack::PubAck(pkid, matched_reason(matched)), waiting);
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2].
             let first_time = client.session.state.lock().incoming_qos2_insert(pkid);
-            let waiting = if first_time {
+            let (waiting, matched) = if first_time {
                 route(client, publish)
             } else {
-                Vec::new()
+                (Vec::new(), true)
             };
-            client.acknowledge(Ack::PubRec(pkid), waiting);
+            client.acknowledge(Ack::PubRec(pkid, matched_reason(matched)), waiting);
         }
+    }
+    Ok(())
+}
+
+/// 0x10 "No matching subscribers" lets a 5.0 publisher know nobody got it.
+fn matched_reason(matched: bool) -> u8 {
+    if matched {
+        reason::SUCCESS
+    } else {
+        reason::NO_MATCHING_SUBSCRIBERS
+    }
+}
+
+/// Topic Alias (MQTT 5.0 §3.3.2.3.4): a PUBLISH with a topic and an alias sets the alias,
+/// one with an empty topic and an alias uses it. 0 or above the maximum the broker
+/// announced is a 0x94 DISCONNECT [MQTT-3.3.2-8/9]; an unknown alias with an empty topic
+/// is a protocol error.
+fn resolve_topic_alias(client: &mut Client, publish: &mut Publish) -> Result<(), Close> {
+    let Some(alias) = publish.topic_alias else {
+        return Ok(());
+    };
+    let Some(v5) = client.v5.as_mut() else {
+        return Ok(());
+    };
+    if alias == 0 || alias > v5.alias_max {
+        return Err(Close::violation(
+            reason::TOPIC_ALIAS_INVALID,
+            format!(
+                "topic alias {alias} outside 1..={} [MQTT-3.3.2-8/9]",
+                v5.alias_max
+            ),
+        ));
+    }
+    if publish.topic.is_empty() {
+        match v5.aliases.get(&alias) {
+            Some(topic) => publish.topic.clone_from(topic),
+            None => {
+                return Err(Close::protocol(format!(
+                    "PUBLISH with unknown topic alias {alias} and no topic"
+                )))
+            }
+        }
+    } else if topic::valid_topic_name(&publish.topic) {
+        v5.aliases.insert(alias, publish.topic.clone());
+    }
+    Ok(())
+}
+
+/// More unacknowledged QoS 2 (or, under backpressure, QoS 1) PUBLISHes than the Receive
+/// Maximum the broker announced: DISCONNECT 0x93 [MQTT-3.3.4-9].
+fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close> {
+    if publish.qos == QoS::AtMostOnce {
+        return Ok(());
+    }
+    let Some(v5) = client.v5.as_ref() else {
+        return Ok(());
+    };
+    let pending = client.session.state.lock().incoming_qos2_len() + client.withheld_count();
+    if pending >= usize::from(v5.receive_max) {
+        return Err(Close::violation(
+            reason::RECEIVE_MAXIMUM_EXCEEDED,
+            format!(
+                "more than Receive Maximum {} unacknowledged PUBLISHes",
+                v5.receive_max
+            ),
+        ));
     }
     Ok(())
 }
 
 /// Routes a client's PUBLISH; returns the sessions whose full queues must drain before the
 /// publisher is acknowledged (backpressure).
-fn route(client: &mut Client, publish: Publish) -> Vec<Arc<Session>> {
+/// Also says whether any subscriber matched.
+fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool) {
     // A decoded payload is a slice of the connection's read buffer. A small one is copied
     // out, so that a message kept in a queue or the retained store does not pin a whole
     // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
@@ -95,54 +186,32 @@ fn route(client: &mut Client, publish: Publish) -> Vec<Arc<Session>> {
     } else {
         publish.payload
     };
-    let msg = Arc::new(Message {
-        topic: publish.topic,
+    let msg = Arc::new(Message::with_props(
+        publish.topic,
         payload,
-        qos: publish.qos,
-        retain: publish.retain,
-    });
+        publish.qos,
+        publish.retain,
+        publish.props,
+        Instant::now(),
+    ));
     route_message(&client.broker, &msg, Some(&client.session))
 }
 
 thread_local! {
     /// The subscribers a topic reaches, reused by every PUBLISH routed on this worker
     /// thread: no allocation per message, and no scratch buffer per connection.
-    static ROUTE: RefCell<Vec<Subscriber>> = const { RefCell::new(Vec::new()) };
+    static ROUTE: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Routes `msg`; returns the sessions over their limit under backpressure.
-fn route_message(
+/// Routes `msg`; returns the sessions over their limit under backpressure, and whether
+/// any subscriber matched.
+pub fn route_message(
     broker: &Broker,
     msg: &SharedMessage,
     publisher: Option<&Arc<Session>>,
-) -> Vec<Arc<Session>> {
+) -> (Vec<Arc<Session>>, bool) {
     let mut over_limit = Vec::new();
-    ROUTE.with_borrow_mut(|scratch| broker.publish(msg, publisher, scratch, &mut over_limit));
-    over_limit
-}
-
-/// Publishes a client's will after an ungraceful close [MQTT-3.1.2-8], with its QoS and
-/// RETAIN flag [MQTT-3.1.2-14/17].
-pub fn publish_will(client: &mut Client, will: Will) {
-    // Checked at CONNECT too; again here, since the ACL may have been reloaded since.
-    if !client.may(&will.topic, Access::Write) {
-        tracing::info!(
-            client_id = client.client_id(),
-            topic = will.topic.as_str(),
-            "will denied by the ACL, not published"
-        );
-        return;
-    }
-    tracing::debug!(
-        client_id = client.client_id(),
-        topic = will.topic.as_str(),
-        "publishing will"
-    );
-    let msg = Arc::new(Message {
-        topic: will.topic,
-        payload: will.payload,
-        qos: will.qos,
-        retain: will.retain,
-    });
-    route_message(&client.broker, &msg, None);
+    let matched =
+        ROUTE.with_borrow_mut(|scratch| broker.publish(msg, publisher, scratch, &mut over_limit));
+    (over_limit, matched)
 }

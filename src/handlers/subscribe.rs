@@ -2,82 +2,131 @@
 //! then queue the retained messages it matches.
 
 use crate::auth::Access;
-use crate::codec::{self, QoS, Subscribe};
-use crate::connection::{Client, Close};
+use crate::codec::{self, Subscribe, SubscriptionOptions};
+use crate::connection::{reason, Client, Close};
 use crate::store::StoreEvent;
+use crate::subscriptions::Sub;
 use crate::topic;
 
-/// SUBACK return code for a refused filter.
+/// SUBACK return code for a refused filter in MQTT 3.1.1.
 const FAILURE: u8 = 0x80;
 
 pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
-    let config = &client.broker.config;
+    let v5 = client.is_v5();
     let mut codes = Vec::with_capacity(subscribe.filters.len());
-    let mut accepted: Vec<(&str, QoS)> = Vec::with_capacity(subscribe.filters.len());
+    // (filter, options, whether the subscription is new)
+    let mut accepted: Vec<(&str, SubscriptionOptions, bool)> =
+        Vec::with_capacity(subscribe.filters.len());
     for (filter, opts) in &subscribe.filters {
-        let qos = &opts.qos;
-        let refused = if !topic::valid_topic_filter(filter) {
-            Some("invalid topic filter")
-        } else if !client.may(filter, Access::Subscribe) {
-            Some("denied by the ACL")
-        } else if config.max_topic_levels > 0
-            && topic::level_count(filter) > config.max_topic_levels
-        {
-            Some("more topic levels than max_topic_levels")
-        } else {
-            let mut st = client.session.state.lock();
-            let is_new = !st.subscriptions.contains(filter);
-            if is_new
-                && config.max_subscriptions_per_client > 0
-                && st.subscriptions.len() >= config.max_subscriptions_per_client
-            {
-                Some("max_subscriptions_per_client reached")
-            } else {
-                // A repeated filter replaces the earlier subscription [MQTT-3.8.4-3].
-                st.subscriptions.insert(filter, *qos);
-                None
-            }
-        };
-        match refused {
-            Some(why) => {
+        let shared = topic::split_shared(filter);
+        if shared.is_some() && opts.no_local {
+            // [MQTT-3.8.3-4]
+            return Err(Close::protocol(format!(
+                "No Local set on the shared subscription {filter:?}"
+            )));
+        }
+        match check(client, filter, shared) {
+            Err((code, why)) => {
                 tracing::info!(
                     client_id = client.client_id(),
                     filter = filter.as_str(),
                     "subscription refused: {why}"
                 );
-                codes.push(FAILURE);
+                codes.push(if v5 { code } else { FAILURE });
             }
-            None => {
-                // midge supports QoS 2, so the requested QoS is granted [MQTT-3.9.3-2].
-                client
-                    .broker
-                    .router
-                    .subscribe(&client.session, filter, *qos);
+            Ok(()) => {
+                let sub = Sub {
+                    opts: *opts,
+                    id: subscribe.subscription_id,
+                };
+                // A repeated filter replaces the earlier subscription [MQTT-3.8.4-3].
+                let is_new = client
+                    .session
+                    .state
+                    .lock()
+                    .subscriptions
+                    .insert(filter, sub);
+                client.broker.router.subscribe(&client.session, filter, sub);
                 client.broker.record(StoreEvent::Subscribed {
                     client_id: &client.session.client_id,
                     filter,
-                    qos: *qos,
+                    qos: opts.qos,
                 });
                 tracing::debug!(
                     client_id = client.client_id(),
                     filter = filter.as_str(),
-                    qos = *qos as u8,
+                    qos = opts.qos as u8,
                     "subscribed"
                 );
-                codes.push(*qos as u8);
-                accepted.push((filter, *qos));
+                // midge supports QoS 2, so the requested QoS is granted [MQTT-3.9.3-2].
+                codes.push(opts.qos as u8);
+                if shared.is_none() {
+                    accepted.push((filter, *opts, is_new));
+                }
             }
         }
     }
     // One return code per filter, in order [MQTT-3.8.4-5/6].
-    codec::encode_suback(client.out.buf(), subscribe.pkid, &codes);
+    if v5 {
+        codec::encode_suback_v5(client.out.buf(), subscribe.pkid, &codes, None);
+    } else {
+        codec::encode_suback(client.out.buf(), subscribe.pkid, &codes);
+    }
 
-    // Retained messages go out after the SUBACK, with RETAIN=1 [MQTT-3.3.1-8].
-    // The ACL's read rule covers them too.
-    for (filter, qos) in accepted {
-        let mut retained = client.broker.retained_for(filter, qos);
+    // Retained messages go out after the SUBACK, with RETAIN=1 [MQTT-3.3.1-8], as Retain
+    // Handling asks: 0 always, 1 only for a new subscription, 2 never [MQTT-3.3.1-9/10/11].
+    // Shared subscriptions get none [MQTT-4.8.2]. The ACL's read rule covers them too.
+    for (filter, opts, is_new) in accepted {
+        let wanted = match opts.retain_handling {
+            0 => true,
+            1 => is_new,
+            _ => false,
+        };
+        if !wanted {
+            continue;
+        }
+        let mut retained = client.broker.retained_for(filter, opts.qos);
         retained.retain(|(msg, _)| client.may(&msg.topic, Access::Read));
-        client.session.deliver_retained(&retained);
+        client
+            .session
+            .deliver_retained(&retained, subscribe.subscription_id);
+    }
+    Ok(())
+}
+
+/// Why a filter cannot be subscribed: the MQTT 5.0 reason code and a text for the log.
+fn check(
+    client: &Client,
+    filter: &str,
+    shared: Option<Option<(&str, &str)>>,
+) -> Result<(), (u8, &'static str)> {
+    let config = &client.broker.config;
+    let plain = match shared {
+        None => filter,
+        Some(Some((_, inner))) => inner,
+        Some(None) => return Err((reason::TOPIC_FILTER_INVALID, "invalid shared subscription")),
+    };
+    if !topic::valid_topic_filter(plain) {
+        return Err((reason::TOPIC_FILTER_INVALID, "invalid topic filter"));
+    }
+    if config.max_topic_levels > 0 && topic::level_count(plain) > config.max_topic_levels {
+        return Err((
+            reason::TOPIC_FILTER_INVALID,
+            "more topic levels than max_topic_levels",
+        ));
+    }
+    if !client.may(filter, Access::Subscribe) {
+        return Err((reason::NOT_AUTHORIZED, "denied by the ACL"));
+    }
+    let st = client.session.state.lock();
+    if config.max_subscriptions_per_client > 0
+        && !st.subscriptions.contains(filter)
+        && st.subscriptions.len() >= config.max_subscriptions_per_client
+    {
+        return Err((
+            reason::QUOTA_EXCEEDED,
+            "max_subscriptions_per_client reached",
+        ));
     }
     Ok(())
 }

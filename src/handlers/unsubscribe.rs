@@ -1,10 +1,11 @@
 //! UNSUBSCRIBE: remove filters, answer UNSUBACK.
 
 use crate::codec::{self, Unsubscribe};
-use crate::connection::{Client, Close};
+use crate::connection::{reason, Client, Close};
 use crate::store::StoreEvent;
 
 pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close> {
+    let mut codes = Vec::with_capacity(unsubscribe.filters.len());
     for filter in &unsubscribe.filters {
         // Filters are compared character by character, no wildcard matching
         // [MQTT-3.10.4-1]; an unknown filter is not an error.
@@ -21,9 +22,17 @@ pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close
                 client_id: &client.session.client_id,
                 filter,
             });
+            codes.push(reason::SUCCESS);
+        } else {
+            codes.push(reason::NO_SUBSCRIPTION_EXISTED);
         }
     }
-    // UNSUBACK even when nothing matched [MQTT-3.10.4-4/5].
-    codec::encode_unsuback(client.out.buf(), unsubscribe.pkid);
+    // UNSUBACK even when nothing matched [MQTT-3.10.4-4/5]; 5.0 says per filter whether
+    // there was a subscription [MQTT-3.11.3-1].
+    if client.is_v5() {
+        codec::encode_unsuback_v5(client.out.buf(), unsubscribe.pkid, &codes, None);
+    } else {
+        codec::encode_unsuback(client.out.buf(), unsubscribe.pkid);
+    }
     Ok(())
 }

@@ -4,82 +4,272 @@
 //! a read lock, so publishers on different connections route in parallel; only SUBSCRIBE,
 //! UNSUBSCRIBE and session clean-up take the write lock.
 //!
+//! A shared subscription (`$share/<group>/<filter>`, MQTT 5.0 §4.8.2, also usable by
+//! 3.1.1 clients as in Mosquitto) is one entry in the trie under `<filter>`: the group,
+//! with its members. Each message matching it goes to one member: the online member with
+//! the fewest messages queued or awaiting acknowledgement, ties broken round-robin, so
+//! work levels out across members of different speeds (see [`Group::pick`]).
+//!
 //! Lock order, everywhere in the broker: sessions map, then router, then a session's
 //! state. Nothing holds a session's state lock while it takes the router lock.
 
 pub mod trie;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use crate::codec::QoS;
 use crate::session::Session;
+use crate::subscriptions::Sub;
+use crate::topic;
 use trie::SubscriptionTrie;
 
-/// One subscriber of a filter: its session and the QoS it was granted.
+/// One subscriber of a filter: its session and the subscription's options.
 #[derive(Clone)]
 pub struct Subscriber {
     pub session: Arc<Session>,
+    pub sub: Sub,
+}
+
+/// Where one message goes: a session, and how it is to be sent there.
+#[derive(Clone)]
+pub struct Target {
+    pub session: Arc<Session>,
+    /// The highest QoS granted among the session's matching subscriptions.
     pub qos: QoS,
+    /// Keep the RETAIN flag as published (some matching subscription asked for it).
+    pub retain_as_published: bool,
+    /// Subscription identifiers of every matching subscription [MQTT-3.3.4-3/4/5].
+    pub sub_ids: Vec<u32>,
+    /// The shared subscription (`$share/g/f`) this delivery came through, if any: its
+    /// unacknowledged messages move to another member when this one disconnects.
+    pub shared: Option<Arc<str>>,
+}
+
+/// A shared subscription group.
+struct Group {
+    /// The filter as subscribed, `$share/<group>/<filter>`.
+    key: Arc<str>,
+    members: Vec<Subscriber>,
+    /// Round-robin position.
+    next: AtomicUsize,
+}
+
+impl Group {
+    /// The member to give the next message to: among online members, the one with the
+    /// fewest messages queued or unacknowledged (so a slow member gets fewer), ties
+    /// broken round-robin; offline members only when no member is online.
+    fn pick(&self, exclude: Option<u64>) -> Option<&Subscriber> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(bool, usize, &Subscriber)> = None;
+        for i in 0..n {
+            let m = &self.members[(start + i) % n];
+            if Some(m.session.id) == exclude {
+                continue;
+            }
+            let (online, load) = {
+                let st = m.session.state.lock();
+                (st.connected, st.backlog())
+            };
+            let better = match best {
+                None => true,
+                Some((b_online, b_load, _)) => {
+                    (online && !b_online) || (online == b_online && load < b_load)
+                }
+            };
+            if better {
+                best = Some((online, load, m));
+            }
+        }
+        best.map(|(_, _, m)| m)
+    }
+}
+
+enum Entry {
+    One(Subscriber),
+    Group(Box<Group>),
 }
 
 #[derive(Default)]
+struct Inner {
+    trie: SubscriptionTrie<Entry>,
+    /// Trie id of each shared group, by its `$share/g/f` key.
+    groups: HashMap<Arc<str>, u64>,
+    next_group: u64,
+}
+
+/// Group ids live in the same per-filter id space as session ids: the top bit keeps them
+/// apart.
+const GROUP_ID_BIT: u64 = 1 << 63;
+
+#[derive(Default)]
 pub struct Router {
-    trie: RwLock<SubscriptionTrie<Subscriber>>,
+    inner: RwLock<Inner>,
 }
 
 impl Router {
-    /// Adds or replaces `session`'s subscription to `filter`.
-    pub fn subscribe(&self, session: &Arc<Session>, filter: &str, qos: QoS) {
-        self.trie.write().insert(
-            filter,
-            session.id,
-            Subscriber {
-                session: session.clone(),
-                qos,
-            },
-        );
+    /// Adds or replaces `session`'s subscription to `filter` (which may be a shared
+    /// subscription; it must be valid, see [`topic::split_shared`]).
+    pub fn subscribe(&self, session: &Arc<Session>, filter: &str, sub: Sub) {
+        let subscriber = Subscriber {
+            session: session.clone(),
+            sub,
+        };
+        let mut inner = self.inner.write();
+        let Some(Some((_, inner_filter))) = topic::split_shared(filter) else {
+            inner
+                .trie
+                .insert(filter, session.id, Entry::One(subscriber));
+            return;
+        };
+        let gid = match inner.groups.get(filter) {
+            Some(gid) => *gid,
+            None => {
+                inner.next_group += 1;
+                let gid = GROUP_ID_BIT | inner.next_group;
+                let key: Arc<str> = Arc::from(filter);
+                inner.groups.insert(key.clone(), gid);
+                let group = Group {
+                    key,
+                    members: Vec::new(),
+                    next: AtomicUsize::new(0),
+                };
+                inner
+                    .trie
+                    .insert(inner_filter, gid, Entry::Group(Box::new(group)));
+                gid
+            }
+        };
+        if let Some(Entry::Group(group)) = inner.trie.get_mut(inner_filter, gid) {
+            match group
+                .members
+                .iter_mut()
+                .find(|m| m.session.id == session.id)
+            {
+                Some(m) => m.sub = sub,
+                None => group.members.push(subscriber),
+            }
+        }
     }
 
     pub fn unsubscribe(&self, session: &Session, filter: &str) -> bool {
-        self.trie.write().remove(filter, session.id)
+        let mut inner = self.inner.write();
+        Self::remove(&mut inner, session, filter)
+    }
+
+    fn remove(inner: &mut Inner, session: &Session, filter: &str) -> bool {
+        let Some(Some((_, inner_filter))) = topic::split_shared(filter) else {
+            return inner.trie.remove(filter, session.id);
+        };
+        let Some(&gid) = inner.groups.get(filter) else {
+            return false;
+        };
+        let Some(Entry::Group(group)) = inner.trie.get_mut(inner_filter, gid) else {
+            return false;
+        };
+        let before = group.members.len();
+        group.members.retain(|m| m.session.id != session.id);
+        let removed = group.members.len() != before;
+        if group.members.is_empty() {
+            inner.trie.remove(inner_filter, gid);
+            inner.groups.remove(filter);
+        }
+        removed
     }
 
     /// Removes all of `session`'s subscriptions (the filters are the session's own list).
     pub fn unsubscribe_all<'a>(&self, session: &Session, filters: impl Iterator<Item = &'a str>) {
-        let mut trie = self.trie.write();
+        let mut inner = self.inner.write();
         for filter in filters {
-            trie.remove(filter, session.id);
+            Self::remove(&mut inner, session, filter);
         }
     }
 
-    /// Collects the sessions `topic` reaches into `out`, one entry per session with the
-    /// highest QoS among its matching subscriptions: a client with overlapping
-    /// subscriptions receives one copy [MQTT-3.3.5-1].
-    pub fn route(&self, topic: &str, out: &mut Vec<Subscriber>) {
+    /// Collects where a message on `topic`, published by the session `publisher`,
+    /// goes. A session with several matching (non-shared) subscriptions gets one entry:
+    /// the highest QoS, every subscription identifier [MQTT-3.3.4-2/3]. A subscription
+    /// with No Local does not deliver its own client's messages [MQTT-3.8.3-3]. Each
+    /// matching shared subscription adds one entry for the member whose turn it is.
+    pub fn route(&self, topic: &str, publisher: Option<u64>, out: &mut Vec<Target>) {
         out.clear();
-        self.trie
-            .read()
-            .for_each_match(topic, |_, sub| out.push(sub.clone()));
+        let inner = self.inner.read();
+        inner.trie.for_each_match(topic, |_, entry| match entry {
+            Entry::One(s) => {
+                if s.sub.opts.no_local && publisher == Some(s.session.id) {
+                    return;
+                }
+                out.push(Target {
+                    session: s.session.clone(),
+                    qos: s.sub.opts.qos,
+                    retain_as_published: s.sub.opts.retain_as_published,
+                    sub_ids: s.sub.id.into_iter().collect(),
+                    shared: None,
+                });
+            }
+            Entry::Group(g) => {
+                if let Some(m) = g.pick(None) {
+                    out.push(Target {
+                        session: m.session.clone(),
+                        qos: m.sub.opts.qos,
+                        retain_as_published: m.sub.opts.retain_as_published,
+                        sub_ids: m.sub.id.into_iter().collect(),
+                        shared: Some(g.key.clone()),
+                    });
+                }
+            }
+        });
+        drop(inner);
         if out.len() > 1 {
-            out.sort_unstable_by(|a, b| {
-                a.session
-                    .id
-                    .cmp(&b.session.id)
-                    .then((b.qos as u8).cmp(&(a.qos as u8)))
-            });
-            // Sorted by id, highest QoS first within an id: keep the first of each id.
-            out.dedup_by(|later, first| later.session.id == first.session.id);
+            merge_per_session(out);
         }
     }
 
-    /// Number of (filter, session) subscriptions.
+    /// Another member of the shared subscription `key` to take over a message from the
+    /// member `from` (online members first), with its granted QoS.
+    pub fn pick_shared(&self, key: &str, from: u64) -> Option<(Arc<Session>, Sub)> {
+        let inner = self.inner.read();
+        let &gid = inner.groups.get(key)?;
+        let (_, inner_filter) = topic::split_shared(key)??;
+        match inner.trie.get(inner_filter, gid)? {
+            Entry::Group(g) => g.pick(Some(from)).map(|m| (m.session.clone(), m.sub)),
+            Entry::One(_) => None,
+        }
+    }
+
+    /// Number of (filter, session) subscriptions, counting a shared group once.
     pub fn len(&self) -> usize {
-        self.trie.read().len()
+        self.inner.read().trie.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Merges the non-shared entries of one session into one: highest QoS, Retain As
+/// Published if any asked, all subscription identifiers. Shared deliveries stay separate.
+/// In place: this runs for every message that reaches more than one subscription.
+fn merge_per_session(out: &mut Vec<Target>) {
+    out.sort_unstable_by(|a, b| {
+        (a.session.id, a.shared.is_some()).cmp(&(b.session.id, b.shared.is_some()))
+    });
+    out.dedup_by(|later, kept| {
+        let same =
+            later.session.id == kept.session.id && later.shared.is_none() && kept.shared.is_none();
+        if same {
+            if (later.qos as u8) > (kept.qos as u8) {
+                kept.qos = later.qos;
+            }
+            kept.retain_as_published |= later.retain_as_published;
+            kept.sub_ids.append(&mut later.sub_ids);
+        }
+        same
+    });
 }

@@ -455,6 +455,34 @@ impl<V> SubscriptionTrie<V> {
         self.len() == 0
     }
 
+    /// The value of `id`'s subscription to exactly `filter`.
+    pub fn get(&self, filter: &str, id: u64) -> Option<&V> {
+        let (path, hash) = split_filter(filter);
+        let mut node = &self.root;
+        if let Some(path) = path {
+            for level in path.split('/') {
+                node = node.child(level)?;
+            }
+        }
+        let subs = if hash { &node.hash } else { &node.subs };
+        let i = subs.position(id)?;
+        subs.list.get(i).map(|(_, v)| v)
+    }
+
+    /// The value of `id`'s subscription to exactly `filter`, to change in place.
+    pub fn get_mut(&mut self, filter: &str, id: u64) -> Option<&mut V> {
+        let (path, hash) = split_filter(filter);
+        let mut node = &mut self.root;
+        if let Some(path) = path {
+            for level in path.split('/') {
+                node = node.child_mut(level)?;
+            }
+        }
+        let subs = if hash { &mut node.hash } else { &mut node.subs };
+        let i = subs.position(id)?;
+        subs.list.get_mut(i).map(|(_, v)| v)
+    }
+
     /// Whether `id` is subscribed to exactly `filter`.
     pub fn contains(&self, filter: &str, id: u64) -> bool {
         let (path, hash) = split_filter(filter);
