@@ -156,7 +156,7 @@ impl Broker {
             let discard = existed && (clean || st.clean);
             // A delayed will: a session resumed in time cancels it [MQTT-3.1.3-9]; one
             // that is discarded has ended, so its will goes out now.
-            let will = st.pending_will.take().filter(|_| discard);
+            let will = st.take_pending_will(|_| true).filter(|_| discard);
             let filters: Vec<String> = if discard {
                 st.subscriptions.filters()
             } else {
@@ -167,7 +167,7 @@ impl Broker {
             }
             st.clean = expiry == 0;
             st.expiry = expiry;
-            st.expires_at = None;
+            st.set_expires_at(None);
             st.peer = peer;
             // A resumed session reads with the rights of whoever connected last.
             st.username = username;
@@ -218,8 +218,8 @@ impl Broker {
             }
             if !st.clean {
                 if st.expiry != u32::MAX {
-                    st.expires_at =
-                        Some(Instant::now() + Duration::from_secs(u64::from(st.expiry)));
+                    let at = Instant::now() + Duration::from_secs(u64::from(st.expiry));
+                    st.set_expires_at(Some(at));
                 }
                 return;
             }
@@ -271,7 +271,7 @@ impl Broker {
             // RETAIN is 0 on live deliveries unless the subscription keeps it
             // [MQTT-3.3.1-12/13].
             let retain = sub.retain_as_published && msg.retain;
-            let extra = Extra::boxed(sub.sub_ids, sub.shared);
+            let extra = sub.extra;
             match sub
                 .session
                 .deliver(msg, qos, retain, extra, publisher, acl.as_deref())
@@ -349,13 +349,11 @@ impl Broker {
             let sessions = self.sessions.lock();
             for session in sessions.values() {
                 let mut st = session.state.lock();
-                if st.pending_will.as_ref().is_some_and(|w| w.due <= now) {
-                    if let Some(will) = st.pending_will.take() {
-                        wills.push((session.client_id.clone(), will));
-                    }
+                if let Some(will) = st.take_pending_will(|w| w.due <= now) {
+                    wills.push((session.client_id.clone(), will));
                 }
                 if !st.connected {
-                    if st.expires_at.is_some_and(|t| t <= now) {
+                    if st.expires_at().is_some_and(|t| t <= now) {
                         ended.push(session.clone());
                     }
                     continue;
@@ -411,7 +409,8 @@ impl Broker {
             match self.router.pick_shared(&key, session.id) {
                 Some((other, sub)) => {
                     let qos = min_qos(item.msg.qos, sub.opts.qos);
-                    let extra = Extra::boxed(sub.id.into_iter().collect(), Some(key));
+                    let extra =
+                        Extra::boxed(sub.id.into_iter().map(|n| n.get()).collect(), Some(key));
                     other.deliver(&item.msg, qos, false, extra, None, acl.as_deref());
                     moved += 1;
                 }
@@ -436,13 +435,13 @@ impl Broker {
         let mut sessions = self.sessions.lock();
         let (filters, will) = {
             let mut st = session.state.lock();
-            if st.connected || st.expires_at.is_none_or(|t| t > Instant::now()) {
+            if st.connected || st.expires_at().is_none_or(|t| t > Instant::now()) {
                 return;
             }
             let filters = st.subscriptions.filters();
             st.reset();
-            st.expires_at = None;
-            (filters, st.pending_will.take())
+            st.set_expires_at(None);
+            (filters, st.take_pending_will(|_| true))
         };
         if sessions
             .get(&session.client_id)
@@ -487,14 +486,13 @@ impl Broker {
             will.qos,
             will.retain,
             will.props,
-            Instant::now(),
         ));
         crate::handlers::publish::route_message(self, &msg, None);
     }
 
     /// Holds a will back for its delay (MQTT 5.0 Will Delay Interval).
     pub fn delay_will(&self, session: &Session, pending: PendingWill) {
-        session.state.lock().pending_will = Some(Box::new(pending));
+        session.state.lock().set_pending_will(pending);
     }
 
     /// Tells every connection to close: sets the flag each connection checks when it

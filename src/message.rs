@@ -41,19 +41,19 @@ impl Message {
         }
     }
 
-    /// A message with MQTT 5.0 properties; its expiry starts counting `now`.
+    /// A message with MQTT 5.0 properties; its expiry starts counting now. (The clock is
+    /// read only for messages that expire: this runs for every message published.)
     pub fn with_props(
         topic: String,
         payload: Bytes,
         qos: QoS,
         retain: bool,
         props: Option<Box<MessageProps>>,
-        now: Instant,
     ) -> Message {
         let expires_at = props
             .as_ref()
             .and_then(|p| p.message_expiry)
-            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
         Message {
             topic,
             payload,
@@ -88,7 +88,6 @@ mod tests {
 
     #[test]
     fn expiry_counts_down_from_arrival_and_rounds_up() {
-        let now = Instant::now();
         let props = MessageProps {
             message_expiry: Some(10),
             ..Default::default()
@@ -99,8 +98,8 @@ mod tests {
             QoS::AtMostOnce,
             false,
             Some(Box::new(props)),
-            now,
         );
+        let now = m.expires_at.unwrap() - Duration::from_secs(10);
         assert_eq!(m.remaining_expiry(now), Some(10));
         assert_eq!(
             m.remaining_expiry(now + Duration::from_millis(2500)),

@@ -168,6 +168,13 @@ pub struct PendingWill {
     pub username: Option<Arc<str>>,
 }
 
+/// What an offline session is waiting for.
+#[derive(Debug, Default)]
+struct Pending {
+    expires_at: Option<Instant>,
+    will: Option<Box<PendingWill>>,
+}
+
 /// Counts of messages dropped by a full queue, for the rate-limited log line.
 #[derive(Debug, Default)]
 struct Drops {
@@ -218,12 +225,11 @@ pub struct SessionState {
     /// Session Expiry Interval, seconds: 0 ends the session with the connection,
     /// `u32::MAX` never.
     pub expiry: u32,
-    /// When an offline session ends.
-    pub expires_at: Option<Instant>,
     /// How to send to the attached client when it speaks MQTT 5.0.
     pub peer: Option<Box<PeerV5>>,
-    /// A will held back by its Will Delay Interval.
-    pub pending_will: Option<Box<PendingWill>>,
+    /// When an offline session ends, and a will held back by its Will Delay Interval.
+    /// Boxed and allocated only while there is one: most sessions never have either.
+    pending: Option<Box<Pending>>,
     pub timers: Timers,
     pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
@@ -272,9 +278,8 @@ impl Session {
                 limits,
                 username: None,
                 expiry: 0,
-                expires_at: None,
                 peer: None,
-                pending_will: None,
+                pending: None,
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
@@ -352,6 +357,44 @@ impl SessionState {
         let l = &self.limits;
         (l.max_queued_messages > 0 && self.queue.len() >= l.max_queued_messages)
             || (l.max_queued_bytes > 0 && self.queued_bytes + extra_bytes > l.max_queued_bytes)
+    }
+
+    /// When this offline session ends, if it does.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.pending.as_ref().and_then(|p| p.expires_at)
+    }
+
+    pub fn set_expires_at(&mut self, at: Option<Instant>) {
+        self.pending.get_or_insert_default().expires_at = at;
+        self.tidy_pending();
+    }
+
+    /// Holds a will back until `will.due`.
+    pub fn set_pending_will(&mut self, will: PendingWill) {
+        self.pending.get_or_insert_default().will = Some(Box::new(will));
+    }
+
+    /// Takes the held-back will, if there is one and `due` says so.
+    pub fn take_pending_will(
+        &mut self,
+        due: impl Fn(&PendingWill) -> bool,
+    ) -> Option<Box<PendingWill>> {
+        let will = self
+            .pending
+            .as_mut()
+            .and_then(|p| p.will.take_if(|w| due(w)));
+        self.tidy_pending();
+        will
+    }
+
+    fn tidy_pending(&mut self) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.expires_at.is_none() && p.will.is_none())
+        {
+            self.pending = None;
+        }
     }
 
     /// Messages waiting or unacknowledged: how busy this session is, for shared

@@ -15,8 +15,10 @@ use crate::codec::{QoS, SubscriptionOptions};
 pub struct Sub {
     /// Granted QoS, No Local, Retain As Published, Retain Handling.
     pub opts: SubscriptionOptions,
-    /// MQTT 5.0 Subscription Identifier, delivered with every message it matches.
-    pub id: Option<u32>,
+    /// MQTT 5.0 Subscription Identifier (never 0), delivered with every message it
+    /// matches. `NonZeroU32` keeps the struct at 8 bytes; it is held once per
+    /// subscription in the session and once in the router.
+    pub id: Option<std::num::NonZeroU32>,
 }
 
 impl Sub {

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -192,7 +191,6 @@ fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool) {
         publish.qos,
         publish.retain,
         publish.props,
-        Instant::now(),
     ));
     route_message(&client.broker, &msg, Some(&client.session))
 }

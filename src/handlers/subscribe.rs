@@ -37,7 +37,9 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
             Ok(()) => {
                 let sub = Sub {
                     opts: *opts,
-                    id: subscribe.subscription_id,
+                    id: subscribe
+                        .subscription_id
+                        .and_then(std::num::NonZeroU32::new),
                 };
                 // A repeated filter replaces the earlier subscription [MQTT-3.8.4-3].
                 let is_new = client

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::codec::QoS;
-use crate::session::Session;
+use crate::session::{Extra, Session};
 use crate::subscriptions::Sub;
 use crate::topic;
 use trie::SubscriptionTrie;
@@ -42,11 +42,17 @@ pub struct Target {
     pub qos: QoS,
     /// Keep the RETAIN flag as published (some matching subscription asked for it).
     pub retain_as_published: bool,
-    /// Subscription identifiers of every matching subscription [MQTT-3.3.4-3/4/5].
-    pub sub_ids: Vec<u32>,
-    /// The shared subscription (`$share/g/f`) this delivery came through, if any: its
-    /// unacknowledged messages move to another member when this one disconnects.
-    pub shared: Option<Arc<str>>,
+    /// Subscription identifiers of every matching subscription [MQTT-3.3.4-3/4/5], and
+    /// the shared subscription (`$share/g/f`) this delivery came through, whose
+    /// unacknowledged messages move to another member when this one disconnects. Boxed,
+    /// and `None` for plain subscriptions: a target is built for every delivery.
+    pub extra: Option<Box<Extra>>,
+}
+
+impl Target {
+    fn shared(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.shared.is_some())
+    }
 }
 
 /// A shared subscription group.
@@ -209,8 +215,12 @@ impl Router {
                     session: s.session.clone(),
                     qos: s.sub.opts.qos,
                     retain_as_published: s.sub.opts.retain_as_published,
-                    sub_ids: s.sub.id.into_iter().collect(),
-                    shared: None,
+                    extra: s.sub.id.map(|id| {
+                        Box::new(Extra {
+                            sub_ids: vec![id.get()],
+                            shared: None,
+                        })
+                    }),
                 });
             }
             Entry::Group(g) => {
@@ -219,8 +229,10 @@ impl Router {
                         session: m.session.clone(),
                         qos: m.sub.opts.qos,
                         retain_as_published: m.sub.opts.retain_as_published,
-                        sub_ids: m.sub.id.into_iter().collect(),
-                        shared: Some(g.key.clone()),
+                        extra: Some(Box::new(Extra {
+                            sub_ids: m.sub.id.into_iter().map(|n| n.get()).collect(),
+                            shared: Some(g.key.clone()),
+                        })),
                     });
                 }
             }
@@ -253,22 +265,40 @@ impl Router {
     }
 }
 
+thread_local! {
+    /// Session ids of one message's targets, reused by every route on this thread.
+    static IDS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Merges the non-shared entries of one session into one: highest QoS, Retain As
 /// Published if any asked, all subscription identifiers. Shared deliveries stay separate.
 /// In place: this runs for every message that reaches more than one subscription.
 fn merge_per_session(out: &mut Vec<Target>) {
-    out.sort_unstable_by(|a, b| {
-        (a.session.id, a.shared.is_some()).cmp(&(b.session.id, b.shared.is_some()))
+    // Most messages reach each session once: find that out by sorting ids alone, and
+    // leave the (larger) targets where they are.
+    let repeats = IDS.with_borrow_mut(|ids| {
+        ids.clear();
+        ids.extend(out.iter().map(|t| t.session.id));
+        ids.sort_unstable();
+        ids.windows(2).any(|w| w[0] == w[1])
     });
+    if !repeats {
+        return;
+    }
+    out.sort_unstable_by_key(|t| (t.session.id, t.shared()));
     out.dedup_by(|later, kept| {
-        let same =
-            later.session.id == kept.session.id && later.shared.is_none() && kept.shared.is_none();
+        let same = later.session.id == kept.session.id && !later.shared() && !kept.shared();
         if same {
             if (later.qos as u8) > (kept.qos as u8) {
                 kept.qos = later.qos;
             }
             kept.retain_as_published |= later.retain_as_published;
-            kept.sub_ids.append(&mut later.sub_ids);
+            if let Some(mut more) = later.extra.take() {
+                kept.extra
+                    .get_or_insert_default()
+                    .sub_ids
+                    .append(&mut more.sub_ids);
+            }
         }
         same
     });
