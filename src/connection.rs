@@ -623,11 +623,13 @@ fn finish(mut client: Client, close: Close) {
                 will: *will,
                 username: client.username.clone(),
             };
-            if delay > 0 {
-                client.broker.delay_will(&client.session, pending);
-            } else {
+            if delay == 0 {
                 client.broker.publish_will(&id, pending);
+            } else if !matches!(close, Close::TakenOver) {
+                client.broker.delay_will(&client.session, pending);
             }
+            // Taken over with a delay: the client is back on a new connection before the
+            // delay could pass, so the will is not sent [MQTT-3.1.3-9].
         }
     }
     client.broker.detach(&client.session, client.generation);

@@ -1324,3 +1324,37 @@ fn mqtt5_mosquitto_clients_v5_properties_round_trip() {
         "mq5/x|text/plain|mq5/reply|1|k1:v1 k2:v2|hello"
     );
 }
+
+#[test]
+fn mqtt5_3_1_4_3_take_over_resumes_the_session_so_a_delayed_will_is_not_sent() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut watcher = V5::connected(addr, "watcher", &[]);
+    watcher.subscribe(1, &[("wills/#", 0)], None);
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let will_props = [Prop::Four(WILL_DELAY, 1)];
+    let (mut old, _) = V5::open(
+        addr,
+        &connect5(
+            "twin",
+            true,
+            60,
+            &session,
+            Some(("wills/twin", b"gone", &will_props)),
+        ),
+    );
+    let (_new, ack) = V5::open(addr, &connect5("twin", false, 60, &session, None));
+    assert!(ack.connack().0, "the new connection resumes the session");
+    assert_eq!(old.disconnect_reason(), 0x8E);
+    std::thread::sleep(Duration::from_millis(1500));
+    watcher.assert_quiet("no will: the session went on with the new connection");
+}
+
+#[test]
+fn mqtt5_3_14_server_shutting_down_sends_disconnect_0x8b() {
+    let mut broker = Broker::start("");
+    let mut c = V5::connected(broker.addr(), "stays", &[]);
+    let status = broker.terminate().expect("midge exits on SIGTERM");
+    assert!(status.success());
+    assert_eq!(c.disconnect_reason(), 0x8B);
+}
