@@ -825,3 +825,40 @@ fn login_storm_is_answered_with_bounded_memory() {
         "peak RSS {peak} KiB: password checks are not bounded"
     );
 }
+
+#[test]
+fn mqtt5_acl_denials_get_reason_0x87_in_suback_and_puback() {
+    let dir = TempDir::new("acl-v5");
+    let broker = acl_broker(dir.path());
+    let mut s = raw(broker.addr());
+    s.write_all(&connect_v5("alice-v5", Some("alice"), Some("pa")))
+        .unwrap();
+    let (header, body) = read_packet(&mut s);
+    assert_eq!((header, body[1]), (0x20, 0x00));
+    // SUBSCRIBE (5.0: empty property block): alice/# granted, bob/# not authorized.
+    let mut sub = vec![0x00, 0x01, 0x00];
+    for (filter, opts) in [("alice/#", 1u8), ("bob/#", 1)] {
+        sub.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        sub.extend_from_slice(filter.as_bytes());
+        sub.push(opts);
+    }
+    let mut packet = vec![0x82];
+    push_len(&mut packet, sub.len());
+    packet.extend(sub);
+    s.write_all(&packet).unwrap();
+    let (header, body) = read_packet(&mut s);
+    assert_eq!(header, 0x90);
+    assert_eq!(&body[3..], &[0x01, 0x87], "SUBACK reason codes: {body:?}");
+    // PUBLISH QoS 1 to bob/x (5.0: empty property block) → PUBACK 0x87.
+    let mut publish = vec![0x00, 0x05];
+    publish.extend_from_slice(b"bob/x");
+    publish.extend_from_slice(&[0x00, 0x07, 0x00]);
+    publish.extend_from_slice(b"payload");
+    let mut packet = vec![0x32];
+    push_len(&mut packet, publish.len());
+    packet.extend(publish);
+    s.write_all(&packet).unwrap();
+    let (header, body) = read_packet(&mut s);
+    assert_eq!(header, 0x40);
+    assert_eq!(&body[..3], &[0x00, 0x07, 0x87], "PUBACK: {body:?}");
+}
