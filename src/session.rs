@@ -607,6 +607,12 @@ impl SessionState {
         self.incoming_qos2.get_or_insert_default().insert(pkid)
     }
 
+    pub fn incoming_qos2_contains(&self, pkid: u16) -> bool {
+        self.incoming_qos2
+            .as_ref()
+            .is_some_and(|s| s.contains(&pkid))
+    }
+
     /// Incoming QoS 2 messages awaiting PUBREL (they count against Receive Maximum).
     pub fn incoming_qos2_len(&self) -> usize {
         self.incoming_qos2.as_ref().map_or(0, |s| s.len())

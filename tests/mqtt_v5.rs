@@ -812,9 +812,16 @@ fn mqtt5_3_3_4_7_receive_maximum_bounds_unacknowledged_deliveries() {
 fn mqtt5_3_3_4_9_more_unacknowledged_qos2_than_receive_maximum_disconnects_with_0x93() {
     let broker = Broker::start("receive_maximum = 2\n");
     let mut p = V5::connected(broker.addr(), "greedy", &[]);
-    for pkid in 1..=3u16 {
+    for pkid in 1..=2u16 {
         p.send(&publish5("rm/q2", 2, pkid, false, &[], b"x"));
+        assert_eq!(p.control().ack().0, pkid, "PUBREC {pkid}");
     }
+    // A re-send (DUP) of one not yet released is not a new PUBLISH.
+    let mut dup = publish5("rm/q2", 2, 2, false, &[], b"x");
+    dup[0] |= 0x08;
+    p.send(&dup);
+    assert_eq!(p.control().ack().0, 2, "PUBREC again for the re-send");
+    p.send(&publish5("rm/q2", 2, 3, false, &[], b"x"));
     assert_eq!(p.disconnect_reason(), 0x93);
 }
 

@@ -160,7 +160,14 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     let Some(v5) = client.v5.as_ref() else {
         return Ok(());
     };
-    let pending = client.session.state.lock().incoming_qos2_len() + client.withheld_count();
+    let pending = {
+        let st = client.session.state.lock();
+        // A QoS 2 PUBLISH re-sent before its PUBREL is not a new one.
+        if publish.qos == QoS::ExactlyOnce && st.incoming_qos2_contains(publish.pkid) {
+            return Ok(());
+        }
+        st.incoming_qos2_len()
+    } + client.withheld_count();
     if pending >= usize::from(v5.receive_max) {
         return Err(Close::violation(
             reason::RECEIVE_MAXIMUM_EXCEEDED,
