@@ -225,14 +225,7 @@ impl Broker {
             }
             st.subscriptions.filters()
         };
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            sessions.remove(&session.client_id);
-        }
-        self.router
-            .unsubscribe_all(session, filters.iter().map(String::as_str));
+        self.forget(&mut sessions, session, &filters);
         drop(sessions);
         // A shared message routed to it before it left the router still goes to another
         // member rather than down with the session.
@@ -390,6 +383,24 @@ impl Broker {
         }
     }
 
+    /// Takes an ended session out of the sessions map (if it is still the one there) and
+    /// its subscriptions out of the router. The caller holds the sessions lock.
+    fn forget(
+        &self,
+        sessions: &mut HashMap<Arc<str>, Arc<Session>>,
+        session: &Arc<Session>,
+        filters: &[String],
+    ) {
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+        }
+        self.router
+            .unsubscribe_all(session, filters.iter().map(String::as_str));
+    }
+
     /// Moves the messages a disconnecting member of shared subscriptions has not yet
     /// acknowledged (queued, or sent and unacknowledged) to another member of the same
     /// group, online members first: a work queue loses no job when a worker dies. With no
@@ -443,14 +454,7 @@ impl Broker {
             st.set_expires_at(None);
             (filters, st.take_pending_will(|_| true))
         };
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            sessions.remove(&session.client_id);
-        }
-        self.router
-            .unsubscribe_all(session, filters.iter().map(String::as_str));
+        self.forget(&mut sessions, session, &filters);
         drop(sessions);
         tracing::info!(client_id = &*session.client_id, "session expired");
         self.record(StoreEvent::SessionDiscarded {

@@ -318,11 +318,7 @@ fn decode_packet(
     };
     // The first byte alone tells whether the packet type and flags are acceptable: fail
     // before waiting for anything else.
-    if v5 {
-        v5::check_first_byte(byte1)?;
-    } else {
-        check_first_byte(byte1)?;
-    }
+    check_first_byte(byte1, v5)?;
     let Some((remaining, len_len)) = remaining_length(buf)? else {
         return Ok(None);
     };
@@ -351,9 +347,9 @@ fn decode_packet(
     }
 }
 
-/// Rejects packet types a client may not send and reserved flag values
-/// [MQTT-2.2.2-1] [MQTT-2.2.2-2].
-fn check_first_byte(byte1: u8) -> Result<(), DecodeError> {
+/// Rejects packet types a client may not send and reserved flag values (3.1.1:
+/// [MQTT-2.2.2-1] [MQTT-2.2.2-2]; 5.0: [MQTT-2.1.3-1], and AUTH exists).
+fn check_first_byte(byte1: u8, v5: bool) -> Result<(), DecodeError> {
     let flags = byte1 & 0x0F;
     match byte1 >> 4 {
         PUBLISH => {
@@ -377,7 +373,8 @@ fn check_first_byte(byte1: u8) -> Result<(), DecodeError> {
                 ))
             }
         }
-        CONNECT | PUBACK | PUBREC | PUBCOMP | PINGREQ | DISCONNECT => {
+        AUTH if !v5 => Err(DecodeError::UnexpectedPacketType(AUTH)),
+        CONNECT | PUBACK | PUBREC | PUBCOMP | PINGREQ | DISCONNECT | AUTH => {
             if flags == 0 {
                 Ok(())
             } else {

@@ -15,48 +15,6 @@ use super::{
     PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE,
 };
 
-/// Rejects packet types a client may not send and reserved flag values [MQTT-2.1.3-1].
-pub(super) fn check_first_byte(byte1: u8) -> Result<(), DecodeError> {
-    let flags = byte1 & 0x0F;
-    let (expected, why) = match byte1 >> 4 {
-        PUBLISH => {
-            let qos = (flags >> 1) & 0x03;
-            if qos == 3 {
-                return Err(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"));
-            }
-            if qos == 0 && flags & 0x08 != 0 {
-                return Err(DecodeError::Malformed(
-                    "PUBLISH with DUP set on QoS 0 [MQTT-3.3.1-2]",
-                ));
-            }
-            return Ok(());
-        }
-        PUBREL => (
-            0b0010,
-            "fixed header flags of PUBREL must be 0010 [MQTT-3.6.1-1]",
-        ),
-        SUBSCRIBE => (
-            0b0010,
-            "fixed header flags of SUBSCRIBE must be 0010 [MQTT-3.8.1-1]",
-        ),
-        UNSUBSCRIBE => (
-            0b0010,
-            "fixed header flags of UNSUBSCRIBE must be 0010 [MQTT-3.10.1-1]",
-        ),
-        DISCONNECT => (0, "reserved DISCONNECT flags must be 0000 [MQTT-3.14.1-1]"),
-        AUTH => (0, "reserved AUTH flags must be 0000 [MQTT-3.15.1-1]"),
-        CONNECT | PUBACK | PUBREC | PUBCOMP | PINGREQ => {
-            (0, "reserved fixed header flags must be 0000 [MQTT-2.1.3-1]")
-        }
-        other => return Err(DecodeError::UnexpectedPacketType(other)),
-    };
-    if flags == expected {
-        Ok(())
-    } else {
-        Err(DecodeError::Malformed(why))
-    }
-}
-
 /// Remaining lengths that are wrong whatever follows, checked from the header.
 pub(super) fn check_fixed_size(packet_type: u8, remaining: usize) -> Result<(), DecodeError> {
     match packet_type {
