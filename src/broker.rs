@@ -84,9 +84,16 @@ impl Broker {
     }
 
     /// A client id for a client that sent an empty one (clean session only).
+    /// Never one a session already has: a client could have chosen the same string
+    /// itself, and must not be handed someone else's session [MQTT-3.1.3-6].
     pub fn assign_client_id(&self) -> String {
-        let n = self.next_client_number.fetch_add(1, Ordering::Relaxed);
-        format!("midge-auto-{n}-{:x}", std::process::id())
+        loop {
+            let n = self.next_client_number.fetch_add(1, Ordering::Relaxed);
+            let id = format!("midge-auto-{n}-{:x}", std::process::id());
+            if !self.sessions.lock().contains_key(id.as_str()) {
+                return id;
+            }
+        }
     }
 
     pub fn limits_for(&self, listener: &Listener) -> Limits {

@@ -144,6 +144,10 @@ pub struct ClientV5 {
     pub problem_info: bool,
     /// The Session Expiry Interval in force (CONNECT, possibly changed by DISCONNECT).
     pub session_expiry: u32,
+    /// QoS 2 packet ids received on this connection and not yet released: with withheld
+    /// acknowledgements, what counts against the Receive Maximum, which starts afresh
+    /// with every connection (MQTT 5.0 §4.9).
+    pub qos2_in: std::collections::HashSet<u16>,
 }
 
 pub struct Withheld {
@@ -623,13 +627,14 @@ fn finish(mut client: Client, close: Close) {
                 will: *will,
                 username: client.username.clone(),
             };
+            // On a take-over the new connection waits for this one to finish, then drops
+            // the held will if it resumes the session, or sends it if it starts a new
+            // one (see `Broker::attach`).
             if delay == 0 {
                 client.broker.publish_will(&id, pending);
-            } else if !matches!(close, Close::TakenOver) {
+            } else {
                 client.broker.delay_will(&client.session, pending);
             }
-            // Taken over with a delay: the client is back on a new connection before the
-            // delay could pass, so the will is not sent [MQTT-3.1.3-9].
         }
     }
     client.broker.detach(&client.session, client.generation);

@@ -139,23 +139,24 @@ impl PeerV5 {
     }
 
     /// The alias to send `topic` with, and whether the topic itself must be sent too
-    /// (the first time). Aliases are handed out until the client's maximum is reached;
-    /// later topics go without.
-    fn alias_for(&mut self, topic: &str) -> (Option<u16>, bool) {
+    /// (the first time, which sets the alias: see [`PeerV5::set_alias`]). Aliases are
+    /// handed out until the client's maximum is reached; later topics go without.
+    fn alias_for(&self, topic: &str) -> (Option<u16>, bool) {
         if self.topic_alias_max == 0 {
             return (None, true);
         }
         if let Some(alias) = self.aliases.get(topic) {
             return (Some(*alias), false);
         }
-        let next = self.aliases.len() + 1;
-        match u16::try_from(next) {
-            Ok(alias) if alias <= self.topic_alias_max => {
-                self.aliases.insert(topic.into(), alias);
-                (Some(alias), true)
-            }
+        match u16::try_from(self.aliases.len() + 1) {
+            Ok(alias) if alias <= self.topic_alias_max => (Some(alias), true),
             _ => (None, true),
         }
+    }
+
+    /// Records an alias once the PUBLISH that sets it is written.
+    fn set_alias(&mut self, topic: &str, alias: u16) {
+        self.aliases.insert(topic.into(), alias);
     }
 }
 
@@ -607,17 +608,6 @@ impl SessionState {
         self.incoming_qos2.get_or_insert_default().insert(pkid)
     }
 
-    pub fn incoming_qos2_contains(&self, pkid: u16) -> bool {
-        self.incoming_qos2
-            .as_ref()
-            .is_some_and(|s| s.contains(&pkid))
-    }
-
-    /// Incoming QoS 2 messages awaiting PUBREL (they count against Receive Maximum).
-    pub fn incoming_qos2_len(&self) -> usize {
-        self.incoming_qos2.as_ref().map_or(0, |s| s.len())
-    }
-
     /// Forgets an incoming QoS 2 packet id (PUBREL received). Returns whether it was known.
     pub fn incoming_qos2_remove(&mut self, pkid: u16) -> bool {
         self.incoming_qos2
@@ -626,15 +616,20 @@ impl SessionState {
     }
 
     /// Takes out the messages that came through a shared subscription and are not yet
-    /// acknowledged: queued ones, and inflight PUBLISHes without PUBACK/PUBREC (a QoS 2
-    /// message whose PUBREC came is delivered and stays).
+    /// acknowledged: queued ones, and QoS 1 PUBLISHes sent without a PUBACK. A QoS 2
+    /// message already sent stays: its delivery is completed when this client comes back,
+    /// and it never goes to another member [MQTT-4.8.2-4/5].
     pub fn take_shared(&mut self) -> Vec<Queued> {
         let is_shared = |q: &Queued| q.extra.as_ref().is_some_and(|e| e.shared.is_some());
         let mut taken = Vec::new();
         let pkids: Vec<u16> = self
             .inflight
             .iter()
-            .filter(|(_, f)| f.state == InflightState::Published && is_shared(&f.item))
+            .filter(|(_, f)| {
+                f.state == InflightState::Published
+                    && f.item.qos == QoS::AtLeastOnce
+                    && is_shared(&f.item)
+            })
             .map(|(pkid, _)| *pkid)
             .collect();
         for pkid in pkids {
@@ -700,6 +695,19 @@ impl SessionState {
     }
 
     /// PUBCOMP for an outgoing QoS 2 message.
+    /// A 5.0 PUBACK/PUBREC with a reason code of 0x80 or more: the subscriber refused the
+    /// message, which is discarded and never sent anywhere else [MQTT-4.8.2-6]; its
+    /// window slot is free.
+    pub fn refused(&mut self, pkid: u16) -> bool {
+        match self.inflight.get(&pkid) {
+            Some(f) if f.state == InflightState::Published => {
+                self.inflight.remove(&pkid);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn pubcomp(&mut self, pkid: u16) -> bool {
         match self.inflight.get(&pkid) {
             Some(f) if f.state == InflightState::Released => {
@@ -763,10 +771,22 @@ fn encode_publish(
         message_expiry: msg.remaining_expiry(now),
         subscription_ids: sub_ids,
     };
+    // The alias goes into the size: setting one adds a property, using one drops the topic.
+    let (alias, with_topic) = peer.alias_for(&msg.topic);
+    p.topic_alias = alias;
+    if !with_topic {
+        p.topic = "";
+    }
     // `usize::MAX` when the packet cannot be expressed at all (the properties pushed it
     // over MQTT's limit): never written, whatever the client accepts.
-    let size = codec::publish_v5_size(&p, msg.payload.len());
     let max = peer.max_packet_size.map_or(usize::MAX - 1, |m| m as usize);
+    let mut size = codec::publish_v5_size(&p, msg.payload.len());
+    if size > max && alias.is_some() {
+        // The alias property can be what tips it over: try the plain topic.
+        p.topic = &msg.topic;
+        p.topic_alias = None;
+        size = codec::publish_v5_size(&p, msg.payload.len());
+    }
     if size > max {
         tracing::debug!(
             topic = msg.topic.as_str(),
@@ -776,10 +796,8 @@ fn encode_publish(
         );
         return false;
     }
-    let (alias, with_topic) = peer.alias_for(&msg.topic);
-    p.topic_alias = alias;
-    if !with_topic {
-        p.topic = "";
+    if let (Some(alias), true) = (p.topic_alias, with_topic) {
+        peer.set_alias(&msg.topic, alias);
     }
     out.publish_v5(&p, &msg.payload);
     true

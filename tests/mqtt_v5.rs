@@ -1365,3 +1365,385 @@ fn mqtt5_3_14_server_shutting_down_sends_disconnect_0x8b() {
     assert!(status.success());
     assert_eq!(c.disconnect_reason(), 0x8B);
 }
+
+// ---------------------------------------------------------------------------------------
+// Found by the conformance pass (docs/CONFORMANCE.md, part 2)
+// ---------------------------------------------------------------------------------------
+
+/// Size of a received packet on the wire.
+fn pkt_size(p: &In) -> usize {
+    let mut n = p.body.len();
+    let mut vb = 1;
+    while n >= 128 {
+        n /= 128;
+        vb += 1;
+    }
+    1 + vb + p.body.len()
+}
+
+/// Publishes at QoS 2 with the full flow.
+fn publish_qos2(c: &mut V5, topic: &str, pkid: u16, payload: &[u8]) {
+    c.send(&publish5(topic, 2, pkid, false, &[], payload));
+    let rec = c.control();
+    assert_eq!(rec.kind(), 5, "PUBREC expected: {rec:?}");
+    c.send(&[0x62, 2, (pkid >> 8) as u8, pkid as u8]);
+    let comp = c.control();
+    assert_eq!(comp.kind(), 7, "PUBCOMP expected: {comp:?}");
+}
+
+#[test]
+fn mqtt5_4_4_0_2_pubrec_error_ends_the_delivery_and_frees_the_window() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let props = [
+        Prop::Two(RECEIVE_MAXIMUM, 1),
+        Prop::Four(SESSION_EXPIRY, 60),
+    ];
+    let mut sub = V5::connected(addr, "q2sub", &props);
+    sub.subscribe(1, &[("q2/#", 2)], None);
+    let mut p = V5::connected(addr, "pub", &[]);
+    publish_qos2(&mut p, "q2/a", 1, b"one");
+    publish_qos2(&mut p, "q2/a", 2, b"two");
+    let first = sub.next_publish();
+    assert_eq!(first.payload, b"one");
+    // PUBREC with 0x80: the message is acknowledged, quota comes back.
+    sub.send(&[0x50, 3, (first.pkid >> 8) as u8, first.pkid as u8, 0x80]);
+    match sub.try_read(Duration::from_millis(1500)) {
+        Some(pk) if pk.kind() == 3 => assert_eq!(pk.publish().payload, b"two"),
+        other => panic!("A: quota not returned after PUBREC 0x80, got {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt5_4_4_0_2_message_refused_by_pubrec_error_is_not_resent_on_reconnect() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let props = [Prop::Four(SESSION_EXPIRY, 60)];
+    let mut sub = V5::connected(addr, "q2sub", &props);
+    sub.subscribe(1, &[("q2/#", 2)], None);
+    let mut p = V5::connected(addr, "pub", &[]);
+    publish_qos2(&mut p, "q2/a", 1, b"one");
+    let first = sub.next_publish();
+    sub.send(&[0x50, 3, (first.pkid >> 8) as u8, first.pkid as u8, 0x80]);
+    // PINGREQ round trip so the PUBREC was handled.
+    sub.send(&[0xC0, 0]);
+    assert_eq!(sub.control().kind(), 13);
+    drop(sub);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut sub, ack) = V5::open(addr, &connect5("q2sub", false, 60, &props, None));
+    assert!(ack.connack().0);
+    if let Some(pk) = sub.try_read(Duration::from_millis(1000)) {
+        panic!(
+            "A2: after PUBREC 0x80 the broker re-sent on reconnect: {pk:?} (dup flag {})",
+            pk.byte1 & 0x08
+        );
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_24_topic_alias_counts_towards_the_clients_maximum_packet_size() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    // Without alias: 1 + 1 + (2 + 1) + 1 + 50 = 56 bytes.
+    let mut sub = V5::connected(
+        addr,
+        "small",
+        &[
+            Prop::Four(MAXIMUM_PACKET_SIZE, 56),
+            Prop::Two(TOPIC_ALIAS_MAXIMUM, 5),
+        ],
+    );
+    sub.subscribe(1, &[("t", 0)], None);
+    let mut p = V5::connected(addr, "pub", &[]);
+    p.send(&publish5("t", 0, 0, false, &[], &[b'x'; 50]));
+    let got = sub.read();
+    let size = pkt_size(&got);
+    assert!(size <= 56, "B: {size} > 56");
+}
+
+#[test]
+fn mqtt5_3_1_4_3_take_over_with_clean_start_ends_the_session_and_sends_its_delayed_will() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut watcher = V5::connected(addr, "watcher", &[]);
+    watcher.subscribe(1, &[("wills/#", 0)], None);
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let will_props = [Prop::Four(WILL_DELAY, 2)];
+    let (mut old, _) = V5::open(
+        addr,
+        &connect5(
+            "twin",
+            true,
+            60,
+            &session,
+            Some(("wills/twin", b"gone", &will_props)),
+        ),
+    );
+    // Clean Start 1: the old session ends on the takeover, its will must go out.
+    let (_new, ack) = V5::open(addr, &connect5("twin", true, 60, &session, None));
+    assert!(!ack.connack().0);
+    assert_eq!(old.disconnect_reason(), 0x8E);
+    match watcher.try_read(Duration::from_millis(3500)) {
+        Some(p) => assert_eq!(p.publish().payload, b"gone"),
+        None => panic!("C: the old session ended (Clean Start 1) but its will was never published"),
+    }
+}
+
+#[test]
+fn mqtt5_4_8_2_4_shared_qos2_in_flight_stays_with_its_member() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let mut a = V5::connected(addr, "ma", &session);
+    a.subscribe(1, &[("$share/g/q2", 2)], None);
+    let mut p = V5::connected(addr, "pub", &[]);
+    publish_qos2(&mut p, "q2", 1, b"exactly-once");
+    let got = a.next_publish();
+    assert_eq!(got.qos, 2);
+    let mut b = V5::connected(addr, "mb", &[]);
+    b.subscribe(1, &[("$share/g/q2", 2)], None);
+    drop(a); // connection breaks before PUBREC; session persists (expiry 60)
+    b.assert_quiet("a QoS 2 message in flight is not moved to another member");
+    // It is completed with the member it was sent to, when it comes back [MQTT-4.8.2-4].
+    let (mut a, ack) = V5::open(addr, &connect5("ma", false, 60, &session, None));
+    assert!(ack.connack().0);
+    let again = a.next_publish();
+    assert_eq!(again.payload, b"exactly-once");
+}
+
+#[test]
+fn mqtt5_4_8_2_6_shared_message_refused_by_pubrec_error_goes_to_no_other_member() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut a = V5::connected(addr, "ma", &[]);
+    a.subscribe(1, &[("$share/g/q2", 2)], None);
+    let mut p = V5::connected(addr, "pub", &[]);
+    publish_qos2(&mut p, "q2", 1, b"refused");
+    let got = a.next_publish();
+    a.send(&[0x50, 3, (got.pkid >> 8) as u8, got.pkid as u8, 0x80]);
+    a.send(&[0xC0, 0]);
+    assert_eq!(a.control().kind(), 13);
+    let mut b = V5::connected(addr, "mb", &[]);
+    b.subscribe(1, &[("$share/g/q2", 2)], None);
+    drop(a);
+    if let Some(pk) = b.try_read(Duration::from_millis(1500)) {
+        panic!(
+            "D2: message refused with PUBREC 0x80 was sent to another member: {:?}",
+            pk.publish().payload
+        );
+    }
+}
+
+#[test]
+fn mqtt5_4_3_3_qos2_resend_after_reconnect_is_acknowledged_within_receive_maximum() {
+    let broker = Broker::start("receive_maximum = 1\n");
+    let addr = broker.addr();
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let mut c = V5::connected(addr, "p2", &session);
+    c.send(&publish5("x/y", 2, 5, false, &[], b"m"));
+    assert_eq!(c.control().kind(), 5);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, ack) = V5::open(addr, &connect5("p2", false, 60, &session, None));
+    assert!(ack.connack().0);
+    // PUBREC was lost: the client re-sends the PUBLISH with DUP.
+    let mut pkt = publish5("x/y", 2, 5, false, &[], b"m");
+    pkt[0] |= 0x08;
+    c.send(&pkt);
+    let r = c.read();
+    assert_eq!(r.kind(), 5, "E: expected PUBREC, got {r:?}");
+}
+
+#[test]
+fn mqtt5_3_1_3_6_assigned_client_id_is_never_one_in_use() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let (_c, ack) = V5::open(addr, &connect5("", true, 60, &[], None));
+    let Some(Prop::Str(_, assigned)) = find(&ack.connack().2, ASSIGNED_CLIENT_ID).cloned() else {
+        panic!()
+    };
+    // midge-auto-<n>-<pid>
+    let parts: Vec<&str> = assigned.split('-').collect();
+    let n: u64 = parts[2].parse().unwrap();
+    let next = format!("midge-auto-{}-{}", n + 1, parts[3]);
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let mut squatter = V5::connected(addr, &next, &session);
+    squatter.subscribe(1, &[("secret/#", 1)], None);
+    let (_victim, ack) = V5::open(addr, &connect5("", false, 60, &session, None));
+    let (session_present, reason, props) = ack.connack();
+    assert_eq!(reason, 0);
+    assert!(
+        !session_present,
+        "someone else's session must not be handed out"
+    );
+    let Some(Prop::Str(_, id)) = find(&props, ASSIGNED_CLIENT_ID).cloned() else {
+        panic!("no Assigned Client Identifier: {props:?}")
+    };
+    assert_ne!(
+        id, next,
+        "assigned id {id} is already used by another session"
+    );
+}
+
+#[test]
+fn mqtt5_3_3_4_10_pingreq_and_subscribe_answered_while_the_receive_window_is_full() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut sub = V5::connected(addr, "rm1", &[Prop::Two(RECEIVE_MAXIMUM, 1)]);
+    sub.subscribe(1, &[("z/#", 1)], None);
+    let mut p = V5::connected(addr, "pub", &[]);
+    p.publish_qos1("z/a", 1, &[], b"1");
+    p.publish_qos1("z/a", 2, &[], b"2");
+    let first = sub.next_publish();
+    assert_eq!(first.payload, b"1");
+    sub.send(&[0xC0, 0]);
+    let r = sub.read();
+    assert_eq!(r.kind(), 13, "PINGRESP at zero quota: {r:?}");
+    assert_eq!(sub.subscribe(2, &[("other", 0)], None), vec![0]);
+    sub.assert_quiet("second QoS 1 held");
+    sub.puback(first.pkid);
+    assert_eq!(sub.next_publish().payload, b"2");
+}
+
+#[test]
+fn mqtt5_3_3_4_3_retained_carry_subscription_id_and_shared_members_get_their_granted_qos() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut p = V5::connected(addr, "pub", &[]);
+    p.send(&publish5(
+        "ret/a",
+        1,
+        1,
+        true,
+        &[Prop::Four(MESSAGE_EXPIRY, 100)],
+        b"r",
+    ));
+    assert_eq!(p.control().kind(), 4);
+    let mut s = V5::connected(addr, "s", &[]);
+    s.subscribe(1, &[("ret/#", 1)], Some(42));
+    let got = s.next_publish();
+    assert_eq!(got.sub_ids(), vec![42]);
+    s.puback(got.pkid);
+    let mut m = V5::connected(addr, "m", &[]);
+    m.subscribe(1, &[("$share/g/sq", 0)], None);
+    p.publish_qos1("sq", 2, &[], b"x");
+    let got = m.next_publish();
+    assert_eq!(got.qos, 0);
+    // invalid shared filters
+    let codes = m.subscribe(
+        2,
+        &[("$share//x", 0), ("$share/g+/x", 0), ("$share/g", 0)],
+        None,
+    );
+    assert_eq!(codes, vec![0x8F, 0x8F, 0x8F]);
+}
+
+#[test]
+fn mqtt5_3_6_2_qos2_inbound_flow_and_packet_identifier_not_found_0x92() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut c = V5::connected(addr, "c", &[]);
+    c.send(&publish5("w/x", 2, 9, false, &[], b"m"));
+    let rec = c.control();
+    assert_eq!((rec.kind(), rec.ack()), (5, (9, 0x10)));
+    c.send(&[0x62, 2, 0, 9]);
+    let comp = c.control();
+    assert_eq!((comp.kind(), comp.ack()), (7, (9, 0)));
+    c.send(&[0x62, 2, 0, 77]);
+    let comp = c.control();
+    assert_eq!((comp.kind(), comp.ack()), (7, (77, 0x92)));
+    c.send(&[0x50, 2, 0, 78]);
+    let rel = c.control();
+    assert_eq!((rel.kind(), rel.ack()), (6, (78, 0x92)));
+    // empty topic without alias
+    c.send(&publish5("", 0, 0, false, &[], b"m"));
+    assert_eq!(c.disconnect_reason(), 0x82);
+}
+
+#[test]
+fn mqtt5_3_3_2_7_topic_aliases_do_not_survive_a_reconnect() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let mut c = V5::connected(addr, "al", &session);
+    c.send(&publish5(
+        "al/t",
+        0,
+        0,
+        false,
+        &[Prop::Two(TOPIC_ALIAS, 1)],
+        b"m",
+    ));
+    c.send(&[0xC0, 0]);
+    assert_eq!(c.control().kind(), 13);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let (mut c, ack) = V5::open(addr, &connect5("al", false, 60, &session, None));
+    assert!(ack.connack().0);
+    c.send(&publish5(
+        "",
+        0,
+        0,
+        false,
+        &[Prop::Two(TOPIC_ALIAS, 1)],
+        b"m",
+    ));
+    assert_eq!(c.disconnect_reason(), 0x82);
+}
+
+#[test]
+fn mqtt5_3_1_3_9_will_sent_when_the_session_ends_before_the_will_delay() {
+    let broker = Broker::start("");
+    let addr = broker.addr();
+    let mut watcher = V5::connected(addr, "watcher", &[]);
+    watcher.subscribe(1, &[("wills/#", 0)], None);
+    let (c, _) = V5::open(
+        addr,
+        &connect5(
+            "x",
+            true,
+            60,
+            &[Prop::Four(SESSION_EXPIRY, 1)],
+            Some((
+                "wills/x",
+                b"bye",
+                &[Prop::Four(WILL_DELAY, 30), Prop::Four(MESSAGE_EXPIRY, 50)],
+            )),
+        ),
+    );
+    let t = Instant::now();
+    drop(c);
+    let got = watcher.next_publish();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "sent when the session ended (1 s), not after the 30 s delay"
+    );
+    assert_eq!(got.payload, b"bye");
+    // The will keeps its properties; its expiry counts from when it was published.
+    assert!(matches!(
+        got.prop(MESSAGE_EXPIRY),
+        Some(Prop::Four(_, 49..=50))
+    ));
+}
+
+#[test]
+fn mqtt5_4_9_0_receive_maximum_starts_afresh_with_each_connection() {
+    let broker = Broker::start("receive_maximum = 1\n");
+    let addr = broker.addr();
+    let session = [Prop::Four(SESSION_EXPIRY, 60)];
+    let mut c = V5::connected(addr, "p2", &session);
+    c.send(&publish5("x/y", 2, 5, false, &[], b"m"));
+    assert_eq!(c.control().kind(), 5);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, ack) = V5::open(addr, &connect5("p2", false, 60, &session, None));
+    assert!(ack.connack().0);
+    // New connection, new send quota of 1: a new QoS 2 PUBLISH, then the PUBREL re-sent.
+    c.send(&publish5("x/y", 2, 6, false, &[], b"n"));
+    let r = c.read();
+    assert_eq!(
+        r.kind(),
+        5,
+        "E2: expected PUBREC for the new PUBLISH, got {r:?}"
+    );
+}

@@ -5,7 +5,8 @@ use std::time::Instant;
 use crate::codec::{self, Ack, AckKind};
 use crate::connection::{reason, Client, Close};
 
-/// PUBACK from the subscriber: QoS 1 delivery done, the window slot is free.
+/// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
+/// is free.
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
     if !client.session.state.lock().puback(pkid) {
         tracing::debug!(
@@ -24,7 +25,7 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
 pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
     let pkid = ack.pkid;
     if client.is_v5() && ack.reason >= 0x80 {
-        client.session.state.lock().pubcomp(pkid);
+        client.session.state.lock().refused(pkid);
         return Ok(());
     }
     let known = client.session.state.lock().pubrec(pkid, Instant::now());
@@ -53,6 +54,9 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
 /// did not know).
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
     let known = client.session.state.lock().incoming_qos2_remove(pkid);
+    if let Some(v5) = client.v5.as_mut() {
+        v5.qos2_in.remove(&pkid);
+    }
     if client.is_v5() {
         let code = if known {
             reason::SUCCESS

@@ -200,6 +200,7 @@ pub async fn handle(
             receive_max: config.receive_maximum,
             problem_info: connect.props.request_problem_information,
             session_expiry,
+            qos2_in: Default::default(),
         }))
     } else {
         codec::encode_connack(out.buf(), att.session_present, ACCEPTED);

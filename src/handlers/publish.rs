@@ -96,6 +96,9 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2].
             let first_time = client.session.state.lock().incoming_qos2_insert(pkid);
+            if let Some(v5) = client.v5.as_mut() {
+                v5.qos2_in.insert(pkid);
+            }
             let (waiting, matched) = if first_time {
                 route(client, publish)
             } else {
@@ -160,14 +163,11 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     let Some(v5) = client.v5.as_ref() else {
         return Ok(());
     };
-    let pending = {
-        let st = client.session.state.lock();
-        // A QoS 2 PUBLISH re-sent before its PUBREL is not a new one.
-        if publish.qos == QoS::ExactlyOnce && st.incoming_qos2_contains(publish.pkid) {
-            return Ok(());
-        }
-        st.incoming_qos2_len()
-    } + client.withheld_count();
+    // A QoS 2 PUBLISH re-sent before its PUBREL is not a new one.
+    if publish.qos == QoS::ExactlyOnce && v5.qos2_in.contains(&publish.pkid) {
+        return Ok(());
+    }
+    let pending = v5.qos2_in.len() + client.withheld_count();
     if pending >= usize::from(v5.receive_max) {
         return Err(Close::violation(
             reason::RECEIVE_MAXIMUM_EXCEEDED,
