@@ -1747,3 +1747,112 @@ fn mqtt5_4_9_0_receive_maximum_starts_afresh_with_each_connection() {
         "E2: expected PUBREC for the new PUBLISH, got {r:?}"
     );
 }
+
+#[test]
+fn mqtt5_3_1_2_24_connack_fits_a_small_client_maximum_packet_size() {
+    let broker = Broker::start("");
+    let (_c, ack) = V5::open(
+        broker.addr(),
+        &connect5(
+            "tiny",
+            true,
+            60,
+            &[Prop::Four(MAXIMUM_PACKET_SIZE, 16)],
+            None,
+        ),
+    );
+    assert!(pkt_size(&ack) <= 16, "CONNACK of {} bytes", pkt_size(&ack));
+    assert_eq!(ack.connack().1, 0);
+}
+
+/// The same properties and options through a client library: rumqttc's v5 client.
+#[tokio::test]
+async fn mqtt5_rumqttc_v5_properties_subscription_options_and_identifiers() {
+    use rumqttc::v5::mqttbytes::v5::{
+        Filter, Packet as P5, PublishProperties, RetainForwardRule, SubscribeProperties,
+    };
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as C5, Event as E5, EventLoop, MqttOptions as O5};
+
+    let broker = Broker::start("");
+    let client = |id: &str| {
+        let mut o = O5::new(id, "127.0.0.1", broker.port);
+        o.set_keep_alive(Duration::from_secs(30));
+        C5::new(o, 50)
+    };
+    let (sub, mut sub_ev) = client("rc-sub");
+    let (publ, mut pub_ev) = client("rc-pub");
+    // Drive the publisher's event loop in the background.
+    tokio::spawn(async move { while pub_ev.poll().await.is_ok() {} });
+
+    let filter = Filter {
+        path: "rc/#".into(),
+        qos: Q5::AtLeastOnce,
+        nolocal: true,
+        preserve_retain: true,
+        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+    };
+    let sub_props = SubscribeProperties {
+        id: Some(7),
+        user_properties: vec![],
+    };
+    sub.subscribe_many_with_properties(vec![filter], sub_props)
+        .await
+        .unwrap();
+    async fn next_publish(ev: &mut EventLoop) -> rumqttc::v5::mqttbytes::v5::Publish {
+        loop {
+            match tokio::time::timeout(WAIT, ev.poll()).await {
+                Ok(Ok(E5::Incoming(P5::Publish(p)))) => return p,
+                Ok(Ok(_)) => {}
+                other => panic!("no PUBLISH: {other:?}"),
+            }
+        }
+    }
+    loop {
+        match tokio::time::timeout(WAIT, sub_ev.poll()).await {
+            Ok(Ok(E5::Incoming(P5::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+
+    // Its own message is not delivered back (No Local); the other client's is, with every
+    // property, the subscription identifier and the remaining expiry.
+    sub.publish("rc/self", Q5::AtLeastOnce, false, "mine")
+        .await
+        .unwrap();
+    let props = PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(60),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("rc/replies".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"req-1")),
+        user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+        ..Default::default()
+    };
+    publ.publish_with_properties("rc/theirs", Q5::AtLeastOnce, false, "hello", props)
+        .await
+        .unwrap();
+    let got = next_publish(&mut sub_ev).await;
+    assert_eq!(&got.topic[..], b"rc/theirs", "No Local skipped rc/self");
+    assert!(!got.retain);
+    let p = got.properties.expect("properties");
+    assert_eq!(p.payload_format_indicator, Some(1));
+    assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(p.response_topic.as_deref(), Some("rc/replies"));
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"req-1"[..]));
+    assert_eq!(
+        p.user_properties,
+        vec![("b".into(), "2".into()), ("a".into(), "1".into())]
+    );
+    assert_eq!(p.subscription_identifiers, vec![7]);
+    assert!(matches!(p.message_expiry_interval, Some(58..=60)));
+
+    // Retain As Published: a live retained message keeps RETAIN=1.
+    publ.publish("rc/state", Q5::AtLeastOnce, true, "on")
+        .await
+        .unwrap();
+    let got = next_publish(&mut sub_ev).await;
+    assert_eq!(&got.topic[..], b"rc/state");
+    assert!(got.retain);
+}

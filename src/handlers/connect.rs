@@ -193,7 +193,22 @@ pub async fn handle(
             server_keep_alive,
             ..ConnackProps::default()
         };
-        codec::encode_connack_v5_props(out.buf(), att.session_present, ACCEPTED, &props);
+        let buf = out.buf();
+        codec::encode_connack_v5_props(buf, att.session_present, ACCEPTED, &props);
+        // A client whose Maximum Packet Size cannot take the properties gets none but the
+        // one it must have (an assigned id) [MQTT-3.1.2-24].
+        let limit = connect
+            .props
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize);
+        if buf.len() > limit {
+            buf.clear();
+            let bare = ConnackProps {
+                assigned_client_id: props.assigned_client_id,
+                ..ConnackProps::default()
+            };
+            codec::encode_connack_v5_props(buf, att.session_present, ACCEPTED, &bare);
+        }
         Some(Box::new(ClientV5 {
             aliases: Default::default(),
             alias_max: config.max_topic_alias,
