@@ -360,13 +360,13 @@ impl Broker {
                 }
                 let mut wake = false;
                 let t = st.timers;
-                if let (Some(ka), false) = (t.keep_alive, t.expired) {
+                if let (Some(ka), false) = (t.keep_alive(), t.expired) {
                     if now.duration_since(t.last_in) >= ka {
                         st.timers.expired = true;
                         wake = true;
                     }
                 }
-                if let (Some(retry), false) = (t.retry, t.retry_due) {
+                if let (Some(retry), false) = (t.retry(), t.retry_due) {
                     if st
                         .oldest_sent()
                         .is_some_and(|sent| now.duration_since(sent) >= retry)

@@ -399,14 +399,14 @@ where
             if st.timers.expired {
                 // The sweeper may have looked before this turn recorded a fresh read.
                 let silent = now.duration_since(last_in);
-                if st.timers.keep_alive.is_some_and(|ka| silent >= ka) {
+                if st.timers.keep_alive().is_some_and(|ka| silent >= ka) {
                     return Close::KeepAliveTimeout;
                 }
                 st.timers.expired = false;
             }
             if st.timers.retry_due {
                 st.timers.retry_due = false;
-                if let Some(retry) = st.timers.retry {
+                if let Some(retry) = st.timers.retry() {
                     st.retry(&mut client.out, retry, now);
                 }
             }

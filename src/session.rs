@@ -90,11 +90,13 @@ pub struct Inflight {
 pub struct Timers {
     /// When the connection last received bytes (updated on its next loop turn).
     pub last_in: Instant,
-    /// How long the connection may stay silent: 1.5 × the client's keep-alive
-    /// [MQTT-3.1.2-24]. `None`: keep-alive 0, no timeout.
-    pub keep_alive: Option<Duration>,
-    /// Retransmission interval on a live connection (MQTT 3.1.1/3.1 only).
-    pub retry: Option<Duration>,
+    /// How long the connection may stay silent, in milliseconds: 1.5 × the client's
+    /// keep-alive [MQTT-3.1.2-24]; 0 = keep-alive 0, no timeout. (Milliseconds in a u32
+    /// rather than `Option<Duration>`: every session carries these.)
+    keep_alive_ms: u32,
+    /// Retransmission interval on a live connection (MQTT 3.1.1/3.1 only), milliseconds;
+    /// 0 = none. At most ~49 days.
+    retry_ms: u32,
     /// Raised by the sweeper: the keep-alive ran out.
     pub expired: bool,
     /// Raised by the sweeper: an inflight message is due to be re-sent.
@@ -103,13 +105,26 @@ pub struct Timers {
 
 impl Timers {
     pub fn new(keep_alive: Option<Duration>, retry: Option<Duration>) -> Timers {
+        let ms = |d: Option<Duration>| {
+            d.map_or(0, |d| {
+                u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+            })
+        };
         Timers {
             last_in: Instant::now(),
-            keep_alive,
-            retry,
+            keep_alive_ms: ms(keep_alive),
+            retry_ms: ms(retry),
             expired: false,
             retry_due: false,
         }
+    }
+
+    pub fn keep_alive(&self) -> Option<Duration> {
+        (self.keep_alive_ms > 0).then(|| Duration::from_millis(u64::from(self.keep_alive_ms)))
+    }
+
+    pub fn retry(&self) -> Option<Duration> {
+        (self.retry_ms > 0).then(|| Duration::from_millis(u64::from(self.retry_ms)))
     }
 }
 

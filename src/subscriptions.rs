@@ -37,7 +37,8 @@ const FEW: usize = 8;
 #[derive(Debug)]
 pub enum Subscriptions {
     Few(Vec<(Box<str>, Sub)>),
-    Many(HashMap<Box<str>, Sub>),
+    /// Boxed: the variant would otherwise make every session's set twice as large.
+    Many(Box<HashMap<Box<str>, Sub>>),
 }
 
 impl Default for Subscriptions {
@@ -83,7 +84,7 @@ impl Subscriptions {
                 } else {
                     let mut m: HashMap<Box<str>, Sub> = v.drain(..).collect();
                     m.insert(filter.into(), qos);
-                    *self = Subscriptions::Many(m);
+                    *self = Subscriptions::Many(Box::new(m));
                 }
                 true
             }
