@@ -7,6 +7,8 @@
 //! persistence wants; a durable store appends the events to disk and, on start, hands back
 //! the state they describe through [`Store::load`]. Routing never knows which one it has.
 
+pub mod log;
+
 use crate::codec::QoS;
 use crate::message::Message;
 
