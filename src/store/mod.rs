@@ -8,6 +8,7 @@
 //! the state they describe through [`Store::load`]. Routing never knows which one it has.
 
 pub mod log;
+pub mod record;
 
 use crate::codec::QoS;
 use crate::message::Message;
