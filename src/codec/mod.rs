@@ -459,21 +459,8 @@ fn qos_from_u8(value: u8) -> Option<QoS> {
 /// The hot path: one copy of the topic into its `String`, the payload stays a slice of
 /// the frame.
 fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
-    let qos = qos_from_u8((byte1 >> 1) & 0x03)
-        .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
     let mut r = Reader::new(body);
-    let topic = r.string("PUBLISH: missing or truncated topic name")?;
-    let pkid = if qos == QoS::AtMostOnce {
-        0
-    } else {
-        let pkid = r.u16("PUBLISH: missing packet identifier")?;
-        if pkid == 0 {
-            return Err(DecodeError::Malformed(
-                "PUBLISH: packet identifier 0 [MQTT-2.3.1-1]",
-            ));
-        }
-        pkid
-    };
+    let (qos, topic, pkid) = publish_head(byte1, &mut r)?;
     Ok(Publish {
         dup: byte1 & 0x08 != 0,
         qos,
@@ -484,6 +471,26 @@ fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
         topic_alias: None,
         props: None,
     })
+}
+
+/// QoS, topic name and packet id of a PUBLISH, the same in 3.1.1 and 5.0: a packet id
+/// only for QoS 1 and 2, and never 0 ([MQTT-2.3.1-1], 5.0 [MQTT-2.2.1-3]).
+fn publish_head(byte1: u8, r: &mut Reader) -> Result<(QoS, String, u16), DecodeError> {
+    let qos = qos_from_u8((byte1 >> 1) & 0x03)
+        .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
+    let topic = r.string("PUBLISH: missing or truncated topic name")?;
+    let pkid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        let pkid = r.u16("PUBLISH: missing packet identifier")?;
+        if pkid == 0 {
+            return Err(DecodeError::Malformed(
+                "PUBLISH: packet identifier 0 [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3])",
+            ));
+        }
+        pkid
+    };
+    Ok((qos, topic, pkid))
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: the remaining length was checked to be 2.

@@ -53,21 +53,8 @@ pub(super) fn decode_frame(byte1: u8, body: Bytes) -> Result<Packet, DecodeError
 /// above its maximum: 0x94), an empty topic with or without alias, wildcards in the
 /// topic, a payload that does not match its Payload Format Indicator.
 fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
-    let qos = qos_from_u8((byte1 >> 1) & 0x03)
-        .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
     let mut r = Reader::new_v5(body);
-    let topic = r.string("PUBLISH: missing or truncated topic name [MQTT-3.3.2-1]")?;
-    let pkid = if qos == super::QoS::AtMostOnce {
-        0
-    } else {
-        let pkid = r.u16("PUBLISH: missing packet identifier (MQTT 5.0 §3.3.2.2)")?;
-        if pkid == 0 {
-            return Err(DecodeError::Malformed(
-                "PUBLISH: packet identifier 0 [MQTT-2.2.1-3]",
-            ));
-        }
-        pkid
-    };
+    let (qos, topic, pkid) = super::publish_head(byte1, &mut r)?;
     let mut props = properties::parse(&mut r, Block::Publish)?;
     Ok(Publish {
         dup: byte1 & 0x08 != 0,
