@@ -642,7 +642,9 @@ fn parse_decimal(s: &str) -> Option<u32> {
 ///
 /// # Panics
 /// If the operating system's random number generator fails (a broken system; a hash with a
-/// predictable salt must not be written). Use [`try_hash_password`] to get an error instead.
+/// predictable salt must not be written). Only the tests use it; the broker and `midge
+/// passwd` use [`try_hash_password`], which returns an error instead.
+#[cfg(test)]
 pub fn hash_password(password: &[u8], kind: HashKind, iterations: Option<u32>) -> String {
     match try_hash_password(password, kind, iterations) {
         Ok(hash) => hash,
