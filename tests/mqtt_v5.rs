@@ -1233,20 +1233,40 @@ async fn mqtt5_rumqttc_v5_client_and_311_client_exchange_messages_both_ways() {
     let mut o3 = rumqttc::MqttOptions::new("rc3", "127.0.0.1", broker.port);
     o3.set_keep_alive(Duration::from_secs(30));
     let (c3, mut ev3) = rumqttc::AsyncClient::new(o3, 50);
+    // Each event loop runs on its own task (rumqttc's poll must not be cancelled midway,
+    // as a select! over both would), forwarding SUBACKs and PUBLISHes.
+    let (tx5, mut rx5) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = ev5.poll().await {
+            match e {
+                E5::Incoming(P5::SubAck(_)) => drop(tx5.send(None)),
+                E5::Incoming(P5::Publish(p)) => drop(tx5.send(Some(p))),
+                _ => {}
+            }
+        }
+    });
+    let (tx3, mut rx3) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = ev3.poll().await {
+            match e {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => drop(tx3.send(None)),
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => drop(tx3.send(Some(p))),
+                _ => {}
+            }
+        }
+    });
 
     c5.subscribe("mixed/to5", Q5::AtLeastOnce).await.unwrap();
     c3.subscribe("mixed/to3", rumqttc::QoS::AtLeastOnce)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (mut sub5, mut sub3) = (false, false);
-    while !(sub5 && sub3) {
-        tokio::select! {
-            e = ev5.poll() => if let Ok(E5::Incoming(P5::SubAck(_))) = e { sub5 = true },
-            e = ev3.poll() => if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) = e { sub3 = true },
-            _ = tokio::time::sleep_until(deadline) => panic!("no SUBACKs"),
-        }
-    }
+    let suback5 = tokio::time::timeout(WAIT, rx5.recv())
+        .await
+        .expect("SUBACK 5.0");
+    let suback3 = tokio::time::timeout(WAIT, rx3.recv())
+        .await
+        .expect("SUBACK 3.1.1");
+    assert!(matches!(suback5, Some(None)) && matches!(suback3, Some(None)));
     let props = PublishProperties {
         user_properties: vec![("k".into(), "v".into())],
         content_type: Some("text/plain".into()),
@@ -1258,18 +1278,18 @@ async fn mqtt5_rumqttc_v5_client_and_311_client_exchange_messages_both_ways() {
     c3.publish("mixed/to5", rumqttc::QoS::AtLeastOnce, false, "from three")
         .await
         .unwrap();
-    let (mut got5, mut got3) = (None, None);
-    while got5.is_none() || got3.is_none() {
-        tokio::select! {
-            e = ev5.poll() => if let Ok(E5::Incoming(P5::Publish(p))) = e { got5 = Some(p) },
-            e = ev3.poll() => if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = e { got3 = Some(p) },
-            _ = tokio::time::sleep_until(deadline) => panic!("messages did not cross"),
-        }
-    }
-    let got5 = got5.unwrap();
+    let got5 = tokio::time::timeout(WAIT, rx5.recv())
+        .await
+        .expect("5.0 receives");
+    let got3 = tokio::time::timeout(WAIT, rx3.recv())
+        .await
+        .expect("3.1.1 receives");
+    let (Some(Some(got5)), Some(Some(got3))) = (got5, got3) else {
+        panic!("messages did not cross")
+    };
     assert_eq!(&got5.payload[..], b"from three");
     assert!(got5.properties.is_none_or(|p| p.user_properties.is_empty()));
-    assert_eq!(&got3.unwrap().payload[..], b"from five");
+    assert_eq!(&got3.payload[..], b"from five");
 }
 
 #[test]
@@ -1846,4 +1866,28 @@ async fn mqtt5_rumqttc_v5_properties_subscription_options_and_identifiers() {
     let got = next_publish(&mut sub_ev).await;
     assert_eq!(&got.topic[..], b"rc/state");
     assert!(got.retain);
+}
+
+#[test]
+fn mqtt5_3_3_2_4_payload_format_indicator_0_is_forwarded_unaltered() {
+    let broker = Broker::start("");
+    let mut sub = V5::connected(broker.addr(), "sub", &[]);
+    sub.subscribe(1, &[("pfi/#", 0)], None);
+    let mut p = V5::connected(broker.addr(), "pub", &[]);
+    p.send(&publish5(
+        "pfi/zero",
+        0,
+        0,
+        false,
+        &[Prop::Byte(PAYLOAD_FORMAT, 0)],
+        &[0xFF, 0xFE],
+    ));
+    p.send(&publish5("pfi/none", 0, 0, false, &[], b"x"));
+    let zero = sub.next_publish();
+    assert_eq!(
+        zero.prop(PAYLOAD_FORMAT),
+        Some(&Prop::Byte(PAYLOAD_FORMAT, 0))
+    );
+    assert_eq!(zero.payload, [0xFF, 0xFE], "not checked as UTF-8");
+    assert!(sub.next_publish().prop(PAYLOAD_FORMAT).is_none());
 }

@@ -258,8 +258,8 @@ pub struct PublishOut<'a> {
 /// properties, topic alias, subscription identifiers.
 fn put_publish_props<S: Sink>(s: &mut S, p: &PublishOut) {
     if let Some(m) = p.props {
-        if m.payload_utf8 {
-            put_u8_prop(s, PAYLOAD_FORMAT_INDICATOR, 1);
+        if let Some(utf8) = m.payload_format {
+            put_u8_prop(s, PAYLOAD_FORMAT_INDICATOR, u8::from(utf8));
         }
     }
     if let Some(v) = p.message_expiry.or(p.props.and_then(|m| m.message_expiry)) {

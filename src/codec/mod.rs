@@ -135,8 +135,9 @@ pub struct Will {
 /// that 3.1.1 messages and 5.0 messages without properties pay one pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MessageProps {
-    /// Payload Format Indicator 1: the payload is UTF-8.
-    pub payload_utf8: bool,
+    /// Payload Format Indicator as sent: `Some(true)` (1) the payload is UTF-8,
+    /// `Some(false)` (0) unspecified bytes; forwarded unaltered [MQTT-3.3.2-4].
+    pub payload_format: Option<bool>,
     /// Message Expiry Interval as received, seconds.
     pub message_expiry: Option<u32>,
     pub content_type: Option<String>,

@@ -168,12 +168,12 @@ pub(super) struct Props {
 
 impl Props {
     /// The application message properties (PUBLISH, will), boxed, or `None` when none
-    /// was sent (a Payload Format Indicator of 0 is the same as none). `copy`: the
+    /// was sent. `copy`: the
     /// Correlation Data is copied out of the frame, for a will that is kept for the whole
     /// session and must not pin the read buffer.
     pub(super) fn take_message(&mut self, copy: bool) -> Option<Box<MessageProps>> {
-        let payload_utf8 = self.payload_utf8.unwrap_or(false);
-        if !payload_utf8
+        let payload_format = self.payload_utf8;
+        if payload_format.is_none()
             && self.message_expiry.is_none()
             && self.content_type.is_none()
             && self.response_topic.is_none()
@@ -190,7 +190,7 @@ impl Props {
             }
         });
         Some(Box::new(MessageProps {
-            payload_utf8,
+            payload_format,
             message_expiry: self.message_expiry,
             content_type: self.content_type.take(),
             response_topic: self.response_topic.take(),

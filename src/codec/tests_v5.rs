@@ -246,7 +246,7 @@ fn connect_v5_all_properties() {
             retain: true,
             delay: 120,
             props: Some(Box::new(MessageProps {
-                payload_utf8: true,
+                payload_format: Some(true),
                 message_expiry: Some(60),
                 content_type: Some("text/plain".into()),
                 response_topic: Some("reply/here".into()),
@@ -289,13 +289,15 @@ fn connect_v5_defaults() {
     assert_eq!(c.props, ConnectProps::default());
     let will = c.will.unwrap();
     assert_eq!((will.delay, will.props), (0, None));
-    // A Payload Format Indicator of 0 is the same as none.
+    // A Payload Format Indicator of 0 is kept, to be forwarded unaltered [MQTT-3.3.2-4].
     let p = decode5(&connect5(&Connect5 {
         flags: 0x04,
         will: Some((vec![p_u8(0x01, 0)], b"w", b"")),
         ..Default::default()
     }));
-    assert!(matches!(p, Packet::Connect(c) if c.will.as_ref().unwrap().props.is_none()));
+    assert!(
+        matches!(p, Packet::Connect(c) if c.will.as_ref().unwrap().props.as_ref().unwrap().payload_format == Some(false))
+    );
 }
 
 #[test]
@@ -493,7 +495,7 @@ fn publish5(
 
 fn all_message_props() -> MessageProps {
     MessageProps {
-        payload_utf8: true,
+        payload_format: Some(true),
         message_expiry: Some(u32::MAX),
         content_type: Some("application/json; charset=☃".into()),
         response_topic: Some("resp/☃/x".into()),
@@ -535,7 +537,7 @@ fn publish_v5_decodes_every_property() {
             payload: Bytes::from_static(b"payload"),
             topic_alias: Some(4),
             props: Some(Box::new(MessageProps {
-                payload_utf8: true,
+                payload_format: Some(true),
                 message_expiry: Some(30),
                 content_type: Some("ct".into()),
                 response_topic: Some("r/t".into()),
@@ -805,7 +807,11 @@ fn publish_v5_size_matches_random_encodings() {
     for _ in 0..2_000 {
         let n_user = rng.below(4);
         let m = MessageProps {
-            payload_utf8: rng.below(2) == 0,
+            payload_format: match rng.below(3) {
+                0 => None,
+                1 => Some(false),
+                _ => Some(true),
+            },
             message_expiry: (rng.below(2) == 0).then(|| rng.next() as u32),
             content_type: (rng.below(2) == 0).then(|| "x".repeat(rng.below(300))),
             response_topic: (rng.below(2) == 0).then(|| "r".repeat(1 + rng.below(200))),

@@ -40,10 +40,9 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
 
     // Payload Format Indicator 1 promises UTF-8: a 5.0 publisher that breaks the promise
     // gets 0x99 instead of delivery [MQTT-3.3.2-4].
-    let bad_format = publish
-        .props
-        .as_ref()
-        .is_some_and(|p| p.payload_utf8 && std::str::from_utf8(&publish.payload).is_err());
+    let bad_format = publish.props.as_ref().is_some_and(|p| {
+        p.payload_format == Some(true) && std::str::from_utf8(&publish.payload).is_err()
+    });
 
     // A PUBLISH the ACL denies is dropped. MQTT 3.1.1 has no way to say "not authorized"
     // in PUBACK, so it is acknowledged as usual (as Mosquitto does) and the client does
