@@ -37,8 +37,6 @@ mod properties;
 mod reader;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_v5;
 mod v5;
 
 pub use encode::{

@@ -8,7 +8,7 @@ use super::*;
 const MAX: usize = 1 << 20;
 
 /// Wraps a body into a frame: first byte, varint remaining length, body.
-pub(super) fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
+fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![byte1];
     let mut len = body.len();
     loop {
@@ -26,7 +26,7 @@ pub(super) fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(super) fn s(v: &[u8]) -> Vec<u8> {
+fn s(v: &[u8]) -> Vec<u8> {
     let mut out = (v.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(v);
     out
@@ -980,3 +980,6 @@ fn connect_v5_properties_are_skipped_and_fields_read() {
     pkt.extend_from_slice(&bad);
     assert!(matches!(decode_all(&pkt), Err(DecodeError::Malformed(_))));
 }
+
+/// MQTT 5.0: decoding, encoding and property rules.
+mod v5;

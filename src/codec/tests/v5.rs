@@ -4,8 +4,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::tests::{frame, s};
-use super::*;
+use super::super::*;
+use super::{frame, s};
 use crate::testing::XorShift;
 
 const MAX: usize = 1 << 22;
