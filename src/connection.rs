@@ -215,6 +215,7 @@ impl Client {
 
     /// Sends the withheld acknowledgements whose sessions have room again.
     fn release_withheld(&mut self) {
+        let v5 = self.is_v5();
         let Some(withheld) = self.withheld.as_mut() else {
             return;
         };
@@ -236,23 +237,17 @@ impl Client {
             }
             let ack = front.ack;
             withheld.pop_front();
-            let v5 = self.version == ProtocolVersion::V5;
             encode_ack(self.out.buf(), ack, v5);
         }
     }
 }
 
 fn encode_ack(out: &mut BytesMut, ack: Ack, v5: bool) {
-    match (ack, v5) {
-        (Ack::PubAck(pkid, _), false) => codec::encode_puback(out, pkid),
-        (Ack::PubRec(pkid, _), false) => codec::encode_pubrec(out, pkid),
-        (Ack::PubAck(pkid, reason), true) => {
-            codec::encode_ack_v5(out, codec::AckKind::PubAck, pkid, reason, None)
-        }
-        (Ack::PubRec(pkid, reason), true) => {
-            codec::encode_ack_v5(out, codec::AckKind::PubRec, pkid, reason, None)
-        }
-    }
+    let (kind, pkid, reason) = match ack {
+        Ack::PubAck(pkid, reason) => (codec::AckKind::PubAck, pkid, reason),
+        Ack::PubRec(pkid, reason) => (codec::AckKind::PubRec, pkid, reason),
+    };
+    codec::encode_ack(out, kind, pkid, reason, v5);
 }
 
 /// Where a connection came from.
@@ -350,7 +345,7 @@ where
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
             tracing::info!(%peer, level, "unsupported protocol level, refusing");
-            Some(0x01)
+            Some(handlers::connect::UNSUPPORTED_PROTOCOL_VERSION)
         }
         Ok(Err(e)) => {
             tracing::info!(%peer, "bad CONNECT: {e}, closing");

@@ -171,9 +171,9 @@ mod tests {
     async fn large_payload_is_shared_not_copied_and_order_is_kept() {
         let payload = Bytes::from(vec![7u8; SHARE_FROM * 2]);
         let mut out = Outbox::default();
-        codec::encode_puback(out.buf(), 1);
+        codec::encode_ack(out.buf(), codec::AckKind::PubAck, 1, 0, false);
         out.publish("t", &payload, QoS::AtLeastOnce, 9, false, false);
-        codec::encode_puback(out.buf(), 2);
+        codec::encode_ack(out.buf(), codec::AckKind::PubAck, 2, 0, false);
         // The queued segment is the very same allocation as the message's payload.
         assert!(out
             .segments
@@ -183,7 +183,7 @@ mod tests {
             .any(|s| s.as_ptr() == payload.as_ptr() && s.len() == payload.len()));
 
         let mut expected = BytesMut::new();
-        codec::encode_puback(&mut expected, 1);
+        codec::encode_ack(&mut expected, codec::AckKind::PubAck, 1, 0, false);
         codec::encode_publish(
             &mut expected,
             "t",
@@ -193,7 +193,7 @@ mod tests {
             false,
             false,
         );
-        codec::encode_puback(&mut expected, 2);
+        codec::encode_ack(&mut expected, codec::AckKind::PubAck, 2, 0, false);
 
         let mut written = Vec::new();
         out.flush_all(&mut written).await.expect("write to a Vec");

@@ -748,10 +748,7 @@ fn encode_inflight(
     match f.state {
         InflightState::Published => encode_publish(out, peer, &f.item, pkid, resend, now),
         InflightState::Released => {
-            match peer {
-                Some(_) => codec::encode_ack_v5(out.buf(), codec::AckKind::PubRel, pkid, 0, None),
-                None => codec::encode_pubrel(out.buf(), pkid),
-            }
+            codec::encode_ack(out.buf(), codec::AckKind::PubRel, pkid, 0, peer.is_some());
             true
         }
     }

@@ -123,14 +123,8 @@ impl Auth {
         password: Option<&[u8]>,
         allow_anonymous: bool,
     ) -> Verdict {
-        let Some(username) = username else {
-            return if allow_anonymous {
-                Verdict::Allowed
-            } else {
-                Verdict::NotAuthorized
-            };
-        };
-        let Some(passwords) = self.passwords() else {
+        // No username, or nothing to check it against: an anonymous client.
+        let (Some(username), Some(passwords)) = (username, self.passwords()) else {
             return if allow_anonymous {
                 Verdict::Allowed
             } else {

@@ -2,7 +2,7 @@
 //! reserving its exact size once.
 
 use bytes::{BufMut, BytesMut};
-use mqttbytes::v4::{PingResp, PubAck, PubComp, PubRec, PubRel, UnsubAck};
+use mqttbytes::v4::{PingResp, UnsubAck};
 
 use super::{QoS, MAX_REMAINING_LENGTH};
 
@@ -99,29 +99,6 @@ pub fn encode_publish_header(
         buf.put_u16(pkid);
     }
     true
-}
-
-// The `mqttbytes` acknowledgement writers can only fail for a remaining length over the
-// MQTT maximum; theirs is 2 (0 for PINGRESP), so the results are ignored.
-
-pub fn encode_puback(buf: &mut BytesMut, pkid: u16) {
-    buf.reserve(4);
-    let _ = PubAck::new(pkid).write(buf);
-}
-
-pub fn encode_pubrec(buf: &mut BytesMut, pkid: u16) {
-    buf.reserve(4);
-    let _ = PubRec::new(pkid).write(buf);
-}
-
-pub fn encode_pubrel(buf: &mut BytesMut, pkid: u16) {
-    buf.reserve(4);
-    let _ = PubRel::new(pkid).write(buf);
-}
-
-pub fn encode_pubcomp(buf: &mut BytesMut, pkid: u16) {
-    buf.reserve(4);
-    let _ = PubComp::new(pkid).write(buf);
 }
 
 /// `codes` holds one return code per filter: granted QoS 0-2 or 0x80 for failure.

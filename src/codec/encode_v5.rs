@@ -383,6 +383,13 @@ fn put_reason_prop<S: Sink>(s: &mut S, reason_string: Option<&str>) {
 /// otherwise the reason code and a Reason String property. Whether a reason string may
 /// be sent at all (Request Problem Information 0 [MQTT-3.1.2-29], the client's Maximum
 /// Packet Size [MQTT-3.4.2-2]) is the caller's decision.
+/// PUBACK, PUBREC, PUBREL or PUBCOMP for a client of either version: the reason code goes
+/// to MQTT 5.0 clients only. With reason 0 and no reason string the 5.0 packet is the
+/// 3.1.1 one byte for byte, so a 3.1.1 client gets exactly what 3.1.1 prescribes.
+pub fn encode_ack(buf: &mut BytesMut, kind: AckKind, pkid: u16, reason: u8, v5: bool) {
+    encode_ack_v5(buf, kind, pkid, if v5 { reason } else { 0 }, None);
+}
+
 pub fn encode_ack_v5(
     buf: &mut BytesMut,
     kind: AckKind,

@@ -6,8 +6,9 @@
 //!
 //! We use `mqttbytes` where it is strict enough and our own code where it falls short of
 //! the specification. `mqttbytes` decodes UNSUBSCRIBE bodies (we add the packet id 0, empty
-//! list and U+0000 checks it lacks) and encodes the fixed-size acknowledgements (PUBACK,
-//! PUBREC, PUBREL, PUBCOMP, UNSUBACK, PINGRESP). Everything else is ours: it has no MQTT 3.1
+//! list and U+0000 checks it lacks) and encodes UNSUBACK and PINGRESP for 3.1.1. PUBACK,
+//! PUBREC, PUBREL and PUBCOMP have one encoder for both versions ([`encode_ack`]): with
+//! reason 0 the 5.0 packet is the 3.1.1 one. Everything else is ours: it has no MQTT 3.1
 //! (`MQIsdp`, level 3) CONNECT, does not check the reserved fixed-header flags or the
 //! reserved CONNECT flag, reads passwords as UTF-8 strings, lets DUP on QoS 0 and U+0000
 //! in strings through, masks away the reserved bits of the SUBSCRIBE options byte instead
@@ -40,14 +41,13 @@ mod tests;
 mod v5;
 
 pub use encode::{
-    encode_connack, encode_connack_v5, encode_pingresp, encode_puback, encode_pubcomp,
-    encode_publish, encode_publish_header, encode_pubrec, encode_pubrel, encode_suback,
-    encode_unsuback,
+    encode_connack, encode_connack_v5, encode_pingresp, encode_publish, encode_publish_header,
+    encode_suback, encode_unsuback,
 };
 pub use encode_v5::{
-    encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5, encode_publish_header_v5,
-    encode_publish_v5, encode_suback_v5, encode_unsuback_v5, publish_v5_size, AckKind,
-    ConnackProps, PublishOut,
+    encode_ack, encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5,
+    encode_publish_header_v5, encode_publish_v5, encode_suback_v5, encode_unsuback_v5,
+    publish_v5_size, AckKind, ConnackProps, PublishOut,
 };
 
 use reader::Reader;

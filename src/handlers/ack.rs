@@ -36,16 +36,7 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
             "PUBREC for unknown packet id"
         );
     }
-    if client.is_v5() {
-        let code = if known {
-            reason::SUCCESS
-        } else {
-            reason::PACKET_ID_NOT_FOUND
-        };
-        codec::encode_ack_v5(client.out.buf(), AckKind::PubRel, pkid, code, None);
-    } else {
-        codec::encode_pubrel(client.out.buf(), pkid);
-    }
+    answer(client, AckKind::PubRel, pkid, known);
     Ok(())
 }
 
@@ -57,17 +48,20 @@ pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
     if let Some(v5) = client.v5.as_mut() {
         v5.qos2_in.remove(&pkid);
     }
-    if client.is_v5() {
-        let code = if known {
-            reason::SUCCESS
-        } else {
-            reason::PACKET_ID_NOT_FOUND
-        };
-        codec::encode_ack_v5(client.out.buf(), AckKind::PubComp, pkid, code, None);
-    } else {
-        codec::encode_pubcomp(client.out.buf(), pkid);
-    }
+    answer(client, AckKind::PubComp, pkid, known);
     Ok(())
+}
+
+/// The PUBREL or PUBCOMP a QoS 2 step is answered with; 0x92 (5.0) when the packet id
+/// was not known.
+fn answer(client: &mut Client, kind: AckKind, pkid: u16, known: bool) {
+    let code = if known {
+        reason::SUCCESS
+    } else {
+        reason::PACKET_ID_NOT_FOUND
+    };
+    let v5 = client.is_v5();
+    codec::encode_ack(client.out.buf(), kind, pkid, code, v5);
 }
 
 /// PUBCOMP from the subscriber: QoS 2 delivery done.

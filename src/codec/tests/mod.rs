@@ -822,10 +822,11 @@ fn ack_encodings_are_byte_exact() {
     let mut buf = BytesMut::new();
     encode_connack(&mut buf, false, 0);
     encode_connack(&mut buf, true, 5);
-    encode_puback(&mut buf, 0x0102);
-    encode_pubrec(&mut buf, 3);
-    encode_pubrel(&mut buf, 4);
-    encode_pubcomp(&mut buf, 0xFFFF);
+    // A 3.1.1 client: the reason code is not sent.
+    encode_ack(&mut buf, AckKind::PubAck, 0x0102, 0x10, false);
+    encode_ack(&mut buf, AckKind::PubRec, 3, 0, false);
+    encode_ack(&mut buf, AckKind::PubRel, 4, 0x92, false);
+    encode_ack(&mut buf, AckKind::PubComp, 0xFFFF, 0, false);
     encode_suback(&mut buf, 9, &[0, 1, 2, 0x80]);
     encode_unsuback(&mut buf, 10);
     encode_pingresp(&mut buf);
@@ -858,7 +859,7 @@ fn suback_long_remaining_length() {
 fn encoders_append() {
     let mut buf = BytesMut::from(&b"xy"[..]);
     encode_publish(&mut buf, "t", b"p", QoS::AtMostOnce, 0, false, false);
-    encode_pubrel(&mut buf, 1);
+    encode_ack(&mut buf, AckKind::PubRel, 1, 0, false);
     assert_eq!(&buf[..], b"xy\x30\x04\x00\x01tp\x62\x02\x00\x01");
 }
 
