@@ -136,12 +136,6 @@ pub enum Ack {
 pub struct ClientV5 {
     /// Topic aliases the client has set, by alias [MQTT-3.3.2-10/11].
     pub aliases: std::collections::HashMap<u16, String>,
-    /// The Topic Alias Maximum the broker announced.
-    pub alias_max: u16,
-    /// The Receive Maximum the broker announced.
-    pub receive_max: u16,
-    /// Whether the client wants reason strings (Request Problem Information).
-    pub problem_info: bool,
     /// The Session Expiry Interval in force (CONNECT, possibly changed by DISCONNECT).
     pub session_expiry: u32,
     /// QoS 2 packet ids received on this connection and not yet released: with withheld

@@ -29,19 +29,8 @@ pub struct Message {
 pub type SharedMessage = Arc<Message>;
 
 impl Message {
-    /// A message without MQTT 5.0 properties.
-    pub fn new(topic: String, payload: Bytes, qos: QoS, retain: bool) -> Message {
-        Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            props: None,
-            expires_at: None,
-        }
-    }
-
-    /// A message with MQTT 5.0 properties; its expiry starts counting now. (The clock is
+    /// A message, with its MQTT 5.0 properties if it has any (`None` for 3.1.1); its
+    /// expiry starts counting now. (The clock is
     /// read only for messages that expire: this runs for every message published.)
     pub fn with_props(
         topic: String,
@@ -107,7 +96,7 @@ mod tests {
         );
         assert!(!m.is_expired(now + Duration::from_millis(9999)));
         assert!(m.is_expired(now + Duration::from_secs(10)));
-        let plain = Message::new("t".into(), Bytes::new(), QoS::AtMostOnce, false);
+        let plain = Message::with_props("t".into(), Bytes::new(), QoS::AtMostOnce, false, None);
         assert_eq!(plain.remaining_expiry(now), None);
         assert!(!plain.is_expired(now + Duration::from_secs(1_000_000)));
     }

@@ -211,9 +211,6 @@ pub async fn handle(
         }
         Some(Box::new(ClientV5 {
             aliases: Default::default(),
-            alias_max: config.max_topic_alias,
-            receive_max: config.receive_maximum,
-            problem_info: connect.props.request_problem_information,
             session_expiry,
             qos2_in: Default::default(),
         }))

@@ -126,16 +126,15 @@ fn resolve_topic_alias(client: &mut Client, publish: &mut Publish) -> Result<(),
     let Some(alias) = publish.topic_alias else {
         return Ok(());
     };
+    // The maximum announced in CONNACK.
+    let alias_max = client.broker.config.max_topic_alias;
     let Some(v5) = client.v5.as_mut() else {
         return Ok(());
     };
-    if alias == 0 || alias > v5.alias_max {
+    if alias == 0 || alias > alias_max {
         return Err(Close::violation(
             reason::TOPIC_ALIAS_INVALID,
-            format!(
-                "topic alias {alias} outside 1..={} [MQTT-3.3.2-8/9]",
-                v5.alias_max
-            ),
+            format!("topic alias {alias} outside 1..={alias_max} [MQTT-3.3.2-8/9]"),
         ));
     }
     if publish.topic.is_empty() {
@@ -166,14 +165,12 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     if publish.qos == QoS::ExactlyOnce && v5.qos2_in.contains(&publish.pkid) {
         return Ok(());
     }
+    let receive_max = client.broker.config.receive_maximum;
     let pending = v5.qos2_in.len() + client.withheld_count();
-    if pending >= usize::from(v5.receive_max) {
+    if pending >= usize::from(receive_max) {
         return Err(Close::violation(
             reason::RECEIVE_MAXIMUM_EXCEEDED,
-            format!(
-                "more than Receive Maximum {} unacknowledged PUBLISHes",
-                v5.receive_max
-            ),
+            format!("more than Receive Maximum {receive_max} unacknowledged PUBLISHes"),
         ));
     }
     Ok(())
