@@ -123,6 +123,56 @@ pub struct Config {
     pub acl_file: Option<PathBuf>,
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
+    /// The durable store (`[persistence]`).
+    pub persistence: Persistence,
+}
+
+/// When the durable store syncs to disk before a commit counts (`[persistence] sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// fsync before acknowledging: survives a power cut. Default.
+    #[default]
+    Always,
+    /// fsync at most every `sync_interval_ms`: survives a process kill; a power cut may
+    /// lose the last interval.
+    Interval,
+    /// Never fsync (the OS writes when it likes): survives a process kill, not a power cut.
+    Never,
+}
+
+/// `[persistence]`: where and how durable state is kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Persistence {
+    /// Keep sessions, their queues and retained messages on disk. Default true.
+    pub enabled: bool,
+    /// Store directory. Unset: `data` next to the config file (the working directory
+    /// without one); a relative path is taken from the config file's directory too
+    /// (see [`Config::resolve_paths`]).
+    pub path: Option<PathBuf>,
+    pub sync: SyncMode,
+    /// With `sync = "interval"`: the longest time between two fsyncs, milliseconds.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            enabled: true,
+            path: None,
+            sync: SyncMode::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl Persistence {
+    /// The store directory (after [`Config::resolve_paths`], absolute or relative to the
+    /// working directory).
+    pub fn dir(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| PathBuf::from("data"))
+    }
 }
 
 impl Default for Listener {
@@ -166,6 +216,7 @@ impl Default for Config {
             password_file: None,
             acl_file: None,
             listeners: vec![Listener::default()],
+            persistence: Persistence::default(),
         }
     }
 }
@@ -201,6 +252,19 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError(schema_error(text, origin, &e)))?;
         config.validate(origin)?;
         Ok(config)
+    }
+
+    /// Makes the store path independent of the working directory: unset becomes `data`
+    /// in `config_dir`, a relative one is joined to it. `config_dir` is the directory of
+    /// the config file, `None` when there is none (paths stay relative to the working
+    /// directory).
+    pub fn resolve_paths(&mut self, config_dir: Option<&Path>) {
+        let p = &mut self.persistence;
+        let path = p.path.take().unwrap_or_else(|| PathBuf::from("data"));
+        p.path = Some(match config_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        });
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -257,6 +321,17 @@ impl Config {
 
         if self.receive_maximum == 0 {
             return bad("receive_maximum", &0, "1..=65535");
+        }
+        let p = &self.persistence;
+        if !SYNC_INTERVAL_MS.contains(&p.sync_interval_ms) {
+            return bad(
+                "[persistence].sync_interval_ms",
+                &p.sync_interval_ms,
+                &range_text(&SYNC_INTERVAL_MS),
+            );
+        }
+        if p.path.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return bad("[persistence].path", &"\"\"", "a directory path");
         }
         if self.listeners.is_empty() {
             return bad("listener", &"[]", "at least one [[listener]] table");
@@ -323,6 +398,9 @@ impl Listener {
 /// values at which `Instant + Duration` would overflow.
 const MAX_SECONDS: u64 = 365 * 24 * 60 * 60;
 
+/// `[persistence] sync_interval_ms`: 1 ms to one hour.
+const SYNC_INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
+
 /// MQTT's largest encodable remaining length.
 const MAX_PACKET_SIZE_RANGE: RangeInclusive<usize> = 1..=268_435_455;
 
@@ -374,6 +452,11 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
         }
         (true, "tls_version") => "one of \"tlsv1.2\", \"tlsv1.3\"".to_owned(),
         (false, "listener") => "[[listener]] tables".to_owned(),
+        (false, "persistence") => "a [persistence] table".to_owned(),
+        (false, "enabled") => "true or false".to_owned(),
+        (false, "path") => "a directory path in quotes".to_owned(),
+        (false, "sync") => "one of \"always\", \"interval\", \"never\"".to_owned(),
+        (false, "sync_interval_ms") => range_text(&SYNC_INTERVAL_MS),
         (true, "bind") => "an IP address such as \"127.0.0.1\", \"0.0.0.0\" or \"::\"".to_owned(),
         (true, "port") => "1..=65535".to_owned(),
         (true, "queue_full") => "one of \"drop_oldest\", \"drop_new\", \"backpressure\"".to_owned(),
@@ -653,6 +736,10 @@ mod tests {
         assert_eq!(c.allow_anonymous, None);
         assert_eq!(c.password_file, None);
         assert_eq!(c.acl_file, None);
+        assert!(c.persistence.enabled);
+        assert_eq!(c.persistence.path, None);
+        assert_eq!(c.persistence.sync, SyncMode::Always);
+        assert_eq!(c.persistence.sync_interval_ms, 1000);
         assert!(c.listeners[0].allows_anonymous(None), "loopback default");
         c.validate("defaults").unwrap();
     }
@@ -704,6 +791,12 @@ mod tests {
             require_certificate = true
             use_identity_as_username = true
             tls_version = "tlsv1.3"
+
+            [persistence]
+            enabled = false
+            path = "/var/lib/midge"
+            sync = "interval"
+            sync_interval_ms = 250
         "#);
         let expected = Config {
             log_level: "debug,midge::router=trace".into(),
@@ -738,8 +831,50 @@ mod tests {
                 use_identity_as_username: true,
                 tls_version: Some(TlsVersion::Tls13),
             }],
+            persistence: Persistence {
+                enabled: false,
+                path: Some("/var/lib/midge".into()),
+                sync: SyncMode::Interval,
+                sync_interval_ms: 250,
+            },
         };
         assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn store_path_is_next_to_the_config_file() {
+        let mut c = ok("");
+        c.resolve_paths(Some(Path::new("/etc/midge")));
+        assert_eq!(c.persistence.dir(), Path::new("/etc/midge/data"));
+        let mut c = ok("[persistence]\npath = \"store\"\n");
+        c.resolve_paths(Some(Path::new("/etc/midge")));
+        assert_eq!(c.persistence.dir(), Path::new("/etc/midge/store"));
+        let mut c = ok("[persistence]\npath = \"/srv/midge\"\n");
+        c.resolve_paths(Some(Path::new("/etc/midge")));
+        assert_eq!(c.persistence.dir(), Path::new("/srv/midge"));
+        let mut c = ok("");
+        c.resolve_paths(None);
+        assert_eq!(c.persistence.dir(), Path::new("data"));
+    }
+
+    #[test]
+    fn persistence_errors_name_the_key() {
+        let e = err("[persistence]\nsync = \"sometimes\"\n");
+        assert!(
+            e.contains("[persistence].sync") && e.contains("\"interval\""),
+            "{e}"
+        );
+        let e = err("[persistence]\nsync_interval_ms = 0\n");
+        assert!(e.contains("[persistence].sync_interval_ms = 0"), "{e}");
+        let e = err("[persistence]\nenabled = \"yes\"\n");
+        assert!(
+            e.contains("[persistence].enabled") && e.contains("true or false"),
+            "{e}"
+        );
+        let e = err("[persistence]\nfsync = true\n");
+        assert!(e.contains("unknown key `fsync` in [persistence]"), "{e}");
+        let e = err("[persistence]\npath = \"\"\n");
+        assert!(e.contains("[persistence].path"), "{e}");
     }
 
     #[test]
