@@ -12,12 +12,17 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Access;
 use crate::auth::Auth;
 use crate::codec::QoS;
+use crate::codec::SubscriptionOptions;
 use crate::config::{Config, Listener};
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Target};
-use crate::session::{Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Session, Timers};
-use crate::store::{MemoryStore, Store, StoreEvent};
+use crate::session::{
+    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, Timers,
+};
+use crate::store::state::State;
+use crate::store::{Commit, Store, StoreError, StoreEvent, Stored};
+use crate::subscriptions::Sub;
 
 /// Counters for logs now and `$SYS`/metrics later.
 #[derive(Default)]
@@ -68,14 +73,16 @@ pub struct Attachment {
 }
 
 impl Broker {
-    pub fn new(config: Config, auth: Auth) -> Broker {
+    /// A broker over `store` (the in-memory one, or a durable one: see
+    /// [`Broker::restore`]).
+    pub fn new(config: Config, auth: Auth, store: Arc<dyn Store>) -> Broker {
         Broker {
             config,
             auth,
             sessions: Mutex::new(HashMap::new()),
             router: Router::default(),
             retained: RwLock::new(RetainTree::default()),
-            store: Arc::new(MemoryStore),
+            store,
             stats: Stats::default(),
             next_session_id: AtomicU64::new(1),
             next_client_number: AtomicU64::new(1),
@@ -172,6 +179,16 @@ impl Broker {
             if discard {
                 st.reset();
             }
+            // Under the session's lock, so that the store sees the session restart
+            // between the messages queued for the old one and those for the new one.
+            if self.store.is_durable() {
+                if discard || expiry == 0 {
+                    let _ = self.record(StoreEvent::SessionDiscarded { client_id });
+                }
+                if expiry != 0 {
+                    let _ = self.record(StoreEvent::SessionOpened { client_id, expiry });
+                }
+            }
             st.clean = expiry == 0;
             st.expiry = expiry;
             st.set_expires_at(None);
@@ -189,11 +206,7 @@ impl Broker {
         if discard {
             self.router
                 .unsubscribe_all(&session, filters.iter().map(String::as_str));
-            self.record(StoreEvent::SessionDiscarded { client_id });
             wake_all(session.state.lock().take_space_waiters());
-        }
-        if !clean {
-            self.record(StoreEvent::SessionOpened { client_id });
         }
         Some(Attachment {
             session_present: existed && !discard,
@@ -249,16 +262,19 @@ impl Broker {
     /// topic's retained message when `msg.retain` is set. Sessions whose queue is over its
     /// limit under backpressure are pushed to `withheld`, and `publisher` is registered to
     /// be woken when they have room.
+    /// `stored` collects what the durable store wrote for it (persistent subscribers,
+    /// the retained store): the publisher's acknowledgement waits for that.
     pub fn publish(
         &self,
         msg: &SharedMessage,
         publisher: Option<&Arc<Session>>,
         scratch: &mut Vec<Target>,
         withheld: &mut Vec<Arc<Session>>,
+        stored: &mut Stored,
     ) -> bool {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         if msg.retain {
-            self.retain(msg);
+            self.retain(msg, stored);
         }
         self.router
             .route(&msg.topic, publisher.map(|p| p.id), scratch);
@@ -272,10 +288,16 @@ impl Broker {
             // [MQTT-3.3.1-12/13].
             let retain = sub.retain_as_published && msg.retain;
             let extra = sub.extra;
-            match sub
-                .session
-                .deliver(msg, qos, retain, extra, publisher, acl.as_deref())
-            {
+            match sub.session.deliver(
+                msg,
+                qos,
+                retain,
+                extra,
+                publisher,
+                acl.as_deref(),
+                &*self.store,
+                stored,
+            ) {
                 Delivery::Queued => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -292,21 +314,23 @@ impl Broker {
         matched
     }
 
-    fn retain(&self, msg: &SharedMessage) {
+    /// Sets or clears the topic's retained message; stored under the retained store's
+    /// lock, so the store keeps the same last one.
+    fn retain(&self, msg: &SharedMessage, stored: &mut Stored) {
         let mut retained = self.retained.write();
-        if msg.payload.is_empty() {
+        let message = if msg.payload.is_empty() {
             // A retained PUBLISH with no payload clears the topic [MQTT-3.3.1-10/11].
             retained.remove(&msg.topic);
-            self.record(StoreEvent::Retained {
-                topic: &msg.topic,
-                message: None,
-            });
+            None
         } else {
             retained.set(&msg.topic, msg.clone());
-            self.record(StoreEvent::Retained {
+            Some(msg)
+        };
+        if self.store.is_durable() {
+            stored.add(self.record(StoreEvent::Retained {
                 topic: &msg.topic,
-                message: Some(msg),
-            });
+                message,
+            }));
         }
     }
 
@@ -323,13 +347,17 @@ impl Broker {
             .collect()
     }
 
-    /// Reports `event` to the store. With the in-memory store this is free.
-    pub fn record(&self, event: StoreEvent<'_>) {
-        if self.store.is_durable() {
-            if let Err(e) = self.store.record(event) {
-                tracing::error!("store: {e}");
-            }
+    /// Reports `event` to the store (free with the in-memory one). A failure is logged
+    /// here, once per event; the caller decides what may not be acknowledged.
+    pub fn record(&self, event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError> {
+        if !self.store.is_durable() {
+            return Ok(None);
         }
+        let outcome = self.store.record(event);
+        if let Err(e) = &outcome {
+            tracing::error!("store: {e}");
+        }
+        outcome
     }
 
     /// Times keep-alive and retransmission for every connected session: a few times a
@@ -420,6 +448,8 @@ impl Broker {
         let acl = self.auth.acl();
         let mut kept = Vec::new();
         let mut moved = 0usize;
+        let mut stored = Stored::default();
+        let rec = session.rec(&*self.store);
         for item in taken {
             let Some(key) = item.extra.as_ref().and_then(|e| e.shared.clone()) else {
                 continue;
@@ -429,7 +459,24 @@ impl Broker {
                     let qos = min_qos(item.msg.qos, sub.opts.qos);
                     let extra =
                         Extra::boxed(sub.id.into_iter().map(|n| n.get()).collect(), Some(key));
-                    other.deliver(&item.msg, qos, false, extra, None, acl.as_deref());
+                    other.deliver(
+                        &item.msg,
+                        qos,
+                        false,
+                        extra,
+                        None,
+                        acl.as_deref(),
+                        &*self.store,
+                        &mut stored,
+                    );
+                    // Stored for the new member first: a crash in between duplicates the
+                    // message rather than losing it.
+                    if item.stored {
+                        let _ = self.record(StoreEvent::Removed {
+                            client_id: rec.client_id,
+                            seq: item.seq,
+                        });
+                    }
                     moved += 1;
                 }
                 None => kept.push(item),
@@ -459,14 +506,14 @@ impl Broker {
             let filters = st.subscriptions.filters();
             st.reset();
             st.set_expires_at(None);
+            let _ = self.record(StoreEvent::SessionDiscarded {
+                client_id: &session.client_id,
+            });
             (filters, st.take_pending_will(|_| true))
         };
         self.forget(&mut sessions, session, &filters);
         drop(sessions);
         tracing::info!(client_id = &*session.client_id, "session expired");
-        self.record(StoreEvent::SessionDiscarded {
-            client_id: &session.client_id,
-        });
         wake_all(session.state.lock().take_space_waiters());
         if let Some(will) = will {
             self.publish_will(&session.client_id, *will);
@@ -504,6 +551,100 @@ impl Broker {
     /// Holds a will back for its delay (MQTT 5.0 Will Delay Interval).
     pub fn delay_will(&self, session: &Session, pending: PendingWill) {
         session.state.lock().set_pending_will(pending);
+    }
+
+    /// Rebuilds what the durable store kept, before anything listens: every persistent
+    /// session (offline, its expiry counting from now), its subscriptions, its queued
+    /// messages and the ones it had in flight (re-sent with their packet ids when the
+    /// client comes back), its incoming QoS 2 ids, and the retained messages.
+    pub fn restore(&self, state: &State) {
+        let Some(listener) = self.config.listeners.first() else {
+            return;
+        };
+        // Until the client connects again, through whichever listener.
+        let limits = Arc::new(self.limits_for(listener));
+        let now = Instant::now();
+        let mut subscribe = Vec::new();
+        {
+            let mut sessions = self.sessions.lock();
+            for (client_id, image) in &state.sessions {
+                let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+                let key: Arc<str> = Arc::from(client_id.as_str());
+                let session = Arc::new(Session::new(id, key.clone(), limits.clone()));
+                let mut st = session.state.lock();
+                st.clean = false;
+                st.expiry = image.expiry;
+                if image.expiry != u32::MAX {
+                    st.set_expires_at(Some(now + Duration::from_secs(u64::from(image.expiry))));
+                }
+                for (filter, (options, sub_id)) in &image.subscriptions {
+                    let Some(opts) = SubscriptionOptions::from_byte(*options) else {
+                        continue;
+                    };
+                    let sub = Sub {
+                        opts,
+                        id: std::num::NonZeroU32::new(*sub_id),
+                    };
+                    st.subscriptions.insert(filter, sub);
+                    subscribe.push((session.clone(), filter.as_str(), sub));
+                }
+                for (seq, e) in &image.queue {
+                    let (Some((msg, _)), Some(qos)) = (
+                        state.messages.get(&e.message),
+                        crate::codec::qos_from_u8(e.qos),
+                    ) else {
+                        continue;
+                    };
+                    let item = Queued {
+                        seq: *seq,
+                        msg: msg.clone(),
+                        qos,
+                        retain: e.retain,
+                        extra: Extra::boxed(e.sub_ids.clone(), e.shared.clone()),
+                        stored: true,
+                    };
+                    st.restore(item, e.pkid.map(|pkid| (pkid, e.released)));
+                }
+                for pkid in &image.qos2_received {
+                    st.incoming_qos2_insert(*pkid);
+                }
+                drop(st);
+                sessions.insert(key, session);
+            }
+        }
+        // Lock order: the router before any session's state.
+        for (session, filter, sub) in subscribe {
+            self.router.subscribe(&session, filter, sub);
+        }
+        let mut retained = self.retained.write();
+        for (topic, id) in &state.retained {
+            if let Some((msg, _)) = state.messages.get(id) {
+                retained.set(topic, msg.clone());
+            }
+        }
+    }
+
+    /// At shutdown, once the connections are closed: stores what persistent sessions
+    /// hold and the store does not have yet (QoS 0 messages queued for offline sessions
+    /// under `queue_qos0_messages`), then closes the store, which syncs it. A clean
+    /// restart loses nothing.
+    pub fn close_store(&self) {
+        if !self.store.is_durable() {
+            return;
+        }
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let stored = session
+                .state
+                .lock()
+                .store_unstored(session.rec(&*self.store));
+            if stored.failed {
+                break;
+            }
+        }
+        if let Err(e) = self.store.close() {
+            tracing::error!("store: closing failed: {e}");
+        }
     }
 
     /// Tells every connection to close: sets the flag each connection checks when it

@@ -31,6 +31,7 @@ use crate::handlers;
 use crate::outbox::Outbox;
 use crate::server::Endpoint;
 use crate::session::Session;
+use crate::store::{Commit, Stored};
 
 /// Stop pulling queued messages into the write buffer above this many bytes.
 const OUT_LOW: usize = 32 * 1024;
@@ -65,6 +66,9 @@ pub enum Close {
     KeepAliveTimeout,
     TakenOver,
     Shutdown,
+    /// A message could not be stored (disk full, I/O error), so it cannot be acknowledged:
+    /// MQTT 3.1.1 has no way to say so but closing the connection.
+    StoreFailed,
 }
 
 impl Close {
@@ -94,6 +98,7 @@ impl Close {
             Close::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             Close::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             Close::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            Close::StoreFailed => Some(reason::UNSPECIFIED),
             _ => None,
         }
     }
@@ -124,11 +129,12 @@ pub mod reason {
 }
 
 /// An acknowledgement owed to the publisher (with its MQTT 5.0 reason code), withheld
-/// under backpressure.
+/// under backpressure or until what it acknowledges is on disk.
 #[derive(Debug, Clone, Copy)]
 pub enum Ack {
     PubAck(u16, u8),
     PubRec(u16, u8),
+    PubComp(u16, u8),
 }
 
 /// What an MQTT 5.0 connection keeps beyond a 3.1.1 one; boxed in [`Client`].
@@ -148,6 +154,8 @@ pub struct Withheld {
     pub ack: Ack,
     /// Sessions whose queues must have room before the ack is sent.
     pub waiting: Vec<Arc<Session>>,
+    /// The store commit that must be durable before the ack is sent (0: none).
+    pub commit: Commit,
 }
 
 /// The state of one connected client that the packet handlers act on.
@@ -190,16 +198,52 @@ impl Client {
     }
 
     /// Writes an acknowledgement, or queues it behind earlier withheld ones so that
-    /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3].
-    pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>) {
-        if waiting.is_empty() && self.withheld_count() == 0 {
+    /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3]. It
+    /// waits for the sessions in `waiting` to have room (backpressure) and for the store
+    /// to have made `commit` durable: nothing is acknowledged before it is stored.
+    pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>, commit: Commit) {
+        let stored = commit == 0 || self.broker.store.durable() >= commit;
+        if waiting.is_empty() && stored && self.withheld_count() == 0 {
             let v5 = self.is_v5();
             encode_ack(self.out.buf(), ack, v5);
-        } else {
-            self.withheld
-                .get_or_insert_default()
-                .push_back(Withheld { ack, waiting });
+            return;
         }
+        if !stored {
+            // The store's writer wakes this connection once the commit is on disk.
+            let session = self.session.clone();
+            self.broker
+                .store
+                .on_durable(commit, Box::new(move || session.wake.notify_one()));
+        }
+        self.withheld.get_or_insert_default().push_back(Withheld {
+            ack,
+            waiting,
+            commit,
+        });
+    }
+
+    /// Acknowledges a QoS 1/2 PUBLISH (PUBACK or PUBREC per `ack`) once what storing it
+    /// came to allows. When a store write failed it is never acknowledged as received: an
+    /// MQTT 5.0 client gets reason 0x80, a 3.1.1 client is disconnected.
+    pub fn acknowledge_stored(
+        &mut self,
+        ack: Ack,
+        waiting: Vec<Arc<Session>>,
+        stored: Stored,
+    ) -> Result<(), Close> {
+        if !stored.failed {
+            self.acknowledge(ack, waiting, stored.commit);
+            return Ok(());
+        }
+        tracing::warn!(
+            client_id = self.client_id(),
+            "message could not be stored, not acknowledged"
+        );
+        if !self.is_v5() {
+            return Err(Close::StoreFailed);
+        }
+        self.acknowledge(with_reason(ack, reason::UNSPECIFIED), Vec::new(), 0);
+        Ok(())
     }
 
     /// Acknowledgements withheld under backpressure.
@@ -207,13 +251,26 @@ impl Client {
         self.withheld.as_ref().map_or(0, |w| w.len())
     }
 
-    /// Sends the withheld acknowledgements whose sessions have room again.
-    fn release_withheld(&mut self) {
+    /// Sends the withheld acknowledgements whose sessions have room again and whose
+    /// messages are on disk. If the store failed before one of them was, it is refused
+    /// instead (see [`Client::acknowledge_stored`]).
+    fn release_withheld(&mut self) -> Result<(), Close> {
         let v5 = self.is_v5();
+        let store = self.broker.store.clone();
         let Some(withheld) = self.withheld.as_mut() else {
-            return;
+            return Ok(());
         };
         while let Some(front) = withheld.front_mut() {
+            if front.commit > store.durable() {
+                if store.failure().is_none() {
+                    break;
+                }
+                if !v5 || matches!(front.ack, Ack::PubComp(..)) {
+                    return Err(Close::StoreFailed);
+                }
+                front.ack = with_reason(front.ack, reason::UNSPECIFIED);
+                front.commit = 0;
+            }
             // A discarded session was reset, so it has room too. One still full (another
             // publisher took the room) gets this publisher registered again, under the
             // same lock, so the next room made wakes it.
@@ -233,6 +290,7 @@ impl Client {
             withheld.pop_front();
             encode_ack(self.out.buf(), ack, v5);
         }
+        Ok(())
     }
 }
 
@@ -240,8 +298,18 @@ fn encode_ack(out: &mut BytesMut, ack: Ack, v5: bool) {
     let (kind, pkid, reason) = match ack {
         Ack::PubAck(pkid, reason) => (codec::AckKind::PubAck, pkid, reason),
         Ack::PubRec(pkid, reason) => (codec::AckKind::PubRec, pkid, reason),
+        Ack::PubComp(pkid, reason) => (codec::AckKind::PubComp, pkid, reason),
     };
     codec::encode_ack(out, kind, pkid, reason, v5);
+}
+
+/// The same acknowledgement with another reason code.
+fn with_reason(ack: Ack, code: u8) -> Ack {
+    match ack {
+        Ack::PubAck(pkid, _) => Ack::PubAck(pkid, code),
+        Ack::PubRec(pkid, _) => Ack::PubRec(pkid, code),
+        Ack::PubComp(pkid, _) => Ack::PubComp(pkid, code),
+    }
 }
 
 /// Where a connection came from.
@@ -393,20 +461,23 @@ where
                 }
                 st.timers.expired = false;
             }
+            let rec = session.rec(&*client.broker.store);
             if st.timers.retry_due {
                 st.timers.retry_due = false;
                 if let Some(retry) = st.timers.retry() {
-                    st.retry(&mut client.out, retry, now);
+                    st.retry(&mut client.out, retry, now, rec);
                 }
             }
             if client.out.len() < OUT_LOW {
-                let waiters = st.fill(&mut client.out, OUT_HIGH, now);
+                let waiters = st.fill(&mut client.out, OUT_HIGH, now, rec);
                 drop(st);
                 wake_all(waiters);
             }
         }
         if client.withheld_count() > 0 {
-            client.release_withheld();
+            if let Err(close) = client.release_withheld() {
+                return close;
+            }
         }
         let reading = client.out.len() < OUT_HIGH && client.withheld_count() < MAX_WITHHELD;
 
@@ -603,6 +674,11 @@ fn finish(mut client: Client, close: Close) {
             tracing::info!(client_id = %id, %peer, "client id taken over by a new connection, disconnecting")
         }
         Close::Shutdown => tracing::debug!(client_id = %id, %peer, "closed for shutdown"),
+        Close::StoreFailed => tracing::warn!(
+            client_id = %id,
+            %peer,
+            "a message from the client could not be stored, disconnecting (MQTT 3.1.1 cannot refuse one)"
+        ),
     }
     if close.publishes_will() {
         if let Some(will) = client.will.take() {

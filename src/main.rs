@@ -75,12 +75,13 @@ fn start(cli: Cli) -> Result<(), String> {
         None => Config::default(),
     };
     apply_overrides(&mut config, cli.port, cli.bind)?;
-    // The store lives next to the config file unless it says otherwise.
-    let config_dir = cli
-        .config
-        .as_ref()
-        .map(|p| p.parent().unwrap_or(std::path::Path::new("")).to_path_buf());
-    config.resolve_paths(config_dir.as_deref());
+    // The store lives next to the config file unless it says otherwise. Without a config
+    // file there is no such place, and midge keeps state in memory (as Mosquitto does when
+    // started without one) rather than litter the working directory.
+    match &cli.config {
+        Some(path) => config.resolve_paths(path.parent()),
+        None => config.persistence.enabled = false,
+    }
     // Password, ACL and certificate files are read now, so that a bad one is reported
     // before anything else is printed.
     let origin = cli

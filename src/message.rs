@@ -4,6 +4,7 @@
 //! the retained store and by every subscriber queue it lands in: routing to a thousand
 //! subscribers costs a thousand reference-count increments, never a copy of the payload.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use bytes::Bytes;
 
 use crate::codec::{MessageProps, QoS};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,
@@ -24,6 +25,9 @@ pub struct Message {
     /// From the Message Expiry Interval: after this instant the message is not delivered
     /// [MQTT-3.3.2-5].
     pub expires_at: Option<Instant>,
+    /// Its id in the durable store once it has been written there (0: not yet); the
+    /// store assigns it, and writes the message once however many queues hold it.
+    store_id: AtomicU64,
 }
 
 pub type SharedMessage = Arc<Message>;
@@ -50,7 +54,39 @@ impl Message {
             retain,
             props,
             expires_at,
+            store_id: AtomicU64::new(0),
         }
+    }
+
+    /// A message read back from the durable store, with its stored id and expiry.
+    pub fn restored(
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        props: Option<Box<MessageProps>>,
+        expires_at: Option<Instant>,
+        store_id: u64,
+    ) -> Message {
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            props,
+            expires_at,
+            store_id: AtomicU64::new(store_id),
+        }
+    }
+
+    /// The durable store's id for this message (0: never stored).
+    pub fn store_id(&self) -> u64 {
+        self.store_id.load(Ordering::Relaxed)
+    }
+
+    /// Gives the message its store id (the store does, under its lock, once).
+    pub fn set_store_id(&self, id: u64) {
+        self.store_id.store(id, Ordering::Relaxed);
     }
 
     /// Bytes this message accounts for in a queue (`max_queued_bytes`): topic and payload.

@@ -21,6 +21,8 @@ use crate::broker::Broker;
 use crate::config::{Config, Listener};
 use crate::connection::{self, Origin};
 use crate::session::Limits;
+use crate::store::durable::{DurableStore, Loaded};
+use crate::store::{MemoryStore, Store};
 use crate::tls;
 
 /// How long shutdown waits for connections to flush and close.
@@ -36,13 +38,15 @@ pub struct Endpoint {
 }
 
 /// A configuration with every file it names read and checked: the password and ACL
-/// files and each TLS listener's certificates. Made before anything listens (and before
-/// logging starts), so a bad file stops midge with one message naming the key and the
-/// file, and a broker never runs half-secured.
+/// files, each TLS listener's certificates, and the durable store (opened and replayed).
+/// Made before anything listens (and before logging starts), so a bad file stops midge
+/// with one message naming the key and the file, and a broker never runs half-secured
+/// or on a store it could not read.
 pub struct Prepared {
     config: Config,
     auth: Auth,
     acceptors: Vec<Option<TlsAcceptor>>,
+    store: Option<(Arc<DurableStore>, Loaded)>,
 }
 
 impl Prepared {
@@ -59,10 +63,17 @@ pub fn prepare(config: Config, origin: &str) -> Result<Prepared, String> {
         let at = format!("{origin}: listener[{}]", i + 1);
         acceptors.push(tls::acceptor(listener, &at).map_err(|e| e.to_string())?);
     }
+    let store = if config.persistence.enabled {
+        let (store, loaded) = DurableStore::open(&config.persistence)?;
+        Some((Arc::new(store), loaded))
+    } else {
+        None
+    };
     Ok(Prepared {
         config,
         auth,
         acceptors,
+        store,
     })
 }
 
@@ -78,9 +89,23 @@ pub async fn run(
         config,
         auth,
         acceptors,
+        store,
     } = prepared;
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    for (listener, tls) in config.listeners.iter().zip(acceptors) {
+    let broker = match store {
+        Some((store, loaded)) => {
+            log_loaded(&loaded);
+            let broker = Broker::new(config, auth, store.clone() as Arc<dyn Store>);
+            broker.restore(&store.state());
+            broker
+        }
+        None => {
+            tracing::info!("persistence disabled: state lives in memory only");
+            Broker::new(config, auth, Arc::new(MemoryStore))
+        }
+    };
+    let broker = Arc::new(broker);
+    let mut bound = Vec::with_capacity(broker.config.listeners.len());
+    for (listener, tls) in broker.config.listeners.iter().zip(acceptors) {
         let addr = SocketAddr::new(listener.bind, listener.port);
         let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
@@ -89,7 +114,6 @@ pub async fn run(
         bound.push((socket, Arc::new(listener.clone()), tls));
     }
 
-    let broker = Arc::new(Broker::new(config, auth));
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
     tracker.spawn(reload_on_notify(broker.clone(), reload, shutdown.clone()));
@@ -115,8 +139,36 @@ pub async fn run(
     {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
-    tracing::info!("midge stopped");
+    broker.close_store();
     Ok(())
+}
+
+/// What the store held at start, and what was wrong with it.
+fn log_loaded(l: &Loaded) {
+    if let Some((file, at, cut)) = &l.torn {
+        tracing::warn!(
+            "store: cut off a torn record at the end of {} (offset {at}, {cut} bytes): \
+             a write the process did not finish, never acknowledged",
+            file.display()
+        );
+    }
+    if l.expired > 0 {
+        tracing::info!(
+            "store: {} queued messages expired while midge was down",
+            l.expired
+        );
+    }
+    tracing::info!(
+        "store loaded from {}: {} sessions, {} queued messages, {} retained messages in {} ms \
+         ({} records, {} bytes)",
+        l.dir.display(),
+        l.sessions,
+        l.queued,
+        l.retained,
+        l.elapsed.as_millis(),
+        l.records,
+        l.bytes
+    );
 }
 
 async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: CancellationToken) {

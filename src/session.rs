@@ -19,6 +19,7 @@ use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::message::SharedMessage;
 use crate::outbox::Outbox;
+use crate::store::{Store, StoreEvent, Stored};
 use crate::subscriptions::Subscriptions;
 
 /// Queue and window limits of one session, taken from the config and the listener the
@@ -47,6 +48,9 @@ pub struct Queued {
     pub retain: bool,
     /// What only some deliveries carry; boxed so the common case costs one pointer.
     pub extra: Option<Box<Extra>>,
+    /// Written to the durable store (a QoS 1/2 message of a persistent session): what
+    /// becomes of it is recorded too.
+    pub stored: bool,
 }
 
 /// Per-delivery details of MQTT 5.0.
@@ -172,6 +176,26 @@ impl PeerV5 {
     /// Records an alias once the PUBLISH that sets it is written.
     fn set_alias(&mut self, topic: &str, alias: u16) {
         self.aliases.insert(topic.into(), alias);
+    }
+}
+
+/// Where a session's durable changes go: the broker's store, under the session's client
+/// id. Only persistent sessions record anything, and only with a durable store.
+#[derive(Clone, Copy)]
+pub struct Rec<'a> {
+    pub store: &'a dyn Store,
+    pub client_id: &'a str,
+}
+
+impl Rec<'_> {
+    /// Records that a stored queue entry left the session.
+    fn removed(&self, item: &Queued) {
+        if item.stored {
+            let _ = self.store.record(StoreEvent::Removed {
+                client_id: self.client_id,
+                seq: item.seq,
+            });
+        }
     }
 }
 
@@ -315,6 +339,10 @@ impl Session {
     /// Offers a message to this session's queue and wakes its connection. When the queue
     /// is over its limit under backpressure, `publisher` is registered, under the same
     /// lock, to be woken once the queue has room.
+    /// With a durable store, a QoS 1/2 message for a persistent session is stored under
+    /// the session's lock (so that its removal, recorded under the same lock, cannot come
+    /// first), and `stored` learns the commit the publisher's acknowledgement waits for.
+    #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &self,
         msg: &SharedMessage,
@@ -323,6 +351,8 @@ impl Session {
         extra: Option<Box<Extra>>,
         publisher: Option<&Arc<Session>>,
         acl: Option<&AclFile>,
+        store: &dyn Store,
+        stored: &mut Stored,
     ) -> Delivery {
         let outcome = {
             let mut st = self.state.lock();
@@ -336,7 +366,8 @@ impl Session {
                     return Delivery::Skipped;
                 }
             }
-            let outcome = st.enqueue(msg, qos, retain, extra, false);
+            let rec = self.rec(store);
+            let outcome = st.enqueue(msg, qos, retain, extra, false, rec, stored);
             match (outcome, publisher) {
                 (Delivery::Dropped, _) => st.report_drop(&self.client_id),
                 (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
@@ -353,18 +384,32 @@ impl Session {
     /// Queues retained messages for a new subscription. They bypass the queue limits: they
     /// are bounded by the retained store, and dropping them would hide state the client
     /// subscribed to see.
-    pub fn deliver_retained(&self, msgs: &[(SharedMessage, QoS)], sub_id: Option<u32>) {
+    pub fn deliver_retained(
+        &self,
+        msgs: &[(SharedMessage, QoS)],
+        sub_id: Option<u32>,
+        store: &dyn Store,
+    ) {
         if msgs.is_empty() {
             return;
         }
         {
             let mut st = self.state.lock();
+            let mut stored = Stored::default();
             for (msg, qos) in msgs {
                 let extra = Extra::boxed(sub_id.into_iter().collect(), None);
-                st.enqueue(msg, *qos, true, extra, true);
+                st.enqueue(msg, *qos, true, extra, true, self.rec(store), &mut stored);
             }
         }
         self.wake.notify_one();
+    }
+
+    /// This session's way to the store.
+    pub fn rec<'a>(&'a self, store: &'a dyn Store) -> Rec<'a> {
+        Rec {
+            store,
+            client_id: &self.client_id,
+        }
     }
 }
 
@@ -424,6 +469,12 @@ impl SessionState {
         !self.is_full(0)
     }
 
+    /// Whether this session's changes go to the store.
+    fn persists(&self, rec: Rec) -> bool {
+        !self.clean && rec.store.is_durable()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         msg: &SharedMessage,
@@ -431,6 +482,8 @@ impl SessionState {
         retain: bool,
         extra: Option<Box<Extra>>,
         force: bool,
+        rec: Rec,
+        stored: &mut Stored,
     ) -> Delivery {
         if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
             return Delivery::Skipped;
@@ -448,7 +501,10 @@ impl SessionState {
                     // drops the new one instead.
                     while self.is_full(size) {
                         match self.queue.pop_front() {
-                            Some(old) => self.queued_bytes -= old.msg.size(),
+                            Some(old) => {
+                                self.queued_bytes -= old.msg.size();
+                                rec.removed(&old);
+                            }
                             None => return Delivery::Dropped,
                         }
                     }
@@ -457,15 +513,51 @@ impl SessionState {
             }
         }
         self.next_seq += 1;
-        self.queued_bytes += size;
-        self.queue.push_back(Queued {
+        let mut item = Queued {
             seq: self.next_seq,
             msg: msg.clone(),
             qos,
             retain,
             extra,
-        });
+            stored: false,
+        };
+        if qos != QoS::AtMostOnce && self.persists(rec) {
+            self.store_item(&mut item, rec, stored);
+        }
+        self.queued_bytes += size;
+        self.queue.push_back(item);
         outcome
+    }
+
+    /// Writes a queue entry to the store. A failed write leaves it unstored (it is
+    /// still delivered while midge runs) and tells the publisher through `stored`.
+    fn store_item(&self, item: &mut Queued, rec: Rec, stored: &mut Stored) {
+        let outcome = rec.store.record(StoreEvent::Enqueued {
+            client_id: rec.client_id,
+            seq: item.seq,
+            message: &item.msg,
+            qos: item.qos,
+            retain: item.retain,
+            extra: item.extra.as_deref(),
+        });
+        item.stored = matches!(outcome, Ok(Some(_)));
+        stored.add(outcome);
+    }
+
+    /// Stores the queued messages of a persistent session that are not stored yet (QoS 0
+    /// ones, kept for an offline session with `queue_qos0_messages`): at shutdown, so a
+    /// clean restart loses nothing at any QoS.
+    pub fn store_unstored(&mut self, rec: Rec) -> Stored {
+        let mut stored = Stored::default();
+        if !self.persists(rec) {
+            return stored;
+        }
+        let mut queue = std::mem::take(&mut self.queue);
+        for item in queue.iter_mut().filter(|q| !q.stored) {
+            self.store_item(item, rec, &mut stored);
+        }
+        self.queue = queue;
+        stored
     }
 
     /// Counts a dropped message and logs at most once per `drop_log_interval`.
@@ -513,11 +605,17 @@ impl SessionState {
     /// then queued messages while the inflight window has room. The queue is strictly
     /// FIFO, so per-topic order is kept. Returns the publishers to wake if the queue went
     /// from full to having room (see [`SessionState::space_waiters`]).
-    pub fn fill(&mut self, out: &mut Outbox, high_water: usize, now: Instant) -> Vec<Arc<Session>> {
+    pub fn fill(
+        &mut self,
+        out: &mut Outbox,
+        high_water: usize,
+        now: Instant,
+        rec: Rec,
+    ) -> Vec<Arc<Session>> {
         let was_full = self.is_full(0);
         if self.resend_due {
             self.resend_due = false;
-            self.resend(out, now, |f| f.sent_at.is_none());
+            self.resend(out, now, rec, |f| f.sent_at.is_none());
         }
         let window = match &self.peer {
             Some(peer) => self
@@ -539,10 +637,12 @@ impl SessionState {
             self.queued_bytes -= item.msg.size();
             // An expired message is never delivered [MQTT-3.3.2-5].
             if item.msg.is_expired(now) {
+                rec.removed(&item);
                 continue;
             }
             if item.qos == QoS::AtMostOnce {
                 encode_publish(out, self.peer.as_deref_mut(), &item, 0, false, now);
+                rec.removed(&item);
             } else {
                 let pkid = self.alloc_pkid();
                 let mut f = Inflight {
@@ -551,7 +651,17 @@ impl SessionState {
                     sent_at: Some(now),
                 };
                 if encode_inflight(out, self.peer.as_deref_mut(), pkid, &mut f, false, now) {
+                    if f.item.stored {
+                        // Re-sent with this id after a restart [MQTT-4.4.0-1].
+                        let _ = rec.store.record(StoreEvent::Sent {
+                            client_id: rec.client_id,
+                            seq: f.item.seq,
+                            pkid,
+                        });
+                    }
                     self.inflight.insert(pkid, f);
+                } else {
+                    rec.removed(&f.item);
                 }
             }
         }
@@ -563,15 +673,21 @@ impl SessionState {
     }
 
     /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
-    pub fn retry(&mut self, out: &mut Outbox, retry: Duration, now: Instant) {
-        self.resend(out, now, |f| {
+    pub fn retry(&mut self, out: &mut Outbox, retry: Duration, now: Instant, rec: Rec) {
+        self.resend(out, now, rec, |f| {
             f.sent_at.is_some_and(|t| now.duration_since(t) >= retry)
         });
     }
 
     /// Re-sends the inflight messages `due` picks, in their original send order, with
     /// their original packet ids (DUP=1 on a PUBLISH).
-    fn resend(&mut self, out: &mut Outbox, now: Instant, due: impl Fn(&Inflight) -> bool) {
+    fn resend(
+        &mut self,
+        out: &mut Outbox,
+        now: Instant,
+        rec: Rec,
+        due: impl Fn(&Inflight) -> bool,
+    ) {
         let mut picked: Vec<(u64, u16)> = self
             .inflight
             .iter()
@@ -583,8 +699,8 @@ impl SessionState {
             if let Some(f) = self.inflight.get_mut(&pkid) {
                 if encode_inflight(out, self.peer.as_deref_mut(), pkid, f, true, now) {
                     f.sent_at = Some(now);
-                } else {
-                    self.inflight.remove(&pkid);
+                } else if let Some(f) = self.inflight.remove(&pkid) {
+                    rec.removed(&f.item);
                 }
             }
         }
@@ -667,6 +783,35 @@ impl SessionState {
         taken
     }
 
+    /// Puts back a stored queue entry at start (entries come in send order): one that was
+    /// sent goes into the inflight window with its packet id, to be re-sent on the next
+    /// connection [MQTT-4.4.0-1]; the rest into the queue.
+    pub fn restore(&mut self, item: Queued, sent: Option<(u16, bool)>) {
+        self.next_seq = self.next_seq.max(item.seq);
+        match sent {
+            Some((pkid, released)) => {
+                let state = if released {
+                    InflightState::Released
+                } else {
+                    InflightState::Published
+                };
+                self.inflight.insert(
+                    pkid,
+                    Inflight {
+                        item,
+                        state,
+                        sent_at: None,
+                    },
+                );
+                self.resend_due = true;
+            }
+            None => {
+                self.queued_bytes += item.msg.size();
+                self.queue.push_back(item);
+            }
+        }
+    }
+
     /// Puts back messages [`take_shared`](Self::take_shared) found no other member for.
     pub fn requeue(&mut self, items: Vec<Queued>) {
         for q in items {
@@ -685,22 +830,35 @@ impl SessionState {
     }
 
     /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.
-    pub fn puback(&mut self, pkid: u16) -> bool {
+    pub fn puback(&mut self, pkid: u16, rec: Rec) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.item.qos == QoS::AtLeastOnce => {
-                self.inflight.remove(&pkid);
+            Some(f) if f.item.qos == QoS::AtLeastOnce => self.remove_inflight(pkid, rec),
+            _ => false,
+        }
+    }
+
+    fn remove_inflight(&mut self, pkid: u16, rec: Rec) -> bool {
+        match self.inflight.remove(&pkid) {
+            Some(f) => {
+                rec.removed(&f.item);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
     /// PUBREC for an outgoing QoS 2 message: the PUBLISH is done, PUBREL is owed. Returns
     /// false for an unknown packet id (the caller still answers with PUBREL, as the
     /// specification's flow allows a duplicate PUBREC after a retransmission).
-    pub fn pubrec(&mut self, pkid: u16, now: Instant) -> bool {
+    pub fn pubrec(&mut self, pkid: u16, now: Instant, rec: Rec) -> bool {
         match self.inflight.get_mut(&pkid) {
             Some(f) if f.item.qos == QoS::ExactlyOnce => {
+                if f.state == InflightState::Published && f.item.stored {
+                    let _ = rec.store.record(StoreEvent::Released {
+                        client_id: rec.client_id,
+                        seq: f.item.seq,
+                    });
+                }
                 f.state = InflightState::Released;
                 f.sent_at = Some(now);
                 true
@@ -713,22 +871,16 @@ impl SessionState {
     /// A 5.0 PUBACK/PUBREC with a reason code of 0x80 or more: the subscriber refused the
     /// message, which is discarded and never sent anywhere else [MQTT-4.8.2-6]; its
     /// window slot is free.
-    pub fn refused(&mut self, pkid: u16) -> bool {
+    pub fn refused(&mut self, pkid: u16, rec: Rec) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.state == InflightState::Published => {
-                self.inflight.remove(&pkid);
-                true
-            }
+            Some(f) if f.state == InflightState::Published => self.remove_inflight(pkid, rec),
             _ => false,
         }
     }
 
-    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+    pub fn pubcomp(&mut self, pkid: u16, rec: Rec) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.state == InflightState::Released => {
-                self.inflight.remove(&pkid);
-                true
-            }
+            Some(f) if f.state == InflightState::Released => self.remove_inflight(pkid, rec),
             _ => false,
         }
     }

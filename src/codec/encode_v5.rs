@@ -499,3 +499,25 @@ pub fn encode_disconnect_v5(buf: &mut BytesMut, reason: u8, reason_string: Optio
         }
     }
 }
+
+/// A message's properties as an MQTT 5.0 property block (its length, then the
+/// properties), the form the durable store keeps them in; read back with
+/// [`super::decode_message_props`].
+pub fn encode_message_props(props: &MessageProps) -> Vec<u8> {
+    let p = PublishOut {
+        topic: "",
+        qos: QoS::AtMostOnce,
+        retain: false,
+        dup: false,
+        pkid: 0,
+        topic_alias: None,
+        props: Some(props),
+        message_expiry: None,
+        subscription_ids: &[],
+    };
+    let len = count(|c| put_publish_props(c, &p));
+    let mut buf = BytesMut::with_capacity(varint_len(len) + len);
+    put_varint(&mut buf, len);
+    put_publish_props(&mut buf, &p);
+    buf.to_vec()
+}

@@ -45,12 +45,23 @@ pub use encode::{
     encode_suback, encode_unsuback,
 };
 pub use encode_v5::{
-    encode_ack, encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5,
+    encode_ack, encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5, encode_message_props,
     encode_publish_header_v5, encode_publish_v5, encode_suback_v5, encode_unsuback_v5,
     publish_v5_size, AckKind, ConnackProps, PublishOut,
 };
 
 use reader::Reader;
+
+/// Reads back a property block written by [`encode_message_props`] (checked like a
+/// PUBLISH's: the durable store's bytes are not trusted either).
+pub fn decode_message_props(block: &[u8]) -> Result<Option<Box<MessageProps>>, DecodeError> {
+    let mut r = Reader::new_v5(bytes::Bytes::copy_from_slice(block));
+    let mut props = properties::parse(&mut r, properties::Block::Publish)?;
+    if !r.is_empty() {
+        return Err(DecodeError::Malformed("bytes after the property block"));
+    }
+    Ok(props.take_message(false))
+}
 
 pub use mqttbytes::QoS;
 
@@ -172,6 +183,29 @@ pub struct SubscriptionOptions {
 }
 
 impl SubscriptionOptions {
+    /// The options as the MQTT 5.0 options byte (QoS in bits 0-1, No Local 2, Retain As
+    /// Published 3, Retain Handling 4-5), the form the durable store keeps them in.
+    pub fn to_byte(self) -> u8 {
+        (self.qos as u8)
+            | u8::from(self.no_local) << 2
+            | u8::from(self.retain_as_published) << 3
+            | (self.retain_handling & 3) << 4
+    }
+
+    /// Reads [`to_byte`](Self::to_byte)'s byte back; `None` for values it never writes.
+    pub fn from_byte(b: u8) -> Option<SubscriptionOptions> {
+        let retain_handling = (b >> 4) & 3;
+        if b >> 6 != 0 || retain_handling == 3 {
+            return None;
+        }
+        Some(SubscriptionOptions {
+            qos: qos_from_u8(b & 3)?,
+            no_local: b & 4 != 0,
+            retain_as_published: b & 8 != 0,
+            retain_handling,
+        })
+    }
+
     /// The options a 3.1.1 / 3.1 subscription has.
     pub fn qos(qos: QoS) -> SubscriptionOptions {
         SubscriptionOptions {
@@ -446,7 +480,7 @@ fn decode_frame(
     }
 }
 
-fn qos_from_u8(value: u8) -> Option<QoS> {
+pub fn qos_from_u8(value: u8) -> Option<QoS> {
     match value {
         0 => Some(QoS::AtMostOnce),
         1 => Some(QoS::AtLeastOnce),

@@ -3,12 +3,14 @@
 use std::time::Instant;
 
 use crate::codec::{self, Ack, AckKind};
-use crate::connection::{reason, Client, Close};
+use crate::connection::{self, reason, Client, Close};
+use crate::store::{StoreEvent, Stored};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
 /// is free.
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    if !client.session.state.lock().puback(pkid) {
+    let rec = client.session.rec(&*client.broker.store);
+    if !client.session.state.lock().puback(pkid, rec) {
         tracing::debug!(
             client_id = client.client_id(),
             pkid,
@@ -24,11 +26,16 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
 /// message is done, no PUBREL follows [MQTT-4.3.3-?].
 pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
     let pkid = ack.pkid;
+    let rec = client.session.rec(&*client.broker.store);
     if client.is_v5() && ack.reason >= 0x80 {
-        client.session.state.lock().refused(pkid);
+        client.session.state.lock().refused(pkid, rec);
         return Ok(());
     }
-    let known = client.session.state.lock().pubrec(pkid, Instant::now());
+    let known = client
+        .session
+        .state
+        .lock()
+        .pubrec(pkid, Instant::now(), rec);
     if !known {
         tracing::debug!(
             client_id = client.client_id(),
@@ -42,31 +49,52 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
 
 /// PUBREL from the publisher: the QoS 2 message was delivered when its PUBLISH arrived;
 /// forget its packet id and answer PUBCOMP [MQTT-4.3.3-2] (MQTT 5.0: 0x92 for an id it
-/// did not know).
+/// did not know). For a persistent session the PUBCOMP waits until the store has
+/// forgotten the id too: a client that got PUBCOMP may reuse the id at once, and a
+/// restart must not take its next message for a re-send of this one.
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let known = client.session.state.lock().incoming_qos2_remove(pkid);
+    let mut stored = Stored::default();
+    let known = {
+        let mut st = client.session.state.lock();
+        let known = st.incoming_qos2_remove(pkid);
+        if known && !st.clean {
+            stored.add(client.broker.record(StoreEvent::Qos2Completed {
+                client_id: &client.session.client_id,
+                pkid,
+            }));
+        }
+        known
+    };
     if let Some(v5) = client.v5.as_mut() {
         v5.qos2_in.remove(&pkid);
     }
-    answer(client, AckKind::PubComp, pkid, known);
+    if stored.failed {
+        return Err(Close::StoreFailed);
+    }
+    let ack = connection::Ack::PubComp(pkid, known_reason(known));
+    client.acknowledge(ack, Vec::new(), stored.commit);
     Ok(())
 }
 
 /// The PUBREL or PUBCOMP a QoS 2 step is answered with; 0x92 (5.0) when the packet id
 /// was not known.
 fn answer(client: &mut Client, kind: AckKind, pkid: u16, known: bool) {
-    let code = if known {
+    let v5 = client.is_v5();
+    codec::encode_ack(client.out.buf(), kind, pkid, known_reason(known), v5);
+}
+
+fn known_reason(known: bool) -> u8 {
+    if known {
         reason::SUCCESS
     } else {
         reason::PACKET_ID_NOT_FOUND
-    };
-    let v5 = client.is_v5();
-    codec::encode_ack(client.out.buf(), kind, pkid, code, v5);
+    }
 }
 
 /// PUBCOMP from the subscriber: QoS 2 delivery done.
 pub fn pubcomp(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    if !client.session.state.lock().pubcomp(pkid) {
+    let rec = client.session.rec(&*client.broker.store);
+    if !client.session.state.lock().pubcomp(pkid, rec) {
         tracing::debug!(
             client_id = client.client_id(),
             pkid,

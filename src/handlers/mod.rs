@@ -10,6 +10,7 @@ pub mod unsubscribe;
 
 use crate::codec::{self, Disconnect, Packet};
 use crate::connection::{reason, Client, Close};
+use crate::store::StoreEvent;
 
 /// Hands a packet received after CONNECT to its handler.
 pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
@@ -46,6 +47,14 @@ fn disconnect(client: &mut Client, d: Disconnect) -> Result<(), Close> {
         }
         v5.session_expiry = expiry;
         let mut st = client.session.state.lock();
+        if expiry != st.expiry {
+            let client_id = &*client.session.client_id;
+            let _ = client.broker.record(if expiry == 0 {
+                StoreEvent::SessionDiscarded { client_id }
+            } else {
+                StoreEvent::SessionOpened { client_id, expiry }
+            });
+        }
         st.expiry = expiry;
         st.clean = expiry == 0;
     }

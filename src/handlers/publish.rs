@@ -13,6 +13,7 @@ use crate::connection::{reason, Ack, Client, Close};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;
 use crate::session::Session;
+use crate::store::{StoreEvent, Stored};
 use crate::topic;
 
 /// Payloads at least this large keep sharing the read buffer they arrived in.
@@ -64,7 +65,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         );
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid, code), Vec::new()),
+            QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid, code), Vec::new(), 0),
             QoS::ExactlyOnce => {
                 // 5.0: a PUBREC with an error code ends the flow [MQTT-4.3.3-?]; 3.1.1:
                 // remembered like a delivered one, so PUBREL completes the flow.
@@ -75,35 +76,60 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
                         .lock()
                         .incoming_qos2_insert(publish.pkid);
                 }
-                client.acknowledge(Ack::PubRec(publish.pkid, code), Vec::new());
+                client.acknowledge(Ack::PubRec(publish.pkid, code), Vec::new(), 0);
             }
         }
         return Ok(());
     }
 
+    // The acknowledgement waits until the message is stored for every persistent
+    // session it goes to (see `Client::acknowledge_stored`).
     match publish.qos {
         QoS::AtMostOnce => {
             route(client, publish);
         }
         QoS::AtLeastOnce => {
             let pkid = publish.pkid;
-            let (waiting, matched) = route(client, publish);
-            client.acknowledge(Ack::PubAck(pkid, matched_reason(matched)), waiting);
+            let (waiting, matched, stored) = route(client, publish);
+            let ack = Ack::PubAck(pkid, matched_reason(matched));
+            client.acknowledge_stored(ack, waiting, stored)?;
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
+            let mut stored = Stored::default();
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
-            // acknowledge it again [MQTT-4.3.3-2].
-            let first_time = client.session.state.lock().incoming_qos2_insert(pkid);
+            // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
+            // that holds across a restart too.
+            let first_time = {
+                let mut st = client.session.state.lock();
+                let first_time = st.incoming_qos2_insert(pkid);
+                if first_time && !st.clean {
+                    stored.add(client.broker.record(StoreEvent::Qos2Received {
+                        client_id: &client.session.client_id,
+                        pkid,
+                    }));
+                }
+                first_time
+            };
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);
             }
             let (waiting, matched) = if first_time {
-                route(client, publish)
+                let (waiting, matched, routed) = route(client, publish);
+                stored.merge(routed);
+                (waiting, matched)
             } else {
                 (Vec::new(), true)
             };
-            client.acknowledge(Ack::PubRec(pkid, matched_reason(matched)), waiting);
+            if stored.failed {
+                // A refused PUBREC ends the flow (5.0): no PUBREL will come for the id.
+                client.session.state.lock().incoming_qos2_remove(pkid);
+                if let Some(v5) = client.v5.as_mut() {
+                    v5.qos2_in.remove(&pkid);
+                }
+            }
+            let ack = Ack::PubRec(pkid, matched_reason(matched));
+            client.acknowledge_stored(ack, waiting, stored)?;
         }
     }
     Ok(())
@@ -177,9 +203,9 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
 }
 
 /// Routes a client's PUBLISH; returns the sessions whose full queues must drain before the
-/// publisher is acknowledged (backpressure).
-/// Also says whether any subscriber matched.
-fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool) {
+/// publisher is acknowledged (backpressure), whether any subscriber matched, and what
+/// storing it came to.
+fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool, Stored) {
     // A decoded payload is a slice of the connection's read buffer. A small one is copied
     // out, so that a message kept in a queue or the retained store does not pin a whole
     // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
@@ -204,15 +230,17 @@ thread_local! {
     static ROUTE: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Routes `msg`; returns the sessions over their limit under backpressure, and whether
-/// any subscriber matched.
+/// Routes `msg`; returns the sessions over their limit under backpressure, whether any
+/// subscriber matched, and what storing it came to.
 pub fn route_message(
     broker: &Broker,
     msg: &SharedMessage,
     publisher: Option<&Arc<Session>>,
-) -> (Vec<Arc<Session>>, bool) {
+) -> (Vec<Arc<Session>>, bool, Stored) {
     let mut over_limit = Vec::new();
-    let matched =
-        ROUTE.with_borrow_mut(|scratch| broker.publish(msg, publisher, scratch, &mut over_limit));
-    (over_limit, matched)
+    let mut stored = Stored::default();
+    let matched = ROUTE.with_borrow_mut(|scratch| {
+        broker.publish(msg, publisher, scratch, &mut over_limit, &mut stored)
+    });
+    (over_limit, matched, stored)
 }

@@ -49,10 +49,12 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                     .subscriptions
                     .insert(filter, sub);
                 client.broker.router.subscribe(&client.session, filter, sub);
-                client.broker.record(StoreEvent::Subscribed {
+                // (A clean session's records change nothing and are not written.)
+                let _ = client.broker.record(StoreEvent::Subscribed {
                     client_id: &client.session.client_id,
                     filter,
-                    qos: opts.qos,
+                    options: opts.to_byte(),
+                    sub_id: sub.id.map_or(0, |id| id.get()),
                 });
                 tracing::debug!(
                     client_id = client.client_id(),
@@ -89,9 +91,11 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
         }
         let mut retained = client.broker.retained_for(filter, opts.qos);
         retained.retain(|(msg, _)| client.may(&msg.topic, Access::Read));
-        client
-            .session
-            .deliver_retained(&retained, subscribe.subscription_id);
+        client.session.deliver_retained(
+            &retained,
+            subscribe.subscription_id,
+            &*client.broker.store,
+        );
     }
     Ok(())
 }

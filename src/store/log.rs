@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ const HEADER: usize = 8;
 /// A single record larger than this is refused (and a length field claiming more is
 /// corruption, not an allocation request).
 pub const MAX_RECORD: usize = 512 * 1024 * 1024;
+/// The writer's buffer is given back to the allocator after a write larger than this (a
+/// checkpoint of a big backlog), so a one-off burst does not stay resident.
+const KEEP_BUFFER: usize = 16 * 1024 * 1024;
 
 /// When appended records are synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,52 +74,103 @@ impl std::error::Error for LogError {}
 /// What [`Log::open`] found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Every record, in the order written.
-    pub records: Vec<Vec<u8>>,
+    pub records: usize,
     pub segments: usize,
     /// Bytes cut off the end of the last segment (a write torn by a crash), and where.
     pub torn: Option<(PathBuf, u64, u64)>,
+    /// Bytes in the segments read.
+    pub bytes: u64,
 }
 
 /// Commit numbers: everything appended with a number at or below
 /// [`Log::durable`] is on disk (per the sync policy).
 pub type Commit = u64;
 
-type Callback = Box<dyn FnOnce() + Send>;
+/// Runs once a commit is durable (or the log has failed).
+pub type Waker = Box<dyn FnOnce() + Send>;
 
-enum Cmd {
-    Append {
-        frames: Vec<u8>,
-        commit: Commit,
-        done: Option<Callback>,
-    },
-    /// Write and sync everything before it, then stop.
-    Close,
+/// Appends waiting for the writer: one buffer of frames that every appender adds to, and
+/// the writer swaps out whole. Group commit is this buffer.
+struct Pending {
+    buf: Vec<u8>,
+    /// The number of the last commit in `buf`.
+    commit: Commit,
+    /// Offset in `buf` where a checkpoint starts: from there the records go to a new
+    /// segment, and once they are durable every older segment is deleted.
+    checkpoint: Option<usize>,
+    closing: bool,
 }
 
 struct Shared {
     durable: AtomicU64,
     /// The first write or sync error; once set, nothing more is acknowledged.
     failed: Mutex<Option<String>>,
+    /// Callbacks waiting for a commit to become durable.
+    waiters: Mutex<Vec<(Commit, Waker)>>,
+    /// For [`Log::wait`].
     lock: Mutex<()>,
     cond: Condvar,
 }
 
 pub struct Log {
-    tx: mpsc::Sender<Cmd>,
-    /// Assigns commit numbers; held while sending so numbers reach the writer in order.
-    next: Mutex<Commit>,
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    pending: Arc<PendingCell>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Bytes written since the last checkpoint (for the store's compaction decision).
+    since_checkpoint: AtomicU64,
+    /// Held for the life of the log: one process per store directory.
+    _lock: File,
+}
+
+/// The pending buffer, shared with the writer thread, and the condition variable that
+/// wakes the writer when it has something.
+struct PendingCell(Mutex<Pending>, Condvar);
+
+/// Frames being added to one commit (see [`Log::append_with`]).
+pub struct Frames<'a> {
+    buf: &'a mut Vec<u8>,
+    error: Option<LogError>,
+    added: usize,
+}
+
+impl Frames<'_> {
+    /// Adds one record whose body `encode` writes.
+    pub fn record(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.error.is_some() {
+            return;
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; HEADER]);
+        encode(self.buf);
+        let body = &self.buf[start + HEADER..];
+        if body.is_empty() || body.len() > MAX_RECORD {
+            self.error = Some(LogError(format!(
+                "record of {} bytes cannot be stored",
+                body.len()
+            )));
+            self.buf.truncate(start);
+            return;
+        }
+        let len = (body.len() as u32).to_le_bytes();
+        let crc = crc32fast::hash(body).to_le_bytes();
+        self.buf[start..start + 4].copy_from_slice(&len);
+        self.buf[start + 4..start + HEADER].copy_from_slice(&crc);
+        self.added += 1;
+    }
 }
 
 impl Log {
-    /// Opens (creating if need be) the log in `config.dir`, recovers its records and
-    /// starts the writer thread.
-    pub fn open(config: LogConfig) -> Result<(Log, Recovery), LogError> {
+    /// Opens (creating if need be) the log in `config.dir`, hands every record to `each`
+    /// in the order written, and starts the writer thread. An error from `each` (a record
+    /// that does not decode) is corruption, reported with the file and offset.
+    pub fn open(
+        config: LogConfig,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(Log, Recovery), LogError> {
         let dir = &config.dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = lock_dir(dir)?;
         let segments = list_segments(dir)?;
         let mut recovery = Recovery {
             segments: segments.len(),
@@ -124,7 +178,7 @@ impl Log {
         };
         for (i, (_, path)) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
-            read_segment(path, last, &mut recovery)?;
+            read_segment(path, last, &mut recovery, &mut each)?;
         }
         let (number, file, size) = match segments.last() {
             Some((n, path)) => {
@@ -146,10 +200,19 @@ impl Log {
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(0),
             failed: Mutex::new(None),
+            waiters: Mutex::new(Vec::new()),
             lock: Mutex::new(()),
             cond: Condvar::new(),
         });
-        let (tx, rx) = mpsc::channel();
+        let cell = Arc::new(PendingCell(
+            Mutex::new(Pending {
+                buf: Vec::new(),
+                commit: 0,
+                checkpoint: None,
+                closing: false,
+            }),
+            Condvar::new(),
+        ));
         let writer = Writer {
             dir: config.dir.clone(),
             sync: config.sync,
@@ -160,51 +223,85 @@ impl Log {
             last_sync: Instant::now(),
             unsynced: false,
             shared: shared.clone(),
+            cell: cell.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("midge-store".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run())
             .map_err(|e| LogError(format!("cannot start the store writer: {e}")))?;
         Ok((
             Log {
-                tx,
-                next: Mutex::new(0),
                 shared,
-                writer: Some(handle),
+                pending: cell,
+                writer: Mutex::new(Some(handle)),
+                since_checkpoint: AtomicU64::new(recovery.bytes),
+                _lock: lock,
             },
             recovery,
         ))
     }
 
-    /// Appends `records` as one commit and returns its number at once; `done` runs on the
-    /// writer thread once the commit is durable (not at all if the log has failed).
-    pub fn append(&self, records: &[&[u8]], done: Option<Callback>) -> Result<Commit, LogError> {
+    /// Appends `records` as one commit and returns its number at once.
+    pub fn append(&self, records: &[&[u8]]) -> Result<Commit, LogError> {
+        self.append_with(|f| {
+            for r in records {
+                f.record(|buf| buf.extend_from_slice(r));
+            }
+        })
+    }
+
+    /// Appends the records `write` adds as one commit, and returns its number at once
+    /// (see [`Log::durable`], [`Log::on_durable`]). Callers that need their commits in a
+    /// particular order make their calls in that order: numbers follow the calls.
+    pub fn append_with(&self, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
+        self.add(false, write)
+    }
+
+    /// Like [`append_with`](Self::append_with), for a checkpoint: the records (a snapshot
+    /// of the whole live state) start a new segment, and once they are durable every
+    /// older segment is deleted.
+    pub fn checkpoint_with(&self, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
+        self.add(true, write)
+    }
+
+    fn add(&self, checkpoint: bool, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
         if let Some(e) = self.shared.failed.lock().as_ref() {
             return Err(LogError(e.clone()));
         }
-        let mut frames = Vec::with_capacity(records.iter().map(|r| r.len() + HEADER).sum());
-        for r in records {
-            if r.is_empty() || r.len() > MAX_RECORD {
-                return Err(LogError(format!(
-                    "record of {} bytes cannot be stored",
-                    r.len()
-                )));
-            }
-            frames.extend_from_slice(&(r.len() as u32).to_le_bytes());
-            frames.extend_from_slice(&crc32fast::hash(r).to_le_bytes());
-            frames.extend_from_slice(r);
+        let cell = &self.pending;
+        let mut p = cell.0.lock();
+        if p.closing {
+            return Err(LogError("the store is closed".into()));
         }
-        let mut next = self.next.lock();
-        *next += 1;
-        let commit = *next;
-        self.tx
-            .send(Cmd::Append {
-                frames,
-                commit,
-                done,
-            })
-            .map_err(|_| LogError("the store writer has stopped".into()))?;
+        let start = p.buf.len();
+        let mut frames = Frames {
+            buf: &mut p.buf,
+            error: None,
+            added: 0,
+        };
+        write(&mut frames);
+        if let Some(e) = frames.error {
+            p.buf.truncate(start);
+            return Err(e);
+        }
+        let written = (p.buf.len() - start) as u64;
+        if checkpoint {
+            p.checkpoint = Some(start);
+            self.since_checkpoint.store(written, Ordering::Relaxed);
+        } else {
+            self.since_checkpoint.fetch_add(written, Ordering::Relaxed);
+        }
+        p.commit += 1;
+        let commit = p.commit;
+        drop(p);
+        cell.1.notify_one();
         Ok(commit)
+    }
+
+    /// Bytes appended since the last checkpoint (or, after an open, in the segments
+    /// read).
+    pub fn since_checkpoint(&self) -> u64 {
+        self.since_checkpoint.load(Ordering::Relaxed)
     }
 
     /// The highest commit that is durable.
@@ -215,6 +312,20 @@ impl Log {
     /// The error that stopped the log, if one did.
     pub fn failure(&self) -> Option<String> {
         self.shared.failed.lock().clone()
+    }
+
+    /// Runs `waker` once `commit` is durable or the log has failed: at once if it already
+    /// is, otherwise on the writer thread.
+    pub fn on_durable(&self, commit: Commit, waker: Waker) {
+        let mut waiters = self.shared.waiters.lock();
+        // The writer publishes `durable` (or `failed`) before it takes this lock to run
+        // the waiters, so a waiter added after that sees the new value here.
+        if self.durable() >= commit || self.shared.failed.lock().is_some() {
+            drop(waiters);
+            waker();
+        } else {
+            waiters.push((commit, waker));
+        }
     }
 
     /// Blocks until `commit` is durable or the log has failed.
@@ -233,10 +344,15 @@ impl Log {
         }
     }
 
-    /// Writes and syncs everything appended so far and stops the writer.
-    pub fn close(mut self) -> Result<(), LogError> {
-        let _ = self.tx.send(Cmd::Close);
-        if let Some(h) = self.writer.take() {
+    /// Writes and syncs everything appended so far and stops the writer. Appends after
+    /// this fail.
+    pub fn close(&self) -> Result<(), LogError> {
+        {
+            let mut p = self.pending.0.lock();
+            p.closing = true;
+        }
+        self.pending.1.notify_one();
+        if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
         match self.failure() {
@@ -248,10 +364,7 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        if let Some(h) = self.writer.take() {
-            let _ = self.tx.send(Cmd::Close);
-            let _ = h.join();
-        }
+        let _ = self.close();
     }
 }
 
@@ -265,73 +378,99 @@ struct Writer {
     last_sync: Instant,
     unsynced: bool,
     shared: Arc<Shared>,
+    cell: Arc<PendingCell>,
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+    fn run(mut self) {
         let mut buf = Vec::new();
-        let mut callbacks: Vec<Callback> = Vec::new();
         loop {
-            // In interval mode an idle log still gets its last writes synced in time.
-            let first = match self.sync {
-                SyncPolicy::Interval(d) if self.unsynced => match rx.recv_timeout(d) {
-                    Ok(cmd) => Some(cmd),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Cmd::Close),
-                },
-                _ => Some(rx.recv().unwrap_or(Cmd::Close)),
-            };
-            let mut closing = false;
-            let mut high = 0;
-            // Group commit: everything that queued up while the last sync ran.
-            let mut next = first;
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Cmd::Append {
-                        frames,
-                        commit,
-                        done,
-                    } => {
-                        buf.extend_from_slice(&frames);
-                        high = commit;
-                        callbacks.extend(done);
+            // Group commit: take everything appended while the last write and sync ran.
+            let (high, checkpoint, closing) = {
+                let mut p = self.cell.0.lock();
+                while p.buf.is_empty() && !p.closing {
+                    match self.sync {
+                        // In interval mode an idle log still gets its last writes synced
+                        // in time.
+                        SyncPolicy::Interval(d) if self.unsynced => {
+                            let left = d.saturating_sub(self.last_sync.elapsed());
+                            if self.cell.1.wait_for(&mut p, left).timed_out() {
+                                break;
+                            }
+                        }
+                        _ => self.cell.1.wait(&mut p),
                     }
-                    Cmd::Close => closing = true,
                 }
-                if !closing {
-                    next = rx.try_recv().ok();
-                }
-            }
-            let result = self.write(&buf, closing);
+                std::mem::swap(&mut p.buf, &mut buf);
+                (p.commit, p.checkpoint.take(), p.closing)
+            };
+            let result = self.write(&buf, checkpoint, closing);
             buf.clear();
+            if buf.capacity() > KEEP_BUFFER {
+                buf = Vec::new();
+            }
             match result {
                 Ok(()) => {
-                    if high > 0 {
-                        self.shared.durable.fetch_max(high, Ordering::AcqRel);
-                    }
-                    for cb in callbacks.drain(..) {
-                        cb();
-                    }
+                    self.shared.durable.fetch_max(high, Ordering::AcqRel);
                 }
                 Err(e) => {
                     tracing::error!("store: {e}; nothing more will be acknowledged");
                     *self.shared.failed.lock() = Some(e);
-                    callbacks.clear();
                 }
             }
-            {
-                let _guard = self.shared.lock.lock();
-                self.shared.cond.notify_all();
-            }
+            self.run_waiters();
             if closing || self.shared.failed.lock().is_some() {
                 return;
             }
         }
     }
 
-    /// Writes `bytes` (starting a new segment first if the current one is full) and syncs
-    /// as the policy says; `force_sync` syncs anyway (closing).
-    fn write(&mut self, bytes: &[u8], force_sync: bool) -> Result<(), String> {
+    /// Wakes whoever waits for a commit that is now durable (all of them if the log
+    /// failed: they must learn it).
+    fn run_waiters(&self) {
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        let failed = self.shared.failed.lock().is_some();
+        let due: Vec<Waker> = {
+            let mut waiters = self.shared.waiters.lock();
+            if failed {
+                waiters.drain(..).map(|(_, w)| w).collect()
+            } else if waiters.iter().any(|(c, _)| *c <= durable) {
+                let (due, rest): (Vec<_>, Vec<_>) =
+                    waiters.drain(..).partition(|(c, _)| *c <= durable);
+                *waiters = rest;
+                due.into_iter().map(|(_, w)| w).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for w in due {
+            w();
+        }
+        let _guard = self.shared.lock.lock();
+        self.shared.cond.notify_all();
+    }
+
+    /// Writes `bytes`, syncing as the policy says; `force_sync` syncs anyway (closing).
+    /// From `checkpoint` on, the bytes go to a new segment, and once they are synced the
+    /// older segments are deleted.
+    fn write(
+        &mut self,
+        bytes: &[u8],
+        checkpoint: Option<usize>,
+        force_sync: bool,
+    ) -> Result<(), String> {
+        let Some(at) = checkpoint else {
+            return self.write_part(bytes, force_sync);
+        };
+        self.write_part(&bytes[..at], false)?;
+        self.rotate()?;
+        let first = self.number;
+        self.write_part(&bytes[at..], true)?;
+        self.delete_before(first);
+        Ok(())
+    }
+
+    fn write_part(&mut self, bytes: &[u8], force_sync: bool) -> Result<(), String> {
         if !bytes.is_empty() {
             if self.size >= self.segment_bytes {
                 self.rotate()?;
@@ -348,21 +487,23 @@ impl Writer {
             SyncPolicy::Never => false,
         };
         if due || (force_sync && self.unsynced) {
-            self.file
-                .sync_data()
-                .map_err(|e| format!("fsync of {} failed: {e}", self.path().display()))?;
-            self.last_sync = Instant::now();
-            self.unsynced = false;
+            self.sync_file()?;
         }
+        Ok(())
+    }
+
+    fn sync_file(&mut self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fsync of {} failed: {e}", self.path().display()))?;
+        self.last_sync = Instant::now();
+        self.unsynced = false;
         Ok(())
     }
 
     fn rotate(&mut self) -> Result<(), String> {
         if self.unsynced {
-            self.file
-                .sync_data()
-                .map_err(|e| format!("fsync of {} failed: {e}", self.path().display()))?;
-            self.unsynced = false;
+            self.sync_file()?;
         }
         self.number += 1;
         self.file = create_segment(&self.dir, self.number).map_err(|e| e.0)?;
@@ -370,8 +511,54 @@ impl Writer {
         Ok(())
     }
 
+    /// Deletes the segments before `first` (a checkpoint made them dead). A segment that
+    /// cannot be deleted is logged and left: it is replayed before the checkpoint, which
+    /// starts from nothing, so it does no harm but take space.
+    fn delete_before(&self, first: u64) {
+        let Ok(segments) = list_segments(&self.dir) else {
+            return;
+        };
+        for (n, path) in segments {
+            if n < first {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!("store: cannot delete {}: {e}", path.display());
+                }
+            }
+        }
+        sync_dir(&self.dir);
+    }
+
     fn path(&self) -> PathBuf {
         segment_path(&self.dir, self.number)
+    }
+}
+
+/// Takes the store directory's lock file: a second midge on the same directory would
+/// interleave its writes with ours.
+fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError(format!(
+            "the store {} is in use by another midge (it holds {})",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(LogError(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
@@ -387,9 +574,7 @@ fn create_segment(dir: &Path, number: u64) -> Result<File, LogError> {
         .append(true)
         .open(&path)
         .map_err(|e| LogError(format!("cannot create {}: {e}", path.display())))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(dir);
     Ok(file)
 }
 
@@ -412,18 +597,32 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     Ok(segments)
 }
 
-/// Reads one segment's records into `recovery`. In the last segment a bad tail is cut
-/// off (a torn write); anywhere else it is corruption.
-fn read_segment(path: &Path, last: bool, recovery: &mut Recovery) -> Result<(), LogError> {
+/// Hands one segment's records to `each`. In the last segment a bad tail is cut off (a
+/// torn write); anywhere else it is corruption.
+fn read_segment(
+    path: &Path,
+    last: bool,
+    recovery: &mut Recovery,
+    each: &mut impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), LogError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| LogError(format!("cannot read {}: {e}", path.display())))?;
+    recovery.bytes += bytes.len() as u64;
+    let corrupt = |at: usize, why: &str| {
+        LogError(format!(
+            "{}: corrupt record at offset {at} ({why}). The store cannot be loaded; move \
+             the store directory aside to start empty (see README, \"Durability\")",
+            path.display()
+        ))
+    };
     let mut at = 0usize;
     while at < bytes.len() {
         match frame_at(&bytes, at) {
             Ok((body, next)) => {
-                recovery.records.push(body.to_vec());
+                each(body).map_err(|why| corrupt(at, &why))?;
+                recovery.records += 1;
                 at = next;
             }
             Err(why) => {
@@ -431,12 +630,7 @@ fn read_segment(path: &Path, last: bool, recovery: &mut Recovery) -> Result<(), 
                 // damage the middle.
                 let tail_is_torn = last && !valid_frame_follows(&bytes, at + 1);
                 if !tail_is_torn {
-                    return Err(LogError(format!(
-                        "{}: corrupt record at offset {at} ({why}). The store cannot be \
-                         loaded; move the store directory aside to start empty (see README, \
-                         \"Durability\")",
-                        path.display()
-                    )));
+                    return Err(corrupt(at, why));
                 }
                 let cut = (bytes.len() - at) as u64;
                 let file = OpenOptions::new()
@@ -447,6 +641,7 @@ fn read_segment(path: &Path, last: bool, recovery: &mut Recovery) -> Result<(), 
                     .and_then(|()| file.sync_all())
                     .map_err(|e| LogError(format!("cannot truncate {}: {e}", path.display())))?;
                 recovery.torn = Some((path.to_path_buf(), at as u64, cut));
+                recovery.bytes -= cut;
                 return Ok(());
             }
         }
@@ -512,29 +707,40 @@ mod tests {
         (0..n).map(|i| format!("record-{i}").into_bytes()).collect()
     }
 
+    /// Opens the log, collecting every record it holds.
+    fn open(config: LogConfig) -> Result<(Log, Vec<Vec<u8>>, Recovery), LogError> {
+        let mut got = Vec::new();
+        let (log, rec) = Log::open(config, |r| {
+            got.push(r.to_vec());
+            Ok(())
+        })?;
+        Ok((log, got, rec))
+    }
+
     #[test]
     fn appended_records_come_back_in_order_after_reopen() {
         let dir = Dir::new("order");
-        let (log, rec) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
-        assert!(rec.records.is_empty());
+        let (log, got, _) = open(dir.config(SyncPolicy::Always)).unwrap();
+        assert!(got.is_empty());
         let rs = records(100);
         let mut last = 0;
         for chunk in rs.chunks(7) {
             let refs: Vec<&[u8]> = chunk.iter().map(|r| &r[..]).collect();
-            last = log.append(&refs, None).unwrap();
+            last = log.append(&refs).unwrap();
         }
         log.wait(last).unwrap();
         assert!(log.durable() >= last);
         log.close().unwrap();
-        let (_log, rec) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
-        assert_eq!(rec.records, rs);
+        drop(log);
+        let (_log, got, rec) = open(dir.config(SyncPolicy::Always)).unwrap();
+        assert_eq!(got, rs);
         assert!(rec.torn.is_none());
     }
 
     #[test]
-    fn many_writers_share_syncs_and_every_callback_runs_once_durable() {
+    fn many_writers_share_syncs_and_every_waker_runs_once_durable() {
         let dir = Dir::new("group");
-        let (log, _) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
+        let (log, _, _) = open(dir.config(SyncPolicy::Always)).unwrap();
         let log = Arc::new(log);
         let done = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
@@ -545,14 +751,15 @@ mod tests {
                     for i in 0..200 {
                         let body = format!("{t}-{i}");
                         let d = done.clone();
-                        let c = log
-                            .append(
-                                &[body.as_bytes()],
-                                Some(Box::new(move || {
-                                    d.fetch_add(1, Ordering::Relaxed);
-                                })),
-                            )
-                            .unwrap();
+                        let c = log.append(&[body.as_bytes()]).unwrap();
+                        let me = log.clone();
+                        log.on_durable(
+                            c,
+                            Box::new(move || {
+                                assert!(me.durable() >= c);
+                                d.fetch_add(1, Ordering::Relaxed);
+                            }),
+                        );
                         log.wait(c).unwrap();
                     }
                 })
@@ -561,11 +768,11 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(done.load(Ordering::Relaxed), 1600);
-        let log = Arc::into_inner(log).unwrap();
         log.close().unwrap();
-        let (_log, rec) = Log::open(dir.config(SyncPolicy::Never)).unwrap();
-        assert_eq!(rec.records.len(), 1600);
+        assert_eq!(done.load(Ordering::Relaxed), 1600);
+        drop(log);
+        let (_log, got, _) = open(dir.config(SyncPolicy::Never)).unwrap();
+        assert_eq!(got.len(), 1600);
     }
 
     #[test]
@@ -573,62 +780,64 @@ mod tests {
         let dir = Dir::new("rotate");
         let mut config = dir.config(SyncPolicy::Never);
         config.segment_bytes = 200;
-        let (log, _) = Log::open(config.clone()).unwrap();
+        let (log, _, _) = open(config.clone()).unwrap();
         let rs = records(50);
         for r in &rs {
             // One write each (waiting), so the size check runs between them.
-            let c = log.append(&[&r[..]], None).unwrap();
+            let c = log.append(&[&r[..]]).unwrap();
             log.wait(c).unwrap();
         }
         log.close().unwrap();
-        let (_log, rec) = Log::open(config).unwrap();
+        drop(log);
+        let (_log, got, rec) = open(config).unwrap();
         assert!(rec.segments > 3, "{} segments", rec.segments);
-        assert_eq!(rec.records, rs);
+        assert_eq!(got, rs);
     }
 
     #[test]
     fn a_torn_tail_is_cut_off_and_reported() {
         let dir = Dir::new("torn");
-        let (log, _) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
+        let (log, _, _) = open(dir.config(SyncPolicy::Always)).unwrap();
         for r in records(10) {
-            log.append(&[&r[..]], None).unwrap();
+            log.append(&[&r[..]]).unwrap();
         }
         log.close().unwrap();
+        drop(log);
         let seg = segment_path(&dir.0, 1);
         let full = std::fs::metadata(&seg).unwrap().len();
         // A crash in the middle of the last record's write.
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(full - 3).unwrap();
         drop(f);
-        let (log, rec) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
-        assert_eq!(rec.records, records(9));
+        let (log, got, rec) = open(dir.config(SyncPolicy::Always)).unwrap();
+        assert_eq!(got, records(9));
         let (path, at, cut) = rec.torn.expect("torn tail reported");
         assert_eq!(path, seg);
         assert_eq!(at + cut, full - 3);
         // Appending after recovery continues cleanly.
-        let c = log.append(&[b"after"], None).unwrap();
+        let c = log.append(&[b"after"]).unwrap();
         log.wait(c).unwrap();
         log.close().unwrap();
-        let (_log, rec) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
-        assert_eq!(rec.records.len(), 10);
-        assert_eq!(rec.records[9], b"after");
+        drop(log);
+        let (_log, got, _) = open(dir.config(SyncPolicy::Always)).unwrap();
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[9], b"after");
     }
 
     #[test]
     fn corruption_in_the_middle_stops_the_open_naming_file_and_offset() {
         let dir = Dir::new("corrupt");
-        let (log, _) = Log::open(dir.config(SyncPolicy::Always)).unwrap();
+        let (log, _, _) = open(dir.config(SyncPolicy::Always)).unwrap();
         for r in records(10) {
-            log.append(&[&r[..]], None).unwrap();
+            log.append(&[&r[..]]).unwrap();
         }
         log.close().unwrap();
+        drop(log);
         let seg = segment_path(&dir.0, 1);
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[HEADER + 2] ^= 0xFF; // inside the first record's body
         std::fs::write(&seg, &bytes).unwrap();
-        let e = Log::open(dir.config(SyncPolicy::Always))
-            .err()
-            .expect("refused");
+        let e = open(dir.config(SyncPolicy::Always)).err().expect("refused");
         assert!(
             e.0.contains("00000001.log") && e.0.contains("offset 0"),
             "{e}"
@@ -646,21 +855,75 @@ mod tests {
         bytes.extend_from_slice(&[1u8; 64]);
         std::fs::write(&seg, &bytes).unwrap();
         // Last segment, nothing valid after it: treated as a torn tail and cut.
-        let (_log, rec) = Log::open(dir.config(SyncPolicy::Never)).unwrap();
-        assert!(rec.records.is_empty());
+        let (_log, got, rec) = open(dir.config(SyncPolicy::Never)).unwrap();
+        assert!(got.is_empty());
         assert!(rec.torn.is_some());
     }
 
     #[test]
     fn interval_sync_marks_commits_durable_after_the_write() {
         let dir = Dir::new("interval");
-        let (log, _) =
-            Log::open(dir.config(SyncPolicy::Interval(Duration::from_millis(20)))).unwrap();
-        let c = log.append(&[b"x"], None).unwrap();
+        let (log, _, _) =
+            open(dir.config(SyncPolicy::Interval(Duration::from_millis(20)))).unwrap();
+        let c = log.append(&[b"x"]).unwrap();
         log.wait(c).unwrap();
         std::thread::sleep(Duration::from_millis(60));
         log.close().unwrap();
-        let (_log, rec) = Log::open(dir.config(SyncPolicy::Never)).unwrap();
-        assert_eq!(rec.records, vec![b"x".to_vec()]);
+        drop(log);
+        let (_log, got, _) = open(dir.config(SyncPolicy::Never)).unwrap();
+        assert_eq!(got, vec![b"x".to_vec()]);
+    }
+
+    #[test]
+    fn a_checkpoint_starts_a_segment_and_deletes_the_older_ones() {
+        let dir = Dir::new("checkpoint");
+        let mut config = dir.config(SyncPolicy::Never);
+        config.segment_bytes = 100;
+        let (log, _, _) = open(config.clone()).unwrap();
+        for r in records(20) {
+            let c = log.append(&[&r[..]]).unwrap();
+            log.wait(c).unwrap();
+        }
+        assert!(list_segments(&dir.0).unwrap().len() > 2);
+        let c = log
+            .checkpoint_with(|f| f.record(|b| b.extend_from_slice(b"snapshot")))
+            .unwrap();
+        log.append(&[b"later"]).unwrap();
+        log.wait(c).unwrap();
+        log.close().unwrap();
+        drop(log);
+        assert_eq!(list_segments(&dir.0).unwrap().len(), 1);
+        let (_log, got, _) = open(config).unwrap();
+        assert_eq!(got, vec![b"snapshot".to_vec(), b"later".to_vec()]);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = Dir::new("lock");
+        let (_log, _, _) = open(dir.config(SyncPolicy::Never)).unwrap();
+        let e = open(dir.config(SyncPolicy::Never)).err().expect("refused");
+        assert!(e.0.contains("in use by another midge"), "{e}");
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_is_corruption_naming_the_offset() {
+        let dir = Dir::new("undecodable");
+        let (log, _, _) = open(dir.config(SyncPolicy::Never)).unwrap();
+        log.append(&[b"good", b"bad", b"good"]).unwrap();
+        log.close().unwrap();
+        drop(log);
+        let e = Log::open(dir.config(SyncPolicy::Never), |r| {
+            if r == b"bad" {
+                Err("unknown record type".into())
+            } else {
+                Ok(())
+            }
+        })
+        .err()
+        .expect("refused");
+        assert!(
+            e.0.contains("offset 12") && e.0.contains("unknown record type"),
+            "{e}"
+        );
     }
 }

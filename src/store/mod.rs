@@ -3,44 +3,72 @@
 //! The broker's working state (sessions, their queues and inflight windows, retained
 //! messages) lives in memory, where routing reads it. Every change to state that must
 //! survive the process is also reported to a [`Store`] as a [`StoreEvent`], at the point
-//! where it happens. The in-memory store records nothing, which is what a broker without
-//! persistence wants; a durable store appends the events to disk and, on start, hands back
-//! the state they describe through [`Store::load`]. Routing never knows which one it has.
+//! where it happens and under the lock that orders it (a session's, or the retained
+//! store's), so the store sees each session's changes in the order they were made. The
+//! in-memory store records nothing, which is what a broker without persistence wants; the
+//! durable store ([`durable::DurableStore`]) appends them to its log and, on start, hands
+//! back the state they describe. Routing never knows which one it has.
+//!
+//! Recording returns a [`Commit`] number at once; the write happens on the store's writer
+//! thread, shared by every publisher (group commit). Whoever must not go on before the
+//! change is on disk (a PUBACK, a PUBREC, a PUBCOMP) waits for [`Store::durable`] to reach
+//! it, woken through [`Store::on_durable`].
 
+pub mod durable;
 pub mod log;
 pub mod record;
+pub mod state;
 
 use crate::codec::QoS;
-use crate::message::Message;
+use crate::message::SharedMessage;
+use crate::session::Extra;
 
-/// A change to durable state.
+pub use log::{Commit, Waker};
+
+/// A change to durable state. Events about clean sessions are never reported.
 #[derive(Debug)]
 pub enum StoreEvent<'a> {
-    /// A persistent session was created (or resumed with fresh state).
+    /// A persistent session exists (created, resumed, or given a new expiry).
     SessionOpened {
         client_id: &'a str,
+        expiry: u32,
     },
-    /// A session and everything queued for it is gone.
+    /// A session and everything queued for it is gone (or it is no longer persistent).
     SessionDiscarded {
         client_id: &'a str,
     },
     Subscribed {
         client_id: &'a str,
         filter: &'a str,
-        qos: QoS,
+        /// MQTT 5.0 subscription options byte (QoS in bits 0-1).
+        options: u8,
+        sub_id: u32,
     },
     Unsubscribed {
         client_id: &'a str,
         filter: &'a str,
     },
-    /// A message was queued for a persistent session; `seq` orders it within the session.
+    /// A QoS 1/2 message was queued for a persistent session at position `seq`.
     Enqueued {
         client_id: &'a str,
         seq: u64,
-        message: &'a Message,
+        message: &'a SharedMessage,
         qos: QoS,
+        retain: bool,
+        extra: Option<&'a Extra>,
     },
-    /// A queued or inflight message left the session (acknowledged, or dropped by policy).
+    /// It was sent with packet id `pkid`.
+    Sent {
+        client_id: &'a str,
+        seq: u64,
+        pkid: u16,
+    },
+    /// QoS 2: its PUBREC came.
+    Released {
+        client_id: &'a str,
+        seq: u64,
+    },
+    /// It left the session: acknowledged, refused, expired or dropped.
     Removed {
         client_id: &'a str,
         seq: u64,
@@ -48,12 +76,22 @@ pub enum StoreEvent<'a> {
     /// The retained message of a topic was set (`Some`) or cleared (`None`).
     Retained {
         topic: &'a str,
-        message: Option<&'a Message>,
+        message: Option<&'a SharedMessage>,
+    },
+    /// A QoS 2 PUBLISH from a persistent session's client was received (PUBREC owed).
+    Qos2Received {
+        client_id: &'a str,
+        pkid: u16,
+    },
+    /// Its PUBREL came (PUBCOMP owed).
+    Qos2Completed {
+        client_id: &'a str,
+        pkid: u16,
     },
 }
 
 /// Why a store could not record an event.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoreError(pub String);
 
 impl std::fmt::Display for StoreError {
@@ -63,12 +101,26 @@ impl std::fmt::Display for StoreError {
 }
 
 pub trait Store: Send + Sync {
-    /// Records one change. A durable store must not report success before the change would
-    /// survive the process being killed; the broker acknowledges publishers only after this.
-    fn record(&self, event: StoreEvent<'_>) -> Result<(), StoreError>;
-
-    /// Whether this store keeps anything: lets the broker skip building events nobody reads.
+    /// Whether this store keeps anything: lets the broker skip building events nobody
+    /// reads.
     fn is_durable(&self) -> bool;
+
+    /// Records one change. `Ok(Some(commit))`: it is written as part of `commit`;
+    /// `Ok(None)`: it changed nothing durable and nothing was written. An error means it
+    /// is not stored, and never will be: whatever depends on it must not be acknowledged.
+    fn record(&self, event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError>;
+
+    /// The highest commit that is on disk.
+    fn durable(&self) -> Commit;
+
+    /// The error that stopped the store, if one did (nothing is stored after it).
+    fn failure(&self) -> Option<String>;
+
+    /// Runs `waker` once `commit` is durable, or the store has failed.
+    fn on_durable(&self, commit: Commit, waker: Waker);
+
+    /// Writes and syncs everything recorded; nothing is recorded after it.
+    fn close(&self) -> Result<(), StoreError>;
 }
 
 /// Keeps nothing beyond the broker's live memory: state lasts as long as the process.
@@ -76,11 +128,52 @@ pub trait Store: Send + Sync {
 pub struct MemoryStore;
 
 impl Store for MemoryStore {
-    fn record(&self, _event: StoreEvent<'_>) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     fn is_durable(&self) -> bool {
         false
+    }
+
+    fn record(&self, _event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError> {
+        Ok(None)
+    }
+
+    fn durable(&self) -> Commit {
+        Commit::MAX
+    }
+
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    fn on_durable(&self, _commit: Commit, waker: Waker) {
+        waker();
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// What storing one published message came to: the commit its acknowledgement waits for,
+/// and whether a write failed (then it must not be acknowledged at all).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stored {
+    pub commit: Commit,
+    pub failed: bool,
+}
+
+impl Stored {
+    /// Folds in the outcome of one record.
+    pub fn add(&mut self, outcome: Result<Option<Commit>, StoreError>) {
+        match outcome {
+            Ok(Some(c)) => self.commit = self.commit.max(c),
+            Ok(None) => {}
+            Err(_) => self.failed = true,
+        }
+    }
+
+    /// Folds in another outcome.
+    pub fn merge(&mut self, other: Stored) {
+        self.commit = self.commit.max(other.commit);
+        self.failed |= other.failed;
     }
 }

@@ -1,96 +1,104 @@
-//! What the durable store writes: one record per change to durable state, and the replay
-//! that turns the records of a log back into that state.
+//! What the durable store writes: one record per change to durable state.
 //!
-//! A message is written once ([`Record::Message`]) and referenced by id from every
+//! A message is written once ([`Record::Message`]) and referred to by id from every
 //! persistent session queue it lands in ([`Record::Enqueued`]) and from the retained store
-//! ([`Record::Retained`]), as the broker holds it once in memory. A message no queue and no
-//! retained topic refers to any more is dead: [`Replay`] drops it, and a compaction writes
-//! only what [`Replay`] still holds (see [`Replay::snapshot`]).
+//! ([`Record::Retained`]), as the broker holds it once in memory. [`super::state::State`]
+//! replays records into the state they describe.
+//!
+//! Records borrow what they carry: the broker encodes them straight from its own strings
+//! and payloads, and recovery decodes them straight from the bytes read, so neither side
+//! copies a payload for the record's sake.
 //!
 //! Encoding: a tag byte, then fields; strings and byte strings as a u32 length and the
 //! bytes; integers little-endian. Decoding checks every length against the record, so a
 //! damaged record is an error, never a panic or a huge allocation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
 
 /// Subscription options as one byte: QoS (bits 0-1), No Local (2), Retain As Published
 /// (3), Retain Handling (4-5) — the MQTT 5.0 wire layout.
 pub type OptionsByte = u8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
+pub enum Record<'a> {
     /// A persistent session exists (created, or resumed with a new expiry).
     SessionOpened {
-        client_id: String,
+        client_id: &'a str,
         expiry: u32,
     },
     /// The session and everything queued for it are gone.
     SessionDiscarded {
-        client_id: String,
+        client_id: &'a str,
     },
     Subscribed {
-        client_id: String,
-        filter: String,
+        client_id: &'a str,
+        filter: &'a str,
         options: OptionsByte,
         /// MQTT 5.0 Subscription Identifier, 0 for none.
         sub_id: u32,
     },
     Unsubscribed {
-        client_id: String,
-        filter: String,
+        client_id: &'a str,
+        filter: &'a str,
     },
     /// An application message, stored once.
     Message {
         id: u64,
-        topic: String,
+        topic: &'a str,
         qos: u8,
         retain: bool,
-        payload: Vec<u8>,
-        /// MQTT 5.0 properties in their wire encoding (empty for none).
-        properties: Vec<u8>,
-        /// Unix time (seconds) after which it is not delivered; 0 = never.
+        payload: &'a [u8],
+        /// MQTT 5.0 properties as a property block (empty for none).
+        properties: Cow<'a, [u8]>,
+        /// Unix time, milliseconds, after which it is not delivered; 0 = never.
         expires_at: u64,
     },
     /// Message `message` was queued for `client_id` at position `seq`.
     Enqueued {
-        client_id: String,
+        client_id: &'a str,
         seq: u64,
         message: u64,
         qos: u8,
         retain: bool,
+        /// Subscription identifiers it is delivered with (MQTT 5.0).
+        sub_ids: Cow<'a, [u32]>,
+        /// The shared subscription (`$share/g/f`) it came through; empty for none.
+        shared: &'a str,
     },
     /// Sent with packet id `pkid` (re-sent with the same id after a restart).
     Sent {
-        client_id: String,
+        client_id: &'a str,
         seq: u64,
         pkid: u16,
     },
     /// QoS 2: PUBREC received, PUBREL owed.
     Released {
-        client_id: String,
+        client_id: &'a str,
         seq: u64,
     },
-    /// Acknowledged (or dropped by policy): gone from the session.
+    /// Acknowledged (or dropped): gone from the session.
     Removed {
-        client_id: String,
+        client_id: &'a str,
         seq: u64,
     },
     /// The retained message of `topic`: `message` 0 clears it.
     Retained {
-        topic: String,
+        topic: &'a str,
         message: u64,
     },
     /// A QoS 2 PUBLISH from the client was acknowledged with PUBREC (a re-send after a
     /// restart must not be delivered twice).
     Qos2Received {
-        client_id: String,
+        client_id: &'a str,
         pkid: u16,
     },
     /// Its PUBREL came.
     Qos2Completed {
-        client_id: String,
+        client_id: &'a str,
         pkid: u16,
     },
+    /// A snapshot of the whole state follows: replay starts again from nothing here.
+    Checkpoint,
 }
 
 const SESSION_OPENED: u8 = 1;
@@ -105,39 +113,49 @@ const REMOVED: u8 = 9;
 const RETAINED: u8 = 10;
 const QOS2_RECEIVED: u8 = 11;
 const QOS2_COMPLETED: u8 = 12;
+const CHECKPOINT: u8 = 13;
 
-struct W(Vec<u8>);
+/// Appends fields to a record being encoded.
+struct W<'a>(&'a mut Vec<u8>);
 
-impl W {
-    fn tag(t: u8) -> W {
-        W(vec![t])
-    }
-    fn u8(mut self, v: u8) -> W {
+impl W<'_> {
+    fn u8(self, v: u8) -> Self {
         self.0.push(v);
         self
     }
-    fn u16(mut self, v: u16) -> W {
+    fn u16(self, v: u16) -> Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn u32(mut self, v: u32) -> W {
+    fn u32(self, v: u32) -> Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn u64(mut self, v: u64) -> W {
+    fn u64(self, v: u64) -> Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn bytes(mut self, b: &[u8]) -> W {
+    fn bytes(self, b: &[u8]) -> Self {
+        // Every field comes from a packet (at most 256 MiB) or the config.
         self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
         self.0.extend_from_slice(b);
         self
     }
-    fn str(self, s: &str) -> W {
+    fn str(self, s: &str) -> Self {
         self.bytes(s.as_bytes())
+    }
+    fn bool(self, v: bool) -> Self {
+        self.u8(u8::from(v))
     }
 }
 
+/// Starts a record of type `t`.
+fn tag(out: &mut Vec<u8>, t: u8) -> W<'_> {
+    out.push(t);
+    W(out)
+}
+
+/// Reads fields of a record being decoded.
 struct R<'a>(&'a [u8]);
 
 impl<'a> R<'a> {
@@ -149,29 +167,29 @@ impl<'a> R<'a> {
         self.0 = rest;
         Ok(head)
     }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
     fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
     fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        Ok(u16::from_le_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array()?))
     }
-    fn bytes(&mut self) -> Result<Vec<u8>, String> {
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.u32()? as usize;
-        Ok(self.take(n)?.to_vec())
+        self.take(n)
     }
-    fn string(&mut self) -> Result<String, String> {
-        String::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8".into())
+    fn str(&mut self) -> Result<&'a str, String> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8".into())
     }
     fn bool(&mut self) -> Result<bool, String> {
         match self.u8()? {
@@ -180,27 +198,40 @@ impl<'a> R<'a> {
             _ => Err("bad boolean".into()),
         }
     }
+    fn u32s(&mut self) -> Result<Vec<u32>, String> {
+        let n = self.u32()? as usize;
+        // Checked against what is there before allocating.
+        if self.0.len() / 4 < n {
+            return Err("record cut short".into());
+        }
+        (0..n).map(|_| self.u32()).collect()
+    }
 }
 
-impl Record {
-    pub fn encode(&self) -> Vec<u8> {
+impl Record<'_> {
+    /// Appends the record's body to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::SessionOpened { client_id, expiry } => {
-                W::tag(SESSION_OPENED).str(client_id).u32(*expiry)
+                tag(out, SESSION_OPENED).str(client_id).u32(*expiry);
             }
-            Record::SessionDiscarded { client_id } => W::tag(SESSION_DISCARDED).str(client_id),
+            Record::SessionDiscarded { client_id } => {
+                tag(out, SESSION_DISCARDED).str(client_id);
+            }
             Record::Subscribed {
                 client_id,
                 filter,
                 options,
                 sub_id,
-            } => W::tag(SUBSCRIBED)
-                .str(client_id)
-                .str(filter)
-                .u8(*options)
-                .u32(*sub_id),
+            } => {
+                tag(out, SUBSCRIBED)
+                    .str(client_id)
+                    .str(filter)
+                    .u8(*options)
+                    .u32(*sub_id);
+            }
             Record::Unsubscribed { client_id, filter } => {
-                W::tag(UNSUBSCRIBED).str(client_id).str(filter)
+                tag(out, UNSUBSCRIBED).str(client_id).str(filter);
             }
             Record::Message {
                 id,
@@ -210,105 +241,132 @@ impl Record {
                 payload,
                 properties,
                 expires_at,
-            } => W::tag(MESSAGE)
-                .u64(*id)
-                .str(topic)
-                .u8(*qos)
-                .u8(u8::from(*retain))
-                .bytes(payload)
-                .bytes(properties)
-                .u64(*expires_at),
+            } => {
+                tag(out, MESSAGE)
+                    .u64(*id)
+                    .str(topic)
+                    .u8(*qos)
+                    .bool(*retain)
+                    .bytes(payload)
+                    .bytes(properties)
+                    .u64(*expires_at);
+            }
             Record::Enqueued {
                 client_id,
                 seq,
                 message,
                 qos,
                 retain,
-            } => W::tag(ENQUEUED)
-                .str(client_id)
-                .u64(*seq)
-                .u64(*message)
-                .u8(*qos)
-                .u8(u8::from(*retain)),
+                sub_ids,
+                shared,
+            } => {
+                let mut w = tag(out, ENQUEUED)
+                    .str(client_id)
+                    .u64(*seq)
+                    .u64(*message)
+                    .u8(*qos)
+                    .bool(*retain)
+                    .u32(sub_ids.len() as u32);
+                for id in sub_ids.iter() {
+                    w = w.u32(*id);
+                }
+                w.str(shared);
+            }
             Record::Sent {
                 client_id,
                 seq,
                 pkid,
-            } => W::tag(SENT).str(client_id).u64(*seq).u16(*pkid),
-            Record::Released { client_id, seq } => W::tag(RELEASED).str(client_id).u64(*seq),
-            Record::Removed { client_id, seq } => W::tag(REMOVED).str(client_id).u64(*seq),
-            Record::Retained { topic, message } => W::tag(RETAINED).str(topic).u64(*message),
+            } => {
+                tag(out, SENT).str(client_id).u64(*seq).u16(*pkid);
+            }
+            Record::Released { client_id, seq } => {
+                tag(out, RELEASED).str(client_id).u64(*seq);
+            }
+            Record::Removed { client_id, seq } => {
+                tag(out, REMOVED).str(client_id).u64(*seq);
+            }
+            Record::Retained { topic, message } => {
+                tag(out, RETAINED).str(topic).u64(*message);
+            }
             Record::Qos2Received { client_id, pkid } => {
-                W::tag(QOS2_RECEIVED).str(client_id).u16(*pkid)
+                tag(out, QOS2_RECEIVED).str(client_id).u16(*pkid);
             }
             Record::Qos2Completed { client_id, pkid } => {
-                W::tag(QOS2_COMPLETED).str(client_id).u16(*pkid)
+                tag(out, QOS2_COMPLETED).str(client_id).u16(*pkid);
+            }
+            Record::Checkpoint => {
+                tag(out, CHECKPOINT);
             }
         }
-        .0
     }
+}
 
-    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+impl<'a> Record<'a> {
+    /// Decodes one record body, borrowing from it.
+    pub fn decode(bytes: &'a [u8]) -> Result<Record<'a>, String> {
         let mut r = R(bytes);
         let record = match r.u8()? {
             SESSION_OPENED => Record::SessionOpened {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 expiry: r.u32()?,
             },
             SESSION_DISCARDED => Record::SessionDiscarded {
-                client_id: r.string()?,
+                client_id: r.str()?,
             },
             SUBSCRIBED => Record::Subscribed {
-                client_id: r.string()?,
-                filter: r.string()?,
+                client_id: r.str()?,
+                filter: r.str()?,
                 options: r.u8()?,
                 sub_id: r.u32()?,
             },
             UNSUBSCRIBED => Record::Unsubscribed {
-                client_id: r.string()?,
-                filter: r.string()?,
+                client_id: r.str()?,
+                filter: r.str()?,
             },
             MESSAGE => Record::Message {
                 id: r.u64()?,
-                topic: r.string()?,
+                topic: r.str()?,
                 qos: r.u8()?,
                 retain: r.bool()?,
                 payload: r.bytes()?,
-                properties: r.bytes()?,
+                properties: Cow::Borrowed(r.bytes()?),
                 expires_at: r.u64()?,
             },
             ENQUEUED => Record::Enqueued {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 seq: r.u64()?,
                 message: r.u64()?,
                 qos: r.u8()?,
                 retain: r.bool()?,
+                sub_ids: Cow::Owned(r.u32s()?),
+                shared: r.str()?,
             },
             SENT => Record::Sent {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 seq: r.u64()?,
                 pkid: r.u16()?,
             },
             RELEASED => Record::Released {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 seq: r.u64()?,
             },
             REMOVED => Record::Removed {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 seq: r.u64()?,
             },
             RETAINED => Record::Retained {
-                topic: r.string()?,
+                topic: r.str()?,
                 message: r.u64()?,
             },
             QOS2_RECEIVED => Record::Qos2Received {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 pkid: r.u16()?,
             },
             QOS2_COMPLETED => Record::Qos2Completed {
-                client_id: r.string()?,
+                client_id: r.str()?,
                 pkid: r.u16()?,
             },
+            CHECKPOINT => Record::Checkpoint,
             other => return Err(format!("unknown record type {other}")),
         };
         if !r.0.is_empty() {
@@ -318,310 +376,93 @@ impl Record {
     }
 }
 
-/// A queued message of a recovered session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub message: u64,
-    pub qos: u8,
-    pub retain: bool,
-    /// Packet id it was sent with, if it was.
-    pub pkid: Option<u16>,
-    /// QoS 2: PUBREC received.
-    pub released: bool,
-}
-
-/// A recovered persistent session.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionImage {
-    pub expiry: u32,
-    pub subscriptions: BTreeMap<String, (OptionsByte, u32)>,
-    /// By sequence number: the send order.
-    pub queue: BTreeMap<u64, Entry>,
-    pub qos2_received: std::collections::BTreeSet<u16>,
-}
-
-/// The durable state a sequence of records describes: replaying a log's records in order
-/// gives what the broker held when they were written.
-#[derive(Debug, Default)]
-pub struct Replay {
-    pub sessions: HashMap<String, SessionImage>,
-    /// Live messages by id, with how many queue entries and retained topics refer to them.
-    pub messages: HashMap<u64, (Record, usize)>,
-    pub retained: BTreeMap<String, u64>,
-    /// The highest message id seen: new ids continue after it.
-    pub last_message_id: u64,
-}
-
-impl Replay {
-    /// Applies one record. A record that refers to something unknown (a session or
-    /// message whose earlier records were compacted away as dead) is ignored.
-    pub fn apply(&mut self, record: Record) {
-        match record {
-            Record::SessionOpened { client_id, expiry } => {
-                self.sessions.entry(client_id).or_default().expiry = expiry;
-            }
-            Record::SessionDiscarded { client_id } => {
-                if let Some(s) = self.sessions.remove(&client_id) {
-                    for e in s.queue.values() {
-                        self.release(e.message);
-                    }
-                }
-            }
-            Record::Subscribed {
-                client_id,
-                filter,
-                options,
-                sub_id,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.subscriptions.insert(filter, (options, sub_id));
-                }
-            }
-            Record::Unsubscribed { client_id, filter } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.subscriptions.remove(&filter);
-                }
-            }
-            Record::Message { id, .. } => {
-                self.last_message_id = self.last_message_id.max(id);
-                self.messages.insert(id, (record, 0));
-            }
-            Record::Enqueued {
-                client_id,
-                seq,
-                message,
-                qos,
-                retain,
-            } => {
-                let Some(s) = self.sessions.get_mut(&client_id) else {
-                    return;
-                };
-                let Some(m) = self.messages.get_mut(&message) else {
-                    return;
-                };
-                m.1 += 1;
-                s.queue.insert(
-                    seq,
-                    Entry {
-                        message,
-                        qos,
-                        retain,
-                        pkid: None,
-                        released: false,
-                    },
-                );
-            }
-            Record::Sent {
-                client_id,
-                seq,
-                pkid,
-            } => {
-                if let Some(e) = self.entry(&client_id, seq) {
-                    e.pkid = Some(pkid);
-                }
-            }
-            Record::Released { client_id, seq } => {
-                if let Some(e) = self.entry(&client_id, seq) {
-                    e.released = true;
-                }
-            }
-            Record::Removed { client_id, seq } => {
-                let removed = self
-                    .sessions
-                    .get_mut(&client_id)
-                    .and_then(|s| s.queue.remove(&seq));
-                if let Some(e) = removed {
-                    self.release(e.message);
-                }
-            }
-            Record::Retained { topic, message } => {
-                if let Some(old) = self.retained.remove(&topic) {
-                    self.release(old);
-                }
-                if message != 0 {
-                    if let Some(m) = self.messages.get_mut(&message) {
-                        m.1 += 1;
-                        self.retained.insert(topic, message);
-                    }
-                }
-            }
-            Record::Qos2Received { client_id, pkid } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.qos2_received.insert(pkid);
-                }
-            }
-            Record::Qos2Completed { client_id, pkid } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.qos2_received.remove(&pkid);
-                }
-            }
-        }
-    }
-
-    fn entry(&mut self, client_id: &str, seq: u64) -> Option<&mut Entry> {
-        self.sessions.get_mut(client_id)?.queue.get_mut(&seq)
-    }
-
-    /// One reference to a message fewer; the last one lets it go.
-    fn release(&mut self, id: u64) {
-        if let Some(m) = self.messages.get_mut(&id) {
-            m.1 = m.1.saturating_sub(1);
-            if m.1 == 0 {
-                self.messages.remove(&id);
-            }
-        }
-    }
-
-    /// Messages stored but not (yet) referred to are dropped: a message whose queue
-    /// entries were never written (the broker died between the two) is not state.
-    pub fn drop_unreferenced(&mut self) {
-        self.messages.retain(|_, (_, refs)| *refs > 0);
-    }
-
-    /// The records that rebuild this state from nothing: what a compaction writes.
-    pub fn snapshot(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        let mut ids: Vec<&u64> = self.messages.keys().collect();
-        ids.sort();
-        for id in ids {
-            out.push(self.messages[id].0.clone());
-        }
-        let mut names: Vec<&String> = self.sessions.keys().collect();
-        names.sort();
-        for name in names {
-            let s = &self.sessions[name];
-            out.push(Record::SessionOpened {
-                client_id: name.clone(),
-                expiry: s.expiry,
-            });
-            for (filter, (options, sub_id)) in &s.subscriptions {
-                out.push(Record::Subscribed {
-                    client_id: name.clone(),
-                    filter: filter.clone(),
-                    options: *options,
-                    sub_id: *sub_id,
-                });
-            }
-            for (seq, e) in &s.queue {
-                out.push(Record::Enqueued {
-                    client_id: name.clone(),
-                    seq: *seq,
-                    message: e.message,
-                    qos: e.qos,
-                    retain: e.retain,
-                });
-                if let Some(pkid) = e.pkid {
-                    out.push(Record::Sent {
-                        client_id: name.clone(),
-                        seq: *seq,
-                        pkid,
-                    });
-                }
-                if e.released {
-                    out.push(Record::Released {
-                        client_id: name.clone(),
-                        seq: *seq,
-                    });
-                }
-            }
-            for pkid in &s.qos2_received {
-                out.push(Record::Qos2Received {
-                    client_id: name.clone(),
-                    pkid: *pkid,
-                });
-            }
-        }
-        for (topic, message) in &self.retained {
-            out.push(Record::Retained {
-                topic: topic.clone(),
-                message: *message,
-            });
-        }
-        out
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(id: u64, topic: &str) -> Record {
-        Record::Message {
-            id,
-            topic: topic.into(),
-            qos: 1,
-            retain: false,
-            payload: format!("payload-{id}").into_bytes(),
-            properties: vec![],
-            expires_at: 0,
-        }
-    }
-
-    fn every_kind() -> Vec<Record> {
-        let c = || "dev-1".to_string();
+    pub(crate) fn every_kind() -> Vec<Record<'static>> {
+        let c = "dev-1";
         vec![
             Record::SessionOpened {
-                client_id: c(),
+                client_id: c,
                 expiry: u32::MAX,
             },
             Record::Subscribed {
-                client_id: c(),
-                filter: "a/#".into(),
+                client_id: c,
+                filter: "a/#",
                 options: 0x0D,
                 sub_id: 7,
             },
-            msg(1, "a/b"),
+            Record::Message {
+                id: 1,
+                topic: "a/b",
+                qos: 1,
+                retain: false,
+                payload: b"payload-1",
+                properties: Cow::Borrowed(&[]),
+                expires_at: 0,
+            },
             Record::Enqueued {
-                client_id: c(),
+                client_id: c,
                 seq: 1,
                 message: 1,
                 qos: 1,
                 retain: false,
+                sub_ids: Cow::Owned(vec![7, 9]),
+                shared: "",
             },
             Record::Sent {
-                client_id: c(),
+                client_id: c,
                 seq: 1,
                 pkid: 9,
             },
             Record::Released {
-                client_id: c(),
+                client_id: c,
                 seq: 1,
             },
             Record::Retained {
-                topic: "a/b".into(),
+                topic: "a/b",
                 message: 1,
             },
             Record::Qos2Received {
-                client_id: c(),
+                client_id: c,
                 pkid: 3,
             },
             Record::Qos2Completed {
-                client_id: c(),
+                client_id: c,
                 pkid: 3,
             },
             Record::Removed {
-                client_id: c(),
+                client_id: c,
                 seq: 1,
             },
             Record::Unsubscribed {
-                client_id: c(),
-                filter: "a/#".into(),
+                client_id: c,
+                filter: "a/#",
             },
-            Record::SessionDiscarded { client_id: c() },
+            Record::SessionDiscarded { client_id: c },
+            Record::Checkpoint,
         ]
+    }
+
+    fn encoded(r: &Record) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        out
     }
 
     #[test]
     fn every_record_round_trips() {
         for r in every_kind() {
-            assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+            let bytes = encoded(&r);
+            assert_eq!(Record::decode(&bytes), Ok(r.clone()));
         }
     }
 
     #[test]
     fn damaged_records_are_errors_not_panics() {
         for r in every_kind() {
-            let bytes = r.encode();
+            let bytes = encoded(&r);
             for cut in 0..bytes.len() {
                 assert!(Record::decode(&bytes[..cut]).is_err(), "{r:?} cut at {cut}");
             }
@@ -632,92 +473,9 @@ mod tests {
         assert!(Record::decode(&[99]).is_err());
         // A length field claiming 4 GiB is an error, not an allocation.
         assert!(Record::decode(&[SESSION_DISCARDED, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
-    }
-
-    #[test]
-    fn replay_keeps_what_is_live_and_lets_the_rest_go() {
-        let mut r = Replay::default();
-        for rec in every_kind().into_iter().take(9) {
-            r.apply(rec);
-        }
-        let s = &r.sessions["dev-1"];
-        assert_eq!(s.subscriptions["a/#"], (0x0D, 7));
-        assert_eq!(
-            s.queue[&1],
-            Entry {
-                message: 1,
-                qos: 1,
-                retain: false,
-                pkid: Some(9),
-                released: true
-            }
-        );
-        assert!(s.qos2_received.is_empty());
-        assert_eq!(r.messages[&1].1, 2, "queued once, retained once");
-        // Acknowledged: still retained, so still stored.
-        r.apply(Record::Removed {
-            client_id: "dev-1".into(),
-            seq: 1,
-        });
-        assert_eq!(r.messages[&1].1, 1);
-        // Retained cleared: nothing refers to it any more.
-        r.apply(Record::Retained {
-            topic: "a/b".into(),
-            message: 0,
-        });
-        assert!(r.messages.is_empty());
-        assert_eq!(r.last_message_id, 1);
-    }
-
-    #[test]
-    fn a_discarded_session_releases_its_messages() {
-        let mut r = Replay::default();
-        r.apply(Record::SessionOpened {
-            client_id: "s".into(),
-            expiry: 60,
-        });
-        for id in 1..=3 {
-            r.apply(msg(id, "t"));
-            r.apply(Record::Enqueued {
-                client_id: "s".into(),
-                seq: id,
-                message: id,
-                qos: 1,
-                retain: false,
-            });
-        }
-        r.apply(msg(4, "t")); // stored, never queued
-        r.drop_unreferenced();
-        assert_eq!(r.messages.len(), 3);
-        r.apply(Record::SessionDiscarded {
-            client_id: "s".into(),
-        });
-        assert!(r.messages.is_empty() && r.sessions.is_empty());
-    }
-
-    #[test]
-    fn a_snapshot_rebuilds_the_same_state() {
-        let mut r = Replay::default();
-        for rec in every_kind().into_iter().take(9) {
-            r.apply(rec);
-        }
-        r.apply(Record::SessionOpened {
-            client_id: "other".into(),
-            expiry: 5,
-        });
-        let mut again = Replay::default();
-        for rec in r.snapshot() {
-            again.apply(Record::decode(&rec.encode()).unwrap());
-        }
-        assert_eq!(again.sessions, r.sessions);
-        assert_eq!(again.retained, r.retained);
-        assert_eq!(
-            again.messages.keys().collect::<Vec<_>>(),
-            r.messages.keys().collect::<Vec<_>>()
-        );
-        for (id, (rec, refs)) in &r.messages {
-            assert_eq!(&again.messages[id].0, rec);
-            assert_eq!(again.messages[id].1, *refs);
-        }
+        let mut many_ids = vec![ENQUEUED, 1, 0, 0, 0, b'c'];
+        many_ids.extend_from_slice(&[0; 18]);
+        many_ids.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        assert!(Record::decode(&many_ids).is_err());
     }
 }
