@@ -347,17 +347,13 @@ impl Broker {
             .collect()
     }
 
-    /// Reports `event` to the store (free with the in-memory one). A failure is logged
-    /// here, once per event; the caller decides what may not be acknowledged.
+    /// Reports `event` to the store (free with the in-memory one). The caller decides
+    /// what may not be acknowledged when it fails; the store's writer has logged why.
     pub fn record(&self, event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError> {
         if !self.store.is_durable() {
             return Ok(None);
         }
-        let outcome = self.store.record(event);
-        if let Err(e) = &outcome {
-            tracing::error!("store: {e}");
-        }
-        outcome
+        self.store.record(event)
     }
 
     /// Times keep-alive and retransmission for every connected session: a few times a

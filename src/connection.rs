@@ -202,7 +202,7 @@ impl Client {
     /// waits for the sessions in `waiting` to have room (backpressure) and for the store
     /// to have made `commit` durable: nothing is acknowledged before it is stored.
     pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>, commit: Commit) {
-        let stored = commit == 0 || self.broker.store.durable() >= commit;
+        let stored = self.broker.store.is_stored(commit);
         if waiting.is_empty() && stored && self.withheld_count() == 0 {
             let v5 = self.is_v5();
             encode_ack(self.out.buf(), ack, v5);
@@ -235,7 +235,7 @@ impl Client {
             self.acknowledge(ack, waiting, stored.commit);
             return Ok(());
         }
-        tracing::warn!(
+        tracing::debug!(
             client_id = self.client_id(),
             "message could not be stored, not acknowledged"
         );
@@ -261,8 +261,10 @@ impl Client {
             return Ok(());
         };
         while let Some(front) = withheld.front_mut() {
-            if front.commit > store.durable() {
-                if store.failure().is_none() {
+            if !store.is_stored(front.commit) {
+                // Lost to a failed write (every commit not durable when a write fails is),
+                // or still on its way to the disk.
+                if !store.is_lost(front.commit) {
                     break;
                 }
                 if !v5 || matches!(front.ack, Ack::PubComp(..)) {

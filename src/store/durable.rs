@@ -35,6 +35,8 @@ pub struct DurableStore {
     state: Mutex<State>,
     log: Log,
     dir: PathBuf,
+    /// [`COMPACT_MIN`], lowered by tests.
+    compact_min: u64,
 }
 
 /// What opening the store found, for the start-up log line.
@@ -83,14 +85,11 @@ impl DurableStore {
             state: Mutex::new(state),
             log,
             dir: dir.clone(),
+            compact_min: COMPACT_MIN,
         };
-        if recovery.records > 0 {
-            // Start from one compact segment: what was read, less what is dead.
-            let st = store.state.lock();
-            let commit = store.checkpoint(&st).map_err(|e| e.0)?;
-            drop(st);
-            store.log.wait(commit).map_err(|e| e.0)?;
-        }
+        // What was read counts towards the next compaction, which may be due now. (Not
+        // forced: a store on a full disk must still open, and serve what it can.)
+        store.maybe_compact(&mut store.state.lock());
         Ok((
             store,
             Loaded {
@@ -125,7 +124,7 @@ impl DurableStore {
     /// Compacts when the log has grown well past the live state.
     fn maybe_compact(&self, st: &mut State) {
         let since = self.log.since_checkpoint();
-        if since < COMPACT_MIN || since < COMPACT_RATIO.saturating_mul(st.live_bytes) {
+        if since < self.compact_min || since < COMPACT_RATIO.saturating_mul(st.live_bytes) {
             return;
         }
         let started = Instant::now();
@@ -238,7 +237,15 @@ impl Store for DurableStore {
             }
         }
         if let Some(e) = self.log.failure() {
-            return Err(StoreError(e));
+            if !self.log.repaired() {
+                return Err(StoreError(e));
+            }
+            // The failed write's tail is cut off: rewrite the whole state, which carries
+            // what it lost, and go on.
+            self.log
+                .resume_with(|f| st.snapshot(|r| f.record(|b| r.encode(b))))
+                .map_err(|e| StoreError(e.0))?;
+            tracing::info!("store: writing again after a failure");
         }
         let changed = st
             .apply(&record)
@@ -273,7 +280,110 @@ impl Store for DurableStore {
         self.log.on_durable(commit, waker);
     }
 
+    fn is_lost(&self, commit: Commit) -> bool {
+        self.log.is_lost(commit)
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.log.close().map_err(|e| StoreError(e.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::QoS;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn config(dir: &std::path::Path) -> Persistence {
+        Persistence {
+            enabled: true,
+            path: Some(dir.to_path_buf()),
+            sync: SyncMode::Never,
+            sync_interval_ms: 1000,
+        }
+    }
+
+    fn dir_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn delivered_messages_are_reclaimed_and_the_undelivered_survive() {
+        let dir = std::env::temp_dir().join(format!("midge-durable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut store, _) = DurableStore::open(&config(&dir)).unwrap();
+        store.compact_min = 64 * 1024;
+        let client_id = "sub";
+        fn rec(s: &DurableStore, e: StoreEvent<'_>) -> Option<Commit> {
+            s.record(e).unwrap()
+        }
+        rec(
+            &store,
+            StoreEvent::SessionOpened {
+                client_id,
+                expiry: u32::MAX,
+            },
+        );
+        // 20 MiB pass through; everything but the last 10 messages is acknowledged.
+        let payload = Bytes::from(vec![7u8; 1024]);
+        let mut last = 0;
+        for seq in 1..=20_000u64 {
+            let msg = Arc::new(Message::with_props(
+                format!("t/{seq}"),
+                payload.clone(),
+                QoS::AtLeastOnce,
+                false,
+                None,
+            ));
+            rec(
+                &store,
+                StoreEvent::Enqueued {
+                    client_id,
+                    seq,
+                    message: &msg,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    extra: None,
+                },
+            );
+            last = rec(
+                &store,
+                StoreEvent::Sent {
+                    client_id,
+                    seq,
+                    pkid: (seq % 60_000) as u16 + 1,
+                },
+            )
+            .unwrap_or(last);
+            if seq <= 19_990 {
+                rec(&store, StoreEvent::Removed { client_id, seq });
+            }
+        }
+        store.log.wait(last).unwrap();
+        let size = dir_bytes(&dir);
+        assert!(
+            size < 2 * 1024 * 1024,
+            "store holds {size} bytes after 20 MiB passed"
+        );
+        store.close().unwrap();
+        drop(store);
+        let (store, loaded) = DurableStore::open(&config(&dir)).unwrap();
+        assert_eq!((loaded.sessions, loaded.queued), (1, 10));
+        let st = store.state();
+        let queue = &st.sessions[client_id].queue;
+        assert_eq!(
+            queue.keys().copied().collect::<Vec<_>>(),
+            (19_991..=20_000).collect::<Vec<_>>()
+        );
+        assert!(queue.values().all(|e| e.pkid.is_some()));
+        drop(st);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -103,8 +103,13 @@ struct Pending {
 
 struct Shared {
     durable: AtomicU64,
-    /// The first write or sync error; once set, nothing more is acknowledged.
+    /// The write or sync error the log is stopped by; while set, nothing is appended.
     failed: Mutex<Option<String>>,
+    /// Commit ranges a failure lost: never durable, whatever `durable` says later.
+    lost: Mutex<Vec<(Commit, Commit)>>,
+    /// After a failure: the damaged tail has been cut off, and the log can go on once a
+    /// checkpoint rewrites the state (see [`Log::resume_with`]).
+    repaired: std::sync::atomic::AtomicBool,
     /// Callbacks waiting for a commit to become durable.
     waiters: Mutex<Vec<(Commit, Waker)>>,
     /// For [`Log::wait`].
@@ -200,6 +205,8 @@ impl Log {
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(0),
             failed: Mutex::new(None),
+            lost: Mutex::new(Vec::new()),
+            repaired: std::sync::atomic::AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             lock: Mutex::new(()),
             cond: Condvar::new(),
@@ -265,11 +272,13 @@ impl Log {
     }
 
     fn add(&self, checkpoint: bool, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
+        let cell = &self.pending;
+        let mut p = cell.0.lock();
+        // Checked under the pending lock, which the writer holds while it records a
+        // failure: nothing is added behind a failed write.
         if let Some(e) = self.shared.failed.lock().as_ref() {
             return Err(LogError(e.clone()));
         }
-        let cell = &self.pending;
-        let mut p = cell.0.lock();
         if p.closing {
             return Err(LogError("the store is closed".into()));
         }
@@ -296,6 +305,38 @@ impl Log {
         drop(p);
         cell.1.notify_one();
         Ok(commit)
+    }
+
+    /// After a failure, once the writer has cut the damaged tail off: clears the failure
+    /// and appends the records `write` adds (a snapshot of the whole state) as a
+    /// checkpoint, so that what the failed writes lost is rewritten. Fails if the log has
+    /// not failed, or is not repaired yet.
+    pub fn resume_with(&self, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
+        {
+            let _p = self.pending.0.lock();
+            if !self.shared.repaired.swap(false, Ordering::AcqRel) {
+                return Err(LogError(
+                    self.failure()
+                        .unwrap_or_else(|| "the store has not failed".into()),
+                ));
+            }
+            *self.shared.failed.lock() = None;
+        }
+        self.add(true, write)
+    }
+
+    /// Whether the log has failed and can be resumed (see [`Log::resume_with`]).
+    pub fn repaired(&self) -> bool {
+        self.shared.repaired.load(Ordering::Acquire)
+    }
+
+    /// Whether `commit` was lost to a failed write: it never becomes durable.
+    pub fn is_lost(&self, commit: Commit) -> bool {
+        self.shared
+            .lost
+            .lock()
+            .iter()
+            .any(|&(from, to)| (from..=to).contains(&commit))
     }
 
     /// Bytes appended since the last checkpoint (or, after an open, in the segments
@@ -414,13 +455,62 @@ impl Writer {
                     self.shared.durable.fetch_max(high, Ordering::AcqRel);
                 }
                 Err(e) => {
-                    tracing::error!("store: {e}; nothing more will be acknowledged");
-                    *self.shared.failed.lock() = Some(e);
+                    tracing::error!(
+                        "store: {e}; messages for persistent sessions are refused until it \
+                         can write again"
+                    );
+                    self.fail(e);
                 }
             }
             self.run_waiters();
-            if closing || self.shared.failed.lock().is_some() {
+            if closing {
                 return;
+            }
+            if self.shared.failed.lock().is_some() && !self.repair() {
+                return;
+            }
+        }
+    }
+
+    /// Records a failed write: every commit not durable yet is lost, including those
+    /// appended behind it, which are dropped unwritten.
+    fn fail(&mut self, e: String) {
+        let mut p = self.cell.0.lock();
+        let from = self.shared.durable.load(Ordering::Acquire) + 1;
+        if p.commit >= from {
+            self.shared.lost.lock().push((from, p.commit));
+        }
+        p.buf.clear();
+        p.checkpoint = None;
+        *self.shared.failed.lock() = Some(e);
+    }
+
+    /// After a failure: cuts what the failed write left in the segment off (once a
+    /// second until that works), then lets the store resume with a checkpoint. Returns
+    /// false when the log is closed meanwhile.
+    fn repair(&mut self) -> bool {
+        loop {
+            {
+                let mut p = self.cell.0.lock();
+                if p.closing {
+                    return false;
+                }
+                self.cell.1.wait_for(&mut p, Duration::from_secs(1));
+                if p.closing {
+                    return false;
+                }
+            }
+            let cut = self
+                .file
+                .set_len(self.size)
+                .and_then(|()| self.file.sync_all());
+            match cut {
+                Ok(()) => {
+                    self.unsynced = false;
+                    self.shared.repaired.store(true, Ordering::Release);
+                    return true;
+                }
+                Err(e) => tracing::debug!("store: cannot repair {}: {e}", self.path().display()),
             }
         }
     }
@@ -505,8 +595,8 @@ impl Writer {
         if self.unsynced {
             self.sync_file()?;
         }
+        self.file = create_segment(&self.dir, self.number + 1).map_err(|e| e.0)?;
         self.number += 1;
-        self.file = create_segment(&self.dir, self.number).map_err(|e| e.0)?;
         self.size = 0;
         Ok(())
     }

@@ -119,6 +119,15 @@ pub trait Store: Send + Sync {
     /// Runs `waker` once `commit` is durable, or the store has failed.
     fn on_durable(&self, commit: Commit, waker: Waker);
 
+    /// Whether a failed write lost `commit`: it is never to be acknowledged, even once
+    /// later commits are durable.
+    fn is_lost(&self, commit: Commit) -> bool;
+
+    /// Whether `commit` is on disk and was not lost: what may be acknowledged.
+    fn is_stored(&self, commit: Commit) -> bool {
+        commit == 0 || (self.durable() >= commit && !self.is_lost(commit))
+    }
+
     /// Writes and syncs everything recorded; nothing is recorded after it.
     fn close(&self) -> Result<(), StoreError>;
 }
@@ -146,6 +155,10 @@ impl Store for MemoryStore {
 
     fn on_durable(&self, _commit: Commit, waker: Waker) {
         waker();
+    }
+
+    fn is_lost(&self, _commit: Commit) -> bool {
+        false
     }
 
     fn close(&self) -> Result<(), StoreError> {
