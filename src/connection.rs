@@ -471,9 +471,15 @@ where
                 }
             }
             if client.out.len() < OUT_LOW {
-                let waiters = st.fill(&mut client.out, OUT_HIGH, now, rec);
+                let (waiters, hold) = st.fill(&mut client.out, OUT_HIGH, now, rec);
                 drop(st);
                 wake_all(waiters);
+                if hold != 0 {
+                    // A message waits for its packet id to reach the disk.
+                    let me = session.clone();
+                    let wake = Box::new(move || me.wake.notify_one());
+                    client.broker.store.on_durable(hold, wake);
+                }
             }
         }
         if client.withheld_count() > 0 {

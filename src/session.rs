@@ -19,7 +19,7 @@ use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::message::SharedMessage;
 use crate::outbox::Outbox;
-use crate::store::{Store, StoreEvent, Stored};
+use crate::store::{Commit, Store, StoreEvent, Stored};
 use crate::subscriptions::Subscriptions;
 
 /// Queue and window limits of one session, taken from the config and the listener the
@@ -82,8 +82,10 @@ pub enum InflightState {
 pub struct Inflight {
     pub item: Queued,
     pub state: InflightState,
+    /// A PUBLISH for it went out (or may have, before a restart): the next one has DUP.
+    pub sent: bool,
     /// When it was last written to a socket; `None` when it still has to be (re)sent on
-    /// the next connection.
+    /// the next connection, or is held until its packet id is on disk.
     pub sent_at: Option<Instant>,
 }
 
@@ -284,6 +286,9 @@ pub struct SessionState {
     incoming_qos2: Option<Box<HashSet<u16>>>,
     /// Some inflight messages were sent on an earlier connection and are due again.
     resend_due: bool,
+    /// Stored QoS 2 messages given a packet id are not written before that id is on disk
+    /// (see [`SessionState::fill`]): the store commit they wait for, 0 for none.
+    held: Commit,
     next_pkid: u16,
     next_seq: u64,
     /// Allocated on the first drop: most sessions never drop anything.
@@ -327,6 +332,7 @@ impl Session {
                 inflight: BTreeMap::new(),
                 incoming_qos2: None,
                 resend_due: false,
+                held: 0,
                 next_pkid: 0,
                 next_seq: 0,
                 drops: None,
@@ -604,15 +610,29 @@ impl SessionState {
     /// order and with their original packet ids (DUP=1 on a PUBLISH that was sent before),
     /// then queued messages while the inflight window has room. The queue is strictly
     /// FIFO, so per-topic order is kept. Returns the publishers to wake if the queue went
-    /// from full to having room (see [`SessionState::space_waiters`]).
+    /// from full to having room (see [`SessionState::space_waiters`]), and the store
+    /// commit to be woken at, when a message is held for it.
+    ///
+    /// A QoS 2 message of a persistent session goes out only once its packet id is on
+    /// disk. Otherwise a crash right after the PUBLISH would bring it back under a new
+    /// packet id, and the subscriber would take it for a new message: exactly once would
+    /// not hold. Everything behind it waits too, to keep the order.
     pub fn fill(
         &mut self,
         out: &mut Outbox,
         high_water: usize,
         now: Instant,
         rec: Rec,
-    ) -> Vec<Arc<Session>> {
+    ) -> (Vec<Arc<Session>>, Commit) {
         let was_full = self.is_full(0);
+        if self.held != 0 {
+            // A lost commit will never be durable: send anyway rather than never.
+            if rec.store.durable() < self.held && !rec.store.is_lost(self.held) {
+                return (Vec::new(), 0);
+            }
+            self.held = 0;
+        }
+        let mut hold = 0;
         if self.resend_due {
             self.resend_due = false;
             self.resend(out, now, rec, |f| f.sent_at.is_none());
@@ -648,28 +668,40 @@ impl SessionState {
                 let mut f = Inflight {
                     item,
                     state: InflightState::Published,
-                    sent_at: Some(now),
+                    sent: false,
+                    sent_at: None,
                 };
-                if encode_inflight(out, self.peer.as_deref_mut(), pkid, &mut f, false, now) {
-                    if f.item.stored {
-                        // Re-sent with this id after a restart [MQTT-4.4.0-1].
-                        let _ = rec.store.record(StoreEvent::Sent {
-                            client_id: rec.client_id,
-                            seq: f.item.seq,
-                            pkid,
-                        });
+                if f.item.stored {
+                    // Re-sent with this id after a restart [MQTT-4.4.0-1].
+                    let sent = rec.store.record(StoreEvent::Sent {
+                        client_id: rec.client_id,
+                        seq: f.item.seq,
+                        pkid,
+                    });
+                    if let (Ok(Some(commit)), QoS::ExactlyOnce) = (sent, f.item.qos) {
+                        if !rec.store.is_stored(commit) {
+                            self.inflight.insert(pkid, f);
+                            self.held = commit;
+                            self.resend_due = true;
+                            hold = commit;
+                            break;
+                        }
                     }
+                }
+                if encode_inflight(out, self.peer.as_deref_mut(), pkid, &mut f, now) {
+                    f.sent_at = Some(now);
                     self.inflight.insert(pkid, f);
                 } else {
                     rec.removed(&f.item);
                 }
             }
         }
-        if was_full && !self.is_full(0) {
+        let waiters = if was_full && !self.is_full(0) {
             self.take_space_waiters()
         } else {
             Vec::new()
-        }
+        };
+        (waiters, hold)
     }
 
     /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
@@ -697,7 +729,7 @@ impl SessionState {
         picked.sort_unstable();
         for (_, pkid) in picked {
             if let Some(f) = self.inflight.get_mut(&pkid) {
-                if encode_inflight(out, self.peer.as_deref_mut(), pkid, f, true, now) {
+                if encode_inflight(out, self.peer.as_deref_mut(), pkid, f, now) {
                     f.sent_at = Some(now);
                 } else if let Some(f) = self.inflight.remove(&pkid) {
                     rec.removed(&f.item);
@@ -800,6 +832,7 @@ impl SessionState {
                     Inflight {
                         item,
                         state,
+                        sent: true,
                         sent_at: None,
                     },
                 );
@@ -826,6 +859,7 @@ impl SessionState {
         self.queue.clear();
         self.queued_bytes = 0;
         self.inflight.clear();
+        self.held = 0;
         self.incoming_qos2 = None;
     }
 
@@ -894,11 +928,14 @@ fn encode_inflight(
     peer: Option<&mut PeerV5>,
     pkid: u16,
     f: &mut Inflight,
-    resend: bool,
     now: Instant,
 ) -> bool {
     match f.state {
-        InflightState::Published => encode_publish(out, peer, &f.item, pkid, resend, now),
+        InflightState::Published => {
+            let written = encode_publish(out, peer, &f.item, pkid, f.sent, now);
+            f.sent |= written;
+            written
+        }
         InflightState::Released => {
             codec::encode_ack(out.buf(), codec::AckKind::PubRel, pkid, 0, peer.is_some());
             true
