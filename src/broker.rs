@@ -20,7 +20,7 @@ use crate::router::{Router, Target};
 use crate::session::{
     Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, Timers,
 };
-use crate::store::state::State;
+use crate::store::state::{instant_from_unix_millis, State};
 use crate::store::{Commit, Store, StoreError, StoreEvent, Stored};
 use crate::subscriptions::Sub;
 
@@ -238,8 +238,14 @@ impl Broker {
             }
             if !st.clean {
                 if st.expiry != u32::MAX {
-                    let at = Instant::now() + Duration::from_secs(u64::from(st.expiry));
-                    st.set_expires_at(Some(at));
+                    let now = Instant::now();
+                    let expiry = Duration::from_secs(u64::from(st.expiry));
+                    st.set_expires_at(Some(now + expiry));
+                    // So that a restart does not give the session its whole expiry again.
+                    let _ = self.record(StoreEvent::SessionClosed {
+                        client_id: &session.client_id,
+                        at: now,
+                    });
                 }
                 return;
             }
@@ -571,7 +577,14 @@ impl Broker {
                 st.clean = false;
                 st.expiry = image.expiry;
                 if image.expiry != u32::MAX {
-                    st.set_expires_at(Some(now + Duration::from_secs(u64::from(image.expiry))));
+                    // From the disconnection, if it was recorded; from now for a session
+                    // whose client was connected when midge stopped.
+                    let since = match image.closed_at {
+                        0 => now,
+                        at => instant_from_unix_millis(at).min(now),
+                    };
+                    let expiry = Duration::from_secs(u64::from(image.expiry));
+                    st.set_expires_at(Some(since + expiry));
                 }
                 for (filter, (options, sub_id)) in &image.subscriptions {
                     let Some(opts) = SubscriptionOptions::from_byte(*options) else {

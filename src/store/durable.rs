@@ -20,7 +20,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::log::{Log, LogConfig, SyncPolicy};
 use super::record::Record;
-use super::state::{message_record, State};
+use super::state::{message_record, unix_millis, State};
 use super::{Commit, Store, StoreError, StoreEvent, Waker};
 use crate::config::{Persistence, SyncMode};
 
@@ -155,6 +155,10 @@ impl Store for DurableStore {
                 Record::SessionOpened { client_id, expiry }
             }
             StoreEvent::SessionDiscarded { client_id } => Record::SessionDiscarded { client_id },
+            StoreEvent::SessionClosed { client_id, at } => Record::SessionClosed {
+                client_id,
+                at: unix_millis(at),
+            },
             StoreEvent::Subscribed {
                 client_id,
                 filter,

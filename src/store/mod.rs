@@ -37,6 +37,11 @@ pub enum StoreEvent<'a> {
     SessionDiscarded {
         client_id: &'a str,
     },
+    /// A persistent session's client disconnected: its expiry counts from `at`.
+    SessionClosed {
+        client_id: &'a str,
+        at: std::time::Instant,
+    },
     Subscribed {
         client_id: &'a str,
         filter: &'a str,

@@ -30,6 +30,11 @@ pub enum Record<'a> {
     SessionDiscarded {
         client_id: &'a str,
     },
+    /// Its client disconnected at `at` (Unix milliseconds): the expiry counts from there.
+    SessionClosed {
+        client_id: &'a str,
+        at: u64,
+    },
     Subscribed {
         client_id: &'a str,
         filter: &'a str,
@@ -114,6 +119,7 @@ const RETAINED: u8 = 10;
 const QOS2_RECEIVED: u8 = 11;
 const QOS2_COMPLETED: u8 = 12;
 const CHECKPOINT: u8 = 13;
+const SESSION_CLOSED: u8 = 14;
 
 /// Appends fields to a record being encoded.
 struct W<'a>(&'a mut Vec<u8>);
@@ -218,6 +224,9 @@ impl Record<'_> {
             Record::SessionDiscarded { client_id } => {
                 tag(out, SESSION_DISCARDED).str(client_id);
             }
+            Record::SessionClosed { client_id, at } => {
+                tag(out, SESSION_CLOSED).str(client_id).u64(*at);
+            }
             Record::Subscribed {
                 client_id,
                 filter,
@@ -313,6 +322,10 @@ impl<'a> Record<'a> {
             SESSION_DISCARDED => Record::SessionDiscarded {
                 client_id: r.str()?,
             },
+            SESSION_CLOSED => Record::SessionClosed {
+                client_id: r.str()?,
+                at: r.u64()?,
+            },
             SUBSCRIBED => Record::Subscribed {
                 client_id: r.str()?,
                 filter: r.str()?,
@@ -392,6 +405,10 @@ pub(crate) mod tests {
                 filter: "a/#",
                 options: 0x0D,
                 sub_id: 7,
+            },
+            Record::SessionClosed {
+                client_id: c,
+                at: 1_700_000_000_000,
             },
             Record::Message {
                 id: 1,

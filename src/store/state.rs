@@ -44,6 +44,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionImage {
     pub expiry: u32,
+    /// When its client disconnected (Unix milliseconds); 0 while connected.
+    pub closed_at: u64,
     /// Filter → (options, subscription identifier or 0).
     pub subscriptions: BTreeMap<String, (OptionsByte, u32)>,
     /// By sequence number: the send order.
@@ -77,12 +79,18 @@ impl State {
                 true
             }
             Record::SessionOpened { client_id, expiry } => {
-                self.sessions
-                    .entry((*client_id).to_owned())
-                    .or_default()
-                    .expiry = *expiry;
+                let s = self.sessions.entry((*client_id).to_owned()).or_default();
+                s.expiry = *expiry;
+                s.closed_at = 0;
                 true
             }
+            Record::SessionClosed { client_id, at } => match self.sessions.get_mut(*client_id) {
+                Some(s) => {
+                    s.closed_at = *at;
+                    true
+                }
+                None => false,
+            },
             Record::SessionDiscarded { client_id } => match self.sessions.remove(*client_id) {
                 Some(s) => {
                     for e in s.queue.values() {
@@ -295,6 +303,12 @@ impl State {
                 client_id: name,
                 expiry: s.expiry,
             });
+            if s.closed_at != 0 {
+                out(&Record::SessionClosed {
+                    client_id: name,
+                    at: s.closed_at,
+                });
+            }
             for (filter, (options, sub_id)) in &s.subscriptions {
                 out(&Record::Subscribed {
                     client_id: name,
@@ -399,7 +413,7 @@ fn decode_message(record: &Record) -> Result<Message, String> {
 }
 
 /// An instant as wall-clock Unix milliseconds (instants do not survive a restart).
-fn unix_millis(at: Instant) -> u64 {
+pub fn unix_millis(at: Instant) -> u64 {
     let now = Instant::now();
     let wall = SystemTime::now();
     let t = if at >= now {
@@ -411,7 +425,7 @@ fn unix_millis(at: Instant) -> u64 {
         .map_or(1, |d| d.as_millis().max(1) as u64)
 }
 
-fn instant_from_unix_millis(ms: u64) -> Instant {
+pub fn instant_from_unix_millis(ms: u64) -> Instant {
     let now = Instant::now();
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -463,7 +477,7 @@ mod tests {
     #[test]
     fn replay_keeps_what_is_live_and_lets_the_rest_go() {
         let mut st = State::default();
-        for rec in every_kind().into_iter().take(9) {
+        for rec in every_kind().into_iter().take(10) {
             st.apply(&rec).unwrap();
         }
         let s = &st.sessions["dev-1"];
@@ -530,7 +544,7 @@ mod tests {
     #[test]
     fn a_checkpoint_starts_over_and_a_snapshot_rebuilds_the_same_state() {
         let mut st = State::default();
-        for rec in every_kind().into_iter().take(9) {
+        for rec in every_kind().into_iter().take(10) {
             st.apply(&rec).unwrap();
         }
         st.apply(&Record::SessionOpened {
@@ -541,7 +555,7 @@ mod tests {
         // Replayed on top of the same records (old segments not yet deleted), the
         // checkpoint at its head starts from nothing.
         let mut again = State::default();
-        for rec in every_kind().into_iter().take(9) {
+        for rec in every_kind().into_iter().take(10) {
             again.apply(&rec).unwrap();
         }
         let mut bytes = Vec::new();
