@@ -47,18 +47,11 @@ impl Message {
             .as_ref()
             .and_then(|p| p.message_expiry)
             .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
-        Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            props,
-            expires_at,
-            store_id: AtomicU64::new(0),
-        }
+        Message::restored(topic, payload, qos, retain, props, expires_at, 0)
     }
 
-    /// A message read back from the durable store, with its stored id and expiry.
+    /// A message with its expiry instant and durable store id (0: not stored), as one
+    /// read back from the store is.
     pub fn restored(
         topic: String,
         payload: Bytes,

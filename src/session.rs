@@ -771,6 +771,36 @@ impl SessionState {
         self.incoming_qos2.get_or_insert_default().insert(pkid)
     }
 
+    /// [`incoming_qos2_insert`](Self::incoming_qos2_insert), stored for a persistent
+    /// session (so a re-send after a restart is not delivered twice): the PUBREC waits
+    /// for the returned commit.
+    pub fn receive_qos2(&mut self, pkid: u16, rec: Rec) -> (bool, Stored) {
+        let mut stored = Stored::default();
+        let first_time = self.incoming_qos2_insert(pkid);
+        if first_time && self.persists(rec) {
+            stored.add(rec.store.record(StoreEvent::Qos2Received {
+                client_id: rec.client_id,
+                pkid,
+            }));
+        }
+        (first_time, stored)
+    }
+
+    /// [`incoming_qos2_remove`](Self::incoming_qos2_remove), stored for a persistent
+    /// session: the PUBCOMP waits for the returned commit, since a client that got it may
+    /// reuse the id at once.
+    pub fn release_qos2(&mut self, pkid: u16, rec: Rec) -> (bool, Stored) {
+        let mut stored = Stored::default();
+        let known = self.incoming_qos2_remove(pkid);
+        if known && self.persists(rec) {
+            stored.add(rec.store.record(StoreEvent::Qos2Completed {
+                client_id: rec.client_id,
+                pkid,
+            }));
+        }
+        (known, stored)
+    }
+
     /// Forgets an incoming QoS 2 packet id (PUBREL received). Returns whether it was known.
     pub fn incoming_qos2_remove(&mut self, pkid: u16) -> bool {
         self.incoming_qos2

@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use crate::codec::{self, Ack, AckKind};
 use crate::connection::{self, reason, Client, Close};
-use crate::store::{StoreEvent, Stored};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
 /// is free.
@@ -53,18 +52,8 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
 /// forgotten the id too: a client that got PUBCOMP may reuse the id at once, and a
 /// restart must not take its next message for a re-send of this one.
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let mut stored = Stored::default();
-    let known = {
-        let mut st = client.session.state.lock();
-        let known = st.incoming_qos2_remove(pkid);
-        if known && !st.clean {
-            stored.add(client.broker.record(StoreEvent::Qos2Completed {
-                client_id: &client.session.client_id,
-                pkid,
-            }));
-        }
-        known
-    };
+    let rec = client.session.rec(&*client.broker.store);
+    let (known, stored) = client.session.state.lock().release_qos2(pkid, rec);
     if let Some(v5) = client.v5.as_mut() {
         v5.qos2_in.remove(&pkid);
     }

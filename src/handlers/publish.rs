@@ -13,7 +13,7 @@ use crate::connection::{reason, Ack, Client, Close};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;
 use crate::session::Session;
-use crate::store::{StoreEvent, Stored};
+use crate::store::Stored;
 use crate::topic;
 
 /// Payloads at least this large keep sharing the read buffer they arrived in.
@@ -96,21 +96,11 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
-            let mut stored = Stored::default();
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
             // that holds across a restart too.
-            let first_time = {
-                let mut st = client.session.state.lock();
-                let first_time = st.incoming_qos2_insert(pkid);
-                if first_time && !st.clean {
-                    stored.add(client.broker.record(StoreEvent::Qos2Received {
-                        client_id: &client.session.client_id,
-                        pkid,
-                    }));
-                }
-                first_time
-            };
+            let rec = client.session.rec(&*client.broker.store);
+            let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, rec);
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);
             }
