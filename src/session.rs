@@ -911,24 +911,50 @@ impl SessionState {
         }
     }
 
-    /// PUBREC for an outgoing QoS 2 message: the PUBLISH is done, PUBREL is owed. Returns
-    /// false for an unknown packet id (the caller still answers with PUBREL, as the
-    /// specification's flow allows a duplicate PUBREC after a retransmission).
-    pub fn pubrec(&mut self, pkid: u16, now: Instant, rec: Rec) -> bool {
-        match self.inflight.get_mut(&pkid) {
-            Some(f) if f.item.qos == QoS::ExactlyOnce => {
-                if f.state == InflightState::Published && f.item.stored {
-                    let _ = rec.store.record(StoreEvent::Released {
-                        client_id: rec.client_id,
-                        seq: f.item.seq,
-                    });
-                }
-                f.state = InflightState::Released;
-                f.sent_at = Some(now);
-                true
-            }
-            _ => false,
+    /// PUBREC for an outgoing QoS 2 message: the PUBLISH is done, PUBREL is owed. An
+    /// unknown packet id is answered with PUBREL all the same by the caller, as the
+    /// specification's flow allows a duplicate PUBREC after a retransmission.
+    ///
+    /// Returns whether the id was known, and the store commit the PUBREL must wait for
+    /// (0: answer at once). For a persistent session the PUBREL goes out only once the
+    /// store knows the message is released: a subscriber that got PUBREL forgets the
+    /// packet id, and a PUBLISH re-sent with it after a restart would be a new message to
+    /// it. The held PUBREL is sent by [`fill`](Self::fill) once the commit is durable.
+    pub fn pubrec(&mut self, pkid: u16, now: Instant, rec: Rec) -> (bool, Commit) {
+        let Some(f) = self.inflight.get_mut(&pkid) else {
+            return (false, 0);
+        };
+        if f.item.qos != QoS::ExactlyOnce {
+            return (false, 0);
         }
+        let mut hold = 0;
+        match f.state {
+            InflightState::Published if f.item.stored => {
+                let released = rec.store.record(StoreEvent::Released {
+                    client_id: rec.client_id,
+                    seq: f.item.seq,
+                });
+                if let Ok(Some(commit)) = released {
+                    if !rec.store.is_stored(commit) {
+                        hold = commit;
+                    }
+                }
+            }
+            // A PUBREC again while the PUBREL is still held: it stays held.
+            InflightState::Released if f.sent_at.is_none() && self.held != 0 => {
+                hold = self.held;
+            }
+            _ => {}
+        }
+        f.state = InflightState::Released;
+        if hold == 0 {
+            f.sent_at = Some(now);
+        } else {
+            f.sent_at = None;
+            self.held = self.held.max(hold);
+            self.resend_due = true;
+        }
+        (true, hold)
     }
 
     /// PUBCOMP for an outgoing QoS 2 message.

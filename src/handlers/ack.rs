@@ -30,11 +30,18 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
         client.session.state.lock().refused(pkid, rec);
         return Ok(());
     }
-    let known = client
+    let (known, hold) = client
         .session
         .state
         .lock()
         .pubrec(pkid, Instant::now(), rec);
+    if hold != 0 {
+        // The PUBREL goes out once the store has the message as released.
+        let me = client.session.clone();
+        let wake = Box::new(move || me.wake.notify_one());
+        client.broker.store.on_durable(hold, wake);
+        return Ok(());
+    }
     if !known {
         tracing::debug!(
             client_id = client.client_id(),
