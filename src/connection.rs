@@ -210,10 +210,7 @@ impl Client {
         }
         if !stored {
             // The store's writer wakes this connection once the commit is on disk.
-            let session = self.session.clone();
-            self.broker
-                .store
-                .on_durable(commit, Box::new(move || session.wake.notify_one()));
+            self.broker.store.on_durable(commit, self.session.waker());
         }
         self.withheld.get_or_insert_default().push_back(Withheld {
             ack,
@@ -476,9 +473,7 @@ where
                 wake_all(waiters);
                 if hold != 0 {
                     // A message waits for its packet id to reach the disk.
-                    let me = session.clone();
-                    let wake = Box::new(move || me.wake.notify_one());
-                    client.broker.store.on_durable(hold, wake);
+                    client.broker.store.on_durable(hold, session.waker());
                 }
             }
         }
@@ -685,7 +680,7 @@ fn finish(mut client: Client, close: Close) {
         Close::StoreFailed => tracing::warn!(
             client_id = %id,
             %peer,
-            "a message from the client could not be stored, disconnecting (MQTT 3.1.1 cannot refuse one)"
+            "a message from the client could not be stored, disconnecting"
         ),
     }
     if close.publishes_will() {

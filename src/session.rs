@@ -19,7 +19,7 @@ use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::message::SharedMessage;
 use crate::outbox::Outbox;
-use crate::store::{Commit, Store, StoreEvent, Stored};
+use crate::store::{Commit, Store, StoreEvent, Stored, Waker};
 use crate::subscriptions::Subscriptions;
 
 /// Queue and window limits of one session, taken from the config and the listener the
@@ -408,6 +408,13 @@ impl Session {
             }
         }
         self.wake.notify_one();
+    }
+
+    /// What the store runs to wake this session's connection once a commit it waits for
+    /// is durable.
+    pub fn waker(self: &Arc<Session>) -> Waker {
+        let me = self.clone();
+        Box::new(move || me.wake.notify_one())
     }
 
     /// This session's way to the store.

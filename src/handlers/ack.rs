@@ -37,9 +37,7 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
         .pubrec(pkid, Instant::now(), rec);
     if hold != 0 {
         // The PUBREL goes out once the store has the message as released.
-        let me = client.session.clone();
-        let wake = Box::new(move || me.wake.notify_one());
-        client.broker.store.on_durable(hold, wake);
+        client.broker.store.on_durable(hold, client.session.waker());
         return Ok(());
     }
     if !known {
