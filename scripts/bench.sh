@@ -9,47 +9,74 @@
 #   scripts/bench.sh --only-midge         # midge alone (no comparison)
 #   scripts/bench.sh --profile            # perf profile of midge during fan-in QoS 1
 #   scripts/bench.sh -- --latency-secs 5  # anything after -- goes to `midge-bench run`
+#   scripts/bench.sh --durability         # durable-q1 and fanin-q1 on midge with sync
+#                                         # "always" / "never" / persistence off and on
+#                                         # Mosquitto without / with persistence
+#   scripts/bench.sh --midge-persistence off   # [persistence] of the standard midge:
+#                                         # default (as shipped), always, interval, never, off
+#   scripts/bench.sh --store-dir /mnt/x   # where the brokers' stores go (default: /tmp)
 #
 # Builds midge and midge-bench in release mode, installs Mosquitto (apt-get) and rumqttd
-# 0.20 (cargo install) when missing, writes each broker a config for 127.0.0.1 with no
-# persistence and queue / inflight limits high enough that nothing is dropped at QoS 1,
-# and runs `midge-bench run`, which starts a fresh broker for every scenario on a new
-# port, stops it afterwards, and prints the comparison table (also written to
-# target/midge-bench/table.md). Every broker this script starts is stopped on exit.
+# 0.20 (cargo install) when missing, writes each broker a config for 127.0.0.1 with queue /
+# inflight limits high enough that nothing is dropped at QoS 1 (Mosquitto and rumqttd
+# without persistence; midge with its persistence as shipped, which writes only for
+# persistent sessions and retained messages), and runs `midge-bench run`, which starts a
+# fresh broker on a new port and an empty store for every scenario, stops it afterwards,
+# and prints the comparison table (also written to target/midge-bench/table.md, or
+# durability.md with --durability). Every broker this script starts is stopped on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
 
 WITH_50K=0
 QUICK=0
 PROFILE=0
+DURABILITY=0
 SCENARIOS=""
 EXTRA_BROKERS=()
 USE_MOSQUITTO=1
 USE_RUMQTTD=1
+MIDGE_PERSISTENCE=default
+STORE_BASE=""
 PASS=()
-OUT="$ROOT/target/midge-bench/table.md"
+OUT=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --with-50k) WITH_50K=1 ;;
         --quick) QUICK=1 ;;
         --profile) PROFILE=1 ;;
+        --durability) DURABILITY=1 ;;
         --scenarios) SCENARIOS=$2; shift ;;
         --broker) EXTRA_BROKERS+=("$2"); shift ;;
         --only-midge) USE_MOSQUITTO=0; USE_RUMQTTD=0 ;;
         --no-mosquitto) USE_MOSQUITTO=0 ;;
         --no-rumqttd) USE_RUMQTTD=0 ;;
+        --midge-persistence) MIDGE_PERSISTENCE=$2; shift ;;
+        --store-dir) STORE_BASE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --) shift; PASS+=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 
 log() { echo "bench.sh: $*" >&2; }
+
+case "$MIDGE_PERSISTENCE" in
+    default|always|interval|never|off) ;;
+    *) log "--midge-persistence: default, always, interval, never or off"; exit 2 ;;
+esac
+if [ "$DURABILITY" = 1 ]; then
+    USE_RUMQTTD=0
+    [ -n "$SCENARIOS" ] || SCENARIOS="durable-q1,fanin-q1"
+    [ -n "$OUT" ] || OUT="$TARGET/midge-bench/durability.md"
+fi
+[ -n "$OUT" ] || OUT="$TARGET/midge-bench/table.md"
 
 log "building midge and midge-bench (release)"
 cargo build --release -p midge -p midge-bench
@@ -73,6 +100,14 @@ log "open files limit: $(ulimit -n)"
 WORK=$(mktemp -d /tmp/midge-bench.XXXXXX)
 PIDS="$WORK/pids"
 : > "$PIDS"
+# The brokers' stores, one new directory per broker start, all under STORES.
+if [ -n "$STORE_BASE" ]; then
+    mkdir -p "$STORE_BASE"
+    STORES=$(mktemp -d "$STORE_BASE/midge-bench-stores.XXXXXX")
+else
+    STORES="$WORK/stores"
+    mkdir "$STORES"
+fi
 BENCH_PID=""
 cleanup() {
     local status=$?
@@ -84,16 +119,33 @@ cleanup() {
     while read -r pid; do
         kill -9 "$pid" 2>/dev/null || true
     done < "$PIDS"
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$STORES"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# One start script per broker: `start-NAME.sh PORT` writes the config for PORT, records
-# its pid (kept by exec) for the trap, and becomes the broker.
+# One start script per broker: `start-NAME.sh PORT [VARIANT]` writes the config for PORT,
+# records its pid (kept by exec) for the trap, and becomes the broker.
+#
+# Stores: midge-bench runs one broker at a time and stops it before starting the next, so
+# each start first deletes the stores of the earlier ones and makes a new empty one.
+# Every broker therefore begins with no sessions, no retained messages, nothing queued:
+# a scenario never sees what an earlier one left.
+#
+# start-midge.sh PORT [default|always|interval|never|off]: [persistence] as shipped
+# (enabled, sync "always"), sync = "always" / "interval" / "never", or enabled = false;
+# `path` is always a new directory.
 cat > "$WORK/start-midge.sh" <<EOF
 #!/bin/sh
+case "\${2:-default}" in
+    default) P="" ;;
+    always|interval|never) P="sync = \"\$2\"" ;;
+    off) P="enabled = false" ;;
+    *) echo "start-midge.sh: unknown persistence variant \$2" >&2; exit 2 ;;
+esac
+rm -rf "$STORES"/*
+mkdir -p "$STORES/midge-\$1"
 cat > "$WORK/midge-\$1.toml" <<CONF
 # Per-connection logging off, as for the other brokers.
 log_level = "warn"
@@ -102,18 +154,36 @@ max_inflight_messages = 1000
 [[listener]]
 bind = "127.0.0.1"
 port = \$1
+[persistence]
+path = "$STORES/midge-\$1"
+\$P
 CONF
 echo \$\$ >> "$PIDS"
-exec "$ROOT/target/release/midge" -c "$WORK/midge-\$1.toml"
+exec "$TARGET/release/midge" -c "$WORK/midge-\$1.toml"
 EOF
 
+# start-mosquitto.sh PORT [disk]: `persistence false`, or `persistence true` with a new
+# persistence_location. Mosquitto keeps its state in memory either way and with
+# persistence writes the whole database every autosave_interval (default 1800 s, kept)
+# and on exit: a snapshot, not a write per message. `user root` keeps it from switching
+# to the mosquitto user when started as root (that user cannot write under this script's
+# private directory); for any other user it has no effect.
 cat > "$WORK/start-mosquitto.sh" <<EOF
 #!/bin/sh
+rm -rf "$STORES"/*
+if [ "\${2:-}" = disk ]; then
+    mkdir -p "$STORES/mosquitto-\$1"
+    P="persistence true
+persistence_location $STORES/mosquitto-\$1/
+user root"
+else
+    P="persistence false"
+fi
 cat > "$WORK/mosquitto-\$1.conf" <<CONF
 listener \$1 127.0.0.1
 max_connections -1
 allow_anonymous true
-persistence false
+\$P
 max_queued_messages 0
 max_inflight_messages 1000
 set_tcp_nodelay true
@@ -154,21 +224,35 @@ exec "$RUMQTTD" -q -c "$WORK/rumqttd-\$1.toml"
 EOF
 chmod +x "$WORK"/start-*.sh
 
-BROKERS=(--broker "midge=$WORK/start-midge.sh {port}")
-[ "$USE_MOSQUITTO" = 1 ] && BROKERS+=(--broker "mosquitto=$WORK/start-mosquitto.sh {port}")
-[ "$USE_RUMQTTD" = 1 ] && BROKERS+=(--broker "rumqttd=$WORK/start-rumqttd.sh {port}")
+ARGS=()
+if [ "$DURABILITY" = 1 ]; then
+    # Ratios: each midge variant against each Mosquitto variant, in-memory Mosquitto first.
+    BROKERS=(--broker "midge-always=$WORK/start-midge.sh {port} always"
+             --broker "midge-never=$WORK/start-midge.sh {port} never"
+             --broker "midge-mem=$WORK/start-midge.sh {port} off")
+    if [ "$USE_MOSQUITTO" = 1 ]; then
+        BROKERS+=(--broker "mosquitto-mem=$WORK/start-mosquitto.sh {port}"
+                  --broker "mosquitto-disk=$WORK/start-mosquitto.sh {port} disk")
+        ARGS+=(--against mosquitto-mem,mosquitto-disk)
+    fi
+else
+    BROKERS=(--broker "midge=$WORK/start-midge.sh {port} $MIDGE_PERSISTENCE")
+    [ "$USE_MOSQUITTO" = 1 ] && BROKERS+=(--broker "mosquitto=$WORK/start-mosquitto.sh {port}")
+    [ "$USE_RUMQTTD" = 1 ] && BROKERS+=(--broker "rumqttd=$WORK/start-rumqttd.sh {port}")
+fi
 for b in "${EXTRA_BROKERS[@]+"${EXTRA_BROKERS[@]}"}"; do
     BROKERS+=(--broker "$b")
 done
 
-BENCH="$ROOT/target/release/midge-bench"
-mkdir -p "$ROOT/target/midge-bench"
+BENCH="$TARGET/release/midge-bench"
+LOGS="$TARGET/midge-bench"
+mkdir -p "$LOGS" "$(dirname "$OUT")"
 
 if [ "$PROFILE" = 1 ]; then
     command -v perf >/dev/null || { log "installing linux-perf"; apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
     PORT=20999
-    PERF_DATA="$ROOT/target/midge-bench/perf.data"
-    "$WORK/start-midge.sh" "$PORT" > "$ROOT/target/midge-bench/midge-profile.log" 2>&1 &
+    PERF_DATA="$LOGS/perf.data"
+    "$WORK/start-midge.sh" "$PORT" "$MIDGE_PERSISTENCE" > "$LOGS/midge-profile.log" 2>&1 &
     MIDGE_PID=$!
     for _ in $(seq 100); do "$BENCH" -p "$PORT" conn -n 1 >/dev/null 2>&1 && break; sleep 0.1; done
     log "profiling midge (pid $MIDGE_PID) during fan-in QoS 1; samples in $PERF_DATA"
@@ -193,7 +277,6 @@ if [ "$PROFILE" = 1 ]; then
     exit 0
 fi
 
-ARGS=()
 if [ -n "$SCENARIOS" ]; then
     ARGS+=(--scenarios "$SCENARIOS")
 elif [ "$WITH_50K" = 1 ]; then
@@ -204,9 +287,9 @@ if [ "$QUICK" = 1 ]; then
            --conn-count 2000 --large-count 100)
 fi
 
-log "brokers' output in $ROOT/target/midge-bench/"
+log "brokers' output in $LOGS/, their stores under $STORES/"
 "$BENCH" --threads 1 run "${BROKERS[@]}" "${ARGS[@]+"${ARGS[@]}"}" \
-    --log-dir "$ROOT/target/midge-bench" --out "$OUT" "${PASS[@]+"${PASS[@]}"}" &
+    --log-dir "$LOGS" --out "$OUT" "${PASS[@]+"${PASS[@]}"}" &
 BENCH_PID=$!
 wait "$BENCH_PID"
 BENCH_PID=""

@@ -60,8 +60,20 @@ pub const READ_CHUNK: usize = 64 * 1024;
 const SMALL_CHUNK: usize = 1024;
 
 impl Conn {
-    /// TCP connect (from source address `index % sources`), CONNECT, wait for CONNACK 0.
+    /// TCP connect (from source address `index % sources`), CONNECT with a clean session,
+    /// wait for CONNACK 0.
     pub async fn connect(opts: &Opts, client_id: &str, index: usize) -> Result<Conn, BoxError> {
+        Ok(Conn::connect_session(opts, client_id, index, true).await?.0)
+    }
+
+    /// [`Conn::connect`] with the clean session flag (3.1.1) / Clean Start (5.0) as given;
+    /// also returns the CONNACK's Session Present flag.
+    pub async fn connect_session(
+        opts: &Opts,
+        client_id: &str,
+        index: usize,
+        clean: bool,
+    ) -> Result<(Conn, bool), BoxError> {
         let addr = SocketAddr::new(opts.host, opts.port);
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -90,28 +102,32 @@ impl Conn {
             &mut conn.wbuf,
             opts.version,
             client_id,
-            true,
+            clean,
             opts.keep_alive,
         );
         conn.flush().await?;
-        let code = timeout(opts.timeout, conn.read_connack())
+        let (code, present) = timeout(opts.timeout, conn.read_connack())
             .await
             .map_err(|_| err("no CONNACK in time"))??;
         if code != 0 {
             return Err(err(format!("CONNACK refused with code {code:#04x}")));
         }
-        Ok(conn)
+        Ok((conn, present))
     }
 
-    async fn read_connack(&mut self) -> Result<u8, BoxError> {
+    /// `(return / reason code, session present)` of the CONNACK.
+    async fn read_connack(&mut self) -> Result<(u8, bool), BoxError> {
         loop {
             if let Some((p, n)) = proto::decode(&self.rbuf, self.version)? {
-                let code = match p {
-                    Incoming::ConnAck { code } => code,
+                let r = match p {
+                    Incoming::ConnAck {
+                        code,
+                        session_present,
+                    } => (code, session_present),
                     other => return Err(err(format!("expected CONNACK, got {other:?}"))),
                 };
                 self.rbuf.advance(n);
-                return Ok(code);
+                return Ok(r);
             }
             self.fill().await?;
         }

@@ -164,7 +164,13 @@ struct RunArgs {
     /// Pid of the already running broker (for its memory and CPU), without --broker.
     #[arg(long)]
     pid: Option<u32>,
-    /// Comma-separated scenarios; `idle:N` for N idle connections.
+    /// Comma-separated reference brokers (names given to --broker): the ratio columns
+    /// become every other broker's value divided by each reference's, instead of the
+    /// first broker's divided by each other's.
+    #[arg(long, value_name = "NAMES")]
+    against: Option<String>,
+    /// Comma-separated scenarios; `idle:N` for N idle connections; `durable-q1` (fan-in
+    /// QoS 1 to a persistent session) only when named.
     #[arg(long, default_value = scenario::DEFAULT_LIST)]
     scenarios: String,
     /// Brokers started by --broker listen on ports from here up, one new port per start.
@@ -501,6 +507,14 @@ fn cmd_run(rt: &tokio::runtime::Runtime, opts: Arc<Opts>, a: RunArgs) -> Result<
         a.brokers.iter().map(|b| b.name.clone()).collect()
     };
     let mut table = report::Table::new(names.clone());
+    if let Some(refs) = &a.against {
+        let refs: Vec<String> = refs
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        table.against(&refs)?;
+    }
     let mut port = a.port_base;
     let started = std::time::Instant::now();
     for s in &list {

@@ -137,7 +137,7 @@ pub fn probe(port: u16) -> Result<(), String> {
     let mut chunk = [0u8; 64];
     loop {
         if let Some((p, _)) = proto::decode(&got, Version::V311).map_err(|e| e.to_string())? {
-            let Incoming::ConnAck { code: 0 } = p else {
+            let Incoming::ConnAck { code: 0, .. } = p else {
                 return Err(format!("unexpected answer {p:?}"));
             };
             let mut bye = Vec::new();
@@ -159,6 +159,15 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `write_bytes` of `/proc/<pid>/io`: bytes the process caused to be sent to storage
+/// (counted when it dirties page-cache pages, so also without fsync).
+pub fn io_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A `/proc/<pid>/status` field in KiB (VmRSS, VmHWM, ...).

@@ -72,19 +72,29 @@ fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s);
 }
 
-/// CONNECT without will, user name or password.
+/// Session Expiry Interval (seconds) announced by a 5.0 CONNECT without Clean Start, so
+/// that the session outlives the connection as a 3.1.1 clean session 0 one does.
+pub const SESSION_EXPIRY: u32 = 3600;
+
+/// CONNECT without will, user name or password. 5.0: no properties, except a Session
+/// Expiry Interval of [`SESSION_EXPIRY`] when `clean` is false.
 pub fn connect(buf: &mut Vec<u8>, v: Version, client_id: &str, clean: bool, keep_alive: u16) {
-    let props = usize::from(v.has_props());
-    let remaining = 6 + 1 + 1 + 2 + props + 2 + client_id.len();
+    let props: &[u8] = match (v.has_props(), clean) {
+        (false, _) => &[],
+        (true, true) => &[0],
+        (true, false) => {
+            let e = SESSION_EXPIRY.to_be_bytes();
+            &[5, 0x11, e[0], e[1], e[2], e[3]]
+        }
+    };
+    let remaining = 6 + 1 + 1 + 2 + props.len() + 2 + client_id.len();
     buf.push(0x10);
     put_varint(buf, remaining);
     put_str(buf, b"MQTT");
     buf.push(v.level());
     buf.push(if clean { 0x02 } else { 0x00 });
     buf.extend_from_slice(&keep_alive.to_be_bytes());
-    if v.has_props() {
-        buf.push(0);
-    }
+    buf.extend_from_slice(props);
     put_str(buf, client_id.as_bytes());
 }
 
@@ -151,6 +161,8 @@ pub fn disconnect(buf: &mut Vec<u8>) {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
     ConnAck {
+        /// Session Present: the server resumed a session it already had for the client id.
+        session_present: bool,
         code: u8,
     },
     Publish {
@@ -248,7 +260,10 @@ pub fn decode(buf: &[u8], v: Version) -> Result<Option<(Incoming<'_>, usize)>, M
         2 => {
             // CONNACK: flags, return / reason code (5.0: then properties).
             let code = *body.get(1).ok_or(Malformed("CONNACK too short"))?;
-            Incoming::ConnAck { code }
+            Incoming::ConnAck {
+                session_present: body[0] & 1 == 1,
+                code,
+            }
         }
         3 => {
             let qos = (byte1 >> 1) & 3;
@@ -314,12 +329,22 @@ mod tests {
     }
 
     #[test]
-    fn connect_v5_has_empty_properties() {
+    fn connect_v5_properties() {
+        let mut b = Vec::new();
+        connect(&mut b, Version::V5, "", true, 30);
+        assert_eq!(
+            b,
+            [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 30, 0, 0, 0]
+        );
+        // Without Clean Start: a Session Expiry Interval of one hour.
         let mut b = Vec::new();
         connect(&mut b, Version::V5, "", false, 30);
         assert_eq!(
             b,
-            [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 30, 0, 0, 0]
+            [
+                0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 30, 5, 0x11, 0, 0, 0x0E, 0x10, 0,
+                0
+            ]
         );
     }
 
@@ -382,7 +407,23 @@ mod tests {
         );
         assert_eq!(
             decode(&[0x20, 3, 0, 0, 0], Version::V5).unwrap(),
-            Some((Incoming::ConnAck { code: 0 }, 5))
+            Some((
+                Incoming::ConnAck {
+                    session_present: false,
+                    code: 0
+                },
+                5
+            ))
+        );
+        assert_eq!(
+            decode(&[0x20, 2, 1, 0], Version::V311).unwrap(),
+            Some((
+                Incoming::ConnAck {
+                    session_present: true,
+                    code: 0
+                },
+                4
+            ))
         );
     }
 

@@ -53,6 +53,8 @@ pub struct Sizes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
     FanIn(u8),
+    /// Fan-in QoS 1 to a persistent session: what a durable broker must store.
+    Durable,
     FanOut(u8),
     Pairs,
     Latency,
@@ -66,6 +68,9 @@ pub enum Scenario {
 pub const DEFAULT_LIST: &str =
     "fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs,latency,idle,large,sub-scale,retained,conn";
 
+/// Scenarios run only when named.
+pub const EXTRA_LIST: &str = "durable-q1";
+
 impl std::str::FromStr for Scenario {
     type Err = String;
 
@@ -73,6 +78,7 @@ impl std::str::FromStr for Scenario {
         Ok(match s {
             "fanin-q0" => Scenario::FanIn(0),
             "fanin-q1" => Scenario::FanIn(1),
+            "durable-q1" => Scenario::Durable,
             "fanout-q0" => Scenario::FanOut(0),
             "fanout-q1" => Scenario::FanOut(1),
             "pairs" => Scenario::Pairs,
@@ -90,7 +96,7 @@ impl std::str::FromStr for Scenario {
                 ),
                 None => {
                     return Err(format!(
-                        "unknown scenario {s:?} (known: {DEFAULT_LIST}, idle:N)"
+                        "unknown scenario {s:?} (known: {DEFAULT_LIST}, {EXTRA_LIST}, idle:N)"
                     ))
                 }
             },
@@ -102,6 +108,7 @@ impl Scenario {
     pub fn name(&self) -> String {
         match self {
             Scenario::FanIn(q) => format!("fanin-q{q}"),
+            Scenario::Durable => "durable-q1".into(),
             Scenario::FanOut(q) => format!("fanout-q{q}"),
             Scenario::Pairs => "pairs".into(),
             Scenario::Latency => "latency".into(),
@@ -204,12 +211,65 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
                     .collect(),
                 qos,
                 merged: false,
+                persistent: false,
             };
             let r = messages(ctx, plan, z.max_msgs).await?;
             Ok(r.throughput(&format!(
                 "fan-in QoS {qos}, {p} pub → 1 wildcard sub, {} B",
                 z.size
             )))
+        }
+        Scenario::Durable => {
+            let p = z.fanin_pubs;
+            let plan = Plan {
+                subs: vec![SubPlan {
+                    filters: vec!["bench/durable/#".into()],
+                    sources: (0..p as u32).collect(),
+                }],
+                pubs: (0..p)
+                    .map(|i| {
+                        pub_job(
+                            z,
+                            i as u32,
+                            Topics::Fixed(format!("bench/durable/{i}")),
+                            1,
+                            z.size,
+                        )
+                    })
+                    .collect(),
+                qos: 1,
+                merged: false,
+                persistent: true,
+            };
+            let io0 = ctx.pid.and_then(procs::io_bytes);
+            let r = messages(ctx, plan, z.max_msgs).await?;
+            let io1 = ctx.pid.and_then(procs::io_bytes);
+            let what = format!(
+                "durable QoS 1, {p} pub → 1 persistent-session sub, {} B",
+                z.size
+            );
+            let mut out = r.throughput(&what);
+            // Whether, and how much, the broker wrote: a store that is not in use shows.
+            if let (Some(w0), Some(w1)) = (io0, io1) {
+                let bytes = w1.saturating_sub(w0);
+                let _ = write!(
+                    out.detail,
+                    "; broker wrote {:.1} MiB to storage ({:.0} B per message acknowledged)",
+                    bytes as f64 / (1024.0 * 1024.0),
+                    bytes as f64 / r.acked.max(1) as f64,
+                );
+            }
+            // What a durable broker's store limits first: how fast publishers get PUBACK.
+            out.metrics.insert(
+                1,
+                Metric::num(
+                    format!("{what}: msg/s acknowledged to publishers"),
+                    Better::Higher,
+                    r.acked as f64 / r.send_secs.max(1e-9),
+                    0,
+                ),
+            );
+            Ok(out)
         }
         Scenario::FanOut(qos) => {
             let n = z.fanout_subs;
@@ -229,6 +289,7 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
                 )],
                 qos,
                 merged: false,
+                persistent: false,
             };
             // Deliveries are n times the messages: bound what the publisher sends.
             let r = messages(ctx, plan, (z.max_msgs / n as u64).max(1)).await?;
@@ -260,6 +321,7 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
                     .collect(),
                 qos,
                 merged: false,
+                persistent: false,
             };
             let r = messages(ctx, plan, z.max_msgs).await?;
             Ok(r.throughput(&format!(
@@ -280,6 +342,7 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
                 pubs: vec![job],
                 qos,
                 merged: false,
+                persistent: false,
             };
             let load = Duration::from_secs(z.latency_secs) + Duration::from_secs(1);
             let r = messages_for(ctx, plan, u64::MAX, load).await?;
@@ -329,6 +392,7 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
                 pubs: vec![job],
                 qos: 1,
                 merged: false,
+                persistent: false,
             };
             let r = messages(ctx, plan, z.large_count).await?;
             let mib = z.large_size as f64 / (1024.0 * 1024.0);
@@ -378,6 +442,11 @@ struct Plan {
     /// Every message goes to exactly one of the subscribers (which one is not known):
     /// losses and duplicates are counted over the union.
     merged: bool,
+    /// Subscribers connect with clean session 0 (5.0: Clean Start 0 and a session expiry)
+    /// and fixed client ids, so that their sessions, and the QoS 1/2 messages for them,
+    /// are the broker's to keep; their session must be new (a broker started on a fresh
+    /// store).
+    persistent: bool,
 }
 
 /// What a message scenario measured.
@@ -516,7 +585,12 @@ async fn messages_for(
 
     // Subscribers: connect and subscribe, `concurrency` at a time.
     let filters: Vec<Vec<String>> = plan.subs.iter().map(|s| s.filters.clone()).collect();
-    let subs = connect_and_subscribe(opts, "bench-sub", filters, qos, z.concurrency, 0).await?;
+    let (prefix, clean) = if plan.persistent {
+        ("bench-durable-sub", false)
+    } else {
+        ("bench-sub", true)
+    };
+    let subs = connect_and_subscribe(opts, prefix, filters, qos, z.concurrency, 0, clean).await?;
 
     let n_pubs = plan.pubs.len();
     let pub_conns: Vec<Conn> =
@@ -600,6 +674,16 @@ async fn messages_for(
     }
     let cpu = CpuUse::since(ctx.pid, cpu0);
     client::close_all(conns, z.concurrency).await;
+    if plan.persistent {
+        // End the persistent sessions (a clean-session CONNECT discards them), so that a
+        // broker that keeps running, or keeps its store, is left as it was found.
+        for i in 0..plan.subs.len() {
+            if let Ok((c, _)) = Conn::connect_session(opts, &format!("{prefix}-{i}"), i, true).await
+            {
+                c.close().await;
+            }
+        }
+    }
 
     let received: u64 = sub_stats.iter().map(|s| s.received).sum();
     let bytes: u64 = sub_stats.iter().map(|s| s.bytes).sum();
@@ -647,7 +731,9 @@ async fn messages_for(
 }
 
 /// Connects one subscriber per entry of `filters` and subscribes it to them. Messages
-/// that arrive during the subscription are counted in the returned stats.
+/// that arrive during the subscription are counted in the returned stats. Without a
+/// clean session, a broker that already had a session for one of the client ids (a store
+/// left over from an earlier run) is an error.
 async fn connect_and_subscribe(
     opts: &Arc<Opts>,
     prefix: &str,
@@ -655,6 +741,7 @@ async fn connect_and_subscribe(
     qos: u8,
     concurrency: usize,
     index_base: usize,
+    clean: bool,
 ) -> Result<Vec<(Conn, SubStats)>, BoxError> {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut set = JoinSet::new();
@@ -665,7 +752,14 @@ async fn connect_and_subscribe(
         let id = format!("{prefix}-{}", index_base + i);
         set.spawn(async move {
             let r = async {
-                let mut conn = Conn::connect(&opts, &id, index_base + i).await?;
+                let (mut conn, present) =
+                    Conn::connect_session(&opts, &id, index_base + i, clean).await?;
+                if present && !clean {
+                    return Err(format!(
+                        "the broker already had a session for {id:?} (is its store fresh?)"
+                    )
+                    .into());
+                }
                 let mut st = SubStats::default();
                 let mut perr = None;
                 let refused =
@@ -729,6 +823,7 @@ async fn sub_scale(ctx: &Ctx) -> Result<Outcome, BoxError> {
         1,
         z.concurrency,
         0,
+        true,
     )
     .await?;
     let sub_secs = t0.elapsed().as_secs_f64();
@@ -758,6 +853,7 @@ async fn sub_scale(ctx: &Ctx) -> Result<Outcome, BoxError> {
             .collect(),
         qos: 1,
         merged: true,
+        persistent: false,
     };
     let r = messages(ctx, plan, z.max_msgs).await?;
     let what = format!("{n} wildcard subscriptions, QoS 1, {} pub", z.scale_pubs);
@@ -813,8 +909,16 @@ async fn retained(ctx: &Ctx) -> Result<Outcome, BoxError> {
     let cpu0 = CpuUse::start(ctx.pid);
     let t1 = Instant::now();
     let t1_ns = stats::now_ns();
-    let mut subs =
-        connect_and_subscribe(opts, "bench-retain-sub", vec![vec!["#".into()]], 1, 1, 0).await?;
+    let mut subs = connect_and_subscribe(
+        opts,
+        "bench-retain-sub",
+        vec![vec!["#".into()]],
+        1,
+        1,
+        0,
+        true,
+    )
+    .await?;
     let (conn, st) = subs.pop().ok_or("no subscriber")?;
     let early = st.received;
     let (stop_tx, stop_rx) = watch::channel(false);
