@@ -20,7 +20,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::log::{Log, LogConfig, SyncPolicy};
 use super::record::Record;
-use super::state::{message_record, unix_millis, State};
+use super::state::{message_record, unix_millis, Replay, State};
 use super::{Commit, Store, StoreError, StoreEvent, Waker};
 use crate::config::{Persistence, SyncMode};
 
@@ -72,12 +72,16 @@ impl DurableStore {
             sync,
             segment_bytes: SEGMENT_BYTES,
         };
-        let mut state = State::default();
-        let (log, recovery) = Log::open(config, |body| {
-            let record = Record::decode(body)?;
-            state.apply(&record).map(|_| ())
-        })
-        .map_err(|e| e.0)?;
+        let mut replay = Replay::default();
+        let (log, recovery) =
+            Log::open(config, |body| replay.apply(&Record::decode(body)?)).map_err(|e| e.0)?;
+        let (mut state, torn_checkpoint) = replay.finish();
+        if torn_checkpoint {
+            tracing::warn!(
+                "store: a compaction at the end of the store was cut short by a crash; \
+                 the state before it is used"
+            );
+        }
         state.drop_unreferenced();
         let expired = state.drop_expired(Instant::now());
         let (sessions, queued, retained) = state.counts();

@@ -102,8 +102,12 @@ pub enum Record<'a> {
         client_id: &'a str,
         pkid: u16,
     },
-    /// A snapshot of the whole state follows: replay starts again from nothing here.
+    /// A snapshot of the whole state follows, up to [`Record::CheckpointEnd`]: from
+    /// there, replay goes on from the snapshot instead of what came before.
     Checkpoint,
+    /// The end of a snapshot. A checkpoint without one was torn by a crash and counts for
+    /// nothing (the segments before it are still there: they go only once it is synced).
+    CheckpointEnd,
 }
 
 const SESSION_OPENED: u8 = 1;
@@ -120,6 +124,7 @@ const QOS2_RECEIVED: u8 = 11;
 const QOS2_COMPLETED: u8 = 12;
 const CHECKPOINT: u8 = 13;
 const SESSION_CLOSED: u8 = 14;
+const CHECKPOINT_END: u8 = 15;
 
 /// Appends fields to a record being encoded.
 struct W<'a>(&'a mut Vec<u8>);
@@ -306,6 +311,9 @@ impl Record<'_> {
             Record::Checkpoint => {
                 tag(out, CHECKPOINT);
             }
+            Record::CheckpointEnd => {
+                tag(out, CHECKPOINT_END);
+            }
         }
     }
 }
@@ -380,6 +388,7 @@ impl<'a> Record<'a> {
                 pkid: r.u16()?,
             },
             CHECKPOINT => Record::Checkpoint,
+            CHECKPOINT_END => Record::CheckpointEnd,
             other => return Err(format!("unknown record type {other}")),
         };
         if !r.0.is_empty() {
@@ -459,6 +468,7 @@ pub(crate) mod tests {
             },
             Record::SessionDiscarded { client_id: c },
             Record::Checkpoint,
+            Record::CheckpointEnd,
         ]
     }
 

@@ -70,14 +70,11 @@ impl State {
     /// or queue entry that is not (or no longer) durable changes nothing, and is not
     /// written at all while running. A Message record that cannot be read back is an
     /// error (corruption).
+    ///
+    /// Checkpoint markers change nothing here: [`Replay`] is what acts on them.
     pub fn apply(&mut self, record: &Record) -> Result<bool, String> {
         Ok(match record {
-            Record::Checkpoint => {
-                let last = self.last_message_id;
-                *self = State::default();
-                self.last_message_id = last;
-                true
-            }
+            Record::Checkpoint | Record::CheckpointEnd => false,
             Record::SessionOpened { client_id, expiry } => {
                 let s = self.sessions.entry((*client_id).to_owned()).or_default();
                 s.expiry = *expiry;
@@ -288,8 +285,8 @@ impl State {
         (self.sessions.len(), queued, self.retained.len())
     }
 
-    /// Hands `out` the records that rebuild this state from nothing, starting with a
-    /// [`Record::Checkpoint`]: what a compaction writes.
+    /// Hands `out` the records that rebuild this state from nothing, between a
+    /// [`Record::Checkpoint`] and a [`Record::CheckpointEnd`]: what a compaction writes.
     pub fn snapshot(&self, mut out: impl FnMut(&Record)) {
         out(&Record::Checkpoint);
         let mut ids: Vec<&u64> = self.messages.keys().collect();
@@ -354,6 +351,47 @@ impl State {
                 message: *message,
             });
         }
+        out(&Record::CheckpointEnd);
+    }
+}
+
+/// Replays a log into a [`State`]. The records of a checkpoint build a new state beside
+/// the current one, which they replace only at [`Record::CheckpointEnd`]: a checkpoint
+/// torn by a crash leaves the state as the records before it made it.
+#[derive(Debug, Default)]
+pub struct Replay {
+    state: State,
+    building: Option<State>,
+}
+
+impl Replay {
+    pub fn apply(&mut self, record: &Record) -> Result<(), String> {
+        match record {
+            Record::Checkpoint => {
+                self.building = Some(State {
+                    last_message_id: self.state.last_message_id,
+                    ..State::default()
+                });
+            }
+            Record::CheckpointEnd => {
+                if let Some(mut done) = self.building.take() {
+                    done.last_message_id = done.last_message_id.max(self.state.last_message_id);
+                    self.state = done;
+                }
+            }
+            _ => {
+                self.building
+                    .as_mut()
+                    .unwrap_or(&mut self.state)
+                    .apply(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state, and whether a checkpoint at the end was unfinished (and ignored).
+    pub fn finish(self) -> (State, bool) {
+        (self.state, self.building.is_some())
     }
 }
 
@@ -553,8 +591,8 @@ mod tests {
         })
         .unwrap();
         // Replayed on top of the same records (old segments not yet deleted), the
-        // checkpoint at its head starts from nothing.
-        let mut again = State::default();
+        // checkpoint replaces what came before.
+        let mut again = Replay::default();
         for rec in every_kind().into_iter().take(10) {
             again.apply(&rec).unwrap();
         }
@@ -563,12 +601,38 @@ mod tests {
         for b in &bytes {
             again.apply(&Record::decode(b).unwrap()).unwrap();
         }
+        let (again, torn) = again.finish();
+        assert!(!torn);
         assert_eq!(again.sessions, st.sessions);
         assert_eq!(again.retained, st.retained);
         assert_eq!(again.live_bytes, st.live_bytes);
         for (id, (msg, refs)) in &st.messages {
             assert_eq!(again.messages[id].0.payload, msg.payload);
             assert_eq!(again.messages[id].1, *refs);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_cut_short_leaves_the_state_before_it() {
+        let mut st = State::default();
+        for rec in every_kind().into_iter().take(10) {
+            st.apply(&rec).unwrap();
+        }
+        let mut bytes = Vec::new();
+        st.snapshot(|r| bytes.push(encoded(r)));
+        // Every cut inside the snapshot: the records before it stand.
+        for cut in 1..bytes.len() {
+            let mut replay = Replay::default();
+            for rec in every_kind().into_iter().take(10) {
+                replay.apply(&rec).unwrap();
+            }
+            for b in &bytes[..cut] {
+                replay.apply(&Record::decode(b).unwrap()).unwrap();
+            }
+            let (got, torn) = replay.finish();
+            assert!(torn, "cut at {cut}");
+            assert_eq!(got.sessions, st.sessions, "cut at {cut}");
+            assert_eq!(got.retained, st.retained, "cut at {cut}");
         }
     }
 
