@@ -188,31 +188,38 @@ pub struct Ctx {
     pub sizes: Sizes,
 }
 
+/// `fanin_pubs` publishers, one topic each under `prefix`, into one subscriber of
+/// `prefix/#` (with a persistent session when `persistent`).
+fn fan_in_plan(z: &Sizes, prefix: &str, qos: u8, persistent: bool) -> Plan {
+    let p = z.fanin_pubs;
+    Plan {
+        subs: vec![SubPlan {
+            filters: vec![format!("{prefix}/#")],
+            sources: (0..p as u32).collect(),
+        }],
+        pubs: (0..p)
+            .map(|i| {
+                pub_job(
+                    z,
+                    i as u32,
+                    Topics::Fixed(format!("{prefix}/{i}")),
+                    qos,
+                    z.size,
+                )
+            })
+            .collect(),
+        qos,
+        merged: false,
+        persistent,
+    }
+}
+
 pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
     let z = &ctx.sizes;
     match *s {
         Scenario::FanIn(qos) => {
             let p = z.fanin_pubs;
-            let plan = Plan {
-                subs: vec![SubPlan {
-                    filters: vec!["bench/fanin/#".into()],
-                    sources: (0..p as u32).collect(),
-                }],
-                pubs: (0..p)
-                    .map(|i| {
-                        pub_job(
-                            z,
-                            i as u32,
-                            Topics::Fixed(format!("bench/fanin/{i}")),
-                            qos,
-                            z.size,
-                        )
-                    })
-                    .collect(),
-                qos,
-                merged: false,
-                persistent: false,
-            };
+            let plan = fan_in_plan(z, "bench/fanin", qos, false);
             let r = messages(ctx, plan, z.max_msgs).await?;
             Ok(r.throughput(&format!(
                 "fan-in QoS {qos}, {p} pub → 1 wildcard sub, {} B",
@@ -221,26 +228,7 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
         }
         Scenario::Durable => {
             let p = z.fanin_pubs;
-            let plan = Plan {
-                subs: vec![SubPlan {
-                    filters: vec!["bench/durable/#".into()],
-                    sources: (0..p as u32).collect(),
-                }],
-                pubs: (0..p)
-                    .map(|i| {
-                        pub_job(
-                            z,
-                            i as u32,
-                            Topics::Fixed(format!("bench/durable/{i}")),
-                            1,
-                            z.size,
-                        )
-                    })
-                    .collect(),
-                qos: 1,
-                merged: false,
-                persistent: true,
-            };
+            let plan = fan_in_plan(z, "bench/durable", 1, true);
             let io0 = ctx.pid.and_then(procs::io_bytes);
             let r = messages(ctx, plan, z.max_msgs).await?;
             let io1 = ctx.pid.and_then(procs::io_bytes);
