@@ -326,10 +326,16 @@ fn missing_config_file_exits_1_naming_the_path() {
 
 #[test]
 fn shipped_config_starts_and_accepts_an_mqtt_client() {
+    // A copy, so that its store (`data` next to the config file) goes to a scratch
+    // directory, not into the checkout, where a broker started with the README's first
+    // command may hold it.
+    let dir = TempDir::new("cli-shipped");
+    let shipped = std::fs::read_to_string(shipped_config()).expect("read config.toml");
+    let cfg = write_config(&dir, "config.toml", &shipped);
     let (_m, port) = Running::start_on_free_port(|port| {
         vec![
             "-c".into(),
-            shipped_config().display().to_string(),
+            cfg.display().to_string(),
             "-p".into(),
             port.to_string(),
         ]
