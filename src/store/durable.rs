@@ -34,7 +34,6 @@ const COMPACT_RATIO: u64 = 4;
 pub struct DurableStore {
     state: Mutex<State>,
     log: Log,
-    dir: PathBuf,
     /// [`COMPACT_MIN`], lowered by tests.
     compact_min: u64,
 }
@@ -56,9 +55,9 @@ pub struct Loaded {
 }
 
 impl DurableStore {
-    /// Opens the store in `p.dir()`, replays it, and compacts what it read into a fresh
-    /// segment. Fails (with a message naming the file) on corruption, an unwritable
-    /// directory, or a directory another midge holds.
+    /// Opens the store in `p.dir()` and replays it (compacting it, if due). Fails (with a
+    /// message naming the file) on corruption, an unwritable directory, or a directory
+    /// another midge holds.
     pub fn open(p: &Persistence) -> Result<(DurableStore, Loaded), String> {
         let started = Instant::now();
         let dir = p.dir();
@@ -88,7 +87,6 @@ impl DurableStore {
         let store = DurableStore {
             state: Mutex::new(state),
             log,
-            dir: dir.clone(),
             compact_min: COMPACT_MIN,
         };
         // What was read counts towards the next compaction, which may be due now. (Not
@@ -113,10 +111,6 @@ impl DurableStore {
     /// The state, to rebuild the broker from at start.
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock()
-    }
-
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
     }
 
     /// Writes `st` as a checkpoint: a new segment that starts from nothing.
@@ -152,6 +146,17 @@ impl Store for DurableStore {
 
     fn record(&self, event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError> {
         let mut st = self.state.lock();
+        if let Some(e) = self.log.failure() {
+            if !self.log.repaired() {
+                return Err(StoreError(e));
+            }
+            // The failed write's tail is cut off: rewrite the whole state, which carries
+            // what it lost, and go on.
+            self.log
+                .resume_with(|f| st.snapshot(|r| f.record(|b| r.encode(b))))
+                .map_err(|e| StoreError(e.0))?;
+            tracing::info!("store: writing again after a failure");
+        }
         // The message a record refers to, when it is not in the store yet.
         let mut message = None;
         let record = match event {
@@ -243,17 +248,6 @@ impl Store for DurableStore {
                 }
                 _ => {}
             }
-        }
-        if let Some(e) = self.log.failure() {
-            if !self.log.repaired() {
-                return Err(StoreError(e));
-            }
-            // The failed write's tail is cut off: rewrite the whole state, which carries
-            // what it lost, and go on.
-            self.log
-                .resume_with(|f| st.snapshot(|r| f.record(|b| r.encode(b))))
-                .map_err(|e| StoreError(e.0))?;
-            tracing::info!("store: writing again after a failure");
         }
         let changed = st
             .apply(&record)
