@@ -107,6 +107,8 @@ struct Shared {
     failed: Mutex<Option<String>>,
     /// Commit ranges a failure lost: never durable, whatever `durable` says later.
     lost: Mutex<Vec<(Commit, Commit)>>,
+    /// `lost` is not empty: every acknowledgement asks, and almost always the answer is no.
+    any_lost: std::sync::atomic::AtomicBool,
     /// After a failure: the damaged tail has been cut off, and the log can go on once a
     /// checkpoint rewrites the state (see [`Log::resume_with`]).
     repaired: std::sync::atomic::AtomicBool,
@@ -135,7 +137,6 @@ struct PendingCell(Mutex<Pending>, Condvar);
 pub struct Frames<'a> {
     buf: &'a mut Vec<u8>,
     error: Option<LogError>,
-    added: usize,
 }
 
 impl Frames<'_> {
@@ -160,7 +161,6 @@ impl Frames<'_> {
         let crc = crc32fast::hash(body).to_le_bytes();
         self.buf[start..start + 4].copy_from_slice(&len);
         self.buf[start + 4..start + HEADER].copy_from_slice(&crc);
-        self.added += 1;
     }
 }
 
@@ -206,6 +206,7 @@ impl Log {
             durable: AtomicU64::new(0),
             failed: Mutex::new(None),
             lost: Mutex::new(Vec::new()),
+            any_lost: std::sync::atomic::AtomicBool::new(false),
             repaired: std::sync::atomic::AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             lock: Mutex::new(()),
@@ -286,7 +287,6 @@ impl Log {
         let mut frames = Frames {
             buf: &mut p.buf,
             error: None,
-            added: 0,
         };
         write(&mut frames);
         if let Some(e) = frames.error {
@@ -332,6 +332,9 @@ impl Log {
 
     /// Whether `commit` was lost to a failed write: it never becomes durable.
     pub fn is_lost(&self, commit: Commit) -> bool {
+        if !self.shared.any_lost.load(Ordering::Acquire) {
+            return false;
+        }
         self.shared
             .lost
             .lock()
@@ -479,6 +482,7 @@ impl Writer {
         let from = self.shared.durable.load(Ordering::Acquire) + 1;
         if p.commit >= from {
             self.shared.lost.lock().push((from, p.commit));
+            self.shared.any_lost.store(true, Ordering::Release);
         }
         p.buf.clear();
         p.checkpoint = None;
