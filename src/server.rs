@@ -95,6 +95,8 @@ pub async fn run(
         Some((store, loaded)) => {
             log_loaded(&loaded);
             let broker = Broker::new(config, auth, store.clone() as Arc<dyn Store>);
+            // Holds the store's lock while it takes the broker's: safe only because nothing
+            // else runs yet (elsewhere the order is the other way round).
             broker.restore(&store.state());
             broker
         }
