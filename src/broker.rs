@@ -21,7 +21,7 @@ use crate::session::{
     Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, Timers,
 };
 use crate::store::state::{instant_from_unix_millis, State};
-use crate::store::{Commit, Store, StoreError, StoreEvent, Stored};
+use crate::store::{Store, StoreEvent, Stored};
 use crate::subscriptions::Sub;
 
 /// Counters for logs now and `$SYS`/metrics later.
@@ -183,10 +183,14 @@ impl Broker {
             // between the messages queued for the old one and those for the new one.
             if self.store.is_durable() {
                 if discard || expiry == 0 {
-                    let _ = self.record(StoreEvent::SessionDiscarded { client_id });
+                    let _ = self
+                        .store
+                        .record(StoreEvent::SessionDiscarded { client_id });
                 }
                 if expiry != 0 {
-                    let _ = self.record(StoreEvent::SessionOpened { client_id, expiry });
+                    let _ = self
+                        .store
+                        .record(StoreEvent::SessionOpened { client_id, expiry });
                 }
             }
             st.clean = expiry == 0;
@@ -242,7 +246,7 @@ impl Broker {
                     let expiry = Duration::from_secs(u64::from(st.expiry));
                     st.set_expires_at(Some(now + expiry));
                     // So that a restart does not give the session its whole expiry again.
-                    let _ = self.record(StoreEvent::SessionClosed {
+                    let _ = self.store.record(StoreEvent::SessionClosed {
                         client_id: &session.client_id,
                         at: now,
                     });
@@ -333,7 +337,7 @@ impl Broker {
             Some(msg)
         };
         if self.store.is_durable() {
-            stored.add(self.record(StoreEvent::Retained {
+            stored.add(self.store.record(StoreEvent::Retained {
                 topic: &msg.topic,
                 message,
             }));
@@ -351,15 +355,6 @@ impl Broker {
                 (m, qos)
             })
             .collect()
-    }
-
-    /// Reports `event` to the store (free with the in-memory one). The caller decides
-    /// what may not be acknowledged when it fails; the store's writer has logged why.
-    pub fn record(&self, event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError> {
-        if !self.store.is_durable() {
-            return Ok(None);
-        }
-        self.store.record(event)
     }
 
     /// Times keep-alive and retransmission for every connected session: a few times a
@@ -474,7 +469,7 @@ impl Broker {
                     // Stored for the new member first: a crash in between duplicates the
                     // message rather than losing it.
                     if item.stored {
-                        let _ = self.record(StoreEvent::Removed {
+                        let _ = self.store.record(StoreEvent::Removed {
                             client_id: rec.client_id,
                             seq: item.seq,
                         });
@@ -508,7 +503,7 @@ impl Broker {
             let filters = st.subscriptions.filters();
             st.reset();
             st.set_expires_at(None);
-            let _ = self.record(StoreEvent::SessionDiscarded {
+            let _ = self.store.record(StoreEvent::SessionDiscarded {
                 client_id: &session.client_id,
             });
             (filters, st.take_pending_will(|_| true))

@@ -253,7 +253,7 @@ impl Client {
     /// instead (see [`Client::acknowledge_stored`]).
     fn release_withheld(&mut self) -> Result<(), Close> {
         let v5 = self.is_v5();
-        let store = self.broker.store.clone();
+        let store = &*self.broker.store;
         let Some(withheld) = self.withheld.as_mut() else {
             return Ok(());
         };

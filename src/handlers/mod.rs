@@ -49,7 +49,7 @@ fn disconnect(client: &mut Client, d: Disconnect) -> Result<(), Close> {
         let mut st = client.session.state.lock();
         if expiry != st.expiry {
             let client_id = &*client.session.client_id;
-            let _ = client.broker.record(if expiry == 0 {
+            let _ = client.broker.store.record(if expiry == 0 {
                 StoreEvent::SessionDiscarded { client_id }
             } else {
                 StoreEvent::SessionOpened { client_id, expiry }

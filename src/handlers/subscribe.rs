@@ -50,7 +50,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                     .insert(filter, sub);
                 client.broker.router.subscribe(&client.session, filter, sub);
                 // (A clean session's records change nothing and are not written.)
-                let _ = client.broker.record(StoreEvent::Subscribed {
+                let _ = client.broker.store.record(StoreEvent::Subscribed {
                     client_id: &client.session.client_id,
                     filter,
                     options: opts.to_byte(),

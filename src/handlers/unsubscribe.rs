@@ -18,7 +18,7 @@ pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close
             .is_some();
         if existed {
             client.broker.router.unsubscribe(&client.session, filter);
-            let _ = client.broker.record(StoreEvent::Unsubscribed {
+            let _ = client.broker.store.record(StoreEvent::Unsubscribed {
                 client_id: &client.session.client_id,
                 filter,
             });

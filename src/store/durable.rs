@@ -274,10 +274,6 @@ impl Store for DurableStore {
         self.log.durable()
     }
 
-    fn failure(&self) -> Option<String> {
-        self.log.failure()
-    }
-
     fn on_durable(&self, commit: Commit, waker: Waker) {
         self.log.on_durable(commit, waker);
     }

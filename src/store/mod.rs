@@ -118,9 +118,6 @@ pub trait Store: Send + Sync {
     /// The highest commit that is on disk.
     fn durable(&self) -> Commit;
 
-    /// The error that stopped the store, if one did (nothing is stored after it).
-    fn failure(&self) -> Option<String>;
-
     /// Runs `waker` once `commit` is durable, or the store has failed.
     fn on_durable(&self, commit: Commit, waker: Waker);
 
@@ -152,10 +149,6 @@ impl Store for MemoryStore {
 
     fn durable(&self) -> Commit {
         Commit::MAX
-    }
-
-    fn failure(&self) -> Option<String> {
-        None
     }
 
     fn on_durable(&self, _commit: Commit, waker: Waker) {
