@@ -114,9 +114,6 @@ struct Shared {
     repaired: std::sync::atomic::AtomicBool,
     /// Callbacks waiting for a commit to become durable.
     waiters: Mutex<Vec<(Commit, Waker)>>,
-    /// For [`Log::wait`].
-    lock: Mutex<()>,
-    cond: Condvar,
 }
 
 pub struct Log {
@@ -209,8 +206,6 @@ impl Log {
             any_lost: std::sync::atomic::AtomicBool::new(false),
             repaired: std::sync::atomic::AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
-            lock: Mutex::new(()),
-            cond: Condvar::new(),
         });
         let cell = Arc::new(PendingCell(
             Mutex::new(Pending {
@@ -249,7 +244,8 @@ impl Log {
         ))
     }
 
-    /// Appends `records` as one commit and returns its number at once.
+    /// Appends `records` as one commit and returns its number at once (tests).
+    #[cfg(test)]
     pub fn append(&self, records: &[&[u8]]) -> Result<Commit, LogError> {
         self.append_with(|f| {
             for r in records {
@@ -372,19 +368,22 @@ impl Log {
         }
     }
 
-    /// Blocks until `commit` is durable or the log has failed.
+    /// Blocks until `commit` is durable or the log has failed (tests; the broker is woken
+    /// through [`Log::on_durable`] instead).
+    #[cfg(test)]
     pub fn wait(&self, commit: Commit) -> Result<(), LogError> {
-        let mut guard = self.shared.lock.lock();
-        loop {
-            if let Some(e) = self.failure() {
-                return Err(LogError(e));
-            }
-            if self.durable() >= commit {
-                return Ok(());
-            }
-            self.shared
-                .cond
-                .wait_for(&mut guard, Duration::from_millis(100));
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.on_durable(
+            commit,
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
+        let _ = rx.recv();
+        if self.durable() >= commit && !self.is_lost(commit) {
+            Ok(())
+        } else {
+            Err(LogError(self.failure().unwrap_or_default()))
         }
     }
 
@@ -540,8 +539,6 @@ impl Writer {
         for w in due {
             w();
         }
-        let _guard = self.shared.lock.lock();
-        self.shared.cond.notify_all();
     }
 
     /// Writes `bytes`, syncing as the policy says; `force_sync` syncs anyway (closing).
@@ -801,6 +798,17 @@ mod tests {
         (0..n).map(|i| format!("record-{i}").into_bytes()).collect()
     }
 
+    /// Writes `records(10)` into a new log in `dir` and closes it; returns its one segment.
+    fn ten_records_in_one_segment(dir: &Dir) -> PathBuf {
+        let (log, _, _) = open(dir.config(SyncPolicy::Always)).unwrap();
+        for r in records(10) {
+            log.append(&[&r[..]]).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        segment_path(&dir.0, 1)
+    }
+
     /// Opens the log, collecting every record it holds.
     fn open(config: LogConfig) -> Result<(Log, Vec<Vec<u8>>, Recovery), LogError> {
         let mut got = Vec::new();
@@ -891,13 +899,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_reported() {
         let dir = Dir::new("torn");
-        let (log, _, _) = open(dir.config(SyncPolicy::Always)).unwrap();
-        for r in records(10) {
-            log.append(&[&r[..]]).unwrap();
-        }
-        log.close().unwrap();
-        drop(log);
-        let seg = segment_path(&dir.0, 1);
+        let seg = ten_records_in_one_segment(&dir);
         let full = std::fs::metadata(&seg).unwrap().len();
         // A crash in the middle of the last record's write.
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
@@ -921,13 +923,7 @@ mod tests {
     #[test]
     fn corruption_in_the_middle_stops_the_open_naming_file_and_offset() {
         let dir = Dir::new("corrupt");
-        let (log, _, _) = open(dir.config(SyncPolicy::Always)).unwrap();
-        for r in records(10) {
-            log.append(&[&r[..]]).unwrap();
-        }
-        log.close().unwrap();
-        drop(log);
-        let seg = segment_path(&dir.0, 1);
+        let seg = ten_records_in_one_segment(&dir);
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[HEADER + 2] ^= 0xFF; // inside the first record's body
         std::fs::write(&seg, &bytes).unwrap();
