@@ -519,3 +519,89 @@ pub fn assert_config_error(config_text: &str, must_name: &[&str]) -> String {
     );
     err
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the hardening tests (issue 12): what the broker process really holds, and
+// a probe that a well-behaved client is still served.
+// ---------------------------------------------------------------------------------------
+
+impl Broker {
+    /// The broker process's resident set size in KiB (VmRSS from /proc), or 0 when it is
+    /// not running.
+    pub fn rss_kib(&self) -> u64 {
+        let Some(child) = self.child.as_ref() else {
+            return 0;
+        };
+        proc_status_kib(child.id(), "VmRSS:")
+    }
+
+    /// The broker process's peak resident set size in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let Some(child) = self.child.as_ref() else {
+            return 0;
+        };
+        proc_status_kib(child.id(), "VmHWM:")
+    }
+
+    /// How many file descriptors the broker process has open.
+    pub fn open_fds(&self) -> usize {
+        let Some(child) = self.child.as_ref() else {
+            return 0;
+        };
+        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Asserts that a fresh, well-behaved 3.1.1 client can still connect, subscribe and
+    /// get its own QoS 1 message back within a few seconds.
+    pub fn assert_serves_healthy_client(&self, tag: &str) {
+        assert_round_trip(self.addr(), tag);
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connects a new 3.1.1 client, subscribes to a topic of its own at QoS 1, publishes one
+/// QoS 1 message to it and checks it comes back: the broker still serves others.
+pub fn assert_round_trip(addr: SocketAddr, tag: &str) {
+    let id = format!("healthy-{tag}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    let topic = format!("healthy/{id}");
+    let mut s = raw_connected(addr, &id);
+    s.write_all(&subscribe_packet(1, &[(topic.as_bytes(), 1)]))
+        .expect("write SUBSCRIBE");
+    let (h, body) = read_packet(&mut s);
+    assert_eq!(h, 0x90, "{tag}: SUBACK expected, got {h:#x} {body:?}");
+    assert_eq!(body, [0x00, 0x01, 0x01], "{tag}: SUBACK granted QoS 1");
+    s.write_all(&publish_packet(topic.as_bytes(), 1, 2, b"still-served", false))
+        .expect("write PUBLISH");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got_puback = false;
+    let mut got_message = false;
+    while !(got_puback && got_message) {
+        assert!(Instant::now() < deadline, "{tag}: healthy client not served in 5 s");
+        let (h, body) = read_packet(&mut s);
+        match h & 0xF0 {
+            0x40 => got_puback = true,
+            0x30 => {
+                let (t, payload) = parse_publish(h, &body);
+                assert_eq!((t.as_str(), payload.as_slice()), (topic.as_str(), &b"still-served"[..]));
+                if h & 0x06 != 0 {
+                    let pkid = &body[2 + t.len()..4 + t.len()];
+                    s.write_all(&[0x40, 0x02, pkid[0], pkid[1]]).expect("write PUBACK");
+                }
+                got_message = true;
+            }
+            other => panic!("{tag}: unexpected packet {other:#x} {body:?}"),
+        }
+    }
+    let _ = s.write_all(&[0xE0, 0x00]);
+}
