@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod handlers;
+pub mod log_limit;
 pub mod message;
 pub mod outbox;
 pub mod passwd;

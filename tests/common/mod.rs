@@ -581,22 +581,35 @@ pub fn assert_round_trip(addr: SocketAddr, tag: &str) {
     let (h, body) = read_packet(&mut s);
     assert_eq!(h, 0x90, "{tag}: SUBACK expected, got {h:#x} {body:?}");
     assert_eq!(body, [0x00, 0x01, 0x01], "{tag}: SUBACK granted QoS 1");
-    s.write_all(&publish_packet(topic.as_bytes(), 1, 2, b"still-served", false))
-        .expect("write PUBLISH");
+    s.write_all(&publish_packet(
+        topic.as_bytes(),
+        1,
+        2,
+        b"still-served",
+        false,
+    ))
+    .expect("write PUBLISH");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got_puback = false;
     let mut got_message = false;
     while !(got_puback && got_message) {
-        assert!(Instant::now() < deadline, "{tag}: healthy client not served in 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "{tag}: healthy client not served in 5 s"
+        );
         let (h, body) = read_packet(&mut s);
         match h & 0xF0 {
             0x40 => got_puback = true,
             0x30 => {
                 let (t, payload) = parse_publish(h, &body);
-                assert_eq!((t.as_str(), payload.as_slice()), (topic.as_str(), &b"still-served"[..]));
+                assert_eq!(
+                    (t.as_str(), payload.as_slice()),
+                    (topic.as_str(), &b"still-served"[..])
+                );
                 if h & 0x06 != 0 {
                     let pkid = &body[2 + t.len()..4 + t.len()];
-                    s.write_all(&[0x40, 0x02, pkid[0], pkid[1]]).expect("write PUBACK");
+                    s.write_all(&[0x40, 0x02, pkid[0], pkid[1]])
+                        .expect("write PUBACK");
                 }
                 got_message = true;
             }
