@@ -562,6 +562,10 @@ impl Broker {
         let limits = Arc::new(self.limits_for(listener));
         let now = Instant::now();
         let mut subscribe = Vec::new();
+        // Entries deeper than max_topic_levels (written under a larger limit, or by hand)
+        // would cost the trees memory per level: skipped, and counted in one log line.
+        let max_levels = self.config.max_topic_levels;
+        let mut too_deep = 0usize;
         {
             let mut sessions = self.sessions.lock();
             for (client_id, image) in &state.sessions {
@@ -585,6 +589,14 @@ impl Broker {
                     let Some(opts) = SubscriptionOptions::from_byte(*options) else {
                         continue;
                     };
+                    let plain = match crate::topic::split_shared(filter) {
+                        Some(Some((_, inner))) => inner,
+                        _ => filter.as_str(),
+                    };
+                    if !crate::topic::within_levels(plain, max_levels) {
+                        too_deep += 1;
+                        continue;
+                    }
                     let sub = Sub {
                         opts,
                         id: std::num::NonZeroU32::new(*sub_id),
@@ -622,9 +634,21 @@ impl Broker {
         }
         let mut retained = self.retained.write();
         for (topic, id) in &state.retained {
+            if !crate::topic::within_levels(topic, max_levels) {
+                too_deep += 1;
+                continue;
+            }
             if let Some((msg, _)) = state.messages.get(id) {
                 retained.set(topic, msg.clone());
             }
+        }
+        if too_deep > 0 {
+            tracing::warn!(
+                skipped = too_deep,
+                max_topic_levels = max_levels,
+                "stored subscriptions and retained messages deeper than max_topic_levels \
+                 not restored"
+            );
         }
     }
 

@@ -89,10 +89,14 @@ pub struct Config {
     pub max_packet_size: usize,
     /// Longest client identifier accepted, bytes; 1..=65535.
     pub max_client_id_len: usize,
-    /// 0 = unlimited.
+    /// 0 = unlimited. Default 1000: bounds what one client's overlapping filters cost
+    /// every matching PUBLISH.
     pub max_subscriptions_per_client: usize,
-    /// 0 = unlimited.
+    /// Levels in a topic name or filter; 0 = unlimited. Default 200 (Mosquitto's
+    /// hard-coded hierarchy limit): every level costs trie and retained-tree memory.
     pub max_topic_levels: usize,
+    /// Topic filters in one SUBSCRIBE; the excess are refused. 0 = unlimited. Default 500.
+    pub max_filters_per_subscribe: usize,
     /// QoS 1/2 messages in flight (sent, not yet acknowledged) per client; 1..=65535.
     pub max_inflight_messages: usize,
     /// 0 = unlimited.
@@ -201,8 +205,9 @@ impl Default for Config {
             max_connections: 0,
             max_packet_size: 8 * 1024 * 1024,
             max_client_id_len: 65535,
-            max_subscriptions_per_client: 0,
-            max_topic_levels: 0,
+            max_subscriptions_per_client: 1000,
+            max_topic_levels: 200,
+            max_filters_per_subscribe: 500,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -441,6 +446,7 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             "max_connections"
             | "max_subscriptions_per_client"
             | "max_topic_levels"
+            | "max_filters_per_subscribe"
             | "max_queued_messages"
             | "max_queued_bytes",
         ) => "an integer >= 0 (0 = unlimited)".to_owned(),
@@ -709,8 +715,9 @@ mod tests {
         assert_eq!(c.max_connections, 0);
         assert_eq!(c.max_packet_size, 8_388_608);
         assert_eq!(c.max_client_id_len, 65535);
-        assert_eq!(c.max_subscriptions_per_client, 0);
-        assert_eq!(c.max_topic_levels, 0);
+        assert_eq!(c.max_subscriptions_per_client, 1000);
+        assert_eq!(c.max_topic_levels, 200);
+        assert_eq!(c.max_filters_per_subscribe, 500);
         assert_eq!(c.max_inflight_messages, 20);
         assert_eq!(c.max_queued_messages, 1000);
         assert_eq!(c.max_queued_bytes, 0);
@@ -766,6 +773,7 @@ mod tests {
             max_client_id_len = 23
             max_subscriptions_per_client = 10
             max_topic_levels = 8
+            max_filters_per_subscribe = 4
             max_inflight_messages = 1
             max_queued_messages = 0
             max_queued_bytes = 65536
@@ -806,6 +814,7 @@ mod tests {
             max_client_id_len: 23,
             max_subscriptions_per_client: 10,
             max_topic_levels: 8,
+            max_filters_per_subscribe: 4,
             max_inflight_messages: 1,
             max_queued_messages: 0,
             max_queued_bytes: 65536,

@@ -387,27 +387,37 @@ impl Session {
         outcome
     }
 
-    /// Queues retained messages for a new subscription. They bypass the queue limits: they
-    /// are bounded by the retained store, and dropping them would hide state the client
-    /// subscribed to see.
+    /// Queues retained messages for a new subscription, under the queue limits and
+    /// `queue_full` policy like any other delivery: otherwise one SUBSCRIBE of `#` (or of
+    /// many overlapping filters) would queue the whole retained store, as often as it
+    /// likes. Under `backpressure` there is no publisher whose acknowledgement could be
+    /// withheld, so the excess is dropped as with `drop_new`. Drops are counted and
+    /// logged like the others. Returns how many were dropped.
     pub fn deliver_retained(
         &self,
         msgs: &[(SharedMessage, QoS)],
         sub_id: Option<u32>,
         store: &dyn Store,
-    ) {
+    ) -> usize {
         if msgs.is_empty() {
-            return;
+            return 0;
         }
+        let mut dropped = 0;
         {
             let mut st = self.state.lock();
             let mut stored = Stored::default();
             for (msg, qos) in msgs {
                 let extra = Extra::boxed(sub_id.into_iter().collect(), None);
-                st.enqueue(msg, *qos, true, extra, true, self.rec(store), &mut stored);
+                let outcome =
+                    st.enqueue(msg, *qos, true, extra, true, self.rec(store), &mut stored);
+                if outcome == Delivery::Dropped {
+                    dropped += 1;
+                    st.report_drop(&self.client_id);
+                }
             }
         }
         self.wake.notify_one();
+        dropped
     }
 
     /// What the store runs to wake this session's connection once a commit it waits for
@@ -494,7 +504,7 @@ impl SessionState {
         qos: QoS,
         retain: bool,
         extra: Option<Box<Extra>>,
-        force: bool,
+        no_waiter: bool,
         rec: Rec,
         stored: &mut Stored,
     ) -> Delivery {
@@ -503,10 +513,14 @@ impl SessionState {
         }
         let size = msg.size();
         let mut outcome = Delivery::Queued;
-        if !force && self.is_full(size) {
+        if self.is_full(size) {
             match self.limits.queue_full {
                 QueueFull::DropNew => return Delivery::Dropped,
-                QueueFull::Backpressure if qos == QoS::AtMostOnce => return Delivery::Dropped,
+                // Nobody to slow down (QoS 0, or a retained message sent on SUBSCRIBE):
+                // queuing beyond the limit would be unbounded.
+                QueueFull::Backpressure if qos == QoS::AtMostOnce || no_waiter => {
+                    return Delivery::Dropped
+                }
                 QueueFull::Backpressure => outcome = Delivery::OverLimit,
                 QueueFull::DropOldest => {
                     // Evict from the front until the new message fits; an empty queue

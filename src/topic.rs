@@ -46,6 +46,14 @@ pub fn level_count(s: &str) -> usize {
     s.bytes().filter(|&b| b == b'/').count() + 1
 }
 
+/// Whether `s` has at most `max` levels (0 = no limit). O(1) for the usual short topic
+/// (a string shorter than `max` cannot have more levels than that), and stops counting
+/// at the first level over the limit: this runs on every PUBLISH.
+#[inline]
+pub fn within_levels(s: &str, max: usize) -> bool {
+    max == 0 || s.len() < max || s.bytes().filter(|&b| b == b'/').nth(max - 1).is_none()
+}
+
 /// Whether a topic name is subject to the `$` rule: filters whose first level is a
 /// wildcard do not match it [MQTT-4.7.2-1].
 #[inline]
@@ -134,6 +142,16 @@ mod tests {
         assert_eq!(level_count("a/b/c"), 3);
         assert_eq!(level_count("/"), 2);
         assert_eq!(level_count("a//"), 3);
+        for (s, max) in [("a", 1), ("a/b/c", 3), ("a/b/c", 4), ("//", 3), ("x", 0)] {
+            assert!(within_levels(s, max), "{s:?} within {max}");
+        }
+        for (s, max) in [("a/b", 1), ("a/b/c/d", 3), ("///", 3), ("/", 1)] {
+            assert!(!within_levels(s, max), "{s:?} over {max}");
+        }
+        let deep = "/".repeat(60_000);
+        assert!(!within_levels(&deep, 200));
+        assert!(within_levels(&deep, 60_001));
+        assert!(!within_levels(&deep, 60_000));
     }
 
     #[test]

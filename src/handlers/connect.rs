@@ -94,12 +94,22 @@ pub async fn handle(
         });
     }
     if let Some(will) = &connect.will {
-        let max_levels = broker.config.max_topic_levels;
-        if !topic::valid_topic_name(&will.topic)
-            || (max_levels > 0 && topic::level_count(&will.topic) > max_levels)
-        {
+        if !topic::valid_topic_name(&will.topic) {
             tracing::info!(%peer, client_id, topic = will.topic.as_str(), "invalid will topic, closing");
             return Err(Refusal { connack: None });
+        }
+        if !topic::within_levels(&will.topic, broker.config.max_topic_levels) {
+            // A well-formed topic this server does not accept: 5.0 has a CONNACK code
+            // for it (0x90); 3.1.1 has none, so the connection is closed without one.
+            static DEEP_WILL_LOG: crate::log_limit::LogLimit =
+                crate::log_limit::LogLimit::new(10_000);
+            if let Some(held_back) = DEEP_WILL_LOG.allow() {
+                tracing::info!(%peer, client_id = &*crate::log_limit::field(&client_id),
+                    held_back, "will topic deeper than max_topic_levels, refusing");
+            }
+            return Err(Refusal {
+                connack: v5.then_some(reason::TOPIC_NAME_INVALID),
+            });
         }
     }
     let username = authenticate(broker, origin, &connect, &client_id).await?;

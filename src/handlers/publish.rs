@@ -32,9 +32,12 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             publish.topic
         )));
     }
-    let max_levels = client.broker.config.max_topic_levels;
-    if max_levels > 0 && topic::level_count(&publish.topic) > max_levels {
-        return Err(Close::protocol(
+    // Deeper topics would cost the retained tree memory per level: 3.1.1 can only close
+    // the connection; 5.0 says why, Topic Name invalid (a well-formed topic the server
+    // does not accept).
+    if !topic::within_levels(&publish.topic, client.broker.config.max_topic_levels) {
+        return Err(Close::violation(
+            reason::TOPIC_NAME_INVALID,
             "PUBLISH topic has more levels than max_topic_levels",
         ));
     }

@@ -1,9 +1,19 @@
 //! SUBSCRIBE: validate each filter, add it to the session and the router, answer SUBACK,
 //! then queue the retained messages it matches.
+//!
+//! One packet must not buy unbounded work: at most `max_filters_per_subscribe` filters
+//! are acted on (the rest are refused with Quota exceeded), a filter repeated in the same
+//! packet is acted on once (its last copy, which is what replacing the subscription
+//! copy by copy would leave [MQTT-3.8.4-3]), so its retained messages are queued once,
+//! and retained messages go through the queue limits like any other delivery (see
+//! [`crate::session::Session::deliver_retained`]).
+
+use std::collections::HashMap;
 
 use crate::auth::Access;
 use crate::codec::{self, Subscribe, SubscriptionOptions};
 use crate::connection::{reason, Client, Close};
+use crate::log_limit::{field, LogLimit};
 use crate::store::StoreEvent;
 use crate::subscriptions::Sub;
 use crate::topic;
@@ -11,28 +21,55 @@ use crate::topic;
 /// SUBACK return code for a refused filter in MQTT 3.1.1.
 const FAILURE: u8 = 0x80;
 
+/// Refused filters are logged at most once per this interval (a client can send
+/// thousands in one packet).
+static REFUSED_LOG: LogLimit = LogLimit::new(10_000);
+
 pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     let v5 = client.is_v5();
-    let mut codes = Vec::with_capacity(subscribe.filters.len());
+    let n = subscribe.filters.len();
+    let max = client.broker.config.max_filters_per_subscribe;
+    let handled = if max == 0 { n } else { n.min(max) };
+    // [MQTT-3.8.3-4]: checked on every filter, as before any of them is acted on.
+    if let Some((filter, _)) = subscribe
+        .filters
+        .iter()
+        .find(|(f, opts)| opts.no_local && topic::split_shared(f).is_some())
+    {
+        return Err(Close::protocol(format!(
+            "No Local set on the shared subscription {}",
+            field(filter)
+        )));
+    }
+    // Position of the last copy of each filter among the handled ones; earlier copies
+    // are answered with its code. Only built when there is more than one filter.
+    let last: HashMap<&str, usize> = if handled > 1 {
+        subscribe.filters[..handled]
+            .iter()
+            .enumerate()
+            .map(|(i, (f, _))| (f.as_str(), i))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut codes = vec![0u8; n];
     // (filter, options, whether the subscription is new)
-    let mut accepted: Vec<(&str, SubscriptionOptions, bool)> =
-        Vec::with_capacity(subscribe.filters.len());
-    for (filter, opts) in &subscribe.filters {
-        let shared = topic::split_shared(filter);
-        if shared.is_some() && opts.no_local {
-            // [MQTT-3.8.3-4]
-            return Err(Close::protocol(format!(
-                "No Local set on the shared subscription {filter:?}"
-            )));
+    let mut accepted: Vec<(&str, SubscriptionOptions, bool)> = Vec::new();
+    for (i, (filter, opts)) in subscribe.filters.iter().enumerate() {
+        if i >= handled {
+            codes[i] = if v5 { reason::QUOTA_EXCEEDED } else { FAILURE };
+            refused(client, filter, "more filters than max_filters_per_subscribe");
+            continue;
         }
+        if last.get(filter.as_str()).is_some_and(|&at| at != i) {
+            // Replaced by a later copy in the same packet; its code is filled in below.
+            continue;
+        }
+        let shared = topic::split_shared(filter);
         match check(client, filter, shared) {
             Err((code, why)) => {
-                tracing::info!(
-                    client_id = client.client_id(),
-                    filter = filter.as_str(),
-                    "subscription refused: {why}"
-                );
-                codes.push(if v5 { code } else { FAILURE });
+                refused(client, filter, why);
+                codes[i] = if v5 { code } else { FAILURE };
             }
             Ok(()) => {
                 let sub = Sub {
@@ -58,16 +95,21 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                 });
                 tracing::debug!(
                     client_id = client.client_id(),
-                    filter = filter.as_str(),
+                    filter = &*field(filter),
                     qos = opts.qos as u8,
                     "subscribed"
                 );
                 // midge supports QoS 2, so the requested QoS is granted [MQTT-3.9.3-2].
-                codes.push(opts.qos as u8);
+                codes[i] = opts.qos as u8;
                 if shared.is_none() {
                     accepted.push((filter, *opts, is_new));
                 }
             }
+        }
+    }
+    for (i, (filter, _)) in subscribe.filters[..handled].iter().enumerate() {
+        if let Some(&at) = last.get(filter.as_str()) {
+            codes[i] = codes[at];
         }
     }
     // One return code per filter, in order [MQTT-3.8.4-5/6].
@@ -100,6 +142,18 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     Ok(())
 }
 
+/// Logs a refused filter, at most once per interval for the whole broker.
+fn refused(client: &Client, filter: &str, why: &str) {
+    if let Some(held_back) = REFUSED_LOG.allow() {
+        tracing::info!(
+            client_id = &*field(client.client_id()),
+            filter = &*field(filter),
+            held_back,
+            "subscription refused: {why}"
+        );
+    }
+}
+
 /// Why a filter cannot be subscribed: the MQTT 5.0 reason code and a text for the log.
 fn check(
     client: &Client,
@@ -115,7 +169,7 @@ fn check(
     if !topic::valid_topic_filter(plain) {
         return Err((reason::TOPIC_FILTER_INVALID, "invalid topic filter"));
     }
-    if config.max_topic_levels > 0 && topic::level_count(plain) > config.max_topic_levels {
+    if !topic::within_levels(plain, config.max_topic_levels) {
         return Err((
             reason::TOPIC_FILTER_INVALID,
             "more topic levels than max_topic_levels",

@@ -265,6 +265,13 @@ impl Router {
     }
 }
 
+/// Most Subscription Identifiers one PUBLISH carries. MQTT 5.0 asks for the identifier
+/// of every matching subscription [MQTT-3.3.4-3], but a client whose thousands of
+/// overlapping filters all match would turn each small message into kilobytes of
+/// identifiers: past this many, the rest are left out (a documented deviation). An
+/// identifier repeated by several subscriptions is carried once.
+pub const MAX_SUB_IDS_PER_DELIVERY: usize = 32;
+
 thread_local! {
     /// Session ids of one message's targets, reused by every route on this thread.
     static IDS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -293,13 +300,39 @@ fn merge_per_session(out: &mut Vec<Target>) {
                 kept.qos = later.qos;
             }
             kept.retain_as_published |= later.retain_as_published;
-            if let Some(mut more) = later.extra.take() {
-                kept.extra
-                    .get_or_insert_default()
-                    .sub_ids
-                    .append(&mut more.sub_ids);
+            if let Some(more) = later.extra.take() {
+                add_sub_ids(&mut kept.extra.get_or_insert_default().sub_ids, &more.sub_ids);
             }
         }
         same
     });
+}
+
+/// Adds the identifiers of `more` not yet in `ids`, up to [`MAX_SUB_IDS_PER_DELIVERY`]:
+/// O(1) per identifier, as `ids` stays that small.
+fn add_sub_ids(ids: &mut Vec<u32>, more: &[u32]) {
+    for &id in more {
+        if ids.len() >= MAX_SUB_IDS_PER_DELIVERY {
+            return;
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_ids_per_delivery_are_capped_and_deduplicated() {
+        let mut ids = vec![1];
+        add_sub_ids(&mut ids, &[1, 2, 2, 3]);
+        assert_eq!(ids, [1, 2, 3]);
+        let many: Vec<u32> = (1..=10_000).collect();
+        add_sub_ids(&mut ids, &many);
+        assert_eq!(ids.len(), MAX_SUB_IDS_PER_DELIVERY);
+        assert_eq!(ids[..4], [1, 2, 3, 4]);
+    }
 }
