@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod chain;
 pub mod codec;
 pub mod config;
 pub mod connection;

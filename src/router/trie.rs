@@ -10,6 +10,10 @@
 //! node has many of them, an id → position index is added so that removing one
 //! subscriber stays O(1) however popular the filter is.
 //!
+//! A run of levels no other filter branches from is one node (its *tail*, see
+//! [`crate::chain`]): a filter costs about its bytes plus a constant, however many
+//! levels it has, instead of a node per level.
+//!
 //! Nothing here recurses: filters and topics may have tens of thousands of levels, so the
 //! walks use loops and, for matching, a small stack that lives on the call stack and only
 //! spills to the heap for unusually branchy tries.
@@ -17,6 +21,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::chain::{
+    common_levels, join_tail, match_filter_tail, split_first, split_tail_at, strip_tail,
+};
 use crate::topic::is_dollar_topic;
 
 /// A node gets an id index once it has more subscribers than this.
@@ -136,6 +143,10 @@ impl<V> Subs<V> {
 type Children<V> = HashMap<Box<str>, Box<Node<V>>>;
 
 struct Node<V> {
+    /// Levels after the one that keys this node in its parent, up to where it branches
+    /// or holds subscribers (see [`crate::chain`]); `None` at the root and for a node
+    /// that is just its key.
+    tail: Option<Box<str>>,
     /// Boxed: a leaf (most nodes) then costs a pointer in its parent's table, not a
     /// whole node per bucket of the table's spare capacity.
     /// The map itself is boxed and absent on leaves (most nodes): 8 bytes a leaf where an
@@ -151,7 +162,12 @@ struct Node<V> {
 
 impl<V> Node<V> {
     fn new() -> Self {
+        Node::with_tail(None)
+    }
+
+    fn with_tail(tail: Option<Box<str>>) -> Self {
         Node {
+            tail,
             children: None,
             plus: None,
             subs: Subs::new(),
@@ -192,15 +208,49 @@ impl<V> Node<V> {
         }
     }
 
-    fn child_or_insert(&mut self, level: &str) -> &mut Node<V> {
+    /// The slot holding the child for `level`, to replace the child in place.
+    fn slot_mut(&mut self, level: &str) -> Option<&mut Box<Node<V>>> {
         if level == "+" {
-            return self.plus.get_or_insert_with(|| Box::new(Node::new()));
+            self.plus.as_mut()
+        } else {
+            self.children.as_mut().and_then(|c| c.get_mut(level))
         }
-        let children = self.children.get_or_insert_default();
-        if !children.contains_key(level) {
-            children.insert(level.into(), Box::new(Node::new()));
+    }
+
+    /// Adds `child` under `level` (which must be free) and returns it.
+    fn put_child(&mut self, level: &str, child: Box<Node<V>>) -> &mut Node<V> {
+        if level == "+" {
+            return self.plus.insert(child);
         }
-        children.get_mut(level).expect("just inserted") // ok: inserted on the line above
+        self.children
+            .get_or_insert_default()
+            .entry(level.into())
+            .or_insert(child)
+    }
+
+    /// Takes in the only child of a node that holds no subscribers itself, so that a
+    /// chain of levels stays one node after the branch beside it went away.
+    fn merge_only_child(&mut self) {
+        let (key, mut child): (Box<str>, Box<Node<V>>) = match (self.plus.take(), self.children.take()) {
+            (Some(plus), None) => ("+".into(), plus),
+            (None, Some(children)) if children.len() == 1 => {
+                let Some((key, child)) = children.into_iter().next() else {
+                    return;
+                };
+                (key, child)
+            }
+            (plus, children) => {
+                // Not a single branch: leave it as it was.
+                self.plus = plus;
+                self.children = children;
+                return;
+            }
+        };
+        self.tail = Some(join_tail(self.tail.as_deref(), &key, child.tail.as_deref()));
+        self.children = child.children.take();
+        self.plus = child.plus.take();
+        self.subs = std::mem::replace(&mut child.subs, Subs::new());
+        self.hash = std::mem::replace(&mut child.hash, Subs::new());
     }
 
     fn remove_child(&mut self, level: &str) {
@@ -253,15 +303,6 @@ fn split_filter(filter: &str) -> (Option<&str>, bool) {
         (Some(path), true)
     } else {
         (Some(filter), false)
-    }
-}
-
-/// First level of `s` and the rest after the separator, if there is one.
-#[inline]
-fn split_first(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('/') {
-        Some((first, rest)) => (first, Some(rest)),
-        None => (s, None),
     }
 }
 
@@ -330,10 +371,39 @@ impl<V> SubscriptionTrie<V> {
         debug_assert!(crate::topic::valid_topic_filter(filter), "{filter:?}");
         let (path, hash) = split_filter(filter);
         let mut node = &mut self.root;
-        if let Some(path) = path {
-            for level in path.split('/') {
-                node = node.child_or_insert(level);
+        let mut rest = path;
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
+            if node.child(level).is_none() {
+                // Nothing below here yet: the rest of the filter is one new node.
+                let child = Box::new(Node::with_tail(next.map(Into::into)));
+                node = node.put_child(level, child);
+                break;
             }
+            let Some(slot) = node.slot_mut(level) else {
+                return false; // unreachable: the child exists (checked above)
+            };
+            let through = match &slot.tail {
+                None => Some(next),
+                Some(tail) => strip_tail(tail, next),
+            };
+            if let Some(after) = through {
+                node = &mut **slot;
+                rest = after;
+                continue;
+            }
+            // The filter leaves the child's chain part-way: split the chain where they
+            // part, so that the shared levels become a node of their own.
+            let Some(tail) = slot.tail.take() else {
+                return false; // unreachable: a node without a tail is always gone through
+            };
+            let (k, after) = common_levels(&tail, next);
+            let (before, at, below) = split_tail_at(&tail, k);
+            let mut lower = std::mem::replace(slot, Box::new(Node::with_tail(before)));
+            lower.tail = below;
+            slot.put_child(at, lower);
+            node = &mut **slot;
+            rest = after;
         }
         let subs = if hash { &mut node.hash } else { &mut node.subs };
         let new = subs.insert(id, value);
@@ -343,58 +413,97 @@ impl<V> SubscriptionTrie<V> {
         new
     }
 
+    /// The node of exactly `path` (`None`: the root).
+    fn find(&self, path: Option<&str>) -> Option<&Node<V>> {
+        let mut node = &self.root;
+        let mut rest = path;
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
+            node = node.child(level)?;
+            rest = match &node.tail {
+                None => next,
+                Some(tail) => strip_tail(tail, next)?,
+            };
+        }
+        Some(node)
+    }
+
+    fn find_mut(&mut self, path: Option<&str>) -> Option<&mut Node<V>> {
+        let mut node = &mut self.root;
+        let mut rest = path;
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
+            node = node.child_mut(level)?;
+            rest = match &node.tail {
+                None => next,
+                Some(tail) => strip_tail(tail, next)?,
+            };
+        }
+        Some(node)
+    }
+
     /// Removes the subscription of `id` to `filter`. Returns true if there was one.
-    /// Empty branches are pruned so the tree does not grow with churn.
+    /// Empty branches are pruned, and chains rejoined, so the tree does not grow with
+    /// churn.
     pub fn remove(&mut self, filter: &str, id: u64) -> bool {
         let (path, hash) = split_filter(filter);
+        // The key of each node on the way, to come back for pruning.
+        let mut keys: Vec<&str> = Vec::new();
         let mut node = &mut self.root;
-        if let Some(path) = path {
-            for level in path.split('/') {
-                match node.child_mut(level) {
-                    Some(child) => node = child,
+        let mut rest = path;
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
+            let Some(child) = node.child_mut(level) else {
+                return false;
+            };
+            node = child;
+            keys.push(level);
+            rest = match &node.tail {
+                None => next,
+                Some(tail) => match strip_tail(tail, next) {
+                    Some(after) => after,
                     None => return false,
-                }
-            }
+                },
+            };
         }
         let subs = if hash { &mut node.hash } else { &mut node.subs };
         if subs.remove(id).is_none() {
             return false;
         }
         self.len -= 1;
-        if let (true, Some(path)) = (node.is_empty(), path) {
-            self.prune(path);
-        }
+        self.tidy(&keys);
         true
     }
 
-    /// Removes the longest chain of nodes at the end of `path` that holds nothing but
-    /// the path itself. The node at the end of `path` must be empty.
-    fn prune(&mut self, path: &str) {
-        // Depth (1 = child of the root) of the first node of that chain.
-        let mut cut = None;
-        let mut node = &self.root;
-        for (i, level) in path.split('/').enumerate() {
-            let Some(next) = node.child(level) else {
-                return;
-            };
-            node = next;
-            if node.subs.is_empty() && node.hash.is_empty() && node.branches() <= 1 {
-                cut.get_or_insert(i + 1);
-            } else {
-                cut = None;
-            }
-        }
-        let Some(cut) = cut else { return };
+    /// The node reached from the root through the children keyed `keys`.
+    fn node_at_mut(&mut self, keys: &[&str]) -> Option<&mut Node<V>> {
         let mut node = &mut self.root;
-        for (i, level) in path.split('/').enumerate() {
-            if i + 1 == cut {
-                node.remove_child(level);
-                return;
-            }
-            let Some(next) = node.child_mut(level) else {
+        for key in keys {
+            node = node.child_mut(key)?;
+        }
+        Some(node)
+    }
+
+    /// After a removal at the node reached through `keys`: removes the nodes left empty
+    /// going up, and merges the first one left with a single branch and no subscribers
+    /// into its child, so chains stay one node.
+    fn tidy(&mut self, keys: &[&str]) {
+        let mut depth = keys.len();
+        while depth > 0 {
+            let Some(node) = self.node_at_mut(&keys[..depth]) else {
                 return;
             };
-            node = next;
+            if node.is_empty() {
+                if let Some(parent) = self.node_at_mut(&keys[..depth - 1]) {
+                    parent.remove_child(keys[depth - 1]);
+                }
+                depth -= 1;
+                continue;
+            }
+            if node.subs.is_empty() && node.hash.is_empty() && node.branches() == 1 {
+                node.merge_only_child();
+            }
+            return;
         }
     }
 
@@ -416,8 +525,15 @@ impl<V> SubscriptionTrie<V> {
         if let Some(child) = root.children.as_ref().and_then(|c| c.get(first)) {
             stack.push((&**child, rest));
         }
+        // Each entry: a node reached through its key, and the topic after that key.
         while let Some((mut node, mut rest)) = stack.pop() {
             loop {
+                if let Some(tail) = &node.tail {
+                    match match_filter_tail(tail, rest) {
+                        Some(after) => rest = after,
+                        None => break,
+                    }
+                }
                 for (id, v) in node.hash.iter() {
                     f(*id, v);
                 }
@@ -458,12 +574,7 @@ impl<V> SubscriptionTrie<V> {
     /// The value of `id`'s subscription to exactly `filter`.
     pub fn get(&self, filter: &str, id: u64) -> Option<&V> {
         let (path, hash) = split_filter(filter);
-        let mut node = &self.root;
-        if let Some(path) = path {
-            for level in path.split('/') {
-                node = node.child(level)?;
-            }
-        }
+        let node = self.find(path)?;
         let subs = if hash { &node.hash } else { &node.subs };
         let i = subs.position(id)?;
         subs.list.get(i).map(|(_, v)| v)
@@ -472,12 +583,7 @@ impl<V> SubscriptionTrie<V> {
     /// The value of `id`'s subscription to exactly `filter`, to change in place.
     pub fn get_mut(&mut self, filter: &str, id: u64) -> Option<&mut V> {
         let (path, hash) = split_filter(filter);
-        let mut node = &mut self.root;
-        if let Some(path) = path {
-            for level in path.split('/') {
-                node = node.child_mut(level)?;
-            }
-        }
+        let node = self.find_mut(path)?;
         let subs = if hash { &mut node.hash } else { &mut node.subs };
         let i = subs.position(id)?;
         subs.list.get_mut(i).map(|(_, v)| v)
@@ -485,18 +591,7 @@ impl<V> SubscriptionTrie<V> {
 
     /// Whether `id` is subscribed to exactly `filter`.
     pub fn contains(&self, filter: &str, id: u64) -> bool {
-        let (path, hash) = split_filter(filter);
-        let mut node = &self.root;
-        if let Some(path) = path {
-            for level in path.split('/') {
-                match node.child(level) {
-                    Some(child) => node = child,
-                    None => return false,
-                }
-            }
-        }
-        let subs = if hash { &node.hash } else { &node.subs };
-        subs.position(id).is_some()
+        self.get(filter, id).is_some()
     }
 
     /// Removes every subscription.
@@ -637,14 +732,17 @@ mod tests {
         t.insert("a/b", 2, ());
         t.insert("a/+/x/#", 3, ());
         t.insert("a/b/c/e", 4, ());
-        // root, a, b, c, d, e, +, x
-        assert_eq!(node_count(&t.root), 8);
-        assert!(t.remove("a/b/c/d", 1));
+        // root, a, b, c, d, e, and "+/x" as one node
         assert_eq!(node_count(&t.root), 7);
-        assert!(t.remove("a/b/c/e", 4));
+        assert!(t.remove("a/b/c/d", 1));
+        // c and e rejoin as one node "c/e"
         assert_eq!(node_count(&t.root), 5);
+        assert!(t.contains("a/b/c/e", 4));
+        assert!(t.remove("a/b/c/e", 4));
+        assert_eq!(node_count(&t.root), 4);
         assert!(t.remove("a/+/x/#", 3));
-        assert_eq!(node_count(&t.root), 3);
+        // a and b rejoin as "a/b"
+        assert_eq!(node_count(&t.root), 2);
         assert!(t.contains("a/b", 2));
         assert!(t.remove("a/b", 2));
         assert_eq!(node_count(&t.root), 1);
@@ -724,6 +822,62 @@ mod tests {
         drop(t);
     }
 
+    /// Bytes the nodes of a tree hold: the nodes themselves, their tails and keys, and
+    /// their child tables (entries only; a table's spare room is not counted).
+    fn approx_bytes<V>(node: &Node<V>) -> usize {
+        let own = std::mem::size_of::<Node<V>>() + node.tail.as_ref().map_or(0, |t| t.len());
+        let children = node.children.as_ref().map_or(0, |c| {
+            c.iter()
+                .map(|(k, n)| k.len() + std::mem::size_of::<(Box<str>, Box<Node<V>>)>() + approx_bytes(n))
+                .sum::<usize>()
+        });
+        own + children + node.plus.as_deref().map_or(0, approx_bytes)
+    }
+
+    /// Every node below the root either holds subscribers or branches: chains are never
+    /// left split after removals.
+    fn assert_compressed<V>(node: &Node<V>, is_root: bool) {
+        if !is_root {
+            assert!(
+                !node.subs.is_empty() || !node.hash.is_empty() || node.branches() >= 2,
+                "a node with no subscribers and {} branches",
+                node.branches()
+            );
+        }
+        if let Some(c) = &node.children {
+            for n in c.values() {
+                assert_compressed(n, false);
+            }
+        }
+        if let Some(p) = &node.plus {
+            assert_compressed(p, false);
+        }
+    }
+
+    #[test]
+    fn deep_filters_cost_about_their_bytes() {
+        let mut t = SubscriptionTrie::default();
+        let deep = format!("a{}", "/x".repeat(60_000));
+        let plus = vec!["+"; 60_000].join("/");
+        assert!(t.insert(&deep, 1, ()));
+        assert!(t.insert(&plus, 1, ()));
+        assert!(t.insert(&format!("{deep}/#"), 2, ()));
+        // root, "a/x/x/...", "+/+/..."; the '#' one shares a's node.
+        assert_eq!(node_count(&t.root), 3);
+        let bytes = approx_bytes(&t.root);
+        let filters = deep.len() + plus.len();
+        assert!(bytes < filters + 1024, "{bytes} bytes for {filters} bytes of filters");
+        // A filter branching off half-way splits the chain once.
+        let half = format!("a{}/y", "/x".repeat(30_000));
+        assert!(t.insert(&half, 3, ()));
+        assert_eq!(node_count(&t.root), 5);
+        assert_eq!(ids_unit(&t, &half), [3]);
+        assert_eq!(ids_unit(&t, &deep), [1, 2]);
+        assert!(t.remove(&half, 3));
+        assert_eq!(node_count(&t.root), 3, "the chain is one node again");
+        assert_eq!(ids_unit(&t, &deep), [1, 2]);
+    }
+
     fn ids_unit(t: &SubscriptionTrie<()>, topic: &str) -> Vec<u64> {
         let mut out = Vec::new();
         t.for_each_match(topic, |id, _| out.push(id));
@@ -780,6 +934,7 @@ mod tests {
                 assert_eq!(t.insert(&filter, id, value), new, "{filter:?} {id}");
             }
             check(&t, &reference, &mut rng);
+            assert_compressed(&t.root, true);
             // Remove about half, plus some that are not there.
             for _ in 0..300 {
                 let filter = random_levels(&mut rng, &FILTER_LEVELS);
@@ -799,6 +954,7 @@ mod tests {
                 }
             }
             check(&t, &reference, &mut rng);
+            assert_compressed(&t.root, true);
         }
         for (filter, id) in reference.keys() {
             assert!(t.remove(filter, *id));
