@@ -3,31 +3,66 @@
 //!
 //! Topics are stored level by level in a tree whose nodes hold their children in a hash
 //! map keyed by level and, optionally, the retained value of the topic ending there. A
+//! run of levels no other topic branches from is one node (its *tail*, see
+//! [`crate::chain`]), so a topic costs about its bytes however many levels it has. A
 //! filter walks only the branches it can reach: a literal level follows one child, `+`
 //! every child, `#` collects a whole subtree. Nothing recurses, so topics with tens of
 //! thousands of levels are harmless.
 
 use std::collections::HashMap;
 
+use crate::chain::{
+    common_levels, filter_through_tail, join_tail, split_first, split_tail_at, strip_tail,
+    FilterThroughTail,
+};
 use crate::topic::valid_topic_name;
 
 struct Node<V> {
+    /// Levels after the key of this node, up to where it branches or holds a value.
+    tail: Option<Box<str>>,
     children: HashMap<Box<str>, Node<V>>,
     value: Option<V>,
 }
 
 impl<V> Node<V> {
     fn new() -> Self {
+        Node::with_tail(None)
+    }
+
+    fn with_tail(tail: Option<Box<str>>) -> Self {
         Node {
+            tail,
             children: HashMap::new(),
             value: None,
+        }
+    }
+
+    /// Takes in the only child of a node without a value, so that a chain of levels
+    /// stays one node after the branch beside it went away.
+    fn merge_only_child(&mut self) {
+        if self.children.len() != 1 || self.value.is_some() {
+            return;
+        }
+        let Some((key, mut child)) = self.children.drain().next() else {
+            return;
+        };
+        self.tail = Some(join_tail(self.tail.as_deref(), &key, child.tail.as_deref()));
+        self.children = std::mem::take(&mut child.children);
+        self.value = child.value.take();
+    }
+
+    fn remove_child(&mut self, key: &str) {
+        self.children.remove(key);
+        let cap = self.children.capacity();
+        if cap > 32 && self.children.len() * 4 < cap {
+            self.children.shrink_to(self.children.len() * 2);
         }
     }
 }
 
 impl<V> Drop for Node<V> {
     /// Dismantles the subtree with a loop: the default recursive drop could overflow the
-    /// stack on a topic with tens of thousands of levels.
+    /// stack on a deeply branching tree.
     fn drop(&mut self) {
         if self.children.is_empty() {
             return;
@@ -36,15 +71,6 @@ impl<V> Drop for Node<V> {
         while let Some(mut node) = stack.pop() {
             stack.extend(node.children.drain().map(|(_, n)| n));
         }
-    }
-}
-
-/// First level of `s` and the rest after the separator, if there is one.
-#[inline]
-fn split_first(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('/') {
-        Some((first, rest)) => (first, Some(rest)),
-        None => (s, None),
     }
 }
 
@@ -83,11 +109,40 @@ impl<V> RetainTree<V> {
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         debug_assert!(valid_topic_name(topic), "{topic:?}");
         let mut node = &mut self.root;
-        for level in topic.split('/') {
+        let mut rest = Some(topic);
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
             if !node.children.contains_key(level) {
-                node.children.insert(level.into(), Node::new());
+                // Nothing below here yet: the rest of the topic is one new node.
+                node = node
+                    .children
+                    .entry(level.into())
+                    .or_insert(Node::with_tail(next.map(Into::into)));
+                break;
             }
-            node = node.children.get_mut(level).expect("just inserted") // ok: inserted on the line above;
+            let Some(slot) = node.children.get_mut(level) else {
+                return None; // unreachable: the child exists (checked above)
+            };
+            let through = match &slot.tail {
+                None => Some(next),
+                Some(tail) => strip_tail(tail, next),
+            };
+            if let Some(after) = through {
+                node = slot;
+                rest = after;
+                continue;
+            }
+            // The topic leaves the child's chain part-way: split it where they part.
+            let Some(tail) = slot.tail.take() else {
+                return None; // unreachable: a node without a tail is always gone through
+            };
+            let (k, after) = common_levels(&tail, next);
+            let (before, at, below) = split_tail_at(&tail, k);
+            let mut lower = std::mem::replace(slot, Node::with_tail(before));
+            lower.tail = below;
+            slot.children.insert(at.into(), lower);
+            node = slot;
+            rest = after;
         }
         let old = node.value.replace(value);
         if old.is_none() {
@@ -97,60 +152,67 @@ impl<V> RetainTree<V> {
     }
 
     /// Clears the retained message of `topic` (a retained PUBLISH with empty payload).
-    /// Prunes empty branches. Returns the removed value.
+    /// Prunes empty branches and rejoins chains. Returns the removed value.
     pub fn remove(&mut self, topic: &str) -> Option<V> {
+        // The key of each node on the way, to come back for pruning.
+        let mut keys: Vec<&str> = Vec::new();
         let mut node = &mut self.root;
-        for level in topic.split('/') {
+        let mut rest = Some(topic);
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
             node = node.children.get_mut(level)?;
+            keys.push(level);
+            rest = match &node.tail {
+                None => next,
+                Some(tail) => strip_tail(tail, next)?,
+            };
         }
         let old = node.value.take()?;
         self.len -= 1;
-        if node.children.is_empty() {
-            self.prune(topic);
-        }
+        self.tidy(&keys);
         Some(old)
     }
 
-    /// Removes the longest chain of nodes at the end of `topic` that holds nothing but
-    /// the path itself. The node at the end of `topic` must be empty.
-    fn prune(&mut self, topic: &str) {
-        // Depth (1 = child of the root) of the first node of that chain.
-        let mut cut = None;
-        let mut node = &self.root;
-        for (i, level) in topic.split('/').enumerate() {
-            let Some(next) = node.children.get(level) else {
+    /// After a removal at the node reached through `keys`: removes the nodes left empty
+    /// going up, and merges the first one left with a single child and no value into
+    /// that child.
+    fn tidy(&mut self, keys: &[&str]) {
+        let mut depth = keys.len();
+        while depth > 0 {
+            let Some(node) = self.node_at_mut(&keys[..depth]) else {
                 return;
             };
-            node = next;
-            if node.value.is_none() && node.children.len() <= 1 {
-                cut.get_or_insert(i + 1);
-            } else {
-                cut = None;
-            }
-        }
-        let Some(cut) = cut else { return };
-        let mut node = &mut self.root;
-        for (i, level) in topic.split('/').enumerate() {
-            if i + 1 == cut {
-                node.children.remove(level);
-                let cap = node.children.capacity();
-                if cap > 32 && node.children.len() * 4 < cap {
-                    node.children.shrink_to(node.children.len() * 2);
+            if node.value.is_none() && node.children.is_empty() {
+                if let Some(parent) = self.node_at_mut(&keys[..depth - 1]) {
+                    parent.remove_child(keys[depth - 1]);
                 }
-                return;
+                depth -= 1;
+                continue;
             }
-            let Some(next) = node.children.get_mut(level) else {
-                return;
-            };
-            node = next;
+            node.merge_only_child();
+            return;
         }
+    }
+
+    fn node_at_mut(&mut self, keys: &[&str]) -> Option<&mut Node<V>> {
+        let mut node = &mut self.root;
+        for key in keys {
+            node = node.children.get_mut(*key)?;
+        }
+        Some(node)
     }
 
     /// The retained value of exactly `topic`.
     pub fn get(&self, topic: &str) -> Option<&V> {
         let mut node = &self.root;
-        for level in topic.split('/') {
+        let mut rest = Some(topic);
+        while let Some(r) = rest {
+            let (level, next) = split_first(r);
             node = node.children.get(level)?;
+            rest = match &node.tail {
+                None => next,
+                Some(tail) => strip_tail(tail, next)?,
+            };
         }
         node.value.as_ref()
     }
@@ -185,40 +247,45 @@ impl<V> RetainTree<V> {
                             .filter(|(key, _)| visible(key))
                             .map(|(_, child)| child),
                     );
-                    while let Some(n) = whole.pop() {
-                        if let Some(v) = &n.value {
-                            f(v);
-                        }
-                        whole.extend(n.children.values());
-                    }
                 }
                 "+" => {
                     for (key, child) in &node.children {
-                        if !visible(key) {
-                            continue;
-                        }
-                        match rest {
-                            None => {
-                                if let Some(v) = &child.value {
-                                    f(v);
+                        if visible(key) {
+                            match through(child, rest) {
+                                FilterThroughTail::Through(None) => {
+                                    if let Some(v) = &child.value {
+                                        f(v);
+                                    }
                                 }
+                                FilterThroughTail::Through(Some(r)) => {
+                                    pending.push((child, r, false))
+                                }
+                                FilterThroughTail::All => whole.push(child),
+                                FilterThroughTail::Fail => {}
                             }
-                            Some(rest) => pending.push((child, rest, false)),
                         }
                     }
                 }
                 literal => {
                     if let Some(child) = node.children.get(literal) {
-                        match rest {
-                            None => {
+                        match through(child, rest) {
+                            FilterThroughTail::Through(None) => {
                                 if let Some(v) = &child.value {
                                     f(v);
                                 }
                             }
-                            Some(rest) => pending.push((child, rest, false)),
+                            FilterThroughTail::Through(Some(r)) => pending.push((child, r, false)),
+                            FilterThroughTail::All => whole.push(child),
+                            FilterThroughTail::Fail => {}
                         }
                     }
                 }
+            }
+            while let Some(n) = whole.pop() {
+                if let Some(v) = &n.value {
+                    f(v);
+                }
+                whole.extend(n.children.values());
             }
         }
     }
@@ -243,6 +310,10 @@ impl<V> RetainTree<V> {
                 }
             }
             topic.push_str(key);
+            if let Some(tail) = &node.tail {
+                topic.push('/');
+                topic.push_str(tail);
+            }
             if let Some(v) = &node.value {
                 f(&topic, v);
             }
@@ -266,10 +337,19 @@ impl<V> RetainTree<V> {
     }
 }
 
+/// A child reached by a filter level: its tail against the rest of the filter.
+#[inline]
+fn through<'a, V>(child: &Node<V>, rest: Option<&'a str>) -> FilterThroughTail<'a> {
+    match &child.tail {
+        None => FilterThroughTail::Through(rest),
+        Some(tail) => filter_through_tail(tail, rest),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{random_levels, XorShift, FILTER_LEVELS, TOPIC_LEVELS};
+    use crate::testing::{random_levels, random_levels_upto, XorShift, FILTER_LEVELS, TOPIC_LEVELS};
     use crate::topic::{matches, valid_topic_filter};
     use std::collections::HashMap;
 
@@ -351,15 +431,15 @@ mod tests {
         r.set("a", 4);
         r.set("a/b/d/e", 5);
         assert_eq!(r.len(), 3);
-        // root, a, b, c, d, e
-        assert_eq!(node_count(&r.root), 6);
+        // root, a, b, c, and "d/e" as one node
+        assert_eq!(node_count(&r.root), 5);
         assert_eq!(r.remove("a/b"), None);
         assert_eq!(r.remove("a/b/x"), None);
         assert_eq!(r.remove("a/b/c/d"), None);
         assert_eq!(r.len(), 3);
         assert_eq!(r.remove("a/b/d/e"), Some(5));
         assert_eq!(r.remove("a/b/d/e"), None);
-        assert_eq!(node_count(&r.root), 4);
+        assert_eq!(node_count(&r.root), 3, "b and c rejoined");
         assert_eq!(r.remove("a/b/c"), Some(3));
         assert_eq!(node_count(&r.root), 2);
         assert_eq!(r.remove("a"), Some(4));
@@ -395,6 +475,52 @@ mod tests {
         r.clear();
         assert!(r.is_empty());
         assert!(r.matching("#").is_empty());
+    }
+
+    /// Every node below the root holds a value or branches.
+    fn assert_compressed<V>(node: &Node<V>, is_root: bool) {
+        if !is_root {
+            assert!(
+                node.value.is_some() || node.children.len() >= 2,
+                "a node with no value and {} children",
+                node.children.len()
+            );
+        }
+        for n in node.children.values() {
+            assert_compressed(n, false);
+        }
+    }
+
+    fn approx_bytes<V>(node: &Node<V>) -> usize {
+        std::mem::size_of::<Node<V>>()
+            + node.tail.as_ref().map_or(0, |t| t.len())
+            + node
+                .children
+                .iter()
+                .map(|(k, n)| k.len() + std::mem::size_of::<Box<str>>() + approx_bytes(n))
+                .sum::<usize>()
+    }
+
+    #[test]
+    fn deep_topics_cost_about_their_bytes() {
+        let mut r = RetainTree::default();
+        let deep = format!("a{}", "/x".repeat(60_000));
+        r.set(&deep, 1);
+        assert_eq!(node_count(&r.root), 2);
+        let bytes = approx_bytes(&r.root);
+        assert!(bytes < deep.len() + 1024, "{bytes} bytes for {}", deep.len());
+        let half = format!("a{}/y", "/x".repeat(30_000));
+        r.set(&half, 2);
+        assert_eq!(node_count(&r.root), 4);
+        assert_eq!(r.matching(&format!("a{}/+", "/x".repeat(30_000))), [2]);
+        assert_eq!(sorted(r.matching("a/#")), [1, 2]);
+        assert_eq!(sorted(r.matching("+/x/#")), [1, 2]);
+        assert_eq!(r.matching("a/x/+"), Vec::<u32>::new());
+        assert_eq!(r.remove(&half), Some(2));
+        assert_eq!(node_count(&r.root), 2, "one node again");
+        let mut all = Vec::new();
+        r.for_each(|t, v| all.push((t.to_string(), *v)));
+        assert_eq!(all, [(deep.clone(), 1)]);
     }
 
     #[test]
@@ -434,9 +560,54 @@ mod tests {
                 assert_eq!(r.remove(&topic), reference.remove(&topic), "{topic:?}");
             }
             assert_eq!(r.len(), reference.len());
+            assert_compressed(&r.root, true);
             let mut checked = 0;
             while checked < 600 {
                 let filter = random_levels(&mut rng, &FILTER_LEVELS);
+                if !valid_topic_filter(&filter) {
+                    continue;
+                }
+                checked += 1;
+                let expected: Vec<u32> = reference
+                    .iter()
+                    .filter(|(t, _)| matches(&filter, t))
+                    .map(|(_, v)| *v)
+                    .collect();
+                assert_eq!(sorted(r.matching(&filter)), sorted(expected), "{filter:?}");
+            }
+        }
+        let topics: Vec<String> = reference.keys().cloned().collect();
+        for t in topics {
+            assert_eq!(r.remove(&t), reference.remove(&t));
+        }
+        assert!(r.is_empty());
+        assert_eq!(node_count(&r.root), 1, "all branches pruned");
+    }
+
+    #[test]
+    fn randomized_deep_against_matches() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut r = RetainTree::default();
+        let mut reference: HashMap<String, u32> = HashMap::new();
+        let mut value = 0;
+        for _ in 0..6 {
+            for _ in 0..150 {
+                let topic = random_levels_upto(&mut rng, &TOPIC_LEVELS, 9);
+                if topic.is_empty() {
+                    continue;
+                }
+                value += 1;
+                assert_eq!(r.insert(&topic, value), reference.insert(topic, value));
+            }
+            for _ in 0..100 {
+                let topic = random_levels_upto(&mut rng, &TOPIC_LEVELS, 9);
+                assert_eq!(r.remove(&topic), reference.remove(&topic), "{topic:?}");
+            }
+            assert_eq!(r.len(), reference.len());
+            assert_compressed(&r.root, true);
+            let mut checked = 0;
+            while checked < 600 {
+                let filter = random_levels_upto(&mut rng, &FILTER_LEVELS, 9);
                 if !valid_topic_filter(&filter) {
                     continue;
                 }

@@ -28,7 +28,13 @@ pub const TOPIC_LEVELS: [&str; 4] = ["a", "b", "", "$x"];
 
 /// One to four levels drawn from `alphabet`, joined with '/'.
 pub fn random_levels(rng: &mut XorShift, alphabet: &[&str]) -> String {
-    let n = 1 + rng.below(4);
+    random_levels_upto(rng, alphabet, 4)
+}
+
+/// One to `max` levels drawn from `alphabet`, joined with '/' (deeper ones exercise the
+/// trees' chains of levels held as one node).
+pub fn random_levels_upto(rng: &mut XorShift, alphabet: &[&str], max: usize) -> String {
+    let n = 1 + rng.below(max);
     (0..n)
         .map(|_| alphabet[rng.below(alphabet.len())])
         .collect::<Vec<_>>()

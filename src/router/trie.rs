@@ -604,7 +604,7 @@ impl<V> SubscriptionTrie<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{random_levels, XorShift, FILTER_LEVELS, TOPIC_LEVELS};
+    use crate::testing::{random_levels, random_levels_upto, XorShift, FILTER_LEVELS, TOPIC_LEVELS};
     use crate::topic::{matches, valid_topic_filter};
     use std::collections::HashMap;
 
@@ -938,6 +938,68 @@ mod tests {
             // Remove about half, plus some that are not there.
             for _ in 0..300 {
                 let filter = random_levels(&mut rng, &FILTER_LEVELS);
+                if !valid_topic_filter(&filter) {
+                    continue;
+                }
+                let id = rng.below(8) as u64;
+                let had = reference.remove(&(filter.clone(), id)).is_some();
+                assert_eq!(t.remove(&filter, id), had, "{filter:?} {id}");
+            }
+            let keys: Vec<_> = reference.keys().cloned().collect();
+            for (i, (filter, id)) in keys.into_iter().enumerate() {
+                if (i + round) % 2 == 0 {
+                    reference.remove(&(filter.clone(), id));
+                    assert!(t.remove(&filter, id));
+                    assert!(!t.contains(&filter, id));
+                }
+            }
+            check(&t, &reference, &mut rng);
+            assert_compressed(&t.root, true);
+        }
+        for (filter, id) in reference.keys() {
+            assert!(t.remove(filter, *id));
+        }
+        assert!(t.is_empty());
+        assert!(t.root.is_empty(), "all branches pruned");
+    }
+
+    #[test]
+    fn randomized_deep_against_matches() {
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let mut t = SubscriptionTrie::default();
+        let mut reference: HashMap<(String, u64), u32> = HashMap::new();
+        let check = |t: &SubscriptionTrie<u32>,
+                     reference: &HashMap<(String, u64), u32>,
+                     rng: &mut XorShift| {
+            assert_eq!(t.len(), reference.len());
+            for _ in 0..1000 {
+                let topic = random_levels_upto(rng, &TOPIC_LEVELS, 9);
+                let mut expected: Vec<(u64, u32)> = reference
+                    .iter()
+                    .filter(|((f, _), _)| matches(f, &topic))
+                    .map(|((_, id), v)| (*id, *v))
+                    .collect();
+                expected.sort();
+                assert_eq!(matched(t, &topic), expected, "topic {topic:?}");
+            }
+        };
+        let mut value = 0u32;
+        for round in 0..4 {
+            for _ in 0..400 {
+                let filter = random_levels_upto(&mut rng, &FILTER_LEVELS, 9);
+                if !valid_topic_filter(&filter) {
+                    continue;
+                }
+                let id = rng.below(8) as u64;
+                value += 1;
+                let new = reference.insert((filter.clone(), id), value).is_none();
+                assert_eq!(t.insert(&filter, id, value), new, "{filter:?} {id}");
+            }
+            check(&t, &reference, &mut rng);
+            assert_compressed(&t.root, true);
+            // Remove about half, plus some that are not there.
+            for _ in 0..300 {
+                let filter = random_levels_upto(&mut rng, &FILTER_LEVELS, 9);
                 if !valid_topic_filter(&filter) {
                     continue;
                 }
