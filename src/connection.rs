@@ -28,6 +28,7 @@ use crate::auth::Access;
 use crate::broker::{wake_all, Broker};
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
 use crate::handlers;
+use crate::handlers::subscribe::RetainedDue;
 use crate::outbox::Outbox;
 use crate::server::Endpoint;
 use crate::session::Session;
@@ -178,11 +179,29 @@ pub struct Client {
     /// and allocated on first use: most clients never have one withheld.
     #[allow(clippy::box_collection)]
     pub withheld: Option<Box<VecDeque<Withheld>>>,
+    /// Retained messages SUBSCRIBEs owe, one entry per filter, queued by [`catch_up`]
+    /// before the next packet is handled. Boxed and allocated only while there are some.
+    #[allow(clippy::box_collection)]
+    pub retained_due: Option<Box<VecDeque<RetainedDue>>>,
     /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
     pub _attached: crate::session::Attached,
 }
 
 impl Client {
+    /// Notes retained messages to queue after the packet being handled.
+    pub fn owe_retained(&mut self, due: RetainedDue) {
+        self.retained_due.get_or_insert_default().push_back(due);
+    }
+
+    fn next_retained_due(&mut self) -> Option<RetainedDue> {
+        let queue = self.retained_due.as_mut()?;
+        let due = queue.pop_front();
+        if queue.is_empty() {
+            self.retained_due = None;
+        }
+        due
+    }
+
     pub fn client_id(&self) -> &str {
         &self.session.client_id
     }
@@ -438,6 +457,9 @@ where
     if let Err(close) = process(client, &mut rbuf, max_packet) {
         return close;
     }
+    if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
+        return close;
+    }
 
     loop {
         // Every wake-up lands here: shutdown, take-over, keep-alive expiry and due
@@ -504,6 +526,9 @@ where
                         read_chunk
                     };
                     if let Err(close) = process(client, &mut rbuf, max_packet) {
+                        return close;
+                    }
+                    if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
                         return close;
                     }
                     if rbuf.is_empty() {
@@ -599,11 +624,33 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Resul
             codec::decode(rbuf, max_packet)
         };
         match decoded {
-            Ok(Some(packet)) => handlers::dispatch(client, packet)?,
+            Ok(Some(packet)) => {
+                handlers::dispatch(client, packet)?;
+                // A SUBSCRIBE owes retained messages: later packets wait for them (see
+                // `catch_up`), so their effects come after, as before.
+                if client.retained_due.is_some() {
+                    return Ok(());
+                }
+            }
             Ok(None) => return Ok(()),
             Err(e) => return Err(decode_close(&e)),
         }
     }
+}
+
+/// Queues the retained messages SUBSCRIBEs owe, one filter at a time with a yield in
+/// between (a SUBSCRIBE of hundreds of filters over a large retained store would
+/// otherwise hold this worker thread and starve the connections sharing it), then
+/// handles the packets that came after, which may owe more. Bounded: no reading here.
+async fn catch_up(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), Close> {
+    while let Some(due) = client.next_retained_due() {
+        handlers::subscribe::deliver_retained(client, due);
+        tokio::task::yield_now().await;
+        if client.retained_due.is_none() {
+            process(client, rbuf, max_packet)?;
+        }
+    }
+    Ok(())
 }
 
 /// The close (and 5.0 reason code) a decoding error calls for.

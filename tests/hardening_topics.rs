@@ -365,6 +365,44 @@ fn retained_messages_on_subscribe_respect_max_queued_messages() {
     b.assert_serves_healthy_client("kr-distinct");
 }
 
+/// Retained messages are queued filter by filter after the SUBACK, yielding in between;
+/// a packet pipelined behind the SUBSCRIBE still takes effect after them: the retained
+/// (old) value arrives before the live (new) one [MQTT-3.3.1-8].
+#[test]
+fn mqtt_3_3_1_8_retained_on_subscribe_come_before_packets_pipelined_after_it() {
+    let b = Broker::start("");
+    let mut r = raw_connected(b.addr(), "order-retainer");
+    r.write_all(&publish_packet(b"o/1", 1, 1, b"old", true))
+        .expect("PUBLISH");
+    assert_eq!(read_packet(&mut r).0, 0x40);
+    let mut s = raw_connected(b.addr(), "order");
+    let mut burst = subscribe_packet(1, &[(b"o/#", 0), (b"x/#", 0), (b"o/+", 0)]);
+    burst.extend(publish_packet(b"o/1", 0, 0, b"new", false));
+    s.write_all(&burst).expect("SUBSCRIBE + PUBLISH");
+    let packets = drain(&mut s, Duration::from_secs(10));
+    let kinds: Vec<(u8, Vec<u8>)> = packets
+        .iter()
+        .map(|(h, body)| {
+            if h >> 4 == 3 {
+                (h & 0x01, parse_publish(*h, body).1)
+            } else {
+                (*h, Vec::new())
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0x90, Vec::new()),
+            (1, b"old".to_vec()),
+            (1, b"old".to_vec()),
+            (0, b"new".to_vec()),
+        ],
+        "SUBACK, the retained message once per distinct matching filter, then the live one"
+    );
+    b.assert_serves_healthy_client("order");
+}
+
 /// More filters in one SUBSCRIBE than max_filters_per_subscribe: the first ones are
 /// handled, each of the rest gets a failure code (3.1.1: 0x80, 5.0: 0x97 Quota
 /// exceeded), and the connection stays up.

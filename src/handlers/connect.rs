@@ -239,6 +239,7 @@ pub async fn handle(
         out,
         will: connect.will.map(Box::new),
         withheld: None,
+        retained_due: None,
         _attached: att.guard,
     })
 }

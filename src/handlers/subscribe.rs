@@ -6,12 +6,14 @@
 //! packet is acted on once (its last copy, which is what replacing the subscription
 //! copy by copy would leave [MQTT-3.8.4-3]), so its retained messages are queued once,
 //! and retained messages go through the queue limits like any other delivery (see
-//! [`crate::session::Session::deliver_retained`]).
+//! [`crate::session::Session::deliver_retained`]), one filter at a time with a yield in
+//! between, so that a SUBSCRIBE of hundreds of filters over a large retained store does
+//! not hold a worker thread.
 
 use std::collections::HashMap;
 
 use crate::auth::Access;
-use crate::codec::{self, Subscribe, SubscriptionOptions};
+use crate::codec::{self, QoS, Subscribe, SubscriptionOptions};
 use crate::connection::{reason, Client, Close};
 use crate::log_limit::{field, LogLimit};
 use crate::store::StoreEvent;
@@ -121,25 +123,44 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
 
     // Retained messages go out after the SUBACK, with RETAIN=1 [MQTT-3.3.1-8], as Retain
     // Handling asks: 0 always, 1 only for a new subscription, 2 never [MQTT-3.3.1-9/10/11].
-    // Shared subscriptions get none [MQTT-4.8.2]. The ACL's read rule covers them too.
+    // Shared subscriptions get none [MQTT-4.8.2]. The connection queues them one filter
+    // at a time, yielding in between, before it handles the next packet (see
+    // `connection::catch_up`).
     for (filter, opts, is_new) in accepted {
         let wanted = match opts.retain_handling {
             0 => true,
             1 => is_new,
             _ => false,
         };
-        if !wanted {
-            continue;
+        if wanted {
+            client.owe_retained(RetainedDue {
+                filter: filter.to_owned(),
+                qos: opts.qos,
+                sub_id: subscribe.subscription_id,
+            });
         }
-        let mut retained = client.broker.retained_for(filter, opts.qos);
-        retained.retain(|(msg, _)| client.may(&msg.topic, Access::Read));
-        client.session.deliver_retained(
-            &retained,
-            subscribe.subscription_id,
-            &*client.broker.store,
-        );
     }
     Ok(())
+}
+
+/// The retained messages a SUBSCRIBE owes for one of its filters.
+#[derive(Debug)]
+pub struct RetainedDue {
+    pub filter: String,
+    /// The granted QoS: each message goes at the lower of it and its own.
+    pub qos: QoS,
+    pub sub_id: Option<u32>,
+}
+
+/// Queues the retained messages matching one subscribed filter (those the ACL lets the
+/// client read), under the queue limits (see
+/// [`crate::session::Session::deliver_retained`]).
+pub fn deliver_retained(client: &Client, due: RetainedDue) {
+    let mut retained = client.broker.retained_for(&due.filter, due.qos);
+    retained.retain(|(msg, _)| client.may(&msg.topic, Access::Read));
+    client
+        .session
+        .deliver_retained(&retained, due.sub_id, &*client.broker.store);
 }
 
 /// Logs a refused filter, at most once per interval for the whole broker.
