@@ -54,7 +54,9 @@ pub fn split_tail_at(tail: &str, k: usize) -> (Option<Box<str>>, &str, Option<Bo
     let mut start = 0;
     for _ in 0..k {
         // `k` levels exist, so each has a separator after it.
-        start += tail[start..].find('/').map_or(tail.len() - start, |i| i + 1);
+        start += tail[start..]
+            .find('/')
+            .map_or(tail.len() - start, |i| i + 1);
     }
     let before = (k > 0).then(|| tail[..start - 1].into());
     let (level, after) = split_first(&tail[start..]);
@@ -154,11 +156,23 @@ mod tests {
             (Some("b".into()), "c", Some("d".into()))
         );
         assert_eq!(split_tail_at("b/c/d", 2), (Some("b/c".into()), "d", None));
-        assert_eq!(split_tail_at("//", 1), (Some("".into()), "", Some("".into())));
+        assert_eq!(
+            split_tail_at("//", 1),
+            (Some("".into()), "", Some("".into()))
+        );
         assert_eq!(split_tail_at("", 0), (None, "", None));
-        for (tail, k) in [("b/c/d", 0), ("b/c/d", 1), ("b/c/d", 2), ("//", 1), ("/", 0)] {
+        for (tail, k) in [
+            ("b/c/d", 0),
+            ("b/c/d", 1),
+            ("b/c/d", 2),
+            ("//", 1),
+            ("/", 0),
+        ] {
             let (before, level, after) = split_tail_at(tail, k);
-            assert_eq!(&*join_tail(before.as_deref(), level, after.as_deref()), tail);
+            assert_eq!(
+                &*join_tail(before.as_deref(), level, after.as_deref()),
+                tail
+            );
         }
     }
 
@@ -170,7 +184,10 @@ mod tests {
         assert_eq!(match_filter_tail("b/c", Some("b/x")), None);
         use FilterThroughTail::*;
         assert_eq!(filter_through_tail("b/c", Some("b/c")), Through(None));
-        assert_eq!(filter_through_tail("b/c", Some("+/c/x")), Through(Some("x")));
+        assert_eq!(
+            filter_through_tail("b/c", Some("+/c/x")),
+            Through(Some("x"))
+        );
         assert_eq!(filter_through_tail("b/c", Some("b/#")), All);
         assert_eq!(filter_through_tail("b/c", Some("#")), All);
         assert_eq!(filter_through_tail("b/c", Some("b")), Fail);

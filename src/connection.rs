@@ -642,7 +642,11 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Resul
 /// between (a SUBSCRIBE of hundreds of filters over a large retained store would
 /// otherwise hold this worker thread and starve the connections sharing it), then
 /// handles the packets that came after, which may owe more. Bounded: no reading here.
-async fn catch_up(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), Close> {
+async fn catch_up(
+    client: &mut Client,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<(), Close> {
     while let Some(due) = client.next_retained_due() {
         handlers::subscribe::deliver_retained(client, due);
         tokio::task::yield_now().await;

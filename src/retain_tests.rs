@@ -161,7 +161,11 @@ fn deep_topics_cost_about_their_bytes() {
     r.set(&deep, 1);
     assert_eq!(node_count(&r.root), 2);
     let bytes = approx_bytes(&r.root);
-    assert!(bytes < deep.len() + 1024, "{bytes} bytes for {}", deep.len());
+    assert!(
+        bytes < deep.len() + 1024,
+        "{bytes} bytes for {}",
+        deep.len()
+    );
     let half = format!("a{}/y", "/x".repeat(30_000));
     r.set(&half, 2);
     assert_eq!(node_count(&r.root), 4);

@@ -150,7 +150,8 @@ fn mqtt_3_8_4_5_three_60000_level_filters_refused_by_default_memory_flat() {
         assert_eq!(suback(&mut s), [0x80; 3], "3.1.1 failure codes");
     }
     let mut v5 = connected5(b.addr(), "deep-5");
-    v5.write_all(&subscribe5(1, &filters, None)).expect("SUBSCRIBE");
+    v5.write_all(&subscribe5(1, &filters, None))
+        .expect("SUBSCRIBE");
     let (h, body) = read_packet(&mut v5);
     assert_eq!(h, 0x90);
     assert_eq!(suback5_codes(&body), [0x8F; 3], "5.0 Topic Filter invalid");
@@ -179,10 +180,12 @@ fn deep_filters_cost_close_to_their_bytes_when_levels_are_unlimited() {
     // Warm up the connection's buffers first, so the growth measured is the trie's.
     let small: Vec<String> = (0..3).map(|i| format!("{i}/x")).collect();
     let small_f: Vec<(&[u8], u8)> = small.iter().map(|f| (f.as_bytes(), 0)).collect();
-    s.write_all(&subscribe_packet(1, &small_f)).expect("SUBSCRIBE");
+    s.write_all(&subscribe_packet(1, &small_f))
+        .expect("SUBSCRIBE");
     assert_eq!(suback(&mut s), [0; 3]);
     let before = b.rss_kib();
-    s.write_all(&subscribe_packet(2, &filters)).expect("SUBSCRIBE");
+    s.write_all(&subscribe_packet(2, &filters))
+        .expect("SUBSCRIBE");
     assert_eq!(suback(&mut s), [0; 3], "granted: no level limit");
     let growth = b.rss_kib().saturating_sub(before);
     eprintln!("3 x 60,000-level filters: RSS +{growth} KiB");
@@ -312,10 +315,15 @@ fn mqtt_3_8_4_3_repeated_filter_in_one_subscribe_sends_retained_once() {
     let before = b.rss_kib();
     let mut s = raw_connected(b.addr(), "kr");
     let copies: Vec<(&[u8], u8)> = vec![(b"#", 0); 500];
-    s.write_all(&subscribe_packet(1, &copies)).expect("SUBSCRIBE");
+    s.write_all(&subscribe_packet(1, &copies))
+        .expect("SUBSCRIBE");
     let packets = drain(&mut s, Duration::from_secs(20));
     assert_eq!(packets[0].0, 0x90, "SUBACK first");
-    assert_eq!(&packets[0].1[2..], &[0u8; 500][..], "500 codes, all granted");
+    assert_eq!(
+        &packets[0].1[2..],
+        &[0u8; 500][..],
+        "500 codes, all granted"
+    );
     let mut topics = HashSet::new();
     for (h, body) in &packets[1..] {
         let (topic, _) = parse_publish(*h, body);
@@ -500,7 +508,11 @@ fn mqtt5_3_3_4_overlapping_filters_bounded_by_subscription_limit_and_id_cap() {
     body.extend_from_slice(b"x");
     p.write_all(&frame(0x30, body)).expect("PUBLISH");
     let packets = drain(&mut s, Duration::from_secs(10));
-    assert_eq!(packets.len(), 1, "one PUBLISH for all matching subscriptions");
+    assert_eq!(
+        packets.len(),
+        1,
+        "one PUBLISH for all matching subscriptions"
+    );
     let (h, body) = &packets[0];
     assert_eq!(h >> 4, 3);
     let ids = publish5_sub_ids(body);

@@ -60,7 +60,11 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     for (i, (filter, opts)) in subscribe.filters.iter().enumerate() {
         if i >= handled {
             codes[i] = if v5 { reason::QUOTA_EXCEEDED } else { FAILURE };
-            refused(client, filter, "more filters than max_filters_per_subscribe");
+            refused(
+                client,
+                filter,
+                "more filters than max_filters_per_subscribe",
+            );
             continue;
         }
         if last.get(filter.as_str()).is_some_and(|&at| at != i) {

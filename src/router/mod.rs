@@ -301,7 +301,10 @@ fn merge_per_session(out: &mut Vec<Target>) {
             }
             kept.retain_as_published |= later.retain_as_published;
             if let Some(more) = later.extra.take() {
-                add_sub_ids(&mut kept.extra.get_or_insert_default().sub_ids, &more.sub_ids);
+                add_sub_ids(
+                    &mut kept.extra.get_or_insert_default().sub_ids,
+                    &more.sub_ids,
+                );
             }
         }
         same

@@ -231,21 +231,22 @@ impl<V> Node<V> {
     /// Takes in the only child of a node that holds no subscribers itself, so that a
     /// chain of levels stays one node after the branch beside it went away.
     fn merge_only_child(&mut self) {
-        let (key, mut child): (Box<str>, Box<Node<V>>) = match (self.plus.take(), self.children.take()) {
-            (Some(plus), None) => ("+".into(), plus),
-            (None, Some(children)) if children.len() == 1 => {
-                let Some((key, child)) = children.into_iter().next() else {
+        let (key, mut child): (Box<str>, Box<Node<V>>) =
+            match (self.plus.take(), self.children.take()) {
+                (Some(plus), None) => ("+".into(), plus),
+                (None, Some(children)) if children.len() == 1 => {
+                    let Some((key, child)) = children.into_iter().next() else {
+                        return;
+                    };
+                    (key, child)
+                }
+                (plus, children) => {
+                    // Not a single branch: leave it as it was.
+                    self.plus = plus;
+                    self.children = children;
                     return;
-                };
-                (key, child)
-            }
-            (plus, children) => {
-                // Not a single branch: leave it as it was.
-                self.plus = plus;
-                self.children = children;
-                return;
-            }
-        };
+                }
+            };
         self.tail = Some(join_tail(self.tail.as_deref(), &key, child.tail.as_deref()));
         self.children = child.children.take();
         self.plus = child.plus.take();

@@ -226,7 +226,9 @@ fn approx_bytes<V>(node: &Node<V>) -> usize {
     let own = std::mem::size_of::<Node<V>>() + node.tail.as_ref().map_or(0, |t| t.len());
     let children = node.children.as_ref().map_or(0, |c| {
         c.iter()
-            .map(|(k, n)| k.len() + std::mem::size_of::<(Box<str>, Box<Node<V>>)>() + approx_bytes(n))
+            .map(|(k, n)| {
+                k.len() + std::mem::size_of::<(Box<str>, Box<Node<V>>)>() + approx_bytes(n)
+            })
             .sum::<usize>()
     });
     own + children + node.plus.as_deref().map_or(0, approx_bytes)
@@ -264,7 +266,10 @@ fn deep_filters_cost_about_their_bytes() {
     assert_eq!(node_count(&t.root), 3);
     let bytes = approx_bytes(&t.root);
     let filters = deep.len() + plus.len();
-    assert!(bytes < filters + 1024, "{bytes} bytes for {filters} bytes of filters");
+    assert!(
+        bytes < filters + 1024,
+        "{bytes} bytes for {filters} bytes of filters"
+    );
     // A filter branching off half-way splits the chain once.
     let half = format!("a{}/y", "/x".repeat(30_000));
     assert!(t.insert(&half, 3, ()));
@@ -304,21 +309,20 @@ fn randomized_against_matches() {
     let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
     let mut t = SubscriptionTrie::default();
     let mut reference: HashMap<(String, u64), u32> = HashMap::new();
-    let check = |t: &SubscriptionTrie<u32>,
-                 reference: &HashMap<(String, u64), u32>,
-                 rng: &mut XorShift| {
-        assert_eq!(t.len(), reference.len());
-        for _ in 0..1000 {
-            let topic = random_levels(rng, &TOPIC_LEVELS);
-            let mut expected: Vec<(u64, u32)> = reference
-                .iter()
-                .filter(|((f, _), _)| matches(f, &topic))
-                .map(|((_, id), v)| (*id, *v))
-                .collect();
-            expected.sort();
-            assert_eq!(matched(t, &topic), expected, "topic {topic:?}");
-        }
-    };
+    let check =
+        |t: &SubscriptionTrie<u32>, reference: &HashMap<(String, u64), u32>, rng: &mut XorShift| {
+            assert_eq!(t.len(), reference.len());
+            for _ in 0..1000 {
+                let topic = random_levels(rng, &TOPIC_LEVELS);
+                let mut expected: Vec<(u64, u32)> = reference
+                    .iter()
+                    .filter(|((f, _), _)| matches(f, &topic))
+                    .map(|((_, id), v)| (*id, *v))
+                    .collect();
+                expected.sort();
+                assert_eq!(matched(t, &topic), expected, "topic {topic:?}");
+            }
+        };
     let mut value = 0u32;
     for round in 0..4 {
         for _ in 0..400 {
@@ -366,21 +370,20 @@ fn randomized_deep_against_matches() {
     let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
     let mut t = SubscriptionTrie::default();
     let mut reference: HashMap<(String, u64), u32> = HashMap::new();
-    let check = |t: &SubscriptionTrie<u32>,
-                 reference: &HashMap<(String, u64), u32>,
-                 rng: &mut XorShift| {
-        assert_eq!(t.len(), reference.len());
-        for _ in 0..1000 {
-            let topic = random_levels_upto(rng, &TOPIC_LEVELS, 9);
-            let mut expected: Vec<(u64, u32)> = reference
-                .iter()
-                .filter(|((f, _), _)| matches(f, &topic))
-                .map(|((_, id), v)| (*id, *v))
-                .collect();
-            expected.sort();
-            assert_eq!(matched(t, &topic), expected, "topic {topic:?}");
-        }
-    };
+    let check =
+        |t: &SubscriptionTrie<u32>, reference: &HashMap<(String, u64), u32>, rng: &mut XorShift| {
+            assert_eq!(t.len(), reference.len());
+            for _ in 0..1000 {
+                let topic = random_levels_upto(rng, &TOPIC_LEVELS, 9);
+                let mut expected: Vec<(u64, u32)> = reference
+                    .iter()
+                    .filter(|((f, _), _)| matches(f, &topic))
+                    .map(|((_, id), v)| (*id, *v))
+                    .collect();
+                expected.sort();
+                assert_eq!(matched(t, &topic), expected, "topic {topic:?}");
+            }
+        };
     let mut value = 0u32;
     for round in 0..4 {
         for _ in 0..400 {
