@@ -1080,3 +1080,7 @@ fn encode_publish(
     out.publish_v5(&p, &msg.payload);
     true
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
