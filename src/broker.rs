@@ -24,6 +24,37 @@ use crate::store::state::{instant_from_unix_millis, State};
 use crate::store::{Store, StoreEvent, Stored};
 use crate::subscriptions::Sub;
 
+/// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
+/// process-wide counter still give a unique id (only less unpredictable).
+fn random_client_id() -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    let n = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_ne_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ FALLBACK.fetch_add(1, Ordering::Relaxed).rotate_left(32)
+        }
+    };
+    format!("midge-{n:016x}")
+}
+
+/// Undoes a claim whose attach was abandoned before it completed (see
+/// [`Broker::attach`]): the session goes offline as if that connection had ended.
+struct UndoClaim<'a> {
+    broker: &'a Broker,
+    session: &'a Arc<Session>,
+    generation: u64,
+}
+
+impl Drop for UndoClaim<'_> {
+    fn drop(&mut self) {
+        self.broker.detach(self.session, self.generation);
+    }
+}
+
 /// Counters for logs now and `$SYS`/metrics later.
 #[derive(Default)]
 pub struct Stats {
@@ -46,7 +77,6 @@ pub struct Broker {
     pub store: Arc<dyn Store>,
     pub stats: Stats,
     next_session_id: AtomicU64,
-    next_client_number: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -85,7 +115,6 @@ impl Broker {
             store,
             stats: Stats::default(),
             next_session_id: AtomicU64::new(1),
-            next_client_number: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -93,10 +122,13 @@ impl Broker {
     /// A client id for a client that sent an empty one (clean session only).
     /// Never one a session already has: a client could have chosen the same string
     /// itself, and must not be handed someone else's session [MQTT-3.1.3-6].
+    ///
+    /// Random (64 bits from the OS), not a counter: an id that can be predicted can be
+    /// taken first by another client, which then gets the next anonymous client's
+    /// session, or has it taken over.
     pub fn assign_client_id(&self) -> String {
         loop {
-            let n = self.next_client_number.fetch_add(1, Ordering::Relaxed);
-            let id = format!("midge-auto-{n}-{:x}", std::process::id());
+            let id = random_client_id();
             if !self.sessions.lock().contains_key(id.as_str()) {
                 return id;
             }
@@ -155,11 +187,19 @@ impl Broker {
         };
 
         // The semaphore is never closed, so acquiring only waits; the permit is given
-        // back by `Attached` when this connection ends.
+        // back by `Attached` when this connection ends. The wait can be abandoned (the
+        // CONNECT's connect_timeout passes): then the session must not stay marked
+        // connected with no connection attached.
+        let undo = UndoClaim {
+            broker: self,
+            session: &session,
+            generation,
+        };
         match session.attach.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return None,
         }
+        std::mem::forget(undo);
         let guard = Attached(session.clone());
 
         let (discard, filters, will) = {

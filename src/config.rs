@@ -89,6 +89,13 @@ pub struct Config {
     pub max_packet_size: usize,
     /// Longest client identifier accepted, bytes; 1..=65535.
     pub max_client_id_len: usize,
+    /// Largest CONNECT accepted (remaining length), bytes: what an unauthenticated
+    /// connection can make the broker hold. The smaller of this and `max_packet_size`
+    /// applies.
+    pub max_connect_size: usize,
+    /// Password checks that may wait for a free core (one check runs per core); when
+    /// full, the longest-waiting one is refused with "server busy". 1..=65535.
+    pub max_queued_password_checks: usize,
     /// 0 = unlimited.
     pub max_subscriptions_per_client: usize,
     /// 0 = unlimited.
@@ -201,6 +208,8 @@ impl Default for Config {
             max_connections: 0,
             max_packet_size: 8 * 1024 * 1024,
             max_client_id_len: 65535,
+            max_connect_size: 64 * 1024,
+            max_queued_password_checks: 32,
             max_subscriptions_per_client: 0,
             max_topic_levels: 0,
             max_inflight_messages: 20,
@@ -300,13 +309,23 @@ impl Config {
                 return bad(key, &value, &range_text(&range));
             }
         }
-        let usize_checks: [(&str, usize, RangeInclusive<usize>); 3] = [
+        let usize_checks: [(&str, usize, RangeInclusive<usize>); 5] = [
             (
                 "max_packet_size",
                 self.max_packet_size,
                 MAX_PACKET_SIZE_RANGE,
             ),
             ("max_client_id_len", self.max_client_id_len, 1..=65535),
+            (
+                "max_connect_size",
+                self.max_connect_size,
+                MAX_PACKET_SIZE_RANGE,
+            ),
+            (
+                "max_queued_password_checks",
+                self.max_queued_password_checks,
+                1..=65535,
+            ),
             (
                 "max_inflight_messages",
                 self.max_inflight_messages,
@@ -431,8 +450,14 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             format!("an integer number of seconds in 1..={MAX_SECONDS}")
         }
         (false, "retry_interval") => format!("an integer number of seconds in 0..={MAX_SECONDS}"),
-        (false, "max_packet_size") => range_text(&MAX_PACKET_SIZE_RANGE),
-        (false, "max_client_id_len" | "max_inflight_messages" | "receive_maximum") => {
+        (false, "max_packet_size" | "max_connect_size") => range_text(&MAX_PACKET_SIZE_RANGE),
+        (
+            false,
+            "max_client_id_len"
+            | "max_inflight_messages"
+            | "receive_maximum"
+            | "max_queued_password_checks",
+        ) => {
             "1..=65535".to_owned()
         }
         (false, "max_topic_alias" | "max_keepalive") => "0..=65535".to_owned(),
@@ -709,6 +734,8 @@ mod tests {
         assert_eq!(c.max_connections, 0);
         assert_eq!(c.max_packet_size, 8_388_608);
         assert_eq!(c.max_client_id_len, 65535);
+        assert_eq!(c.max_connect_size, 65_536);
+        assert_eq!(c.max_queued_password_checks, 32);
         assert_eq!(c.max_subscriptions_per_client, 0);
         assert_eq!(c.max_topic_levels, 0);
         assert_eq!(c.max_inflight_messages, 20);
@@ -764,6 +791,8 @@ mod tests {
             max_connections = 100
             max_packet_size = 1024
             max_client_id_len = 23
+            max_connect_size = 512
+            max_queued_password_checks = 4
             max_subscriptions_per_client = 10
             max_topic_levels = 8
             max_inflight_messages = 1
@@ -804,6 +833,8 @@ mod tests {
             max_connections: 100,
             max_packet_size: 1024,
             max_client_id_len: 23,
+            max_connect_size: 512,
+            max_queued_password_checks: 4,
             max_subscriptions_per_client: 10,
             max_topic_levels: 8,
             max_inflight_messages: 1,
@@ -965,6 +996,14 @@ mod tests {
             (
                 "max_client_id_len = 0",
                 "config.toml: max_client_id_len = 0 is invalid: expected 1..=65535",
+            ),
+            (
+                "max_connect_size = 0",
+                "config.toml: max_connect_size = 0 is invalid: expected 1..=268435455",
+            ),
+            (
+                "max_queued_password_checks = 0",
+                "config.toml: max_queued_password_checks = 0 is invalid: expected 1..=65535",
             ),
             (
                 "max_client_id_len = 65536",
