@@ -209,7 +209,7 @@ impl Default for Config {
             max_packet_size: 8 * 1024 * 1024,
             max_client_id_len: 65535,
             max_connect_size: 64 * 1024,
-            max_queued_password_checks: 32,
+            max_queued_password_checks: 256,
             max_subscriptions_per_client: 0,
             max_topic_levels: 0,
             max_inflight_messages: 20,
@@ -735,7 +735,7 @@ mod tests {
         assert_eq!(c.max_packet_size, 8_388_608);
         assert_eq!(c.max_client_id_len, 65535);
         assert_eq!(c.max_connect_size, 65_536);
-        assert_eq!(c.max_queued_password_checks, 32);
+        assert_eq!(c.max_queued_password_checks, 256);
         assert_eq!(c.max_subscriptions_per_client, 0);
         assert_eq!(c.max_topic_levels, 0);
         assert_eq!(c.max_inflight_messages, 20);

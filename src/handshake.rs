@@ -115,7 +115,7 @@ where
             }
             // Only 5.0 can say so (0x95); the level is read from the variable header,
             // the body never is.
-            return match peek_level(stream, rbuf).await {
+            return match peek_level(rbuf) {
                 Some(5) => Outcome::Refused(
                     Some(ProtocolVersion::V5),
                     crate::connection::reason::PACKET_TOO_LARGE,
@@ -216,21 +216,14 @@ async fn read_some<R: AsyncRead + Unpin>(
     limited.read_buf(rbuf).await.map_err(ReadError::Io)
 }
 
-/// The protocol level of a CONNECT whose fixed header is in `rbuf`, reading at most the
-/// few bytes of its variable header that hold it. `None` if it is not "MQTT" or the
-/// client stops sending.
-async fn peek_level<R: AsyncRead + Unpin>(rd: &mut R, rbuf: &mut BytesMut) -> Option<u8> {
+/// The protocol level of a CONNECT whose fixed header is in `rbuf`, if the bytes that
+/// hold it ("MQTT" and the level) have arrived with it. Nothing more is waited for: a
+/// client sends its CONNECT in one go, and one that does not is closed without a word,
+/// as a 3.1.1 client is.
+fn peek_level(rbuf: &[u8]) -> Option<u8> {
     // Fixed header: 1 byte, then 1 to 4 bytes of remaining length.
     let len_len = rbuf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
-    // Protocol name (length 4, "MQTT"), then the level.
-    let need = 1 + len_len + 7;
-    while rbuf.len() < need {
-        let missing = need - rbuf.len();
-        if !matches!(read_some(rd, rbuf, missing).await, Ok(n) if n > 0) {
-            return None;
-        }
-    }
-    let header = &rbuf[1 + len_len..need];
+    let header = rbuf.get(1 + len_len..1 + len_len + 7)?;
     (header[..6] == [0x00, 0x04, b'M', b'Q', b'T', b'T']).then_some(header[6])
 }
 
@@ -245,4 +238,50 @@ async fn until_closed<R: AsyncRead + Unpin>(rd: &mut R, rbuf: &mut BytesMut, cap
         }
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_level_reads_the_level_behind_any_length_of_remaining_length() {
+        let v5 = [0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02];
+        assert_eq!(peek_level(&v5), Some(5));
+        let v311 = [0x10, 0x80, 0x08, 0, 4, b'M', b'Q', b'T', b'T', 4];
+        assert_eq!(peek_level(&v311), Some(4));
+        // Not there yet, or not "MQTT" (3.1's "MQIsdp" has no code for it either).
+        assert_eq!(peek_level(&v5[..11]), None);
+        assert_eq!(peek_level(&[0x10, 0x80, 0x08, 0, 6, b'M', b'Q', b'I', b's']), None);
+        assert_eq!(peek_level(&[0x10, 0x80, 0x80, 0x80, 0x80]), None);
+    }
+
+    #[tokio::test]
+    async fn a_first_byte_that_is_not_connect_ends_the_read_at_once() {
+        // A PUBLISH announcing 8 MiB, with more behind it than one read takes.
+        let mut bytes = vec![0x30, 0xFF, 0xFF, 0xFF, 0x03];
+        bytes.extend(vec![b'x'; 4096]);
+        let mut rd = &bytes[..];
+        let mut rbuf = BytesMut::new();
+        let r = read_connect(&mut rd, &mut rbuf, 65536).await;
+        assert!(matches!(r, Err(ReadError::NotConnect(0x30))), "{r:?}");
+        assert!(rbuf.len() <= READ_MIN, "read {} bytes", rbuf.len());
+    }
+
+    #[tokio::test]
+    async fn a_connect_over_the_cap_is_refused_from_its_fixed_header() {
+        let mut bytes = vec![0x10, 0x80, 0x80, 0x04, 0, 4, b'M', b'Q', b'T', b'T', 5];
+        bytes.extend(vec![b'x'; 4096]);
+        let mut rd = &bytes[..];
+        let mut rbuf = BytesMut::new();
+        let r = read_connect(&mut rd, &mut rbuf, 1024).await;
+        assert!(
+            matches!(
+                r,
+                Err(ReadError::Decode(DecodeError::PacketTooLarge { .. }))
+            ),
+            "{r:?}"
+        );
+        assert_eq!(peek_level(&rbuf), Some(5));
+    }
 }

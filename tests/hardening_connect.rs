@@ -332,7 +332,7 @@ fn login_flood_of_2000_bad_passwords_delays_a_valid_login_by_less_than_1_s() {
     const FLOOD: usize = 2000;
     const THREADS: usize = 8;
     /// max_queued_password_checks (default) plus the cores, and some slack.
-    const IN_BROKER: usize = 32 + 2 + 30;
+    const IN_BROKER: usize = 256 + 2 + 30;
     let dir = TempDir::new("flood");
     let pw = password_file(dir.path(), "alice", "right");
     let b = Broker::start(&format!("password_file = {pw:?}\n"));
@@ -431,6 +431,13 @@ fn login_flood_of_2000_bad_passwords_delays_a_valid_login_by_less_than_1_s() {
     eprintln!("login flood outcomes: {checked} checked (0x04), {busy} busy (0x03), {gone} closed");
     assert_eq!(checked + busy + gone, FLOOD);
     assert!(busy > 0, "a full queue refuses with server busy");
+    // One argon2id check (~46 MiB) per core, never one per waiting client.
+    let peak = b.peak_rss_kib();
+    eprintln!("login flood: broker peak RSS {peak} KiB");
+    assert!(
+        peak < 512 * 1024,
+        "peak RSS {peak} KiB: password checks are not bounded"
+    );
     let log = b.log();
     let times: Vec<u64> = log
         .lines()
