@@ -723,3 +723,67 @@ pub fn min_qos(a: QoS, b: QoS) -> QoS {
         b
     }
 }
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    fn broker() -> Broker {
+        let config = Config::default();
+        let auth = Auth::load(&config, "test").expect("no files to load");
+        Broker::new(config, auth, Arc::new(crate::store::MemoryStore))
+    }
+
+    fn claim(broker: &Broker) -> Claim {
+        Claim {
+            username: None,
+            clean_start: true,
+            expiry: 0,
+            limits: Arc::new(broker.limits_for(&Listener::default())),
+            timers: Timers::new(None, None),
+            peer: None,
+        }
+    }
+
+    fn poll<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn assigned_client_ids_are_random_hex_and_distinct() {
+        let b = broker();
+        let ids: Vec<String> = (0..100).map(|_| b.assign_client_id()).collect();
+        for id in &ids {
+            let hex = id.strip_prefix("midge-").expect("prefix");
+            assert_eq!(hex.len(), 16);
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn a_take_over_abandoned_while_waiting_leaves_no_session_marked_connected() {
+        let b = broker();
+        let Poll::Ready(Some(first)) = poll(pin!(b.attach("dev", claim(&b)))) else {
+            panic!("a free session attaches at once")
+        };
+        {
+            // The take-over waits for `first` to let go; its deadline passes meanwhile.
+            let mut second = Box::pin(b.attach("dev", claim(&b)));
+            assert!(poll(second.as_mut()).is_pending());
+        }
+        let st = first.session.state.lock();
+        assert!(!st.connected, "nobody is attached to the new generation");
+        drop(st);
+        // The clean session ended with the abandoned claim; a new CONNECT starts afresh.
+        drop(first);
+        let Poll::Ready(Some(third)) = poll(pin!(b.attach("dev", claim(&b)))) else {
+            panic!("attaches again")
+        };
+        assert!(!third.session_present);
+    }
+}

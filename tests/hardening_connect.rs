@@ -490,6 +490,50 @@ fn password_checks_of_closed_connections_are_dropped_unchecked() {
     b.assert_serves_healthy_client("after");
 }
 
+/// Issue 12 finding 5: the password check is part of the handshake, and the handshake
+/// ends at connect_timeout: with connect_timeout = 1, of 200 bad logins held open (more
+/// than two cores can check in a second) those still waiting at their deadline are closed
+/// without being checked, and the rest are refused.
+#[test]
+fn password_check_waiting_past_connect_timeout_is_closed_unchecked() {
+    let _serial = one_at_a_time();
+    const CONNS: usize = 200;
+    let dir = TempDir::new("deadline");
+    let pw = password_file(dir.path(), "alice", "right");
+    let b = Broker::start(&format!("password_file = {pw:?}\nconnect_timeout = 1\n"));
+    let addr = b.addr();
+    let bad = connect_packet_with("", Some("alice"), Some(b"wrong"), None);
+    let socks: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let mut s = raw(addr);
+            s.write_all(&bad).expect("write CONNECT");
+            s
+        })
+        .collect();
+    let (mut refused, mut closed) = (0, 0);
+    for mut s in socks {
+        match read_to_close(&mut s) {
+            Ok(bytes) | Err((bytes, _)) if bytes.is_empty() => closed += 1,
+            Ok(bytes) | Err((bytes, _)) => {
+                assert!(
+                    bytes == [0x20, 0x02, 0x00, 0x04] || bytes == [0x20, 0x02, 0x00, 0x03],
+                    "refusal expected, got {bytes:02x?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let checked = b.log().matches("password check ran in").count();
+    eprintln!("{CONNS} bad logins, connect_timeout = 1: {refused} refused, {closed} closed at the deadline, {checked} checked");
+    assert!(closed > 0, "no check outlived its connection's deadline");
+    assert!(checked < CONNS, "every waiting check was still run");
+    assert!(
+        b.wait_log("not connected within connect_timeout", WAIT),
+        "the deadline is logged"
+    );
+    b.assert_serves_healthy_client("after the deadline");
+}
+
 /// Issue 12 finding 16 / [MQTT-3.3.4-9] of 5.0: a client that exceeds Receive Maximum and
 /// keeps sending gets DISCONNECT 0x93 and then a clean end of stream, not a reset that
 /// loses the DISCONNECT.
