@@ -457,9 +457,7 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             | "max_inflight_messages"
             | "receive_maximum"
             | "max_queued_password_checks",
-        ) => {
-            "1..=65535".to_owned()
-        }
+        ) => "1..=65535".to_owned(),
         (false, "max_topic_alias" | "max_keepalive") => "0..=65535".to_owned(),
         (
             _,

@@ -94,7 +94,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let peer = origin.peer;
-    let cap = broker.config.max_connect_size.min(broker.config.max_packet_size);
+    let cap = broker
+        .config
+        .max_connect_size
+        .min(broker.config.max_packet_size);
     let connect = match read_connect(stream, rbuf, cap).await {
         Ok(Some(connect)) => connect,
         Ok(None) => {
@@ -246,13 +249,18 @@ mod tests {
 
     #[test]
     fn peek_level_reads_the_level_behind_any_length_of_remaining_length() {
-        let v5 = [0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02];
+        let v5 = [
+            0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02,
+        ];
         assert_eq!(peek_level(&v5), Some(5));
         let v311 = [0x10, 0x80, 0x08, 0, 4, b'M', b'Q', b'T', b'T', 4];
         assert_eq!(peek_level(&v311), Some(4));
         // Not there yet, or not "MQTT" (3.1's "MQIsdp" has no code for it either).
         assert_eq!(peek_level(&v5[..11]), None);
-        assert_eq!(peek_level(&[0x10, 0x80, 0x08, 0, 6, b'M', b'Q', b'I', b's']), None);
+        assert_eq!(
+            peek_level(&[0x10, 0x80, 0x08, 0, 6, b'M', b'Q', b'I', b's']),
+            None
+        );
         assert_eq!(peek_level(&[0x10, 0x80, 0x80, 0x80, 0x80]), None);
     }
 

@@ -85,7 +85,11 @@ mod tests {
         });
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, [0x20, 0x02, 0x00, 0x03], "the last packet, then end of stream");
+        assert_eq!(
+            got,
+            [0x20, 0x02, 0x00, 0x03],
+            "the last packet, then end of stream"
+        );
         client.shutdown().await.unwrap();
         drop(client);
         closer.await.unwrap();

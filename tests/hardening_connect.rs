@@ -54,7 +54,9 @@ fn password_file(dir: &Path, user: &str, password: &str) -> PathBuf {
 /// password field of `password` bytes (and username "u").
 fn connect5(client_id: &str, password: Option<&[u8]>) -> Vec<u8> {
     let flags = if password.is_some() { 0xC2 } else { 0x02 };
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c, 0x00];
+    let mut body = vec![
+        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c, 0x00,
+    ];
     body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
     body.extend_from_slice(client_id.as_bytes());
     if let Some(p) = password {
@@ -224,7 +226,10 @@ fn connect_over_max_connect_size_refused_with_0x95_for_5_0_and_closed_for_3_1_1(
     let big311 = connect_packet_with("big311", Some("u"), Some(&[b'p'; 2000]), None);
     s.write_all(&big311).expect("write CONNECT");
     let got = read_until_closed(&mut s, WAIT).expect("closed");
-    assert!(got.is_empty(), "3.1.1: closed without an answer, got {got:02x?}");
+    assert!(
+        got.is_empty(),
+        "3.1.1: closed without an answer, got {got:02x?}"
+    );
 
     // 1000 bytes of remaining length: under the limit.
     let fits = connect5("fits", Some(&[b'p'; 1000 - 22]));
@@ -425,7 +430,10 @@ fn login_flood_of_2000_bad_passwords_delays_a_valid_login_by_less_than_1_s() {
             [0x20, 0x02, 0x00, 0x04] => checked += 1,
             [0x20, 0x02, 0x00, 0x03] => busy += 1,
             [] if closed[i] => gone += 1,
-            other => panic!("bad login {i} answered {other:02x?} (closed: {})", closed[i]),
+            other => panic!(
+                "bad login {i} answered {other:02x?} (closed: {})",
+                closed[i]
+            ),
         }
     }
     eprintln!("login flood outcomes: {checked} checked (0x04), {busy} busy (0x03), {gone} closed");
@@ -542,7 +550,8 @@ fn mqtt5_receive_maximum_exceeded_disconnect_0x93_reaches_a_client_still_sending
     let _serial = one_at_a_time();
     let b = Broker::start("receive_maximum = 2\n");
     let mut s = raw(b.addr());
-    s.write_all(&connect5("greedy", None)).expect("write CONNECT");
+    s.write_all(&connect5("greedy", None))
+        .expect("write CONNECT");
     let (h, body) = read_packet(&mut s);
     assert_eq!((h, body[1]), (0x20, 0x00), "CONNACK {body:02x?}");
 
@@ -562,9 +571,9 @@ fn mqtt5_receive_maximum_exceeded_disconnect_0x93_reaches_a_client_still_sending
     let wrote_all = writer.join().expect("writer");
     let bytes = match got {
         Ok(bytes) => bytes,
-        Err((bytes, e)) => panic!(
-            "connection reset ({e}) instead of closed; read before that: {bytes:02x?}"
-        ),
+        Err((bytes, e)) => {
+            panic!("connection reset ({e}) instead of closed; read before that: {bytes:02x?}")
+        }
     };
     let packets = split_packets(&bytes);
     let last = packets.last().expect("packets from the broker");

@@ -160,7 +160,10 @@ mod tests {
         assert!(poll(new.as_mut()).is_pending());
         assert_eq!(q.load(), (1, 2));
         drop(first);
-        assert!(poll(old.as_mut()).is_pending(), "the older waiter is not next");
+        assert!(
+            poll(old.as_mut()).is_pending(),
+            "the older waiter is not next"
+        );
         let Poll::Ready(Some(second)) = poll(new.as_mut()) else {
             panic!("the newest waiter gets the core")
         };
@@ -182,7 +185,10 @@ mod tests {
         assert!(poll(a.as_mut()).is_pending());
         assert!(poll(b.as_mut()).is_pending());
         assert!(poll(c.as_mut()).is_pending());
-        assert!(matches!(poll(a.as_mut()), Poll::Ready(None)), "oldest refused");
+        assert!(
+            matches!(poll(a.as_mut()), Poll::Ready(None)),
+            "oldest refused"
+        );
         assert!(poll(b.as_mut()).is_pending());
         assert_eq!(q.load(), (1, 2));
     }
