@@ -463,6 +463,40 @@ fn login_flood_of_2000_bad_passwords_delays_a_valid_login_by_less_than_1_s() {
     b.assert_serves_healthy_client("after the flood");
 }
 
+/// Issue 12 finding 6, MQTT 5.0: with max_queued_password_checks = 1, of 20 bad logins
+/// sent at once all but the running and the newest waiting one are refused with CONNACK
+/// 0x89 (Server busy) and closed; the others get 0x86 (bad user name or password).
+#[test]
+fn mqtt5_full_password_check_queue_refuses_with_0x89_server_busy() {
+    let _serial = one_at_a_time();
+    const CONNS: usize = 20;
+    let dir = TempDir::new("busy5");
+    let pw = password_file(dir.path(), "u", "right");
+    let b = Broker::start(&format!(
+        "password_file = {pw:?}\nmax_queued_password_checks = 1\n"
+    ));
+    let socks: Vec<TcpStream> = (0..CONNS)
+        .map(|i| {
+            let mut s = raw(b.addr());
+            s.write_all(&connect5(&format!("busy-{i}"), Some(b"wrong")))
+                .expect("write CONNECT");
+            s
+        })
+        .collect();
+    let (mut busy, mut bad) = (0, 0);
+    for mut s in socks {
+        match read_to_close(&mut s).as_deref() {
+            Ok([0x20, 0x03, 0x00, 0x89, 0x00]) => busy += 1,
+            Ok([0x20, 0x03, 0x00, 0x86, 0x00]) => bad += 1,
+            other => panic!("unexpected answer {other:02x?}"),
+        }
+    }
+    eprintln!("{CONNS} bad 5.0 logins, queue of 1: {busy} busy (0x89), {bad} checked (0x86)");
+    assert_eq!(busy + bad, CONNS);
+    assert!(busy > 0, "no 0x89");
+    b.assert_serves_healthy_client("after");
+}
+
 /// Issue 12 finding 6: the password check of a connection that has closed is not run.
 /// 200 bad logins sent and closed at once: only those that found a core free at once are
 /// checked (about one per core, and the queue's newest as cores free up), not 200.
