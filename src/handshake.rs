@@ -3,7 +3,7 @@
 //!
 //! * Time: the whole of it, CONNECT read, password check and session take-over, ends by
 //!   the connection's deadline (`connect_timeout` after accept, the TLS handshake
-//!   included) [MQTT-3.1.0-1 leaves the time to the server].
+//!   included); MQTT leaves that time to the server.
 //! * Memory: a first packet that is not CONNECT closes the connection on its first byte,
 //!   before its body is read [MQTT-3.1.0-1]; a CONNECT larger than `max_connect_size` is
 //!   refused from its fixed header (5.0: CONNACK 0x95 Packet too large, §3.2.2.2; 3.1.1
@@ -128,11 +128,18 @@ where
         }
         Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level))) => {
             // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
-            tracing::info!(%peer, level, "unsupported protocol level, refusing");
+            static LEVEL: LogLimit = LogLimit::new(10_000);
+            if let Some(held_back) = LEVEL.allow() {
+                tracing::info!(%peer, level, held_back, "unsupported protocol level, refusing");
+            }
             return Outcome::Refused(None, handlers::connect::UNSUPPORTED_PROTOCOL_VERSION);
         }
         Err(e) => {
-            tracing::info!(%peer, "bad CONNECT: {e}, closing");
+            // Anyone can send garbage: one line per interval, not one per connection.
+            static BAD: LogLimit = LogLimit::new(10_000);
+            if let Some(held_back) = BAD.allow() {
+                tracing::info!(%peer, held_back, "bad CONNECT: {e}, closing");
+            }
             return Outcome::Closed;
         }
     };
