@@ -42,7 +42,9 @@ fn random_client_id() -> String {
 }
 
 /// Undoes a claim whose attach was abandoned before it completed (see
-/// [`Broker::attach`]): the session goes offline as if that connection had ended.
+/// [`Broker::attach`]): the session goes offline as if that connection had ended. An
+/// older connection that was already told to make way still goes: the claim came from
+/// an authenticated CONNECT.
 struct UndoClaim<'a> {
     broker: &'a Broker,
     session: &'a Arc<Session>,
