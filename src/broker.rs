@@ -24,6 +24,39 @@ use crate::store::state::{instant_from_unix_millis, State};
 use crate::store::{Store, StoreEvent, Stored};
 use crate::subscriptions::Sub;
 
+/// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
+/// process-wide counter still give a unique id (only less unpredictable).
+fn random_client_id() -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    let n = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_ne_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ FALLBACK.fetch_add(1, Ordering::Relaxed).rotate_left(32)
+        }
+    };
+    format!("midge-{n:016x}")
+}
+
+/// Undoes a claim whose attach was abandoned before it completed (see
+/// [`Broker::attach`]): the session goes offline as if that connection had ended. An
+/// older connection that was already told to make way still goes: the claim came from
+/// an authenticated CONNECT.
+struct UndoClaim<'a> {
+    broker: &'a Broker,
+    session: &'a Arc<Session>,
+    generation: u64,
+}
+
+impl Drop for UndoClaim<'_> {
+    fn drop(&mut self) {
+        self.broker.detach(self.session, self.generation);
+    }
+}
+
 /// Counters for logs now and `$SYS`/metrics later.
 #[derive(Default)]
 pub struct Stats {
@@ -46,7 +79,6 @@ pub struct Broker {
     pub store: Arc<dyn Store>,
     pub stats: Stats,
     next_session_id: AtomicU64,
-    next_client_number: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -85,7 +117,6 @@ impl Broker {
             store,
             stats: Stats::default(),
             next_session_id: AtomicU64::new(1),
-            next_client_number: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -93,10 +124,13 @@ impl Broker {
     /// A client id for a client that sent an empty one (clean session only).
     /// Never one a session already has: a client could have chosen the same string
     /// itself, and must not be handed someone else's session [MQTT-3.1.3-6].
+    ///
+    /// Random (64 bits from the OS), not a counter: an id that can be predicted can be
+    /// taken first by another client, which then gets the next anonymous client's
+    /// session, or has it taken over.
     pub fn assign_client_id(&self) -> String {
         loop {
-            let n = self.next_client_number.fetch_add(1, Ordering::Relaxed);
-            let id = format!("midge-auto-{n}-{:x}", std::process::id());
+            let id = random_client_id();
             if !self.sessions.lock().contains_key(id.as_str()) {
                 return id;
             }
@@ -155,11 +189,19 @@ impl Broker {
         };
 
         // The semaphore is never closed, so acquiring only waits; the permit is given
-        // back by `Attached` when this connection ends.
+        // back by `Attached` when this connection ends. The wait can be abandoned (the
+        // CONNECT's connect_timeout passes): then the session must not stay marked
+        // connected with no connection attached.
+        let undo = UndoClaim {
+            broker: self,
+            session: &session,
+            generation,
+        };
         match session.attach.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return None,
         }
+        std::mem::forget(undo);
         let guard = Attached(session.clone());
 
         let (discard, filters, will) = {
@@ -705,5 +747,69 @@ pub fn min_qos(a: QoS, b: QoS) -> QoS {
         a
     } else {
         b
+    }
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    fn broker() -> Broker {
+        let config = Config::default();
+        let auth = Auth::load(&config, "test").expect("no files to load");
+        Broker::new(config, auth, Arc::new(crate::store::MemoryStore))
+    }
+
+    fn claim(broker: &Broker) -> Claim {
+        Claim {
+            username: None,
+            clean_start: true,
+            expiry: 0,
+            limits: Arc::new(broker.limits_for(&Listener::default())),
+            timers: Timers::new(None, None),
+            peer: None,
+        }
+    }
+
+    fn poll<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn assigned_client_ids_are_random_hex_and_distinct() {
+        let b = broker();
+        let ids: Vec<String> = (0..100).map(|_| b.assign_client_id()).collect();
+        for id in &ids {
+            let hex = id.strip_prefix("midge-").expect("prefix");
+            assert_eq!(hex.len(), 16);
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn a_take_over_abandoned_while_waiting_leaves_no_session_marked_connected() {
+        let b = broker();
+        let Poll::Ready(Some(first)) = poll(pin!(b.attach("dev", claim(&b)))) else {
+            panic!("a free session attaches at once")
+        };
+        {
+            // The take-over waits for `first` to let go; its deadline passes meanwhile.
+            let mut second = Box::pin(b.attach("dev", claim(&b)));
+            assert!(poll(second.as_mut()).is_pending());
+        }
+        let st = first.session.state.lock();
+        assert!(!st.connected, "nobody is attached to the new generation");
+        drop(st);
+        // The clean session ended with the abandoned claim; a new CONNECT starts afresh.
+        drop(first);
+        let Poll::Ready(Some(third)) = poll(pin!(b.attach("dev", claim(&b)))) else {
+            panic!("attaches again")
+        };
+        assert!(!third.session_present);
     }
 }

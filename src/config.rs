@@ -89,6 +89,13 @@ pub struct Config {
     pub max_packet_size: usize,
     /// Longest client identifier accepted, bytes; 1..=65535.
     pub max_client_id_len: usize,
+    /// Largest CONNECT accepted (remaining length), bytes: what an unauthenticated
+    /// connection can make the broker hold. The smaller of this and `max_packet_size`
+    /// applies.
+    pub max_connect_size: usize,
+    /// Password checks that may wait for a free core (one check runs per core); when
+    /// full, the longest-waiting one is refused with "server busy". 1..=65535.
+    pub max_queued_password_checks: usize,
     /// 0 = unlimited. Default 1000: bounds what one client's overlapping filters cost
     /// every matching PUBLISH.
     pub max_subscriptions_per_client: usize,
@@ -208,6 +215,8 @@ impl Default for Config {
             max_subscriptions_per_client: 1000,
             max_topic_levels: 200,
             max_filters_per_subscribe: 500,
+            max_connect_size: 64 * 1024,
+            max_queued_password_checks: 256,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -305,13 +314,23 @@ impl Config {
                 return bad(key, &value, &range_text(&range));
             }
         }
-        let usize_checks: [(&str, usize, RangeInclusive<usize>); 3] = [
+        let usize_checks: [(&str, usize, RangeInclusive<usize>); 5] = [
             (
                 "max_packet_size",
                 self.max_packet_size,
                 MAX_PACKET_SIZE_RANGE,
             ),
             ("max_client_id_len", self.max_client_id_len, 1..=65535),
+            (
+                "max_connect_size",
+                self.max_connect_size,
+                MAX_PACKET_SIZE_RANGE,
+            ),
+            (
+                "max_queued_password_checks",
+                self.max_queued_password_checks,
+                1..=65535,
+            ),
             (
                 "max_inflight_messages",
                 self.max_inflight_messages,
@@ -436,10 +455,14 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             format!("an integer number of seconds in 1..={MAX_SECONDS}")
         }
         (false, "retry_interval") => format!("an integer number of seconds in 0..={MAX_SECONDS}"),
-        (false, "max_packet_size") => range_text(&MAX_PACKET_SIZE_RANGE),
-        (false, "max_client_id_len" | "max_inflight_messages" | "receive_maximum") => {
-            "1..=65535".to_owned()
-        }
+        (false, "max_packet_size" | "max_connect_size") => range_text(&MAX_PACKET_SIZE_RANGE),
+        (
+            false,
+            "max_client_id_len"
+            | "max_inflight_messages"
+            | "receive_maximum"
+            | "max_queued_password_checks",
+        ) => "1..=65535".to_owned(),
         (false, "max_topic_alias" | "max_keepalive") => "0..=65535".to_owned(),
         (
             _,
@@ -718,6 +741,8 @@ mod tests {
         assert_eq!(c.max_subscriptions_per_client, 1000);
         assert_eq!(c.max_topic_levels, 200);
         assert_eq!(c.max_filters_per_subscribe, 500);
+        assert_eq!(c.max_connect_size, 65_536);
+        assert_eq!(c.max_queued_password_checks, 256);
         assert_eq!(c.max_inflight_messages, 20);
         assert_eq!(c.max_queued_messages, 1000);
         assert_eq!(c.max_queued_bytes, 0);
@@ -771,6 +796,8 @@ mod tests {
             max_connections = 100
             max_packet_size = 1024
             max_client_id_len = 23
+            max_connect_size = 512
+            max_queued_password_checks = 4
             max_subscriptions_per_client = 10
             max_topic_levels = 8
             max_filters_per_subscribe = 4
@@ -812,6 +839,8 @@ mod tests {
             max_connections: 100,
             max_packet_size: 1024,
             max_client_id_len: 23,
+            max_connect_size: 512,
+            max_queued_password_checks: 4,
             max_subscriptions_per_client: 10,
             max_topic_levels: 8,
             max_filters_per_subscribe: 4,
@@ -974,6 +1003,14 @@ mod tests {
             (
                 "max_client_id_len = 0",
                 "config.toml: max_client_id_len = 0 is invalid: expected 1..=65535",
+            ),
+            (
+                "max_connect_size = 0",
+                "config.toml: max_connect_size = 0 is invalid: expected 1..=268435455",
+            ),
+            (
+                "max_queued_password_checks = 0",
+                "config.toml: max_queued_password_checks = 0 is invalid: expected 1..=65535",
             ),
             (
                 "max_client_id_len = 65536",

@@ -21,14 +21,15 @@ use bytes::BytesMut;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
 use crate::broker::{wake_all, Broker};
-use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
+use crate::codec::{self, DecodeError, ProtocolVersion, Will};
 use crate::handlers;
 use crate::handlers::subscribe::RetainedDue;
+use crate::linger;
 use crate::outbox::Outbox;
 use crate::server::Endpoint;
 use crate::session::Session;
@@ -89,6 +90,11 @@ impl Close {
             reason,
             why: why.into(),
         }
+    }
+
+    /// Whether the broker ends the connection while the client may still be sending.
+    fn server_initiated(&self) -> bool {
+        self.disconnect_reason().is_some()
     }
 
     /// The reason code of the DISCONNECT a 5.0 client is sent before the close, if the
@@ -338,6 +344,9 @@ pub struct Origin {
     pub endpoint: Arc<Endpoint>,
     /// Common Name of the client certificate the TLS handshake verified, if any.
     pub cert_name: Option<String>,
+    /// When the handshake (TLS, CONNECT, password check, take-over) must be over:
+    /// `connect_timeout` after accept.
+    pub deadline: tokio::time::Instant,
 }
 
 /// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
@@ -358,7 +367,12 @@ pub async fn serve<S>(
     // The handshake is boxed: its futures (CONNECT read with its timeout, session
     // take-over) live only until the client is connected, and boxing keeps their size out
     // of the state that every connected, mostly idle, client carries for its whole life.
-    let handshake = Box::pin(handshake(&mut stream, origin, &broker, &shutdown));
+    let handshake = Box::pin(crate::handshake::handshake(
+        &mut stream,
+        origin,
+        &broker,
+        &shutdown,
+    ));
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
@@ -375,70 +389,16 @@ pub async fn serve<S>(
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut stream)).await;
     }
-    let _ = tokio::time::timeout(FLUSH_TIMEOUT, stream.shutdown()).await;
+    // When the broker is the one closing, the client may still be sending: the close
+    // lingers so that what was just flushed (the DISCONNECT above) is not lost to a reset
+    // (see `linger`). After `finish`, so a take-over or the will does not wait for it.
+    let lingers = close.server_initiated();
+    let shut = linger::shutdown(&mut stream).await;
     finish(client, close);
     broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Reads the CONNECT (within `connect_timeout`, [MQTT-3.1.0-1]) and runs the CONNECT
-/// handler. Returns the connected client, or `None` when the connection is to be closed
-/// (after a refusing CONNACK where the specification asks for one).
-async fn handshake<S>(
-    stream: &mut S,
-    origin: Box<Origin>,
-    broker: &Arc<Broker>,
-    shutdown: &CancellationToken,
-) -> Option<(Client, BytesMut)>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let peer = origin.peer;
-    let mut rbuf = BytesMut::new();
-    let max_packet = broker.config.max_packet_size;
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(
-            broker.config.connect_timeout(),
-            read_packet(&mut *stream, &mut rbuf, max_packet),
-        ) => r,
-    };
-    let mut version = None;
-    let refuse = match first {
-        Ok(Ok(Some(Packet::Connect(connect)))) => {
-            version = Some(connect.version);
-            match handlers::connect::handle(broker, &origin, connect).await {
-                Ok(client) => return Some((client, rbuf)),
-                Err(refusal) => refusal.connack,
-            }
-        }
-        Err(_) => {
-            tracing::info!(%peer, "client sent no CONNECT within connect_timeout, closing");
-            None
-        }
-        Ok(Ok(Some(_))) => {
-            tracing::info!(%peer, "first packet was not CONNECT, closing");
-            None
-        }
-        Ok(Ok(None)) => {
-            tracing::debug!(%peer, "connection closed before CONNECT");
-            None
-        }
-        Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
-            tracing::info!(%peer, level, "unsupported protocol level, refusing");
-            Some(handlers::connect::UNSUPPORTED_PROTOCOL_VERSION)
-        }
-        Ok(Err(e)) => {
-            tracing::info!(%peer, "bad CONNECT: {e}, closing");
-            None
-        }
-    };
-    if let Some(code) = refuse {
-        let mut out = BytesMut::new();
-        handlers::connect::encode_refusal(&mut out, version, code);
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, stream.write_all(&out)).await;
+    if lingers && shut {
+        linger::drain(&mut stream).await;
     }
-    None
 }
 
 /// The packet loop of a connected client.
@@ -665,43 +625,6 @@ fn decode_close(e: &DecodeError) -> Close {
         _ => reason::PROTOCOL_ERROR,
     };
     Close::violation(reason, e.to_string())
-}
-
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Decode(DecodeError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::Decode(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Reads until one whole packet is decoded. `Ok(None)` on a clean end of stream.
-async fn read_packet<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    rbuf: &mut BytesMut,
-    max_packet: usize,
-) -> Result<Option<Packet>, ReadError> {
-    loop {
-        if let Some(p) = codec::decode(rbuf, max_packet).map_err(ReadError::Decode)? {
-            return Ok(Some(p));
-        }
-        rbuf.reserve(READ_MIN);
-        match rd.read_buf(rbuf).await {
-            Ok(0) if rbuf.is_empty() => return Ok(None),
-            Ok(0) => {
-                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(ReadError::Io(e)),
-        }
-    }
 }
 
 /// Logs the close, publishes the will when the close was ungraceful, and lets go of the

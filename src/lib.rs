@@ -12,6 +12,8 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod handlers;
+pub mod handshake;
+pub mod linger;
 pub mod log_limit;
 pub mod message;
 pub mod outbox;

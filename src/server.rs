@@ -273,6 +273,7 @@ async fn accept_loop(
             peer,
             endpoint: endpoint.clone(),
             cert_name: None,
+            deadline: tokio::time::Instant::now() + broker.config.connect_timeout(),
         });
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         match &tls {

@@ -1573,10 +1573,10 @@ fn mqtt5_3_1_3_6_assigned_client_id_is_never_one_in_use() {
     let Some(Prop::Str(_, assigned)) = find(&ack.connack().2, ASSIGNED_CLIENT_ID).cloned() else {
         panic!()
     };
-    // midge-auto-<n>-<pid>
-    let parts: Vec<&str> = assigned.split('-').collect();
-    let n: u64 = parts[2].parse().unwrap();
-    let next = format!("midge-auto-{}-{}", n + 1, parts[3]);
+    // Ids are random (`midge-` and 16 hex digits): squat on the likeliest guess, the
+    // first one plus one.
+    let n = u64::from_str_radix(assigned.strip_prefix("midge-").unwrap(), 16).unwrap();
+    let next = format!("midge-{:016x}", n.wrapping_add(1));
     let session = [Prop::Four(SESSION_EXPIRY, 60)];
     let mut squatter = V5::connected(addr, &next, &session);
     squatter.subscribe(1, &[("secret/#", 1)], None);

@@ -9,6 +9,7 @@
 
 pub mod acl;
 pub mod password;
+pub mod queue;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,11 +26,12 @@ pub struct Auth {
     acl_file: Option<PathBuf>,
     passwords: RwLock<Option<Arc<PasswordFile>>>,
     acl: RwLock<Option<Arc<AclFile>>>,
-    /// Password checks running at once. One argon2id check as Mosquitto 2.1 configures
-    /// it takes ~46 MiB and tens of milliseconds of CPU: a storm of connecting clients
-    /// (or an attacker) must queue here, one check per core, rather than fill the
-    /// blocking pool's 512 threads and the memory with them.
-    verify_slots: tokio::sync::Semaphore,
+    /// Password checks running at once and waiting. One argon2id check as Mosquitto 2.1
+    /// configures it takes ~46 MiB and tens of milliseconds of CPU: a storm of
+    /// connecting clients (or an attacker) must queue here, one check per core, rather
+    /// than fill the blocking pool's 512 threads and the memory with them; and the queue
+    /// is bounded, newest first (see [`queue`]).
+    checks: Arc<queue::CheckQueue>,
 }
 
 /// The outcome of checking a CONNECT's credentials.
@@ -40,6 +42,8 @@ pub enum Verdict {
     BadCredentials,
     /// No credentials where they are required (CONNACK 0x05 / 0x87).
     NotAuthorized,
+    /// Not checked: too many checks waiting (CONNACK 0x03 / 0x89 Server busy).
+    Busy,
 }
 
 impl Auth {
@@ -64,7 +68,7 @@ impl Auth {
             acl_file: config.acl_file.clone(),
             passwords: RwLock::new(passwords),
             acl: RwLock::new(acl),
-            verify_slots: tokio::sync::Semaphore::new(cores),
+            checks: queue::CheckQueue::new(cores, config.max_queued_password_checks),
         })
     }
 
@@ -133,13 +137,26 @@ impl Auth {
         };
         let username = username.to_owned();
         let password = password.unwrap_or_default().to_vec();
-        // Never closed, so acquiring only waits.
-        let Ok(_slot) = self.verify_slots.acquire().await else {
-            return Verdict::BadCredentials;
+        // Dropped here (connection closed, connect_timeout passed) while waiting, the
+        // check is never run.
+        let Some(slot) = self.checks.acquire().await else {
+            return Verdict::Busy;
         };
-        let ok = tokio::task::spawn_blocking(move || passwords.verify(&username, &password))
-            .await
-            .unwrap_or(false);
+        // The slot goes with the hash: abandoned now, the check still holds its core
+        // until the hash is done.
+        let ok = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let started = std::time::Instant::now();
+            let ok = passwords.verify(&username, &password);
+            tracing::debug!(
+                username = %crate::log_limit::field(&username),
+                "password check ran in {} ms",
+                started.elapsed().as_millis()
+            );
+            ok
+        })
+        .await
+        .unwrap_or(false);
         if ok {
             Verdict::Allowed
         } else {

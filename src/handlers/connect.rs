@@ -9,6 +9,7 @@ use crate::broker::Broker;
 use crate::broker::Claim;
 use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
 use crate::connection::{reason, Client, ClientV5, Origin};
+use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
 use crate::session::{PeerV5, Timers};
 use crate::topic;
@@ -16,6 +17,8 @@ use crate::topic;
 /// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
 pub const ACCEPTED: u8 = 0x00;
 pub const IDENTIFIER_REJECTED: u8 = 0x02;
+/// "Server unavailable"; MQTT 5.0's Server busy (0x89) when sent to a 5.0 client.
+pub const SERVER_UNAVAILABLE: u8 = 0x03;
 pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x04;
 pub const NOT_AUTHORIZED: u8 = 0x05;
 
@@ -38,6 +41,7 @@ pub fn encode_refusal(out: &mut bytes::BytesMut, version: Option<ProtocolVersion
         let reason = match code {
             UNSUPPORTED_PROTOCOL_VERSION => 0x84,
             IDENTIFIER_REJECTED => 0x85,
+            SERVER_UNAVAILABLE => 0x89,
             BAD_USERNAME_OR_PASSWORD => 0x86,
             NOT_AUTHORIZED => 0x87,
             // Already a 5.0 reason code (e.g. 0x8C bad authentication method).
@@ -287,6 +291,19 @@ async fn authenticate(
                 "bad username or password, refusing"
             );
             refuse(BAD_USERNAME_OR_PASSWORD)
+        }
+        Verdict::Busy => {
+            static BUSY: LogLimit = LogLimit::new(10_000);
+            if let Some(held_back) = BUSY.allow() {
+                tracing::warn!(
+                    %peer,
+                    client_id = %field(client_id),
+                    held_back,
+                    max_queued_password_checks = broker.config.max_queued_password_checks,
+                    "too many password checks waiting, refusing the longest-waiting CONNECT (server busy)"
+                );
+            }
+            refuse(SERVER_UNAVAILABLE)
         }
         Verdict::NotAuthorized => {
             let why = if connect.username.is_some() {
