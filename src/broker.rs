@@ -135,7 +135,9 @@ impl Broker {
     /// a claim by any other identity is refused before anything is touched, so a user
     /// who reuses someone else's client id can neither kick them off nor read their
     /// messages, subscriptions or will. Anonymous clients have no identity to tell apart,
-    /// so among them any may take over (as in Mosquitto).
+    /// so among them any may take over (as in Mosquitto); and an anonymous session may
+    /// be claimed by a verified user, who gets a fresh session of its own (the anonymous
+    /// one ends), so that an anonymous client cannot lock a user out of its client id.
     ///
     /// [`SessionState::username`]: crate::session::SessionState::username
     pub async fn attach(&self, client_id: &str, claim: Claim) -> Result<Attachment, Refused> {
@@ -147,7 +149,7 @@ impl Broker {
             timers,
             peer,
         } = claim;
-        let (session, generation, existed) = {
+        let (session, generation, existed, rebind) = {
             let mut sessions = self.sessions.lock();
             let (session, existed) = match sessions.get(client_id) {
                 Some(s) => (s.clone(), true),
@@ -155,16 +157,19 @@ impl Broker {
                     let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
                     let key: Arc<str> = Arc::from(client_id);
                     let s = Arc::new(Session::new(id, key.clone(), limits.clone()));
-                    // Owned from the start, so a rival claim in the meantime is refused.
-                    s.state.lock().username = username.clone();
                     sessions.insert(key, s.clone());
                     (s, false)
                 }
             };
             let mut st = session.state.lock();
-            if st.username != username {
+            // An anonymous session belongs to nobody: a verified user may claim it (so an
+            // anonymous client cannot squat a user's client id), but starts afresh.
+            let rebind = st.username.is_none() && username.is_some();
+            if st.username != username && !rebind {
                 return Err(Refused::NotOwner);
             }
+            // Owned by the claimant from here on, so a rival claim is refused.
+            st.username = username.clone();
             st.generation += 1;
             let taking_over = st.connected;
             st.connected = true;
@@ -174,7 +179,7 @@ impl Broker {
                 // The attached connection sees the new generation when it wakes.
                 session.wake.notify_one();
             }
-            (session, generation, existed)
+            (session, generation, existed, rebind)
         };
 
         // The semaphore is never closed, so acquiring only waits; the permit is given
@@ -190,7 +195,7 @@ impl Broker {
             if st.generation != generation {
                 return Err(Refused::Overtaken);
             }
-            let discard = existed && (clean || st.clean);
+            let discard = existed && (clean || st.clean || rebind);
             // A delayed will: a session resumed in time cancels it [MQTT-3.1.3-9]; one
             // that is discarded has ended, so its will goes out now.
             let will = st.take_pending_will(|_| true).filter(|_| discard);

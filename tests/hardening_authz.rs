@@ -186,6 +186,36 @@ fn anonymous_clients_may_still_take_over_each_others_sessions() {
     new.assert_alive("the anonymous client that took over");
 }
 
+/// An anonymous client cannot squat a user's client id: the user claims it and gets a
+/// fresh session of its own, which anonymous clients then cannot take.
+#[test]
+fn a_user_claims_a_client_id_squatted_by_an_anonymous_session_and_starts_afresh() {
+    let dir = TempDir::new("squat");
+    let b = two_users(&dir, "");
+    let anonymous = Login {
+        client_id: "alice-phone",
+        clean: false,
+        ..Login::default()
+    };
+    let (mut squatter, _) = logged_in(&b, &anonymous);
+    assert_eq!(squatter.subscribe(false, 1, "bait/#", 1), [1]);
+    squatter.send(&[0xE0, 0x00]);
+    drop(squatter);
+    assert!(b.wait_log("client disconnected", Duration::from_secs(5)));
+
+    let (mut alice, present) = logged_in(&b, &as_user("alice", "alice-pw", "alice-phone", false));
+    assert!(!present, "the anonymous session is not alice's to resume");
+    let (mut publisher, _) = logged_in(&b, &as_user("bob", "bob-pw", "bob-pub", true));
+    publisher.publish_acked("bait/1", b"x", 1, false);
+    assert!(
+        alice.publishes(QUIET, 1).is_empty(),
+        "alice inherited the squatter's subscription"
+    );
+    let (_w, _, code) = Wire::login(b.addr(), &anonymous);
+    assert_eq!(code, NOT_AUTHORIZED_311, "the session is alice's now");
+    alice.assert_alive("alice after the anonymous claim");
+}
+
 /// The ACL changes while messages wait in an offline session's queue: after SIGHUP, what
 /// the new ACL denies the owner is not sent when the client comes back.
 #[test]
