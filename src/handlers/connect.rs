@@ -192,10 +192,11 @@ pub async fn handle(
         "New client connected from {peer} as {client_id} (p{level}, c{}, k{}{}).",
         u8::from(connect.clean_session),
         connect.keep_alive,
-        // The username as claimed (verified or not), as Mosquitto logs it.
-        connect
-            .username
+        // The identity (a certificate's under use_identity_as_username), else the
+        // username as claimed, verified or not, as Mosquitto logs it.
+        username
             .as_deref()
+            .or(connect.username.as_deref())
             .map(|u| format!(", u'{}'", log_limit::field(u)))
             .unwrap_or_default(),
     );
