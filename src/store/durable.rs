@@ -383,6 +383,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn a_format_1_store_is_refused_with_a_message_not_misread() {
+        let dir = std::env::temp_dir().join(format!("midge-durable-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let (store, _) = DurableStore::open(&config(&dir)).unwrap();
+            // Format 1's SessionOpened: tag 1, the client id, the expiry.
+            let old = [1, 3, 0, 0, 0, b'd', b'e', b'v', 0xFF, 0xFF, 0xFF, 0xFF];
+            let c = store.log.append(&[&old]).unwrap();
+            store.log.wait(c).unwrap();
+            store.close().unwrap();
+        }
+        let e = DurableStore::open(&config(&dir)).err().expect("refused");
+        assert!(
+            e.contains("store format 1") && e.contains("00000001.log"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Bytes the log grows by per 64-byte QoS 1 message delivered to a persistent
     /// session (stored, sent, acknowledged), with a client id of `id_len` bytes.
     fn log_bytes_per_message(id_len: usize) -> u64 {
