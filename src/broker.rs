@@ -149,7 +149,7 @@ impl Broker {
             timers,
             peer,
         } = claim;
-        let (session, generation, existed, rebind) = {
+        let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
             let (session, existed) = match sessions.get(client_id) {
                 Some(s) => (s.clone(), true),
@@ -170,6 +170,11 @@ impl Broker {
             }
             // Owned by the claimant from here on, so a rival claim is refused.
             st.username = username.clone();
+            if rebind {
+                // Ends with the anonymous connection, so that this claim, or one of the
+                // same user that overtakes it, discards it rather than resume it.
+                st.clean = true;
+            }
             st.generation += 1;
             let taking_over = st.connected;
             st.connected = true;
@@ -179,7 +184,7 @@ impl Broker {
                 // The attached connection sees the new generation when it wakes.
                 session.wake.notify_one();
             }
-            (session, generation, existed, rebind)
+            (session, generation, existed)
         };
 
         // The semaphore is never closed, so acquiring only waits; the permit is given
@@ -195,7 +200,7 @@ impl Broker {
             if st.generation != generation {
                 return Err(Refused::Overtaken);
             }
-            let discard = existed && (clean || st.clean || rebind);
+            let discard = existed && (clean || st.clean);
             // A delayed will: a session resumed in time cancels it [MQTT-3.1.3-9]; one
             // that is discarded has ended, so its will goes out now.
             let will = st.take_pending_will(|_| true).filter(|_| discard);
