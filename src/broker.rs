@@ -95,6 +95,16 @@ pub struct Claim {
     pub peer: Option<Box<PeerV5>>,
 }
 
+/// Why [`Broker::attach`] gave a CONNECT no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A later CONNECT for the same client id overtook this one.
+    Overtaken,
+    /// The session belongs to another identity (CONNACK 0x05 / 0x87): nothing of it was
+    /// touched, and the connection that has it keeps it.
+    NotOwner,
+}
+
 /// A connection's claim on a session, returned by [`Broker::attach`].
 pub struct Attachment {
     pub session: Arc<Session>,
@@ -153,8 +163,18 @@ impl Broker {
     /// over from the connection that has it (which is cancelled, and awaited until it has
     /// let go). With `clean`, or when the previous owner was a clean session, the state is
     /// discarded [MQTT-3.1.2-6]; otherwise it is resumed and `session_present` is set
-    /// [MQTT-3.2.2-2]. Returns `None` if a later CONNECT for the same id overtook this one.
-    pub async fn attach(&self, client_id: &str, claim: Claim) -> Option<Attachment> {
+    /// [MQTT-3.2.2-2].
+    ///
+    /// A session is bound to the identity that created it ([`SessionState::username`]):
+    /// a claim by any other identity is refused before anything is touched, so a user
+    /// who reuses someone else's client id can neither kick them off nor read their
+    /// messages, subscriptions or will. Anonymous clients have no identity to tell apart,
+    /// so among them any may take over (as in Mosquitto); and an anonymous session may
+    /// be claimed by a verified user, who gets a fresh session of its own (the anonymous
+    /// one ends), so that an anonymous client cannot lock a user out of its client id.
+    ///
+    /// [`SessionState::username`]: crate::session::SessionState::username
+    pub async fn attach(&self, client_id: &str, claim: Claim) -> Result<Attachment, Refused> {
         let Claim {
             username,
             clean_start: clean,
@@ -176,6 +196,19 @@ impl Broker {
                 }
             };
             let mut st = session.state.lock();
+            // An anonymous session belongs to nobody: a verified user may claim it (so an
+            // anonymous client cannot squat a user's client id), but starts afresh.
+            let rebind = st.username.is_none() && username.is_some();
+            if st.username != username && !rebind {
+                return Err(Refused::NotOwner);
+            }
+            // Owned by the claimant from here on, so a rival claim is refused.
+            st.username = username.clone();
+            if rebind {
+                // Ends with the anonymous connection, so that this claim, or one of the
+                // same user that overtakes it, discards it rather than resume it.
+                st.clean = true;
+            }
             st.generation += 1;
             let taking_over = st.connected;
             st.connected = true;
@@ -199,7 +232,7 @@ impl Broker {
         };
         match session.attach.acquire().await {
             Ok(permit) => permit.forget(),
-            Err(_) => return None,
+            Err(_) => return Err(Refused::Overtaken),
         }
         std::mem::forget(undo);
         let guard = Attached(session.clone());
@@ -207,7 +240,7 @@ impl Broker {
         let (discard, filters, will) = {
             let mut st = session.state.lock();
             if st.generation != generation {
-                return None;
+                return Err(Refused::Overtaken);
             }
             let discard = existed && (clean || st.clean);
             // A delayed will: a session resumed in time cancels it [MQTT-3.1.3-9]; one
@@ -224,23 +257,23 @@ impl Broker {
             // Under the session's lock, so that the store sees the session restart
             // between the messages queued for the old one and those for the new one.
             if self.store.is_durable() {
+                let session = session.id;
                 if discard || expiry == 0 {
-                    let _ = self
-                        .store
-                        .record(StoreEvent::SessionDiscarded { client_id });
+                    let _ = self.store.record(StoreEvent::SessionDiscarded { session });
                 }
                 if expiry != 0 {
-                    let _ = self
-                        .store
-                        .record(StoreEvent::SessionOpened { client_id, expiry });
+                    let _ = self.store.record(StoreEvent::SessionOpened {
+                        session,
+                        client_id,
+                        owner: username.as_deref(),
+                        expiry,
+                    });
                 }
             }
             st.clean = expiry == 0;
             st.expiry = expiry;
             st.set_expires_at(None);
             st.peer = peer;
-            // A resumed session reads with the rights of whoever connected last.
-            st.username = username;
             st.limits = limits;
             st.timers = timers;
             st.mark_inflight_unsent();
@@ -254,7 +287,7 @@ impl Broker {
                 .unsubscribe_all(&session, filters.iter().map(String::as_str));
             wake_all(session.state.lock().take_space_waiters());
         }
-        Some(Attachment {
+        Ok(Attachment {
             session_present: existed && !discard,
             session,
             generation,
@@ -289,7 +322,7 @@ impl Broker {
                     st.set_expires_at(Some(now + expiry));
                     // So that a restart does not give the session its whole expiry again.
                     let _ = self.store.record(StoreEvent::SessionClosed {
-                        client_id: &session.client_id,
+                        session: session.id,
                         at: now,
                     });
                 }
@@ -512,7 +545,7 @@ impl Broker {
                     // message rather than losing it.
                     if item.stored {
                         let _ = self.store.record(StoreEvent::Removed {
-                            client_id: rec.client_id,
+                            session: rec.session,
                             seq: item.seq,
                         });
                     }
@@ -546,7 +579,7 @@ impl Broker {
             st.reset();
             st.set_expires_at(None);
             let _ = self.store.record(StoreEvent::SessionDiscarded {
-                client_id: &session.client_id,
+                session: session.id,
             });
             (filters, st.take_pending_will(|_| true))
         };
@@ -608,14 +641,35 @@ impl Broker {
         // would cost the trees memory per level: skipped, and counted in one log line.
         let max_levels = self.config.max_topic_levels;
         let mut too_deep = 0usize;
+        // Sessions keep their numbers (the store knows them by these); new ones are
+        // numbered after every number the store has seen.
+        self.next_session_id
+            .fetch_max(state.last_session_id + 1, Ordering::Relaxed);
         {
             let mut sessions = self.sessions.lock();
-            for (client_id, image) in &state.sessions {
-                let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-                let key: Arc<str> = Arc::from(client_id.as_str());
+            // One session per client id: should the store hold two (a discard that was
+            // never written), the later one, numbered higher, is the live one.
+            let mut latest: HashMap<&str, u64> = HashMap::new();
+            for (&id, image) in &state.sessions {
+                let n = latest.entry(image.client_id.as_str()).or_default();
+                *n = (*n).max(id);
+            }
+            for (&id, image) in &state.sessions {
+                if latest.get(image.client_id.as_str()) != Some(&id) {
+                    tracing::warn!(
+                        client_id = &*crate::log_limit::field(&image.client_id),
+                        session = id,
+                        "store: an older session of the same client id is ignored"
+                    );
+                    continue;
+                }
+                let key: Arc<str> = Arc::from(image.client_id.as_str());
                 let session = Arc::new(Session::new(id, key.clone(), limits.clone()));
                 let mut st = session.state.lock();
                 st.clean = false;
+                // Bound to its owner across the restart: it is sent what the owner may
+                // read, and only the owner may claim it.
+                st.username = image.owner.as_deref().map(Arc::from);
                 st.expiry = image.expiry;
                 if image.expiry != u32::MAX {
                     // From the disconnection, if it was recorded; from now for a session
@@ -794,7 +848,7 @@ mod connect_tests {
     #[test]
     fn a_take_over_abandoned_while_waiting_leaves_no_session_marked_connected() {
         let b = broker();
-        let Poll::Ready(Some(first)) = poll(pin!(b.attach("dev", claim(&b)))) else {
+        let Poll::Ready(Ok(first)) = poll(pin!(b.attach("dev", claim(&b)))) else {
             panic!("a free session attaches at once")
         };
         {
@@ -807,7 +861,7 @@ mod connect_tests {
         drop(st);
         // The clean session ended with the abandoned claim; a new CONNECT starts afresh.
         drop(first);
-        let Poll::Ready(Some(third)) = poll(pin!(b.attach("dev", claim(&b)))) else {
+        let Poll::Ready(Ok(third)) = poll(pin!(b.attach("dev", claim(&b)))) else {
             panic!("attaches again")
         };
         assert!(!third.session_present);

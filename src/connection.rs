@@ -451,7 +451,9 @@ where
                 }
             }
             if client.out.len() < OUT_LOW {
-                let (waiters, hold) = st.fill(&mut client.out, OUT_HIGH, now, rec);
+                // (No lock taken without an acl_file.)
+                let acl = client.broker.auth.acl();
+                let (waiters, hold) = st.fill(&mut client.out, OUT_HIGH, now, rec, acl.as_deref());
                 drop(st);
                 wake_all(waiters);
                 if hold != 0 {

@@ -17,9 +17,10 @@ use tokio::sync::Notify;
 use crate::auth::{Access, AclFile};
 use crate::codec::{self, QoS};
 use crate::config::QueueFull;
+use crate::log_limit::{self, LogLimit};
 use crate::message::SharedMessage;
 use crate::outbox::Outbox;
-use crate::store::{Commit, Store, StoreEvent, Stored, Waker};
+use crate::store::{Commit, SessionId, Store, StoreEvent, Stored, Waker};
 use crate::subscriptions::Subscriptions;
 
 /// Queue and window limits of one session, taken from the config and the listener the
@@ -181,11 +182,13 @@ impl PeerV5 {
     }
 }
 
-/// Where a session's durable changes go: the broker's store, under the session's client
-/// id. Only persistent sessions record anything, and only with a durable store.
+/// Where a session's durable changes go: the broker's store, under the session's number.
+/// Only persistent sessions record anything, and only with a durable store.
 #[derive(Clone, Copy)]
 pub struct Rec<'a> {
     pub store: &'a dyn Store,
+    pub session: SessionId,
+    /// For ACL checks and log lines.
     pub client_id: &'a str,
 }
 
@@ -194,7 +197,7 @@ impl Rec<'_> {
     fn removed(&self, item: &Queued) {
         if item.stored {
             let _ = self.store.record(StoreEvent::Removed {
-                client_id: self.client_id,
+                session: self.session,
                 seq: item.seq,
             });
         }
@@ -223,6 +226,8 @@ struct Drops {
     total: u64,
     unreported: u64,
     last_report: Option<Instant>,
+    /// Queued messages the owner's ACL no longer let through when they were sent.
+    denied: u64,
 }
 
 /// The attached connection's hold on its session (the one permit of
@@ -261,8 +266,11 @@ pub struct SessionState {
     pub space_waiters: Vec<Arc<Session>>,
     /// Shared by every session of the listener the client connected through.
     pub limits: Arc<Limits>,
-    /// The username of the client that connected last, for ACL read checks while it is
-    /// online and offline.
+    /// The session's owner: the verified identity (username checked against the password
+    /// file, or certificate identity under `use_identity_as_username`) it was created by,
+    /// `None` for an anonymous client. Only the owner may claim the session again (see
+    /// [`crate::broker::Broker::attach`]); its ACL read rights govern what the session is
+    /// sent, online and offline. Stored with the session.
     pub username: Option<Arc<str>>,
     /// Session Expiry Interval, seconds: 0 ends the session with the connection,
     /// `u32::MAX` never.
@@ -296,8 +304,9 @@ pub struct SessionState {
 }
 
 pub struct Session {
-    /// Unique per session object, used as the subscriber key in the router.
-    pub id: u64,
+    /// Unique per session object, used as the subscriber key in the router, and the
+    /// session's number in the durable store (kept across restarts).
+    pub id: SessionId,
     /// Shared with the broker's sessions-by-client-id map.
     pub client_id: Arc<str>,
     pub state: Mutex<SessionState>,
@@ -431,6 +440,7 @@ impl Session {
     pub fn rec<'a>(&'a self, store: &'a dyn Store) -> Rec<'a> {
         Rec {
             store,
+            session: self.id,
             client_id: &self.client_id,
         }
     }
@@ -560,7 +570,7 @@ impl SessionState {
     /// still delivered while midge runs) and tells the publisher through `stored`.
     fn store_item(&self, item: &mut Queued, rec: Rec, stored: &mut Stored) {
         let outcome = rec.store.record(StoreEvent::Enqueued {
-            client_id: rec.client_id,
+            session: rec.session,
             seq: item.seq,
             message: &item.msg,
             qos: item.qos,
@@ -615,6 +625,26 @@ impl SessionState {
         self.drops.as_ref().map_or(0, |d| d.total)
     }
 
+    /// Counts a queued message the ACL denied at send time; one log line per interval
+    /// for the whole broker.
+    fn report_denied(&mut self, client_id: &str, topic: &str) {
+        self.drops.get_or_insert_default().denied += 1;
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(held_back) = LOG.allow() {
+            tracing::info!(
+                client_id = &*log_limit::field(client_id),
+                topic = &*log_limit::field(topic),
+                held_back,
+                "queued message no longer readable under the ACL, dropped instead of sent"
+            );
+        }
+    }
+
+    /// Queued messages the ACL denied when they were due to be sent.
+    pub fn denied_total(&self) -> u64 {
+        self.drops.as_ref().map_or(0, |d| d.denied)
+    }
+
     fn alloc_pkid(&mut self) -> u16 {
         // The window is at most 65535 wide, so a free id always exists; the inflight map
         // is checked so an id still awaiting its acknowledgement is never reused.
@@ -638,12 +668,18 @@ impl SessionState {
     /// disk. Otherwise a crash right after the PUBLISH would bring it back under a new
     /// packet id, and the subscriber would take it for a new message: exactly once would
     /// not hold. Everything behind it waits too, to keep the order.
+    ///
+    /// With an ACL (`acl`, the one in force now), every queued message is checked against
+    /// the owner's read rights as it is sent: the ACL may have been reloaded since it was
+    /// queued, and a message restored from the store was never checked by this process.
+    /// One it denies is dropped, counted, and not sent.
     pub fn fill(
         &mut self,
         out: &mut Outbox,
         high_water: usize,
         now: Instant,
         rec: Rec,
+        acl: Option<&AclFile>,
     ) -> (Vec<Arc<Session>>, Commit) {
         let was_full = self.is_full(0);
         if self.held != 0 {
@@ -681,6 +717,18 @@ impl SessionState {
                 rec.removed(&item);
                 continue;
             }
+            if acl.is_some_and(|acl| {
+                !acl.check(
+                    rec.client_id,
+                    self.username.as_deref(),
+                    &item.msg.topic,
+                    Access::Read,
+                )
+            }) {
+                rec.removed(&item);
+                self.report_denied(rec.client_id, &item.msg.topic);
+                continue;
+            }
             if item.qos == QoS::AtMostOnce {
                 encode_publish(out, self.peer.as_deref_mut(), &item, 0, false, now);
                 rec.removed(&item);
@@ -695,7 +743,7 @@ impl SessionState {
                 if f.item.stored {
                     // Re-sent with this id after a restart [MQTT-4.4.0-1].
                     let sent = rec.store.record(StoreEvent::Sent {
-                        client_id: rec.client_id,
+                        session: rec.session,
                         seq: f.item.seq,
                         pkid,
                     });
@@ -800,7 +848,7 @@ impl SessionState {
         let first_time = self.incoming_qos2_insert(pkid);
         if first_time && self.persists(rec) {
             stored.add(rec.store.record(StoreEvent::Qos2Received {
-                client_id: rec.client_id,
+                session: rec.session,
                 pkid,
             }));
         }
@@ -815,7 +863,7 @@ impl SessionState {
         let known = self.incoming_qos2_remove(pkid);
         if known && self.persists(rec) {
             stored.add(rec.store.record(StoreEvent::Qos2Completed {
-                client_id: rec.client_id,
+                session: rec.session,
                 pkid,
             }));
         }
@@ -952,7 +1000,7 @@ impl SessionState {
         match f.state {
             InflightState::Published if f.item.stored => {
                 let released = rec.store.record(StoreEvent::Released {
-                    client_id: rec.client_id,
+                    session: rec.session,
                     seq: f.item.seq,
                 });
                 if let Ok(Some(commit)) = released {

@@ -165,8 +165,8 @@ impl Auth {
     }
 
     /// Whether the client may do `access` on `topic` (a topic name, or a filter for
-    /// [`Access::Subscribe`]); `username` is `None` for anonymous clients. Always true
-    /// without an ACL file.
+    /// [`Access::Subscribe`]); `username` is `None` for anonymous clients. Without an ACL
+    /// file, true for everything but writing to `$SYS`.
     pub fn allows(
         &self,
         client_id: &str,
@@ -174,6 +174,9 @@ impl Auth {
         topic: &str,
         access: Access,
     ) -> bool {
+        if access == Access::Write && is_sys(topic) {
+            return false;
+        }
         if self.acl_file.is_none() {
             return true;
         }
@@ -182,4 +185,12 @@ impl Auth {
             None => true,
         }
     }
+}
+
+/// `$SYS` topics are the broker's own: no client writes them (PUBLISH, retained message
+/// or will), ACL file or not, as in Mosquitto, so nobody can forge what the broker
+/// reports about itself. (Mosquitto's one exception, bridge state topics, does not apply:
+/// midge has no bridges.)
+pub fn is_sys(topic: &str) -> bool {
+    topic.starts_with("$SYS")
 }

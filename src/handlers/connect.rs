@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::auth::{Access, Verdict};
 use crate::broker::Broker;
-use crate::broker::Claim;
+use crate::broker::{Claim, Refused};
 use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
 use crate::connection::{reason, Client, ClientV5, Origin};
-use crate::log_limit::{field, LogLimit};
+use crate::log_limit::{self, field, LogLimit};
 use crate::outbox::Outbox;
 use crate::session::{PeerV5, Timers};
 use crate::topic;
@@ -158,7 +158,7 @@ pub async fn handle(
     // allows re-sending only on reconnect.
     let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
         .then(|| Duration::from_secs(broker.config.retry_interval));
-    let Some(att) = broker
+    let attached = broker
         .attach(
             &client_id,
             Claim {
@@ -170,10 +170,30 @@ pub async fn handle(
                 peer: peer_v5,
             },
         )
-        .await
-    else {
-        tracing::info!(%peer, client_id, "CONNECT overtaken by a newer one for the same client id");
-        return Err(Refusal { connack: None });
+        .await;
+    let att = match attached {
+        Ok(att) => att,
+        Err(Refused::Overtaken) => {
+            tracing::info!(%peer, client_id, "CONNECT overtaken by a newer one for the same client id");
+            return Err(Refusal { connack: None });
+        }
+        Err(Refused::NotOwner) => {
+            // Someone reusing another user's client id: refused, and the owner's
+            // connection and session are left as they are.
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(held_back) = LOG.allow() {
+                tracing::warn!(
+                    %peer,
+                    client_id = &*log_limit::field(&client_id),
+                    username = &*log_limit::field(username.as_deref().unwrap_or("")),
+                    held_back,
+                    "client id in use by a session of another user, refusing (not authorized)"
+                );
+            }
+            return Err(Refusal {
+                connack: Some(NOT_AUTHORIZED),
+            });
+        }
     };
 
     let level = match connect.version {
@@ -185,9 +205,12 @@ pub async fn handle(
         "New client connected from {peer} as {client_id} (p{level}, c{}, k{}{}).",
         u8::from(connect.clean_session),
         connect.keep_alive,
+        // The identity (a certificate's under use_identity_as_username), else the
+        // username as claimed, verified or not, as Mosquitto logs it.
         username
             .as_deref()
-            .map(|u| format!(", u'{u}'"))
+            .or(connect.username.as_deref())
+            .map(|u| format!(", u'{}'", log_limit::field(u)))
             .unwrap_or_default(),
     );
 
@@ -250,7 +273,9 @@ pub async fn handle(
 
 /// Who the client is: the verified certificate's Common Name on a
 /// `use_identity_as_username` listener, otherwise the CONNECT username once the password
-/// file accepts it (or `None` for an anonymous client the listener lets in). The password
+/// file accepts it, or `None` for an anonymous client the listener lets in (which is what
+/// a client with a username but no password file to check it against is). Only this
+/// verified identity unlocks an ACL `user` section and owns a session. The password
 /// itself is never logged.
 async fn authenticate(
     broker: &Broker,
@@ -282,6 +307,10 @@ async fn authenticate(
         )
         .await;
     match verdict {
+        // Without a password file nothing vouches for the username: the client is
+        // anonymous to the ACL (its `user` section and `%u` patterns do not apply) and
+        // owns no session under that name. Anyone can type any username.
+        Verdict::Allowed if broker.auth.passwords().is_none() => Ok(None),
         Verdict::Allowed => Ok(connect.username.as_deref().map(Arc::from)),
         Verdict::BadCredentials => {
             tracing::info!(

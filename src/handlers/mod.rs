@@ -48,11 +48,16 @@ fn disconnect(client: &mut Client, d: Disconnect) -> Result<(), Close> {
         v5.session_expiry = expiry;
         let mut st = client.session.state.lock();
         if expiry != st.expiry {
-            let client_id = &*client.session.client_id;
+            let session = client.session.id;
             let _ = client.broker.store.record(if expiry == 0 {
-                StoreEvent::SessionDiscarded { client_id }
+                StoreEvent::SessionDiscarded { session }
             } else {
-                StoreEvent::SessionOpened { client_id, expiry }
+                StoreEvent::SessionOpened {
+                    session,
+                    client_id: &client.session.client_id,
+                    owner: st.username.as_deref(),
+                    expiry,
+                }
             });
         }
         st.expiry = expiry;

@@ -10,6 +10,7 @@ use crate::auth::Access;
 use crate::broker::Broker;
 use crate::codec::{Publish, QoS};
 use crate::connection::{reason, Ack, Client, Close};
+use crate::log_limit::{self, LogLimit};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;
 use crate::session::Session;
@@ -51,9 +52,15 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // A PUBLISH the ACL denies is dropped. MQTT 3.1.1 has no way to say "not authorized"
     // in PUBACK, so it is acknowledged as usual (as Mosquitto does) and the client does
     // not retry it forever; 5.0 clients get reason 0x87.
+    // `$SYS` is refused the same way, ACL file or not (see `auth::is_sys`).
     let denied = !client.may(&publish.topic, Access::Write);
     if denied || bad_format {
-        let (code, why) = if denied {
+        let (code, why) = if denied && crate::auth::is_sys(&publish.topic) {
+            (
+                reason::NOT_AUTHORIZED,
+                "to $SYS, which only the broker writes",
+            )
+        } else if denied {
             (reason::NOT_AUTHORIZED, "denied by the ACL")
         } else {
             (
@@ -61,11 +68,16 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
                 "payload is not the UTF-8 it claims",
             )
         };
-        tracing::info!(
-            client_id = client.client_id(),
-            topic = publish.topic.as_str(),
-            "PUBLISH {why}, dropped"
-        );
+        // A client repeating it must not flood the log.
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(held_back) = LOG.allow() {
+            tracing::info!(
+                client_id = &*log_limit::field(client.client_id()),
+                topic = &*log_limit::field(&publish.topic),
+                held_back,
+                "PUBLISH {why}, dropped"
+            );
+        }
         match publish.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid, code), Vec::new(), 0),

@@ -94,7 +94,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                 client.broker.router.subscribe(&client.session, filter, sub);
                 // (A clean session's records change nothing and are not written.)
                 let _ = client.broker.store.record(StoreEvent::Subscribed {
-                    client_id: &client.session.client_id,
+                    session: client.session.id,
                     filter,
                     options: opts.to_byte(),
                     sub_id: sub.id.map_or(0, |id| id.get()),

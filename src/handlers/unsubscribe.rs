@@ -19,7 +19,7 @@ pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close
         if existed {
             client.broker.router.unsubscribe(&client.session, filter);
             let _ = client.broker.store.record(StoreEvent::Unsubscribed {
-                client_id: &client.session.client_id,
+                session: client.session.id,
                 filter,
             });
             codes.push(reason::SUCCESS);

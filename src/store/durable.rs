@@ -160,42 +160,50 @@ impl Store for DurableStore {
         // The message a record refers to, when it is not in the store yet.
         let mut message = None;
         let record = match event {
-            StoreEvent::SessionOpened { client_id, expiry } => {
-                Record::SessionOpened { client_id, expiry }
-            }
-            StoreEvent::SessionDiscarded { client_id } => Record::SessionDiscarded { client_id },
-            StoreEvent::SessionClosed { client_id, at } => Record::SessionClosed {
+            StoreEvent::SessionOpened {
+                session,
                 client_id,
+                owner,
+                expiry,
+            } => Record::SessionOpened {
+                session,
+                client_id,
+                owner,
+                expiry,
+            },
+            StoreEvent::SessionDiscarded { session } => Record::SessionDiscarded { session },
+            StoreEvent::SessionClosed { session, at } => Record::SessionClosed {
+                session,
                 at: unix_millis(at),
             },
             StoreEvent::Subscribed {
-                client_id,
+                session,
                 filter,
                 options,
                 sub_id,
             } => Record::Subscribed {
-                client_id,
+                session,
                 filter,
                 options,
                 sub_id,
             },
-            StoreEvent::Unsubscribed { client_id, filter } => {
-                Record::Unsubscribed { client_id, filter }
+            StoreEvent::Unsubscribed { session, filter } => {
+                Record::Unsubscribed { session, filter }
             }
             StoreEvent::Enqueued {
-                client_id,
+                session,
                 seq,
                 message: msg,
                 qos,
                 retain,
                 extra,
             } => {
-                if !st.has_session(client_id) {
+                if !st.has_session(session) {
                     return Ok(None);
                 }
                 message = Some(msg);
                 Record::Enqueued {
-                    client_id,
+                    session,
                     seq,
                     message: 0, // set below, once the message has its id
                     qos: qos as u8,
@@ -204,17 +212,9 @@ impl Store for DurableStore {
                     shared: extra.and_then(|e| e.shared.as_deref()).unwrap_or(""),
                 }
             }
-            StoreEvent::Sent {
-                client_id,
-                seq,
-                pkid,
-            } => Record::Sent {
-                client_id,
-                seq,
-                pkid,
-            },
-            StoreEvent::Released { client_id, seq } => Record::Released { client_id, seq },
-            StoreEvent::Removed { client_id, seq } => Record::Removed { client_id, seq },
+            StoreEvent::Sent { session, seq, pkid } => Record::Sent { session, seq, pkid },
+            StoreEvent::Released { session, seq } => Record::Released { session, seq },
+            StoreEvent::Removed { session, seq } => Record::Removed { session, seq },
             StoreEvent::Retained {
                 topic,
                 message: msg,
@@ -222,12 +222,8 @@ impl Store for DurableStore {
                 message = msg;
                 Record::Retained { topic, message: 0 }
             }
-            StoreEvent::Qos2Received { client_id, pkid } => {
-                Record::Qos2Received { client_id, pkid }
-            }
-            StoreEvent::Qos2Completed { client_id, pkid } => {
-                Record::Qos2Completed { client_id, pkid }
-            }
+            StoreEvent::Qos2Received { session, pkid } => Record::Qos2Received { session, pkid },
+            StoreEvent::Qos2Completed { session, pkid } => Record::Qos2Completed { session, pkid },
         };
         // A message is written once, before the first record that refers to it, and
         // again only if everything that referred to it has gone in between.
@@ -317,14 +313,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (mut store, _) = DurableStore::open(&config(&dir)).unwrap();
         store.compact_min = 64 * 1024;
-        let client_id = "sub";
+        let session = 1;
         fn rec(s: &DurableStore, e: StoreEvent<'_>) -> Option<Commit> {
             s.record(e).unwrap()
         }
         rec(
             &store,
             StoreEvent::SessionOpened {
-                client_id,
+                session,
+                client_id: "sub",
+                owner: None,
                 expiry: u32::MAX,
             },
         );
@@ -342,7 +340,7 @@ mod tests {
             rec(
                 &store,
                 StoreEvent::Enqueued {
-                    client_id,
+                    session,
                     seq,
                     message: &msg,
                     qos: QoS::AtLeastOnce,
@@ -353,14 +351,14 @@ mod tests {
             last = rec(
                 &store,
                 StoreEvent::Sent {
-                    client_id,
+                    session,
                     seq,
                     pkid: (seq % 60_000) as u16 + 1,
                 },
             )
             .unwrap_or(last);
             if seq <= 19_990 {
-                rec(&store, StoreEvent::Removed { client_id, seq });
+                rec(&store, StoreEvent::Removed { session, seq });
             }
         }
         store.log.wait(last).unwrap();
@@ -374,7 +372,7 @@ mod tests {
         let (store, loaded) = DurableStore::open(&config(&dir)).unwrap();
         assert_eq!((loaded.sessions, loaded.queued), (1, 10));
         let st = store.state();
-        let queue = &st.sessions[client_id].queue;
+        let queue = &st.sessions[&session].queue;
         assert_eq!(
             queue.keys().copied().collect::<Vec<_>>(),
             (19_991..=20_000).collect::<Vec<_>>()
@@ -383,5 +381,99 @@ mod tests {
         drop(st);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_format_1_store_is_refused_with_a_message_not_misread() {
+        let dir = std::env::temp_dir().join(format!("midge-durable-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let (store, _) = DurableStore::open(&config(&dir)).unwrap();
+            // Format 1's SessionOpened: tag 1, the client id, the expiry.
+            let old = [1, 3, 0, 0, 0, b'd', b'e', b'v', 0xFF, 0xFF, 0xFF, 0xFF];
+            let c = store.log.append(&[&old]).unwrap();
+            store.log.wait(c).unwrap();
+            store.close().unwrap();
+        }
+        let e = DurableStore::open(&config(&dir)).err().expect("refused");
+        assert!(
+            e.contains("store format 1") && e.contains("00000001.log"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Bytes the log grows by per 64-byte QoS 1 message delivered to a persistent
+    /// session (stored, sent, acknowledged), with a client id of `id_len` bytes.
+    fn log_bytes_per_message(id_len: usize) -> u64 {
+        let dir = std::env::temp_dir().join(format!(
+            "midge-durable-size-{}-{id_len}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = DurableStore::open(&config(&dir)).unwrap();
+        let client_id = "c".repeat(id_len);
+        let client_id = client_id.as_str();
+        let session = 1;
+        let mut last = store
+            .record(StoreEvent::SessionOpened {
+                session,
+                client_id,
+                owner: Some("alice"),
+                expiry: u32::MAX,
+            })
+            .unwrap()
+            .unwrap();
+        store.log.wait(last).unwrap();
+        let before = dir_bytes(&dir);
+        const N: u64 = 100;
+        let payload = Bytes::from(vec![7u8; 64]);
+        for seq in 1..=N {
+            let msg = Arc::new(Message::with_props(
+                "sensors/dev-0001/temperature".into(),
+                payload.clone(),
+                QoS::AtLeastOnce,
+                false,
+                None,
+            ));
+            let e = |s: &DurableStore, e| s.record(e).unwrap().unwrap();
+            e(
+                &store,
+                StoreEvent::Enqueued {
+                    session,
+                    seq,
+                    message: &msg,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    extra: None,
+                },
+            );
+            e(
+                &store,
+                StoreEvent::Sent {
+                    session,
+                    seq,
+                    pkid: seq as u16,
+                },
+            );
+            last = e(&store, StoreEvent::Removed { session, seq });
+        }
+        store.log.wait(last).unwrap();
+        let per = (dir_bytes(&dir) - before) / N;
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+        per
+    }
+
+    #[test]
+    fn log_bytes_per_message_do_not_grow_with_the_client_id() {
+        let short = log_bytes_per_message(16);
+        let long = log_bytes_per_message(60 * 1024);
+        eprintln!("log bytes per 64-byte QoS 1 message: client id 16 B: {short}, 60 KiB: {long}");
+        // The session is named by number: the client id is written once, when the
+        // session opens. (Store format 1 wrote it in three records per message: 262
+        // bytes with a 16-byte id, 184534 with a 60 KiB one.)
+        assert_eq!(short, long);
+        assert!(short < 256, "{short} bytes per message");
     }
 }

@@ -24,38 +24,44 @@ use crate::message::SharedMessage;
 use crate::session::Extra;
 
 pub use log::{Commit, Waker};
+pub use record::SessionId;
 
-/// A change to durable state. Events about clean sessions are never reported.
+/// A change to durable state. Events about clean sessions are never reported. A session is
+/// named by its number ([`crate::session::Session::id`]); only `SessionOpened` carries
+/// its client id.
 #[derive(Debug)]
 pub enum StoreEvent<'a> {
     /// A persistent session exists (created, resumed, or given a new expiry).
     SessionOpened {
+        session: SessionId,
         client_id: &'a str,
+        /// The identity it is bound to (see [`crate::session::SessionState::username`]).
+        owner: Option<&'a str>,
         expiry: u32,
     },
     /// A session and everything queued for it is gone (or it is no longer persistent).
     SessionDiscarded {
-        client_id: &'a str,
+        session: SessionId,
     },
     /// A persistent session's client disconnected: its expiry counts from `at`.
     SessionClosed {
-        client_id: &'a str,
+        session: SessionId,
         at: std::time::Instant,
     },
     Subscribed {
-        client_id: &'a str,
+        session: SessionId,
         filter: &'a str,
         /// MQTT 5.0 subscription options byte (QoS in bits 0-1).
         options: u8,
         sub_id: u32,
     },
     Unsubscribed {
-        client_id: &'a str,
+        session: SessionId,
         filter: &'a str,
     },
     /// A QoS 1/2 message was queued for a persistent session at position `seq`.
     Enqueued {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
         message: &'a SharedMessage,
         qos: QoS,
@@ -64,18 +70,18 @@ pub enum StoreEvent<'a> {
     },
     /// It was sent with packet id `pkid`.
     Sent {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
         pkid: u16,
     },
     /// QoS 2: its PUBREC came.
     Released {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
     },
     /// It left the session: acknowledged, refused, expired or dropped.
     Removed {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
     },
     /// The retained message of a topic was set (`Some`) or cleared (`None`).
@@ -85,12 +91,12 @@ pub enum StoreEvent<'a> {
     },
     /// A QoS 2 PUBLISH from a persistent session's client was received (PUBREC owed).
     Qos2Received {
-        client_id: &'a str,
+        session: SessionId,
         pkid: u16,
     },
     /// Its PUBREL came (PUBCOMP owed).
     Qos2Completed {
-        client_id: &'a str,
+        session: SessionId,
         pkid: u16,
     },
 }

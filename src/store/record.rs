@@ -19,31 +19,41 @@ use std::borrow::Cow;
 /// (3), Retain Handling (4-5) — the MQTT 5.0 wire layout.
 pub type OptionsByte = u8;
 
+/// A persistent session's number in the store, given by the broker (unique among the
+/// sessions the store holds; see [`super::state::State::last_session_id`]).
+pub type SessionId = u64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
-    /// A persistent session exists (created, or resumed with a new expiry).
+    /// A persistent session exists (created, or resumed with a new expiry). The only
+    /// record that names the client: every other one refers to the session by its number,
+    /// so a long client id costs its bytes once per connection, not once per message.
     SessionOpened {
+        session: SessionId,
         client_id: &'a str,
+        /// The identity the session is bound to (verified username or certificate
+        /// identity); `None` for an anonymous client.
+        owner: Option<&'a str>,
         expiry: u32,
     },
     /// The session and everything queued for it are gone.
     SessionDiscarded {
-        client_id: &'a str,
+        session: SessionId,
     },
     /// Its client disconnected at `at` (Unix milliseconds): the expiry counts from there.
     SessionClosed {
-        client_id: &'a str,
+        session: SessionId,
         at: u64,
     },
     Subscribed {
-        client_id: &'a str,
+        session: SessionId,
         filter: &'a str,
         options: OptionsByte,
         /// MQTT 5.0 Subscription Identifier, 0 for none.
         sub_id: u32,
     },
     Unsubscribed {
-        client_id: &'a str,
+        session: SessionId,
         filter: &'a str,
     },
     /// An application message, stored once.
@@ -58,9 +68,9 @@ pub enum Record<'a> {
         /// Unix time, milliseconds, after which it is not delivered; 0 = never.
         expires_at: u64,
     },
-    /// Message `message` was queued for `client_id` at position `seq`.
+    /// Message `message` was queued for session `session` at position `seq`.
     Enqueued {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
         message: u64,
         qos: u8,
@@ -72,18 +82,18 @@ pub enum Record<'a> {
     },
     /// Sent with packet id `pkid` (re-sent with the same id after a restart).
     Sent {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
         pkid: u16,
     },
     /// QoS 2: PUBREC received, PUBREL owed.
     Released {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
     },
     /// Acknowledged (or dropped): gone from the session.
     Removed {
-        client_id: &'a str,
+        session: SessionId,
         seq: u64,
     },
     /// The retained message of `topic`: `message` 0 clears it.
@@ -94,12 +104,12 @@ pub enum Record<'a> {
     /// A QoS 2 PUBLISH from the client was acknowledged with PUBREC (a re-send after a
     /// restart must not be delivered twice).
     Qos2Received {
-        client_id: &'a str,
+        session: SessionId,
         pkid: u16,
     },
     /// Its PUBREL came.
     Qos2Completed {
-        client_id: &'a str,
+        session: SessionId,
         pkid: u16,
     },
     /// A snapshot of the whole state follows, up to [`Record::CheckpointEnd`]: from
@@ -110,21 +120,26 @@ pub enum Record<'a> {
     CheckpointEnd,
 }
 
-const SESSION_OPENED: u8 = 1;
-const SESSION_DISCARDED: u8 = 2;
-const SUBSCRIBED: u8 = 3;
-const UNSUBSCRIBED: u8 = 4;
 const MESSAGE: u8 = 5;
-const ENQUEUED: u8 = 6;
-const SENT: u8 = 7;
-const RELEASED: u8 = 8;
-const REMOVED: u8 = 9;
 const RETAINED: u8 = 10;
-const QOS2_RECEIVED: u8 = 11;
-const QOS2_COMPLETED: u8 = 12;
 const CHECKPOINT: u8 = 13;
-const SESSION_CLOSED: u8 = 14;
 const CHECKPOINT_END: u8 = 15;
+// Session records by number (store format 2). Types 1-4, 6-9, 11, 12 and 14 were the
+// same records keyed by client id (store format 1): refused on open with a
+// message saying so, rather than read wrongly.
+const SESSION_OPENED: u8 = 16;
+const SESSION_DISCARDED: u8 = 17;
+const SESSION_CLOSED: u8 = 18;
+const SUBSCRIBED: u8 = 19;
+const UNSUBSCRIBED: u8 = 20;
+const ENQUEUED: u8 = 21;
+const SENT: u8 = 22;
+const RELEASED: u8 = 23;
+const REMOVED: u8 = 24;
+const QOS2_RECEIVED: u8 = 25;
+const QOS2_COMPLETED: u8 = 26;
+/// Record types of store format 1 that format 2 replaced.
+const FORMAT_1_SESSION_RECORDS: [u8; 11] = [1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 14];
 
 /// Appends fields to a record being encoded.
 struct W<'a>(&'a mut Vec<u8>);
@@ -157,6 +172,12 @@ impl W<'_> {
     }
     fn bool(self, v: bool) -> Self {
         self.u8(u8::from(v))
+    }
+    fn opt_str(self, s: Option<&str>) -> Self {
+        match s {
+            Some(s) => self.u8(1).str(s),
+            None => self.u8(0),
+        }
     }
 }
 
@@ -209,6 +230,13 @@ impl<'a> R<'a> {
             _ => Err("bad boolean".into()),
         }
     }
+    fn opt_str(&mut self) -> Result<Option<&'a str>, String> {
+        Ok(if self.bool()? {
+            Some(self.str()?)
+        } else {
+            None
+        })
+    }
     fn u32s(&mut self) -> Result<Vec<u32>, String> {
         let n = self.u32()? as usize;
         // Checked against what is there before allocating.
@@ -223,29 +251,38 @@ impl Record<'_> {
     /// Appends the record's body to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Record::SessionOpened { client_id, expiry } => {
-                tag(out, SESSION_OPENED).str(client_id).u32(*expiry);
+            Record::SessionOpened {
+                session,
+                client_id,
+                owner,
+                expiry,
+            } => {
+                tag(out, SESSION_OPENED)
+                    .u64(*session)
+                    .str(client_id)
+                    .opt_str(*owner)
+                    .u32(*expiry);
             }
-            Record::SessionDiscarded { client_id } => {
-                tag(out, SESSION_DISCARDED).str(client_id);
+            Record::SessionDiscarded { session } => {
+                tag(out, SESSION_DISCARDED).u64(*session);
             }
-            Record::SessionClosed { client_id, at } => {
-                tag(out, SESSION_CLOSED).str(client_id).u64(*at);
+            Record::SessionClosed { session, at } => {
+                tag(out, SESSION_CLOSED).u64(*session).u64(*at);
             }
             Record::Subscribed {
-                client_id,
+                session,
                 filter,
                 options,
                 sub_id,
             } => {
                 tag(out, SUBSCRIBED)
-                    .str(client_id)
+                    .u64(*session)
                     .str(filter)
                     .u8(*options)
                     .u32(*sub_id);
             }
-            Record::Unsubscribed { client_id, filter } => {
-                tag(out, UNSUBSCRIBED).str(client_id).str(filter);
+            Record::Unsubscribed { session, filter } => {
+                tag(out, UNSUBSCRIBED).u64(*session).str(filter);
             }
             Record::Message {
                 id,
@@ -266,7 +303,7 @@ impl Record<'_> {
                     .u64(*expires_at);
             }
             Record::Enqueued {
-                client_id,
+                session,
                 seq,
                 message,
                 qos,
@@ -275,7 +312,7 @@ impl Record<'_> {
                 shared,
             } => {
                 let mut w = tag(out, ENQUEUED)
-                    .str(client_id)
+                    .u64(*session)
                     .u64(*seq)
                     .u64(*message)
                     .u8(*qos)
@@ -286,27 +323,23 @@ impl Record<'_> {
                 }
                 w.str(shared);
             }
-            Record::Sent {
-                client_id,
-                seq,
-                pkid,
-            } => {
-                tag(out, SENT).str(client_id).u64(*seq).u16(*pkid);
+            Record::Sent { session, seq, pkid } => {
+                tag(out, SENT).u64(*session).u64(*seq).u16(*pkid);
             }
-            Record::Released { client_id, seq } => {
-                tag(out, RELEASED).str(client_id).u64(*seq);
+            Record::Released { session, seq } => {
+                tag(out, RELEASED).u64(*session).u64(*seq);
             }
-            Record::Removed { client_id, seq } => {
-                tag(out, REMOVED).str(client_id).u64(*seq);
+            Record::Removed { session, seq } => {
+                tag(out, REMOVED).u64(*session).u64(*seq);
             }
             Record::Retained { topic, message } => {
                 tag(out, RETAINED).str(topic).u64(*message);
             }
-            Record::Qos2Received { client_id, pkid } => {
-                tag(out, QOS2_RECEIVED).str(client_id).u16(*pkid);
+            Record::Qos2Received { session, pkid } => {
+                tag(out, QOS2_RECEIVED).u64(*session).u16(*pkid);
             }
-            Record::Qos2Completed { client_id, pkid } => {
-                tag(out, QOS2_COMPLETED).str(client_id).u16(*pkid);
+            Record::Qos2Completed { session, pkid } => {
+                tag(out, QOS2_COMPLETED).u64(*session).u16(*pkid);
             }
             Record::Checkpoint => {
                 tag(out, CHECKPOINT);
@@ -324,24 +357,24 @@ impl<'a> Record<'a> {
         let mut r = R(bytes);
         let record = match r.u8()? {
             SESSION_OPENED => Record::SessionOpened {
+                session: r.u64()?,
                 client_id: r.str()?,
+                owner: r.opt_str()?,
                 expiry: r.u32()?,
             },
-            SESSION_DISCARDED => Record::SessionDiscarded {
-                client_id: r.str()?,
-            },
+            SESSION_DISCARDED => Record::SessionDiscarded { session: r.u64()? },
             SESSION_CLOSED => Record::SessionClosed {
-                client_id: r.str()?,
+                session: r.u64()?,
                 at: r.u64()?,
             },
             SUBSCRIBED => Record::Subscribed {
-                client_id: r.str()?,
+                session: r.u64()?,
                 filter: r.str()?,
                 options: r.u8()?,
                 sub_id: r.u32()?,
             },
             UNSUBSCRIBED => Record::Unsubscribed {
-                client_id: r.str()?,
+                session: r.u64()?,
                 filter: r.str()?,
             },
             MESSAGE => Record::Message {
@@ -354,7 +387,7 @@ impl<'a> Record<'a> {
                 expires_at: r.u64()?,
             },
             ENQUEUED => Record::Enqueued {
-                client_id: r.str()?,
+                session: r.u64()?,
                 seq: r.u64()?,
                 message: r.u64()?,
                 qos: r.u8()?,
@@ -363,16 +396,16 @@ impl<'a> Record<'a> {
                 shared: r.str()?,
             },
             SENT => Record::Sent {
-                client_id: r.str()?,
+                session: r.u64()?,
                 seq: r.u64()?,
                 pkid: r.u16()?,
             },
             RELEASED => Record::Released {
-                client_id: r.str()?,
+                session: r.u64()?,
                 seq: r.u64()?,
             },
             REMOVED => Record::Removed {
-                client_id: r.str()?,
+                session: r.u64()?,
                 seq: r.u64()?,
             },
             RETAINED => Record::Retained {
@@ -380,15 +413,23 @@ impl<'a> Record<'a> {
                 message: r.u64()?,
             },
             QOS2_RECEIVED => Record::Qos2Received {
-                client_id: r.str()?,
+                session: r.u64()?,
                 pkid: r.u16()?,
             },
             QOS2_COMPLETED => Record::Qos2Completed {
-                client_id: r.str()?,
+                session: r.u64()?,
                 pkid: r.u16()?,
             },
             CHECKPOINT => Record::Checkpoint,
             CHECKPOINT_END => Record::CheckpointEnd,
+            old if FORMAT_1_SESSION_RECORDS.contains(&old) => {
+                return Err(format!(
+                    "record type {old} is a session record of store format 1 (keyed by \
+                     client id), written by an older midge; this midge writes format 2 \
+                     and cannot read it. Let the older midge deliver what is queued, or \
+                     move the store directory aside"
+                ))
+            }
             other => return Err(format!("unknown record type {other}")),
         };
         if !r.0.is_empty() {
@@ -403,20 +444,22 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn every_kind() -> Vec<Record<'static>> {
-        let c = "dev-1";
+        let c = 1;
         vec![
             Record::SessionOpened {
-                client_id: c,
+                session: c,
+                client_id: "dev-1",
+                owner: Some("alice"),
                 expiry: u32::MAX,
             },
             Record::Subscribed {
-                client_id: c,
+                session: c,
                 filter: "a/#",
                 options: 0x0D,
                 sub_id: 7,
             },
             Record::SessionClosed {
-                client_id: c,
+                session: c,
                 at: 1_700_000_000_000,
             },
             Record::Message {
@@ -429,7 +472,7 @@ pub(crate) mod tests {
                 expires_at: 0,
             },
             Record::Enqueued {
-                client_id: c,
+                session: c,
                 seq: 1,
                 message: 1,
                 qos: 1,
@@ -438,35 +481,29 @@ pub(crate) mod tests {
                 shared: "",
             },
             Record::Sent {
-                client_id: c,
+                session: c,
                 seq: 1,
                 pkid: 9,
             },
-            Record::Released {
-                client_id: c,
-                seq: 1,
-            },
+            Record::Released { session: c, seq: 1 },
             Record::Retained {
                 topic: "a/b",
                 message: 1,
             },
             Record::Qos2Received {
-                client_id: c,
+                session: c,
                 pkid: 3,
             },
             Record::Qos2Completed {
-                client_id: c,
+                session: c,
                 pkid: 3,
             },
-            Record::Removed {
-                client_id: c,
-                seq: 1,
-            },
+            Record::Removed { session: c, seq: 1 },
             Record::Unsubscribed {
-                client_id: c,
+                session: c,
                 filter: "a/#",
             },
-            Record::SessionDiscarded { client_id: c },
+            Record::SessionDiscarded { session: c },
             Record::Checkpoint,
             Record::CheckpointEnd,
         ]
@@ -487,6 +524,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_anonymous_owner_round_trips_apart_from_an_empty_username() {
+        for owner in [None, Some(""), Some("bob")] {
+            let r = Record::SessionOpened {
+                session: 7,
+                client_id: "c",
+                owner,
+                expiry: 5,
+            };
+            assert_eq!(Record::decode(&encoded(&r)), Ok(r));
+        }
+    }
+
+    #[test]
+    fn a_format_1_session_record_is_refused_with_a_message_saying_so() {
+        // SessionDiscarded of format 1: tag 2, then the client id.
+        let old = [2, 1, 0, 0, 0, b'c'];
+        let e = Record::decode(&old).unwrap_err();
+        assert!(e.contains("store format 1"), "{e}");
+    }
+
+    #[test]
     fn damaged_records_are_errors_not_panics() {
         for r in every_kind() {
             let bytes = encoded(&r);
@@ -499,9 +557,12 @@ pub(crate) mod tests {
         }
         assert!(Record::decode(&[99]).is_err());
         // A length field claiming 4 GiB is an error, not an allocation.
-        assert!(Record::decode(&[SESSION_DISCARDED, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
-        let mut many_ids = vec![ENQUEUED, 1, 0, 0, 0, b'c'];
-        many_ids.extend_from_slice(&[0; 18]);
+        let mut huge = vec![UNSUBSCRIBED];
+        huge.extend_from_slice(&[0; 8]);
+        huge.extend_from_slice(&[0xFF; 4]);
+        assert!(Record::decode(&huge).is_err());
+        let mut many_ids = vec![ENQUEUED];
+        many_ids.extend_from_slice(&[0; 8 + 18]);
         many_ids.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(Record::decode(&many_ids).is_err());
     }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::codec;
 use crate::message::{Message, SharedMessage};
 
-use super::record::{OptionsByte, Record};
+use super::record::{OptionsByte, Record, SessionId};
 
 /// Accounted per queue entry in [`State::live_bytes`] besides its message.
 const ENTRY_BYTES: u64 = 64;
@@ -43,6 +43,9 @@ pub struct Entry {
 /// A persistent session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionImage {
+    pub client_id: String,
+    /// The identity the session is bound to; `None`: anonymous.
+    pub owner: Option<String>,
     pub expiry: u32,
     /// When its client disconnected (Unix milliseconds); 0 while connected.
     pub closed_at: u64,
@@ -55,12 +58,16 @@ pub struct SessionImage {
 
 #[derive(Debug, Default)]
 pub struct State {
-    pub sessions: HashMap<String, SessionImage>,
+    /// By the number the broker gave the session.
+    pub sessions: HashMap<SessionId, SessionImage>,
     /// Live messages by id, with how many queue entries and retained topics refer to them.
     pub messages: HashMap<u64, (SharedMessage, usize)>,
     pub retained: BTreeMap<String, u64>,
     /// The highest message id used: new ids continue after it.
     pub last_message_id: u64,
+    /// The highest session number seen: the broker numbers new sessions after it, so a
+    /// number is never given to two sessions the store holds.
+    pub last_session_id: SessionId,
     /// About how many bytes a snapshot of this state takes: what compaction keeps.
     pub live_bytes: u64,
 }
@@ -75,20 +82,32 @@ impl State {
     pub fn apply(&mut self, record: &Record) -> Result<bool, String> {
         Ok(match record {
             Record::Checkpoint | Record::CheckpointEnd => false,
-            Record::SessionOpened { client_id, expiry } => {
-                let s = self.sessions.entry((*client_id).to_owned()).or_default();
+            Record::SessionOpened {
+                session,
+                client_id,
+                owner,
+                expiry,
+            } => {
+                self.last_session_id = self.last_session_id.max(*session);
+                let s = self.sessions.entry(*session).or_default();
+                if s.client_id != *client_id {
+                    s.client_id = (*client_id).to_owned();
+                }
+                if s.owner.as_deref() != *owner {
+                    s.owner = owner.map(str::to_owned);
+                }
                 s.expiry = *expiry;
                 s.closed_at = 0;
                 true
             }
-            Record::SessionClosed { client_id, at } => match self.sessions.get_mut(*client_id) {
+            Record::SessionClosed { session, at } => match self.sessions.get_mut(session) {
                 Some(s) => {
                     s.closed_at = *at;
                     true
                 }
                 None => false,
             },
-            Record::SessionDiscarded { client_id } => match self.sessions.remove(*client_id) {
+            Record::SessionDiscarded { session } => match self.sessions.remove(session) {
                 Some(s) => {
                     for e in s.queue.values() {
                         self.live_bytes = self.live_bytes.saturating_sub(ENTRY_BYTES);
@@ -99,11 +118,11 @@ impl State {
                 None => false,
             },
             Record::Subscribed {
-                client_id,
+                session,
                 filter,
                 options,
                 sub_id,
-            } => match self.sessions.get_mut(*client_id) {
+            } => match self.sessions.get_mut(session) {
                 Some(s) => {
                     s.subscriptions
                         .insert((*filter).to_owned(), (*options, *sub_id));
@@ -111,9 +130,9 @@ impl State {
                 }
                 None => false,
             },
-            Record::Unsubscribed { client_id, filter } => self
+            Record::Unsubscribed { session, filter } => self
                 .sessions
-                .get_mut(*client_id)
+                .get_mut(session)
                 .is_some_and(|s| s.subscriptions.remove(*filter).is_some()),
             Record::Message { id, .. } => {
                 if !self.messages.contains_key(id) {
@@ -122,7 +141,7 @@ impl State {
                 true
             }
             Record::Enqueued {
-                client_id,
+                session,
                 seq,
                 message,
                 qos,
@@ -130,7 +149,7 @@ impl State {
                 sub_ids,
                 shared,
             } => {
-                let Some(s) = self.sessions.get_mut(*client_id) else {
+                let Some(s) = self.sessions.get_mut(session) else {
                     return Ok(false);
                 };
                 let Some(m) = self.messages.get_mut(message) else {
@@ -152,22 +171,18 @@ impl State {
                 }
                 true
             }
-            Record::Sent {
-                client_id,
-                seq,
-                pkid,
-            } => self.entry(client_id, *seq).is_some_and(|e| {
+            Record::Sent { session, seq, pkid } => self.entry(*session, *seq).is_some_and(|e| {
                 e.pkid = Some(*pkid);
                 true
             }),
-            Record::Released { client_id, seq } => self.entry(client_id, *seq).is_some_and(|e| {
+            Record::Released { session, seq } => self.entry(*session, *seq).is_some_and(|e| {
                 e.released = true;
                 true
             }),
-            Record::Removed { client_id, seq } => {
+            Record::Removed { session, seq } => {
                 let removed = self
                     .sessions
-                    .get_mut(*client_id)
+                    .get_mut(session)
                     .and_then(|s| s.queue.remove(seq));
                 match removed {
                     Some(e) => {
@@ -196,13 +211,13 @@ impl State {
                 }
                 set || old.is_some()
             }
-            Record::Qos2Received { client_id, pkid } => self
+            Record::Qos2Received { session, pkid } => self
                 .sessions
-                .get_mut(*client_id)
+                .get_mut(session)
                 .is_some_and(|s| s.qos2_received.insert(*pkid)),
-            Record::Qos2Completed { client_id, pkid } => self
+            Record::Qos2Completed { session, pkid } => self
                 .sessions
-                .get_mut(*client_id)
+                .get_mut(session)
                 .is_some_and(|s| s.qos2_received.remove(pkid)),
         })
     }
@@ -220,12 +235,12 @@ impl State {
         id != 0 && self.messages.contains_key(&id)
     }
 
-    pub fn has_session(&self, client_id: &str) -> bool {
-        self.sessions.contains_key(client_id)
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
     }
 
-    fn entry(&mut self, client_id: &str, seq: u64) -> Option<&mut Entry> {
-        self.sessions.get_mut(client_id)?.queue.get_mut(&seq)
+    fn entry(&mut self, session: SessionId, seq: u64) -> Option<&mut Entry> {
+        self.sessions.get_mut(&session)?.queue.get_mut(&seq)
     }
 
     /// One reference to a message fewer; the last one lets it go.
@@ -256,23 +271,23 @@ impl State {
     /// Drops queued (never sent) entries whose message has expired: they would never be
     /// delivered [MQTT-3.3.2-5]. Returns how many.
     pub fn drop_expired(&mut self, now: Instant) -> usize {
-        let expired: Vec<(String, u64)> = self
+        let expired: Vec<(SessionId, u64)> = self
             .sessions
             .iter()
-            .flat_map(|(name, s)| {
+            .flat_map(|(id, s)| {
                 s.queue.iter().filter_map(|(seq, e)| {
                     let gone = e.pkid.is_none()
                         && self
                             .messages
                             .get(&e.message)
                             .is_some_and(|(m, _)| m.is_expired(now));
-                    gone.then(|| (name.clone(), *seq))
+                    gone.then_some((*id, *seq))
                 })
             })
             .collect();
-        for (client_id, seq) in &expired {
+        for (session, seq) in &expired {
             let _ = self.apply(&Record::Removed {
-                client_id,
+                session: *session,
                 seq: *seq,
             });
         }
@@ -295,20 +310,22 @@ impl State {
             let (msg, _) = &self.messages[id];
             out(&message_record(msg));
         }
-        for (name, s) in &self.sessions {
+        for (&session, s) in &self.sessions {
             out(&Record::SessionOpened {
-                client_id: name,
+                session,
+                client_id: &s.client_id,
+                owner: s.owner.as_deref(),
                 expiry: s.expiry,
             });
             if s.closed_at != 0 {
                 out(&Record::SessionClosed {
-                    client_id: name,
+                    session,
                     at: s.closed_at,
                 });
             }
             for (filter, (options, sub_id)) in &s.subscriptions {
                 out(&Record::Subscribed {
-                    client_id: name,
+                    session,
                     filter,
                     options: *options,
                     sub_id: *sub_id,
@@ -316,7 +333,7 @@ impl State {
             }
             for (seq, e) in &s.queue {
                 out(&Record::Enqueued {
-                    client_id: name,
+                    session,
                     seq: *seq,
                     message: e.message,
                     qos: e.qos,
@@ -326,21 +343,18 @@ impl State {
                 });
                 if let Some(pkid) = e.pkid {
                     out(&Record::Sent {
-                        client_id: name,
+                        session,
                         seq: *seq,
                         pkid,
                     });
                 }
                 if e.released {
-                    out(&Record::Released {
-                        client_id: name,
-                        seq: *seq,
-                    });
+                    out(&Record::Released { session, seq: *seq });
                 }
             }
             for pkid in &s.qos2_received {
                 out(&Record::Qos2Received {
-                    client_id: name,
+                    session,
                     pkid: *pkid,
                 });
             }
@@ -370,12 +384,14 @@ impl Replay {
             Record::Checkpoint => {
                 self.building = Some(State {
                     last_message_id: self.state.last_message_id,
+                    last_session_id: self.state.last_session_id,
                     ..State::default()
                 });
             }
             Record::CheckpointEnd => {
                 if let Some(mut done) = self.building.take() {
                     done.last_message_id = done.last_message_id.max(self.state.last_message_id);
+                    done.last_session_id = done.last_session_id.max(self.state.last_session_id);
                     self.state = done;
                 }
             }
@@ -488,9 +504,21 @@ mod tests {
         out
     }
 
+    /// The session of the tests below.
+    const S: SessionId = 5;
+
+    fn opened(session: SessionId, client_id: &str, expiry: u32) -> Record<'_> {
+        Record::SessionOpened {
+            session,
+            client_id,
+            owner: None,
+            expiry,
+        }
+    }
+
     fn enqueue(seq: u64, message: u64) -> Record<'static> {
         Record::Enqueued {
-            client_id: "s",
+            session: S,
             seq,
             message,
             qos: 1,
@@ -518,7 +546,7 @@ mod tests {
         for rec in every_kind().into_iter().take(10) {
             st.apply(&rec).unwrap();
         }
-        let s = &st.sessions["dev-1"];
+        let s = &st.sessions[&1];
         assert_eq!(s.subscriptions["a/#"], (0x0D, 7));
         let e = &s.queue[&1];
         assert_eq!(
@@ -529,12 +557,7 @@ mod tests {
         assert_eq!(st.messages[&1].1, 2, "queued once, retained once");
         assert_eq!(&st.messages[&1].0.payload[..], b"payload-1");
         // Acknowledged: still retained, so still stored.
-        assert!(st
-            .apply(&Record::Removed {
-                client_id: "dev-1",
-                seq: 1
-            })
-            .unwrap());
+        assert!(st.apply(&Record::Removed { session: 1, seq: 1 }).unwrap());
         assert_eq!(st.messages[&1].1, 1);
         // Retained cleared: nothing refers to it any more.
         st.apply(&Record::Retained {
@@ -545,27 +568,14 @@ mod tests {
         assert!(st.messages.is_empty());
         assert_eq!(st.last_message_id, 1);
         // Records about what is gone change nothing.
-        assert!(!st
-            .apply(&Record::Removed {
-                client_id: "dev-1",
-                seq: 1
-            })
-            .unwrap());
-        assert!(!st
-            .apply(&Record::SessionDiscarded {
-                client_id: "nobody"
-            })
-            .unwrap());
+        assert!(!st.apply(&Record::Removed { session: 1, seq: 1 }).unwrap());
+        assert!(!st.apply(&Record::SessionDiscarded { session: 99 }).unwrap());
     }
 
     #[test]
     fn a_discarded_session_releases_its_messages() {
         let mut st = State::default();
-        st.apply(&Record::SessionOpened {
-            client_id: "s",
-            expiry: 60,
-        })
-        .unwrap();
+        st.apply(&opened(S, "s", 60)).unwrap();
         for id in 1..=3 {
             st.apply(&message(id)).unwrap();
             st.apply(&enqueue(id, id)).unwrap();
@@ -573,8 +583,7 @@ mod tests {
         st.apply(&message(4)).unwrap(); // stored, never queued
         st.drop_unreferenced();
         assert_eq!(st.messages.len(), 3);
-        st.apply(&Record::SessionDiscarded { client_id: "s" })
-            .unwrap();
+        st.apply(&Record::SessionDiscarded { session: S }).unwrap();
         assert!(st.messages.is_empty() && st.sessions.is_empty());
         assert_eq!(st.live_bytes, 0);
     }
@@ -586,7 +595,9 @@ mod tests {
             st.apply(&rec).unwrap();
         }
         st.apply(&Record::SessionOpened {
+            session: 2,
             client_id: "other",
+            owner: Some("bob"),
             expiry: 5,
         })
         .unwrap();
@@ -637,6 +648,66 @@ mod tests {
     }
 
     #[test]
+    fn owners_and_session_numbers_survive_a_checkpoint() {
+        let mut replay = Replay::default();
+        for (session, client_id, owner) in [(3, "a", Some("alice")), (9, "b", None)] {
+            replay
+                .apply(&Record::SessionOpened {
+                    session,
+                    client_id,
+                    owner,
+                    expiry: 60,
+                })
+                .unwrap();
+        }
+        // Reopened by its owner with a new expiry: still one session.
+        replay
+            .apply(&Record::SessionOpened {
+                session: 3,
+                client_id: "a",
+                owner: Some("alice"),
+                expiry: 120,
+            })
+            .unwrap();
+        replay
+            .apply(&Record::SessionDiscarded { session: 9 })
+            .unwrap();
+        let mut snapshot = Vec::new();
+        replay.state.snapshot(|r| snapshot.push(encoded(r)));
+        for b in &snapshot {
+            replay.apply(&Record::decode(b).unwrap()).unwrap();
+        }
+        let (st, torn) = replay.finish();
+        assert!(!torn);
+        assert_eq!(st.sessions.len(), 1);
+        let a = &st.sessions[&3];
+        assert_eq!(
+            (a.client_id.as_str(), a.owner.as_deref(), a.expiry),
+            ("a", Some("alice"), 120)
+        );
+        // 9 is gone, but its number is never given again while the log may hold it.
+        assert_eq!(st.last_session_id, 9);
+    }
+
+    #[test]
+    fn records_of_another_session_number_do_not_touch_a_session() {
+        let mut st = State::default();
+        st.apply(&opened(S, "s", 60)).unwrap();
+        st.apply(&message(1)).unwrap();
+        st.apply(&enqueue(1, 1)).unwrap();
+        assert!(!st
+            .apply(&Record::Removed {
+                session: S + 1,
+                seq: 1
+            })
+            .unwrap());
+        assert!(!st
+            .apply(&Record::SessionDiscarded { session: S + 1 })
+            .unwrap());
+        assert_eq!(st.sessions[&S].queue.len(), 1);
+    }
+
+    #[test]
     fn message_properties_and_expiry_survive_the_round_trip() {
         let props = codec::MessageProps {
             payload_format: Some(true),
@@ -668,11 +739,7 @@ mod tests {
     #[test]
     fn expired_queued_entries_are_dropped_but_sent_ones_stay() {
         let mut st = State::default();
-        st.apply(&Record::SessionOpened {
-            client_id: "s",
-            expiry: 0,
-        })
-        .unwrap();
+        st.apply(&opened(S, "s", 0)).unwrap();
         let gone = Message::restored(
             "t".into(),
             Bytes::new(),
@@ -686,7 +753,7 @@ mod tests {
         st.apply(&enqueue(1, 1)).unwrap();
         st.apply(&enqueue(2, 1)).unwrap();
         st.apply(&Record::Sent {
-            client_id: "s",
+            session: S,
             seq: 2,
             pkid: 5,
         })
@@ -695,6 +762,6 @@ mod tests {
             st.drop_expired(Instant::now() + Duration::from_millis(1)),
             1
         );
-        assert_eq!(st.sessions["s"].queue.keys().collect::<Vec<_>>(), vec![&2]);
+        assert_eq!(st.sessions[&S].queue.keys().collect::<Vec<_>>(), vec![&2]);
     }
 }

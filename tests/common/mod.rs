@@ -618,3 +618,281 @@ pub fn assert_round_trip(addr: SocketAddr, tag: &str) {
     }
     let _ = s.write_all(&[0xE0, 0x00]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the authz hardening tests (session owners, ACL at send time, $SYS): a
+// CONNECT with every field they need, a password file, SIGHUP, and a buffered raw
+// connection that collects the PUBLISHes it is sent.
+// ---------------------------------------------------------------------------------------
+
+/// A will for [`Login`].
+#[derive(Clone, Copy, Default)]
+pub struct LoginWill<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub retain: bool,
+    /// MQTT 5.0 Will Delay Interval, seconds.
+    pub delay: Option<u32>,
+}
+
+/// A CONNECT with what the authz tests vary (keep-alive 60).
+#[derive(Clone, Copy, Default)]
+pub struct Login<'a> {
+    pub v5: bool,
+    pub client_id: &'a str,
+    pub clean: bool,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// MQTT 5.0 Session Expiry Interval, seconds.
+    pub session_expiry: Option<u32>,
+    pub will: Option<LoginWill<'a>>,
+}
+
+impl Login<'_> {
+    pub fn bytes(&self) -> Vec<u8> {
+        fn put(body: &mut Vec<u8>, bytes: &[u8]) {
+            body.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            body.extend_from_slice(bytes);
+        }
+        let mut flags = u8::from(self.clean) << 1;
+        if let Some(w) = &self.will {
+            flags |= 0x04 | (w.qos << 3) | (u8::from(w.retain) << 5);
+        }
+        if self.username.is_some() {
+            flags |= 0x80;
+        }
+        if self.password.is_some() {
+            flags |= 0x40;
+        }
+        let level = if self.v5 { 5 } else { 4 };
+        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', level, flags, 0x00, 0x3c];
+        if self.v5 {
+            let mut props = Vec::new();
+            if let Some(secs) = self.session_expiry {
+                props.push(0x11);
+                props.extend_from_slice(&secs.to_be_bytes());
+            }
+            push_len(&mut body, props.len());
+            body.extend(props);
+        }
+        put(&mut body, self.client_id.as_bytes());
+        if let Some(w) = &self.will {
+            if self.v5 {
+                let mut props = Vec::new();
+                if let Some(secs) = w.delay {
+                    props.push(0x18);
+                    props.extend_from_slice(&secs.to_be_bytes());
+                }
+                push_len(&mut body, props.len());
+                body.extend(props);
+            }
+            put(&mut body, w.topic.as_bytes());
+            put(&mut body, w.payload);
+        }
+        if let Some(u) = self.username {
+            put(&mut body, u.as_bytes());
+        }
+        if let Some(p) = self.password {
+            put(&mut body, p.as_bytes());
+        }
+        let mut p = vec![0x10];
+        push_len(&mut p, body.len());
+        p.extend(body);
+        p
+    }
+}
+
+/// A raw connection that buffers what it reads, so a read timeout never loses half a
+/// packet.
+pub struct Wire {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+    /// The broker closed the connection.
+    pub closed: bool,
+}
+
+impl Wire {
+    /// Connects, sends `login` and reads the CONNACK: (wire, session present, return or
+    /// reason code).
+    pub fn login(addr: SocketAddr, login: &Login) -> (Wire, bool, u8) {
+        let mut w = Wire {
+            s: raw(addr),
+            buf: Vec::new(),
+            closed: false,
+        };
+        w.send(&login.bytes());
+        let (h, body) = w
+            .next(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no CONNACK for {}", login.client_id));
+        assert_eq!(h, 0x20, "expected CONNACK, got {h:#04x} {body:?}");
+        assert!(body.len() >= 2, "CONNACK body {body:?}");
+        (w, body[0] & 1 == 1, body[1])
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).expect("write to midge");
+    }
+
+    /// The next packet (first header byte, body) within `timeout`; `None` on timeout or
+    /// when the broker closed the connection (then `closed` is set).
+    pub fn next(&mut self, timeout: Duration) -> Option<(u8, Vec<u8>)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((h, body)) = split_packets(&self.buf).into_iter().next() {
+                let mut len_bytes = Vec::new();
+                push_len(&mut len_bytes, body.len());
+                self.buf.drain(..1 + len_bytes.len() + body.len());
+                return Some((h, body));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.closed {
+                return None;
+            }
+            self.s
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("set read timeout");
+            let mut chunk = [0u8; 8192];
+            match self.s.read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Subscribes (3.1.1 or 5.0 framing) and returns the SUBACK's codes.
+    pub fn subscribe(&mut self, v5: bool, pkid: u16, filter: &str, qos: u8) -> Vec<u8> {
+        let mut body = pkid.to_be_bytes().to_vec();
+        if v5 {
+            body.push(0);
+        }
+        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        body.extend_from_slice(filter.as_bytes());
+        body.push(qos);
+        let mut p = vec![0x82];
+        push_len(&mut p, body.len());
+        p.extend(body);
+        self.send(&p);
+        let (h, body) = self.next(Duration::from_secs(10)).expect("SUBACK");
+        assert_eq!(h, 0x90, "expected SUBACK, got {h:#04x} {body:?}");
+        let skip = if v5 { 3 } else { 2 };
+        body[skip..].to_vec()
+    }
+
+    /// 3.1.1 PUBLISHes (topic, payload) received until none comes for `quiet` or `max`
+    /// have come; QoS 1 ones are acknowledged. Other packets are ignored.
+    pub fn publishes(&mut self, quiet: Duration, max: usize) -> Vec<(String, Vec<u8>)> {
+        let mut got = Vec::new();
+        while got.len() < max {
+            let Some((h, body)) = self.next(quiet) else {
+                break;
+            };
+            if h >> 4 != 3 {
+                continue;
+            }
+            let (topic, payload) = parse_publish(h, &body);
+            if (h >> 1) & 3 == 1 {
+                let at = 2 + topic.len();
+                self.send(&[0x40, 0x02, body[at], body[at + 1]]);
+            }
+            got.push((topic, payload));
+        }
+        got
+    }
+
+    /// Publishes at QoS 1 (3.1.1 framing) and returns the PUBACK's body.
+    pub fn publish_acked(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        pkid: u16,
+        retain: bool,
+    ) -> Vec<u8> {
+        self.send(&publish_packet(topic.as_bytes(), 1, pkid, payload, retain));
+        self.puback(pkid)
+    }
+
+    /// Waits for the PUBACK of `pkid` (ignoring anything else) and returns its body.
+    pub fn puback(&mut self, pkid: u16) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (h, body) = self
+                .next(left)
+                .unwrap_or_else(|| panic!("no PUBACK for {pkid}"));
+            if h == 0x40 && body[..2] == pkid.to_be_bytes() {
+                return body;
+            }
+        }
+    }
+
+    /// PINGREQ answered by PINGRESP: the connection is up and served.
+    pub fn assert_alive(&mut self, what: &str) {
+        self.send(&[0xC0, 0x00]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some((0xD0, _)) => return,
+                Some(_) => continue,
+                None => panic!("{what}: no PINGRESP (closed: {})", self.closed),
+            }
+        }
+    }
+}
+
+/// A password file with `users` (name, password), written by `midge passwd -b` into
+/// `dir`.
+pub fn passwd_file(dir: &std::path::Path, users: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("passwords");
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+        cmd.arg("passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-b")
+            .arg(&path)
+            .args([user, password])
+            .output()
+            .expect("run midge passwd");
+        assert!(
+            out.status.success(),
+            "midge passwd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
+impl Broker {
+    /// Sends SIGHUP (reload the password and ACL files).
+    pub fn sighup(&self) {
+        let pid = self.child.as_ref().expect("midge running").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Bytes in the files of `dir` (the store directory).
+    pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
