@@ -618,3 +618,10 @@ pub fn assert_round_trip(addr: SocketAddr, tag: &str) {
     }
     let _ = s.write_all(&[0xE0, 0x00]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Fuzzing (issue 12): packet strategies, encoder, mutations and a bounded runner, in
+// their own file.
+// ---------------------------------------------------------------------------------------
+
+pub mod fuzz;
