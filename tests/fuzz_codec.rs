@@ -10,85 +10,9 @@
 
 mod common;
 
-use bytes::BytesMut;
-use common::fuzz::{self, Extras};
+use common::fuzz::{self, decode_stream, Extras, MAX};
 use midge::codec::{self, DecodeError, Packet, ProtocolVersion};
 use proptest::prelude::*;
-
-const MAX: usize = 1 << 20;
-
-/// What the decoder made of a stream: the packets in order, then the error that ended it
-/// (if any).
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    packets: Vec<Packet>,
-    error: Option<DecodeError>,
-    /// Bytes left over without an error: the beginning of a packet still waiting for the
-    /// rest. (After an error the connection closes: what is left does not matter, and
-    /// depends on how much had arrived.)
-    left: usize,
-}
-
-/// Feeds `bytes` to the decoder in pieces of the sizes in `chunks` (cycled; empty = all at
-/// once), the way connection.rs does: `decode` until a CONNECT of MQTT 5.0 switches the
-/// connection to `decode_v5` (or from the start when `v5_from_start`). Checks the
-/// decoder's contract on the way: a packet consumes bytes, `Ok(None)` consumes none.
-fn decode_stream(
-    bytes: &[u8],
-    chunks: &[usize],
-    max: usize,
-    v5_from_start: bool,
-) -> Result<Outcome, TestCaseError> {
-    let mut buf = BytesMut::new();
-    let mut v5 = v5_from_start;
-    let mut out = Outcome {
-        packets: Vec::new(),
-        error: None,
-        left: 0,
-    };
-    let mut pos = 0;
-    let mut piece = 0;
-    while pos < bytes.len() {
-        let n = if chunks.is_empty() {
-            bytes.len()
-        } else {
-            chunks[piece % chunks.len()].max(1)
-        };
-        piece += 1;
-        let end = (pos + n).min(bytes.len());
-        buf.extend_from_slice(&bytes[pos..end]);
-        pos = end;
-        loop {
-            let before = buf.len();
-            let res = if v5 {
-                codec::decode_v5(&mut buf, max)
-            } else {
-                codec::decode(&mut buf, max)
-            };
-            match res {
-                Ok(Some(p)) => {
-                    prop_assert!(buf.len() + 2 <= before, "a packet is at least 2 bytes");
-                    if out.packets.is_empty() {
-                        if let Packet::Connect(c) = &p {
-                            v5 |= c.version == ProtocolVersion::V5;
-                        }
-                    }
-                    out.packets.push(p);
-                }
-                Ok(None) => {
-                    prop_assert_eq!(buf.len(), before, "Ok(None) must not consume");
-                    break;
-                }
-                Err(e) => {
-                    out.error = Some(e);
-                    return Ok(out);
-                }
-            }
-        }
-    }
-    out.left = buf.len();
-    Ok(out)
-}
 
 fn chunks() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1..40usize, 1..8)
