@@ -324,7 +324,7 @@ fn run_in(opts: &Opts, dir: &Path, out: &mut dyn Write) -> Result<Report, String
     let _ = writeln!(
         out,
         "{:>7} {:>4} {:>9} {:>5} {:>10} {:>10} {:>10}",
-        "t(s)", "gen", "RSS(KiB)", "fds", "sent", "acked", "delivered"
+        "t(s)", "gen", "RSS(KiB)", "fds", "sent", "acked 1/2", "delivered"
     );
     let start = Instant::now();
     let restart_at = opts.duration / 2;

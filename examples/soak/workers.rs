@@ -188,14 +188,14 @@ pub fn publisher(sh: &Shared, index: usize, qos: u8, v5: bool, rate: u32, max: u
                 false,
                 &payload(id, size),
             ) {
+                // QoS 0 has no acknowledgement: sent is all there is.
+                Ok(true) if qos == 0 => {}
                 Ok(true) => {
                     sh.acked[usize::from(qos)].fetch_add(1, Relaxed);
-                    if qos > 0 {
-                        sh.acked_ids
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(id);
-                    }
+                    sh.acked_ids
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id);
                 }
                 Ok(false) => {
                     sh.refused.fetch_add(1, Relaxed);
@@ -415,7 +415,7 @@ pub fn churn(sh: &Shared, index: usize) {
     let mut n = 0u64;
     while !sh.stop_publishing.load(Relaxed) {
         n += 1;
-        let v5 = n % 2 == 0;
+        let v5 = n.is_multiple_of(2);
         let Ok(mut c) = Client::connect(sh.addr(), &format!("soak-churn-{index}"), v5, true, 0)
         else {
             sleep(Duration::from_millis(200));
