@@ -339,6 +339,11 @@ fn run_in(opts: &Opts, dir: &Path, out: &mut dyn Write) -> Result<Report, String
             sh.stop_publishing.store(true, Relaxed);
             sh.draining.store(true, Relaxed);
             draining = true;
+            // A publisher may still wait for the acknowledgement of its last message
+            // (10 s at most): the drain starts once every acknowledged id is known.
+            for t in std::mem::take(&mut pubs) {
+                let _ = t.join();
+            }
         }
         if draining && (now >= drain_end || all_delivered(&sh)) {
             break;
@@ -403,10 +408,18 @@ fn run_in(opts: &Opts, dir: &Path, out: &mut dyn Write) -> Result<Report, String
         .clone();
     for (i, got) in sh.got.iter().enumerate() {
         let got = got.lock().unwrap_or_else(|e| e.into_inner());
-        let missing = acked.difference(&got).count() as u64;
+        let mut ids: Vec<u64> = acked.difference(&got).copied().collect();
+        let missing = ids.len() as u64;
         if missing > 0 {
+            ids.sort_unstable();
+            let first: Vec<String> = ids
+                .iter()
+                .take(5)
+                .map(|id| format!("publisher {} #{}", id >> 40, id & ((1 << 40) - 1)))
+                .collect();
             sh.note(format!(
-                "soak-sub-{i}: {missing} acknowledged messages never delivered"
+                "soak-sub-{i}: {missing} acknowledged messages never delivered, first: {}",
+                first.join(", ")
             ));
         }
         report.lost += missing;
