@@ -45,6 +45,7 @@ targets=(
     "fuzz_codec fuzz_message_props_round_trip_and_random_blocks"
     "fuzz_connection fuzz_connections_get_well_formed_answers_and_clean_closes"
     "fuzz_connection fuzz_connections_random_bytes_get_clean_closes"
+    "fuzz_connection fuzz_connections_against_tight_limits_get_the_specs_answers"
 )
 share=$(( minutes * 60 / ${#targets[@]} ))
 [ "$share" -ge 1 ] || share=1

@@ -27,7 +27,7 @@ fn fuzz_valid_sequences_round_trip() {
         .prop_flat_map(|s| (Just(s), chunks()));
     fuzz::run(
         "codec-valid-round-trip",
-        500,
+        800,
         strategy,
         |(session, chunks)| {
             let bytes = fuzz::encode_session(&session);
@@ -50,7 +50,7 @@ fn fuzz_mutated_sequences_decode_or_fail_cleanly() {
     let strategy = (fuzz::mutated_session(8), chunks(), 2..400usize);
     fuzz::run(
         "codec-mutated-sequences",
-        1000,
+        1500,
         strategy,
         |((_, bytes), chunks, small)| {
             for max in [MAX, small] {
@@ -72,7 +72,7 @@ fn fuzz_random_bytes_decode_or_fail_cleanly() {
     let strategy = (fuzz::random_stream(), chunks(), 2..400usize);
     fuzz::run(
         "codec-random-bytes",
-        3000,
+        5000,
         strategy,
         |(bytes, chunks, small)| {
             for v5 in [false, true] {

@@ -117,10 +117,10 @@ fn server_packets(mut bytes: &[u8], v5: bool) -> Result<(Vec<ServerPacket>, bool
 
 /// Sends `bytes` on a new connection, then checks the broker's answer (see the module
 /// documentation).
-fn check_case(b: &Broker, bytes: &[u8]) -> Result<(), TestCaseError> {
+fn check_case(b: &Broker, max_packet: usize, bytes: &[u8]) -> Result<(), TestCaseError> {
     // The codec's view of the bytes: whether the CONNECT is a 5.0 one, and whether the
     // stream breaks the protocol before any DISCONNECT from the client.
-    let model = decode_stream(bytes, &[], BROKER_MAX_PACKET, false)?;
+    let model = decode_stream(bytes, &[], max_packet, false)?;
     let v5 = matches!(model.packets.first(), Some(Packet::Connect(c)) if c.version == midge::codec::ProtocolVersion::V5);
     // A client may forbid packets larger than a DISCONNECT (§3.1.2.11.4): then the
     // broker rightly closes without one.
@@ -244,7 +244,7 @@ fn fuzz_connections_get_well_formed_answers_and_clean_closes() {
         500,
         fuzz::mutated_session(6),
         |(_, bytes)| {
-            check_case(broker, &bytes)?;
+            check_case(broker, BROKER_MAX_PACKET, &bytes)?;
             // Every 50 cases: still there, no panic in the log.
             if cases.fetch_add(1, Ordering::Relaxed) % 50 == 49 {
                 let log = broker.log();
@@ -279,8 +279,27 @@ fn fuzz_connections_random_bytes_get_clean_closes() {
                 .map(|s| fuzz::encode_session(&s))
                 .unwrap_or_default();
             bytes.extend(random);
-            check_case(broker, &bytes)
+            check_case(broker, BROKER_MAX_PACKET, &bytes)
         },
     );
     assert_healthy(&mut b, "after-random-bytes");
+}
+
+/// The broker's limits set tight, so that fuzzed sessions hit them all the time: packet
+/// size, in-flight and queued messages, topic aliases, receive maximum.
+const TIGHT: &str = "log_level = \"info\"\nmax_packet_size = 64\nmax_inflight_messages = 2\n\
+                     max_queued_messages = 3\nmax_topic_alias = 2\nreceive_maximum = 2\n";
+
+/// Valid and mutated sessions against a broker whose limits are tight.
+#[test]
+fn fuzz_connections_against_tight_limits_get_the_specs_answers() {
+    let mut b = Broker::start(TIGHT);
+    let broker = &b;
+    fuzz::run(
+        "connection-tight-limits",
+        300,
+        fuzz::mutated_session(6),
+        |(_, bytes)| check_case(broker, 64, &bytes),
+    );
+    assert_healthy(&mut b, "after-tight-limits");
 }
