@@ -118,6 +118,17 @@ fn server_packets(mut bytes: &[u8], v5: bool) -> Result<(Vec<ServerPacket>, bool
 /// Sends `bytes` on a new connection, then checks the broker's answer (see the module
 /// documentation).
 fn check_case(b: &Broker, max_packet: usize, bytes: &[u8]) -> Result<(), TestCaseError> {
+    check_case_in_pieces(b, max_packet, bytes, &[])
+}
+
+/// [`check_case`], writing the bytes in pieces of the sizes in `pieces` (cycled; empty =
+/// one write), so that the broker also reads packets split across reads.
+fn check_case_in_pieces(
+    b: &Broker,
+    max_packet: usize,
+    bytes: &[u8],
+    pieces: &[usize],
+) -> Result<(), TestCaseError> {
     // The codec's view of the bytes: whether the CONNECT is a 5.0 one, and whether the
     // stream breaks the protocol before any DISCONNECT from the client.
     let model = decode_stream(bytes, &[], max_packet, false)?;
@@ -137,7 +148,21 @@ fn check_case(b: &Broker, max_packet: usize, bytes: &[u8]) -> Result<(), TestCas
     let mut s = connect(b)?;
     let _ = s.set_nodelay(true);
     // The broker may close while we write (it refused the bytes): not a failure.
-    let _ = s.write_all(bytes);
+    if pieces.is_empty() {
+        let _ = s.write_all(bytes);
+    } else {
+        let mut at = 0;
+        for n in pieces.iter().cycle() {
+            if at >= bytes.len() {
+                break;
+            }
+            let end = (at + (*n).max(1)).min(bytes.len());
+            if s.write_all(&bytes[at..end]).is_err() {
+                break;
+            }
+            at = end;
+        }
+    }
     let _ = s.shutdown(Shutdown::Write);
     let (reply, end) = read_all(&mut s, Duration::from_secs(10));
     prop_assert!(
@@ -242,9 +267,12 @@ fn fuzz_connections_get_well_formed_answers_and_clean_closes() {
     let done = fuzz::run(
         "connection-sessions",
         500,
-        fuzz::mutated_session(6),
-        |(_, bytes)| {
-            check_case(broker, BROKER_MAX_PACKET, &bytes)?;
+        (
+            fuzz::mutated_session(6),
+            prop_oneof![Just(vec![]), prop::collection::vec(1..40usize, 1..8)],
+        ),
+        |((_, bytes), pieces)| {
+            check_case_in_pieces(broker, BROKER_MAX_PACKET, &bytes, &pieces)?;
             // Every 50 cases: still there, no panic in the log.
             if cases.fetch_add(1, Ordering::Relaxed) % 50 == 49 {
                 let log = broker.log();
