@@ -896,3 +896,8 @@ impl Broker {
             .unwrap_or(0)
     }
 }
+// Fuzzing (issue 12): packet strategies, encoder, mutations and a bounded runner, in
+// their own file.
+// ---------------------------------------------------------------------------------------
+
+pub mod fuzz;
