@@ -4,6 +4,7 @@
 //! brokers from command lines (or uses a running one), runs the scenarios against each,
 //! and prints a comparison table. See docs/BENCHMARKS.md.
 
+mod attack;
 mod client;
 mod procs;
 mod proto;
@@ -80,6 +81,8 @@ enum Cmd {
     Conn(ConnArgs),
     /// Run the scenarios against one or more brokers and print a comparison table.
     Run(Box<RunArgs>),
+    /// Run the hardening attacks against fresh brokers and print RSS / delay per attack.
+    Attack(Box<attack::AttackArgs>),
 }
 
 #[derive(Args)]
@@ -271,6 +274,7 @@ fn main() -> ExitCode {
         Cmd::Sub(a) => rt.block_on(cmd_sub(opts, a)),
         Cmd::Conn(a) => rt.block_on(cmd_conn(opts, a)),
         Cmd::Run(a) => cmd_run(&rt, opts, *a),
+        Cmd::Attack(a) => attack::cmd_attack(&rt, *a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
