@@ -237,21 +237,28 @@ pub async fn long_client_id(t: &Target) -> Result<Report, String> {
     let mut c = kit::session(t.addr, Version::V311, &id, Some(3600), &[]).await?;
     subscribe(&mut c, &["lc/t"], 1).await?;
     kit::leave(c).await;
-    let reconnects = 10;
+    let reconnects = 3;
     for _ in 0..reconnects {
         let c = kit::session(t.addr, Version::V311, &id, Some(3600), &[]).await?;
         kit::leave(c).await;
     }
     let n = 2000;
     let mut p = kit::client(t.addr, Version::V311, "atk-long-pub").await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log0 = t.log_size();
     let r = pipeline(&mut p, n, 100, t.until, |_, pid, b| {
         proto::publish_with(b, Version::V311, b"lc/t", 1, false, pid, &[], b"m")
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logged = t.log_size().saturating_sub(log0);
     kit::leave(p).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(Report::new(
-        format!("accepted; publisher {}", r.summary(n)),
+        format!(
+            "accepted; publisher {}; log while publishing: {logged} B ({} B per acked message)",
+            r.summary(n),
+            logged / r.acked.max(1) as u64
+        ),
         format!("60 KB client id, persistent session, {reconnects} reconnects, {n} QoS 1 queued to it offline"),
     ))
 }

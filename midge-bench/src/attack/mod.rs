@@ -92,6 +92,14 @@ pub struct Target {
     /// Nothing is sent after this.
     pub until: Instant,
     hold: Duration,
+    /// The broker's log (stdout and stderr), for what an attack makes it write.
+    pub log: PathBuf,
+}
+
+impl Target {
+    pub fn log_size(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
 }
 
 impl Target {
@@ -329,6 +337,7 @@ async fn one(
         addr: st.addr,
         until: Instant::now() + Duration::from_secs_f64(a.secs),
         hold: Duration::from_secs_f64(a.hold),
+        log: st.log.clone(),
     };
     let t0 = Instant::now();
     // The attack's own limits end it by `until`; this one is for an attack stuck anyway.
@@ -387,6 +396,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             until: Instant::now() + Duration::from_millis(200),
             hold: Duration::ZERO,
+            log: PathBuf::from("/nonexistent"),
         };
         for (name, _, _) in ATTACKS {
             if *name == "preauth-slow" || *name == "preauth-big" || *name == "preauth-huge-connect" {
