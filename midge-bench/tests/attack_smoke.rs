@@ -53,7 +53,10 @@ fn attack_harness_runs_slow_connect_against_midge_and_writes_a_row() {
         .output()
         .expect("run midge-bench attack");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "midge-bench attack failed: {stderr}");
+    assert!(
+        output.status.success(),
+        "midge-bench attack failed: {stderr}"
+    );
     let md = std::fs::read_to_string(&out).expect("table written");
     let _ = std::fs::remove_dir_all(&dir);
     let row = md

@@ -57,7 +57,11 @@ pub async fn preauth_big(t: &Target) -> Result<Report, String> {
             "{closed}/{conns} closed by the broker; it took {} MB of the {} MB sent{}",
             bytes / 1_000_000,
             conns * announced / 1_000_000,
-            if errors > 0 { format!("; {errors} could not connect") } else { String::new() }
+            if errors > 0 {
+                format!("; {errors} could not connect")
+            } else {
+                String::new()
+            }
         ),
         format!("{conns} connections: PUBLISH (no CONNECT) announcing 8 MiB, body sent"),
     ))
@@ -83,7 +87,10 @@ pub async fn preauth_slow(t: &Target) -> Result<Report, String> {
                 if c.send_by(&[byte], until).await.is_err() {
                     break;
                 }
-                match c.read_until((Instant::now() + Duration::from_secs(1)).min(until)).await {
+                match c
+                    .read_until((Instant::now() + Duration::from_secs(1)).min(until))
+                    .await
+                {
                     Read::Timeout if Instant::now() < until => {}
                     Read::Timeout => return Some(None),
                     _ => break,
@@ -155,10 +162,20 @@ pub async fn preauth_huge_connect(t: &Target) -> Result<Report, String> {
     Ok(Report::new(
         format!(
             "CONNACK {}{}; {open} held open",
-            if answers.is_empty() { "none".into() } else { codes(&answers) },
-            other.first().map(|e| format!("; {} without CONNACK ({e})", other.len())).unwrap_or_default()
+            if answers.is_empty() {
+                "none".into()
+            } else {
+                codes(&answers)
+            },
+            other
+                .first()
+                .map(|e| format!("; {} without CONNACK ({e})", other.len()))
+                .unwrap_or_default()
         ),
-        format!("{conns} x 5.0 CONNECT of {} MB ({nprops} user properties)", props.len() / 1_000_000),
+        format!(
+            "{conns} x 5.0 CONNECT of {} MB ({nprops} user properties)",
+            props.len() / 1_000_000
+        ),
     ))
 }
 
@@ -185,7 +202,10 @@ pub async fn login_flood(t: &Target) -> Result<Report, String> {
                 };
                 let t0 = Instant::now();
                 match Raw::connect(addr, Version::V311, &f, Duration::from_secs(30)).await {
-                    Ok((_, code)) => format!("valid login: CONNACK {code:#04x} after {:.2} s", t0.elapsed().as_secs_f64()),
+                    Ok((_, code)) => format!(
+                        "valid login: CONNACK {code:#04x} after {:.2} s",
+                        t0.elapsed().as_secs_f64()
+                    ),
                     Err(e) => format!("valid login: {e} after {:.1} s", t0.elapsed().as_secs_f64()),
                 }
             }));
@@ -205,7 +225,9 @@ pub async fn login_flood(t: &Target) -> Result<Report, String> {
                     props: &[],
                 };
                 let wait = until.saturating_duration_since(Instant::now());
-                Raw::connect(addr, Version::V311, &f, wait).await.map(|(_, code)| code)
+                Raw::connect(addr, Version::V311, &f, wait)
+                    .await
+                    .map(|(_, code)| code)
             });
         }
         match set.join_next().await {
@@ -224,7 +246,10 @@ pub async fn login_flood(t: &Target) -> Result<Report, String> {
         format!(
             "{valid}; flood: CONNACK {} in {secs:.1} s{}",
             codes(&answered),
-            failed.first().map(|e| format!("; {} unanswered ({e})", failed.len())).unwrap_or_default()
+            failed
+                .first()
+                .map(|e| format!("; {} unanswered ({e})", failed.len()))
+                .unwrap_or_default()
         ),
         format!("{next}/{n} CONNECT (user alice, wrong password), 100 at a time"),
     ))
@@ -295,7 +320,16 @@ pub async fn takeover(t: &Target) -> Result<Report, String> {
     let n = 3;
     let r = pipeline(&mut p, n, 3, t.until, |i, pid, b| {
         let payload = format!("alice's secret {i}");
-        proto::publish_with(b, Version::V311, b"alice/secret", 1, false, pid, &[], payload.as_bytes())
+        proto::publish_with(
+            b,
+            Version::V311,
+            b"alice/secret",
+            1,
+            false,
+            pid,
+            &[],
+            payload.as_bytes(),
+        )
     })
     .await;
     kit::leave(p).await;
@@ -303,7 +337,10 @@ pub async fn takeover(t: &Target) -> Result<Report, String> {
         Ok((mut b, 0)) => {
             let d = b.drain(Duration::from_secs(2)).await;
             if d.publishes > 0 {
-                format!("TAKEN OVER: bob got {} of alice's {n} messages", d.publishes)
+                format!(
+                    "TAKEN OVER: bob got {} of alice's {n} messages",
+                    d.publishes
+                )
             } else {
                 "bob accepted, got none of alice's messages".into()
             }
@@ -345,7 +382,16 @@ pub async fn disconnect_rst(t: &Target) -> Result<Report, String> {
         subscribe(&mut c, &[&topic], 0).await?;
         let mut b = Vec::new();
         for _ in 0..300 {
-            proto::publish_with(&mut b, Version::V5, topic.as_bytes(), 0, false, 0, &[], &[b'b'; 16 * 1024]);
+            proto::publish_with(
+                &mut b,
+                Version::V5,
+                topic.as_bytes(),
+                0,
+                false,
+                0,
+                &[],
+                &[b'b'; 16 * 1024],
+            );
         }
         let _ = c.send_by(&b, Instant::now() + Duration::from_secs(3)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -113,7 +113,8 @@ pub async fn pipeline(
                 r.acked += 1;
                 // 5.0: a reason code >= 0x80 refuses the message.
                 if p.body.get(2).is_some_and(|&rc| rc >= 0x80) {
-                    r.stopped.get_or_insert(format!("PUBACK {:#04x}", p.body[2]));
+                    r.stopped
+                        .get_or_insert(format!("PUBACK {:#04x}", p.body[2]));
                 }
             }
             Read::Got(p) if p.kind() == DISCONNECT => {

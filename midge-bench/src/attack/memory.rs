@@ -95,7 +95,16 @@ pub async fn retained_amp(t: &Target) -> Result<Report, String> {
     let mut c = kit::client(t.addr, Version::V311, "atk-amp-pub").await?;
     let p = pipeline(&mut c, r, 100, t.until, |i, id, b| {
         let topic = format!("amp/{i}");
-        proto::publish_with(b, Version::V311, topic.as_bytes(), 1, true, id, &[], &[b'r'; 64]);
+        proto::publish_with(
+            b,
+            Version::V311,
+            topic.as_bytes(),
+            1,
+            true,
+            id,
+            &[],
+            &[b'r'; 64],
+        );
     })
     .await;
     kit::leave(c).await;
@@ -166,7 +175,16 @@ pub async fn user_props_retained(t: &Target) -> Result<Report, String> {
     let mut c = kit::client(t.addr, Version::V5, "atk-upr-pub").await?;
     let p = pipeline(&mut c, PROP_MSGS, 20, t.until, |i, id, b| {
         let topic = format!("upr/{i}");
-        proto::publish_with(b, Version::V5, topic.as_bytes(), 1, true, id, &props, b"8 bytes!");
+        proto::publish_with(
+            b,
+            Version::V5,
+            topic.as_bytes(),
+            1,
+            true,
+            id,
+            &props,
+            b"8 bytes!",
+        );
     })
     .await;
     kit::leave(c).await;
@@ -194,7 +212,13 @@ pub async fn overlap_subs(t: &Target) -> Result<Report, String> {
             .collect();
         let mut props = Vec::new();
         prop::varint(&mut props, prop::SUBSCRIPTION_ID, i + 1);
-        proto::subscribe_with(&mut b, Version::V5, (i % 65_535 + 1) as u16, &props, &[(f.join("/").as_bytes(), 1)]);
+        proto::subscribe_with(
+            &mut b,
+            Version::V5,
+            (i % 65_535 + 1) as u16,
+            &props,
+            &[(f.join("/").as_bytes(), 1)],
+        );
     }
     s.send_by(&b, t.until).await?;
     let mut granted = Vec::new();
@@ -215,7 +239,16 @@ pub async fn overlap_subs(t: &Target) -> Result<Report, String> {
     let msgs = 200;
     let mut c = kit::client(t.addr, Version::V5, "atk-overlap-pub").await?;
     let p = pipeline(&mut c, msgs, 20, t.until, |_, id, b| {
-        proto::publish_with(b, Version::V5, topic.as_bytes(), 1, false, id, &[], &[b'p'; 40]);
+        proto::publish_with(
+            b,
+            Version::V5,
+            topic.as_bytes(),
+            1,
+            false,
+            id,
+            &[],
+            &[b'p'; 40],
+        );
     })
     .await;
     kit::leave(c).await;
@@ -288,7 +321,8 @@ pub async fn sessions(t: &Target) -> Result<Report, String> {
         format!(
             "{made}/{n} sessions accepted in {:.1} s{}",
             start.elapsed().as_secs_f64(),
-            stop.map(|e| format!("; first refusal: {e}")).unwrap_or_default()
+            stop.map(|e| format!("; first refusal: {e}"))
+                .unwrap_or_default()
         ),
         format!("{n} persistent sessions x 1 subscription"),
     ))
@@ -300,7 +334,16 @@ pub async fn retained_many(t: &Target) -> Result<Report, String> {
     let mut c = kit::client(t.addr, Version::V311, "atk-retained").await?;
     let p = pipeline(&mut c, n, 100, t.until, |i, id, b| {
         let topic = format!("ret/{i}");
-        proto::publish_with(b, Version::V311, topic.as_bytes(), 1, true, id, &[], &[b'r'; 1024]);
+        proto::publish_with(
+            b,
+            Version::V311,
+            topic.as_bytes(),
+            1,
+            true,
+            id,
+            &[],
+            &[b'r'; 1024],
+        );
     })
     .await;
     kit::leave(c).await;
@@ -315,7 +358,14 @@ pub async fn retained_many(t: &Target) -> Result<Report, String> {
 pub async fn queued(t: &Target) -> Result<Report, String> {
     let (subs, per) = (50, 1000);
     for i in 0..subs {
-        let mut s = session(t.addr, Version::V311, &format!("atk-q-{i}"), Some(3600), &[]).await?;
+        let mut s = session(
+            t.addr,
+            Version::V311,
+            &format!("atk-q-{i}"),
+            Some(3600),
+            &[],
+        )
+        .await?;
         subscribe(&mut s, &[&format!("qd/{i}")], 1).await?;
         kit::leave(s).await;
     }
@@ -325,7 +375,16 @@ pub async fn queued(t: &Target) -> Result<Report, String> {
         let topic = format!("qd/{}", i % subs);
         let mut payload = [b'q'; 1024];
         payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        proto::publish_with(b, Version::V311, topic.as_bytes(), 1, false, id, &[], &payload);
+        proto::publish_with(
+            b,
+            Version::V311,
+            topic.as_bytes(),
+            1,
+            false,
+            id,
+            &[],
+            &payload,
+        );
     })
     .await;
     kit::leave(c).await;

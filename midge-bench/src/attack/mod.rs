@@ -66,16 +66,44 @@ pub struct AttackArgs {
 
 /// (name, needs a password file, what it is).
 pub const ATTACKS: &[(&str, bool, &str)] = &[
-    ("deep-subscribe", false, "1 SUBSCRIBE, three 60,000-level filters"),
+    (
+        "deep-subscribe",
+        false,
+        "1 SUBSCRIBE, three 60,000-level filters",
+    ),
     ("deep-publish", false, "PUBLISH to 60,000-level topics"),
-    ("deep-retain", false, "retained messages on 60,000-level topics"),
-    ("retained-amp", false, "R retained, then SUBSCRIBE with K x `#`"),
-    ("user-props-queued", false, "5.0 user properties, offline subscriber"),
-    ("user-props-retained", false, "5.0 user properties, retained"),
-    ("overlap-subs", false, "8,192 overlapping filters + subscription ids"),
+    (
+        "deep-retain",
+        false,
+        "retained messages on 60,000-level topics",
+    ),
+    (
+        "retained-amp",
+        false,
+        "R retained, then SUBSCRIBE with K x `#`",
+    ),
+    (
+        "user-props-queued",
+        false,
+        "5.0 user properties, offline subscriber",
+    ),
+    (
+        "user-props-retained",
+        false,
+        "5.0 user properties, retained",
+    ),
+    (
+        "overlap-subs",
+        false,
+        "8,192 overlapping filters + subscription ids",
+    ),
     ("preauth-big", false, "first packet not CONNECT, 8 MiB"),
     ("preauth-slow", false, "slow CONNECT (slowloris)"),
-    ("preauth-huge-connect", false, "8 MB CONNECT of user properties"),
+    (
+        "preauth-huge-connect",
+        false,
+        "8 MB CONNECT of user properties",
+    ),
     ("login-flood", true, "2,000 wrong passwords"),
     ("long-client-id", false, "60 KB client id, queued QoS 1"),
     ("sessions", false, "many persistent sessions"),
@@ -238,10 +266,9 @@ pub fn cmd_attack(rt: &tokio::runtime::Runtime, a: AttackArgs) -> Result<(), Box
         None => std::env::current_exe()?.with_file_name("midge"),
     };
     let mosquitto = a.mosquitto.clone().unwrap_or_else(find_mosquitto);
-    let work = a
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("midge-attacks-{}", std::process::id())));
+    let work = a.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("midge-attacks-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&a.log_dir)?;
     if let Some(d) = a.out.parent() {
         std::fs::create_dir_all(d)?;
@@ -318,7 +345,12 @@ async fn one(
         }
     };
     let pid = st.running.pid;
-    let creds = auth.then(|| (brokers::USERS[0].0.to_string(), brokers::USERS[0].1.to_string()));
+    let creds = auth.then(|| {
+        (
+            brokers::USERS[0].0.to_string(),
+            brokers::USERS[0].1.to_string(),
+        )
+    });
     let cref = creds.as_ref().map(|c| (c.0.as_str(), c.1.as_str()));
     let mut base = Vec::new();
     for i in 0..5 {
@@ -399,7 +431,8 @@ mod tests {
             log: PathBuf::from("/nonexistent"),
         };
         for (name, _, _) in ATTACKS {
-            if *name == "preauth-slow" || *name == "preauth-big" || *name == "preauth-huge-connect" {
+            if *name == "preauth-slow" || *name == "preauth-big" || *name == "preauth-huge-connect"
+            {
                 continue;
             }
             let r = rt.block_on(run_one(name, &t));

@@ -122,7 +122,9 @@ impl Raw {
         let mut c = Raw::open(addr, v).await?;
         let mut b = Vec::new();
         proto::connect_with(&mut b, v, f);
-        c.send(&b).await.map_err(|e| format!("CONNECT not sent: {e}"))?;
+        c.send(&b)
+            .await
+            .map_err(|e| format!("CONNECT not sent: {e}"))?;
         match c.read(wait).await {
             Read::Got(p) if p.kind() == CONNACK && p.body.len() >= 2 => {
                 let code = p.body[1];

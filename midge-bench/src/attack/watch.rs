@@ -95,7 +95,16 @@ pub async fn probe(
         let topic = format!("healthy/{n}");
         let mut b = Vec::new();
         proto::subscribe(&mut b, Version::V311, 1, &[topic.as_str()], 1);
-        proto::publish_with(&mut b, Version::V311, topic.as_bytes(), 1, false, 2, &[], b"ping");
+        proto::publish_with(
+            &mut b,
+            Version::V311,
+            topic.as_bytes(),
+            1,
+            false,
+            2,
+            &[],
+            b"ping",
+        );
         c.send(&b).await?;
         let (mut subacked, mut acked, mut got) = (false, false, false);
         while !(subacked && acked && got) {
@@ -110,7 +119,11 @@ pub async fn probe(
                             let tlen = usize::from(u16::from_be_bytes([p.body[0], p.body[1]]));
                             if let Some(id) = p.body.get(2 + tlen..4 + tlen) {
                                 let mut a = Vec::new();
-                                proto::ack(&mut a, proto::PUBACK, u16::from_be_bytes([id[0], id[1]]));
+                                proto::ack(
+                                    &mut a,
+                                    proto::PUBACK,
+                                    u16::from_be_bytes([id[0], id[1]]),
+                                );
                                 let _ = c.send(&a).await;
                             }
                         }
@@ -179,7 +192,13 @@ pub fn prober(
             loop {
                 let t = Instant::now();
                 n += 1;
-                match probe(addr, creds.as_ref().map(|c| (c.0.as_str(), c.1.as_str())), n).await {
+                match probe(
+                    addr,
+                    creds.as_ref().map(|c| (c.0.as_str(), c.1.as_str())),
+                    n,
+                )
+                .await
+                {
                     Ok(d) => h.ok_ms.push(d.as_secs_f64() * 1e3),
                     Err(e) => {
                         h.failed += 1;
