@@ -54,7 +54,7 @@ struct Common {
     #[arg(short, long, global = true, default_value_t = 1883)]
     port: u16,
     /// MQTT version: 3.1.1 or 5.
-    #[arg(long = "mqtt", global = true, default_value = "3.1.1")]
+    #[arg(long = "mqtt", id = "mqtt", global = true, default_value = "3.1.1")]
     version: Version,
     /// Tokio worker threads of the load generator (leave the other cores to the broker).
     #[arg(long, global = true, default_value_t = 1)]
@@ -622,4 +622,15 @@ fn cmd_run(rt: &tokio::runtime::Runtime, opts: Arc<Opts>, a: RunArgs) -> Result<
         std::fs::write(&path, &md)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate argument ids panic only in debug builds,
+    /// at the first parse).
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
