@@ -122,7 +122,8 @@ impl Raw {
         let mut c = Raw::open(addr, v).await?;
         let mut b = Vec::new();
         proto::connect_with(&mut b, v, f);
-        c.send(&b)
+        // Bounded: a broker may stop reading a huge CONNECT without closing.
+        c.send_by(&b, Instant::now() + wait)
             .await
             .map_err(|e| format!("CONNECT not sent: {e}"))?;
         match c.read(wait).await {
