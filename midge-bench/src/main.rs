@@ -4,6 +4,7 @@
 //! brokers from command lines (or uses a running one), runs the scenarios against each,
 //! and prints a comparison table. See docs/BENCHMARKS.md.
 
+mod attack;
 mod client;
 mod procs;
 mod proto;
@@ -53,7 +54,7 @@ struct Common {
     #[arg(short, long, global = true, default_value_t = 1883)]
     port: u16,
     /// MQTT version: 3.1.1 or 5.
-    #[arg(long = "mqtt", global = true, default_value = "3.1.1")]
+    #[arg(long = "mqtt", id = "mqtt", global = true, default_value = "3.1.1")]
     version: Version,
     /// Tokio worker threads of the load generator (leave the other cores to the broker).
     #[arg(long, global = true, default_value_t = 1)]
@@ -80,6 +81,8 @@ enum Cmd {
     Conn(ConnArgs),
     /// Run the scenarios against one or more brokers and print a comparison table.
     Run(Box<RunArgs>),
+    /// Run the hardening attacks against fresh brokers and print RSS / delay per attack.
+    Attack(Box<attack::AttackArgs>),
 }
 
 #[derive(Args)]
@@ -271,6 +274,7 @@ fn main() -> ExitCode {
         Cmd::Sub(a) => rt.block_on(cmd_sub(opts, a)),
         Cmd::Conn(a) => rt.block_on(cmd_conn(opts, a)),
         Cmd::Run(a) => cmd_run(&rt, opts, *a),
+        Cmd::Attack(a) => attack::cmd_attack(&rt, *a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -618,4 +622,15 @@ fn cmd_run(rt: &tokio::runtime::Runtime, opts: Arc<Opts>, a: RunArgs) -> Result<
         std::fs::write(&path, &md)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate argument ids panic only in debug builds,
+    /// at the first parse).
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -157,6 +157,145 @@ pub fn disconnect(buf: &mut Vec<u8>) {
     buf.extend_from_slice(&[0xE0, 0x00]);
 }
 
+/// The fields of a CONNECT beyond [`connect`]'s: credentials and 5.0 properties (raw
+/// property bytes, without their length; ignored for 3.1.1).
+#[derive(Debug, Default, Clone)]
+pub struct ConnectFields<'a> {
+    pub client_id: &'a [u8],
+    pub clean: bool,
+    pub keep_alive: u16,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    pub props: &'a [u8],
+}
+
+/// CONNECT with every field of [`ConnectFields`].
+pub fn connect_with(buf: &mut Vec<u8>, v: Version, f: &ConnectFields<'_>) {
+    let props_len = if v.has_props() {
+        varint_len(f.props.len()) + f.props.len()
+    } else {
+        0
+    };
+    let remaining = 10
+        + props_len
+        + 2
+        + f.client_id.len()
+        + f.username.map_or(0, |u| 2 + u.len())
+        + f.password.map_or(0, |p| 2 + p.len());
+    buf.reserve(5 + remaining);
+    buf.push(0x10);
+    put_varint(buf, remaining);
+    put_str(buf, b"MQTT");
+    buf.push(v.level());
+    let flags = u8::from(f.clean) << 1
+        | u8::from(f.password.is_some()) << 6
+        | u8::from(f.username.is_some()) << 7;
+    buf.push(flags);
+    buf.extend_from_slice(&f.keep_alive.to_be_bytes());
+    if v.has_props() {
+        put_varint(buf, f.props.len());
+        buf.extend_from_slice(f.props);
+    }
+    put_str(buf, f.client_id);
+    if let Some(u) = f.username {
+        put_str(buf, u.as_bytes());
+    }
+    if let Some(p) = f.password {
+        put_str(buf, p);
+    }
+}
+
+/// A whole PUBLISH with 5.0 properties (raw bytes, without their length; ignored for 3.1.1).
+#[allow(clippy::too_many_arguments)]
+pub fn publish_with(
+    buf: &mut Vec<u8>,
+    v: Version,
+    topic: &[u8],
+    qos: u8,
+    retain: bool,
+    pkid: u16,
+    props: &[u8],
+    payload: &[u8],
+) {
+    let props_len = if v.has_props() {
+        varint_len(props.len()) + props.len()
+    } else {
+        0
+    };
+    let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + props_len + payload.len();
+    buf.reserve(5 + remaining);
+    buf.push(0x30 | (qos << 1) | u8::from(retain));
+    put_varint(buf, remaining);
+    put_str(buf, topic);
+    if qos > 0 {
+        buf.extend_from_slice(&pkid.to_be_bytes());
+    }
+    if v.has_props() {
+        put_varint(buf, props.len());
+        buf.extend_from_slice(props);
+    }
+    buf.extend_from_slice(payload);
+}
+
+/// SUBSCRIBE of `filters` (each with its options byte: QoS, 5.0 flags) and 5.0 properties.
+pub fn subscribe_with(
+    buf: &mut Vec<u8>,
+    v: Version,
+    pkid: u16,
+    props: &[u8],
+    filters: &[(&[u8], u8)],
+) {
+    let props_len = if v.has_props() {
+        varint_len(props.len()) + props.len()
+    } else {
+        0
+    };
+    let remaining = 2 + props_len + filters.iter().map(|f| 3 + f.0.len()).sum::<usize>();
+    buf.reserve(5 + remaining);
+    buf.push(0x82);
+    put_varint(buf, remaining);
+    buf.extend_from_slice(&pkid.to_be_bytes());
+    if v.has_props() {
+        put_varint(buf, props.len());
+        buf.extend_from_slice(props);
+    }
+    for (f, opts) in filters {
+        put_str(buf, f);
+        buf.push(*opts);
+    }
+}
+
+/// 5.0 property identifiers the attack harness sends.
+pub mod prop {
+    pub const SUBSCRIPTION_ID: u8 = 0x0B;
+    pub const SESSION_EXPIRY: u8 = 0x11;
+    pub const TOPIC_ALIAS_MAX: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const USER: u8 = 0x26;
+
+    pub fn u16(buf: &mut Vec<u8>, id: u8, v: u16) {
+        buf.push(id);
+        buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn u32(buf: &mut Vec<u8>, id: u8, v: u32) {
+        buf.push(id);
+        buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn varint(buf: &mut Vec<u8>, id: u8, v: usize) {
+        buf.push(id);
+        super::put_varint(buf, v);
+    }
+
+    /// A User Property: name and value pair.
+    pub fn user(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        buf.push(USER);
+        super::put_str(buf, name);
+        super::put_str(buf, value);
+    }
+}
+
 /// A packet from the server. Slices borrow the read buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
@@ -222,6 +361,14 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Malformed> {
         return Ok(None);
     }
     Ok(varint(&buf[1..])?.map(|(remaining, n)| 1 + n + remaining))
+}
+
+/// The remaining length (body size) of the frame at the front of `buf`; 0 when the
+/// fixed header is incomplete or malformed.
+pub fn frame_body_len(buf: &[u8]) -> usize {
+    buf.get(1..)
+        .and_then(|b| varint(b).ok().flatten())
+        .map_or(0, |(remaining, _)| remaining)
 }
 
 fn u16_at(b: &[u8], i: usize) -> Result<u16, Malformed> {
@@ -425,6 +572,59 @@ mod tests {
                 4
             ))
         );
+    }
+
+    #[test]
+    fn connect_with_credentials_and_props() {
+        let mut a = Vec::new();
+        connect(&mut a, Version::V5, "id", true, 30);
+        let mut b = Vec::new();
+        let f = ConnectFields {
+            client_id: b"id",
+            clean: true,
+            keep_alive: 30,
+            ..Default::default()
+        };
+        connect_with(&mut b, Version::V5, &f);
+        assert_eq!(a, b);
+        let mut c = Vec::new();
+        let f = ConnectFields {
+            username: Some("u"),
+            password: Some(b"p"),
+            props: &[0x22, 0, 10],
+            ..f
+        };
+        connect_with(&mut c, Version::V5, &f);
+        assert_eq!(c[9], 0xC2);
+        assert_eq!(&c[12..16], &[3, 0x22, 0, 10]);
+        assert_eq!(&c[c.len() - 6..], &[0, 1, b'u', 0, 1, b'p']);
+        assert_eq!(frame_len(&c).unwrap(), Some(c.len()));
+    }
+
+    #[test]
+    fn publish_with_props_decodes() {
+        let mut b = Vec::new();
+        let mut props = Vec::new();
+        prop::user(&mut props, b"k", b"v");
+        publish_with(&mut b, Version::V5, b"t", 1, false, 5, &props, b"xy");
+        let (p, n) = decode(&b, Version::V5).unwrap().unwrap();
+        assert_eq!(n, b.len());
+        assert_eq!(
+            p,
+            Incoming::Publish {
+                qos: 1,
+                retain: false,
+                pkid: 5,
+                topic: b"t",
+                payload: b"xy"
+            }
+        );
+        let mut s = Vec::new();
+        subscribe_with(&mut s, Version::V311, 1, &[], &[(b"a", 1), (b"b", 0)]);
+        let mut s2 = Vec::new();
+        subscribe(&mut s2, Version::V311, 1, &["a"], 1);
+        assert_eq!(&s[4..8], &s2[4..8]);
+        assert_eq!(frame_len(&s).unwrap(), Some(s.len()));
     }
 
     #[test]
