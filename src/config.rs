@@ -108,6 +108,12 @@ pub struct Config {
     pub drop_log_interval: u64,
     /// MQTT 5.0 Topic Alias Maximum announced to clients; 0 = no topic aliases.
     pub max_topic_alias: u16,
+    /// Most topic aliases the broker sets towards one MQTT 5.0 client (the client's own
+    /// Topic Alias Maximum may lower it); 0 = none.
+    pub max_topic_alias_broker: u16,
+    /// Most User Properties in a PUBLISH or will that the broker accepts and forwards;
+    /// 0 = unlimited.
+    pub max_user_properties: usize,
     /// MQTT 5.0 Receive Maximum announced to clients: unacknowledged QoS 1/2 PUBLISHes a
     /// client may have outstanding towards the broker. 1..=65535.
     pub receive_maximum: u16,
@@ -210,6 +216,8 @@ impl Default for Config {
             retry_interval: 20,
             drop_log_interval: 10,
             max_topic_alias: 10,
+            max_topic_alias_broker: 10,
+            max_user_properties: 64,
             receive_maximum: 65535,
             max_keepalive: 0,
             allow_anonymous: None,
@@ -435,7 +443,10 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
         (false, "max_client_id_len" | "max_inflight_messages" | "receive_maximum") => {
             "1..=65535".to_owned()
         }
-        (false, "max_topic_alias" | "max_keepalive") => "0..=65535".to_owned(),
+        (false, "max_topic_alias" | "max_topic_alias_broker" | "max_keepalive") => {
+            "0..=65535".to_owned()
+        }
+        (false, "max_user_properties") => "an integer >= 0 (0 = unlimited)".to_owned(),
         (
             _,
             "max_connections"
@@ -773,6 +784,8 @@ mod tests {
             retry_interval = 0
             drop_log_interval = 1
             max_topic_alias = 0
+            max_topic_alias_broker = 3
+            max_user_properties = 16
             receive_maximum = 100
             max_keepalive = 600
             allow_anonymous = false
@@ -813,6 +826,8 @@ mod tests {
             retry_interval: 0,
             drop_log_interval: 1,
             max_topic_alias: 0,
+            max_topic_alias_broker: 3,
+            max_user_properties: 16,
             receive_maximum: 100,
             max_keepalive: 600,
             allow_anonymous: Some(false),

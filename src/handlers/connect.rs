@@ -137,7 +137,11 @@ pub async fn handle(
         Box::new(PeerV5::new(
             connect.props.receive_maximum,
             connect.props.maximum_packet_size,
-            connect.props.topic_alias_maximum,
+            // The broker keeps every topic it aliases: bounded by its own maximum too.
+            connect
+                .props
+                .topic_alias_maximum
+                .min(broker.config.max_topic_alias_broker),
         ))
     });
     // Timed retransmission on a live connection is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0
