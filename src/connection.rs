@@ -28,6 +28,7 @@ use crate::auth::Access;
 use crate::broker::{wake_all, Broker};
 use crate::codec::{self, DecodeError, Packet, ProtocolVersion, Will};
 use crate::handlers;
+use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
 use crate::server::Endpoint;
 use crate::session::Session;
@@ -232,10 +233,14 @@ impl Client {
             self.acknowledge(ack, waiting, stored.commit);
             return Ok(());
         }
-        tracing::debug!(
-            client_id = self.client_id(),
-            "message could not be stored, not acknowledged"
-        );
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::debug!(
+                client_id = %field(self.client_id()),
+                suppressed,
+                "message could not be stored, not acknowledged"
+            );
+        }
         if !self.is_v5() {
             return Err(Close::StoreFailed);
         }
@@ -392,11 +397,17 @@ where
             }
         }
         Err(_) => {
-            tracing::info!(%peer, "client sent no CONNECT within connect_timeout, closing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "client sent no CONNECT within connect_timeout, closing");
+            }
             None
         }
         Ok(Ok(Some(_))) => {
-            tracing::info!(%peer, "first packet was not CONNECT, closing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "first packet was not CONNECT, closing");
+            }
             None
         }
         Ok(Ok(None)) => {
@@ -405,11 +416,17 @@ where
         }
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
-            tracing::info!(%peer, level, "unsupported protocol level, refusing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, level, suppressed, "unsupported protocol level, refusing");
+            }
             Some(handlers::connect::UNSUPPORTED_PROTOCOL_VERSION)
         }
         Ok(Err(e)) => {
-            tracing::info!(%peer, "bad CONNECT: {e}, closing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "bad CONNECT: {e}, closing");
+            }
             None
         }
     };
@@ -656,19 +673,27 @@ async fn read_packet<R: AsyncRead + Unpin>(
 /// session.
 fn finish(mut client: Client, close: Close) {
     // (the will is taken out of `client` below)
-    let id = client.session.client_id.clone();
+    let client_id = client.session.client_id.clone();
+    // An attacker chooses the client id's length.
+    let id = field(&client_id);
     let peer = client.peer;
     match &close {
         Close::Disconnected => tracing::info!(client_id = %id, %peer, "client disconnected"),
         Close::DisconnectedWithWill => {
             tracing::info!(client_id = %id, %peer, "client disconnected, asking for its will")
         }
-        Close::PeerClosed => tracing::info!(client_id = %id, %peer, "client closed its connection"),
+        Close::PeerClosed => {
+            tracing::info!(client_id = %id, %peer, "client closed its connection")
+        }
         Close::Io(e) => {
             tracing::info!(client_id = %id, %peer, "socket error on client: {e}, disconnecting")
         }
         Close::Violation { reason, why } => {
-            tracing::warn!(client_id = %id, %peer, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+            // Any client can break the protocol on purpose, again and again.
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::warn!(client_id = %id, %peer, suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+            }
         }
         Close::KeepAliveTimeout => {
             tracing::info!(client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
@@ -699,7 +724,7 @@ fn finish(mut client: Client, close: Close) {
             // the held will if it resumes the session, or sends it if it starts a new
             // one (see `Broker::attach`).
             if delay == 0 {
-                client.broker.publish_will(&id, pending);
+                client.broker.publish_will(&client_id, pending);
             } else {
                 client.broker.delay_will(&client.session, pending);
             }

@@ -278,13 +278,24 @@ mod tests {
         assert!(codec::publish_fits(&topic, fits, QoS::AtMostOnce));
         assert!(!codec::publish_fits(&topic, fits + 1, QoS::AtMostOnce));
         assert!(!codec::publish_fits(&topic, fits - 1, QoS::AtLeastOnce));
-        assert!(!codec::publish_fits(&"t".repeat(65_536), 0, QoS::AtMostOnce));
+        assert!(!codec::publish_fits(
+            &"t".repeat(65_536),
+            0,
+            QoS::AtMostOnce
+        ));
         // The payload is never touched when it does not fit: a short one stands in
         // for its length through a topic that alone is too long.
         let payload = Bytes::from(vec![0u8; SHARE_FROM]);
         let before = unexpressible_dropped();
         let mut out = Outbox::default();
-        assert!(!out.publish(&"t".repeat(65_536), &payload, QoS::AtLeastOnce, 1, false, false));
+        assert!(!out.publish(
+            &"t".repeat(65_536),
+            &payload,
+            QoS::AtLeastOnce,
+            1,
+            false,
+            false
+        ));
         assert!(out.is_empty(), "nothing written");
         assert!(out.segments.is_none(), "the payload was not queued");
         assert!(unexpressible_dropped() > before, "counted");

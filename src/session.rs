@@ -629,7 +629,7 @@ impl SessionState {
             .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             tracing::warn!(
-                client_id,
+                client_id = %field(client_id),
                 dropped = d.unreported,
                 total = d.total,
                 "outgoing queue full ({:?}), messages dropped",
@@ -1116,3 +1116,7 @@ fn encode_publish(
     }
     true
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -9,6 +9,7 @@ use crate::broker::Broker;
 use crate::broker::Claim;
 use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
 use crate::connection::{reason, Client, ClientV5, Origin};
+use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
 use crate::session::{PeerV5, Timers};
 use crate::topic;
@@ -64,7 +65,10 @@ pub async fn handle(
         .filter(|_| v5)
     {
         // midge offers no enhanced authentication (MQTT 5.0 §4.12).
-        tracing::info!(%peer, method, "authentication method not supported, refusing (0x8C)");
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::info!(%peer, method = %field(method), suppressed, "authentication method not supported, refusing (0x8C)");
+        }
         return Err(Refusal {
             connack: Some(reason::BAD_AUTHENTICATION_METHOD),
         });
@@ -75,7 +79,10 @@ pub async fn handle(
         // 5.0 assigns an id whatever Clean Start says [MQTT-3.1.3-6/7 of 5.0].
         if !connect.clean_session && !v5 {
             // [MQTT-3.1.3-8]
-            tracing::info!(%peer, "empty client id without clean session, refusing (0x02)");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "empty client id without clean session, refusing (0x02)");
+            }
             return Err(Refusal {
                 connack: Some(IDENTIFIER_REJECTED),
             });
@@ -88,7 +95,10 @@ pub async fn handle(
         || (connect.version == ProtocolVersion::V31
             && client_id.chars().count() > V31_MAX_CLIENT_ID);
     if too_long {
-        tracing::info!(%peer, len = client_id.len(), "client id too long, refusing (0x02)");
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::info!(%peer, len = client_id.len(), suppressed, "client id too long, refusing (0x02)");
+        }
         return Err(Refusal {
             connack: Some(IDENTIFIER_REJECTED),
         });
@@ -98,8 +108,24 @@ pub async fn handle(
         if !topic::valid_topic_name(&will.topic)
             || (max_levels > 0 && topic::level_count(&will.topic) > max_levels)
         {
-            tracing::info!(%peer, client_id, topic = will.topic.as_str(), "invalid will topic, closing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = %field(&client_id), topic = %field(&will.topic), suppressed, "invalid will topic, closing");
+            }
             return Err(Refusal { connack: None });
+        }
+        // The will is kept for the whole session: its user properties are capped like a
+        // PUBLISH's, with CONNACK 0x97 Quota exceeded (Table 3-1).
+        let max_user = broker.config.max_user_properties;
+        let user_props = will.props.as_ref().map_or(0, |p| p.user_properties.len());
+        if max_user > 0 && user_props > max_user {
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = %field(&client_id), user_props, suppressed, "will has more user properties than max_user_properties, refusing (0x97)");
+            }
+            return Err(Refusal {
+                connack: Some(reason::QUOTA_EXCEEDED),
+            });
         }
     }
     let username = authenticate(broker, origin, &connect, &client_id).await?;
@@ -109,7 +135,10 @@ pub async fn handle(
             .auth
             .allows(&client_id, username.as_deref(), &will.topic, Access::Write)
         {
-            tracing::info!(%peer, client_id, topic = will.topic.as_str(), "will topic denied by the ACL, refusing (not authorized)");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = %field(&client_id), topic = %field(&will.topic), suppressed, "will topic denied by the ACL, refusing (not authorized)");
+            }
             return Err(Refusal {
                 connack: Some(NOT_AUTHORIZED),
             });
@@ -162,7 +191,7 @@ pub async fn handle(
         )
         .await
     else {
-        tracing::info!(%peer, client_id, "CONNECT overtaken by a newer one for the same client id");
+        tracing::info!(%peer, client_id = %field(&client_id), "CONNECT overtaken by a newer one for the same client id");
         return Err(Refusal { connack: None });
     };
 
@@ -172,12 +201,13 @@ pub async fn handle(
         ProtocolVersion::V5 => 5,
     };
     tracing::info!(
-        "New client connected from {peer} as {client_id} (p{level}, c{}, k{}{}).",
+        "New client connected from {peer} as {} (p{level}, c{}, k{}{}).",
+        field(&client_id),
         u8::from(connect.clean_session),
         connect.keep_alive,
         username
             .as_deref()
-            .map(|u| format!(", u'{u}'"))
+            .map(|u| format!(", u'{}'", field(u)))
             .unwrap_or_default(),
     );
 
@@ -257,7 +287,10 @@ async fn authenticate(
         return match &origin.cert_name {
             Some(name) => Ok(Some(Arc::from(name.as_str()))),
             None => {
-                tracing::info!(%peer, client_id, "client certificate has no Common Name, refusing (not authorized)");
+                static LOG: LogLimit = LogLimit::new(10_000);
+                if let Some(suppressed) = LOG.allow() {
+                    tracing::info!(%peer, client_id = %field(client_id), suppressed, "client certificate has no Common Name, refusing (not authorized)");
+                }
                 refuse(NOT_AUTHORIZED)
             }
         };
@@ -273,12 +306,16 @@ async fn authenticate(
     match verdict {
         Verdict::Allowed => Ok(connect.username.as_deref().map(Arc::from)),
         Verdict::BadCredentials => {
-            tracing::info!(
-                %peer,
-                client_id,
-                username = connect.username.as_deref().unwrap_or_default(),
-                "bad username or password, refusing"
-            );
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(
+                    %peer,
+                    client_id = %field(client_id),
+                    username = %field(connect.username.as_deref().unwrap_or_default()),
+                    suppressed,
+                    "bad username or password, refusing"
+                );
+            }
             refuse(BAD_USERNAME_OR_PASSWORD)
         }
         Verdict::NotAuthorized => {
@@ -287,7 +324,10 @@ async fn authenticate(
             } else {
                 "anonymous clients are not allowed on this listener"
             };
-            tracing::info!(%peer, client_id, "{why}, refusing (not authorized)");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = %field(client_id), suppressed, "{why}, refusing (not authorized)");
+            }
             refuse(NOT_AUTHORIZED)
         }
     }

@@ -10,6 +10,7 @@ use crate::auth::Access;
 use crate::broker::Broker;
 use crate::codec::{Publish, QoS};
 use crate::connection::{reason, Ack, Client, Close};
+use crate::log_limit::{field, LogLimit};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;
 use crate::session::Session;
@@ -29,7 +30,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     if !topic::valid_topic_name(&publish.topic) {
         return Err(Close::protocol(format!(
             "PUBLISH to invalid topic name {:?}",
-            publish.topic
+            field(&publish.topic)
         )));
     }
     let max_levels = client.broker.config.max_topic_levels;
@@ -48,21 +49,39 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // A PUBLISH the ACL denies is dropped. MQTT 3.1.1 has no way to say "not authorized"
     // in PUBACK, so it is acknowledged as usual (as Mosquitto does) and the client does
     // not retry it forever; 5.0 clients get reason 0x87.
+    // More User Properties than max_user_properties: a limit the operator set, so 0x97
+    // Quota exceeded (Table 3-4), and the message is not delivered.
+    let max_user = client.broker.config.max_user_properties;
+    let too_many_user_props = max_user > 0
+        && publish
+            .props
+            .as_ref()
+            .is_some_and(|p| p.user_properties.len() > max_user);
     let denied = !client.may(&publish.topic, Access::Write);
-    if denied || bad_format {
+    if denied || bad_format || too_many_user_props {
         let (code, why) = if denied {
             (reason::NOT_AUTHORIZED, "denied by the ACL")
-        } else {
+        } else if bad_format {
             (
                 reason::PAYLOAD_FORMAT_INVALID,
                 "payload is not the UTF-8 it claims",
             )
+        } else {
+            (
+                reason::QUOTA_EXCEEDED,
+                "has more user properties than max_user_properties",
+            )
         };
-        tracing::info!(
-            client_id = client.client_id(),
-            topic = publish.topic.as_str(),
-            "PUBLISH {why}, dropped"
-        );
+        // A client can repeat this at will: one line per interval.
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::info!(
+                client_id = %field(client.client_id()),
+                topic = %field(&publish.topic),
+                suppressed,
+                "PUBLISH {why}, dropped"
+            );
+        }
         match publish.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid, code), Vec::new(), 0),

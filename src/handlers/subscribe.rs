@@ -4,6 +4,7 @@
 use crate::auth::Access;
 use crate::codec::{self, Subscribe, SubscriptionOptions};
 use crate::connection::{reason, Client, Close};
+use crate::log_limit::{field, LogLimit};
 use crate::store::StoreEvent;
 use crate::subscriptions::Sub;
 use crate::topic;
@@ -22,16 +23,21 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
         if shared.is_some() && opts.no_local {
             // [MQTT-3.8.3-4]
             return Err(Close::protocol(format!(
-                "No Local set on the shared subscription {filter:?}"
+                "No Local set on the shared subscription {:?}",
+                field(filter)
             )));
         }
         match check(client, filter, shared) {
             Err((code, why)) => {
-                tracing::info!(
-                    client_id = client.client_id(),
-                    filter = filter.as_str(),
-                    "subscription refused: {why}"
-                );
+                static LOG: LogLimit = LogLimit::new(10_000);
+                if let Some(suppressed) = LOG.allow() {
+                    tracing::info!(
+                        client_id = %field(client.client_id()),
+                        filter = %field(filter),
+                        suppressed,
+                        "subscription refused: {why}"
+                    );
+                }
                 codes.push(if v5 { code } else { FAILURE });
             }
             Ok(()) => {
@@ -57,8 +63,8 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                     sub_id: sub.id.map_or(0, |id| id.get()),
                 });
                 tracing::debug!(
-                    client_id = client.client_id(),
-                    filter = filter.as_str(),
+                    client_id = %field(client.client_id()),
+                    filter = %field(filter),
                     qos = opts.qos as u8,
                     "subscribed"
                 );
