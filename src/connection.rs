@@ -236,7 +236,7 @@ impl Client {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
             tracing::debug!(
-                client_id = %field(self.client_id()),
+                client_id = ?field(self.client_id()),
                 suppressed,
                 "message could not be stored, not acknowledged"
             );

@@ -204,7 +204,7 @@ fn unexpressible(topic: &str, payload_len: usize) {
     let total = UNEXPRESSIBLE.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(suppressed) = LOG.allow() {
         tracing::warn!(
-            topic = %field(topic),
+            topic = ?field(topic),
             topic_len = topic.len(),
             payload_len,
             total,

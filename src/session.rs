@@ -629,7 +629,7 @@ impl SessionState {
             .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             tracing::warn!(
-                client_id = %field(client_id),
+                client_id = ?field(client_id),
                 dropped = d.unreported,
                 total = d.total,
                 "outgoing queue full ({:?}), messages dropped",
@@ -1099,7 +1099,7 @@ fn encode_publish(
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
             tracing::debug!(
-                topic = %field(&msg.topic),
+                topic = ?field(&msg.topic),
                 size,
                 max,
                 suppressed,

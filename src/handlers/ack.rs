@@ -14,7 +14,7 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
             tracing::debug!(
-                client_id = %field(client.client_id()),
+                client_id = ?field(client.client_id()),
                 pkid,
                 suppressed,
                 "PUBACK for unknown packet id"
@@ -49,7 +49,7 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
             tracing::debug!(
-                client_id = %field(client.client_id()),
+                client_id = ?field(client.client_id()),
                 pkid,
                 suppressed,
                 "PUBREC for unknown packet id"
@@ -101,7 +101,7 @@ pub fn pubcomp(client: &mut Client, pkid: u16) -> Result<(), Close> {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
             tracing::debug!(
-                client_id = %field(client.client_id()),
+                client_id = ?field(client.client_id()),
                 pkid,
                 suppressed,
                 "PUBCOMP for unknown packet id"

@@ -67,7 +67,7 @@ pub async fn handle(
         // midge offers no enhanced authentication (MQTT 5.0 §4.12).
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
-            tracing::info!(%peer, method = %field(method), suppressed, "authentication method not supported, refusing (0x8C)");
+            tracing::info!(%peer, method = ?field(method), suppressed, "authentication method not supported, refusing (0x8C)");
         }
         return Err(Refusal {
             connack: Some(reason::BAD_AUTHENTICATION_METHOD),
@@ -110,7 +110,7 @@ pub async fn handle(
         {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = %field(&client_id), topic = %field(&will.topic), suppressed, "invalid will topic, closing");
+                tracing::info!(%peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "invalid will topic, closing");
             }
             return Err(Refusal { connack: None });
         }
@@ -121,7 +121,7 @@ pub async fn handle(
         if max_user > 0 && user_props > max_user {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = %field(&client_id), user_props, suppressed, "will has more user properties than max_user_properties, refusing (0x97)");
+                tracing::info!(%peer, client_id = ?field(&client_id), user_props, suppressed, "will has more user properties than max_user_properties, refusing (0x97)");
             }
             return Err(Refusal {
                 connack: Some(reason::QUOTA_EXCEEDED),
@@ -137,7 +137,7 @@ pub async fn handle(
         {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = %field(&client_id), topic = %field(&will.topic), suppressed, "will topic denied by the ACL, refusing (not authorized)");
+                tracing::info!(%peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "will topic denied by the ACL, refusing (not authorized)");
             }
             return Err(Refusal {
                 connack: Some(NOT_AUTHORIZED),
@@ -191,7 +191,7 @@ pub async fn handle(
         )
         .await
     else {
-        tracing::info!(%peer, client_id = %field(&client_id), "CONNECT overtaken by a newer one for the same client id");
+        tracing::info!(%peer, client_id = ?field(&client_id), "CONNECT overtaken by a newer one for the same client id");
         return Err(Refusal { connack: None });
     };
 
@@ -289,7 +289,7 @@ async fn authenticate(
             None => {
                 static LOG: LogLimit = LogLimit::new(10_000);
                 if let Some(suppressed) = LOG.allow() {
-                    tracing::info!(%peer, client_id = %field(client_id), suppressed, "client certificate has no Common Name, refusing (not authorized)");
+                    tracing::info!(%peer, client_id = ?field(client_id), suppressed, "client certificate has no Common Name, refusing (not authorized)");
                 }
                 refuse(NOT_AUTHORIZED)
             }
@@ -310,8 +310,8 @@ async fn authenticate(
             if let Some(suppressed) = LOG.allow() {
                 tracing::info!(
                     %peer,
-                    client_id = %field(client_id),
-                    username = %field(connect.username.as_deref().unwrap_or_default()),
+                    client_id = ?field(client_id),
+                    username = ?field(connect.username.as_deref().unwrap_or_default()),
                     suppressed,
                     "bad username or password, refusing"
                 );
@@ -326,7 +326,7 @@ async fn authenticate(
             };
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = %field(client_id), suppressed, "{why}, refusing (not authorized)");
+                tracing::info!(%peer, client_id = ?field(client_id), suppressed, "{why}, refusing (not authorized)");
             }
             refuse(NOT_AUTHORIZED)
         }

@@ -76,8 +76,8 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
             tracing::info!(
-                client_id = %field(client.client_id()),
-                topic = %field(&publish.topic),
+                client_id = ?field(client.client_id()),
+                topic = ?field(&publish.topic),
                 suppressed,
                 "PUBLISH {why}, dropped"
             );

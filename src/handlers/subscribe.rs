@@ -32,8 +32,8 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                 static LOG: LogLimit = LogLimit::new(10_000);
                 if let Some(suppressed) = LOG.allow() {
                     tracing::info!(
-                        client_id = %field(client.client_id()),
-                        filter = %field(filter),
+                        client_id = ?field(client.client_id()),
+                        filter = ?field(filter),
                         suppressed,
                         "subscription refused: {why}"
                     );
@@ -63,8 +63,8 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                     sub_id: sub.id.map_or(0, |id| id.get()),
                 });
                 tracing::debug!(
-                    client_id = %field(client.client_id()),
-                    filter = %field(filter),
+                    client_id = ?field(client.client_id()),
+                    filter = ?field(filter),
                     qos = opts.qos as u8,
                     "subscribed"
                 );
