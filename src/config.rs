@@ -1227,9 +1227,15 @@ mod tests {
     #[test]
     fn message_limits_are_checked() {
         let e = err("max_topic_alias_broker = 65536");
-        assert!(e.contains("max_topic_alias_broker") && e.contains("0..=65535"), "{e}");
+        assert!(
+            e.contains("max_topic_alias_broker") && e.contains("0..=65535"),
+            "{e}"
+        );
         let e = err("max_user_properties = -1");
-        assert!(e.contains("max_user_properties") && e.contains("0 = unlimited"), "{e}");
+        assert!(
+            e.contains("max_user_properties") && e.contains("0 = unlimited"),
+            "{e}"
+        );
         let c = ok("max_topic_alias_broker = 0\nmax_user_properties = 0");
         assert_eq!((c.max_topic_alias_broker, c.max_user_properties), (0, 0));
     }
