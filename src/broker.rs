@@ -14,6 +14,7 @@ use crate::auth::Auth;
 use crate::codec::QoS;
 use crate::codec::SubscriptionOptions;
 use crate::config::{Config, Listener};
+use crate::log_limit::field;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Target};
@@ -556,7 +557,7 @@ impl Broker {
         }
         if moved > 0 {
             tracing::info!(
-                client_id = &*session.client_id,
+                client_id = ?field(&session.client_id),
                 moved,
                 "unacknowledged shared-subscription messages moved to other members"
             );
@@ -585,7 +586,7 @@ impl Broker {
         };
         self.forget(&mut sessions, session, &filters);
         drop(sessions);
-        tracing::info!(client_id = &*session.client_id, "session expired");
+        tracing::info!(client_id = ?field(&session.client_id), "session expired");
         wake_all(session.state.lock().take_space_waiters());
         if let Some(will) = will {
             self.publish_will(&session.client_id, *will);
@@ -603,13 +604,13 @@ impl Broker {
             Access::Write,
         ) {
             tracing::info!(
-                client_id,
-                topic = will.topic.as_str(),
+                client_id = ?field(client_id),
+                topic = ?field(&will.topic),
                 "will denied by the ACL, not published"
             );
             return;
         }
-        tracing::debug!(client_id, topic = will.topic.as_str(), "publishing will");
+        tracing::debug!(client_id = ?field(client_id), topic = ?field(&will.topic), "publishing will");
         let msg = Arc::new(crate::message::Message::with_props(
             will.topic,
             will.payload,

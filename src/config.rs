@@ -119,6 +119,12 @@ pub struct Config {
     pub drop_log_interval: u64,
     /// MQTT 5.0 Topic Alias Maximum announced to clients; 0 = no topic aliases.
     pub max_topic_alias: u16,
+    /// Most topic aliases the broker sets towards one MQTT 5.0 client (the client's own
+    /// Topic Alias Maximum may lower it); 0 = none.
+    pub max_topic_alias_broker: u16,
+    /// Most User Properties in a PUBLISH or will that the broker accepts and forwards;
+    /// 0 = unlimited.
+    pub max_user_properties: usize,
     /// MQTT 5.0 Receive Maximum announced to clients: unacknowledged QoS 1/2 PUBLISHes a
     /// client may have outstanding towards the broker. 1..=65535.
     pub receive_maximum: u16,
@@ -224,6 +230,8 @@ impl Default for Config {
             retry_interval: 20,
             drop_log_interval: 10,
             max_topic_alias: 10,
+            max_topic_alias_broker: 10,
+            max_user_properties: 64,
             receive_maximum: 65535,
             max_keepalive: 0,
             allow_anonymous: None,
@@ -463,7 +471,10 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             | "receive_maximum"
             | "max_queued_password_checks",
         ) => "1..=65535".to_owned(),
-        (false, "max_topic_alias" | "max_keepalive") => "0..=65535".to_owned(),
+        (false, "max_topic_alias" | "max_topic_alias_broker" | "max_keepalive") => {
+            "0..=65535".to_owned()
+        }
+        (false, "max_user_properties") => "an integer >= 0 (0 = unlimited)".to_owned(),
         (
             _,
             "max_connections"
@@ -808,6 +819,8 @@ mod tests {
             retry_interval = 0
             drop_log_interval = 1
             max_topic_alias = 0
+            max_topic_alias_broker = 3
+            max_user_properties = 16
             receive_maximum = 100
             max_keepalive = 600
             allow_anonymous = false
@@ -851,6 +864,8 @@ mod tests {
             retry_interval: 0,
             drop_log_interval: 1,
             max_topic_alias: 0,
+            max_topic_alias_broker: 3,
+            max_user_properties: 16,
             receive_maximum: 100,
             max_keepalive: 600,
             allow_anonymous: Some(false),
@@ -1253,5 +1268,21 @@ mod tests {
         );
         assert_eq!(key_before_value("[a]", 1), None);
         assert_eq!(shorten(&"x".repeat(50)), format!("{}...", "x".repeat(40)));
+    }
+
+    #[test]
+    fn message_limits_are_checked() {
+        let e = err("max_topic_alias_broker = 65536");
+        assert!(
+            e.contains("max_topic_alias_broker") && e.contains("0..=65535"),
+            "{e}"
+        );
+        let e = err("max_user_properties = -1");
+        assert!(
+            e.contains("max_user_properties") && e.contains("0 = unlimited"),
+            "{e}"
+        );
+        let c = ok("max_topic_alias_broker = 0\nmax_user_properties = 0");
+        assert_eq!((c.max_topic_alias_broker, c.max_user_properties), (0, 0));
     }
 }

@@ -30,6 +30,7 @@ use crate::codec::{self, DecodeError, ProtocolVersion, Will};
 use crate::handlers;
 use crate::handlers::subscribe::RetainedDue;
 use crate::linger;
+use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
 use crate::server::Endpoint;
 use crate::session::Session;
@@ -258,10 +259,14 @@ impl Client {
             self.acknowledge(ack, waiting, stored.commit);
             return Ok(());
         }
-        tracing::debug!(
-            client_id = self.client_id(),
-            "message could not be stored, not acknowledged"
-        );
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::debug!(
+                client_id = ?field(self.client_id()),
+                suppressed,
+                "message could not be stored, not acknowledged"
+            );
+        }
         if !self.is_v5() {
             return Err(Close::StoreFailed);
         }
@@ -633,19 +638,27 @@ fn decode_close(e: &DecodeError) -> Close {
 /// session.
 fn finish(mut client: Client, close: Close) {
     // (the will is taken out of `client` below)
-    let id = client.session.client_id.clone();
+    let client_id = client.session.client_id.clone();
+    // An attacker chooses the client id's length.
+    let id = field(&client_id);
     let peer = client.peer;
     match &close {
         Close::Disconnected => tracing::info!(client_id = %id, %peer, "client disconnected"),
         Close::DisconnectedWithWill => {
             tracing::info!(client_id = %id, %peer, "client disconnected, asking for its will")
         }
-        Close::PeerClosed => tracing::info!(client_id = %id, %peer, "client closed its connection"),
+        Close::PeerClosed => {
+            tracing::info!(client_id = %id, %peer, "client closed its connection")
+        }
         Close::Io(e) => {
             tracing::info!(client_id = %id, %peer, "socket error on client: {e}, disconnecting")
         }
         Close::Violation { reason, why } => {
-            tracing::warn!(client_id = %id, %peer, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+            // Any client can break the protocol on purpose, again and again.
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::warn!(client_id = %id, %peer, suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+            }
         }
         Close::KeepAliveTimeout => {
             tracing::info!(client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
@@ -676,7 +689,7 @@ fn finish(mut client: Client, close: Close) {
             // the held will if it resumes the session, or sends it if it starts a new
             // one (see `Broker::attach`).
             if delay == 0 {
-                client.broker.publish_will(&id, pending);
+                client.broker.publish_will(&client_id, pending);
             } else {
                 client.broker.delay_will(&client.session, pending);
             }

@@ -82,9 +82,21 @@ impl Message {
         self.store_id.store(id, Ordering::Relaxed);
     }
 
-    /// Bytes this message accounts for in a queue (`max_queued_bytes`): topic and payload.
+    /// Topic and payload bytes (what the durable store weighs a message by).
     pub fn size(&self) -> usize {
         self.topic.len() + self.payload.len()
+    }
+
+    /// Every byte this message holds: the shared allocation (counts included), topic,
+    /// payload and MQTT 5.0 properties at their stored size. Part of
+    /// [`crate::session::Queued::held_bytes`].
+    pub fn held_bytes(&self) -> usize {
+        // An `Arc` allocation is the value plus its two counts.
+        std::mem::size_of::<Message>()
+            + 2 * std::mem::size_of::<usize>()
+            + self.topic.capacity()
+            + self.payload.len()
+            + self.props.as_ref().map_or(0, |p| p.held_bytes())
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {
@@ -103,6 +115,35 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_bytes_count_topic_payload_and_user_properties_at_wire_size() {
+        let plain = Message::with_props(
+            "a/b".into(),
+            Bytes::from_static(b"12345"),
+            QoS::AtMostOnce,
+            false,
+            None,
+        );
+        let base = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
+        assert_eq!(plain.held_bytes(), base + 3 + 5);
+        // A thousand empty user properties: 5 wire bytes each, held as 5 bytes each.
+        let props = MessageProps {
+            user_properties: (0..1000).map(|_| ("", "")).collect(),
+            ..Default::default()
+        };
+        let heavy = Message::with_props(
+            "a/b".into(),
+            Bytes::from_static(b"12345"),
+            QoS::AtMostOnce,
+            false,
+            Some(Box::new(props)),
+        );
+        assert_eq!(
+            heavy.held_bytes(),
+            base + 3 + 5 + std::mem::size_of::<MessageProps>() + 5000
+        );
+    }
 
     #[test]
     fn expiry_counts_down_from_arrival_and_rounds_up() {
@@ -126,6 +167,7 @@ mod tests {
         assert!(!m.is_expired(now + Duration::from_millis(9999)));
         assert!(m.is_expired(now + Duration::from_secs(10)));
         let plain = Message::with_props("t".into(), Bytes::new(), QoS::AtMostOnce, false, None);
+        assert!(m.held_bytes() > plain.held_bytes());
         assert_eq!(plain.remaining_expiry(now), None);
         assert!(!plain.is_expired(now + Duration::from_secs(1_000_000)));
     }

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 use crate::codec::{self, QoS};
+use crate::log_limit::{field, LogLimit};
 
 /// Payloads at least this large are shared with the outbox instead of copied into it.
 pub const SHARE_FROM: usize = 16 * 1024;
@@ -25,6 +27,15 @@ const INITIAL: usize = 4096;
 
 /// At most this many segments go into one vectored write.
 const MAX_SLICES: usize = 64;
+
+/// PUBLISHes not written because their protocol cannot express them, since start.
+static UNEXPRESSIBLE: AtomicU64 = AtomicU64::new(0);
+
+/// How many deliveries were dropped because MQTT could not express their PUBLISH (see
+/// [`Outbox::publish`]).
+pub fn unexpressible_dropped() -> u64 {
+    UNEXPRESSIBLE.load(Ordering::Relaxed)
+}
 
 #[derive(Default)]
 pub struct Outbox {
@@ -57,7 +68,14 @@ impl Outbox {
     }
 
     /// Encodes a PUBLISH; a large payload is queued by reference, not copied.
+    ///
+    /// Returns false, having written nothing, for a packet MQTT 3.1.1 cannot express (a
+    /// topic that came as a 5.0 Topic Alias, with a payload near the 256 MiB maximum):
+    /// writing the payload without its header would make the subscriber read payload
+    /// bytes as packets. The caller drops that delivery for this subscriber; it is
+    /// counted ([`unexpressible_dropped`]) and logged.
     #[allow(clippy::too_many_arguments)]
+    #[must_use]
     pub fn publish(
         &mut self,
         topic: &str,
@@ -66,29 +84,46 @@ impl Outbox {
         pkid: u16,
         retain: bool,
         dup: bool,
-    ) {
+    ) -> bool {
+        if !codec::publish_fits(topic, payload.len(), qos) {
+            unexpressible(topic, payload.len());
+            return false;
+        }
         let tail = self.buf();
         if payload.len() < SHARE_FROM {
             codec::encode_publish(tail, topic, payload, qos, pkid, retain, dup);
-            return;
+            return true;
         }
         codec::encode_publish_header(tail, topic, payload.len(), qos, pkid, retain, dup);
-        let head = tail.split().freeze();
-        self.segments_len += head.len() + payload.len();
-        let segments = self.segments.get_or_insert_default();
-        segments.push_back(head);
-        segments.push_back(payload.clone());
+        self.push_payload(payload);
+        true
     }
 
     /// Encodes an MQTT 5.0 PUBLISH; a large payload is queued by reference, not copied.
-    pub fn publish_v5(&mut self, p: &codec::PublishOut<'_>, payload: &Bytes) {
+    /// Returns false, having written nothing, for a packet MQTT cannot express (the
+    /// caller checks [`codec::publish_v5_size`] first, so this is a second guard that
+    /// never lets a payload go out without its header).
+    #[must_use]
+    pub fn publish_v5(&mut self, p: &codec::PublishOut<'_>, payload: &Bytes) -> bool {
         let tail = self.buf();
-        if payload.len() < SHARE_FROM {
-            codec::encode_publish_v5(tail, p, payload);
-            return;
+        let written = if payload.len() < SHARE_FROM {
+            codec::encode_publish_v5(tail, p, payload)
+        } else {
+            let head = codec::encode_publish_header_v5(tail, p, payload.len());
+            if head {
+                self.push_payload(payload);
+            }
+            head
+        };
+        if !written {
+            unexpressible(p.topic, payload.len());
         }
-        codec::encode_publish_header_v5(tail, p, payload.len());
-        let head = tail.split().freeze();
+        written
+    }
+
+    /// Queues the header just encoded into `tail`, then `payload` as a segment of its own.
+    fn push_payload(&mut self, payload: &Bytes) {
+        let head = self.tail.split().freeze();
         self.segments_len += head.len() + payload.len();
         let segments = self.segments.get_or_insert_default();
         segments.push_back(head);
@@ -163,6 +198,22 @@ impl Outbox {
     }
 }
 
+/// Counts and logs (rate-limited) a PUBLISH MQTT cannot express.
+fn unexpressible(topic: &str, payload_len: usize) {
+    static LOG: LogLimit = LogLimit::new(10_000);
+    let total = UNEXPRESSIBLE.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(suppressed) = LOG.allow() {
+        tracing::warn!(
+            topic = ?field(topic),
+            topic_len = topic.len(),
+            payload_len,
+            total,
+            suppressed,
+            "PUBLISH larger than MQTT can express for this subscriber (topic from a topic alias?), delivery dropped"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,7 +223,7 @@ mod tests {
         let payload = Bytes::from(vec![7u8; SHARE_FROM * 2]);
         let mut out = Outbox::default();
         codec::encode_ack(out.buf(), codec::AckKind::PubAck, 1, 0, false);
-        out.publish("t", &payload, QoS::AtLeastOnce, 9, false, false);
+        assert!(out.publish("t", &payload, QoS::AtLeastOnce, 9, false, false));
         codec::encode_ack(out.buf(), codec::AckKind::PubAck, 2, 0, false);
         // The queued segment is the very same allocation as the message's payload.
         assert!(out
@@ -205,7 +256,7 @@ mod tests {
     fn partial_writes_consume_across_segments() {
         let payload = Bytes::from(vec![1u8; SHARE_FROM]);
         let mut out = Outbox::default();
-        out.publish("a", &payload, QoS::AtMostOnce, 0, false, false);
+        assert!(out.publish("a", &payload, QoS::AtMostOnce, 0, false, false));
         codec::encode_pingresp(out.buf());
         let total = out.len();
         out.consume(3);
@@ -214,5 +265,42 @@ mod tests {
         assert_eq!(out.len(), total - 3 - SHARE_FROM);
         out.consume(out.len());
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn mqtt_2_2_3_publish_mqtt_cannot_express_is_not_written_at_all() {
+        // A 65,535-byte topic (as a 5.0 Topic Alias can bring) and a payload that fits
+        // 256 MiB with an empty topic, but not with this one: nothing is written, not the
+        // header and not the payload (which the subscriber would parse as packets).
+        let topic = "t".repeat(65_535);
+        let max = 268_435_455;
+        let fits = max - 2 - topic.len();
+        assert!(codec::publish_fits(&topic, fits, QoS::AtMostOnce));
+        assert!(!codec::publish_fits(&topic, fits + 1, QoS::AtMostOnce));
+        assert!(!codec::publish_fits(&topic, fits - 1, QoS::AtLeastOnce));
+        assert!(!codec::publish_fits(
+            &"t".repeat(65_536),
+            0,
+            QoS::AtMostOnce
+        ));
+        // The payload is never touched when it does not fit: a short one stands in
+        // for its length through a topic that alone is too long.
+        let payload = Bytes::from(vec![0u8; SHARE_FROM]);
+        let before = unexpressible_dropped();
+        let mut out = Outbox::default();
+        assert!(!out.publish(
+            &"t".repeat(65_536),
+            &payload,
+            QoS::AtLeastOnce,
+            1,
+            false,
+            false
+        ));
+        assert!(out.is_empty(), "nothing written");
+        assert!(out.segments.is_none(), "the payload was not queued");
+        assert!(unexpressible_dropped() > before, "counted");
+        // What fits is still written.
+        assert!(out.publish(&topic, &payload, QoS::AtLeastOnce, 1, false, false));
+        assert_eq!(out.len(), 1 + 3 + 2 + topic.len() + 2 + payload.len());
     }
 }

@@ -20,6 +20,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::{Config, Listener};
 use crate::connection::{self, Origin};
+use crate::log_limit::LogLimit;
 use crate::session::Limits;
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
@@ -265,7 +266,10 @@ async fn accept_loop(
             &here,
             listener.max_connections,
         ) else {
-            tracing::warn!(%peer, "connection limit reached, refusing connection");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::warn!(%peer, suppressed, "connection limit reached, refusing connection");
+            }
             drop(stream);
             continue;
         };

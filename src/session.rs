@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::auth::{Access, AclFile};
 use crate::codec::{self, QoS};
 use crate::config::QueueFull;
-use crate::log_limit::{self, LogLimit};
+use crate::log_limit::{self, field, LogLimit};
 use crate::message::SharedMessage;
 use crate::outbox::Outbox;
 use crate::store::{Commit, SessionId, Store, StoreEvent, Stored, Waker};
@@ -54,6 +54,21 @@ pub struct Queued {
     pub stored: bool,
 }
 
+impl Queued {
+    /// Every byte this queue entry holds: the entry itself, the message (topic, payload,
+    /// properties; counted in full by each queue holding it, as each may be the last) and
+    /// the per-delivery details. The one measure of a queued message: `max_queued_bytes`
+    /// counts it, and so may any broker-wide memory limit.
+    pub fn held_bytes(&self) -> usize {
+        Queued::bytes_of(&self.msg, self.extra.as_deref())
+    }
+
+    /// [`held_bytes`](Self::held_bytes) of an entry not built yet.
+    fn bytes_of(msg: &crate::message::Message, extra: Option<&Extra>) -> usize {
+        std::mem::size_of::<Queued>() + msg.held_bytes() + extra.map_or(0, Extra::held_bytes)
+    }
+}
+
 /// Per-delivery details of MQTT 5.0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extra {
@@ -64,6 +79,12 @@ pub struct Extra {
 }
 
 impl Extra {
+    /// The box and its subscription ids (the shared subscription's name belongs to the
+    /// subscription, and is only pointed to).
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Extra>() + self.sub_ids.capacity() * std::mem::size_of::<u32>()
+    }
+
     /// `None` when there is nothing to carry.
     pub fn boxed(sub_ids: Vec<u32>, shared: Option<Arc<str>>) -> Option<Box<Extra>> {
         (!sub_ids.is_empty() || shared.is_some()).then(|| Box::new(Extra { sub_ids, shared }))
@@ -144,11 +165,21 @@ pub struct PeerV5 {
     /// The client's Maximum Packet Size: larger PUBLISHes are dropped for it
     /// [MQTT-3.1.2-25].
     pub max_packet_size: Option<u32>,
-    /// The client's Topic Alias Maximum for aliases the broker sets [MQTT-3.1.2-26].
+    /// How many aliases the broker sets: the client's Topic Alias Maximum
+    /// [MQTT-3.1.2-26], lowered to `max_topic_alias_broker` by the caller.
     pub topic_alias_max: u16,
-    /// Aliases set on this connection, by topic.
+    /// Aliases set on this connection, by topic. At most `topic_alias_max` entries
+    /// holding at most [`MAX_ALIAS_TOPIC_BYTES`] of topics: the connection keeps them
+    /// for its whole life.
     aliases: std::collections::HashMap<Box<str>, u16>,
+    /// Bytes of the topics in `aliases`.
+    alias_bytes: usize,
 }
+
+/// Most bytes of topic names one connection's broker-to-client alias map holds: enough
+/// for every alias a client may have with topics of a realistic length, and a bound on
+/// what a client asking for many aliases on long topics makes the broker keep.
+pub const MAX_ALIAS_TOPIC_BYTES: usize = 64 * 1024;
 
 impl PeerV5 {
     pub fn new(receive_maximum: u16, max_packet_size: Option<u32>, topic_alias_max: u16) -> PeerV5 {
@@ -157,18 +188,23 @@ impl PeerV5 {
             max_packet_size,
             topic_alias_max,
             aliases: Default::default(),
+            alias_bytes: 0,
         }
     }
 
     /// The alias to send `topic` with, and whether the topic itself must be sent too
     /// (the first time, which sets the alias: see [`PeerV5::set_alias`]). Aliases are
-    /// handed out until the client's maximum is reached; later topics go without.
+    /// handed out until the maximum or [`MAX_ALIAS_TOPIC_BYTES`] is reached; later
+    /// topics go without (an alias is never re-assigned: no bookkeeping per message).
     fn alias_for(&self, topic: &str) -> (Option<u16>, bool) {
         if self.topic_alias_max == 0 {
             return (None, true);
         }
         if let Some(alias) = self.aliases.get(topic) {
             return (Some(*alias), false);
+        }
+        if self.alias_bytes + topic.len() > MAX_ALIAS_TOPIC_BYTES {
+            return (None, true);
         }
         match u16::try_from(self.aliases.len() + 1) {
             Ok(alias) if alias <= self.topic_alias_max => (Some(alias), true),
@@ -178,7 +214,14 @@ impl PeerV5 {
 
     /// Records an alias once the PUBLISH that sets it is written.
     fn set_alias(&mut self, topic: &str, alias: u16) {
-        self.aliases.insert(topic.into(), alias);
+        if self.aliases.insert(topic.into(), alias).is_none() {
+            self.alias_bytes += topic.len();
+        }
+    }
+
+    /// Topic aliases set on this connection, and the bytes of their topics.
+    pub fn alias_usage(&self) -> (usize, usize) {
+        (self.aliases.len(), self.alias_bytes)
     }
 }
 
@@ -521,7 +564,7 @@ impl SessionState {
         if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
             return Delivery::Skipped;
         }
-        let size = msg.size();
+        let size = Queued::bytes_of(msg, extra.as_deref());
         let mut outcome = Delivery::Queued;
         if self.is_full(size) {
             match self.limits.queue_full {
@@ -539,7 +582,7 @@ impl SessionState {
                     while self.is_full(size) {
                         match self.queue.pop_front() {
                             Some(old) => {
-                                self.queued_bytes -= old.msg.size();
+                                self.queued_bytes -= old.held_bytes();
                                 rec.removed(&old);
                             }
                             None => return Delivery::Dropped,
@@ -609,7 +652,7 @@ impl SessionState {
             .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             tracing::warn!(
-                client_id,
+                client_id = ?field(client_id),
                 dropped = d.unreported,
                 total = d.total,
                 "outgoing queue full ({:?}), messages dropped",
@@ -711,7 +754,7 @@ impl SessionState {
             let Some(item) = self.queue.pop_front() else {
                 break;
             };
-            self.queued_bytes -= item.msg.size();
+            self.queued_bytes -= item.held_bytes();
             // An expired message is never delivered [MQTT-3.3.2-5].
             if item.msg.is_expired(now) {
                 rec.removed(&item);
@@ -907,7 +950,7 @@ impl SessionState {
                     .partition(is_shared);
             self.queue = rest;
             for q in &shared {
-                self.queued_bytes -= q.msg.size();
+                self.queued_bytes -= q.held_bytes();
             }
             taken.extend(shared);
         }
@@ -938,7 +981,7 @@ impl SessionState {
                 self.resend_due = true;
             }
             None => {
-                self.queued_bytes += item.msg.size();
+                self.queued_bytes += item.held_bytes();
                 self.queue.push_back(item);
             }
         }
@@ -947,7 +990,7 @@ impl SessionState {
     /// Puts back messages [`take_shared`](Self::take_shared) found no other member for.
     pub fn requeue(&mut self, items: Vec<Queued>) {
         for q in items {
-            self.queued_bytes += q.msg.size();
+            self.queued_bytes += q.held_bytes();
             self.queue.push_back(q);
         }
     }
@@ -1082,8 +1125,8 @@ fn encode_publish(
 ) -> bool {
     let msg = &item.msg;
     let Some(peer) = peer else {
-        out.publish(&msg.topic, &msg.payload, item.qos, pkid, item.retain, dup);
-        return true;
+        // False for a PUBLISH 3.1.1 cannot express: dropped for this subscriber.
+        return out.publish(&msg.topic, &msg.payload, item.qos, pkid, item.retain, dup);
     };
     let sub_ids = item.extra.as_ref().map_or(&[][..], |e| &e.sub_ids[..]);
     let mut p = codec::PublishOut {
@@ -1114,21 +1157,31 @@ fn encode_publish(
         size = codec::publish_v5_size(&p, msg.payload.len());
     }
     if size > max {
-        tracing::debug!(
-            topic = msg.topic.as_str(),
-            size,
-            max,
-            "message larger than the client's Maximum Packet Size, not sent"
-        );
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::debug!(
+                topic = ?field(&msg.topic),
+                size,
+                max,
+                suppressed,
+                "message larger than the client's Maximum Packet Size, not sent"
+            );
+        }
+        return false;
+    }
+    if !out.publish_v5(&p, &msg.payload) {
         return false;
     }
     if let (Some(alias), true) = (p.topic_alias, with_topic) {
         peer.set_alias(&msg.topic, alias);
     }
-    out.publish_v5(&p, &msg.payload);
     true
 }
 
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "session_bytes_tests.rs"]
+mod bytes_tests;

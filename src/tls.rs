@@ -20,6 +20,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Listener, TlsVersion};
+use crate::log_limit::LogLimit;
 
 /// The crypto provider is named explicitly: with more than one rustls backend compiled
 /// into a program (a dependency may enable another), rustls cannot pick a default.
@@ -122,11 +123,17 @@ pub async fn handshake(
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
-            tracing::info!(%peer, "TLS handshake failed: {e}");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "TLS handshake failed: {e}");
+            }
             None
         }
         Err(_) => {
-            tracing::info!(%peer, "TLS handshake not finished within {timeout:?}, closing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "TLS handshake not finished within {timeout:?}, closing");
+            }
             None
         }
     }

@@ -159,7 +159,7 @@ fn connect_props(r: &mut Reader) -> Result<ConnectProps, DecodeError> {
         request_problem_information: p
             .request_problem_information
             .unwrap_or(defaults.request_problem_information),
-        user_properties: p.user_properties,
+        user_property_count: p.user_property_count,
         authentication_method: p.authentication_method,
     })
 }

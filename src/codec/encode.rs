@@ -45,6 +45,18 @@ pub fn encode_connack_v5(buf: &mut BytesMut, session_present: bool, reason: u8) 
     buf.put_slice(&[0x20, 0x03, u8::from(session_present), reason, 0x00]);
 }
 
+/// Whether MQTT 3.1.1 can express a PUBLISH of `topic` and `payload_len` bytes at `qos`:
+/// a topic of at most 65,535 bytes and a remaining length of at most 268,435,455. A
+/// message can fail this only when its topic reached midge as a 5.0 Topic Alias: the
+/// 3.1.1 packet carries the whole topic the publisher's packet did not.
+pub fn publish_fits(topic: &str, payload_len: usize, qos: QoS) -> bool {
+    let pkid_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    topic.len() <= usize::from(u16::MAX)
+        && (2 + topic.len() + pkid_len)
+            .checked_add(payload_len)
+            .is_some_and(|remaining| remaining <= MAX_REMAINING_LENGTH)
+}
+
 /// Encodes an outgoing PUBLISH. `pkid` is ignored for QoS 0.
 ///
 /// DUP is never set on QoS 0 [MQTT-3.3.1-2]. The topic must fit a 16-bit length and the

@@ -105,8 +105,8 @@ fn put_bytes_prop<S: Sink>(s: &mut S, id: u8, v: &[u8]) {
     }
 }
 
-/// User Properties, in their order [MQTT-3.3.2-18]; a pair that cannot be expressed is
-/// left out.
+/// User Properties the server makes (CONNACK), in their order; a pair that cannot be
+/// expressed is left out.
 fn put_user_properties<S: Sink>(s: &mut S, pairs: &[(String, String)]) {
     for (name, value) in pairs {
         if let (Some(n), Some(v)) = (short_len(name.as_bytes()), short_len(value.as_bytes())) {
@@ -275,7 +275,8 @@ fn put_publish_props<S: Sink>(s: &mut S, p: &PublishOut) {
         if let Some(v) = &m.correlation_data {
             put_bytes_prop(s, CORRELATION_DATA, v);
         }
-        put_user_properties(s, &m.user_properties);
+        // Validated at decode: written back as they came [MQTT-3.3.2-17/18].
+        s.slice(m.user_properties.wire());
     }
     if let Some(v) = p.topic_alias {
         debug_assert!(v != 0, "Topic Alias 0 [MQTT-3.3.2-8]");
@@ -317,13 +318,16 @@ pub fn publish_v5_size(p: &PublishOut, payload_len: usize) -> usize {
 }
 
 /// Encodes an outgoing MQTT 5.0 PUBLISH, copying topic, properties and payload once.
-pub fn encode_publish_v5(buf: &mut BytesMut, p: &PublishOut, payload: &[u8]) {
+/// Returns false, having written nothing, for a packet MQTT cannot express.
+pub fn encode_publish_v5(buf: &mut BytesMut, p: &PublishOut, payload: &[u8]) -> bool {
     if let Some(lens) = publish_lens(p, payload.len()) {
         buf.reserve(1 + varint_len(lens.1) + lens.1);
         put_publish_header(buf, p, lens);
         buf.put_slice(payload);
+        true
     } else {
         debug_assert!(false, "PUBLISH that MQTT cannot express");
+        false
     }
 }
 
@@ -331,12 +335,14 @@ pub fn encode_publish_v5(buf: &mut BytesMut, p: &PublishOut, payload: &[u8]) {
 /// for a payload written from its own buffer. Writes nothing for a packet MQTT cannot
 /// express: [`publish_v5_size`] returns `usize::MAX` for it, and a caller that checks it
 /// against the client's Maximum Packet Size never gets here.
-pub fn encode_publish_header_v5(buf: &mut BytesMut, p: &PublishOut, payload_len: usize) {
+pub fn encode_publish_header_v5(buf: &mut BytesMut, p: &PublishOut, payload_len: usize) -> bool {
     if let Some(lens) = publish_lens(p, payload_len) {
         buf.reserve(1 + varint_len(lens.1) + lens.1 - payload_len);
         put_publish_header(buf, p, lens);
+        true
     } else {
         debug_assert!(false, "PUBLISH that MQTT cannot express");
+        false
     }
 }
 

@@ -38,11 +38,12 @@ mod properties;
 mod reader;
 #[cfg(test)]
 mod tests;
+mod user_properties;
 mod v5;
 
 pub use encode::{
     encode_connack, encode_connack_v5, encode_pingresp, encode_publish, encode_publish_header,
-    encode_suback, encode_unsuback,
+    encode_suback, encode_unsuback, publish_fits,
 };
 pub use encode_v5::{
     encode_ack, encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5, encode_message_props,
@@ -51,6 +52,7 @@ pub use encode_v5::{
 };
 
 use reader::Reader;
+pub use user_properties::UserProperties;
 
 /// Reads back a property block written by [`encode_message_props`] (checked like a
 /// PUBLISH's: the durable store's bytes are not trusted either).
@@ -106,7 +108,9 @@ pub struct ConnectProps {
     pub request_response_information: bool,
     /// true when absent.
     pub request_problem_information: bool,
-    pub user_properties: Vec<(String, String)>,
+    /// How many User Properties the CONNECT carried: they are checked, never kept (no
+    /// use for them, and they come before authentication).
+    pub user_property_count: u32,
     /// Enhanced authentication, which midge does not offer (CONNACK 0x8C).
     pub authentication_method: Option<String>,
 }
@@ -120,7 +124,7 @@ impl Default for ConnectProps {
             topic_alias_maximum: 0,
             request_response_information: false,
             request_problem_information: true,
-            user_properties: Vec::new(),
+            user_property_count: 0,
             authentication_method: None,
         }
     }
@@ -152,8 +156,19 @@ pub struct MessageProps {
     pub content_type: Option<String>,
     pub response_topic: Option<String>,
     pub correlation_data: Option<Bytes>,
-    /// In the order received [MQTT-3.3.2-18].
-    pub user_properties: Vec<(String, String)>,
+    /// In the order received [MQTT-3.3.2-18], at their wire size.
+    pub user_properties: UserProperties,
+}
+
+impl MessageProps {
+    /// Heap bytes these properties hold, their box included.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<MessageProps>()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + self.response_topic.as_ref().map_or(0, String::len)
+            + self.correlation_data.as_ref().map_or(0, Bytes::len)
+            + self.user_properties.held_bytes()
+    }
 }
 
 /// A decoded PUBLISH packet. The payload shares the read buffer's memory.

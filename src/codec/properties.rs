@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 
-use super::{DecodeError, MessageProps, Reader};
+use super::{DecodeError, MessageProps, Reader, UserProperties};
 
 pub(super) const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
 pub(super) const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
@@ -41,7 +41,7 @@ pub(super) const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
 pub(super) const TOPIC_ALIAS: u8 = 0x23;
 pub(super) const MAXIMUM_QOS: u8 = 0x24;
 pub(super) const RETAIN_AVAILABLE: u8 = 0x25;
-pub(super) const USER_PROPERTY: u8 = 0x26;
+pub(crate) const USER_PROPERTY: u8 = 0x26;
 pub(super) const MAXIMUM_PACKET_SIZE: u8 = 0x27;
 pub(super) const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
 pub(super) const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
@@ -135,10 +135,11 @@ impl Block {
         }
     }
 
-    /// Whether the block's user properties are kept (they travel with a message or are
-    /// part of the CONNECT the handler sees) or only checked.
+    /// Whether the block's user properties are kept (they travel with a message) or only
+    /// checked and counted. A CONNECT's own are not kept: nothing uses them, and they
+    /// arrive before the client is authenticated.
     fn keeps_user_properties(self) -> bool {
-        matches!(self, Block::Connect | Block::Will | Block::Publish)
+        matches!(self, Block::Will | Block::Publish)
     }
 }
 
@@ -163,7 +164,10 @@ pub(super) struct Props {
     pub topic_alias_maximum: Option<u16>,
     pub topic_alias: Option<u16>,
     pub maximum_packet_size: Option<u32>,
-    pub user_properties: Vec<(String, String)>,
+    /// The wire encoding of the kept user properties (see [`UserProperties`]).
+    user_wire: Vec<u8>,
+    /// User properties in the block, kept or not.
+    pub user_property_count: u32,
 }
 
 impl Props {
@@ -178,7 +182,7 @@ impl Props {
             && self.content_type.is_none()
             && self.response_topic.is_none()
             && self.correlation_data.is_none()
-            && self.user_properties.is_empty()
+            && self.user_wire.is_empty()
         {
             return None;
         }
@@ -195,7 +199,10 @@ impl Props {
             content_type: self.content_type.take(),
             response_topic: self.response_topic.take(),
             correlation_data,
-            user_properties: std::mem::take(&mut self.user_properties),
+            user_properties: UserProperties::from_wire(
+                std::mem::take(&mut self.user_wire),
+                self.user_property_count,
+            ),
         }))
     }
 }
@@ -311,9 +318,14 @@ pub(super) fn parse(r: &mut Reader, block: Block) -> Result<Props, DecodeError> 
             TOPIC_ALIAS_MAXIMUM => p.topic_alias_maximum = Some(r.u16(TRUNCATED)?),
             TOPIC_ALIAS => p.topic_alias = Some(r.u16(TRUNCATED)?),
             USER_PROPERTY => {
-                if let Some(pair) = r.string_pair(keep_user, TRUNCATED)? {
-                    p.user_properties.push(pair);
+                if keep_user {
+                    p.user_wire.push(USER_PROPERTY);
+                    r.string_pair_into(&mut p.user_wire, TRUNCATED)?;
+                } else {
+                    r.string_pair(false, TRUNCATED)?;
                 }
+                // At most one per 5 bytes of a 256 MiB packet: cannot overflow.
+                p.user_property_count += 1;
             }
             MAXIMUM_PACKET_SIZE => {
                 let v = r.u32(TRUNCATED)?;

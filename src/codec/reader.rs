@@ -112,6 +112,25 @@ impl Reader {
         Ok(keep.then(|| (name.to_owned(), value.to_owned())))
     }
 
+    /// A UTF-8 String Pair checked like [`Reader::string_pair`], appended to `out` as it
+    /// is on the wire (both length prefixes included), without any other allocation.
+    pub(super) fn string_pair_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        missing: &'static str,
+    ) -> Result<(), DecodeError> {
+        let nul = "user property contains U+0000 [MQTT-1.5.7-1]";
+        let bad = "user property is not valid UTF-8 [MQTT-1.5.7-1]";
+        for _ in 0..2 {
+            let raw = self.binary(missing)?;
+            utf8(&raw, nul, bad)?;
+            // `binary` read at most 65,535 bytes: the length fits its two bytes.
+            out.extend_from_slice(&(raw.len() as u16).to_be_bytes());
+            out.extend_from_slice(&raw);
+        }
+        Ok(())
+    }
+
     /// A variable byte integer (at most four bytes, [MQTT-1.5.5-1] of MQTT 5.0).
     pub(super) fn varint(&mut self, missing: &'static str) -> Result<usize, DecodeError> {
         let mut value = 0usize;

@@ -4,17 +4,22 @@ use std::time::Instant;
 
 use crate::codec::{self, Ack, AckKind};
 use crate::connection::{self, reason, Client, Close};
+use crate::log_limit::{field, LogLimit};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
 /// is free.
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
     let rec = client.session.rec(&*client.broker.store);
     if !client.session.state.lock().puback(pkid, rec) {
-        tracing::debug!(
-            client_id = client.client_id(),
-            pkid,
-            "PUBACK for unknown packet id"
-        );
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::debug!(
+                client_id = ?field(client.client_id()),
+                pkid,
+                suppressed,
+                "PUBACK for unknown packet id"
+            );
+        }
     }
     Ok(())
 }
@@ -41,11 +46,15 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
         return Ok(());
     }
     if !known {
-        tracing::debug!(
-            client_id = client.client_id(),
-            pkid,
-            "PUBREC for unknown packet id"
-        );
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::debug!(
+                client_id = ?field(client.client_id()),
+                pkid,
+                suppressed,
+                "PUBREC for unknown packet id"
+            );
+        }
     }
     answer(client, AckKind::PubRel, pkid, known);
     Ok(())
@@ -89,11 +98,15 @@ fn known_reason(known: bool) -> u8 {
 pub fn pubcomp(client: &mut Client, pkid: u16) -> Result<(), Close> {
     let rec = client.session.rec(&*client.broker.store);
     if !client.session.state.lock().pubcomp(pkid, rec) {
-        tracing::debug!(
-            client_id = client.client_id(),
-            pkid,
-            "PUBCOMP for unknown packet id"
-        );
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::debug!(
+                client_id = ?field(client.client_id()),
+                pkid,
+                suppressed,
+                "PUBCOMP for unknown packet id"
+            );
+        }
     }
     Ok(())
 }

@@ -68,7 +68,10 @@ pub async fn handle(
         .filter(|_| v5)
     {
         // midge offers no enhanced authentication (MQTT 5.0 §4.12).
-        tracing::info!(%peer, method, "authentication method not supported, refusing (0x8C)");
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::info!(%peer, method = ?field(method), suppressed, "authentication method not supported, refusing (0x8C)");
+        }
         return Err(Refusal {
             connack: Some(reason::BAD_AUTHENTICATION_METHOD),
         });
@@ -79,7 +82,10 @@ pub async fn handle(
         // 5.0 assigns an id whatever Clean Start says [MQTT-3.1.3-6/7 of 5.0].
         if !connect.clean_session && !v5 {
             // [MQTT-3.1.3-8]
-            tracing::info!(%peer, "empty client id without clean session, refusing (0x02)");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, suppressed, "empty client id without clean session, refusing (0x02)");
+            }
             return Err(Refusal {
                 connack: Some(IDENTIFIER_REJECTED),
             });
@@ -92,27 +98,45 @@ pub async fn handle(
         || (connect.version == ProtocolVersion::V31
             && client_id.chars().count() > V31_MAX_CLIENT_ID);
     if too_long {
-        tracing::info!(%peer, len = client_id.len(), "client id too long, refusing (0x02)");
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(suppressed) = LOG.allow() {
+            tracing::info!(%peer, len = client_id.len(), suppressed, "client id too long, refusing (0x02)");
+        }
         return Err(Refusal {
             connack: Some(IDENTIFIER_REJECTED),
         });
     }
     if let Some(will) = &connect.will {
         if !topic::valid_topic_name(&will.topic) {
-            tracing::info!(%peer, client_id, topic = will.topic.as_str(), "invalid will topic, closing");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "invalid will topic, closing");
+            }
             return Err(Refusal { connack: None });
         }
         if !topic::within_levels(&will.topic, broker.config.max_topic_levels) {
             // A well-formed topic this server does not accept: 5.0 has a CONNACK code
             // for it (0x90); 3.1.1 has none, so the connection is closed without one.
-            static DEEP_WILL_LOG: crate::log_limit::LogLimit =
-                crate::log_limit::LogLimit::new(10_000);
+            static DEEP_WILL_LOG: LogLimit = LogLimit::new(10_000);
             if let Some(held_back) = DEEP_WILL_LOG.allow() {
-                tracing::info!(%peer, client_id = &*crate::log_limit::field(&client_id),
+                tracing::info!(%peer, client_id = ?field(&client_id),
                     held_back, "will topic deeper than max_topic_levels, refusing");
             }
             return Err(Refusal {
                 connack: v5.then_some(reason::TOPIC_NAME_INVALID),
+            });
+        }
+        // The will is kept for the whole session: its user properties are capped like a
+        // PUBLISH's, with CONNACK 0x97 Quota exceeded (Table 3-1).
+        let max_user = broker.config.max_user_properties;
+        let user_props = will.props.as_ref().map_or(0, |p| p.user_properties.len());
+        if max_user > 0 && user_props > max_user {
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = ?field(&client_id), user_props, suppressed, "will has more user properties than max_user_properties, refusing (0x97)");
+            }
+            return Err(Refusal {
+                connack: Some(reason::QUOTA_EXCEEDED),
             });
         }
     }
@@ -123,7 +147,10 @@ pub async fn handle(
             .auth
             .allows(&client_id, username.as_deref(), &will.topic, Access::Write)
         {
-            tracing::info!(%peer, client_id, topic = will.topic.as_str(), "will topic denied by the ACL, refusing (not authorized)");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "will topic denied by the ACL, refusing (not authorized)");
+            }
             return Err(Refusal {
                 connack: Some(NOT_AUTHORIZED),
             });
@@ -151,7 +178,11 @@ pub async fn handle(
         Box::new(PeerV5::new(
             connect.props.receive_maximum,
             connect.props.maximum_packet_size,
-            connect.props.topic_alias_maximum,
+            // The broker keeps every topic it aliases: bounded by its own maximum too.
+            connect
+                .props
+                .topic_alias_maximum
+                .min(broker.config.max_topic_alias_broker),
         ))
     });
     // Timed retransmission on a live connection is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0
@@ -202,7 +233,8 @@ pub async fn handle(
         ProtocolVersion::V5 => 5,
     };
     tracing::info!(
-        "New client connected from {peer} as {client_id} (p{level}, c{}, k{}{}).",
+        "New client connected from {peer} as {} (p{level}, c{}, k{}{}).",
+        field(&client_id),
         u8::from(connect.clean_session),
         connect.keep_alive,
         // The identity (a certificate's under use_identity_as_username), else the
@@ -293,7 +325,10 @@ async fn authenticate(
         return match &origin.cert_name {
             Some(name) => Ok(Some(Arc::from(name.as_str()))),
             None => {
-                tracing::info!(%peer, client_id, "client certificate has no Common Name, refusing (not authorized)");
+                static LOG: LogLimit = LogLimit::new(10_000);
+                if let Some(suppressed) = LOG.allow() {
+                    tracing::info!(%peer, client_id = ?field(client_id), suppressed, "client certificate has no Common Name, refusing (not authorized)");
+                }
                 refuse(NOT_AUTHORIZED)
             }
         };
@@ -313,12 +348,16 @@ async fn authenticate(
         Verdict::Allowed if broker.auth.passwords().is_none() => Ok(None),
         Verdict::Allowed => Ok(connect.username.as_deref().map(Arc::from)),
         Verdict::BadCredentials => {
-            tracing::info!(
-                %peer,
-                client_id,
-                username = connect.username.as_deref().unwrap_or_default(),
-                "bad username or password, refusing"
-            );
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(
+                    %peer,
+                    client_id = ?field(client_id),
+                    username = ?field(connect.username.as_deref().unwrap_or_default()),
+                    suppressed,
+                    "bad username or password, refusing"
+                );
+            }
             refuse(BAD_USERNAME_OR_PASSWORD)
         }
         Verdict::Busy => {
@@ -340,7 +379,10 @@ async fn authenticate(
             } else {
                 "anonymous clients are not allowed on this listener"
             };
-            tracing::info!(%peer, client_id, "{why}, refusing (not authorized)");
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::info!(%peer, client_id = ?field(client_id), suppressed, "{why}, refusing (not authorized)");
+            }
             refuse(NOT_AUTHORIZED)
         }
     }

@@ -10,7 +10,7 @@ use crate::auth::Access;
 use crate::broker::Broker;
 use crate::codec::{Publish, QoS};
 use crate::connection::{reason, Ack, Client, Close};
-use crate::log_limit::{self, LogLimit};
+use crate::log_limit::{self, field, LogLimit};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;
 use crate::session::Session;
@@ -30,7 +30,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     if !topic::valid_topic_name(&publish.topic) {
         return Err(Close::protocol(format!(
             "PUBLISH to invalid topic name {:?}",
-            publish.topic
+            field(&publish.topic)
         )));
     }
     // Deeper topics would cost the retained tree memory per level: 3.1.1 can only close
@@ -53,8 +53,16 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // in PUBACK, so it is acknowledged as usual (as Mosquitto does) and the client does
     // not retry it forever; 5.0 clients get reason 0x87.
     // `$SYS` is refused the same way, ACL file or not (see `auth::is_sys`).
+    // More User Properties than max_user_properties: a limit the operator set, so 0x97
+    // Quota exceeded (Table 3-4), and the message is not delivered.
+    let max_user = client.broker.config.max_user_properties;
+    let too_many_user_props = max_user > 0
+        && publish
+            .props
+            .as_ref()
+            .is_some_and(|p| p.user_properties.len() > max_user);
     let denied = !client.may(&publish.topic, Access::Write);
-    if denied || bad_format {
+    if denied || bad_format || too_many_user_props {
         let (code, why) = if denied && crate::auth::is_sys(&publish.topic) {
             (
                 reason::NOT_AUTHORIZED,
@@ -62,10 +70,15 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             )
         } else if denied {
             (reason::NOT_AUTHORIZED, "denied by the ACL")
-        } else {
+        } else if bad_format {
             (
                 reason::PAYLOAD_FORMAT_INVALID,
                 "payload is not the UTF-8 it claims",
+            )
+        } else {
+            (
+                reason::QUOTA_EXCEEDED,
+                "has more user properties than max_user_properties",
             )
         };
         // A client repeating it must not flood the log.

@@ -715,7 +715,7 @@ mod tests {
             content_type: Some("text/plain".into()),
             response_topic: Some("reply/here".into()),
             correlation_data: Some(Bytes::from_static(b"\x00\x01")),
-            user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+            user_properties: [("k", "v"), ("k", "w")].into_iter().collect(),
         };
         let msg = Message::with_props(
             "t/1".into(),

