@@ -9,6 +9,7 @@ use crate::broker::Broker;
 use crate::broker::Claim;
 use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
 use crate::connection::{reason, Client, ClientV5, Origin};
+use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
 use crate::session::{PeerV5, Timers};
 use crate::topic;
@@ -18,6 +19,8 @@ pub const ACCEPTED: u8 = 0x00;
 pub const IDENTIFIER_REJECTED: u8 = 0x02;
 pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x04;
 pub const NOT_AUTHORIZED: u8 = 0x05;
+/// 3.1.1's answer when the broker cannot take a client now (`memory_limit` reached).
+pub const SERVER_UNAVAILABLE: u8 = 0x03;
 
 /// MQTT 3.1 limits client ids to 23 characters; Mosquitto enforces it for `MQIsdp`.
 const V31_MAX_CLIENT_ID: usize = 23;
@@ -128,10 +131,16 @@ pub async fn handle(
         (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     // Session Expiry Interval: 5.0 says it; 3.1.1's clean session is "0", and a
     // persistent 3.1.1 session never expires (as in Mosquitto by default).
-    let session_expiry = match (v5, connect.clean_session) {
-        (true, _) => connect.props.session_expiry,
-        (false, true) => 0,
-        (false, false) => u32::MAX,
+    // A 5.0 client asking for more than max_session_expiry_interval (0xFFFFFFFF
+    // included) gets the maximum, and is told so in CONNACK [MQTT-3.2.2-?, 5.0
+    // §3.2.2.3.2]; a 3.1.1 one cannot be told: persistent_client_expiration bounds it.
+    let (session_expiry, granted_expiry) = match (v5, connect.clean_session) {
+        (true, _) => crate::expiry::granted(
+            connect.props.session_expiry,
+            broker.config.max_session_expiry_interval,
+        ),
+        (false, true) => (0, None),
+        (false, false) => (u32::MAX, None),
     };
     let peer_v5 = v5.then(|| {
         Box::new(PeerV5::new(
@@ -144,6 +153,27 @@ pub async fn handle(
     // allows re-sending only on reconnect.
     let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
         .then(|| Duration::from_secs(broker.config.retry_interval));
+    // Above memory_limit no new session is made (existing ones may come back, to drain
+    // what they hold): 5.0 gets 0x97 Quota exceeded, 3.1.1 0x03 Server unavailable.
+    if broker.memory_full(0) && !broker.has_session(&client_id) {
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(held_back) = LOG.allow() {
+            tracing::warn!(
+                %peer,
+                client_id = %field(&client_id),
+                used = crate::memory::used(),
+                held_back,
+                "memory_limit reached, new session refused"
+            );
+        }
+        return Err(Refusal {
+            connack: Some(if v5 {
+                reason::QUOTA_EXCEEDED
+            } else {
+                SERVER_UNAVAILABLE
+            }),
+        });
+    }
     let Some(att) = broker
         .attach(
             &client_id,
@@ -191,6 +221,7 @@ pub async fn handle(
             subscription_ids_available: Some(true),
             shared_available: Some(true),
             server_keep_alive,
+            session_expiry: granted_expiry,
             ..ConnackProps::default()
         };
         let buf = out.buf();
