@@ -35,7 +35,7 @@ pub type SharedMessage = Arc<Message>;
 impl Drop for Message {
     fn drop(&mut self) {
         // What `restored` charged: the size never changes, a message is immutable.
-        crate::memory::release(self.size());
+        crate::memory::release(self.held_bytes());
     }
 }
 
@@ -78,7 +78,7 @@ impl Message {
             store_id: AtomicU64::new(store_id),
         };
         // Held from here until the last reference goes (`memory_limit`).
-        crate::memory::charge(msg.size());
+        crate::memory::charge(msg.held_bytes());
         msg
     }
 
@@ -95,6 +95,12 @@ impl Message {
     /// Bytes this message accounts for in a queue (`max_queued_bytes`): topic and payload.
     pub fn size(&self) -> usize {
         self.topic.len() + self.payload.len()
+    }
+
+    /// What this message counts towards `memory_limit`: the message itself and its
+    /// bytes (see [`Message::size`]), once however many queues share it.
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Message>() + self.size()
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {

@@ -153,9 +153,10 @@ pub async fn handle(
     // allows re-sending only on reconnect.
     let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
         .then(|| Duration::from_secs(broker.config.retry_interval));
-    // Above memory_limit no new session is made (existing ones may come back, to drain
-    // what they hold): 5.0 gets 0x97 Quota exceeded, 3.1.1 0x03 Server unavailable.
-    if broker.memory_full(0) && !broker.has_session(&client_id) {
+    // A new session that would take the broker above memory_limit is not made (existing
+    // ones may come back, to drain what they hold): 5.0 gets 0x97 Quota exceeded, 3.1.1 0x03 Server unavailable.
+    let session_bytes = crate::memory::SESSION_BYTES + client_id.len();
+    if broker.memory_full(session_bytes) && !broker.has_session(&client_id) {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(held_back) = LOG.allow() {
             tracing::warn!(
