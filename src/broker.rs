@@ -19,8 +19,7 @@ use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Target};
 use crate::session::{
-    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, SessionState,
-    Timers,
+    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, SessionState, Timers,
 };
 use crate::store::state::{instant_from_unix_millis, State};
 use crate::store::{Store, StoreEvent, Stored};
@@ -270,10 +269,8 @@ impl Broker {
             }
             if !st.clean {
                 let now = Instant::now();
-                let kept = crate::expiry::kept_for(
-                    st.expiry,
-                    self.config.persistent_client_expiration,
-                );
+                let kept =
+                    crate::expiry::kept_for(st.expiry, self.config.persistent_client_expiration);
                 let at = kept.and_then(|d| now.checked_add(d));
                 self.set_expiry(session, &mut st, at);
                 // So that a restart does not give the session its whole expiry (or
@@ -650,10 +647,8 @@ impl Broker {
                 let mut st = session.state.lock();
                 st.clean = false;
                 st.expiry = image.expiry;
-                let kept = crate::expiry::kept_for(
-                    image.expiry,
-                    self.config.persistent_client_expiration,
-                );
+                let kept =
+                    crate::expiry::kept_for(image.expiry, self.config.persistent_client_expiration);
                 if let Some(kept) = kept {
                     // From the disconnection, if it was recorded; from now for a session
                     // whose client was connected when midge stopped. A session that has

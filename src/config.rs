@@ -901,19 +901,29 @@ mod tests {
         assert!(c.memory_limit() >= MIN_MEMORY_LIMIT, "a quarter of memory");
         assert_eq!(ok("memory_limit = 0").memory_limit(), 0);
         assert_eq!(
-            ok("persistent_client_expiration = 7200").persistent_client_expiration.0,
+            ok("persistent_client_expiration = 7200")
+                .persistent_client_expiration
+                .0,
             Some(7200)
         );
         assert_eq!(
-            ok("persistent_client_expiration = \"never\"").persistent_client_expiration.0,
+            ok("persistent_client_expiration = \"never\"")
+                .persistent_client_expiration
+                .0,
             None
         );
         let e = err("persistent_client_expiration = \"3 days\"");
-        assert!(e.contains("persistent_client_expiration") && e.contains("30d"), "{e}");
+        assert!(
+            e.contains("persistent_client_expiration") && e.contains("30d"),
+            "{e}"
+        );
         let e = err("persistent_client_expiration = 0");
         assert!(e.contains("persistent_client_expiration"), "{e}");
         let e = err("memory_limit = 1000");
-        assert!(e.contains("memory_limit = 1000") && e.contains("1048576"), "{e}");
+        assert!(
+            e.contains("memory_limit = 1000") && e.contains("1048576"),
+            "{e}"
+        );
         let e = err("max_session_expiry_interval = 4294967295");
         assert!(e.contains("max_session_expiry_interval"), "{e}");
     }

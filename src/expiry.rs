@@ -70,11 +70,11 @@ impl<T> Deadlines<T> {
     pub fn take_due(&self, now: Instant) -> Vec<(Kind, T)> {
         let mut entries = self.entries.lock();
         // Only the due entries are touched: split off the not-yet-due rest.
-        let after_now = (Bound::Excluded((now, u64::MAX, Kind::Will)), Bound::Unbounded);
-        let first_not_due = entries
-            .range(after_now)
-            .next()
-            .map(|(k, _)| *k);
+        let after_now = (
+            Bound::Excluded((now, u64::MAX, Kind::Will)),
+            Bound::Unbounded,
+        );
+        let first_not_due = entries.range(after_now).next().map(|(k, _)| *k);
         let rest = match first_not_due {
             Some(k) => entries.split_off(&k),
             None => BTreeMap::new(),
@@ -109,8 +109,8 @@ pub fn kept_for(expiry: u32, persistent_client_expiration: Lifetime) -> Option<D
 
 /// The Session Expiry Interval a 5.0 client asking for `requested` is given: at most
 /// `max_session_expiry_interval` (0 = no maximum). `Some` when it differs from the
-/// request, which the CONNACK must then carry [MQTT-3.2.2-?: "If the Server uses a
-/// different Session Expiry Interval, it MUST send it in CONNACK"] (5.0 §3.2.2.3.2).
+/// request: the CONNACK then carries the Server's value (5.0 §3.2.2.3.2, unnumbered:
+/// the Server uses the property to tell the Client it uses another value).
 pub fn granted(requested: u32, max: u32) -> (u32, Option<u32>) {
     if max > 0 && requested > max {
         (max, Some(max))
@@ -206,7 +206,10 @@ mod tests {
         q.reschedule(2, Kind::Expiry, None, Some(t0 + s), || "a");
         q.reschedule(3, Kind::Will, None, Some(t0 + 2 * s), || "b");
         assert!(q.take_due(t0).is_empty());
-        assert_eq!(q.take_due(t0 + 2 * s), [(Kind::Expiry, "a"), (Kind::Will, "b")]);
+        assert_eq!(
+            q.take_due(t0 + 2 * s),
+            [(Kind::Expiry, "a"), (Kind::Will, "b")]
+        );
         assert_eq!(q.len(), 1);
         assert_eq!(q.take_due(t0 + 10 * s), [(Kind::Expiry, "c")]);
         assert!(q.is_empty());
@@ -237,12 +240,13 @@ mod tests {
     #[test]
     fn the_same_instant_for_two_owners_or_two_kinds_keeps_both() {
         let q = Deadlines::default();
-        let at = Some(Instant::now());
+        let now = Instant::now();
+        let at = Some(now);
         q.reschedule(1, Kind::Expiry, None, at, || 1);
         q.reschedule(2, Kind::Expiry, None, at, || 2);
         q.reschedule(1, Kind::Will, None, at, || 3);
         assert_eq!(q.len(), 3);
-        assert_eq!(q.take_due(at.unwrap()).len(), 3);
+        assert_eq!(q.take_due(now).len(), 3);
     }
 
     #[test]
@@ -276,7 +280,17 @@ mod tests {
         assert_eq!(p("1y"), Some(Some(31_536_000)));
         assert_eq!(p("never"), Some(None));
         assert_eq!(p("200y"), Some(None), "beyond u32::MAX seconds is never");
-        for bad in ["", "0", "0d", "d", "-1d", "1x", "1.5d", "1 d2", "99999999999999999999y"] {
+        for bad in [
+            "",
+            "0",
+            "0d",
+            "d",
+            "-1d",
+            "1x",
+            "1.5d",
+            "1 d2",
+            "99999999999999999999y",
+        ] {
             assert_eq!(p(bad), None, "{bad:?}");
         }
         assert_eq!(Lifetime::default().0, Some(2_592_000));

@@ -38,6 +38,9 @@ pub struct Limits {
 
 /// A message waiting in a session's queue. Built with [`Queued::new`], which counts the
 /// entry towards `memory_limit` until it is dropped.
+// Not `#[non_exhaustive]`: that would still let the rest of the crate build one without
+// counting it; the private field keeps construction to this module's `Queued::new`.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug)]
 pub struct Queued {
     pub seq: u64,
@@ -509,12 +512,17 @@ impl SessionState {
 
     /// When the held-back will is due, if there is one.
     pub fn pending_will_due(&self) -> Option<Instant> {
-        self.pending.as_ref().and_then(|p| p.will.as_ref()).map(|w| w.due)
+        self.pending
+            .as_ref()
+            .and_then(|p| p.will.as_ref())
+            .map(|w| w.due)
     }
 
     /// Whether a QoS 2 PUBLISH with this packet id was received and not yet released.
     pub fn incoming_qos2_has(&self, pkid: u16) -> bool {
-        self.incoming_qos2.as_ref().is_some_and(|set| set.contains(&pkid))
+        self.incoming_qos2
+            .as_ref()
+            .is_some_and(|set| set.contains(&pkid))
     }
 
     /// Holds a will back until `will.due`.

@@ -175,12 +175,18 @@ fn persistent_client_expiration_ends_a_3_1_1_persistent_session() {
     // Back after 1 s, within the 2 s: still there.
     sleep_until(left + Duration::from_secs(1));
     let (mut back, present) = session_present_311(addr, "pce-back");
-    assert!(present, "a session resumed within persistent_client_expiration is kept");
+    assert!(
+        present,
+        "a session resumed within persistent_client_expiration is kept"
+    );
 
     // Well past 2 s for the one that stayed away (the sweeper acts within 250 ms).
     sleep_until(left + Duration::from_millis(3500));
     let (mut gone, present) = session_present_311(addr, "pce-gone");
-    assert!(!present, "the session offline for longer than 2 s has ended");
+    assert!(
+        !present,
+        "the session offline for longer than 2 s has ended"
+    );
     assert!(
         b.wait_log("session expired", Duration::from_secs(1)),
         "the expiry is logged"
@@ -223,7 +229,7 @@ fn persistent_client_expiration_counts_from_the_disconnection_across_a_kill_9_re
     b.assert_serves_healthy_client("pce-restart");
 }
 
-/// [MQTT-3.2.2-?] (5.0 §3.2.2.3.2): a server that uses a Session Expiry Interval other
+/// 5.0 §3.2.2.3.2 (an unnumbered rule): a server that uses a Session Expiry Interval other
 /// than the client's sends it in CONNACK. A 5.0 client asking for 0xFFFFFFFF ("never")
 /// or anything above `max_session_expiry_interval` gets the maximum; one asking for less
 /// gets what it asked, and no property.
@@ -285,7 +291,10 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
         assert_eq!(ack[..2], pkid.to_be_bytes());
         match ack.get(2).copied().unwrap_or(0) {
             0x00 => {
-                assert_eq!(refused, 0, "nothing is accepted again while above the limit");
+                assert_eq!(
+                    refused, 0,
+                    "nothing is accepted again while above the limit"
+                );
                 acked.push(pkid);
             }
             QUOTA_EXCEEDED => refused += 1,
@@ -311,20 +320,30 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
         p.write_all(&publish_v5("mem/s", 1, pkid, &[b's'; 100]))
             .expect("write PUBLISH");
         let (h, ack) = read_packet(&mut p);
-        assert_eq!((h, ack[..2].to_vec()), (PUBACK, pkid.to_be_bytes().to_vec()));
+        assert_eq!(
+            (h, ack[..2].to_vec()),
+            (PUBACK, pkid.to_be_bytes().to_vec())
+        );
         if ack.get(2).copied().unwrap_or(0) == QUOTA_EXCEEDED {
             full = true;
             break;
         }
         small_acked += 1;
     }
-    assert!(full, "100-byte messages fill the last {} KiB", (LIMIT - acked_bytes) >> 10);
+    assert!(
+        full,
+        "100-byte messages fill the last {} KiB",
+        (LIMIT - acked_bytes) >> 10
+    );
 
     // QoS 2 from 5.0: PUBREC 0x97, which ends the flow.
     p.write_all(&publish_v5("mem/q", 2, 9000, &payload))
         .expect("write PUBLISH");
     let (h, ack) = read_packet(&mut p);
-    assert_eq!((h, ack[..2].to_vec(), ack.get(2).copied()), (PUBREC, vec![0x23, 0x28], Some(QUOTA_EXCEEDED)));
+    assert_eq!(
+        (h, ack[..2].to_vec(), ack.get(2).copied()),
+        (PUBREC, vec![0x23, 0x28], Some(QUOTA_EXCEEDED))
+    );
 
     // 3.1.1 QoS 1: no way to refuse in a PUBACK, so no PUBACK and the connection closes.
     p311.write_all(&publish_packet(b"mem/q", 1, 7, &payload, false))

@@ -130,10 +130,10 @@ pub async fn handle(
     let keep_alive =
         (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     // Session Expiry Interval: 5.0 says it; 3.1.1's clean session is "0", and a
-    // persistent 3.1.1 session never expires (as in Mosquitto by default).
-    // A 5.0 client asking for more than max_session_expiry_interval (0xFFFFFFFF
-    // included) gets the maximum, and is told so in CONNACK [MQTT-3.2.2-?, 5.0
-    // §3.2.2.3.2]; a 3.1.1 one cannot be told: persistent_client_expiration bounds it.
+    // persistent 3.1.1 session never expires by the protocol (persistent_client_expiration
+    // bounds it offline, as it cannot be told). A 5.0 client asking for more than
+    // max_session_expiry_interval (0xFFFFFFFF included) gets the maximum, and is told so
+    // in CONNACK (5.0 §3.2.2.3.2, an unnumbered rule).
     let (session_expiry, granted_expiry) = match (v5, connect.clean_session) {
         (true, _) => crate::expiry::granted(
             connect.props.session_expiry,

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use crate::auth::Access;
 use crate::broker::Broker;
 use crate::codec::{Publish, QoS};
-use crate::log_limit::{field, LogLimit};
 use crate::connection::{reason, Ack, Client, Close};
+use crate::log_limit::{field, LogLimit};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;
 use crate::session::Session;
@@ -84,7 +84,9 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         return Ok(());
     }
 
-    if client.broker.memory_full(publish.topic.len() + publish.payload.len())
+    if client
+        .broker
+        .memory_full(publish.topic.len() + publish.payload.len())
         && !is_qos2_resend(client, &publish)
     {
         return refuse_for_memory(client, &publish);
@@ -136,12 +138,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
 /// A QoS 2 PUBLISH whose PUBREC was already sent (a re-send before PUBREL): the message
 /// was accepted then, so it is acknowledged again whatever the memory use now.
 fn is_qos2_resend(client: &Client, publish: &Publish) -> bool {
-    publish.qos == QoS::ExactlyOnce
-        && client
-            .session
-            .state
-            .lock()
-            .incoming_qos2_has(publish.pkid)
+    publish.qos == QoS::ExactlyOnce && client.session.state.lock().incoming_qos2_has(publish.pkid)
 }
 
 /// Above `memory_limit` a new message is refused, never acknowledged and then dropped:
@@ -169,11 +166,19 @@ fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close
     match (publish.qos, client.is_v5()) {
         (QoS::AtMostOnce, _) => Ok(()),
         (QoS::AtLeastOnce, true) => {
-            client.acknowledge(Ack::PubAck(publish.pkid, reason::QUOTA_EXCEEDED), Vec::new(), 0);
+            client.acknowledge(
+                Ack::PubAck(publish.pkid, reason::QUOTA_EXCEEDED),
+                Vec::new(),
+                0,
+            );
             Ok(())
         }
         (QoS::ExactlyOnce, true) => {
-            client.acknowledge(Ack::PubRec(publish.pkid, reason::QUOTA_EXCEEDED), Vec::new(), 0);
+            client.acknowledge(
+                Ack::PubRec(publish.pkid, reason::QUOTA_EXCEEDED),
+                Vec::new(),
+                0,
+            );
             Ok(())
         }
         (_, false) => Err(Close::OverMemoryLimit),
