@@ -405,6 +405,90 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
     b.assert_serves_healthy_client("mem");
 }
 
+/// A retained PUBLISH (QoS 1, retain=1) on a 5.0 connection.
+fn retained_v5(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = publish_v5(topic, 1, pkid, payload);
+    p[0] |= 0x01;
+    p
+}
+
+/// Retained messages count towards `memory_limit` too: a flood of them on distinct topics
+/// is refused with PUBACK 0x97 once the limit is reached, and a refused one is not
+/// retained. Clearing retained messages (empty payload) is still accepted, and gives the
+/// memory back.
+#[test]
+fn memory_limit_refuses_retained_messages_and_lets_clearing_through() {
+    const LIMIT: usize = 2 << 20;
+    const PAYLOAD: usize = 32 << 10;
+    let b = Broker::start(&format!("memory_limit = {LIMIT}\n"));
+    let addr = b.addr();
+    // Connected before the flood: new sessions are refused once memory is full.
+    let mut sub = raw_connected(addr, "ret-sub");
+    let (mut p, body) = connack(addr, &connect_v5("ret-pub", true, None));
+    assert_eq!(body[1], 0x00);
+    let payload = vec![b'r'; PAYLOAD];
+    let mut retained = 0u16;
+    let mut refused_topic = None;
+    for i in 1..=400u16 {
+        let topic = format!("ret/{i}");
+        p.write_all(&retained_v5(&topic, i, &payload))
+            .expect("write PUBLISH");
+        let (h, ack) = read_packet(&mut p);
+        assert_eq!(h, PUBACK);
+        // 0x10: no subscriber matched; the message is retained all the same.
+        match ack.get(2).copied().unwrap_or(0) {
+            0x00 | 0x10 => retained = i,
+            QUOTA_EXCEEDED => {
+                refused_topic = Some(topic);
+                break;
+            }
+            other => panic!("PUBACK reason {other:#04x}"),
+        }
+    }
+    let refused_topic = refused_topic.expect("the retained flood reached the limit");
+    assert!(usize::from(retained) * PAYLOAD <= LIMIT);
+
+    // Every accepted one is retained, the refused one is not.
+    sub.write_all(&subscribe_packet(1, &[(b"ret/#", 0)]))
+        .expect("write SUBSCRIBE");
+    let (h, _) = read_packet(&mut sub);
+    assert_eq!(h, 0x90, "SUBACK");
+    let mut topics = Vec::new();
+    for _ in 0..retained {
+        let (h, body) = read_packet(&mut sub);
+        let (topic, got) = parse_publish(h, &body);
+        assert_eq!(got.len(), PAYLOAD);
+        topics.push(topic);
+    }
+    assert!(
+        !topics.contains(&refused_topic),
+        "a refused message is not retained"
+    );
+    expect_quiet(&mut sub, "nothing beyond the accepted retained messages");
+    sub.write_all(&[0xE0, 0x00]).expect("write DISCONNECT");
+
+    // Clearing is accepted above the limit, and frees room for a new message.
+    for i in 1..=retained {
+        p.write_all(&retained_v5(&format!("ret/{i}"), 5000 + i, b""))
+            .expect("write PUBLISH");
+        let (h, ack) = read_packet(&mut p);
+        let code = ack.get(2).copied().unwrap_or(0);
+        assert!(
+            h == PUBACK && (code == 0x00 || code == 0x10),
+            "clear ret/{i}: {code:#04x}"
+        );
+    }
+    p.write_all(&retained_v5(&refused_topic, 9000, &payload))
+        .expect("write PUBLISH");
+    let (h, ack) = read_packet(&mut p);
+    let code = ack.get(2).copied().unwrap_or(0);
+    assert!(
+        h == PUBACK && (code == 0x00 || code == 0x10),
+        "accepted again: {code:#04x}"
+    );
+    b.assert_serves_healthy_client("ret");
+}
+
 /// Ten thousand idle persistent sessions: each expires on time, and the broker keeps
 /// serving meanwhile (the sweeper looks only at the sessions that are due).
 #[test]

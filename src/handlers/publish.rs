@@ -84,9 +84,12 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         return Ok(());
     }
 
+    // Clearing a retained message (empty payload) gives memory back: always let through.
+    let clears_retained = publish.retain && publish.payload.is_empty();
     if client
         .broker
         .memory_full(publish.topic.len() + publish.payload.len())
+        && !clears_retained
         && !is_qos2_resend(client, &publish)
     {
         return refuse_for_memory(client, &publish);
