@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -14,12 +14,13 @@ use crate::auth::Auth;
 use crate::codec::QoS;
 use crate::codec::SubscriptionOptions;
 use crate::config::{Config, Listener};
+use crate::expiry::{Deadlines, Kind};
 use crate::log_limit::field;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Target};
 use crate::session::{
-    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, Timers,
+    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, SessionState, Timers,
 };
 use crate::store::state::{instant_from_unix_millis, State};
 use crate::store::{Store, StoreEvent, Stored};
@@ -67,7 +68,8 @@ pub struct Stats {
     pub messages_dropped: AtomicU64,
 }
 
-/// How often the sweeper checks keep-alives and retransmissions: the precision of both.
+/// How often the sweeper checks keep-alives, retransmissions, session expiry and delayed
+/// wills: the precision of all four.
 pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub struct Broker {
@@ -75,6 +77,15 @@ pub struct Broker {
     /// Password and ACL files, reloaded on SIGHUP.
     pub auth: Auth,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// The sessions with a connection attached, by session id: all the sweeper walks for
+    /// keep-alive and retransmission (offline sessions have neither). Lock order: this
+    /// before a session's state.
+    online: Mutex<HashMap<u64, Arc<Session>>>,
+    /// When offline sessions expire and delayed wills are due (see [`crate::expiry`]).
+    /// Lock order: a session's state before this.
+    deadlines: Deadlines<Arc<Session>>,
+    /// `memory_limit` in bytes, the default worked out; 0 = none.
+    memory_limit: usize,
     pub router: Router,
     pub retained: RwLock<RetainTree<SharedMessage>>,
     pub store: Arc<dyn Store>,
@@ -119,10 +130,14 @@ impl Broker {
     /// A broker over `store` (the in-memory one, or a durable one: see
     /// [`Broker::restore`]).
     pub fn new(config: Config, auth: Auth, store: Arc<dyn Store>) -> Broker {
+        let memory_limit = config.memory_limit();
         Broker {
             config,
             auth,
             sessions: Mutex::new(HashMap::new()),
+            online: Mutex::new(HashMap::new()),
+            deadlines: Deadlines::default(),
+            memory_limit,
             router: Router::default(),
             retained: RwLock::new(RetainTree::default()),
             store,
@@ -219,6 +234,8 @@ impl Broker {
                 // The attached connection sees the new generation when it wakes.
                 session.wake.notify_one();
             }
+            // After `connected` is set: see `detach`.
+            self.online.lock().insert(session.id, session.clone());
             (session, generation, existed)
         };
 
@@ -246,7 +263,9 @@ impl Broker {
             let discard = existed && (clean || st.clean);
             // A delayed will: a session resumed in time cancels it [MQTT-3.1.3-9]; one
             // that is discarded has ended, so its will goes out now.
-            let will = st.take_pending_will(|_| true).filter(|_| discard);
+            let will = self
+                .take_will(&session, &mut st, |_| true)
+                .filter(|_| discard);
             let filters: Vec<String> = if discard {
                 st.subscriptions.filters()
             } else {
@@ -273,7 +292,7 @@ impl Broker {
             }
             st.clean = expiry == 0;
             st.expiry = expiry;
-            st.set_expires_at(None);
+            self.set_expiry(&session, &mut st, None);
             st.peer = peer;
             st.limits = limits;
             st.timers = timers;
@@ -309,6 +328,14 @@ impl Broker {
             // member is online.
             st.connected = false;
         }
+        {
+            // Checked under the online lock: a new connection that attached meanwhile
+            // has set `connected` before inserting, so it is never removed here.
+            let mut online = self.online.lock();
+            if !session.state.lock().connected {
+                online.remove(&session.id);
+            }
+        }
         self.redistribute_shared(session);
         let mut sessions = self.sessions.lock();
         let filters = {
@@ -317,16 +344,17 @@ impl Broker {
                 return;
             }
             if !st.clean {
-                if st.expiry != u32::MAX {
-                    let now = Instant::now();
-                    let expiry = Duration::from_secs(u64::from(st.expiry));
-                    st.set_expires_at(Some(now + expiry));
-                    // So that a restart does not give the session its whole expiry again.
-                    let _ = self.store.record(StoreEvent::SessionClosed {
-                        session: session.id,
-                        at: now,
-                    });
-                }
+                let now = Instant::now();
+                let kept =
+                    crate::expiry::kept_for(st.expiry, self.config.persistent_client_expiration);
+                let at = kept.and_then(|d| now.checked_add(d));
+                self.set_expiry(session, &mut st, at);
+                // So that a restart does not give the session its whole expiry (or
+                // persistent_client_expiration) again.
+                let _ = self.store.record(StoreEvent::SessionClosed {
+                    session: session.id,
+                    at: now,
+                });
                 return;
             }
             st.subscriptions.filters()
@@ -435,7 +463,8 @@ impl Broker {
 
     /// Times keep-alive and retransmission for every connected session: a few times a
     /// second it raises the flags of [`Timers`] whose time has come and wakes those
-    /// connections. Runs until `shutdown`.
+    /// connections. Offline sessions whose expiry has come, and delayed wills now due, come
+    /// from the deadline queue: only those are looked at. Runs until `shutdown`.
     pub async fn sweep(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -444,51 +473,93 @@ impl Broker {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let now = std::time::Instant::now();
-            let mut ended = Vec::new();
-            let mut wills = Vec::new();
-            let sessions = self.sessions.lock();
-            for session in sessions.values() {
-                let mut st = session.state.lock();
-                if let Some(will) = st.take_pending_will(|w| w.due <= now) {
-                    wills.push((session.client_id.clone(), will));
-                }
-                if !st.connected {
-                    if st.expires_at().is_some_and(|t| t <= now) {
-                        ended.push(session.clone());
+            let now = Instant::now();
+            self.check_connections(now);
+            for (kind, session) in self.deadlines.take_due(now) {
+                match kind {
+                    Kind::Will => {
+                        let will = session.state.lock().take_pending_will(|w| w.due <= now);
+                        if let Some(will) = will {
+                            self.publish_will(&session.client_id, *will);
+                        }
                     }
-                    continue;
+                    Kind::Expiry => self.expire(&session),
                 }
-                let mut wake = false;
-                let t = st.timers;
-                if let (Some(ka), false) = (t.keep_alive(), t.expired) {
-                    if now.duration_since(t.last_in) >= ka {
-                        st.timers.expired = true;
-                        wake = true;
-                    }
-                }
-                if let (Some(retry), false) = (t.retry(), t.retry_due) {
-                    if st
-                        .oldest_sent()
-                        .is_some_and(|sent| now.duration_since(sent) >= retry)
-                    {
-                        st.timers.retry_due = true;
-                        wake = true;
-                    }
-                }
-                drop(st);
-                if wake {
-                    session.wake.notify_one();
-                }
-            }
-            drop(sessions);
-            for (client_id, will) in wills {
-                self.publish_will(&client_id, *will);
-            }
-            for session in ended {
-                self.expire(&session);
             }
         }
+    }
+
+    /// Raises the keep-alive and retransmission flags of connected sessions whose time
+    /// has come, and wakes their connections.
+    fn check_connections(&self, now: Instant) {
+        let online = self.online.lock();
+        for session in online.values() {
+            let mut st = session.state.lock();
+            if !st.connected {
+                continue;
+            }
+            let mut wake = false;
+            let t = st.timers;
+            if let (Some(ka), false) = (t.keep_alive(), t.expired) {
+                if now.duration_since(t.last_in) >= ka {
+                    st.timers.expired = true;
+                    wake = true;
+                }
+            }
+            if let (Some(retry), false) = (t.retry(), t.retry_due) {
+                if st
+                    .oldest_sent()
+                    .is_some_and(|sent| now.duration_since(sent) >= retry)
+                {
+                    st.timers.retry_due = true;
+                    wake = true;
+                }
+            }
+            drop(st);
+            if wake {
+                session.wake.notify_one();
+            }
+        }
+    }
+
+    /// Sets when an offline session ends (`None`: it does not), keeping the deadline
+    /// queue in step. The caller holds the session's lock.
+    fn set_expiry(&self, session: &Arc<Session>, st: &mut SessionState, at: Option<Instant>) {
+        let old = st.expires_at();
+        st.set_expires_at(at);
+        self.deadlines
+            .reschedule(session.id, Kind::Expiry, old, at, || session.clone());
+    }
+
+    /// Takes the session's delayed will if `due` says so, and its deadline with it. The
+    /// caller holds the session's lock.
+    fn take_will(
+        &self,
+        session: &Arc<Session>,
+        st: &mut SessionState,
+        due: impl Fn(&PendingWill) -> bool,
+    ) -> Option<Box<PendingWill>> {
+        let will = st.take_pending_will(due)?;
+        self.deadlines
+            .reschedule(session.id, Kind::Will, Some(will.due), None, || {
+                session.clone()
+            });
+        Some(will)
+    }
+
+    /// Whether `incoming` more bytes would take the broker above `memory_limit`.
+    pub fn memory_full(&self, incoming: usize) -> bool {
+        crate::memory::over(self.memory_limit, incoming)
+    }
+
+    /// Whether `client_id` has a session (online or offline).
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.sessions.lock().contains_key(client_id)
+    }
+
+    /// Pending session expiries and delayed wills.
+    pub fn deadline_count(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// Takes an ended session out of the sessions map (if it is still the one there) and
@@ -578,11 +649,11 @@ impl Broker {
             }
             let filters = st.subscriptions.filters();
             st.reset();
-            st.set_expires_at(None);
+            self.set_expiry(session, &mut st, None);
             let _ = self.store.record(StoreEvent::SessionDiscarded {
                 session: session.id,
             });
-            (filters, st.take_pending_will(|_| true))
+            (filters, self.take_will(session, &mut st, |_| true))
         };
         self.forget(&mut sessions, session, &filters);
         drop(sessions);
@@ -622,8 +693,13 @@ impl Broker {
     }
 
     /// Holds a will back for its delay (MQTT 5.0 Will Delay Interval).
-    pub fn delay_will(&self, session: &Session, pending: PendingWill) {
-        session.state.lock().set_pending_will(pending);
+    pub fn delay_will(&self, session: &Arc<Session>, pending: PendingWill) {
+        let mut st = session.state.lock();
+        let old = st.pending_will_due();
+        let due = Some(pending.due);
+        st.set_pending_will(pending);
+        self.deadlines
+            .reschedule(session.id, Kind::Will, old, due, || session.clone());
     }
 
     /// Rebuilds what the durable store kept, before anything listens: every persistent
@@ -672,15 +748,17 @@ impl Broker {
                 // read, and only the owner may claim it.
                 st.username = image.owner.as_deref().map(Arc::from);
                 st.expiry = image.expiry;
-                if image.expiry != u32::MAX {
+                let kept =
+                    crate::expiry::kept_for(image.expiry, self.config.persistent_client_expiration);
+                if let Some(kept) = kept {
                     // From the disconnection, if it was recorded; from now for a session
-                    // whose client was connected when midge stopped.
+                    // whose client was connected when midge stopped. A session that has
+                    // expired while midge was down is due at the sweeper's first tick.
                     let since = match image.closed_at {
                         0 => now,
                         at => instant_from_unix_millis(at).min(now),
                     };
-                    let expiry = Duration::from_secs(u64::from(image.expiry));
-                    st.set_expires_at(Some(since + expiry));
+                    self.set_expiry(&session, &mut st, since.checked_add(kept));
                 }
                 for (filter, (options, sub_id)) in &image.subscriptions {
                     let Some(opts) = SubscriptionOptions::from_byte(*options) else {
@@ -708,14 +786,14 @@ impl Broker {
                     ) else {
                         continue;
                     };
-                    let item = Queued {
-                        seq: *seq,
-                        msg: msg.clone(),
+                    let item = Queued::new(
+                        *seq,
+                        msg.clone(),
                         qos,
-                        retain: e.retain,
-                        extra: Extra::boxed(e.sub_ids.clone(), e.shared.clone()),
-                        stored: true,
-                    };
+                        e.retain,
+                        Extra::boxed(e.sub_ids.clone(), e.shared.clone()),
+                        true,
+                    );
                     st.restore(item, e.pkid.map(|pkid| (pkid, e.released)));
                 }
                 for pkid in &image.qos2_received {

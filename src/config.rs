@@ -142,6 +142,16 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// The durable store (`[persistence]`).
     pub persistence: Persistence,
+    /// How long a persistent session that would never expire (3.1.1 `clean_session =
+    /// 0`, 5.0 `0xFFFFFFFF`) is kept while its client is offline. Default 30 days.
+    pub persistent_client_expiration: crate::expiry::Lifetime,
+    /// Longest Session Expiry Interval granted to a 5.0 client, seconds; a client asking
+    /// for more gets this one, in CONNACK. 0 = no maximum. Default 30 days.
+    pub max_session_expiry_interval: u32,
+    /// Bytes the broker may hold for messages, queue entries and sessions; above it new
+    /// messages and new sessions are refused. Unset: a quarter of the memory available
+    /// (see [`crate::memory::default_limit`]); 0 = no limit.
+    pub memory_limit: Option<usize>,
 }
 
 /// When the durable store syncs to disk before a commit counts (`[persistence] sync`).
@@ -239,6 +249,9 @@ impl Default for Config {
             acl_file: None,
             listeners: vec![Listener::default()],
             persistence: Persistence::default(),
+            persistent_client_expiration: crate::expiry::Lifetime::default(),
+            max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY,
+            memory_limit: None,
         }
     }
 }
@@ -291,6 +304,12 @@ impl Config {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout)
+    }
+
+    /// `memory_limit` in bytes, the default worked out (0 = no limit).
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit
+            .unwrap_or_else(crate::memory::default_limit)
     }
 
     /// Range and consistency checks that the types alone do not express.
@@ -353,6 +372,18 @@ impl Config {
 
         if self.receive_maximum == 0 {
             return bad("receive_maximum", &0, "1..=65535");
+        }
+        if let Some(limit) = self.memory_limit {
+            if limit != 0 && limit < MIN_MEMORY_LIMIT {
+                return bad("memory_limit", &limit, MEMORY_LIMIT_EXPECTED);
+            }
+        }
+        if self.max_session_expiry_interval == u32::MAX {
+            return bad(
+                "max_session_expiry_interval",
+                &u32::MAX,
+                MAX_SESSION_EXPIRY_EXPECTED,
+            );
         }
         let p = &self.persistence;
         if !SYNC_INTERVAL_MS.contains(&p.sync_interval_ms) {
@@ -430,6 +461,17 @@ impl Listener {
 /// values at which `Instant + Duration` would overflow.
 const MAX_SECONDS: u64 = 365 * 24 * 60 * 60;
 
+/// `max_session_expiry_interval` by default: 30 days, as `persistent_client_expiration`.
+const DEFAULT_MAX_SESSION_EXPIRY: u32 = 30 * 24 * 60 * 60;
+
+const MAX_SESSION_EXPIRY_EXPECTED: &str =
+    "seconds in 0..=4294967294 (0 = no maximum; 4294967295 would mean \"never\")";
+
+/// Below this a broker could not hold one default-sized packet.
+const MIN_MEMORY_LIMIT: usize = 1 << 20;
+
+const MEMORY_LIMIT_EXPECTED: &str = "bytes, 0 (no limit) or at least 1048576";
+
 /// `[persistence] sync_interval_ms`: 1 ms to one hour.
 const SYNC_INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
 
@@ -484,6 +526,9 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             | "max_queued_messages"
             | "max_queued_bytes",
         ) => "an integer >= 0 (0 = unlimited)".to_owned(),
+        (false, "persistent_client_expiration") => crate::expiry::LIFETIME_EXPECTED.to_owned(),
+        (false, "max_session_expiry_interval") => MAX_SESSION_EXPIRY_EXPECTED.to_owned(),
+        (false, "memory_limit") => MEMORY_LIMIT_EXPECTED.to_owned(),
         (false, "queue_qos0_messages")
         | (_, "allow_anonymous")
         | (true, "require_certificate" | "use_identity_as_username") => "true or false".to_owned(),
@@ -826,6 +871,9 @@ mod tests {
             allow_anonymous = false
             password_file = "/etc/midge/passwords"
             acl_file = "acl.txt"
+            persistent_client_expiration = "2w"
+            max_session_expiry_interval = 3600
+            memory_limit = 268435456
 
             [[listener]]
             bind = "::"
@@ -890,8 +938,47 @@ mod tests {
                 sync: SyncMode::Interval,
                 sync_interval_ms: 250,
             },
+            persistent_client_expiration: crate::expiry::Lifetime(Some(14 * 86400)),
+            max_session_expiry_interval: 3600,
+            memory_limit: Some(268_435_456),
         };
         assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn session_and_memory_limits_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.persistent_client_expiration.0, Some(2_592_000));
+        assert_eq!(c.max_session_expiry_interval, 2_592_000);
+        assert_eq!(c.memory_limit, None);
+        assert!(c.memory_limit() >= MIN_MEMORY_LIMIT, "a quarter of memory");
+        assert_eq!(ok("memory_limit = 0").memory_limit(), 0);
+        assert_eq!(
+            ok("persistent_client_expiration = 7200")
+                .persistent_client_expiration
+                .0,
+            Some(7200)
+        );
+        assert_eq!(
+            ok("persistent_client_expiration = \"never\"")
+                .persistent_client_expiration
+                .0,
+            None
+        );
+        let e = err("persistent_client_expiration = \"3 days\"");
+        assert!(
+            e.contains("persistent_client_expiration") && e.contains("30d"),
+            "{e}"
+        );
+        let e = err("persistent_client_expiration = 0");
+        assert!(e.contains("persistent_client_expiration"), "{e}");
+        let e = err("memory_limit = 1000");
+        assert!(
+            e.contains("memory_limit = 1000") && e.contains("1048576"),
+            "{e}"
+        );
+        let e = err("max_session_expiry_interval = 4294967295");
+        assert!(e.contains("max_session_expiry_interval"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub enum Close {
     /// A message could not be stored (disk full, I/O error), so it cannot be acknowledged:
     /// MQTT 3.1.1 has no way to say so but closing the connection.
     StoreFailed,
+    /// A QoS 1/2 message came while the broker was above `memory_limit`: it cannot be
+    /// taken, and MQTT 3.1.1 has no way to say so but closing the connection.
+    OverMemoryLimit,
 }
 
 impl Close {
@@ -107,6 +110,7 @@ impl Close {
             Close::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             Close::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             Close::StoreFailed => Some(reason::UNSPECIFIED),
+            Close::OverMemoryLimit => Some(reason::QUOTA_EXCEEDED),
             _ => None,
         }
     }
@@ -672,6 +676,10 @@ fn finish(mut client: Client, close: Close) {
             %peer,
             "a message from the client could not be stored, disconnecting"
         ),
+        // Logged, rate-limited, where the message was refused.
+        Close::OverMemoryLimit => {
+            tracing::debug!(client_id = %id, %peer, "memory_limit reached, disconnecting")
+        }
     }
     if close.publishes_will() {
         if let Some(will) = client.will.take() {

@@ -32,6 +32,13 @@ pub struct Message {
 
 pub type SharedMessage = Arc<Message>;
 
+impl Drop for Message {
+    fn drop(&mut self) {
+        // What `restored` charged: the size never changes, a message is immutable.
+        crate::memory::release(self.held_bytes());
+    }
+}
+
 impl Message {
     /// A message, with its MQTT 5.0 properties if it has any (`None` for 3.1.1); its
     /// expiry starts counting now. (The clock is
@@ -61,7 +68,7 @@ impl Message {
         expires_at: Option<Instant>,
         store_id: u64,
     ) -> Message {
-        Message {
+        let msg = Message {
             topic,
             payload,
             qos,
@@ -69,7 +76,10 @@ impl Message {
             props,
             expires_at,
             store_id: AtomicU64::new(store_id),
-        }
+        };
+        // Held from here until the last reference goes (`memory_limit`).
+        crate::memory::charge(msg.held_bytes());
+        msg
     }
 
     /// The durable store's id for this message (0: never stored).

@@ -37,8 +37,12 @@ pub struct Limits {
     pub drop_log_interval: Duration,
 }
 
-/// A message waiting in a session's queue.
-#[derive(Debug, Clone)]
+/// A message waiting in a session's queue. Built with [`Queued::new`], which counts the
+/// entry towards `memory_limit` until it is dropped.
+// Not `#[non_exhaustive]`: that would still let the rest of the crate build one without
+// counting it; the private field keeps construction to this module's `Queued::new`.
+#[allow(clippy::manual_non_exhaustive)]
+#[derive(Debug)]
 pub struct Queued {
     pub seq: u64,
     pub msg: SharedMessage,
@@ -52,6 +56,61 @@ pub struct Queued {
     /// Written to the durable store (a QoS 1/2 message of a persistent session): what
     /// becomes of it is recorded too.
     pub stored: bool,
+    /// Only [`Queued::new`] makes one, so that every entry is counted.
+    _counted: (),
+}
+
+impl Queued {
+    pub fn new(
+        seq: u64,
+        msg: SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<Extra>>,
+        stored: bool,
+    ) -> Queued {
+        let item = Queued {
+            seq,
+            msg,
+            qos,
+            retain,
+            extra,
+            stored,
+            _counted: (),
+        };
+        crate::memory::charge(item.overhead());
+        item
+    }
+
+    /// What the entry itself holds beyond its message (which is counted once, however
+    /// many queues share it): the entry, and its per-delivery details.
+    fn overhead(&self) -> usize {
+        std::mem::size_of::<Queued>()
+            + self.extra.as_ref().map_or(0, |e| {
+                std::mem::size_of::<Extra>()
+                    + e.sub_ids.len() * std::mem::size_of::<u32>()
+                    + e.shared.as_ref().map_or(0, |s| s.len())
+            })
+    }
+}
+
+impl Clone for Queued {
+    fn clone(&self) -> Queued {
+        Queued::new(
+            self.seq,
+            self.msg.clone(),
+            self.qos,
+            self.retain,
+            self.extra.clone(),
+            self.stored,
+        )
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        crate::memory::release(self.overhead());
+    }
 }
 
 impl Queued {
@@ -364,6 +423,8 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: u64, client_id: Arc<str>, limits: Arc<Limits>) -> Session {
+        // Counted towards `memory_limit` while it exists (see `Drop`).
+        crate::memory::charge(crate::memory::SESSION_BYTES + client_id.len());
         Session {
             id,
             client_id,
@@ -489,6 +550,12 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        crate::memory::release(crate::memory::SESSION_BYTES + self.client_id.len());
+    }
+}
+
 impl SessionState {
     fn is_full(&self, extra_bytes: usize) -> bool {
         let l = &self.limits;
@@ -504,6 +571,21 @@ impl SessionState {
     pub fn set_expires_at(&mut self, at: Option<Instant>) {
         self.pending.get_or_insert_default().expires_at = at;
         self.tidy_pending();
+    }
+
+    /// When the held-back will is due, if there is one.
+    pub fn pending_will_due(&self) -> Option<Instant> {
+        self.pending
+            .as_ref()
+            .and_then(|p| p.will.as_ref())
+            .map(|w| w.due)
+    }
+
+    /// Whether a QoS 2 PUBLISH with this packet id was received and not yet released.
+    pub fn incoming_qos2_has(&self, pkid: u16) -> bool {
+        self.incoming_qos2
+            .as_ref()
+            .is_some_and(|set| set.contains(&pkid))
     }
 
     /// Holds a will back until `will.due`.
@@ -593,14 +675,7 @@ impl SessionState {
             }
         }
         self.next_seq += 1;
-        let mut item = Queued {
-            seq: self.next_seq,
-            msg: msg.clone(),
-            qos,
-            retain,
-            extra,
-            stored: false,
-        };
+        let mut item = Queued::new(self.next_seq, msg.clone(), qos, retain, extra, false);
         if qos != QoS::AtMostOnce && self.persists(rec) {
             self.store_item(&mut item, rec, stored);
         }

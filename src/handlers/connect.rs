@@ -168,11 +168,17 @@ pub async fn handle(
     let keep_alive =
         (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     // Session Expiry Interval: 5.0 says it; 3.1.1's clean session is "0", and a
-    // persistent 3.1.1 session never expires (as in Mosquitto by default).
-    let session_expiry = match (v5, connect.clean_session) {
-        (true, _) => connect.props.session_expiry,
-        (false, true) => 0,
-        (false, false) => u32::MAX,
+    // persistent 3.1.1 session never expires by the protocol (persistent_client_expiration
+    // bounds it offline, as it cannot be told). A 5.0 client asking for more than
+    // max_session_expiry_interval (0xFFFFFFFF included) gets the maximum, and is told so
+    // in CONNACK (5.0 §3.2.2.3.2, an unnumbered rule).
+    let (session_expiry, granted_expiry) = match (v5, connect.clean_session) {
+        (true, _) => crate::expiry::granted(
+            connect.props.session_expiry,
+            broker.config.max_session_expiry_interval,
+        ),
+        (false, true) => (0, None),
+        (false, false) => (u32::MAX, None),
     };
     let peer_v5 = v5.then(|| {
         Box::new(PeerV5::new(
@@ -189,6 +195,28 @@ pub async fn handle(
     // allows re-sending only on reconnect.
     let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
         .then(|| Duration::from_secs(broker.config.retry_interval));
+    // A new session that would take the broker above memory_limit is not made (existing
+    // ones may come back, to drain what they hold): 5.0 gets 0x97 Quota exceeded, 3.1.1 0x03 Server unavailable.
+    let session_bytes = crate::memory::SESSION_BYTES + client_id.len();
+    if broker.memory_full(session_bytes) && !broker.has_session(&client_id) {
+        static LOG: LogLimit = LogLimit::new(10_000);
+        if let Some(held_back) = LOG.allow() {
+            tracing::warn!(
+                %peer,
+                client_id = %field(&client_id),
+                used = crate::memory::used(),
+                held_back,
+                "memory_limit reached, new session refused"
+            );
+        }
+        return Err(Refusal {
+            connack: Some(if v5 {
+                reason::QUOTA_EXCEEDED
+            } else {
+                SERVER_UNAVAILABLE
+            }),
+        });
+    }
     let attached = broker
         .attach(
             &client_id,
@@ -260,6 +288,7 @@ pub async fn handle(
             subscription_ids_available: Some(true),
             shared_available: Some(true),
             server_keep_alive,
+            session_expiry: granted_expiry,
             ..ConnackProps::default()
         };
         let buf = out.buf();

@@ -45,6 +45,9 @@ fn disconnect(client: &mut Client, d: Disconnect) -> Result<(), Close> {
                 "DISCONNECT sets a Session Expiry Interval after CONNECT set 0 [MQTT-3.14.2-2]",
             ));
         }
+        // No more than max_session_expiry_interval here either.
+        let (expiry, _) =
+            crate::expiry::granted(expiry, client.broker.config.max_session_expiry_interval);
         v5.session_expiry = expiry;
         let mut st = client.session.state.lock();
         if expiry != st.expiry {

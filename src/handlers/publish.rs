@@ -2,6 +2,7 @@
 //! acknowledge per QoS. Also publishes wills, which take the same route.
 
 use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -110,6 +111,17 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         return Ok(());
     }
 
+    // Clearing a retained message (empty payload) gives memory back: always let through.
+    let clears_retained = publish.retain && publish.payload.is_empty();
+    if client
+        .broker
+        .memory_full(publish.topic.len() + publish.payload.len())
+        && !clears_retained
+        && !is_qos2_resend(client, &publish)
+    {
+        return refuse_for_memory(client, &publish);
+    }
+
     // The acknowledgement waits until the message is stored for every persistent
     // session it goes to (see `Client::acknowledge_stored`).
     match publish.qos {
@@ -151,6 +163,56 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         }
     }
     Ok(())
+}
+
+/// A QoS 2 PUBLISH whose PUBREC was already sent (a re-send before PUBREL): the message
+/// was accepted then, so it is acknowledged again whatever the memory use now.
+fn is_qos2_resend(client: &Client, publish: &Publish) -> bool {
+    publish.qos == QoS::ExactlyOnce && client.session.state.lock().incoming_qos2_has(publish.pkid)
+}
+
+/// Above `memory_limit` a new message is refused, never acknowledged and then dropped:
+/// QoS 0 is dropped (and counted); a 5.0 publisher of QoS 1/2 gets PUBACK/PUBREC 0x97
+/// Quota exceeded (a PUBREC with an error ends the flow); a 3.1.1 publisher of QoS 1/2,
+/// which has no way to be told, is disconnected without an acknowledgement (as Mosquitto
+/// does when its memory_limit refuses an incoming message), and sends the message again
+/// when it reconnects.
+fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close> {
+    static LOG: LogLimit = LogLimit::new(10_000);
+    client
+        .broker
+        .stats
+        .messages_dropped
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(held_back) = LOG.allow() {
+        tracing::warn!(
+            client_id = %field(client.client_id()),
+            topic = %field(&publish.topic),
+            used = crate::memory::used(),
+            held_back,
+            "memory_limit reached, PUBLISH refused"
+        );
+    }
+    match (publish.qos, client.is_v5()) {
+        (QoS::AtMostOnce, _) => Ok(()),
+        (QoS::AtLeastOnce, true) => {
+            client.acknowledge(
+                Ack::PubAck(publish.pkid, reason::QUOTA_EXCEEDED),
+                Vec::new(),
+                0,
+            );
+            Ok(())
+        }
+        (QoS::ExactlyOnce, true) => {
+            client.acknowledge(
+                Ack::PubRec(publish.pkid, reason::QUOTA_EXCEEDED),
+                Vec::new(),
+                0,
+            );
+            Ok(())
+        }
+        (_, false) => Err(Close::OverMemoryLimit),
+    }
 }
 
 /// 0x10 "No matching subscribers" lets a 5.0 publisher know nobody got it.
