@@ -216,8 +216,9 @@ fn mqtt_3_2_2_2_will_with_more_than_max_user_properties_is_refused_with_connack_
 fn connect_user_properties_are_checked_not_kept_and_peak_rss_stays_bounded() {
     // Four clients, each with a 4 MiB CONNECT of ~600,000 one-character user properties
     // (7 wire bytes each). Held as string pairs that was ~70 MB per CONNECT, parsed
-    // before the client was authenticated.
-    let b = Broker::start("[persistence]\nenabled = false\n");
+    // before the client was authenticated. (max_connect_size, 64 KiB by default, would
+    // refuse them from the fixed header: raised here to reach the property parser.)
+    let b = Broker::start("max_connect_size = 8388608\n[persistence]\nenabled = false\n");
     let props = user_properties(4 * 1024 * 1024 / 7, "a", "b");
     let before = b.rss_kib();
     let mut held = Vec::new();
