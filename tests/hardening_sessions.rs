@@ -352,10 +352,13 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
         .expect("a 3.1.1 publisher above memory_limit is disconnected");
     assert!(rest.is_empty(), "no PUBACK for a refused message: {rest:?}");
 
-    // New sessions are refused; the session that holds the messages is not.
-    let (_s, body) = connack(addr, &connect_v5("mem-new-5", true, None));
+    // New sessions are refused; the session that holds the messages is not. (Long
+    // client ids: what the departed 3.1.1 publisher's session gave back, plus what was
+    // left below the limit, must not be enough for the new session's cost.)
+    let long = "x".repeat(4000);
+    let (_s, body) = connack(addr, &connect_v5(&format!("mem-new-5-{long}"), true, None));
     assert_eq!(body[1], QUOTA_EXCEEDED, "5.0 CONNACK 0x97");
-    let (_s, body) = connack(addr, &connect_311("mem-new-311", true));
+    let (_s, body) = connack(addr, &connect_311(&format!("mem-new-311-{long}"), true));
     assert_eq!(body, [0x00, 0x03], "3.1.1 CONNACK 0x03 Server unavailable");
     assert!(
         b.wait_log("memory_limit reached", Duration::from_secs(1)),
