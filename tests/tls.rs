@@ -217,7 +217,11 @@ async fn mtls_expired_and_untrusted_client_certificates_refused() {
     .expect("certificate from another CA must be refused");
     // Handshake failures are logged once per 10 s (a stranger can cause them at will), so
     // this second refusal is counted in the next line rather than written now.
-    assert!(!broker.log().contains("UnknownIssuer"), "rate-limited: {}", broker.log());
+    assert!(
+        !broker.log().contains("UnknownIssuer"),
+        "rate-limited: {}",
+        broker.log()
+    );
 }
 
 #[tokio::test]
