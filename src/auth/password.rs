@@ -638,22 +638,9 @@ fn parse_decimal(s: &str) -> Option<u32> {
 /// 1..=[`MAX_PBKDF2_ITERATIONS`] is clamped into it so the result always loads.
 ///
 /// Argon2id uses Mosquitto 2.1's parameters (m=47104 KiB, t=1, p=1, 64-byte salt and hash),
-/// so a file written by midge is read by Mosquitto 2.1 and vice versa.
-///
-/// # Panics
-/// If the operating system's random number generator fails (a broken system; a hash with a
-/// predictable salt must not be written). Only the tests use it; the broker and `midge
-/// passwd` use [`try_hash_password`], which returns an error instead.
-#[cfg(test)]
-pub fn hash_password(password: &[u8], kind: HashKind, iterations: Option<u32>) -> String {
-    match try_hash_password(password, kind, iterations) {
-        Ok(hash) => hash,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// [`hash_password`], returning an error instead of panicking when no random salt can be
-/// had or argon2 cannot allocate its memory.
+/// so a file written by midge is read by Mosquitto 2.1 and vice versa. An error, never a
+/// hash with a predictable salt, when the operating system's random number generator
+/// fails; an error too when argon2 cannot allocate its memory.
 pub fn try_hash_password(
     password: &[u8],
     kind: HashKind,
@@ -721,6 +708,14 @@ fn random_bytes(len: usize) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`try_hash_password`] for the tests, which have a working random number generator.
+    fn hash_password(password: &[u8], kind: HashKind, iterations: Option<u32>) -> String {
+        match try_hash_password(password, kind, iterations) {
+            Ok(hash) => hash,
+            Err(e) => panic!("{e}"),
+        }
+    }
 
     /// Written by the real `mosquitto_passwd` 2.0.11: `mosquitto_passwd -b -c pw user secret`
     /// (its default, `$7$` with 101 iterations and a 12-byte salt).

@@ -11,15 +11,7 @@ use crate::log_limit::{field, LogLimit};
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
     let rec = client.session.rec(&*client.broker.store);
     if !client.session.state.lock().puback(pkid, rec) {
-        static LOG: LogLimit = LogLimit::new(10_000);
-        if let Some(suppressed) = LOG.allow() {
-            tracing::debug!(
-                client_id = ?field(client.client_id()),
-                pkid,
-                suppressed,
-                "PUBACK for unknown packet id"
-            );
-        }
+        unknown_id(client, "PUBACK", pkid);
     }
     Ok(())
 }
@@ -46,15 +38,7 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
         return Ok(());
     }
     if !known {
-        static LOG: LogLimit = LogLimit::new(10_000);
-        if let Some(suppressed) = LOG.allow() {
-            tracing::debug!(
-                client_id = ?field(client.client_id()),
-                pkid,
-                suppressed,
-                "PUBREC for unknown packet id"
-            );
-        }
+        unknown_id(client, "PUBREC", pkid);
     }
     answer(client, AckKind::PubRel, pkid, known);
     Ok(())
@@ -98,15 +82,21 @@ fn known_reason(known: bool) -> u8 {
 pub fn pubcomp(client: &mut Client, pkid: u16) -> Result<(), Close> {
     let rec = client.session.rec(&*client.broker.store);
     if !client.session.state.lock().pubcomp(pkid, rec) {
-        static LOG: LogLimit = LogLimit::new(10_000);
-        if let Some(suppressed) = LOG.allow() {
-            tracing::debug!(
-                client_id = ?field(client.client_id()),
-                pkid,
-                suppressed,
-                "PUBCOMP for unknown packet id"
-            );
-        }
+        unknown_id(client, "PUBCOMP", pkid);
     }
     Ok(())
+}
+
+/// One debug line (rate-limited: a client may send any packet id) for an acknowledgement
+/// that matches nothing in flight, usually a duplicate after a retransmission.
+fn unknown_id(client: &Client, packet: &'static str, pkid: u16) {
+    static LOG: LogLimit = LogLimit::new(10_000);
+    if let Some(suppressed) = LOG.allow() {
+        tracing::debug!(
+            client_id = ?field(client.client_id()),
+            pkid,
+            suppressed,
+            "{packet} for unknown packet id"
+        );
+    }
 }

@@ -307,6 +307,42 @@ mod tests {
             .sum()
     }
 
+    /// Records a QoS 1 message queued for `session` as `seq`, then sent with a packet id
+    /// made from `seq`: the commit of the send, if the store wrote it.
+    fn store_and_send(
+        store: &DurableStore,
+        session: u64,
+        seq: u64,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Option<Commit> {
+        let msg = Arc::new(Message::with_props(
+            topic.into(),
+            payload.clone(),
+            QoS::AtLeastOnce,
+            false,
+            None,
+        ));
+        store
+            .record(StoreEvent::Enqueued {
+                session,
+                seq,
+                message: &msg,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                extra: None,
+            })
+            .unwrap();
+        let pkid = u16::try_from(seq % 60_000).unwrap() + 1;
+        store
+            .record(StoreEvent::Sent {
+                session,
+                seq,
+                pkid,
+            })
+            .unwrap()
+    }
+
     #[test]
     fn delivered_messages_are_reclaimed_and_the_undelivered_survive() {
         let dir = std::env::temp_dir().join(format!("midge-durable-{}", std::process::id()));
@@ -330,33 +366,7 @@ mod tests {
         let payload = Bytes::from(vec![7u8; 1024]);
         let mut last = 0;
         for seq in 1..=20_000u64 {
-            let msg = Arc::new(Message::with_props(
-                format!("t/{seq}"),
-                payload.clone(),
-                QoS::AtLeastOnce,
-                false,
-                None,
-            ));
-            rec(
-                &store,
-                StoreEvent::Enqueued {
-                    session,
-                    seq,
-                    message: &msg,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    extra: None,
-                },
-            );
-            last = rec(
-                &store,
-                StoreEvent::Sent {
-                    session,
-                    seq,
-                    pkid: (seq % 60_000) as u16 + 1,
-                },
-            )
-            .unwrap_or(last);
+            last = store_and_send(&store, session, seq, &format!("t/{seq}"), &payload).unwrap_or(last);
             if seq <= 19_990 {
                 rec(&store, StoreEvent::Removed { session, seq });
             }
@@ -429,34 +439,12 @@ mod tests {
         const N: u64 = 100;
         let payload = Bytes::from(vec![7u8; 64]);
         for seq in 1..=N {
-            let msg = Arc::new(Message::with_props(
-                "sensors/dev-0001/temperature".into(),
-                payload.clone(),
-                QoS::AtLeastOnce,
-                false,
-                None,
-            ));
-            let e = |s: &DurableStore, e| s.record(e).unwrap().unwrap();
-            e(
-                &store,
-                StoreEvent::Enqueued {
-                    session,
-                    seq,
-                    message: &msg,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    extra: None,
-                },
-            );
-            e(
-                &store,
-                StoreEvent::Sent {
-                    session,
-                    seq,
-                    pkid: seq as u16,
-                },
-            );
-            last = e(&store, StoreEvent::Removed { session, seq });
+            store_and_send(&store, session, seq, "sensors/dev-0001/temperature", &payload)
+                .expect("a commit");
+            last = store
+                .record(StoreEvent::Removed { session, seq })
+                .unwrap()
+                .unwrap();
         }
         store.log.wait(last).unwrap();
         let per = (dir_bytes(&dir) - before) / N;
