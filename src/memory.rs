@@ -46,7 +46,7 @@ thread_local! {
 fn add(delta: isize) {
     let handed = LOCAL.try_with(|local| {
         let now = local.0.get().wrapping_add(delta);
-        if now > BATCH || now < -BATCH {
+        if !(-BATCH..=BATCH).contains(&now) {
             USED.fetch_add(now, Ordering::Relaxed);
             local.0.set(0);
         } else {

@@ -335,11 +335,7 @@ mod tests {
             .unwrap();
         let pkid = u16::try_from(seq % 60_000).unwrap() + 1;
         store
-            .record(StoreEvent::Sent {
-                session,
-                seq,
-                pkid,
-            })
+            .record(StoreEvent::Sent { session, seq, pkid })
             .unwrap()
     }
 
@@ -366,7 +362,8 @@ mod tests {
         let payload = Bytes::from(vec![7u8; 1024]);
         let mut last = 0;
         for seq in 1..=20_000u64 {
-            last = store_and_send(&store, session, seq, &format!("t/{seq}"), &payload).unwrap_or(last);
+            last =
+                store_and_send(&store, session, seq, &format!("t/{seq}"), &payload).unwrap_or(last);
             if seq <= 19_990 {
                 rec(&store, StoreEvent::Removed { session, seq });
             }
@@ -439,8 +436,14 @@ mod tests {
         const N: u64 = 100;
         let payload = Bytes::from(vec![7u8; 64]);
         for seq in 1..=N {
-            store_and_send(&store, session, seq, "sensors/dev-0001/temperature", &payload)
-                .expect("a commit");
+            store_and_send(
+                &store,
+                session,
+                seq,
+                "sensors/dev-0001/temperature",
+                &payload,
+            )
+            .expect("a commit");
             last = store
                 .record(StoreEvent::Removed { session, seq })
                 .unwrap()
