@@ -368,6 +368,7 @@ async fn authenticate(
             connect.username.as_deref(),
             connect.password.as_deref(),
             origin.endpoint.allow_anonymous,
+            origin.peer.ip(),
         )
         .await;
     match verdict {
