@@ -411,7 +411,7 @@ fn trim_c_space(s: &str) -> &str {
 /// Returns `None` for lines without an entry (comments: `#` in the first column, as in
 /// Mosquitto; and lines of only whitespace); `Some((None, rest))` for a non-blank line
 /// without `:`; otherwise `Some((Some(username), field))`, both trimmed.
-pub(crate) fn split_entry(line: &str) -> Option<(Option<&str>, &str)> {
+pub fn split_entry(line: &str) -> Option<(Option<&str>, &str)> {
     if line.starts_with('#') || trim_c_space(line).is_empty() {
         return None;
     }
@@ -423,7 +423,7 @@ pub(crate) fn split_entry(line: &str) -> Option<(Option<&str>, &str)> {
 
 /// Turns file bytes into text, naming the first line that is not UTF-8 (usernames in MQTT
 /// are UTF-8, so such a line could never match anyway).
-pub(crate) fn text_from_bytes(bytes: Vec<u8>, origin: &str) -> Result<String, String> {
+pub fn text_from_bytes(bytes: Vec<u8>, origin: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..valid]
@@ -437,7 +437,7 @@ pub(crate) fn text_from_bytes(bytes: Vec<u8>, origin: &str) -> Result<String, St
 
 /// A username as shown in messages: in backticks, with control characters escaped so a
 /// hostile file cannot forge log lines.
-pub(crate) fn show_user(username: &str) -> String {
+pub fn show_user(username: &str) -> String {
     format!("`{}`", username.escape_debug())
 }
 

@@ -24,7 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::auth::password::{self, HashKind, MAX_PBKDF2_ITERATIONS};
+use midge::auth::password::{self, HashKind, MAX_PBKDF2_ITERATIONS};
 
 /// Longest username or password `mosquitto_passwd` accepts (the MQTT limit for a string).
 const MAX_LEN: usize = 65_535;
@@ -687,7 +687,7 @@ fn sync_parent(target: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::password::PasswordFile;
+    use midge::auth::password::PasswordFile;
     use clap::{CommandFactory, Parser};
 
     /// Mounts `PasswdArgs` as the real binary does (`midge passwd ...`).
