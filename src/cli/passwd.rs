@@ -687,8 +687,8 @@ fn sync_parent(target: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use midge::auth::password::PasswordFile;
     use clap::{CommandFactory, Parser};
+    use midge::auth::password::PasswordFile;
 
     /// Mounts `PasswdArgs` as the real binary does (`midge passwd ...`).
     #[derive(Debug, Parser)]
