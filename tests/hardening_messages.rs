@@ -74,7 +74,7 @@ fn mqtt_3_3_2_18_user_properties_count_in_max_queued_bytes_and_rss_stays_bounded
         "max_queued_bytes = 1048576\nmax_queued_messages = 0\nmax_user_properties = 0\n\
          [persistence]\nenabled = false\n",
     );
-    let mut sub = connect5(b.addr(), "q-sub", false, &ONE_HOUR);
+    let mut sub = raw_connected5(b.addr(), "q-sub", false, &ONE_HOUR);
     subscribe5(&mut sub, 1, "q/#", 1);
     sub.write_all(&[0xE0, 0x00]).expect("DISCONNECT");
     assert!(read_until_closed(&mut sub, Duration::from_secs(5)).is_some());
@@ -85,7 +85,7 @@ fn mqtt_3_3_2_18_user_properties_count_in_max_queued_bytes_and_rss_stays_bounded
     const PROPS: usize = 5000;
     let props = user_properties(PROPS, "", "");
     let before = b.rss_kib();
-    let mut publisher = connect5(b.addr(), "q-pub", true, &[]);
+    let mut publisher = raw_connected5(b.addr(), "q-pub", true, &[]);
     for batch in 0..N / 50 {
         for i in batch * 50..(batch + 1) * 50 {
             let pkid = (i + 1) as u16;
@@ -143,9 +143,9 @@ fn mqtt_3_3_2_18_user_properties_count_in_max_queued_bytes_and_rss_stays_bounded
 #[test]
 fn mqtt_3_3_2_user_properties_above_max_user_properties_get_0x97_and_are_not_delivered() {
     let b = Broker::start(""); // max_user_properties = 64
-    let mut sub = connect5(b.addr(), "cap-sub", true, &[]);
+    let mut sub = raw_connected5(b.addr(), "cap-sub", true, &[]);
     subscribe5(&mut sub, 1, "cap/#", 1);
-    let mut p = connect5(b.addr(), "cap-pub", true, &[]);
+    let mut p = raw_connected5(b.addr(), "cap-pub", true, &[]);
     let over = user_properties(65, "k", "v");
     let at = user_properties(64, "k", "v");
 
@@ -223,7 +223,7 @@ fn connect_user_properties_are_checked_not_kept_and_peak_rss_stays_bounded() {
     let before = b.rss_kib();
     let mut held = Vec::new();
     for i in 0..4 {
-        held.push(connect5(
+        held.push(raw_connected5(
             b.addr(),
             &format!("big-connect-{i}"),
             true,
@@ -244,7 +244,7 @@ fn connect_user_properties_are_checked_not_kept_and_peak_rss_stays_bounded() {
 /// distinct topics of `len` bytes from a 3.1.1 client, and returns for each PUBLISH
 /// received (topic as sent, alias).
 fn alias_run(b: &Broker, n: usize, len: usize) -> Vec<(String, Option<u16>)> {
-    let mut sub = connect5(b.addr(), "alias-sub", true, &[0x22, 0xFF, 0xFF]);
+    let mut sub = raw_connected5(b.addr(), "alias-sub", true, &[0x22, 0xFF, 0xFF]);
     subscribe5(&mut sub, 1, "a/#", 0);
     // The subscriber reads on its own thread, so that its queue never fills.
     let reader = std::thread::spawn(move || {

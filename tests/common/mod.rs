@@ -2,7 +2,15 @@
 //! config written for the test, and stops it when the handle is dropped.
 #![allow(dead_code)]
 
+pub mod packets;
+pub mod raw;
+pub mod rng;
 pub mod tls;
+
+// Each test binary uses its own part of the harness.
+#[allow(unused_imports)]
+pub use packets::{property_block, push_len, split_packets, user_properties};
+use packets::{frame, publish_bytes, put_str, Connect, Prop, Will, SESSION_EXPIRY, WILL_DELAY};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -202,28 +210,7 @@ pub fn raw(addr: SocketAddr) -> TcpStream {
 
 /// A minimal MQTT 3.1.1 CONNECT (clean session, keep-alive 60).
 pub fn connect_packet(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
-}
-
-/// Appends an MQTT variable byte integer.
-pub fn push_len(p: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if len == 0 {
-            break;
-        }
-    }
+    packets::connect311(client_id, true, 60, None)
 }
 
 /// Reads exactly `n` bytes, or panics with what was read.
@@ -293,63 +280,15 @@ pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>
     }
 }
 
-/// A PUBLISH with a raw (possibly invalid) topic; `pkid` is written for QoS 1 and 2 only.
+/// A 3.1.1 PUBLISH with a raw (possibly invalid) topic; `pkid` is written for QoS 1 and 2
+/// only.
 pub fn publish_packet(topic: &[u8], qos: u8, pkid: u16, payload: &[u8], retain: bool) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    body.extend_from_slice(topic);
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    let mut p = vec![0x30 | (qos << 1) | u8::from(retain)];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    packets::publish_bytes(None, topic, qos, pkid, retain, false, payload)
 }
 
-/// A SUBSCRIBE (fixed header 0x82) with raw filters and raw options bytes.
+/// A 3.1.1 SUBSCRIBE (fixed header 0x82) with raw filters and raw options bytes.
 pub fn subscribe_packet(pkid: u16, filters: &[(&[u8], u8)]) -> Vec<u8> {
-    let mut body = pkid.to_be_bytes().to_vec();
-    for (filter, options) in filters {
-        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-        body.extend_from_slice(filter);
-        body.push(*options);
-    }
-    let mut p = vec![0x82];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
-}
-
-/// Splits a byte stream into complete MQTT packets: (first header byte, body).
-/// Trailing incomplete bytes are ignored.
-pub fn split_packets(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    while bytes.len() >= 2 {
-        let header = bytes[0];
-        let mut len = 0usize;
-        let mut mult = 1usize;
-        let mut i = 1;
-        loop {
-            if i >= bytes.len() || i > 4 {
-                return out;
-            }
-            let b = bytes[i];
-            len += (b & 0x7F) as usize * mult;
-            mult *= 128;
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        if bytes.len() < i + len {
-            return out;
-        }
-        out.push((header, bytes[i..i + len].to_vec()));
-        bytes = &bytes[i + len..];
-    }
-    out
+    packets::subscribe_bytes(None, pkid, filters)
 }
 
 /// (topic, payload) of a PUBLISH packet body, given its first header byte.
@@ -409,36 +348,17 @@ pub fn connect_packet_with(
     password: Option<&[u8]>,
     will: Option<(&str, &[u8])>,
 ) -> Vec<u8> {
-    fn put(body: &mut Vec<u8>, bytes: &[u8]) {
-        body.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-        body.extend_from_slice(bytes);
+    Connect {
+        username,
+        password,
+        will: will.map(|(topic, payload)| Will {
+            topic,
+            payload,
+            ..Will::default()
+        }),
+        ..Connect::new(false, client_id)
     }
-    let mut flags = 0x02u8;
-    if will.is_some() {
-        flags |= 0x04;
-    }
-    if username.is_some() {
-        flags |= 0x80;
-    }
-    if password.is_some() {
-        flags |= 0x40;
-    }
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x3c];
-    put(&mut body, client_id.as_bytes());
-    if let Some((topic, payload)) = will {
-        put(&mut body, topic.as_bytes());
-        put(&mut body, payload);
-    }
-    if let Some(u) = username {
-        put(&mut body, u.as_bytes());
-    }
-    if let Some(p) = password {
-        put(&mut body, p);
-    }
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    .bytes()
 }
 
 /// Sends `connect` on a new raw connection and returns the socket with the CONNACK return
@@ -651,55 +571,31 @@ pub struct Login<'a> {
 
 impl Login<'_> {
     pub fn bytes(&self) -> Vec<u8> {
-        fn put(body: &mut Vec<u8>, bytes: &[u8]) {
-            body.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-            body.extend_from_slice(bytes);
+        Connect {
+            clean: self.clean,
+            props: self
+                .session_expiry
+                .filter(|_| self.v5)
+                .map(|secs| Prop::Four(SESSION_EXPIRY, secs))
+                .into_iter()
+                .collect(),
+            will: self.will.map(|w| Will {
+                topic: w.topic,
+                payload: w.payload,
+                qos: w.qos,
+                retain: w.retain,
+                props: w
+                    .delay
+                    .filter(|_| self.v5)
+                    .map(|secs| Prop::Four(WILL_DELAY, secs))
+                    .into_iter()
+                    .collect(),
+            }),
+            username: self.username,
+            password: self.password.map(str::as_bytes),
+            ..Connect::new(self.v5, self.client_id)
         }
-        let mut flags = u8::from(self.clean) << 1;
-        if let Some(w) = &self.will {
-            flags |= 0x04 | (w.qos << 3) | (u8::from(w.retain) << 5);
-        }
-        if self.username.is_some() {
-            flags |= 0x80;
-        }
-        if self.password.is_some() {
-            flags |= 0x40;
-        }
-        let level = if self.v5 { 5 } else { 4 };
-        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', level, flags, 0x00, 0x3c];
-        if self.v5 {
-            let mut props = Vec::new();
-            if let Some(secs) = self.session_expiry {
-                props.push(0x11);
-                props.extend_from_slice(&secs.to_be_bytes());
-            }
-            push_len(&mut body, props.len());
-            body.extend(props);
-        }
-        put(&mut body, self.client_id.as_bytes());
-        if let Some(w) = &self.will {
-            if self.v5 {
-                let mut props = Vec::new();
-                if let Some(secs) = w.delay {
-                    props.push(0x18);
-                    props.extend_from_slice(&secs.to_be_bytes());
-                }
-                push_len(&mut body, props.len());
-                body.extend(props);
-            }
-            put(&mut body, w.topic.as_bytes());
-            put(&mut body, w.payload);
-        }
-        if let Some(u) = self.username {
-            put(&mut body, u.as_bytes());
-        }
-        if let Some(p) = self.password {
-            put(&mut body, p.as_bytes());
-        }
-        let mut p = vec![0x10];
-        push_len(&mut p, body.len());
-        p.extend(body);
-        p
+        .bytes()
     }
 }
 
@@ -739,11 +635,8 @@ impl Wire {
     pub fn next(&mut self, timeout: Duration) -> Option<(u8, Vec<u8>)> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((h, body)) = split_packets(&self.buf).into_iter().next() {
-                let mut len_bytes = Vec::new();
-                push_len(&mut len_bytes, body.len());
-                self.buf.drain(..1 + len_bytes.len() + body.len());
-                return Some((h, body));
+            if let Some(packet) = packets::take_packet(&mut self.buf) {
+                return Some(packet);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.closed {
@@ -770,17 +663,12 @@ impl Wire {
 
     /// Subscribes (3.1.1 or 5.0 framing) and returns the SUBACK's codes.
     pub fn subscribe(&mut self, v5: bool, pkid: u16, filter: &str, qos: u8) -> Vec<u8> {
-        let mut body = pkid.to_be_bytes().to_vec();
-        if v5 {
-            body.push(0);
-        }
-        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-        body.extend_from_slice(filter.as_bytes());
-        body.push(qos);
-        let mut p = vec![0x82];
-        push_len(&mut p, body.len());
-        p.extend(body);
-        self.send(&p);
+        let props5: Option<&[Prop]> = if v5 { Some(&[]) } else { None };
+        self.send(&packets::subscribe_bytes(
+            props5,
+            pkid,
+            &[(filter.as_bytes(), qos)],
+        ));
         let (h, body) = self.next(Duration::from_secs(10)).expect("SUBACK");
         assert_eq!(h, 0x90, "expected SUBACK, got {h:#04x} {body:?}");
         let skip = if v5 { 3 } else { 2 };
@@ -801,7 +689,10 @@ impl Wire {
             let (topic, payload) = parse_publish(h, &body);
             if (h >> 1) & 3 == 1 {
                 let at = 2 + topic.len();
-                self.send(&[0x40, 0x02, body[at], body[at + 1]]);
+                self.send(&packets::ack_bytes(
+                    packets::PUBACK,
+                    u16::from_be_bytes([body[at], body[at + 1]]),
+                ));
             }
             got.push((topic, payload));
         }
@@ -905,29 +796,6 @@ pub mod fuzz;
 // raw MQTT 5.0 packets with property blocks, built byte by byte.
 // ---------------------------------------------------------------------------------------
 
-/// `n` User Properties (identifier 0x26, name, value) as raw property bytes.
-pub fn user_properties(n: usize, name: &str, value: &str) -> Vec<u8> {
-    let mut one = vec![0x26];
-    for s in [name, value] {
-        one.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        one.extend_from_slice(s.as_bytes());
-    }
-    one.repeat(n)
-}
-
-/// An MQTT 5.0 property block: its length, then `props`.
-pub fn property_block(props: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(props.len() + 4);
-    push_len(&mut b, props.len());
-    b.extend_from_slice(props);
-    b
-}
-
-fn push_str(b: &mut Vec<u8>, s: &[u8]) {
-    b.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    b.extend_from_slice(s);
-}
-
 /// An MQTT 5.0 CONNECT (keep-alive 60) with raw CONNECT properties and an optional will
 /// (topic, payload, raw will properties; QoS 0, not retained).
 pub fn connect5_packet(
@@ -938,36 +806,24 @@ pub fn connect5_packet(
 ) -> Vec<u8> {
     let flags = u8::from(clean_start) << 1 | if will.is_some() { 0x04 } else { 0 };
     let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c];
+    // Raw property bytes (possibly wrong on purpose), so not `Connect`, which takes `Prop`s.
     body.extend(property_block(props));
-    push_str(&mut body, client_id.as_bytes());
+    put_str(&mut body, client_id.as_bytes());
     if let Some((topic, payload, will_props)) = will {
         body.extend(property_block(will_props));
-        push_str(&mut body, topic.as_bytes());
-        push_str(&mut body, payload);
+        put_str(&mut body, topic.as_bytes());
+        put_str(&mut body, payload);
     }
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    frame(0x10, body)
 }
 
 /// An MQTT 5.0 PUBLISH with raw properties; `pkid` is written for QoS 1 and 2 only.
 pub fn publish5_packet(topic: &str, qos: u8, pkid: u16, props: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(topic.len() + props.len() + payload.len() + 12);
-    push_str(&mut body, topic.as_bytes());
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.extend(property_block(props));
-    body.extend_from_slice(payload);
-    let mut p = vec![0x30 | (qos << 1)];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    publish_bytes(Some(props), topic.as_bytes(), qos, pkid, false, false, payload)
 }
 
 /// Connects with MQTT 5.0 and asserts CONNACK reason 0x00; returns the socket.
-pub fn connect5(addr: SocketAddr, client_id: &str, clean_start: bool, props: &[u8]) -> TcpStream {
+pub fn raw_connected5(addr: SocketAddr, client_id: &str, clean_start: bool, props: &[u8]) -> TcpStream {
     let mut s = raw(addr);
     s.write_all(&connect5_packet(client_id, clean_start, props, None))
         .expect("write CONNECT");
@@ -1025,4 +881,44 @@ pub fn topic_alias_of(props: &[u8]) -> Option<u16> {
         }
     }
     None
+}
+
+// ---------------------------------------------------------------------------------------
+// The end of a connection, from the broker's log
+// ---------------------------------------------------------------------------------------
+
+/// How many connections of `id` the broker has logged as ended. Keyed on the structured
+/// field `event="connection_closed"` that every close line of src/connection.rs carries,
+/// not on the lines' wording, which is for people.
+pub fn close_count(b: &Broker, id: &str) -> usize {
+    let needle = format!("client_id={id} peer=");
+    b.log()
+        .lines()
+        .filter(|l| l.contains("event=\"connection_closed\"") && l.contains(&needle))
+        .count()
+}
+
+/// Waits until the broker has logged `n` connection ends for `id`, so that its session is
+/// offline before the test goes on.
+pub fn wait_closes(b: &Broker, id: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while close_count(b, id) < n {
+        assert!(
+            Instant::now() < deadline,
+            "midge did not log the end of connection #{n} of {id}; log:\n{}",
+            b.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The session is detached right after the log line.
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+impl Broker {
+    /// The last `lines` lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
 }
