@@ -8,9 +8,9 @@ pub mod rng;
 pub mod tls;
 
 // Each test binary uses its own part of the harness.
+use packets::{frame, publish_bytes, put_str, Connect, Prop, Will, SESSION_EXPIRY, WILL_DELAY};
 #[allow(unused_imports)]
 pub use packets::{property_block, push_len, split_packets, user_properties};
-use packets::{frame, publish_bytes, put_str, Connect, Prop, Will, SESSION_EXPIRY, WILL_DELAY};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -819,11 +819,24 @@ pub fn connect5_packet(
 
 /// An MQTT 5.0 PUBLISH with raw properties; `pkid` is written for QoS 1 and 2 only.
 pub fn publish5_packet(topic: &str, qos: u8, pkid: u16, props: &[u8], payload: &[u8]) -> Vec<u8> {
-    publish_bytes(Some(props), topic.as_bytes(), qos, pkid, false, false, payload)
+    publish_bytes(
+        Some(props),
+        topic.as_bytes(),
+        qos,
+        pkid,
+        false,
+        false,
+        payload,
+    )
 }
 
 /// Connects with MQTT 5.0 and asserts CONNACK reason 0x00; returns the socket.
-pub fn raw_connected5(addr: SocketAddr, client_id: &str, clean_start: bool, props: &[u8]) -> TcpStream {
+pub fn raw_connected5(
+    addr: SocketAddr,
+    client_id: &str,
+    clean_start: bool,
+    props: &[u8],
+) -> TcpStream {
     let mut s = raw(addr);
     s.write_all(&connect5_packet(client_id, clean_start, props, None))
         .expect("write CONNECT");

@@ -288,7 +288,14 @@ pub fn publish_bytes(
 }
 
 /// A 3.1.1 PUBLISH.
-pub fn publish311(topic: &str, payload: &[u8], qos: u8, pkid: u16, retain: bool, dup: bool) -> Vec<u8> {
+pub fn publish311(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    pkid: u16,
+    retain: bool,
+    dup: bool,
+) -> Vec<u8> {
     publish_bytes(None, topic.as_bytes(), qos, pkid, retain, dup, payload)
 }
 
@@ -302,7 +309,15 @@ pub fn publish5(
     payload: &[u8],
 ) -> Vec<u8> {
     let raw = props_raw(props);
-    publish_bytes(Some(&raw), topic.as_bytes(), qos, pkid, retain, false, payload)
+    publish_bytes(
+        Some(&raw),
+        topic.as_bytes(),
+        qos,
+        pkid,
+        retain,
+        false,
+        payload,
+    )
 }
 
 /// A SUBSCRIBE (fixed header 0x82) of either version with raw filters and raw options

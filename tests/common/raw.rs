@@ -266,7 +266,12 @@ impl Raw {
 
     /// 5.0 SUBSCRIBE with an optional subscription identifier; PUBLISHes that arrive
     /// before the SUBACK are kept. Returns the reason codes.
-    pub fn subscribe_id(&mut self, pkid: u16, filters: &[(&str, u8)], sub_id: Option<u32>) -> Vec<u8> {
+    pub fn subscribe_id(
+        &mut self,
+        pkid: u16,
+        filters: &[(&str, u8)],
+        sub_id: Option<u32>,
+    ) -> Vec<u8> {
         self.send(&subscribe5(pkid, filters, sub_id));
         let ack = self.control();
         assert_eq!(ack.kind(), SUBACK, "SUBACK expected: {ack:?}");

@@ -564,7 +564,6 @@ fn sync_never_and_interval_survive_kill_9() {
     );
 }
 
-
 /// Publishes `n` QoS 2 messages "<prefix>:<i>" to `topic`, `window` at a time, every flow
 /// completed (PUBCOMP): all `n` are acknowledged.
 fn publish_many_qos2(b: &Broker, topic: &str, prefix: &str, n: u16, window: u16) {

@@ -411,7 +411,14 @@ fn full_disk_is_never_acknowledged_and_others_keep_working() {
         refused5.is_some(),
         "a 5.0 QoS 1 publisher never got 0x80 / 0x97 from a full store"
     );
-    v5.send(&publish5("full/data", 2, 500, false, &[], payload.as_bytes()));
+    v5.send(&publish5(
+        "full/data",
+        2,
+        500,
+        false,
+        &[],
+        payload.as_bytes(),
+    ));
     let rec = v5.recv();
     assert_eq!((rec.kind(), rec.pkid()), (PUBREC, 500), "{rec:?}");
     assert!(

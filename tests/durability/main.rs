@@ -20,7 +20,6 @@
 //! exactly which acknowledgements arrived before the broker was killed. Everything runs on
 //! 127.0.0.1, and every loop is bounded in count and in time.
 
-
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -198,7 +198,10 @@ fn inflight_messages_are_resent_with_their_packet_ids_after_restart() {
     assert_eq!((two.text(), two.qos, two.dup), ("two".to_owned(), 2, false));
     sub.send(&ack_bytes(PUBREC, two.pkid)); // and no PUBACK for one
     sub.recv().assert_ack(PUBREL, two.pkid);
-    sub.expect_quiet(QUIET, "'three' waits for a free slot in the inflight window");
+    sub.expect_quiet(
+        QUIET,
+        "'three' waits for a free slot in the inflight window",
+    );
     barrier.pass(&b);
     drop(sub); // no DISCONNECT: the broker dies with the connection up
 
@@ -238,7 +241,10 @@ fn inflight_messages_are_resent_with_their_packet_ids_after_restart() {
     kill_and_restart(&mut b);
     let (mut sub, present) = Raw::connect(&b, "inf-sub", false, 60, None);
     assert!(present);
-    sub.expect_quiet(QUIET, "acknowledged messages are not re-sent after another restart");
+    sub.expect_quiet(
+        QUIET,
+        "acknowledged messages are not re-sent after another restart",
+    );
 }
 
 /// The broker's incoming QoS 2 state survives SIGKILL: a publisher that got PUBREC and
@@ -265,8 +271,7 @@ fn incoming_qos2_state_survives_restart() {
     let (mut p, present) = Raw::connect(&b, "in2-pub", false, 60, None);
     assert!(present, "the publisher's persistent session survives");
     p.send(&publish311("in2/x", b"seven", 2, 7, false, true));
-    p.recv()
-        .assert_ack(PUBREC, 7);
+    p.recv().assert_ack(PUBREC, 7);
     p.send(&ack_bytes(PUBREL, 7));
     p.recv().assert_ack(PUBCOMP, 7);
     p.send(&ack_bytes(PUBREL, 8));
@@ -319,7 +324,8 @@ fn session_expiry_survives_a_restart() {
     kill_and_restart(&mut b);
     let restarted = Instant::now();
 
-    let (mut keep, present) = Raw::connect5(b.addr(), "exp-keep", false, &session_expiry(Some(300)));
+    let (mut keep, present) =
+        Raw::connect5(b.addr(), "exp-keep", false, &session_expiry(Some(300)));
     assert!(present, "a session with 300 s expiry survives the restart");
     let m = keep.recv_publish();
     assert_eq!((m.text(), m.qos), ("kept".to_owned(), 1));
@@ -335,7 +341,8 @@ fn session_expiry_survives_a_restart() {
     // Well past the 1 s interval, counted from the disconnect or from the restart.
     let until = restarted + Duration::from_millis(2500);
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
-    let (mut short, present) = Raw::connect5(b.addr(), "exp-short", false, &session_expiry(Some(1)));
+    let (mut short, present) =
+        Raw::connect5(b.addr(), "exp-short", false, &session_expiry(Some(1)));
     assert!(!present, "a session whose 1 s expiry has passed is gone");
     short.expect_quiet(QUIET, "an expired session has no queue");
 }

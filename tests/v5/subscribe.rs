@@ -152,7 +152,10 @@ fn mqtt5_4_8_2_4_shared_qos2_in_flight_stays_with_its_member() {
     let mut b = Raw::connected5(addr, "mb", &[]);
     b.subscribe_id(1, &[("$share/g/q2", 2)], None);
     drop(a); // connection breaks before PUBREC; session persists (expiry 60)
-    b.expect_quiet(QUIET, "a QoS 2 message in flight is not moved to another member");
+    b.expect_quiet(
+        QUIET,
+        "a QoS 2 message in flight is not moved to another member",
+    );
     // It is completed with the member it was sent to, when it comes back [MQTT-4.8.2-4].
     let (mut a, ack) = Raw::handshake(addr, &connect5("ma", false, 60, &session, None));
     assert!(ack.connack().0);

@@ -123,7 +123,10 @@ fn mqtt5_3_1_4_3_take_over_resumes_the_session_so_a_delayed_will_is_not_sent() {
     let (mut watcher, _old, _new, ack) = take_over_with_will(broker.addr(), 1, false);
     assert!(ack.connack().0, "the new connection resumes the session");
     std::thread::sleep(Duration::from_millis(1500));
-    watcher.expect_quiet(QUIET, "no will: the session went on with the new connection");
+    watcher.expect_quiet(
+        QUIET,
+        "no will: the session went on with the new connection",
+    );
 }
 
 #[test]
