@@ -723,29 +723,12 @@ fn sighup_reloads_passwords_and_acl_without_dropping_connections() {
 
 /// An MQTT 5.0 CONNECT (clean start, no properties) with optional credentials.
 fn connect_v5(id: &str, user: Option<&str>, password: Option<&str>) -> Vec<u8> {
-    let mut flags = 0x02u8;
-    let mut payload = Vec::new();
-    let mut put = |bytes: &[u8]| {
-        payload.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-        payload.extend_from_slice(bytes);
-    };
-    put(id.as_bytes());
-    if let Some(u) = user {
-        flags |= 0x80;
-        put(u.as_bytes());
+    packets::Connect {
+        username: user,
+        password: password.map(str::as_bytes),
+        ..packets::Connect::new(true, id)
     }
-    if let Some(p) = password {
-        flags |= 0x40;
-        put(p.as_bytes());
-    }
-    let mut body = vec![
-        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c, 0x00,
-    ];
-    body.extend(payload);
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    .bytes()
 }
 
 #[test]

@@ -53,36 +53,17 @@ fn password_file(dir: &Path, user: &str, password: &str) -> PathBuf {
 /// An MQTT 5.0 CONNECT (clean start, keep-alive 60, no properties) with an optional
 /// password field of `password` bytes (and username "u").
 fn connect5(client_id: &str, password: Option<&[u8]>) -> Vec<u8> {
-    let flags = if password.is_some() { 0xC2 } else { 0x02 };
-    let mut body = vec![
-        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c, 0x00,
-    ];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    if let Some(p) = password {
-        body.extend_from_slice(&[0x00, 0x01, b'u']);
-        body.extend_from_slice(&(p.len() as u16).to_be_bytes());
-        body.extend_from_slice(p);
+    packets::Connect {
+        username: password.map(|_| "u"),
+        password,
+        ..packets::Connect::new(true, client_id)
     }
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    .bytes()
 }
 
 /// An MQTT 5.0 PUBLISH without properties.
 fn publish5(topic: &str, qos: u8, pkid: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.push(0);
-    body.extend_from_slice(payload);
-    let mut p = vec![0x30 | (qos << 1)];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    packets::publish5(topic, qos, pkid, false, &[], payload)
 }
 
 /// Reads what the broker sends until it closes. `Ok(bytes)` after a clean end of stream

@@ -20,14 +20,7 @@ const ONE_HOUR: [u8; 5] = [0x11, 0, 0, 0x0E, 0x10];
 
 /// An MQTT 5.0 SUBSCRIBE of one filter, without properties.
 fn subscribe5(s: &mut TcpStream, pkid: u16, filter: &str, qos: u8) {
-    let mut body = pkid.to_be_bytes().to_vec();
-    body.push(0); // no properties
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(qos);
-    let mut p = vec![0x82];
-    push_len(&mut p, body.len());
-    p.extend(body);
+    let p = packets::subscribe_bytes(Some(&[]), pkid, &[(filter.as_bytes(), qos)]);
     s.write_all(&p).expect("write SUBSCRIBE");
     let (h, ack) = read_packet(s);
     assert_eq!(h, 0x90, "SUBACK");

@@ -13,28 +13,12 @@ use common::*;
 
 /// A SUBSCRIBE packet for one filter.
 fn subscribe(pkid: u16, filter: &str, qos: u8) -> Vec<u8> {
-    let mut body = pkid.to_be_bytes().to_vec();
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(qos);
-    let mut p = vec![0x82];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    subscribe_packet(pkid, &[(filter.as_bytes(), qos)])
 }
 
 /// A PUBLISH packet.
 fn publish(topic: &str, payload: &[u8], qos: u8, pkid: u16) -> Vec<u8> {
-    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    let mut p = vec![0x30 | (qos << 1)];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    publish_packet(topic.as_bytes(), qos, pkid, payload, false)
 }
 
 fn subscribed(addr: std::net::SocketAddr, id: &str, filter: &str, qos: u8) -> TcpStream {
