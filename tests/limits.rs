@@ -1,7 +1,7 @@
 //! midge's own limits and slow-consumer protection: connection limits, and a subscriber that
 //! stops reading must not block publishers or other subscribers, nor grow memory without
 //! bound. (Message-size and id/topic-length limits are in malformed_input.rs and
-//! mqtt_v311_flows.rs.)
+//! v311/.)
 
 mod common;
 
