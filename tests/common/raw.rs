@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::packets::*;
-use super::{close_count, wait_closes, Broker};
+use super::{close_count, wait_closes, Broker, Login};
 
 /// How long anything that must arrive may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -37,6 +37,8 @@ pub struct Raw {
     pub v5: bool,
     /// The client id, for messages.
     pub id: String,
+    /// The broker closed the connection.
+    pub closed: bool,
 }
 
 impl Raw {
@@ -50,6 +52,7 @@ impl Raw {
             pending: VecDeque::new(),
             v5: false,
             id: String::new(),
+            closed: false,
         }
     }
 
@@ -101,6 +104,16 @@ impl Raw {
         (r, session_present)
     }
 
+    /// Connects with `login` (either version) and reads the CONNACK, whatever its code:
+    /// (connection, session present, return or reason code).
+    pub fn login(addr: SocketAddr, login: &Login) -> (Raw, bool, u8) {
+        let (mut r, ack) = Raw::handshake(addr, &login.bytes());
+        r.id = login.client_id.to_owned();
+        assert_eq!(ack.byte1, 0x20, "expected CONNACK, got {ack:?}");
+        assert!(ack.body.len() >= 2, "CONNACK body {ack:?}");
+        (r, ack.body[0] & 1 == 1, ack.body[1])
+    }
+
     /// An accepted 5.0 connection with Clean Start.
     pub fn connected5(addr: SocketAddr, id: &str, props: &[Prop]) -> Raw {
         Raw::connect5(addr, id, true, props).0
@@ -122,6 +135,9 @@ impl Raw {
             if let Some(p) = Pkt::take(&mut self.buf, self.v5) {
                 return Next::Packet(p);
             }
+            if self.closed {
+                return Next::Closed;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Next::Quiet;
@@ -131,7 +147,10 @@ impl Raw {
                 .expect("set read timeout");
             let mut tmp = [0u8; 16384];
             match self.s.read(&mut tmp) {
-                Ok(0) => return Next::Closed,
+                Ok(0) => {
+                    self.closed = true;
+                    return Next::Closed;
+                }
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                 Err(e)
                     if matches!(
@@ -142,7 +161,10 @@ impl Raw {
                     return Next::Quiet
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Closed,
+                Err(_) => {
+                    self.closed = true;
+                    return Next::Closed;
+                }
             }
         }
     }
@@ -394,5 +416,76 @@ impl Raw {
         self.send(&DISCONNECT_BYTES);
         drop(self.s);
         wait_closes(b, &self.id, before + 1);
+    }
+
+    /// PUBLISHes (topic, payload) received until none comes for `quiet` or `max` have
+    /// come; QoS 1 ones are acknowledged. Other packets are passed over.
+    pub fn publishes(&mut self, quiet: Duration, max: usize) -> Vec<(String, Vec<u8>)> {
+        let mut got = Vec::new();
+        while got.len() < max {
+            let Some(p) = self.try_read(quiet) else {
+                break;
+            };
+            if p.kind() != PUBLISH {
+                continue;
+            }
+            let publish = p.publish();
+            if publish.qos == 1 {
+                self.ack(PUBACK, publish.pkid);
+            }
+            got.push((publish.topic, publish.payload));
+        }
+        got
+    }
+
+    /// Publishes at QoS 1 and returns the body of its PUBACK (other packets met on the
+    /// way are passed over).
+    pub fn publish_acked(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        pkid: u16,
+        retain: bool,
+    ) -> Vec<u8> {
+        let props5: Option<&[u8]> = if self.v5 { Some(&[]) } else { None };
+        self.send(&publish_bytes(
+            props5,
+            topic.as_bytes(),
+            1,
+            pkid,
+            retain,
+            false,
+            payload,
+        ));
+        self.wait_puback(pkid)
+    }
+
+    /// Waits for the PUBACK of `pkid`, passing over anything else, and returns its body.
+    pub fn wait_puback(&mut self, pkid: u16) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self
+                .try_read(left)
+                .unwrap_or_else(|| panic!("{}: no PUBACK for {pkid}", self.id));
+            if p.byte1 == 0x40 && p.body[..2] == pkid.to_be_bytes() {
+                return p.body;
+            }
+        }
+    }
+
+    /// PINGREQ answered by PINGRESP (other packets are passed over): the connection is up
+    /// and served.
+    pub fn assert_alive(&mut self, what: &str) {
+        self.send(&PINGREQ_BYTES);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.try_read(left) {
+                Some(p) if p.byte1 == 0xD0 => return,
+                Some(_) => continue,
+                None => panic!("{what}: no PINGRESP (closed: {})", self.closed),
+            }
+        }
     }
 }
