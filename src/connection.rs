@@ -680,7 +680,7 @@ fn finish(mut client: Client, close: Close) {
         ),
         // Logged, rate-limited, where the message was refused.
         Close::OverMemoryLimit => {
-            tracing::debug!(client_id = %id, %peer, "memory_limit reached, disconnecting")
+            tracing::debug!(event = "memory_limit", client_id = %id, %peer, "memory_limit reached, disconnecting")
         }
     }
     if close.publishes_will() {

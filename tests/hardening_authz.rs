@@ -98,9 +98,7 @@ fn another_user_gets_nothing_of_an_offline_session_and_the_owner_resumes_it_whol
     let b = two_users(&dir, "");
     let (mut alice, _) = logged_in(&b, &as_user("alice", "alice-pw", "alice-dev", false));
     assert_eq!(alice.subscribe(1, &[("inbox/#", 1)]), [1]);
-    alice.send(&[0xE0, 0x00]);
-    drop(alice);
-    assert!(b.wait_log("client disconnected", Duration::from_secs(5)));
+    alice.go_offline(&b);
 
     let (mut publisher, _) = logged_in(&b, &as_user("alice", "alice-pw", "alice-pub", true));
     for i in 0..5u16 {
@@ -200,9 +198,7 @@ fn a_user_claims_a_client_id_squatted_by_an_anonymous_session_and_starts_afresh(
     };
     let (mut squatter, _) = logged_in(&b, &anonymous);
     assert_eq!(squatter.subscribe(1, &[("bait/#", 1)]), [1]);
-    squatter.send(&[0xE0, 0x00]);
-    drop(squatter);
-    assert!(b.wait_log("client disconnected", Duration::from_secs(5)));
+    squatter.go_offline(&b);
 
     let (mut alice, present) = logged_in(&b, &as_user("alice", "alice-pw", "alice-phone", false));
     assert!(!present, "the anonymous session is not alice's to resume");
@@ -231,9 +227,7 @@ fn queued_messages_are_checked_against_the_acl_in_force_when_they_are_sent() {
     let b = two_users(&dir, &format!("acl_file = {acl:?}"));
     let (mut alice, _) = logged_in(&b, &as_user("alice", "alice-pw", "alice-acl", false));
     assert_eq!(alice.subscribe(1, &[("data/#", 1)]), [1]);
-    alice.send(&[0xE0, 0x00]);
-    drop(alice);
-    assert!(b.wait_log("client disconnected", Duration::from_secs(5)));
+    alice.go_offline(&b);
     let (mut publisher, _) = logged_in(&b, &as_user("alice", "alice-pw", "alice-pub", true));
     publisher.publish_acked("data/secret/1", b"s", 1, false);
     publisher.publish_acked("data/public/1", b"p", 2, false);
@@ -245,7 +239,7 @@ fn queued_messages_are_checked_against_the_acl_in_force_when_they_are_sent() {
     )
     .unwrap();
     b.sighup();
-    assert!(b.wait_log("reloaded ACL file", Duration::from_secs(5)));
+    assert!(b.wait_event("acl_reloaded", Duration::from_secs(5)));
     let (mut alice, present) = logged_in(&b, &as_user("alice", "alice-pw", "alice-acl", false));
     assert!(present);
     let got = alice.publishes(QUIET, 10);
@@ -277,9 +271,7 @@ fn secure_example_queued_messages_of_the_demo_user_survive_kill_9() {
     let demo = |id, clean| as_user("demo", "demo-password", id, clean);
     let (mut device, _) = logged_in(&b, &demo("demo-device", false));
     assert_eq!(device.subscribe(1, &[("demo/#", 1)]), [1]);
-    device.send(&[0xE0, 0x00]);
-    drop(device);
-    assert!(b.wait_log("client disconnected", Duration::from_secs(5)));
+    device.go_offline(&b);
 
     const N: u16 = 20;
     let (mut publisher, _) = logged_in(&b, &demo("demo-tool", true));
@@ -422,7 +414,8 @@ fn a_long_client_id_does_not_make_every_stored_message_long() {
     assert_eq!(sub.subscribe(1, &[("long/#", 1)]), [1]);
     sub.send(&[0xE0, 0x00]);
     drop(sub);
-    assert!(b.wait_log("client disconnected", Duration::from_secs(5)));
+    // The log cuts a client id this long, so wait for any close rather than this id's.
+    assert!(b.wait_event("connection_closed", Duration::from_secs(5)));
     let (mut publisher, _) = logged_in(
         &b,
         &Login {

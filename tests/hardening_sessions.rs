@@ -161,7 +161,7 @@ fn persistent_client_expiration_ends_a_3_1_1_persistent_session() {
         "the session offline for longer than 2 s has ended"
     );
     assert!(
-        b.wait_log("session expired", Duration::from_secs(1)),
+        b.wait_event("session_expired", Duration::from_secs(1)),
         "the expiry is logged"
     );
     // Its subscription went with it: a message to its old topic does not reach it.
@@ -334,7 +334,7 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
     let (_s, body) = connack(addr, &connect_311(&format!("mem-new-311-{long}"), true));
     assert_eq!(body, [0x00, 0x03], "3.1.1 CONNACK 0x03 Server unavailable");
     assert!(
-        b.wait_log("memory_limit reached", Duration::from_secs(1)),
+        b.wait_event("memory_limit", Duration::from_secs(1)),
         "the limit is logged"
     );
 

@@ -282,7 +282,7 @@ fn stored_entries_deeper_than_max_topic_levels_are_skipped_on_restart() {
     .expect("rewrite config");
     b.spawn();
     assert!(
-        b.wait_log("not restored", Duration::from_secs(5)),
+        b.wait_event("not_restored", Duration::from_secs(5)),
         "the skipped entries are logged"
     );
     assert!(
@@ -410,7 +410,7 @@ fn retained_messages_on_subscribe_respect_max_queued_messages() {
         "{publishes} retained PUBLISHes for a queue of 100"
     );
     assert!(
-        b.wait_log("outgoing queue full", Duration::from_secs(5)),
+        b.wait_event("queue_full", Duration::from_secs(5)),
         "drops are logged"
     );
     b.assert_serves_healthy_client("kr-distinct");

@@ -56,7 +56,7 @@ fn limit_listener_max_connections_refuses_extra_connections() {
     let mut third = raw(b.addr());
     let _ = third.write_all(&connect_packet("three"));
     assert!(is_closed(&mut third), "third connection must be closed");
-    assert!(b.wait_log("connection limit reached", Duration::from_secs(5)));
+    assert!(b.wait_event("connection_limit", Duration::from_secs(5)));
 
     // The other listener has no limit of its own.
     let other = std::net::SocketAddr::from(([127, 0, 0, 1], port2));

@@ -149,6 +149,13 @@ impl Broker {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits until the broker logs the event `name` (true) or `timeout` passes (false):
+    /// the structured field `event = "name"` of a tracing call in src/, which stays when
+    /// the wording of the line changes.
+    pub fn wait_event(&self, name: &str, timeout: Duration) -> bool {
+        self.wait_log(&format!("event=\"{name}\""), timeout)
+    }
+
     /// Waits until the log contains `needle` (true) or `timeout` passes (false).
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

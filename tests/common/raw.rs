@@ -410,7 +410,8 @@ impl Raw {
     }
 
     /// DISCONNECT, then waits until midge has logged the end of this connection, so that
-    /// the session is offline before the test goes on.
+    /// the session is offline before the test goes on. (The log cuts client ids over 64
+    /// bytes: those cannot be waited for by id.)
     pub fn go_offline(mut self, b: &Broker) {
         let before = close_count(b, &self.id);
         self.send(&DISCONNECT_BYTES);

@@ -127,7 +127,7 @@ fn mqtt5_4_8_2_unacknowledged_messages_of_a_disconnected_member_go_to_another() 
         moved.payload, b"job-1",
         "redelivered to the remaining member"
     );
-    assert!(broker.wait_log("moved to other members", WAIT));
+    assert!(broker.wait_event("shared_moved", WAIT));
 }
 
 #[test]
