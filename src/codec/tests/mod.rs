@@ -96,12 +96,15 @@ fn connect_body(c: &ConnectSpec) -> Vec<u8> {
     b
 }
 
+/// A will in a CONNECT's payload: (5.0: its property block,) topic, payload.
+type WillFields<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
 /// Appends a CONNECT's payload: client id, will (5.0: its property block first), user
 /// name, password, each present or not as given.
 fn connect_payload(
     b: &mut Vec<u8>,
     client_id: &[u8],
-    will: Option<(Option<&[u8]>, &[u8], &[u8])>,
+    will: Option<WillFields>,
     username: Option<&[u8]>,
     password: Option<&[u8]>,
 ) {
