@@ -715,51 +715,35 @@ pub fn raw_connected5(
 /// An MQTT 5.0 PUBLISH a client received: topic, raw properties (without the block
 /// length), payload.
 pub fn parse_publish5(header: u8, body: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
-    let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
-    let topic = String::from_utf8(body[2..2 + tlen].to_vec()).expect("UTF-8 topic");
-    let mut at = 2 + tlen + if header & 0x06 != 0 { 2 } else { 0 };
-    let (mut plen, mut mult) = (0usize, 1usize);
-    loop {
-        let b = body[at];
-        at += 1;
-        plen += (b & 0x7F) as usize * mult;
-        mult *= 128;
-        if b & 0x80 == 0 {
-            break;
-        }
+    let mut c = packets::Cursor(body);
+    let topic = c.string();
+    if header & 0x06 != 0 {
+        c.u16();
     }
-    let props = body[at..at + plen].to_vec();
-    (topic, props, body[at + plen..].to_vec())
+    let len = c.varint() as usize;
+    let (props, payload) = c.0.split_at(len);
+    (topic, props.to_vec(), payload.to_vec())
 }
 
 /// The Topic Alias (property 0x23) in raw PUBLISH properties, if any.
 pub fn topic_alias_of(props: &[u8]) -> Option<u16> {
-    // Outgoing PUBLISH properties midge writes: 0x01 (1 byte), 0x02 (4), 0x03/0x08/0x09
-    // (2-byte length), 0x26 (two of them), 0x23 (2), 0x0B (variable byte integer).
-    let mut at = 0;
-    while at < props.len() {
-        let id = props[at];
-        at += 1;
-        let str_len = |at: usize| 2 + u16::from_be_bytes([props[at], props[at + 1]]) as usize;
-        match id {
-            0x23 => return Some(u16::from_be_bytes([props[at], props[at + 1]])),
-            0x01 => at += 1,
-            0x02 => at += 4,
-            0x03 | 0x08 | 0x09 => at += str_len(at),
-            0x26 => {
-                at += str_len(at);
-                at += str_len(at);
-            }
-            0x0B => {
-                while props[at] & 0x80 != 0 {
-                    at += 1;
-                }
-                at += 1;
-            }
-            other => panic!("unexpected property {other:#x} in an outgoing PUBLISH"),
-        }
+    let props = packets::Cursor(&property_block(props)).props();
+    // The properties midge writes in an outgoing PUBLISH, and no other.
+    for p in &props {
+        let id = match p {
+            Prop::Byte(id, _) | Prop::Two(id, _) | Prop::Four(id, _) | Prop::Var(id, _) => *id,
+            Prop::Str(id, _) | Prop::Bin(id, _) => *id,
+            Prop::Pair(..) => packets::USER_PROPERTY,
+        };
+        assert!(
+            [0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26].contains(&id),
+            "unexpected property {id:#x} in an outgoing PUBLISH"
+        );
     }
-    None
+    match packets::find(&props, packets::TOPIC_ALIAS) {
+        Some(Prop::Two(_, alias)) => Some(*alias),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -56,6 +56,18 @@ impl Raw {
         }
     }
 
+    /// A raw client over a 3.1.1 connection opened elsewhere.
+    pub fn from_stream(s: TcpStream, id: &str) -> Raw {
+        Raw {
+            s,
+            buf: Vec::new(),
+            pending: VecDeque::new(),
+            v5: false,
+            id: id.to_owned(),
+            closed: false,
+        }
+    }
+
     /// Opens a connection, sends `connect` and returns the first packet back (normally
     /// the CONNACK, whatever its code).
     pub fn handshake(addr: SocketAddr, connect: &[u8]) -> (Raw, Pkt) {
@@ -286,17 +298,25 @@ impl Raw {
         codes
     }
 
-    /// 5.0 SUBSCRIBE with an optional subscription identifier; PUBLISHes that arrive
-    /// before the SUBACK are kept. Returns the reason codes.
-    pub fn subscribe_id(
+    /// SUBSCRIBE with (filter, QoS or 5.0 options) pairs and, on 5.0, an optional
+    /// subscription identifier; PUBLISHes that arrive before the SUBACK are kept. Returns
+    /// the return or reason codes.
+    pub fn subscribe_keeping(
         &mut self,
         pkid: u16,
         filters: &[(&str, u8)],
         sub_id: Option<u32>,
     ) -> Vec<u8> {
-        self.send(&subscribe5(pkid, filters, sub_id));
+        let bytes = if self.v5 {
+            subscribe5(pkid, filters, sub_id)
+        } else {
+            assert!(sub_id.is_none(), "subscription identifiers are 5.0 only");
+            subscribe311(pkid, filters)
+        };
+        self.send(&bytes);
         let ack = self.control();
         assert_eq!(ack.kind(), SUBACK, "SUBACK expected: {ack:?}");
+        assert_eq!(ack.pkid(), pkid, "SUBACK packet id: {ack:?}");
         ack.reasons()
     }
 
@@ -439,8 +459,8 @@ impl Raw {
         got
     }
 
-    /// Publishes at QoS 1 and returns the body of its PUBACK (other packets met on the
-    /// way are passed over).
+    /// Publishes at QoS 1; the next packet that is not a PUBLISH must be its PUBACK (on
+    /// 3.1.1 exactly so). PUBLISHes that arrive first are kept. Returns the PUBACK's body.
     pub fn publish_acked(
         &mut self,
         topic: &str,
@@ -458,7 +478,39 @@ impl Raw {
             false,
             payload,
         ));
-        self.wait_puback(pkid)
+        let ack = self.control();
+        if self.v5 {
+            assert_eq!((ack.kind(), ack.pkid()), (PUBACK, pkid), "PUBACK: {ack:?}");
+        } else {
+            ack.assert_ack(PUBACK, pkid);
+        }
+        ack.body
+    }
+
+    /// Reads PUBLISHes (kept ones first), acknowledging QoS 1 ones, until one on `until`
+    /// arrives; returns the topics and payloads seen, the sentinel last. Other packets are
+    /// passed over.
+    pub fn received_until(&mut self, until: &str) -> Vec<(String, String)> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(p) = self.try_read(deadline.saturating_duration_since(Instant::now())) {
+            if p.kind() != PUBLISH {
+                continue;
+            }
+            let publish = p.publish();
+            if publish.qos == 1 {
+                self.ack(PUBACK, publish.pkid);
+            }
+            let done = publish.topic == until;
+            seen.push((publish.topic.clone(), publish.text()));
+            if done {
+                return seen;
+            }
+        }
+        panic!(
+            "{}: no message on {until} within the wait; seen {seen:?}",
+            self.id
+        );
     }
 
     /// Waits for the PUBACK of `pkid`, passing over anything else, and returns its body.

@@ -5,20 +5,21 @@
 //! * a crash test: publishers with numbered QoS 1 / QoS 2 messages to an offline persistent
 //!   subscriber, SIGKILL at random moments, restart on the same store, and every
 //!   acknowledged message is delivered, QoS 2 at most once, in order per publisher
-//!   ([`CrashRun`]; `scripts/crash-loop.sh` runs the same scenario hundreds of times
-//!   through the ignored `crash_loop` test);
+//!   (crash.rs, `CrashRun`; `scripts/crash-loop.sh` runs the same scenario hundreds of
+//!   times through the ignored `crash::crash_loop` test);
 //! * a delivery crash test: SIGKILL while QoS 2 messages are being delivered to a
 //!   persistent subscriber that keeps its QoS 2 receiver state as the specification says,
-//!   and each message still arrives exactly once;
-//! * restart tests: retained messages, subscriptions and queues, inflight packet ids,
+//!   and each message still arrives exactly once (crash.rs);
+//! * restart tests (restart.rs): retained messages, subscriptions and queues, inflight packet ids,
 //!   incoming QoS 2 state, session expiry and a clean SIGTERM shutdown;
-//! * fault injection: a torn last record, corruption in the middle of a segment, a read-only
+//! * fault injection (faults.rs): a torn last record, corruption in the middle of a segment, a read-only
 //!   store directory, a full disk (a small tmpfs: needs root / CAP_SYS_ADMIN, and fails,
 //!   never skips, without it) and two brokers on one store.
 //!
-//! Every client is a raw socket speaking MQTT bytes ([`Conn`]), so that each test knows
-//! exactly which acknowledgements arrived before the broker was killed. Everything runs on
-//! 127.0.0.1, and every loop is bounded in count and in time.
+//! Every client is the raw client of tests/common ([`common::raw::Raw`]), a socket speaking
+//! MQTT bytes, so that each test knows exactly which acknowledgements arrived before the
+//! broker was killed. Everything runs on 127.0.0.1, and every loop is bounded in count and
+//! in time. One test binary with a module an area: each binary links the whole crate.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -170,7 +170,7 @@ fn mqtt5_2_2_2_duplicate_or_misplaced_properties_and_bad_values_disconnect() {
     assert!(bytes.is_empty() || bytes[0] == 0x20 && bytes.get(3).is_some_and(|r| *r >= 0x80));
     // Everyone else is unaffected.
     let mut ok = Raw::connected5(addr, "ok", &[]);
-    assert_eq!(ok.subscribe_id(1, &[("fine", 0)], None), vec![0]);
+    assert_eq!(ok.subscribe_keeping(1, &[("fine", 0)], None), vec![0]);
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn mqtt5_3_1_3_6_assigned_client_id_is_never_one_in_use() {
     let next = format!("midge-{:016x}", n.wrapping_add(1));
     let session = [Prop::Four(SESSION_EXPIRY, 60)];
     let mut squatter = Raw::connected5(addr, &next, &session);
-    squatter.subscribe_id(1, &[("secret/#", 1)], None);
+    squatter.subscribe_keeping(1, &[("secret/#", 1)], None);
     let (_victim, ack) = Raw::handshake(addr, &connect5("", false, 60, &session, None));
     let (session_present, reason, props) = ack.connack();
     assert_eq!(reason, 0);

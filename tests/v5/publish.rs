@@ -11,7 +11,7 @@ fn mqtt5_3_3_2_message_properties_forwarded_unchanged_and_user_properties_in_ord
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut sub = Raw::connected5(addr, "sub5", &[]);
-    assert_eq!(sub.subscribe_id(1, &[("props/#", 0)], None), vec![0]);
+    assert_eq!(sub.subscribe_keeping(1, &[("props/#", 0)], None), vec![0]);
     let mut old = raw_connected(addr, "sub311");
     old.write_all(&subscribe_packet(1, &[(b"props/#", 0)]))
         .unwrap();
@@ -68,7 +68,7 @@ fn mqtt5_3_3_2_5_expired_messages_are_not_delivered_and_the_rest_carry_remaining
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut c = Raw::connected5(addr, "late", &[Prop::Four(SESSION_EXPIRY, 60)]);
-    assert_eq!(c.subscribe_id(1, &[("exp/#", 1)], None), vec![1]);
+    assert_eq!(c.subscribe_keeping(1, &[("exp/#", 1)], None), vec![1]);
     drop(c);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos1("exp/short", 1, &[Prop::Four(MESSAGE_EXPIRY, 1)], b"gone");
@@ -97,7 +97,7 @@ fn mqtt5_3_3_2_5_expired_messages_are_not_delivered_and_the_rest_carry_remaining
     }
     c.ack(PUBACK, got.pkid);
     let mut fresh = Raw::connected5(addr, "fresh", &[]);
-    fresh.subscribe_id(1, &[("exp/retained", 1)], None);
+    fresh.subscribe_keeping(1, &[("exp/retained", 1)], None);
     fresh.expect_quiet(QUIET, "expired retained message");
 }
 
@@ -105,7 +105,7 @@ fn mqtt5_3_3_2_5_expired_messages_are_not_delivered_and_the_rest_carry_remaining
 fn mqtt5_3_3_2_4_payload_not_utf8_with_format_indicator_gets_0x99() {
     let broker = Broker::start("");
     let mut sub = Raw::connected5(broker.addr(), "sub", &[]);
-    sub.subscribe_id(1, &[("fmt/#", 0)], None);
+    sub.subscribe_keeping(1, &[("fmt/#", 0)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     let reason = p.publish_qos1(
         "fmt/bad",
@@ -123,7 +123,7 @@ fn mqtt5_3_4_2_1_puback_reports_no_matching_subscribers() {
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     assert_eq!(p.publish_qos1("nobody/home", 1, &[], b"x"), 0x10);
     let mut s = Raw::connected5(broker.addr(), "sub", &[]);
-    s.subscribe_id(1, &[("nobody/#", 0)], None);
+    s.subscribe_keeping(1, &[("nobody/#", 0)], None);
     assert_eq!(p.publish_qos1("nobody/home", 2, &[], b"x"), 0x00);
 }
 
@@ -131,7 +131,7 @@ fn mqtt5_3_4_2_1_puback_reports_no_matching_subscribers() {
 fn mqtt5_3_3_2_3_4_inbound_topic_alias_is_set_then_used() {
     let broker = Broker::start("max_topic_alias = 3\n");
     let mut sub = Raw::connected5(broker.addr(), "sub", &[]);
-    sub.subscribe_id(1, &[("alias/#", 0)], None);
+    sub.subscribe_keeping(1, &[("alias/#", 0)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     p.send(&publish5(
         "alias/long/topic/name",
@@ -177,7 +177,7 @@ fn mqtt5_3_3_2_8_topic_alias_zero_or_above_maximum_disconnects_with_0x94() {
 fn mqtt5_3_3_2_3_4_outbound_topic_alias_within_the_clients_maximum() {
     let broker = Broker::start("");
     let mut sub = Raw::connected5(broker.addr(), "sub", &[Prop::Two(TOPIC_ALIAS_MAXIMUM, 1)]);
-    sub.subscribe_id(1, &[("out/#", 0)], None);
+    sub.subscribe_keeping(1, &[("out/#", 0)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     for (topic, payload) in [("out/a", "1"), ("out/a", "2"), ("out/b", "3")] {
         p.send(&publish5(topic, 0, 0, false, &[], payload.as_bytes()));
@@ -200,7 +200,7 @@ fn mqtt5_3_3_2_3_4_outbound_topic_alias_within_the_clients_maximum() {
 fn mqtt5_3_3_4_7_receive_maximum_bounds_unacknowledged_deliveries() {
     let broker = Broker::start("");
     let mut sub = Raw::connected5(broker.addr(), "slow", &[Prop::Two(RECEIVE_MAXIMUM, 2)]);
-    sub.subscribe_id(1, &[("rm/#", 1)], None);
+    sub.subscribe_keeping(1, &[("rm/#", 1)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     for i in 0..5u16 {
         p.publish_qos1("rm/x", i + 1, &[], &[b'0' + i as u8]);
@@ -239,9 +239,9 @@ fn mqtt5_3_1_2_25_message_over_the_clients_maximum_packet_size_is_dropped_for_it
         "small",
         &[Prop::Four(MAXIMUM_PACKET_SIZE, 64)],
     );
-    small.subscribe_id(1, &[("size/#", 0)], None);
+    small.subscribe_keeping(1, &[("size/#", 0)], None);
     let mut big = Raw::connected5(broker.addr(), "big", &[]);
-    big.subscribe_id(1, &[("size/#", 0)], None);
+    big.subscribe_keeping(1, &[("size/#", 0)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     p.send(&publish5("size/large", 0, 0, false, &[], &[b'x'; 200]));
     p.send(&publish5("size/small", 0, 0, false, &[], b"ok"));
@@ -395,7 +395,7 @@ fn mqtt5_4_4_0_2_pubrec_error_ends_the_delivery_and_frees_the_window() {
         Prop::Four(SESSION_EXPIRY, 60),
     ];
     let mut sub = Raw::connected5(addr, "q2sub", &props);
-    sub.subscribe_id(1, &[("q2/#", 2)], None);
+    sub.subscribe_keeping(1, &[("q2/#", 2)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos2("q2/a", 1, b"one");
     p.publish_qos2("q2/a", 2, b"two");
@@ -422,7 +422,7 @@ fn mqtt5_3_1_2_24_topic_alias_counts_towards_the_clients_maximum_packet_size() {
             Prop::Two(TOPIC_ALIAS_MAXIMUM, 5),
         ],
     );
-    sub.subscribe_id(1, &[("t", 0)], None);
+    sub.subscribe_keeping(1, &[("t", 0)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.send(&publish5("t", 0, 0, false, &[], &[b'x'; 50]));
     let got = sub.read();
@@ -435,7 +435,7 @@ fn mqtt5_3_3_4_10_pingreq_and_subscribe_answered_while_the_receive_window_is_ful
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut sub = Raw::connected5(addr, "rm1", &[Prop::Two(RECEIVE_MAXIMUM, 1)]);
-    sub.subscribe_id(1, &[("z/#", 1)], None);
+    sub.subscribe_keeping(1, &[("z/#", 1)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos1("z/a", 1, &[], b"1");
     p.publish_qos1("z/a", 2, &[], b"2");
@@ -444,7 +444,7 @@ fn mqtt5_3_3_4_10_pingreq_and_subscribe_answered_while_the_receive_window_is_ful
     sub.send(&[0xC0, 0]);
     let r = sub.read();
     assert_eq!(r.kind(), 13, "PINGRESP at zero quota: {r:?}");
-    assert_eq!(sub.subscribe_id(2, &[("other", 0)], None), vec![0]);
+    assert_eq!(sub.subscribe_keeping(2, &[("other", 0)], None), vec![0]);
     sub.expect_quiet(QUIET, "second QoS 1 held");
     sub.ack(PUBACK, first.pkid);
     assert_eq!(sub.recv_publish().payload, b"2");
@@ -476,7 +476,7 @@ fn mqtt5_3_6_2_qos2_inbound_flow_and_packet_identifier_not_found_0x92() {
 fn mqtt5_3_3_2_4_payload_format_indicator_0_is_forwarded_unaltered() {
     let broker = Broker::start("");
     let mut sub = Raw::connected5(broker.addr(), "sub", &[]);
-    sub.subscribe_id(1, &[("pfi/#", 0)], None);
+    sub.subscribe_keeping(1, &[("pfi/#", 0)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     p.send(&publish5(
         "pfi/zero",

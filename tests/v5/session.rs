@@ -12,7 +12,7 @@ fn mqtt5_3_1_2_11_session_expiry_interval_keeps_then_ends_the_session() {
     let addr = broker.addr();
     let props = [Prop::Four(SESSION_EXPIRY, 2)];
     let mut c = Raw::connected5(addr, "expiring", &props);
-    assert_eq!(c.subscribe_id(1, &[("exp/#", 1)], None), vec![1]);
+    assert_eq!(c.subscribe_keeping(1, &[("exp/#", 1)], None), vec![1]);
     drop(c);
     // Within the interval: resumed, and it received what was published meanwhile.
     std::thread::sleep(Duration::from_millis(300));
@@ -47,7 +47,7 @@ fn mqtt5_4_4_0_2_message_refused_by_pubrec_error_is_not_resent_on_reconnect() {
     let addr = broker.addr();
     let props = [Prop::Four(SESSION_EXPIRY, 60)];
     let mut sub = Raw::connected5(addr, "q2sub", &props);
-    sub.subscribe_id(1, &[("q2/#", 2)], None);
+    sub.subscribe_keeping(1, &[("q2/#", 2)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos2("q2/a", 1, b"one");
     let first = sub.recv_publish();

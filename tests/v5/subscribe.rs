@@ -11,7 +11,7 @@ fn mqtt5_3_8_3_1_no_local_suppresses_own_messages() {
     let broker = Broker::start("");
     let mut c = Raw::connected5(broker.addr(), "self", &[]);
     // Option bits: QoS 0, No Local (0x04).
-    c.subscribe_id(1, &[("nl/#", 0x04)], None);
+    c.subscribe_keeping(1, &[("nl/#", 0x04)], None);
     c.send(&publish5("nl/mine", 0, 0, false, &[], b"x"));
     let mut other = Raw::connected5(broker.addr(), "other", &[]);
     other.send(&publish5("nl/theirs", 0, 0, false, &[], b"y"));
@@ -22,9 +22,9 @@ fn mqtt5_3_8_3_1_no_local_suppresses_own_messages() {
 fn mqtt5_3_3_4_3_subscription_identifiers_of_every_matching_subscription_are_delivered() {
     let broker = Broker::start("");
     let mut c = Raw::connected5(broker.addr(), "ids", &[]);
-    c.subscribe_id(1, &[("ids/+", 0)], Some(7));
-    c.subscribe_id(2, &[("ids/#", 1)], Some(300));
-    c.subscribe_id(3, &[("other/#", 0)], None);
+    c.subscribe_keeping(1, &[("ids/+", 0)], Some(7));
+    c.subscribe_keeping(2, &[("ids/#", 1)], Some(300));
+    c.subscribe_keeping(3, &[("other/#", 0)], None);
     let mut p = Raw::connected5(broker.addr(), "pub", &[]);
     p.publish_qos1("ids/a", 1, &[], b"x");
     let got = c.recv_publish();
@@ -41,7 +41,7 @@ fn mqtt5_3_9_3_suback_and_unsuback_reason_codes() {
     let broker = Broker::start("max_subscriptions_per_client = 2\n");
     let mut c = Raw::connected5(broker.addr(), "codes", &[]);
     assert_eq!(
-        c.subscribe_id(1, &[("a/#", 2), ("a/#/b", 0), ("b", 1), ("c", 0)], None),
+        c.subscribe_keeping(1, &[("a/#", 2), ("a/#/b", 0), ("b", 1), ("c", 0)], None),
         vec![2, 0x8F, 1, 0x97]
     );
     c.send(&frame(0xA2, {
@@ -62,7 +62,10 @@ fn mqtt5_4_8_2_shared_subscription_delivers_each_message_to_one_member_in_turn()
     let mut members = Vec::new();
     for id in ["m1", "m2"] {
         let mut m = Raw::connected5(addr, id, &[]);
-        assert_eq!(m.subscribe_id(1, &[("$share/g/jobs/#", 1)], None), vec![1]);
+        assert_eq!(
+            m.subscribe_keeping(1, &[("$share/g/jobs/#", 1)], None),
+            vec![1]
+        );
         members.push(m);
     }
     // A 3.1.1 client may join the same group, as in Mosquitto (raw 3.1.1 bytes; its
@@ -74,7 +77,7 @@ fn mqtt5_4_8_2_shared_subscription_delivers_each_message_to_one_member_in_turn()
     members.push(m3);
     // A non-shared subscriber gets everything.
     let mut all = Raw::connected5(addr, "all", &[]);
-    all.subscribe_id(1, &[("jobs/#", 0)], None);
+    all.subscribe_keeping(1, &[("jobs/#", 0)], None);
 
     let mut p = Raw::connected5(addr, "pub", &[]);
     let mut counts = [0usize; 3];
@@ -113,14 +116,14 @@ fn mqtt5_4_8_2_unacknowledged_messages_of_a_disconnected_member_go_to_another() 
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut holder = Raw::connected5(addr, "holder", &[Prop::Two(RECEIVE_MAXIMUM, 1)]);
-    holder.subscribe_id(1, &[("$share/w/work", 1)], None);
+    holder.subscribe_keeping(1, &[("$share/w/work", 1)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos1("work", 1, &[], b"job-1");
     let got = holder.recv_publish();
     assert_eq!(got.payload, b"job-1");
     // Another member joins; the holder dies without acknowledging.
     let mut other = Raw::connected5(addr, "other", &[]);
-    other.subscribe_id(1, &[("$share/w/work", 1)], None);
+    other.subscribe_keeping(1, &[("$share/w/work", 1)], None);
     drop(holder);
     let moved = other.recv_publish();
     assert_eq!(
@@ -144,13 +147,13 @@ fn mqtt5_4_8_2_4_shared_qos2_in_flight_stays_with_its_member() {
     let addr = broker.addr();
     let session = [Prop::Four(SESSION_EXPIRY, 60)];
     let mut a = Raw::connected5(addr, "ma", &session);
-    a.subscribe_id(1, &[("$share/g/q2", 2)], None);
+    a.subscribe_keeping(1, &[("$share/g/q2", 2)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos2("q2", 1, b"exactly-once");
     let got = a.recv_publish();
     assert_eq!(got.qos, 2);
     let mut b = Raw::connected5(addr, "mb", &[]);
-    b.subscribe_id(1, &[("$share/g/q2", 2)], None);
+    b.subscribe_keeping(1, &[("$share/g/q2", 2)], None);
     drop(a); // connection breaks before PUBREC; session persists (expiry 60)
     b.expect_quiet(
         QUIET,
@@ -168,7 +171,7 @@ fn mqtt5_4_8_2_6_shared_message_refused_by_pubrec_error_goes_to_no_other_member(
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut a = Raw::connected5(addr, "ma", &[]);
-    a.subscribe_id(1, &[("$share/g/q2", 2)], None);
+    a.subscribe_keeping(1, &[("$share/g/q2", 2)], None);
     let mut p = Raw::connected5(addr, "pub", &[]);
     p.publish_qos2("q2", 1, b"refused");
     let got = a.recv_publish();
@@ -176,7 +179,7 @@ fn mqtt5_4_8_2_6_shared_message_refused_by_pubrec_error_goes_to_no_other_member(
     a.send(&[0xC0, 0]);
     assert_eq!(a.control().kind(), 13);
     let mut b = Raw::connected5(addr, "mb", &[]);
-    b.subscribe_id(1, &[("$share/g/q2", 2)], None);
+    b.subscribe_keeping(1, &[("$share/g/q2", 2)], None);
     drop(a);
     if let Some(pk) = b.try_read(Duration::from_millis(1500)) {
         panic!(

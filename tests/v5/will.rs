@@ -10,7 +10,7 @@ fn mqtt5_3_1_3_9_delayed_will_not_sent_when_the_session_resumes_in_time() {
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut watcher = Raw::connected5(addr, "watcher", &[]);
-    watcher.subscribe_id(1, &[("wills/#", 0)], None);
+    watcher.subscribe_keeping(1, &[("wills/#", 0)], None);
     let session = [Prop::Four(SESSION_EXPIRY, 60)];
     let will_props = [Prop::Four(WILL_DELAY, 2)];
     let connect = connect5(
@@ -36,7 +36,7 @@ fn mqtt5_3_1_2_8_delayed_will_sent_after_the_delay() {
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut watcher = Raw::connected5(addr, "watcher", &[]);
-    watcher.subscribe_id(1, &[("wills/#", 0)], None);
+    watcher.subscribe_keeping(1, &[("wills/#", 0)], None);
     let session = [Prop::Four(SESSION_EXPIRY, 60)];
     let will_props = [Prop::Four(WILL_DELAY, 1), user("why", "test")];
     let connect = connect5(
@@ -66,7 +66,7 @@ fn mqtt5_3_14_4_disconnect_with_will_message_0x04_publishes_the_will() {
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut watcher = Raw::connected5(addr, "watcher", &[]);
-    watcher.subscribe_id(1, &[("wills/#", 0)], None);
+    watcher.subscribe_keeping(1, &[("wills/#", 0)], None);
     let (mut c, _) = Raw::handshake(
         addr,
         &connect5(
@@ -99,7 +99,7 @@ fn mqtt5_3_14_4_disconnect_with_will_message_0x04_publishes_the_will() {
 /// connection and the new one's CONNACK.
 fn take_over_with_will(addr: SocketAddr, delay: u32, clean_start: bool) -> (Raw, Raw, Raw, Pkt) {
     let mut watcher = Raw::connected5(addr, "watcher", &[]);
-    watcher.subscribe_id(1, &[("wills/#", 0)], None);
+    watcher.subscribe_keeping(1, &[("wills/#", 0)], None);
     let session = [Prop::Four(SESSION_EXPIRY, 60)];
     let will_props = [Prop::Four(WILL_DELAY, delay)];
     let (mut old, _) = Raw::handshake(
@@ -146,7 +146,7 @@ fn mqtt5_3_1_3_9_will_sent_when_the_session_ends_before_the_will_delay() {
     let broker = Broker::start("");
     let addr = broker.addr();
     let mut watcher = Raw::connected5(addr, "watcher", &[]);
-    watcher.subscribe_id(1, &[("wills/#", 0)], None);
+    watcher.subscribe_keeping(1, &[("wills/#", 0)], None);
     let (c, _) = Raw::handshake(
         addr,
         &connect5(
