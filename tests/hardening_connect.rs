@@ -91,39 +91,15 @@ fn read_to_close(s: &mut TcpStream) -> Result<Vec<u8>, (Vec<u8>, std::io::Error)
 
 /// The value of the Assigned Client Identifier (0x12) in a 5.0 CONNACK body.
 fn assigned_client_id(connack: &[u8]) -> Option<String> {
-    let mut i = 2;
-    // Property length: a variable byte integer.
-    let mut len = 0usize;
-    let mut shift = 0;
-    loop {
-        let b = *connack.get(i)?;
-        i += 1;
-        len |= usize::from(b & 0x7F) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
+    let connack = packets::Pkt {
+        byte1: 0x20,
+        body: connack.to_vec(),
+        v5: true,
+    };
+    match packets::find(&connack.connack().2, packets::ASSIGNED_CLIENT_ID) {
+        Some(packets::Prop::Str(_, id)) => Some(id.clone()),
+        _ => None,
     }
-    let end = i + len;
-    while i < end {
-        let id = connack[i];
-        i += 1;
-        let size = match id {
-            0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
-            0x13 | 0x21 | 0x22 => 2,
-            0x11 | 0x27 => 4,
-            0x12 | 0x1F | 0x1A | 0x1C => {
-                let n = usize::from(u16::from_be_bytes([connack[i], connack[i + 1]]));
-                if id == 0x12 {
-                    return Some(String::from_utf8_lossy(&connack[i + 2..i + 2 + n]).into_owned());
-                }
-                2 + n
-            }
-            other => panic!("unexpected CONNACK property {other:#04x} in {connack:02x?}"),
-        };
-        i += size;
-    }
-    None
 }
 
 /// [MQTT-3.1.0-1]: the first packet must be CONNECT. One that is not is closed on its

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -31,31 +31,16 @@ fn subscribe5(s: &mut TcpStream, pkid: u16, filter: &str, qos: u8) {
     );
 }
 
-/// The next packet, or `None` when nothing arrives within the socket's read timeout.
-fn try_read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    match s.read(&mut first) {
-        Ok(1) => {}
-        _ => return None,
-    }
-    let (mut len, mut mult) = (0usize, 1usize);
-    for _ in 0..4 {
-        let b = read_exact(s, 1)[0];
-        len += (b & 0x7F) as usize * mult;
-        mult *= 128;
-        if b & 0x80 == 0 {
-            return Some((first[0], read_exact(s, len)));
-        }
-    }
-    panic!("malformed remaining length from the broker");
-}
-
 /// PUBACK for a QoS 1 PUBLISH received.
 fn puback(s: &mut TcpStream, header: u8, body: &[u8]) {
     if header & 0x06 != 0 {
-        let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
-        let pkid = &body[2 + tlen..4 + tlen];
-        s.write_all(&[0x40, 0x02, pkid[0], pkid[1]])
+        let publish = packets::Pkt {
+            byte1: header,
+            body: body.to_vec(),
+            v5: true,
+        }
+        .publish();
+        s.write_all(&packets::ack_bytes(packets::PUBACK, publish.pkid))
             .expect("write PUBACK");
     }
 }

@@ -328,6 +328,11 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::
 /// timeout; panics on EOF or timeout.
 pub fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
     let header = read_exact(s, 1)[0];
+    read_packet_after(s, header)
+}
+
+/// The rest of a packet whose first header byte has been read.
+fn read_packet_after(s: &mut TcpStream, header: u8) -> (u8, Vec<u8>) {
     let mut len = 0usize;
     let mut mult = 1usize;
     for _ in 0..4 {
@@ -339,6 +344,18 @@ pub fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
         }
     }
     panic!("malformed remaining length from the broker");
+}
+
+/// The next packet (first header byte, body), or `None` when nothing arrives within the
+/// socket's read timeout.
+pub fn try_read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut first = [0u8; 1];
+    match s.read(&mut first) {
+        Ok(1) => {}
+        _ => return None,
+    }
+    let (header, body) = read_packet_after(s, first[0]);
+    Some((header, body))
 }
 
 /// Kept for the tests written against it: [`Broker::start`] now waits for midge's own
