@@ -1,5 +1,10 @@
 //! Shared test harness: starts the real `midge` binary on a free loopback port with a
 //! config written for the test, and stops it when the handle is dropped.
+//!
+//! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
+//! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
+//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], and below
+//! the older socket-level helpers, now written over [`packets`].
 #![allow(dead_code)]
 
 pub mod packets;
