@@ -4,7 +4,7 @@
 # subscriber, restarts it on the same store, and checks that every acknowledged message
 # is delivered, QoS 2 messages at most once, in order per publisher.
 #
-# One iteration = one kill point. The scenario is the crash test of tests/durability.rs
+# One iteration = one kill point. The scenario is the crash test of tests/durability/crash.rs
 # (CrashRun), run here through its ignored `crash_loop` test on a release build; a fresh
 # broker and store every 20 iterations. Loopback only; every iteration is bounded in time.
 #
@@ -61,7 +61,7 @@ trap 'rm -f "$log"' EXIT
 limit=$((iterations * 20 + 900))
 status=0
 MIDGE_CRASH_ITERATIONS=$iterations timeout --kill-after=30s "${limit}s" \
-    cargo test --release --test durability -- --ignored --exact crash_loop --nocapture \
+    cargo test --release --test durability -- --ignored --exact crash::crash_loop --nocapture \
     2>&1 | tee "$log" || status=$?
 
 summary=$(grep -E '^CRASH LOOP SUMMARY:' "$log" | tail -n 1 || true)

@@ -628,6 +628,7 @@ impl Broker {
         }
         if moved > 0 {
             tracing::info!(
+                event = "shared_moved",
                 client_id = ?field(&session.client_id),
                 moved,
                 "unacknowledged shared-subscription messages moved to other members"
@@ -657,7 +658,7 @@ impl Broker {
         };
         self.forget(&mut sessions, session, &filters);
         drop(sessions);
-        tracing::info!(client_id = ?field(&session.client_id), "session expired");
+        tracing::info!(event = "session_expired", client_id = ?field(&session.client_id), "session expired");
         wake_all(session.state.lock().take_space_waiters());
         if let Some(will) = will {
             self.publish_will(&session.client_id, *will);
@@ -819,6 +820,7 @@ impl Broker {
         }
         if too_deep > 0 {
             tracing::warn!(
+                event = "not_restored",
                 skipped = too_deep,
                 max_topic_levels = max_levels,
                 "stored subscriptions and retained messages deeper than max_topic_levels \

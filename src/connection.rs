@@ -647,28 +647,30 @@ fn finish(mut client: Client, close: Close) {
     let id = field(&client_id);
     let peer = client.peer;
     match &close {
-        Close::Disconnected => tracing::info!(client_id = %id, %peer, "client disconnected"),
+        Close::Disconnected => {
+            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client disconnected")
+        }
         Close::DisconnectedWithWill => {
-            tracing::info!(client_id = %id, %peer, "client disconnected, asking for its will")
+            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client disconnected, asking for its will")
         }
         Close::PeerClosed => {
-            tracing::info!(client_id = %id, %peer, "client closed its connection")
+            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client closed its connection")
         }
         Close::Io(e) => {
-            tracing::info!(client_id = %id, %peer, "socket error on client: {e}, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = %id, %peer, "socket error on client: {e}, disconnecting")
         }
         Close::Violation { reason, why } => {
             // Any client can break the protocol on purpose, again and again.
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(client_id = %id, %peer, suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+                tracing::warn!(event = "connection_closed", client_id = %id, %peer, suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
             }
         }
         Close::KeepAliveTimeout => {
-            tracing::info!(client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
         }
         Close::TakenOver => {
-            tracing::info!(client_id = %id, %peer, "client id taken over by a new connection, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client id taken over by a new connection, disconnecting")
         }
         Close::Shutdown => tracing::debug!(client_id = %id, %peer, "closed for shutdown"),
         Close::StoreFailed => tracing::warn!(
@@ -678,7 +680,7 @@ fn finish(mut client: Client, close: Close) {
         ),
         // Logged, rate-limited, where the message was refused.
         Close::OverMemoryLimit => {
-            tracing::debug!(client_id = %id, %peer, "memory_limit reached, disconnecting")
+            tracing::debug!(event = "memory_limit", client_id = %id, %peer, "memory_limit reached, disconnecting")
         }
     }
     if close.publishes_will() {

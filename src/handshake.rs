@@ -68,6 +68,7 @@ where
             static LATE: LogLimit = LogLimit::new(10_000);
             if let Some(held_back) = LATE.allow() {
                 tracing::info!(
+                    event = "connect_timeout",
                     %peer,
                     held_back,
                     "not connected within connect_timeout ({} s), closing",

@@ -268,7 +268,7 @@ async fn accept_loop(
         ) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(%peer, suppressed, "connection limit reached, refusing connection");
+                tracing::warn!(event = "connection_limit", %peer, suppressed, "connection limit reached, refusing connection");
             }
             drop(stream);
             continue;

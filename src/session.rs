@@ -727,6 +727,7 @@ impl SessionState {
             .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             tracing::warn!(
+                event = "queue_full",
                 client_id = ?field(client_id),
                 dropped = d.unreported,
                 total = d.total,

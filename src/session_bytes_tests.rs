@@ -22,6 +22,20 @@ fn limits(max_queued_bytes: usize) -> Arc<Limits> {
     })
 }
 
+/// Moves what the session may send into an outbox, with no byte bound, as the
+/// connection's writer does once the client is connected.
+fn fill_all(st: &mut SessionState, s: &Session) -> crate::outbox::Outbox {
+    let mut out = crate::outbox::Outbox::default();
+    st.fill(
+        &mut out,
+        usize::MAX,
+        Instant::now(),
+        s.rec(&MemoryStore),
+        None,
+    );
+    out
+}
+
 fn message(topic: String, payload: Bytes, user_props: usize) -> SharedMessage {
     let props = (user_props > 0).then(|| {
         Box::new(MessageProps {
@@ -74,14 +88,7 @@ fn max_queued_bytes_counts_properties_subscription_ids_and_overhead() {
     assert!(st.queue.iter().all(|q| q.held_bytes() == one));
     // Sending takes exactly what was counted back out.
     st.connected = true;
-    let mut out = crate::outbox::Outbox::default();
-    st.fill(
-        &mut out,
-        usize::MAX,
-        Instant::now(),
-        s.rec(&MemoryStore),
-        None,
-    );
+    fill_all(&mut st, &s);
     st.mark_inflight_unsent();
     assert_eq!(st.queue.len(), queued - 20, "the window took 20");
     assert_eq!(st.queued_bytes, (queued - 20) * one);
@@ -134,14 +141,7 @@ fn mqtt_2_2_3_publish_311_cannot_express_is_dropped_and_frees_its_slot() {
     let mut st = s.state.lock();
     st.connected = true;
     let before = crate::outbox::unexpressible_dropped();
-    let mut out = crate::outbox::Outbox::default();
-    st.fill(
-        &mut out,
-        usize::MAX,
-        Instant::now(),
-        s.rec(&MemoryStore),
-        None,
-    );
+    let out = fill_all(&mut st, &s);
     assert!(crate::outbox::unexpressible_dropped() > before, "counted");
     // Only the small message went out (its packet id is the second one allocated),
     // and the dropped one holds no inflight slot and no queue space.

@@ -26,11 +26,6 @@ pub const FILTER_LEVELS: [&str; 6] = ["a", "b", "", "$x", "+", "#"];
 /// Levels a random topic name is made of.
 pub const TOPIC_LEVELS: [&str; 4] = ["a", "b", "", "$x"];
 
-/// One to four levels drawn from `alphabet`, joined with '/'.
-pub fn random_levels(rng: &mut XorShift, alphabet: &[&str]) -> String {
-    random_levels_upto(rng, alphabet, 4)
-}
-
 /// One to `max` levels drawn from `alphabet`, joined with '/' (deeper ones exercise the
 /// trees' chains of levels held as one node).
 pub fn random_levels_upto(rng: &mut XorShift, alphabet: &[&str], max: usize) -> String {

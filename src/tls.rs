@@ -125,14 +125,14 @@ pub async fn handshake(
         Ok(Err(e)) => {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, suppressed, "TLS handshake failed: {e}");
+                tracing::info!(event = "tls_failed", %peer, suppressed, "TLS handshake failed: {e}");
             }
             None
         }
         Err(_) => {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, suppressed, "TLS handshake not finished within {timeout:?}, closing");
+                tracing::info!(event = "tls_timeout", %peer, suppressed, "TLS handshake not finished within {timeout:?}, closing");
             }
             None
         }

@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::raw::Raw;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -60,91 +60,18 @@ fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     path
 }
 
-/// A raw MQTT connection. PUBLISHes that arrive while the test waits for an
-/// acknowledgement (a client subscribed to what it publishes gets its own messages back,
-/// interleaved with its PUBACKs) are kept for [`Conn::received_until`].
-struct Conn {
-    s: TcpStream,
-    pending: VecDeque<(u8, Vec<u8>)>,
-}
-
-impl Conn {
-    fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).expect("write");
-    }
-
-    /// The next packet that is not a PUBLISH.
-    fn next_control(&mut self) -> (u8, Vec<u8>) {
-        loop {
-            let (header, body) = read_packet(&mut self.s);
-            if header >> 4 == 3 {
-                self.pending.push_back((header, body));
-            } else {
-                return (header, body);
-            }
-        }
-    }
-
-    /// SUBSCRIBE (QoS 1 for every filter) and the SUBACK return codes.
-    fn subscribe(&mut self, pkid: u16, filters: &[&str]) -> Vec<u8> {
-        let filters: Vec<(&[u8], u8)> = filters.iter().map(|f| (f.as_bytes(), 1)).collect();
-        self.send(&subscribe_packet(pkid, &filters));
-        let (header, body) = self.next_control();
-        assert_eq!(header, 0x90, "SUBACK expected, got {header:#04x}");
-        assert_eq!(&body[..2], &pkid.to_be_bytes());
-        body[2..].to_vec()
-    }
-
-    /// Publishes at QoS 1 and waits for the PUBACK.
-    fn publish_acked(&mut self, topic: &str, payload: &[u8], pkid: u16, retain: bool) {
-        self.send(&publish_packet(topic.as_bytes(), 1, pkid, payload, retain));
-        let ack = self.next_control();
-        assert_eq!(ack, (0x40, pkid.to_be_bytes().to_vec()), "PUBACK");
-    }
-
-    /// Reads PUBLISHes (acknowledging QoS 1 ones) until one on `until` arrives; returns
-    /// the topics and payloads seen, the sentinel last.
-    fn received_until(&mut self, until: &str) -> Vec<(String, String)> {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            let (header, body) = match self.pending.pop_front() {
-                Some(p) => p,
-                None => read_packet(&mut self.s),
-            };
-            if header >> 4 != 3 {
-                continue;
-            }
-            if (header >> 1) & 0x03 == 1 {
-                let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
-                let pkid = [body[2 + tlen], body[3 + tlen]];
-                self.send(&[0x40, 0x02, pkid[0], pkid[1]]);
-            }
-            let (topic, payload) = parse_publish(header, &body);
-            let done = topic == until;
-            seen.push((topic, String::from_utf8_lossy(&payload).into_owned()));
-            if done {
-                return seen;
-            }
-        }
-        panic!("no message on {until} within the wait; seen {seen:?}");
-    }
-}
-
-fn login(addr: SocketAddr, id: &str, user: Option<&str>, password: Option<&str>) -> (Conn, u8) {
+/// A 3.1.1 login; the CONNACK must come within the socket's 5 s read timeout (the login
+/// storm counts on that bound). Returns the connection and the return code.
+fn login(addr: SocketAddr, id: &str, user: Option<&str>, password: Option<&str>) -> (Raw, u8) {
     let (s, code) = raw_connack(
         addr,
         &connect_packet_with(id, user, password.map(str::as_bytes), None),
     );
-    let conn = Conn {
-        s,
-        pending: VecDeque::new(),
-    };
-    (conn, code)
+    (Raw::from_stream(s, id), code)
 }
 
 /// Logs in and asserts CONNACK 0.
-fn logged_in(addr: SocketAddr, id: &str, user: &str, password: &str) -> Conn {
+fn logged_in(addr: SocketAddr, id: &str, user: &str, password: &str) -> Raw {
     let (s, code) = login(addr, id, Some(user), Some(password));
     assert_eq!(code, ACCEPTED, "{id} as {user}");
     s
@@ -467,7 +394,17 @@ fn mqtt_3_9_3_acl_subscribe_outside_the_grant_gets_suback_0x80_per_filter() {
     let dir = TempDir::new("acl-sub");
     let broker = acl_broker(dir.path());
     let mut alice = logged_in(broker.addr(), "alice-1", "alice", "pa");
-    let codes = alice.subscribe(1, &["alice/#", "bob/#", "#", "shared/+/x", "alice/a/b"]);
+    let codes = alice.subscribe_keeping(
+        1,
+        &[
+            ("alice/#", 1),
+            ("bob/#", 1),
+            ("#", 1),
+            ("shared/+/x", 1),
+            ("alice/a/b", 1),
+        ],
+        None,
+    );
     assert_eq!(codes, vec![1, 0x80, 0x80, 1, 1]);
     assert!(broker.log().contains("denied by the ACL"));
 }
@@ -477,7 +414,7 @@ fn mqtt_3_3_5_2_acl_denied_publish_is_acknowledged_but_never_delivered() {
     let dir = TempDir::new("acl-pub");
     let broker = acl_broker(dir.path());
     let mut bob = logged_in(broker.addr(), "bob-1", "bob", "pb");
-    assert_eq!(bob.subscribe(1, &["bob/#"]), vec![1]);
+    assert_eq!(bob.subscribe_keeping(1, &[("bob/#", 1)], None), vec![1]);
     let mut alice = logged_in(broker.addr(), "alice-1", "alice", "pa");
 
     // QoS 1: PUBACK as usual (MQTT 3.1.1 has no way to say "denied"), then dropped.
@@ -490,9 +427,11 @@ fn mqtt_3_3_5_2_acl_denied_publish_is_acknowledged_but_never_delivered() {
         b"qos2 from alice",
         false,
     ));
-    assert_eq!(alice.next_control(), (0x50, vec![0, 8]), "PUBREC");
+    let p = alice.control();
+    assert_eq!((p.byte1, p.body), (0x50, vec![0, 8]), "PUBREC");
     alice.send(&[0x62, 0x02, 0, 8]);
-    assert_eq!(alice.next_control(), (0x70, vec![0, 8]), "PUBCOMP");
+    let p = alice.control();
+    assert_eq!((p.byte1, p.body), (0x70, vec![0, 8]), "PUBCOMP");
     // The connection is still fine, and alice can publish where she may.
     alice.publish_acked("alice/ok", b"fine", 9, false);
 
@@ -514,7 +453,10 @@ fn acl_read_denied_topics_never_delivered_live_or_retained() {
     // alice may read shared/# except shared/secret: the subscription is granted, the
     // retained secret is not sent.
     let mut alice = logged_in(broker.addr(), "alice-1", "alice", "pa");
-    assert_eq!(alice.subscribe(1, &["shared/#"]), vec![1]);
+    assert_eq!(
+        alice.subscribe_keeping(1, &[("shared/#", 1)], None),
+        vec![1]
+    );
     let retained = alice.received_until("shared/open");
     assert_eq!(topics(&retained), vec!["shared/open"]);
 
@@ -532,18 +474,21 @@ fn acl_patterns_substitute_client_id_and_username() {
     // %c: each device writes under its own client id, not under another's.
     let mut dev = logged_in(broker.addr(), "dev42", "bob", "pb");
     assert_eq!(
-        dev.subscribe(1, &["devices/dev42/#", "devices/dev43/#"]),
+        dev.subscribe_keeping(1, &[("devices/dev42/#", 1), ("devices/dev43/#", 1)], None),
         vec![1, 0x80]
     );
     // %u: alice reads inbox/alice, not inbox/bob.
     let mut alice = logged_in(broker.addr(), "alice-1", "alice", "pa");
     assert_eq!(
-        alice.subscribe(1, &["inbox/alice", "inbox/bob"]),
+        alice.subscribe_keeping(1, &[("inbox/alice", 1), ("inbox/bob", 1)], None),
         vec![1, 0x80]
     );
     // A client id with wildcard characters does not widen a %c pattern.
     let mut sneaky = logged_in(broker.addr(), "+", "bob", "pb");
-    assert_eq!(sneaky.subscribe(1, &["devices/dev42/#"]), vec![0x80]);
+    assert_eq!(
+        sneaky.subscribe_keeping(1, &[("devices/dev42/#", 1)], None),
+        vec![0x80]
+    );
 
     dev.publish_acked("devices/dev42/temp", b"21.5", 1, false);
     dev.publish_acked("devices/dev42/rh", b"40", 2, false);
@@ -556,7 +501,10 @@ fn acl_patterns_substitute_client_id_and_username() {
     // Writing under another device's id is dropped: carol (reading alice/# only) can't
     // see it, so check with dev43 itself.
     let mut dev43 = logged_in(broker.addr(), "dev43", "bob", "pb");
-    assert_eq!(dev43.subscribe(1, &["devices/dev43/#"]), vec![1]);
+    assert_eq!(
+        dev43.subscribe_keeping(1, &[("devices/dev43/#", 1)], None),
+        vec![1]
+    );
     dev.publish_acked("devices/dev43/temp", b"forged", 3, false);
     dev43.publish_acked("devices/dev43/own", b"real", 1, false);
     let seen = dev43.received_until("devices/dev43/own");
@@ -569,7 +517,10 @@ fn acl_anonymous_section_applies_to_clients_without_username() {
     let broker = acl_broker(dir.path());
     let (mut anon, code) = login(broker.addr(), "anon-1", None, None);
     assert_eq!(code, ACCEPTED);
-    assert_eq!(anon.subscribe(1, &["public/#", "alice/#"]), vec![1, 0x80]);
+    assert_eq!(
+        anon.subscribe_keeping(1, &[("public/#", 1), ("alice/#", 1)], None),
+        vec![1, 0x80]
+    );
     // Anonymous may read public/#, not write it; alice may write it.
     anon.publish_acked("public/from-anon", b"x", 1, false);
     let mut alice = logged_in(broker.addr(), "alice-1", "alice", "pa");
@@ -598,11 +549,14 @@ fn acl_will_outside_write_access_refuses_connect_and_unreadable_will_not_deliver
     // alice/# except alice/status, so his subscription is granted but the will never
     // reaches him; bob may not even subscribe.
     let mut carol = logged_in(broker.addr(), "carol-1", "carol", "pc");
-    assert_eq!(carol.subscribe(1, &["alice/#"]), vec![1]);
+    assert_eq!(carol.subscribe_keeping(1, &[("alice/#", 1)], None), vec![1]);
     let mut dave = logged_in(broker.addr(), "dave-1", "dave", "pd");
-    assert_eq!(dave.subscribe(1, &["alice/#"]), vec![1]);
+    assert_eq!(dave.subscribe_keeping(1, &[("alice/#", 1)], None), vec![1]);
     let mut bob = logged_in(broker.addr(), "bob-1", "bob", "pb");
-    assert_eq!(bob.subscribe(1, &["alice/#"]), vec![0x80]);
+    assert_eq!(
+        bob.subscribe_keeping(1, &[("alice/#", 1)], None),
+        vec![0x80]
+    );
     let (alice, code) = raw_connack(
         broker.addr(),
         &connect_packet_with(
@@ -663,7 +617,7 @@ fn sighup_reloads_passwords_and_acl_without_dropping_connections() {
          [[listener]]\nbind = \"127.0.0.1\"\nallow_anonymous = false\n"
     ));
     let mut alice = logged_in(broker.addr(), "alice-1", "alice", "first");
-    assert_eq!(alice.subscribe(1, &["alice/#"]), vec![1]);
+    assert_eq!(alice.subscribe_keeping(1, &[("alice/#", 1)], None), vec![1]);
 
     // New password; alice/private becomes unreadable.
     midge_passwd(&["-b", "alice", "second"], &pw);
@@ -723,29 +677,12 @@ fn sighup_reloads_passwords_and_acl_without_dropping_connections() {
 
 /// An MQTT 5.0 CONNECT (clean start, no properties) with optional credentials.
 fn connect_v5(id: &str, user: Option<&str>, password: Option<&str>) -> Vec<u8> {
-    let mut flags = 0x02u8;
-    let mut payload = Vec::new();
-    let mut put = |bytes: &[u8]| {
-        payload.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-        payload.extend_from_slice(bytes);
-    };
-    put(id.as_bytes());
-    if let Some(u) = user {
-        flags |= 0x80;
-        put(u.as_bytes());
+    packets::Connect {
+        username: user,
+        password: password.map(str::as_bytes),
+        ..packets::Connect::new(true, id)
     }
-    if let Some(p) = password {
-        flags |= 0x40;
-        put(p.as_bytes());
-    }
-    let mut body = vec![
-        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c, 0x00,
-    ];
-    body.extend(payload);
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    .bytes()
 }
 
 #[test]

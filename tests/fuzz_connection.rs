@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fuzz::{self, decode_stream};
+use common::packets::frame_at;
 use common::Broker;
 use midge::codec::Packet;
 use proptest::prelude::*;
@@ -91,24 +92,12 @@ fn server_packets(mut bytes: &[u8], v5: bool) -> Result<(Vec<ServerPacket>, bool
         if !ok {
             return Err(format!("not a server packet: first byte {byte1:#04x}"));
         }
-        let mut len = 0usize;
-        let mut i = 1;
-        loop {
-            let Some(&b) = bytes.get(i) else {
-                return Ok((out, true));
-            };
-            if i > 4 {
+        let Some((i, len)) = frame_at(bytes) else {
+            if bytes.len() > 5 && bytes[1..5].iter().all(|b| b & 0x80 != 0) {
                 return Err("remaining length longer than 4 bytes".into());
             }
-            len |= usize::from(b & 0x7F) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        if bytes.len() < i + len {
             return Ok((out, true));
-        }
+        };
         out.push((byte1, bytes[i..i + len].to_vec()));
         bytes = &bytes[i + len..];
     }

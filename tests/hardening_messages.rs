@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,7 @@ const ONE_HOUR: [u8; 5] = [0x11, 0, 0, 0x0E, 0x10];
 
 /// An MQTT 5.0 SUBSCRIBE of one filter, without properties.
 fn subscribe5(s: &mut TcpStream, pkid: u16, filter: &str, qos: u8) {
-    let mut body = pkid.to_be_bytes().to_vec();
-    body.push(0); // no properties
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(qos);
-    let mut p = vec![0x82];
-    push_len(&mut p, body.len());
-    p.extend(body);
+    let p = packets::subscribe_bytes(Some(&[]), pkid, &[(filter.as_bytes(), qos)]);
     s.write_all(&p).expect("write SUBSCRIBE");
     let (h, ack) = read_packet(s);
     assert_eq!(h, 0x90, "SUBACK");
@@ -38,31 +31,16 @@ fn subscribe5(s: &mut TcpStream, pkid: u16, filter: &str, qos: u8) {
     );
 }
 
-/// The next packet, or `None` when nothing arrives within the socket's read timeout.
-fn try_read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    match s.read(&mut first) {
-        Ok(1) => {}
-        _ => return None,
-    }
-    let (mut len, mut mult) = (0usize, 1usize);
-    for _ in 0..4 {
-        let b = read_exact(s, 1)[0];
-        len += (b & 0x7F) as usize * mult;
-        mult *= 128;
-        if b & 0x80 == 0 {
-            return Some((first[0], read_exact(s, len)));
-        }
-    }
-    panic!("malformed remaining length from the broker");
-}
-
 /// PUBACK for a QoS 1 PUBLISH received.
 fn puback(s: &mut TcpStream, header: u8, body: &[u8]) {
     if header & 0x06 != 0 {
-        let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
-        let pkid = &body[2 + tlen..4 + tlen];
-        s.write_all(&[0x40, 0x02, pkid[0], pkid[1]])
+        let publish = packets::Pkt {
+            byte1: header,
+            body: body.to_vec(),
+            v5: true,
+        }
+        .publish();
+        s.write_all(&packets::ack_bytes(packets::PUBACK, publish.pkid))
             .expect("write PUBACK");
     }
 }
@@ -74,7 +52,7 @@ fn mqtt_3_3_2_18_user_properties_count_in_max_queued_bytes_and_rss_stays_bounded
         "max_queued_bytes = 1048576\nmax_queued_messages = 0\nmax_user_properties = 0\n\
          [persistence]\nenabled = false\n",
     );
-    let mut sub = connect5(b.addr(), "q-sub", false, &ONE_HOUR);
+    let mut sub = raw_connected5(b.addr(), "q-sub", false, &ONE_HOUR);
     subscribe5(&mut sub, 1, "q/#", 1);
     sub.write_all(&[0xE0, 0x00]).expect("DISCONNECT");
     assert!(read_until_closed(&mut sub, Duration::from_secs(5)).is_some());
@@ -85,7 +63,7 @@ fn mqtt_3_3_2_18_user_properties_count_in_max_queued_bytes_and_rss_stays_bounded
     const PROPS: usize = 5000;
     let props = user_properties(PROPS, "", "");
     let before = b.rss_kib();
-    let mut publisher = connect5(b.addr(), "q-pub", true, &[]);
+    let mut publisher = raw_connected5(b.addr(), "q-pub", true, &[]);
     for batch in 0..N / 50 {
         for i in batch * 50..(batch + 1) * 50 {
             let pkid = (i + 1) as u16;
@@ -143,9 +121,9 @@ fn mqtt_3_3_2_18_user_properties_count_in_max_queued_bytes_and_rss_stays_bounded
 #[test]
 fn mqtt_3_3_2_user_properties_above_max_user_properties_get_0x97_and_are_not_delivered() {
     let b = Broker::start(""); // max_user_properties = 64
-    let mut sub = connect5(b.addr(), "cap-sub", true, &[]);
+    let mut sub = raw_connected5(b.addr(), "cap-sub", true, &[]);
     subscribe5(&mut sub, 1, "cap/#", 1);
-    let mut p = connect5(b.addr(), "cap-pub", true, &[]);
+    let mut p = raw_connected5(b.addr(), "cap-pub", true, &[]);
     let over = user_properties(65, "k", "v");
     let at = user_properties(64, "k", "v");
 
@@ -223,7 +201,7 @@ fn connect_user_properties_are_checked_not_kept_and_peak_rss_stays_bounded() {
     let before = b.rss_kib();
     let mut held = Vec::new();
     for i in 0..4 {
-        held.push(connect5(
+        held.push(raw_connected5(
             b.addr(),
             &format!("big-connect-{i}"),
             true,
@@ -244,7 +222,7 @@ fn connect_user_properties_are_checked_not_kept_and_peak_rss_stays_bounded() {
 /// distinct topics of `len` bytes from a 3.1.1 client, and returns for each PUBLISH
 /// received (topic as sent, alias).
 fn alias_run(b: &Broker, n: usize, len: usize) -> Vec<(String, Option<u16>)> {
-    let mut sub = connect5(b.addr(), "alias-sub", true, &[0x22, 0xFF, 0xFF]);
+    let mut sub = raw_connected5(b.addr(), "alias-sub", true, &[0x22, 0xFF, 0xFF]);
     subscribe5(&mut sub, 1, "a/#", 0);
     // The subscriber reads on its own thread, so that its queue never fills.
     let reader = std::thread::spawn(move || {

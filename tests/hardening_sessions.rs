@@ -19,49 +19,22 @@ const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
 
 /// An MQTT 3.1.1 CONNECT, keep-alive 60, with the given Clean Session flag.
 fn connect_311(client_id: &str, clean: bool) -> Vec<u8> {
-    let flags = if clean { 0x02 } else { 0x00 };
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x3c];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    packets::connect311(client_id, clean, 60, None)
 }
 
 /// An MQTT 5.0 CONNECT, keep-alive 60, with Clean Start and an optional Session Expiry
 /// Interval property.
 fn connect_v5(client_id: &str, clean: bool, expiry: Option<u32>) -> Vec<u8> {
-    let flags = if clean { 0x02 } else { 0x00 };
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, flags, 0x00, 0x3c];
-    let mut props = Vec::new();
-    if let Some(e) = expiry {
-        props.push(SESSION_EXPIRY_INTERVAL);
-        props.extend_from_slice(&e.to_be_bytes());
-    }
-    push_len(&mut body, props.len());
-    body.extend(props);
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut p = vec![0x10];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    let props: Vec<packets::Prop> = expiry
+        .map(|e| packets::Prop::Four(SESSION_EXPIRY_INTERVAL, e))
+        .into_iter()
+        .collect();
+    packets::connect5(client_id, clean, 60, &props, None)
 }
 
 /// An MQTT 5.0 PUBLISH without properties.
 fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    if qos > 0 {
-        body.extend_from_slice(&pkid.to_be_bytes());
-    }
-    body.push(0); // no properties
-    body.extend_from_slice(payload);
-    let mut p = vec![0x30 | (qos << 1)];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
+    packets::publish5(topic, qos, pkid, false, &[], payload)
 }
 
 /// Sends a CONNECT and returns the socket and the CONNACK body.
@@ -188,7 +161,7 @@ fn persistent_client_expiration_ends_a_3_1_1_persistent_session() {
         "the session offline for longer than 2 s has ended"
     );
     assert!(
-        b.wait_log("session expired", Duration::from_secs(1)),
+        b.wait_event("session_expired", Duration::from_secs(1)),
         "the expiry is logged"
     );
     // Its subscription went with it: a message to its old topic does not reach it.
@@ -361,7 +334,7 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
     let (_s, body) = connack(addr, &connect_311(&format!("mem-new-311-{long}"), true));
     assert_eq!(body, [0x00, 0x03], "3.1.1 CONNACK 0x03 Server unavailable");
     assert!(
-        b.wait_log("memory_limit reached", Duration::from_secs(1)),
+        b.wait_event("memory_limit", Duration::from_secs(1)),
         "the limit is logged"
     );
 
@@ -410,9 +383,7 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
 
 /// A retained PUBLISH (QoS 1, retain=1) on a 5.0 connection.
 fn retained_v5(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = publish_v5(topic, 1, pkid, payload);
-    p[0] |= 0x01;
-    p
+    packets::publish5(topic, 1, pkid, true, &[], payload)
 }
 
 /// Retained messages count towards `memory_limit` too: a flood of them on distinct topics

@@ -19,69 +19,30 @@ const QUIET: Duration = Duration::from_millis(500);
 // Raw MQTT 5.0 bytes (only what these tests need)
 // ---------------------------------------------------------------------------------------
 
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn frame(byte1: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut p = vec![byte1];
-    push_len(&mut p, body.len());
-    p.extend(body);
-    p
-}
+use packets::{frame, put_str};
 
 /// A 5.0 CONNECT (clean start, keep-alive 60, no properties) with an optional will.
 fn connect5(client_id: &str, will: Option<(&str, &[u8])>) -> Vec<u8> {
-    let flags = 0x02 | if will.is_some() { 0x04 } else { 0 };
-    let mut b = vec![0, 4, b'M', b'Q', b'T', b'T', 5, flags, 0, 60, 0];
-    put_str(&mut b, client_id.as_bytes());
-    if let Some((topic, payload)) = will {
-        b.push(0); // will properties
-        put_str(&mut b, topic.as_bytes());
-        put_str(&mut b, payload);
-    }
-    frame(0x10, b)
+    packets::connect5(client_id, true, 60, &[], will.map(|(t, p)| (t, p, &[][..])))
 }
 
 /// A 5.0 SUBSCRIBE, with a Subscription Identifier when `sub_id` is set.
 fn subscribe5(pkid: u16, filters: &[(&[u8], u8)], sub_id: Option<u32>) -> Vec<u8> {
-    let mut b = pkid.to_be_bytes().to_vec();
-    match sub_id {
-        Some(id) => {
-            let mut props = vec![0x0B];
-            push_len(&mut props, id as usize);
-            push_len(&mut b, props.len());
-            b.extend(props);
-        }
-        None => b.push(0),
-    }
-    for (f, opts) in filters {
-        put_str(&mut b, f);
-        b.push(*opts);
-    }
-    frame(0x82, b)
-}
-
-/// Reads a variable byte integer at `at`, returning it and the position after it.
-fn varint(b: &[u8], mut at: usize) -> (usize, usize) {
-    let (mut v, mut mult) = (0usize, 1usize);
-    for _ in 0..4 {
-        let byte = b[at];
-        at += 1;
-        v += usize::from(byte & 0x7F) * mult;
-        mult *= 128;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    (v, at)
+    let props: Vec<packets::Prop> = sub_id
+        .map(|id| packets::Prop::Var(packets::SUBSCRIPTION_ID, id))
+        .into_iter()
+        .collect();
+    packets::subscribe_bytes(Some(&props), pkid, filters)
 }
 
 /// The reason codes of a 5.0 SUBACK body.
 fn suback5_codes(body: &[u8]) -> Vec<u8> {
-    let (plen, at) = varint(body, 2);
-    body[at + plen..].to_vec()
+    packets::Pkt {
+        byte1: 0x90,
+        body: body.to_vec(),
+        v5: true,
+    }
+    .reasons()
 }
 
 /// Connects with 5.0 and checks CONNACK success.
@@ -321,7 +282,7 @@ fn stored_entries_deeper_than_max_topic_levels_are_skipped_on_restart() {
     .expect("rewrite config");
     b.spawn();
     assert!(
-        b.wait_log("not restored", Duration::from_secs(5)),
+        b.wait_event("not_restored", Duration::from_secs(5)),
         "the skipped entries are logged"
     );
     assert!(
@@ -449,7 +410,7 @@ fn retained_messages_on_subscribe_respect_max_queued_messages() {
         "{publishes} retained PUBLISHes for a queue of 100"
     );
     assert!(
-        b.wait_log("outgoing queue full", Duration::from_secs(5)),
+        b.wait_event("queue_full", Duration::from_secs(5)),
         "drops are logged"
     );
     b.assert_serves_healthy_client("kr-distinct");
@@ -528,17 +489,24 @@ fn mqtt_3_8_4_5_filters_beyond_max_filters_per_subscribe_refused() {
 
 /// Subscription identifiers of a 5.0 PUBLISH body (QoS 0).
 fn publish5_sub_ids(body: &[u8]) -> Vec<usize> {
-    let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
-    let (plen, mut at) = varint(body, 2 + tlen);
-    let end = at + plen;
-    let mut ids = Vec::new();
-    while at < end {
-        assert_eq!(body[at], 0x0B, "only Subscription Identifiers expected");
-        let (id, next) = varint(body, at + 1);
-        ids.push(id);
-        at = next;
+    let publish = packets::Pkt {
+        byte1: 0x30,
+        body: body.to_vec(),
+        v5: true,
     }
-    ids
+    .publish();
+    assert!(
+        publish
+            .props
+            .iter()
+            .all(|p| matches!(p, packets::Prop::Var(packets::SUBSCRIPTION_ID, _))),
+        "only Subscription Identifiers expected"
+    );
+    publish
+        .sub_ids()
+        .into_iter()
+        .map(|id| id as usize)
+        .collect()
 }
 
 /// One client's 8,192 filters that all match one 13-level topic, each with its own

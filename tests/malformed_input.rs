@@ -758,19 +758,6 @@ fn mqtt_3_10_3_2_unsubscribe_without_filters_closes_connection() {
 // Soak
 // ---------------------------------------------------------------------------------------
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
 #[test]
 fn mqtt_4_8_0_1_soak_200_connections_of_random_bytes() {
     let mut h = Harness::start("connect_timeout = 2\n");
@@ -779,8 +766,7 @@ fn mqtt_4_8_0_1_soak_200_connections_of_random_bytes() {
     let workers: Vec<_> = (0..4u64)
         .map(|w| {
             thread::spawn(move || {
-                let mut rng =
-                    XorShift(0x9E37_79B9_7F4A_7C15 ^ (w + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+                let mut rng = common::rng::Rng::new(0x9E37_79B9_7F4A_7C15 ^ (w + 1));
                 let mut not_closed = Vec::new();
                 for i in 0..50 {
                     let mut s = TcpStream::connect(addr).expect("connect");
@@ -790,8 +776,8 @@ fn mqtt_4_8_0_1_soak_200_connections_of_random_bytes() {
                         s.write_all(&connect_packet(&format!("soak-{w}-{i}")))
                             .expect("write CONNECT");
                     }
-                    let len = 1 + (rng.next() % 512) as usize;
-                    let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    let len = 1 + (rng.next_u64() % 512) as usize;
+                    let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                     // The broker may close while we write: that is fine.
                     let _ = s.write_all(&bytes);
                     let _ = s.shutdown(Shutdown::Write);

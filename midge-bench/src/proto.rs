@@ -108,8 +108,28 @@ pub fn publish_header(
     pkid: u16,
     payload_len: usize,
 ) {
-    let remaining =
-        2 + topic.len() + if qos > 0 { 2 } else { 0 } + usize::from(v.has_props()) + payload_len;
+    publish_head(buf, v, topic, qos, retain, pkid, &[], payload_len);
+}
+
+/// The fixed header, topic, packet id and (5.0) property block of a PUBLISH whose payload
+/// of `payload_len` bytes follows.
+#[allow(clippy::too_many_arguments)]
+fn publish_head(
+    buf: &mut Vec<u8>,
+    v: Version,
+    topic: &[u8],
+    qos: u8,
+    retain: bool,
+    pkid: u16,
+    props: &[u8],
+    payload_len: usize,
+) {
+    let props_len = if v.has_props() {
+        varint_len(props.len()) + props.len()
+    } else {
+        0
+    };
+    let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + props_len + payload_len;
     buf.reserve(1 + varint_len(remaining) + remaining);
     buf.push(0x30 | (qos << 1) | u8::from(retain));
     put_varint(buf, remaining);
@@ -118,7 +138,8 @@ pub fn publish_header(
         buf.extend_from_slice(&pkid.to_be_bytes());
     }
     if v.has_props() {
-        buf.push(0);
+        put_varint(buf, props.len());
+        buf.extend_from_slice(props);
     }
 }
 
@@ -217,23 +238,7 @@ pub fn publish_with(
     props: &[u8],
     payload: &[u8],
 ) {
-    let props_len = if v.has_props() {
-        varint_len(props.len()) + props.len()
-    } else {
-        0
-    };
-    let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + props_len + payload.len();
-    buf.reserve(5 + remaining);
-    buf.push(0x30 | (qos << 1) | u8::from(retain));
-    put_varint(buf, remaining);
-    put_str(buf, topic);
-    if qos > 0 {
-        buf.extend_from_slice(&pkid.to_be_bytes());
-    }
-    if v.has_props() {
-        put_varint(buf, props.len());
-        buf.extend_from_slice(props);
-    }
+    publish_head(buf, v, topic, qos, retain, pkid, props, payload.len());
     buf.extend_from_slice(payload);
 }
 

@@ -1159,20 +1159,13 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A small deterministic generator, so that the fuzz tests below are reproducible.
-    struct XorShift(u64);
+    // The unit tests' one generator (src/testing.rs): deterministic, so the fuzz tests
+    // below are reproducible.
+    use crate::testing::XorShift;
 
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[(self.next() % items.len() as u64) as usize]
-        }
+    /// One of `items`, at random.
+    fn pick<'a>(rng: &mut XorShift, items: &[&'a str]) -> &'a str {
+        items[rng.below(items.len())]
     }
 
     #[test]
@@ -1226,17 +1219,17 @@ mod tests {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {
             let len = rng.next() % 40;
-            let text: String = (0..len).map(|_| rng.pick(&words)).collect();
+            let text: String = (0..len).map(|_| pick(&mut rng, &words)).collect();
             let Ok(a) = AclFile::parse(&text, "fuzz") else {
                 continue;
             };
             for _ in 0..20 {
-                let id = rng.pick(&names);
+                let id = pick(&mut rng, &names);
                 let user = match rng.next() % 3 {
                     0 => None,
-                    _ => Some(rng.pick(&names)),
+                    _ => Some(pick(&mut rng, &names)),
                 };
-                let topic = rng.pick(&topics);
+                let topic = pick(&mut rng, &topics);
                 for access in [Read, Write, Subscribe] {
                     let _ = a.check(id, user, topic, access);
                 }

@@ -92,7 +92,11 @@ impl Auth {
         if let Some(path) = &self.acl_file {
             match AclFile::load(path) {
                 Ok(file) => {
-                    tracing::info!("reloaded ACL file {}", path.display());
+                    tracing::info!(
+                        event = "acl_reloaded",
+                        "reloaded ACL file {}",
+                        path.display()
+                    );
                     *self.acl.write() = Some(Arc::new(file));
                 }
                 Err(e) => tracing::error!("acl_file not reloaded, keeping the previous one: {e}"),

@@ -202,6 +202,7 @@ pub async fn handle(
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(held_back) = LOG.allow() {
             tracing::warn!(
+                event = "memory_limit",
                 %peer,
                 client_id = %field(&client_id),
                 used = crate::memory::used(),

@@ -186,6 +186,7 @@ fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close
         .fetch_add(1, Ordering::Relaxed);
     if let Some(held_back) = LOG.allow() {
         tracing::warn!(
+            event = "memory_limit",
             client_id = %field(client.client_id()),
             topic = %field(&publish.topic),
             used = crate::memory::used(),

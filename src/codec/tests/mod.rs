@@ -7,21 +7,26 @@ use super::*;
 
 const MAX: usize = 1 << 20;
 
-/// Wraps a body into a frame: first byte, varint remaining length, body.
-fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![byte1];
-    let mut len = body.len();
+/// An MQTT variable byte integer.
+fn varint(mut v: usize) -> Vec<u8> {
+    let mut out = Vec::new();
     loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
+        let mut b = (v % 128) as u8;
+        v /= 128;
+        if v > 0 {
             b |= 0x80;
         }
         out.push(b);
-        if len == 0 {
-            break;
+        if v == 0 {
+            return out;
         }
     }
+}
+
+/// Wraps a body into a frame: first byte, varint remaining length, body.
+fn frame(byte1: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![byte1];
+    out.extend(varint(body.len()));
     out.extend_from_slice(body);
     out
 }
@@ -86,18 +91,35 @@ fn connect_body(c: &ConnectSpec) -> Vec<u8> {
     b.push(c.level);
     b.push(c.flags);
     b.extend_from_slice(&c.keep_alive.to_be_bytes());
-    b.extend_from_slice(&s(c.client_id));
-    if let Some((topic, payload)) = c.will {
+    let will = c.will.map(|(topic, payload)| (None, topic, payload));
+    connect_payload(&mut b, c.client_id, will, c.username, c.password);
+    b
+}
+
+/// A will in a CONNECT's payload: (5.0: its property block,) topic, payload.
+type WillFields<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
+/// Appends a CONNECT's payload: client id, will (5.0: its property block first), user
+/// name, password, each present or not as given.
+fn connect_payload(
+    b: &mut Vec<u8>,
+    client_id: &[u8],
+    will: Option<WillFields>,
+    username: Option<&[u8]>,
+    password: Option<&[u8]>,
+) {
+    b.extend_from_slice(&s(client_id));
+    if let Some((props, topic, payload)) = will {
+        b.extend_from_slice(props.unwrap_or_default());
         b.extend_from_slice(&s(topic));
         b.extend_from_slice(&s(payload));
     }
-    if let Some(u) = c.username {
+    if let Some(u) = username {
         b.extend_from_slice(&s(u));
     }
-    if let Some(p) = c.password {
+    if let Some(p) = password {
         b.extend_from_slice(&s(p));
     }
-    b
 }
 
 fn connect_packet(c: &ConnectSpec) -> Vec<u8> {

@@ -5,27 +5,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::super::*;
-use super::{frame, s};
+use super::{connect_payload, frame, s, varint};
 use crate::testing::XorShift;
 
 const MAX: usize = 1 << 22;
 
 // ---------------------------------------------------------------- helpers
-
-fn varint(mut v: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut b = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if v == 0 {
-            return out;
-        }
-    }
-}
 
 fn p_u8(id: u8, v: u8) -> Vec<u8> {
     vec![id, v]
@@ -178,18 +163,12 @@ fn connect5_body(c: &Connect5) -> Vec<u8> {
     b.push(c.flags);
     b.extend_from_slice(&30u16.to_be_bytes());
     b.extend_from_slice(&block(&c.props));
-    b.extend_from_slice(&s(c.client_id));
-    if let Some((props, topic, payload)) = &c.will {
-        b.extend_from_slice(&block(props));
-        b.extend_from_slice(&s(topic));
-        b.extend_from_slice(&s(payload));
-    }
-    if let Some(u) = c.username {
-        b.extend_from_slice(&s(u));
-    }
-    if let Some(p) = c.password {
-        b.extend_from_slice(&s(p));
-    }
+    let will_props = c.will.as_ref().map(|(props, _, _)| block(props));
+    let will = c
+        .will
+        .as_ref()
+        .map(|(_, topic, payload)| (will_props.as_deref(), *topic, *payload));
+    connect_payload(&mut b, c.client_id, will, c.username, c.password);
     b
 }
 

@@ -4,44 +4,18 @@
 use midge::codec::{Ack, Connect, MessageProps, Packet, ProtocolVersion, QoS};
 
 use super::Extras;
-
-pub fn push_varint(out: &mut Vec<u8>, mut v: usize) {
-    loop {
-        let mut b = (v % 128) as u8;
-        v /= 128;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if v == 0 {
-            break;
-        }
-    }
-}
-
-fn put_bin(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-fn frame(byte1: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![byte1];
-    push_varint(&mut out, body.len());
-    out.extend(body);
-    out
-}
+use crate::common::packets::{frame, property_block, push_len, put_str};
 
 /// A property block: its length, then the properties.
 fn block(out: &mut Vec<u8>, props: Vec<u8>) {
-    push_varint(out, props.len());
-    out.extend(props);
+    out.extend(property_block(&props));
 }
 
 fn user_props(p: &mut Vec<u8>, user: &[(String, String)]) {
     for (k, v) in user {
         p.push(0x26);
-        put_bin(p, k.as_bytes());
-        put_bin(p, v.as_bytes());
+        put_str(p, k.as_bytes());
+        put_str(p, v.as_bytes());
     }
 }
 
@@ -55,15 +29,15 @@ fn message_props_bytes(p: &mut Vec<u8>, m: &MessageProps) {
     }
     if let Some(c) = &m.content_type {
         p.push(0x03);
-        put_bin(p, c.as_bytes());
+        put_str(p, c.as_bytes());
     }
     if let Some(t) = &m.response_topic {
         p.push(0x08);
-        put_bin(p, t.as_bytes());
+        put_str(p, t.as_bytes());
     }
     if let Some(c) = &m.correlation_data {
         p.push(0x09);
-        put_bin(p, c);
+        put_str(p, c);
     }
     // Kept as their wire bytes by the codec: written back verbatim.
     p.extend_from_slice(m.user_properties.wire());
@@ -72,7 +46,7 @@ fn message_props_bytes(p: &mut Vec<u8>, m: &MessageProps) {
 fn reason_and_user(p: &mut Vec<u8>, x: &Extras) {
     if let Some(r) = &x.reason_string {
         p.push(0x1F);
-        put_bin(p, r.as_bytes());
+        put_str(p, r.as_bytes());
     }
     user_props(p, &x.user);
 }
@@ -84,7 +58,7 @@ pub fn encode(packet: &Packet, x: &Extras, v5: bool) -> Vec<u8> {
         Packet::Publish(p) => {
             let byte1 = 0x30 | u8::from(p.dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain);
             let mut body = Vec::new();
-            put_bin(&mut body, p.topic.as_bytes());
+            put_str(&mut body, p.topic.as_bytes());
             if p.qos != QoS::AtMostOnce {
                 body.extend(p.pkid.to_be_bytes());
             }
@@ -112,13 +86,13 @@ pub fn encode(packet: &Packet, x: &Extras, v5: bool) -> Vec<u8> {
                 let mut props = Vec::new();
                 if let Some(id) = s.subscription_id {
                     props.push(0x0B);
-                    push_varint(&mut props, id as usize);
+                    push_len(&mut props, id as usize);
                 }
                 user_props(&mut props, &x.user);
                 block(&mut body, props);
             }
             for (f, o) in &s.filters {
-                put_bin(&mut body, f.as_bytes());
+                put_str(&mut body, f.as_bytes());
                 body.push(if v5 { o.to_byte() } else { o.qos as u8 });
             }
             frame(0x82, body)
@@ -131,7 +105,7 @@ pub fn encode(packet: &Packet, x: &Extras, v5: bool) -> Vec<u8> {
                 block(&mut body, props);
             }
             for f in &u.filters {
-                put_bin(&mut body, f.as_bytes());
+                put_str(&mut body, f.as_bytes());
             }
             frame(0xA2, body)
         }
@@ -158,10 +132,10 @@ pub fn encode(packet: &Packet, x: &Extras, v5: bool) -> Vec<u8> {
                 return vec![0xF0, 0x00];
             }
             let mut props = vec![0x15];
-            put_bin(&mut props, b"SCRAM-SHA-1");
+            put_str(&mut props, b"SCRAM-SHA-1");
             if let Some(d) = &x.auth_data {
                 props.push(0x16);
-                put_bin(&mut props, d);
+                put_str(&mut props, d);
             }
             reason_and_user(&mut props, x);
             let mut body = vec![*reason];
@@ -191,15 +165,15 @@ fn encode_connect(c: &Connect, x: &Extras) -> Vec<u8> {
     let mut body = Vec::new();
     match c.version {
         ProtocolVersion::V31 => {
-            put_bin(&mut body, b"MQIsdp");
+            put_str(&mut body, b"MQIsdp");
             body.push(3);
         }
         ProtocolVersion::V311 => {
-            put_bin(&mut body, b"MQTT");
+            put_str(&mut body, b"MQTT");
             body.push(4);
         }
         ProtocolVersion::V5 => {
-            put_bin(&mut body, b"MQTT");
+            put_str(&mut body, b"MQTT");
             body.push(5);
         }
     }
@@ -247,15 +221,15 @@ fn encode_connect(c: &Connect, x: &Extras) -> Vec<u8> {
         user_props(&mut props, &user);
         if let Some(m) = &p.authentication_method {
             props.push(0x15);
-            put_bin(&mut props, m.as_bytes());
+            put_str(&mut props, m.as_bytes());
             if let Some(d) = &x.auth_data {
                 props.push(0x16);
-                put_bin(&mut props, d);
+                put_str(&mut props, d);
             }
         }
         block(&mut body, props);
     }
-    put_bin(&mut body, c.client_id.as_bytes());
+    put_str(&mut body, c.client_id.as_bytes());
     if let Some(w) = &c.will {
         if v5 {
             let mut props = Vec::new();
@@ -268,14 +242,14 @@ fn encode_connect(c: &Connect, x: &Extras) -> Vec<u8> {
             }
             block(&mut body, props);
         }
-        put_bin(&mut body, w.topic.as_bytes());
-        put_bin(&mut body, &w.payload);
+        put_str(&mut body, w.topic.as_bytes());
+        put_str(&mut body, &w.payload);
     }
     if let Some(u) = &c.username {
-        put_bin(&mut body, u.as_bytes());
+        put_str(&mut body, u.as_bytes());
     }
     if let Some(p) = &c.password {
-        put_bin(&mut body, p);
+        put_str(&mut body, p);
     }
     frame(0x10, body)
 }
