@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::client::{Client, Origin};
 use crate::codec::{self, Connect, DecodeError, Packet, ProtocolVersion};
-use crate::connection::{Client, Origin};
 use crate::handlers;
 use crate::linger;
 use crate::log_limit::LogLimit;
@@ -119,10 +119,9 @@ where
             // Only 5.0 can say so (0x95); the level is read from the variable header,
             // the body never is.
             return match peek_level(rbuf) {
-                Some(5) => Outcome::Refused(
-                    Some(ProtocolVersion::V5),
-                    crate::connection::reason::PACKET_TOO_LARGE,
-                ),
+                Some(5) => {
+                    Outcome::Refused(Some(ProtocolVersion::V5), codec::reason::PACKET_TOO_LARGE)
+                }
                 _ => Outcome::Closed,
             };
         }

@@ -18,25 +18,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::broker::Broker;
+use crate::client::{Endpoint, Origin};
 use crate::config::{Config, Listener};
-use crate::connection::{self, Origin};
+use crate::connection;
 use crate::log_limit::LogLimit;
-use crate::session::Limits;
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// What a connection needs to know about the listener that accepted it; one per listener,
-/// shared by its connections.
-pub struct Endpoint {
-    /// Queue limits of the sessions that connect here.
-    pub limits: Arc<Limits>,
-    pub allow_anonymous: bool,
-    pub use_identity_as_username: bool,
-}
 
 /// A configuration with every file it names read and checked: the password and ACL
 /// files, each TLS listener's certificates, and the durable store (opened and replayed).

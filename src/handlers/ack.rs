@@ -2,8 +2,9 @@
 
 use std::time::Instant;
 
+use crate::client::{self, Client, Close};
+use crate::codec::reason;
 use crate::codec::{self, Ack, AckKind};
-use crate::connection::{self, reason, Client, Close};
 use crate::log_limit::{field, LogLimit};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
@@ -58,7 +59,7 @@ pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
     if stored.failed {
         return Err(Close::StoreFailed);
     }
-    let ack = connection::Ack::PubComp(pkid, known_reason(known));
+    let ack = client::Ack::PubComp(pkid, known_reason(known));
     client.acknowledge(ack, Vec::new(), stored.commit);
     Ok(())
 }

@@ -8,8 +8,9 @@ pub mod publish;
 pub mod subscribe;
 pub mod unsubscribe;
 
+use crate::client::{Client, Close};
+use crate::codec::reason;
 use crate::codec::{self, Disconnect, Packet};
-use crate::connection::{reason, Client, Close};
 use crate::store::StoreEvent;
 
 /// Hands a packet received after CONNECT to its handler.

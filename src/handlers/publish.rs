@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use crate::auth::Access;
 use crate::broker::Broker;
+use crate::client::{Ack, Client, Close};
+use crate::codec::reason;
 use crate::codec::{Publish, QoS};
-use crate::connection::{reason, Ack, Client, Close};
 use crate::log_limit::{self, field, LogLimit};
 use crate::message::{Message, SharedMessage};
 use crate::router::Target;

@@ -13,8 +13,9 @@
 use std::collections::HashMap;
 
 use crate::auth::Access;
-use crate::codec::{self, QoS, Subscribe, SubscriptionOptions};
-use crate::connection::{reason, Client, Close};
+use crate::client::{Client, Close, RetainedDue};
+use crate::codec::reason;
+use crate::codec::{self, Subscribe, SubscriptionOptions};
 use crate::log_limit::{field, LogLimit};
 use crate::store::StoreEvent;
 use crate::subscriptions::Sub;
@@ -145,15 +146,6 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
         }
     }
     Ok(())
-}
-
-/// The retained messages a SUBSCRIBE owes for one of its filters.
-#[derive(Debug)]
-pub struct RetainedDue {
-    pub filter: String,
-    /// The granted QoS: each message goes at the lower of it and its own.
-    pub qos: QoS,
-    pub sub_id: Option<u32>,
 }
 
 /// Queues the retained messages matching one subscribed filter (those the ACL lets the

@@ -1,7 +1,8 @@
 //! UNSUBSCRIBE: remove filters, answer UNSUBACK.
 
+use crate::client::{Client, Close};
+use crate::codec::reason;
 use crate::codec::{self, Unsubscribe};
-use crate::connection::{reason, Client, Close};
 use crate::store::StoreEvent;
 
 pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close> {
