@@ -1,6 +1,7 @@
 //! The broker's shared state: sessions by client id, the router, the retained store, the
 //! storage backend and the counters. One [`Broker`] is shared by every connection task.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -115,6 +116,25 @@ pub enum Refused {
     /// The session belongs to another identity (CONNACK 0x05 / 0x87): nothing of it was
     /// touched, and the connection that has it keeps it.
     NotOwner,
+}
+
+/// What publishing one message came to (see [`Broker::publish`]).
+#[derive(Default)]
+pub struct Published {
+    /// Some subscriber matched (a 5.0 publisher is told otherwise: 0x10).
+    pub matched: bool,
+    /// Sessions whose queue went over its limit under `queue_full = "backpressure"`: the
+    /// publisher's acknowledgement waits until each has room again.
+    pub over_limit: Vec<Arc<Session>>,
+    /// What the durable store wrote for it (persistent subscribers, the retained store):
+    /// the commit the acknowledgement waits for, or a failed write that forbids it.
+    pub stored: Stored,
+}
+
+thread_local! {
+    /// The subscribers a topic reaches, reused by every message published on this worker
+    /// thread: no allocation per message, and no scratch buffer per connection.
+    static TARGETS: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A connection's claim on a session, returned by [`Broker::attach`].
@@ -372,31 +392,48 @@ impl Broker {
         wake_all(waiters);
     }
 
-    /// Routes one message to every matching session, and stores or clears it as the
-    /// topic's retained message when `msg.retain` is set. Sessions whose queue is over its
-    /// limit under backpressure are pushed to `withheld`, and `publisher` is registered to
-    /// be woken when they have room.
-    /// `stored` collects what the durable store wrote for it (persistent subscribers,
-    /// the retained store): the publisher's acknowledgement waits for that.
-    pub fn publish(
+    /// Publishes a client's message: routes it to every matching session, and stores or
+    /// clears it as the topic's retained message when `msg.retain` is set. `publisher` is
+    /// the sending client's session: No Local subscriptions of its own are skipped, and it
+    /// is registered to be woken when the sessions over their limit have room.
+    pub fn publish(&self, msg: &SharedMessage, publisher: &Arc<Session>) -> Published {
+        self.fan_out(msg, Some(publisher))
+    }
+
+    /// Publishes a message no client sent: wills now; `$SYS`, a bridge and a cluster link
+    /// later. It goes through the same routing, retained store and durable store as a
+    /// client's, but there is no publisher to hold back or to exclude.
+    pub fn publish_internal(&self, msg: &SharedMessage) -> Published {
+        self.fan_out(msg, None)
+    }
+
+    /// Delivers `msg` to every session its topic reaches (see [`Broker::publish`]).
+    fn fan_out(&self, msg: &SharedMessage, publisher: Option<&Arc<Session>>) -> Published {
+        let mut published = Published::default();
+        TARGETS.with_borrow_mut(|targets| {
+            self.deliver(msg, publisher, targets, &mut published);
+        });
+        published
+    }
+
+    fn deliver(
         &self,
         msg: &SharedMessage,
         publisher: Option<&Arc<Session>>,
-        scratch: &mut Vec<Target>,
-        withheld: &mut Vec<Arc<Session>>,
-        stored: &mut Stored,
-    ) -> bool {
+        targets: &mut Vec<Target>,
+        published: &mut Published,
+    ) {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         if msg.retain {
-            self.retain(msg, stored);
+            self.retain(msg, &mut published.stored);
         }
         self.router
-            .route(&msg.topic, publisher.map(|p| p.id), scratch);
+            .route(&msg.topic, publisher.map(|p| p.id), targets);
         // Subscribers whose read access the ACL denies never get the message
         // (checked per message, so a reloaded ACL applies to existing subscriptions).
         let acl = self.auth.acl();
-        let matched = !scratch.is_empty();
-        for sub in scratch.drain(..) {
+        published.matched = !targets.is_empty();
+        for sub in targets.drain(..) {
             let qos = min_qos(msg.qos, sub.qos);
             // RETAIN is 0 on live deliveries unless the subscription keeps it
             // [MQTT-3.3.1-12/13].
@@ -410,14 +447,14 @@ impl Broker {
                 publisher,
                 acl.as_deref(),
                 &*self.store,
-                stored,
+                &mut published.stored,
             ) {
                 Delivery::Queued => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
                 }
                 Delivery::OverLimit => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
-                    withheld.push(sub.session);
+                    published.over_limit.push(sub.session);
                 }
                 Delivery::Dropped => {
                     self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +462,6 @@ impl Broker {
                 Delivery::Skipped => {}
             }
         }
-        matched
     }
 
     /// Sets or clears the topic's retained message; stored under the retained store's
@@ -689,7 +725,9 @@ impl Broker {
             will.retain,
             will.props,
         ));
-        crate::handlers::publish::route_message(self, &msg, None);
+        // Nobody waits for a will's acknowledgement: what storing it came to, and the
+        // sessions over their limit, concern no one.
+        self.publish_internal(&msg);
     }
 
     /// Holds a will back for its delay (MQTT 5.0 Will Delay Interval).

@@ -1,26 +1,23 @@
-//! PUBLISH from a client: validate, route to subscribers (and the retained store), and
-//! acknowledge per QoS. Also publishes wills, which take the same route.
+//! PUBLISH from a client: validate, hand the message to the broker (which delivers it to
+//! subscribers and the retained store), and acknowledge per QoS.
 
-use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::auth::Access;
-use crate::broker::Broker;
+use crate::broker::Published;
 use crate::client::{Ack, Client, Close};
 use crate::codec::reason;
 use crate::codec::{Publish, QoS};
 use crate::log_limit::{self, field, LogLimit};
-use crate::message::{Message, SharedMessage};
-use crate::router::Target;
-use crate::session::Session;
-use crate::store::Stored;
+use crate::message::Message;
 use crate::topic;
 
-/// Payloads at least this large keep sharing the read buffer they arrived in.
-const SHARE_PAYLOAD_FROM: usize = 4096;
+/// Payloads smaller than this are copied out of the read buffer they arrived in; larger
+/// ones keep sharing it. (Not the outbox's `SHARE_FROM`, which is about writing.)
+const COPY_PAYLOAD_BELOW: usize = 4096;
 
 pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     if client.is_v5() {
@@ -127,13 +124,13 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // session it goes to (see `Client::acknowledge_stored`).
     match publish.qos {
         QoS::AtMostOnce => {
-            route(client, publish);
+            hand_to_broker(client, publish);
         }
         QoS::AtLeastOnce => {
             let pkid = publish.pkid;
-            let (waiting, matched, stored) = route(client, publish);
-            let ack = Ack::PubAck(pkid, matched_reason(matched));
-            client.acknowledge_stored(ack, waiting, stored)?;
+            let published = hand_to_broker(client, publish);
+            let ack = Ack::PubAck(pkid, matched_reason(published.matched));
+            client.acknowledge_stored(ack, published.over_limit, published.stored)?;
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
@@ -146,9 +143,9 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
                 v5.qos2_in.insert(pkid);
             }
             let (waiting, matched) = if first_time {
-                let (waiting, matched, routed) = route(client, publish);
-                stored.merge(routed);
-                (waiting, matched)
+                let published = hand_to_broker(client, publish);
+                stored.merge(published.stored);
+                (published.over_limit, published.matched)
             } else {
                 (Vec::new(), true)
             };
@@ -283,14 +280,12 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     Ok(())
 }
 
-/// Routes a client's PUBLISH; returns the sessions whose full queues must drain before the
-/// publisher is acknowledged (backpressure), whether any subscriber matched, and what
-/// storing it came to.
-fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool, Stored) {
+/// Turns a client's PUBLISH into a message and hands it to the broker.
+fn hand_to_broker(client: &mut Client, publish: Publish) -> Published {
     // A decoded payload is a slice of the connection's read buffer. A small one is copied
     // out, so that a message kept in a queue or the retained store does not pin a whole
     // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
-    let payload = if publish.payload.len() < SHARE_PAYLOAD_FROM {
+    let payload = if publish.payload.len() < COPY_PAYLOAD_BELOW {
         Bytes::copy_from_slice(&publish.payload)
     } else {
         publish.payload
@@ -302,26 +297,5 @@ fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool, Sto
         publish.retain,
         publish.props,
     ));
-    route_message(&client.broker, &msg, Some(&client.session))
-}
-
-thread_local! {
-    /// The subscribers a topic reaches, reused by every PUBLISH routed on this worker
-    /// thread: no allocation per message, and no scratch buffer per connection.
-    static ROUTE: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Routes `msg`; returns the sessions over their limit under backpressure, whether any
-/// subscriber matched, and what storing it came to.
-pub fn route_message(
-    broker: &Broker,
-    msg: &SharedMessage,
-    publisher: Option<&Arc<Session>>,
-) -> (Vec<Arc<Session>>, bool, Stored) {
-    let mut over_limit = Vec::new();
-    let mut stored = Stored::default();
-    let matched = ROUTE.with_borrow_mut(|scratch| {
-        broker.publish(msg, publisher, scratch, &mut over_limit, &mut stored)
-    });
-    (over_limit, matched, stored)
+    client.broker.publish(&msg, &client.session)
 }
