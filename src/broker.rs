@@ -21,10 +21,11 @@ use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::{Router, Target};
 use crate::session::{
-    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Session, SessionState, Timers,
+    Attached, Delivery, Extra, Limits, PeerV5, PendingWill, Queued, Rec, Session, SessionState,
+    Timers,
 };
 use crate::store::state::{instant_from_unix_millis, State};
-use crate::store::{Store, StoreEvent, Stored};
+use crate::store::{Commit, Store, StoreEvent, Stored};
 use crate::subscriptions::Sub;
 
 /// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
@@ -73,10 +74,13 @@ pub struct Stats {
 /// wills: the precision of all four.
 pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The broker's shared state. Its fields are private: connections and handlers go
+/// through the methods below, so that what must happen together (a subscription in the
+/// session, the router and the store) happens in one place.
 pub struct Broker {
-    pub config: Config,
+    config: Config,
     /// Password and ACL files, reloaded on SIGHUP.
-    pub auth: Auth,
+    auth: Auth,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// The sessions with a connection attached, by session id: all the sweeper walks for
     /// keep-alive and retransmission (offline sessions have neither). Lock order: this
@@ -87,10 +91,10 @@ pub struct Broker {
     deadlines: Deadlines<Arc<Session>>,
     /// `memory_limit` in bytes, the default worked out; 0 = none.
     memory_limit: usize,
-    pub router: Router,
-    pub retained: RwLock<RetainTree<SharedMessage>>,
-    pub store: Arc<dyn Store>,
-    pub stats: Stats,
+    router: Router,
+    retained: RwLock<RetainTree<SharedMessage>>,
+    store: Arc<dyn Store>,
+    stats: Stats,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -165,6 +169,126 @@ impl Broker {
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Password and ACL files (reloaded on SIGHUP through [`Auth::reload`]).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Counters, for logs now and `$SYS`/metrics later.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// `session`'s way to the store (see [`Rec`]).
+    pub fn store_for<'a>(&'a self, session: &'a Session) -> Rec<'a> {
+        session.rec(&*self.store)
+    }
+
+    /// Whether `commit` is on disk and was not lost: what may be acknowledged.
+    pub fn is_stored(&self, commit: Commit) -> bool {
+        self.store.is_stored(commit)
+    }
+
+    /// Whether a failed write lost `commit`: it is never to be acknowledged.
+    pub fn is_lost(&self, commit: Commit) -> bool {
+        self.store.is_lost(commit)
+    }
+
+    /// Wakes `session`'s connection once `commit` is durable (or the store has failed).
+    pub fn wake_when_durable(&self, commit: Commit, session: &Arc<Session>) {
+        self.store.on_durable(commit, session.waker());
+    }
+
+    /// Adds or replaces `session`'s subscription to `filter`, in the one order every
+    /// path uses: the session's own list, the router, then the store. Returns whether
+    /// the subscription is new (Retain Handling 1 sends retained messages only then).
+    /// `filter` must have been checked (see [`crate::topic::split_shared`]).
+    pub fn subscribe(&self, session: &Arc<Session>, filter: &str, sub: Sub) -> bool {
+        let is_new = self.add_subscription(session, filter, sub);
+        // (A clean session's records change nothing and are not written.)
+        let _ = self.store.record(StoreEvent::Subscribed {
+            session: session.id,
+            filter,
+            options: sub.opts.to_byte(),
+            sub_id: sub.id.map_or(0, |id| id.get()),
+        });
+        is_new
+    }
+
+    /// The session and router half of [`Broker::subscribe`], without the store record:
+    /// what `restore` uses for subscriptions the store already holds.
+    fn add_subscription(&self, session: &Arc<Session>, filter: &str, sub: Sub) -> bool {
+        let is_new = session.state.lock().subscriptions.insert(filter, sub);
+        // After the session's lock is let go: the router's lock comes first where both
+        // are held (see the router's lock order).
+        self.router.subscribe(session, filter, sub);
+        is_new
+    }
+
+    /// Removes `session`'s subscription to `filter` (compared character by character
+    /// [MQTT-3.10.4-1]) from the session, the router and the store. Returns whether there
+    /// was one.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        let existed = session.state.lock().subscriptions.remove(filter).is_some();
+        if existed {
+            self.router.unsubscribe(session, filter);
+            let _ = self.store.record(StoreEvent::Unsubscribed {
+                session: session.id,
+                filter,
+            });
+        }
+        existed
+    }
+
+    /// Takes the filters of a session that ended (or was discarded) out of the router;
+    /// the session's own list was reset, and the store forgets them with the session.
+    fn drop_subscriptions(&self, session: &Arc<Session>, filters: &[String]) {
+        self.router
+            .unsubscribe_all(session, filters.iter().map(String::as_str));
+    }
+
+    /// Changes the Session Expiry Interval of a connected session (MQTT 5.0 DISCONNECT):
+    /// the store learns it now, and the session ends with its connection when it is 0.
+    pub fn set_session_expiry(&self, session: &Session, expiry: u32) {
+        let mut st = session.state.lock();
+        if expiry != st.expiry {
+            let _ = self.store.record(if expiry == 0 {
+                StoreEvent::SessionDiscarded {
+                    session: session.id,
+                }
+            } else {
+                StoreEvent::SessionOpened {
+                    session: session.id,
+                    client_id: &session.client_id,
+                    owner: st.username.as_deref(),
+                    expiry,
+                }
+            });
+        }
+        st.expiry = expiry;
+        st.clean = expiry == 0;
+    }
+
+    /// Queues for `session` the retained messages matching a filter it just subscribed
+    /// to, each at the lower of its QoS and `granted`, those `may_read` lets through
+    /// (the ACL), under the queue limits (see [`Session::deliver_retained`]).
+    pub fn deliver_retained(
+        &self,
+        session: &Session,
+        filter: &str,
+        granted: QoS,
+        sub_id: Option<u32>,
+        may_read: impl Fn(&str) -> bool,
+    ) {
+        let mut retained = self.retained_for(filter, granted);
+        retained.retain(|(msg, _)| may_read(&msg.topic));
+        session.deliver_retained(&retained, sub_id, &*self.store);
     }
 
     /// A client id for a client that sent an empty one (clean session only).
@@ -323,8 +447,7 @@ impl Broker {
             self.publish_will(client_id, *will);
         }
         if discard {
-            self.router
-                .unsubscribe_all(&session, filters.iter().map(String::as_str));
+            self.drop_subscriptions(&session, &filters);
             wake_all(session.state.lock().take_space_waiters());
         }
         Ok(Attachment {
@@ -485,7 +608,7 @@ impl Broker {
     }
 
     /// Retained messages matching `filter`, each with the QoS it is sent at.
-    pub fn retained_for(&self, filter: &str, granted: QoS) -> Vec<(SharedMessage, QoS)> {
+    fn retained_for(&self, filter: &str, granted: QoS) -> Vec<(SharedMessage, QoS)> {
         self.retained
             .read()
             .matching(filter)
@@ -612,8 +735,7 @@ impl Broker {
         {
             sessions.remove(&session.client_id);
         }
-        self.router
-            .unsubscribe_all(session, filters.iter().map(String::as_str));
+        self.drop_subscriptions(session, filters);
     }
 
     /// Moves the messages a disconnecting member of shared subscriptions has not yet
@@ -814,7 +936,6 @@ impl Broker {
                         opts,
                         id: std::num::NonZeroU32::new(*sub_id),
                     };
-                    st.subscriptions.insert(filter, sub);
                     subscribe.push((session.clone(), filter.as_str(), sub));
                 }
                 for (seq, e) in &image.queue {
@@ -841,9 +962,10 @@ impl Broker {
                 sessions.insert(key, session);
             }
         }
-        // Lock order: the router before any session's state.
+        // Outside the session's lock: the router's lock comes first. The store has
+        // these already, so they are not recorded again.
         for (session, filter, sub) in subscribe {
-            self.router.subscribe(&session, filter, sub);
+            self.add_subscription(&session, filter, sub);
         }
         let mut retained = self.retained.write();
         for (topic, id) in &state.retained {

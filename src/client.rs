@@ -170,7 +170,7 @@ impl Client {
     /// Whether the ACL lets this client do `access` on `topic`.
     pub fn may(&self, topic: &str, access: Access) -> bool {
         self.broker
-            .auth
+            .auth()
             .allows(self.client_id(), self.username.as_deref(), topic, access)
     }
 
@@ -179,7 +179,7 @@ impl Client {
     /// waits for the sessions in `waiting` to have room (backpressure) and for the store
     /// to have made `commit` durable: nothing is acknowledged before it is stored.
     pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>, commit: Commit) {
-        let stored = self.broker.store.is_stored(commit);
+        let stored = self.broker.is_stored(commit);
         if waiting.is_empty() && stored && self.withheld_count() == 0 {
             let v5 = self.is_v5();
             encode_ack(self.out.buf(), ack, v5);
@@ -187,7 +187,7 @@ impl Client {
         }
         if !stored {
             // The store's writer wakes this connection once the commit is on disk.
-            self.broker.store.on_durable(commit, self.session.waker());
+            self.broker.wake_when_durable(commit, &self.session);
         }
         self.withheld.get_or_insert_default().push_back(Withheld {
             ack,
@@ -234,15 +234,15 @@ impl Client {
     /// instead (see [`Client::acknowledge_stored`]).
     pub(crate) fn release_withheld(&mut self) -> Result<(), Close> {
         let v5 = self.is_v5();
-        let store = &*self.broker.store;
+        let broker = &*self.broker;
         let Some(withheld) = self.withheld.as_mut() else {
             return Ok(());
         };
         while let Some(front) = withheld.front_mut() {
-            if !store.is_stored(front.commit) {
+            if !broker.is_stored(front.commit) {
                 // Lost to a failed write (every commit not durable when a write fails is),
                 // or still on its way to the disk.
-                if !store.is_lost(front.commit) {
+                if !broker.is_lost(front.commit) {
                     break;
                 }
                 if !v5 || matches!(front.ack, Ack::PubComp(..)) {

@@ -70,7 +70,7 @@ pub async fn serve<S>(
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
-    broker.stats.connections.fetch_add(1, Ordering::Relaxed);
+    broker.stats().connections.fetch_add(1, Ordering::Relaxed);
     let close = run(&mut client, &mut stream, rbuf).await;
     // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
     if client.is_v5() {
@@ -89,7 +89,7 @@ pub async fn serve<S>(
     let lingers = close.server_initiated();
     let shut = linger::shutdown(&mut stream).await;
     finish(client, close);
-    broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    broker.stats().connections.fetch_sub(1, Ordering::Relaxed);
     if lingers && shut {
         linger::drain(&mut stream).await;
     }
@@ -101,7 +101,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let session = client.session.clone();
-    let max_packet = client.broker.config.max_packet_size;
+    let max_packet = client.broker.config().max_packet_size;
     let mut read_chunk = READ_MIN;
     // Keep-alive and retransmission are timed by the broker's sweeper (see
     // [`Broker::sweep`]), which raises flags and wakes us: no timer per connection.
@@ -137,7 +137,7 @@ where
                 }
                 st.timers.expired = false;
             }
-            let rec = session.rec(&*client.broker.store);
+            let rec = client.broker.store_for(&session);
             if st.timers.retry_due {
                 st.timers.retry_due = false;
                 if let Some(retry) = st.timers.retry() {
@@ -146,13 +146,13 @@ where
             }
             if client.out.len() < OUT_LOW {
                 // (No lock taken without an acl_file.)
-                let acl = client.broker.auth.acl();
+                let acl = client.broker.auth().acl();
                 let (waiters, hold) = st.fill(&mut client.out, OUT_HIGH, now, rec, acl.as_deref());
                 drop(st);
                 wake_all(waiters);
                 if hold != 0 {
                     // A message waits for its packet id to reach the disk.
-                    client.broker.store.on_durable(hold, session.waker());
+                    client.broker.wake_when_durable(hold, &session);
                 }
             }
         }

@@ -71,7 +71,7 @@ where
                     %peer,
                     held_back,
                     "not connected within connect_timeout ({} s), closing",
-                    broker.config.connect_timeout
+                    broker.config().connect_timeout
                 );
             }
             return None;
@@ -95,9 +95,9 @@ where
 {
     let peer = origin.peer;
     let cap = broker
-        .config
+        .config()
         .max_connect_size
-        .min(broker.config.max_packet_size);
+        .min(broker.config().max_packet_size);
     let connect = match read_connect(stream, rbuf, cap).await {
         Ok(Some(connect)) => connect,
         Ok(None) => {

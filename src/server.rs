@@ -98,8 +98,8 @@ pub async fn run(
         }
     };
     let broker = Arc::new(broker);
-    let mut bound = Vec::with_capacity(broker.config.listeners.len());
-    for (listener, tls) in broker.config.listeners.iter().zip(acceptors) {
+    let mut bound = Vec::with_capacity(broker.config().listeners.len());
+    for (listener, tls) in broker.config().listeners.iter().zip(acceptors) {
         let addr = SocketAddr::new(listener.bind, listener.port);
         let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
@@ -169,7 +169,7 @@ async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: Ca
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = reload.notified() => broker.auth.reload(),
+            _ = reload.notified() => broker.auth().reload(),
         }
     }
 }
@@ -234,7 +234,7 @@ async fn accept_loop(
     // One set of queue limits per listener, shared by every session that connects here.
     let endpoint = Arc::new(Endpoint {
         limits: Arc::new(broker.limits_for(&listener)),
-        allow_anonymous: listener.allows_anonymous(broker.config.allow_anonymous),
+        allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
         use_identity_as_username: listener.use_identity_as_username,
     });
     loop {
@@ -253,7 +253,7 @@ async fn accept_loop(
         };
         let Some(slot) = take_slot(
             &total,
-            broker.config.max_connections,
+            broker.config().max_connections,
             &here,
             listener.max_connections,
         ) else {
@@ -268,7 +268,7 @@ async fn accept_loop(
             peer,
             endpoint: endpoint.clone(),
             cert_name: None,
-            deadline: tokio::time::Instant::now() + broker.config.connect_timeout(),
+            deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
         });
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         match &tls {
@@ -314,7 +314,7 @@ async fn serve_tls(
     _slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
-    let timeout = broker.config.connect_timeout();
+    let timeout = broker.config().connect_timeout();
     let handshake = tokio::select! {
         _ = shutdown.cancelled() => return,
         h = tls::handshake(&tls, stream, origin.peer, timeout) => h,

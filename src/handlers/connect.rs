@@ -95,7 +95,7 @@ pub async fn handle(
         client_id = broker.assign_client_id();
         assigned = true;
     }
-    let too_long = client_id.len() > broker.config.max_client_id_len
+    let too_long = client_id.len() > broker.config().max_client_id_len
         || (connect.version == ProtocolVersion::V31
             && client_id.chars().count() > V31_MAX_CLIENT_ID);
     if too_long {
@@ -115,7 +115,7 @@ pub async fn handle(
             }
             return Err(Refusal { connack: None });
         }
-        if !topic::within_levels(&will.topic, broker.config.max_topic_levels) {
+        if !topic::within_levels(&will.topic, broker.config().max_topic_levels) {
             // A well-formed topic this server does not accept: 5.0 has a CONNACK code
             // for it (0x90); 3.1.1 has none, so the connection is closed without one.
             static DEEP_WILL_LOG: LogLimit = LogLimit::new(10_000);
@@ -129,7 +129,7 @@ pub async fn handle(
         }
         // The will is kept for the whole session: its user properties are capped like a
         // PUBLISH's, with CONNACK 0x97 Quota exceeded (Table 3-1).
-        let max_user = broker.config.max_user_properties;
+        let max_user = broker.config().max_user_properties;
         let user_props = will.props.as_ref().map_or(0, |p| p.user_properties.len());
         if max_user > 0 && user_props > max_user {
             static LOG: LogLimit = LogLimit::new(10_000);
@@ -145,7 +145,7 @@ pub async fn handle(
     if let Some(will) = &connect.will {
         // A will is a PUBLISH made in advance: it needs write access like any other.
         if !broker
-            .auth
+            .auth()
             .allows(&client_id, username.as_deref(), &will.topic, Access::Write)
         {
             static LOG: LogLimit = LogLimit::new(10_000);
@@ -160,7 +160,7 @@ pub async fn handle(
 
     // A 5.0 client asking for more than max_keepalive (or for none) is told the server's
     // (Server Keep Alive, [MQTT-3.2.2-21/22]).
-    let max_ka = broker.config.max_keepalive;
+    let max_ka = broker.config().max_keepalive;
     let server_keep_alive =
         (v5 && max_ka > 0 && (connect.keep_alive == 0 || connect.keep_alive > max_ka))
             .then_some(max_ka);
@@ -176,7 +176,7 @@ pub async fn handle(
     let (session_expiry, granted_expiry) = match (v5, connect.clean_session) {
         (true, _) => crate::expiry::granted(
             connect.props.session_expiry,
-            broker.config.max_session_expiry_interval,
+            broker.config().max_session_expiry_interval,
         ),
         (false, true) => (0, None),
         (false, false) => (u32::MAX, None),
@@ -189,13 +189,13 @@ pub async fn handle(
             connect
                 .props
                 .topic_alias_maximum
-                .min(broker.config.max_topic_alias_broker),
+                .min(broker.config().max_topic_alias_broker),
         ))
     });
     // Timed retransmission on a live connection is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0
     // allows re-sending only on reconnect.
-    let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
-        .then(|| Duration::from_secs(broker.config.retry_interval));
+    let retry = (broker.config().retry_interval > 0 && connect.version != ProtocolVersion::V5)
+        .then(|| Duration::from_secs(broker.config().retry_interval));
     // A new session that would take the broker above memory_limit is not made (existing
     // ones may come back, to drain what they hold): 5.0 gets 0x97 Quota exceeded, 3.1.1 0x03 Server unavailable.
     let session_bytes = crate::memory::SESSION_BYTES + client_id.len();
@@ -278,7 +278,7 @@ pub async fn handle(
     let mut out = Outbox::default();
     // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
     let client_v5 = if v5 {
-        let config = &broker.config;
+        let config = &broker.config();
         let props = ConnackProps {
             receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
             retain_available: Some(true),
@@ -364,7 +364,7 @@ async fn authenticate(
         };
     }
     let verdict = broker
-        .auth
+        .auth()
         .check_password(
             connect.username.as_deref(),
             connect.password.as_deref(),
@@ -375,7 +375,7 @@ async fn authenticate(
         // Without a password file nothing vouches for the username: the client is
         // anonymous to the ACL (its `user` section and `%u` patterns do not apply) and
         // owns no session under that name. Anyone can type any username.
-        Verdict::Allowed if broker.auth.passwords().is_none() => Ok(None),
+        Verdict::Allowed if broker.auth().passwords().is_none() => Ok(None),
         Verdict::Allowed => Ok(connect.username.as_deref().map(Arc::from)),
         Verdict::BadCredentials => {
             static LOG: LogLimit = LogLimit::new(10_000);
@@ -397,7 +397,7 @@ async fn authenticate(
                     %peer,
                     client_id = %field(client_id),
                     held_back,
-                    max_queued_password_checks = broker.config.max_queued_password_checks,
+                    max_queued_password_checks = broker.config().max_queued_password_checks,
                     "too many password checks waiting, refusing the longest-waiting CONNECT (server busy)"
                 );
             }

@@ -35,7 +35,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // Deeper topics would cost the retained tree memory per level: 3.1.1 can only close
     // the connection; 5.0 says why, Topic Name invalid (a well-formed topic the server
     // does not accept).
-    if !topic::within_levels(&publish.topic, client.broker.config.max_topic_levels) {
+    if !topic::within_levels(&publish.topic, client.broker.config().max_topic_levels) {
         return Err(Close::violation(
             reason::TOPIC_NAME_INVALID,
             "PUBLISH topic has more levels than max_topic_levels",
@@ -54,7 +54,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // `$SYS` is refused the same way, ACL file or not (see `auth::is_sys`).
     // More User Properties than max_user_properties: a limit the operator set, so 0x97
     // Quota exceeded (Table 3-4), and the message is not delivered.
-    let max_user = client.broker.config.max_user_properties;
+    let max_user = client.broker.config().max_user_properties;
     let too_many_user_props = max_user > 0
         && publish
             .props
@@ -137,7 +137,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
             // that holds across a restart too.
-            let rec = client.session.rec(&*client.broker.store);
+            let rec = client.broker.store_for(&client.session);
             let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, rec);
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);
@@ -179,7 +179,7 @@ fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close
     static LOG: LogLimit = LogLimit::new(10_000);
     client
         .broker
-        .stats
+        .stats()
         .messages_dropped
         .fetch_add(1, Ordering::Relaxed);
     if let Some(held_back) = LOG.allow() {
@@ -231,7 +231,7 @@ fn resolve_topic_alias(client: &mut Client, publish: &mut Publish) -> Result<(),
         return Ok(());
     };
     // The maximum announced in CONNACK.
-    let alias_max = client.broker.config.max_topic_alias;
+    let alias_max = client.broker.config().max_topic_alias;
     let Some(v5) = client.v5.as_mut() else {
         return Ok(());
     };
@@ -269,7 +269,7 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     if publish.qos == QoS::ExactlyOnce && v5.qos2_in.contains(&publish.pkid) {
         return Ok(());
     }
-    let receive_max = client.broker.config.receive_maximum;
+    let receive_max = client.broker.config().receive_maximum;
     let pending = v5.qos2_in.len() + client.withheld_count();
     if pending >= usize::from(receive_max) {
         return Err(Close::violation(
