@@ -1,7 +1,7 @@
 //! The state of one connected client, as the packet handlers see it: the [`Client`]
 //! (its session, protocol version, outbox and will), the withheld-acknowledgement gate
 //! (acknowledgements wait for queue room and for the store, and leave in order), why a
-//! connection ends ([`Close`]), and where it came from ([`Origin`], [`Endpoint`]).
+//! connection ends ([`Close`]), and where it came from ([`Incoming`], [`ListenerPolicy`]).
 //!
 //! It sits between the handlers, which act on it, and the broker, which it calls: the
 //! connection loop (above) owns one, and nothing below knows it exists.
@@ -17,8 +17,8 @@ use crate::broker::Broker;
 use crate::codec::{self, reason, ProtocolVersion, QoS, Will};
 use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
-use crate::session::{Attached, Limits, Session};
-use crate::store::{Commit, Stored};
+use crate::session::{AttachPermit, Limits, Session};
+use crate::store::{Commit, StoreOutcome};
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -141,7 +141,7 @@ pub struct Client {
     #[allow(clippy::box_collection)]
     pub retained_due: Option<Box<VecDeque<RetainedDue>>>,
     /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
-    pub _attached: Attached,
+    pub _attached: AttachPermit,
 }
 
 impl Client {
@@ -203,7 +203,7 @@ impl Client {
         &mut self,
         ack: Ack,
         waiting: Vec<Arc<Session>>,
-        stored: Stored,
+        stored: StoreOutcome,
     ) -> Result<(), Close> {
         if !stored.failed {
             self.acknowledge(ack, waiting, stored.commit);
@@ -293,10 +293,10 @@ fn with_reason(ack: Ack, code: u8) -> Ack {
 }
 
 /// Where a connection came from.
-pub struct Origin {
+pub struct Incoming {
     pub peer: SocketAddr,
     /// The listener it was accepted on.
-    pub endpoint: Arc<Endpoint>,
+    pub listener: Arc<ListenerPolicy>,
     /// Common Name of the client certificate the TLS handshake verified, if any.
     pub cert_name: Option<String>,
     /// When the handshake (TLS, CONNECT, password check, take-over) must be over:
@@ -306,7 +306,7 @@ pub struct Origin {
 
 /// What a connection needs to know about the listener that accepted it; one per listener,
 /// shared by its connections.
-pub struct Endpoint {
+pub struct ListenerPolicy {
     /// Queue limits of the sessions that connect here.
     pub limits: Arc<Limits>,
     pub allow_anonymous: bool,

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{wake_all, Broker};
-use crate::client::{Client, Close, Origin};
+use crate::client::{Client, Close, Incoming};
 use crate::codec::{self, reason, DecodeError};
 use crate::handlers;
 use crate::linger;
@@ -46,12 +46,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
 /// and WebSockets later).
 ///
-/// `origin` is boxed: an async fn keeps its arguments twice (as captured values and as
-/// locals) for the whole life of the connection, and the origin is only needed until the
+/// `incoming` is boxed: an async fn keeps its arguments twice (as captured values and as
+/// locals) for the whole life of the connection, and the incoming is only needed until the
 /// client is connected.
 pub async fn serve<S>(
     stream: S,
-    origin: Box<Origin>,
+    incoming: Box<Incoming>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) where
@@ -63,7 +63,7 @@ pub async fn serve<S>(
     // of the state that every connected, mostly idle, client carries for its whole life.
     let handshake = Box::pin(crate::handshake::handshake(
         &mut stream,
-        origin,
+        incoming,
         &broker,
         &shutdown,
     ));
@@ -129,25 +129,26 @@ where
                 return Close::TakenOver;
             }
             st.timers.last_in = last_in;
-            if st.timers.expired {
+            if st.timers.keep_alive_expired {
                 // The sweeper may have looked before this turn recorded a fresh read.
                 let silent = now.duration_since(last_in);
                 if st.timers.keep_alive().is_some_and(|ka| silent >= ka) {
                     return Close::KeepAliveTimeout;
                 }
-                st.timers.expired = false;
+                st.timers.keep_alive_expired = false;
             }
-            let rec = client.broker.store_for(&session);
+            let handle = client.broker.store_for(&session);
             if st.timers.retry_due {
                 st.timers.retry_due = false;
                 if let Some(retry) = st.timers.retry() {
-                    st.retry(&mut client.out, retry, now, rec);
+                    st.retry(&mut client.out, retry, now, handle);
                 }
             }
             if client.out.len() < OUT_LOW {
                 // (No lock taken without an acl_file.)
                 let acl = client.broker.auth().acl();
-                let (waiters, hold) = st.fill(&mut client.out, OUT_HIGH, now, rec, acl.as_deref());
+                let (waiters, hold) =
+                    st.fill(&mut client.out, OUT_HIGH, now, handle, acl.as_deref());
                 drop(st);
                 wake_all(waiters);
                 if hold != 0 {

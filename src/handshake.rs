@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::client::{Client, Origin};
+use crate::client::{Client, Incoming};
 use crate::codec::{self, Connect, DecodeError, Packet, ProtocolVersion};
 use crate::handlers;
 use crate::linger;
@@ -44,20 +44,20 @@ enum Outcome {
 /// delivered with a graceful close, where the specification asks for one).
 pub async fn handshake<S>(
     stream: &mut S,
-    origin: Box<Origin>,
+    incoming: Box<Incoming>,
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
 ) -> Option<(Client, BytesMut)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let mut rbuf = BytesMut::new();
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => return None,
         r = tokio::time::timeout_at(
-            origin.deadline,
-            connect(stream, &origin, broker, &mut rbuf),
+            incoming.deadline,
+            connect(stream, &incoming, broker, &mut rbuf),
         ) => r,
     };
     let (version, code) = match outcome {
@@ -86,14 +86,14 @@ where
 /// The handshake proper, without its deadline.
 async fn connect<S>(
     stream: &mut S,
-    origin: &Origin,
+    incoming: &Incoming,
     broker: &Arc<Broker>,
     rbuf: &mut BytesMut,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let cap = broker
         .config()
         .max_connect_size
@@ -145,7 +145,7 @@ where
     let version = connect.version;
     // The client may send more right after CONNECT; reading on while its CONNECT is
     // handled shows when it goes away, so that its password is never checked for nobody.
-    let handled = handlers::connect::handle(broker, origin, connect);
+    let handled = handlers::connect::handle(broker, incoming, connect);
     tokio::select! {
         // The socket first: a CONNECT that arrived with the client's FIN is never checked.
         biased;

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::broker::Broker;
-use crate::client::{Endpoint, Origin};
+use crate::client::{Incoming, ListenerPolicy};
 use crate::config::{Config, Listener};
 use crate::connection;
 use crate::log_limit::LogLimit;
@@ -232,7 +232,7 @@ async fn accept_loop(
 ) {
     let here = Arc::new(AtomicUsize::new(0));
     // One set of queue limits per listener, shared by every session that connects here.
-    let endpoint = Arc::new(Endpoint {
+    let policy = Arc::new(ListenerPolicy {
         limits: Arc::new(broker.limits_for(&listener)),
         allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
         use_identity_as_username: listener.use_identity_as_username,
@@ -264,19 +264,19 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let origin = Box::new(Origin {
+        let incoming = Box::new(Incoming {
             peer,
-            endpoint: endpoint.clone(),
+            listener: policy.clone(),
             cert_name: None,
             deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
         });
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         match &tls {
-            None => tracker.spawn(serve_tcp(stream, origin, broker, shutdown, slot)),
+            None => tracker.spawn(serve_tcp(stream, incoming, broker, shutdown, slot)),
             Some(tls) => tracker.spawn(serve_tls(
                 tls.clone(),
                 stream,
-                origin,
+                incoming,
                 broker,
                 shutdown,
                 slot,
@@ -289,7 +289,7 @@ async fn accept_loop(
 /// connection's task (see [`connection::serve`]).
 fn serve_tcp(
     stream: TcpStream,
-    origin: Box<Origin>,
+    incoming: Box<Incoming>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     slot: Slot,
@@ -298,7 +298,7 @@ fn serve_tcp(
     let _ = stream.set_nodelay(true);
     async move {
         let _slot = slot;
-        connection::serve(stream, origin, broker, shutdown).await;
+        connection::serve(stream, incoming, broker, shutdown).await;
     }
 }
 
@@ -308,7 +308,7 @@ fn serve_tcp(
 async fn serve_tls(
     tls: TlsAcceptor,
     stream: TcpStream,
-    mut origin: Box<Origin>,
+    mut incoming: Box<Incoming>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     _slot: Slot,
@@ -317,13 +317,13 @@ async fn serve_tls(
     let timeout = broker.config().connect_timeout();
     let handshake = tokio::select! {
         _ = shutdown.cancelled() => return,
-        h = tls::handshake(&tls, stream, origin.peer, timeout) => h,
+        h = tls::handshake(&tls, stream, incoming.peer, timeout) => h,
     };
     let Some(stream) = handshake else {
         return;
     };
-    if origin.endpoint.use_identity_as_username {
-        origin.cert_name = tls::peer_common_name(&stream);
+    if incoming.listener.use_identity_as_username {
+        incoming.cert_name = tls::peer_common_name(&stream);
     }
-    connection::serve(stream, origin, broker, shutdown).await;
+    connection::serve(stream, incoming, broker, shutdown).await;
 }

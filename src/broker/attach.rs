@@ -10,27 +10,28 @@ use std::time::Instant;
 
 use super::{min_qos, wake_all, Broker};
 use crate::log_limit::field;
-use crate::session::{Attached, Extra, Limits, PeerV5, Session, Timers};
-use crate::store::{StoreEvent, Stored};
+use crate::message::DeliveryProps;
+use crate::session::{AttachPermit, Limits, PeerV5, Session, Timers};
+use crate::store::{StoreEvent, StoreOutcome};
 
 /// Undoes a claim whose attach was abandoned before it completed (see
 /// [`Broker::attach`]): the session goes offline as if that connection had ended. An
 /// older connection that was already told to make way still goes: the claim came from
 /// an authenticated CONNECT.
-struct UndoClaim<'a> {
+struct UndoAttach<'a> {
     broker: &'a Broker,
     session: &'a Arc<Session>,
     generation: u64,
 }
 
-impl Drop for UndoClaim<'_> {
+impl Drop for UndoAttach<'_> {
     fn drop(&mut self) {
         self.broker.detach(self.session, self.generation);
     }
 }
 
 /// What a CONNECT claims its session with.
-pub struct Claim {
+pub struct AttachRequest {
     pub username: Option<Arc<str>>,
     /// Clean Session (3.1.1) / Clean Start (5.0): discard any existing session.
     pub clean_start: bool,
@@ -52,13 +53,13 @@ pub enum Refused {
     NotOwner,
 }
 
-/// A connection's claim on a session, returned by [`Broker::attach`].
-pub struct Attachment {
+/// The session a connection attached to, returned by [`Broker::attach`].
+pub struct AttachedSession {
     pub session: Arc<Session>,
     pub session_present: bool,
     pub generation: u64,
     /// Held for the life of the connection.
-    pub guard: Attached,
+    pub guard: AttachPermit,
 }
 
 impl Broker {
@@ -77,15 +78,19 @@ impl Broker {
     /// one ends), so that an anonymous client cannot lock a user out of its client id.
     ///
     /// [`SessionState::username`]: crate::session::SessionState::username
-    pub async fn attach(&self, client_id: &str, claim: Claim) -> Result<Attachment, Refused> {
-        let Claim {
+    pub async fn attach(
+        &self,
+        client_id: &str,
+        request: AttachRequest,
+    ) -> Result<AttachedSession, Refused> {
+        let AttachRequest {
             username,
             clean_start: clean,
             expiry,
             limits,
             timers,
             peer,
-        } = claim;
+        } = request;
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
             let (session, existed) = match sessions.get(client_id) {
@@ -127,10 +132,10 @@ impl Broker {
         };
 
         // The semaphore is never closed, so acquiring only waits; the permit is given
-        // back by `Attached` when this connection ends. The wait can be abandoned (the
+        // back by `AttachPermit` when this connection ends. The wait can be abandoned (the
         // CONNECT's connect_timeout passes): then the session must not stay marked
         // connected with no connection attached.
-        let undo = UndoClaim {
+        let undo = UndoAttach {
             broker: self,
             session: &session,
             generation,
@@ -140,7 +145,7 @@ impl Broker {
             Err(_) => return Err(Refused::Overtaken),
         }
         std::mem::forget(undo);
-        let guard = Attached(session.clone());
+        let guard = AttachPermit(session.clone());
 
         let (discard, filters, will) = {
             let mut st = session.state.lock();
@@ -193,7 +198,7 @@ impl Broker {
             self.drop_subscriptions(&session, &filters);
             wake_all(session.state.lock().take_space_waiters());
         }
-        Ok(Attachment {
+        Ok(AttachedSession {
             session_present: existed && !discard,
             session,
             generation,
@@ -287,8 +292,8 @@ impl Broker {
         let acl = self.auth.acl();
         let mut kept = Vec::new();
         let mut moved = 0usize;
-        let mut stored = Stored::default();
-        let rec = session.rec(&*self.store);
+        let mut stored = StoreOutcome::default();
+        let handle = session.store_handle(&*self.store);
         for item in taken {
             let Some(key) = item.extra.as_ref().and_then(|e| e.shared.clone()) else {
                 continue;
@@ -296,8 +301,10 @@ impl Broker {
             match self.router.pick_shared(&key, session.id) {
                 Some((other, sub)) => {
                     let qos = min_qos(item.msg.qos, sub.opts.qos);
-                    let extra =
-                        Extra::boxed(sub.id.into_iter().map(|n| n.get()).collect(), Some(key));
+                    let extra = DeliveryProps::boxed(
+                        sub.id.into_iter().map(|n| n.get()).collect(),
+                        Some(key),
+                    );
                     other.deliver(
                         &item.msg,
                         qos,
@@ -308,11 +315,11 @@ impl Broker {
                         &*self.store,
                         &mut stored,
                     );
-                    // Stored for the new member first: a crash in between duplicates the
+                    // StoreOutcome for the new member first: a crash in between duplicates the
                     // message rather than losing it.
-                    if item.stored {
+                    if item.in_store {
                         let _ = self.store.record(StoreEvent::Removed {
-                            session: rec.session,
+                            session: handle.session,
                             seq: item.seq,
                         });
                     }
@@ -371,8 +378,8 @@ mod tests {
         Broker::new(config, auth, Arc::new(crate::store::MemoryStore))
     }
 
-    fn claim(broker: &Broker) -> Claim {
-        Claim {
+    fn claim(broker: &Broker) -> AttachRequest {
+        AttachRequest {
             username: None,
             clean_start: true,
             expiry: 0,

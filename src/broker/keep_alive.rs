@@ -18,9 +18,9 @@ impl Broker {
             }
             let mut wake = false;
             let t = st.timers;
-            if let (Some(ka), false) = (t.keep_alive(), t.expired) {
+            if let (Some(ka), false) = (t.keep_alive(), t.keep_alive_expired) {
                 if now.duration_since(t.last_in) >= ka {
-                    st.timers.expired = true;
+                    st.timers.keep_alive_expired = true;
                     wake = true;
                 }
             }

@@ -20,7 +20,7 @@ mod subscribe;
 mod sweep;
 mod will_delay;
 
-pub use attach::{Attachment, Claim, Refused};
+pub use attach::{AttachRequest, AttachedSession, Refused};
 pub use publish::Published;
 pub use sweep::SWEEP_INTERVAL;
 
@@ -37,7 +37,7 @@ use crate::expiry::Deadlines;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::Router;
-use crate::session::{Limits, Rec, Session};
+use crate::session::{Limits, Session, StoreHandle};
 use crate::store::{Commit, Store};
 
 /// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
@@ -126,9 +126,9 @@ impl Broker {
         &self.stats
     }
 
-    /// `session`'s way to the store (see [`Rec`]).
-    pub fn store_for<'a>(&'a self, session: &'a Session) -> Rec<'a> {
-        session.rec(&*self.store)
+    /// `session`'s way to the store (see [`StoreHandle`]).
+    pub fn store_for<'a>(&'a self, session: &'a Session) -> StoreHandle<'a> {
+        session.store_handle(&*self.store)
     }
 
     /// Whether `commit` is on disk and was not lost: what may be acknowledged.

@@ -11,7 +11,7 @@ use super::{min_qos, Broker};
 use crate::message::SharedMessage;
 use crate::router::Target;
 use crate::session::{Delivery, Session};
-use crate::store::{StoreEvent, Stored};
+use crate::store::{StoreEvent, StoreOutcome};
 
 /// What publishing one message came to (see [`Broker::publish`]).
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub struct Published {
     pub over_limit: Vec<Arc<Session>>,
     /// What the durable store wrote for it (persistent subscribers, the retained store):
     /// the commit the acknowledgement waits for, or a failed write that forbids it.
-    pub stored: Stored,
+    pub storage: StoreOutcome,
 }
 
 thread_local! {
@@ -66,10 +66,10 @@ impl Broker {
     ) {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         if msg.retain {
-            self.retain(msg, &mut published.stored);
+            self.retain(msg, &mut published.storage);
         }
         self.router
-            .route(&msg.topic, publisher.map(|p| p.id), targets);
+            .targets(&msg.topic, publisher.map(|p| p.id), targets);
         // Subscribers whose read access the ACL denies never get the message
         // (checked per message, so a reloaded ACL applies to existing subscriptions).
         let acl = self.auth.acl();
@@ -88,7 +88,7 @@ impl Broker {
                 publisher,
                 acl.as_deref(),
                 &*self.store,
-                &mut published.stored,
+                &mut published.storage,
             ) {
                 Delivery::Queued => {
                     self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +107,7 @@ impl Broker {
 
     /// Sets or clears the topic's retained message; stored under the retained store's
     /// lock, so the store keeps the same last one.
-    fn retain(&self, msg: &SharedMessage, stored: &mut Stored) {
+    fn retain(&self, msg: &SharedMessage, stored: &mut StoreOutcome) {
         let mut retained = self.retained.write();
         let message = if msg.payload.is_empty() {
             // A retained PUBLISH with no payload clears the topic [MQTT-3.3.1-10/11].

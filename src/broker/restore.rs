@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::Broker;
 use crate::codec::SubscriptionOptions;
-use crate::session::{Extra, Queued, Session};
+use crate::message::DeliveryProps;
+use crate::session::{Queued, Session};
 use crate::store::state::{instant_from_unix_millis, State};
 use crate::subscriptions::Sub;
 
@@ -100,7 +101,7 @@ impl Broker {
                         msg.clone(),
                         qos,
                         e.retain,
-                        Extra::boxed(e.sub_ids.clone(), e.shared.clone()),
+                        DeliveryProps::boxed(e.sub_ids.clone(), e.shared.clone()),
                         true,
                     );
                     st.restore(item, e.pkid.map(|pkid| (pkid, e.released)));
@@ -150,7 +151,7 @@ impl Broker {
             let stored = session
                 .state
                 .lock()
-                .store_unstored(session.rec(&*self.store));
+                .store_unstored(session.store_handle(&*self.store));
             if stored.failed {
                 break;
             }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::auth::{Access, Verdict};
 use crate::broker::Broker;
-use crate::broker::{Claim, Refused};
-use crate::client::{Client, ClientV5, Origin};
+use crate::broker::{AttachRequest, Refused};
+use crate::client::{Client, ClientV5, Incoming};
 use crate::codec::reason;
 use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
 use crate::log_limit::{self, field, LogLimit};
@@ -57,10 +57,10 @@ pub fn encode_refusal(out: &mut bytes::BytesMut, version: Option<ProtocolVersion
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    origin: &Origin,
+    incoming: &Incoming,
     mut connect: Connect,
 ) -> Result<Client, Refusal> {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let v5 = connect.version == ProtocolVersion::V5;
     if let Some(method) = connect
         .props
@@ -141,7 +141,7 @@ pub async fn handle(
             });
         }
     }
-    let username = authenticate(broker, origin, &connect, &client_id).await?;
+    let username = authenticate(broker, incoming, &connect, &client_id).await?;
     if let Some(will) = &connect.will {
         // A will is a PUBLISH made in advance: it needs write access like any other.
         if !broker
@@ -221,11 +221,11 @@ pub async fn handle(
     let attached = broker
         .attach(
             &client_id,
-            Claim {
+            AttachRequest {
                 username: username.clone(),
                 clean_start: connect.clean_session,
                 expiry: session_expiry,
-                limits: origin.endpoint.limits.clone(),
+                limits: incoming.listener.limits.clone(),
                 timers: Timers::new(keep_alive, retry),
                 peer: peer_v5,
             },
@@ -341,18 +341,18 @@ pub async fn handle(
 /// itself is never logged.
 async fn authenticate(
     broker: &Broker,
-    origin: &Origin,
+    incoming: &Incoming,
     connect: &Connect,
     client_id: &str,
 ) -> Result<Option<Arc<str>>, Refusal> {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let refuse = |code| {
         Err(Refusal {
             connack: Some(code),
         })
     };
-    if origin.endpoint.use_identity_as_username {
-        return match &origin.cert_name {
+    if incoming.listener.use_identity_as_username {
+        return match &incoming.cert_name {
             Some(name) => Ok(Some(Arc::from(name.as_str()))),
             None => {
                 static LOG: LogLimit = LogLimit::new(10_000);
@@ -368,7 +368,7 @@ async fn authenticate(
         .check_password(
             connect.username.as_deref(),
             connect.password.as_deref(),
-            origin.endpoint.allow_anonymous,
+            incoming.listener.allow_anonymous,
         )
         .await;
     match verdict {

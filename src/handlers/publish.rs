@@ -130,21 +130,21 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             let pkid = publish.pkid;
             let published = hand_to_broker(client, publish);
             let ack = Ack::PubAck(pkid, matched_reason(published.matched));
-            client.acknowledge_stored(ack, published.over_limit, published.stored)?;
+            client.acknowledge_stored(ack, published.over_limit, published.storage)?;
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
             // that holds across a restart too.
-            let rec = client.broker.store_for(&client.session);
-            let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, rec);
+            let handle = client.broker.store_for(&client.session);
+            let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, handle);
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);
             }
             let (waiting, matched) = if first_time {
                 let published = hand_to_broker(client, publish);
-                stored.merge(published.stored);
+                stored.merge(published.storage);
                 (published.over_limit, published.matched)
             } else {
                 (Vec::new(), true)
