@@ -136,7 +136,7 @@ pub struct Client {
     /// and allocated on first use: most clients never have one withheld.
     #[allow(clippy::box_collection)]
     pub withheld: Option<Box<VecDeque<Withheld>>>,
-    /// Retained messages SUBSCRIBEs owe, one entry per filter, queued by [`catch_up`]
+    /// Retained messages SUBSCRIBEs owe, one entry per filter, queued by the connection (`connection::catch_up`)
     /// before the next packet is handled. Boxed and allocated only while there are some.
     #[allow(clippy::box_collection)]
     pub retained_due: Option<Box<VecDeque<RetainedDue>>>,

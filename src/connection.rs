@@ -1,5 +1,5 @@
 //! One client connection: a single task that reads packets, hands them to the
-//! [`handlers`](crate::handlers), and writes what the client's session has queued.
+//! [`handlers`], and writes what the client's session has queued.
 //!
 //! Reading and writing share one task and one future over the unsplit stream; the task
 //! waits on that and on its session's one `Notify`, and holds no buffers while idle (about

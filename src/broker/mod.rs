@@ -3,13 +3,13 @@
 //!
 //! Its fields are private; what the layers above may do is this module's API, one file
 //! per concern:
-//! * [`attach`]: a connection claims a session and lets it go;
-//! * [`publish`]: a client's message, and messages no client sent (wills, later `$SYS`,
+//! * `attach.rs`: a connection claims a session and lets it go;
+//! * `publish.rs`: a client's message, and messages no client sent (wills, later `$SYS`,
 //!   bridges, a cluster link), routed to subscribers and the retained store;
-//! * [`subscribe`]: subscriptions in the session, the router and the store, in one step;
-//! * the sweeper ([`sweep`]) and its three timers, [`keep_alive`], [`will_delay`] and
-//!   [`session_expiry`];
-//! * [`restore`]: rebuilding from the durable store at start, and the writes at shutdown.
+//! * `subscribe.rs`: subscriptions in the session, the router and the store, in one step;
+//! * the sweeper (`sweep.rs`) and its three timers, `keep_alive.rs`, `will_delay.rs` and
+//!   `session_expiry.rs`;
+//! * `restore.rs`: rebuilding from the durable store at start, and the writes at shutdown.
 
 mod attach;
 mod keep_alive;

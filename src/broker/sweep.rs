@@ -1,8 +1,8 @@
 //! The sweeper: one task that wakes a few times a second and hands out what is due to
 //! the three timers, each in its own file (as Mosquitto keeps keepalive.c,
 //! will_delay.c and session_expiry.c apart): keep-alive and retransmission of connected
-//! sessions ([`super::keep_alive`]), delayed wills ([`super::will_delay`]) and offline
-//! sessions' expiry ([`super::session_expiry`]). One sweeper replaces a timer per
+//! sessions (`keep_alive.rs`), delayed wills (`will_delay.rs`) and offline
+//! sessions' expiry (`session_expiry.rs`). One sweeper replaces a timer per
 //! connection.
 
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 
 impl Broker {
     /// Times keep-alive and retransmission for every connected session: a few times a
-    /// second it raises the flags of [`Timers`] whose time has come and wakes those
+    /// second it raises the flags of [`Timers`](crate::session::Timers) whose time has come and wakes those
     /// connections. Offline sessions whose expiry has come, and delayed wills now due, come
     /// from the deadline queue: only those are looked at. Runs until `shutdown`.
     pub async fn sweep(self: Arc<Self>, shutdown: CancellationToken) {
