@@ -10,14 +10,7 @@
 //!
 //! The helpers here compare tails with the rest of a topic or filter, level by level.
 
-/// First level of `s` and the rest after the separator, if there is one.
-#[inline]
-pub fn split_first(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('/') {
-        Some((first, rest)) => (first, Some(rest)),
-        None => (s, None),
-    }
-}
+use crate::topic::split_first;
 
 /// `rest` after the levels of `tail`, if `rest` starts with exactly those levels: `Some(None)`
 /// when nothing follows them. Exact comparison (a `+` in either is just a character).

@@ -22,7 +22,6 @@ pub mod log_limit;
 pub mod memory;
 pub mod message;
 pub mod outbox;
-pub mod passwd;
 pub mod retain;
 pub mod router;
 pub mod server;

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
+mod cli;
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// midge: a lightweight MQTT broker.
@@ -46,13 +48,13 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Manage a password file (the same format and options as mosquitto_passwd).
-    Passwd(midge::passwd::PasswdArgs),
+    Passwd(cli::passwd::PasswdArgs),
 }
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if let Some(Command::Passwd(args)) = cli.command.take() {
-        return match midge::passwd::run(args) {
+        return match cli::passwd::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("midge passwd: {message}");

@@ -12,10 +12,9 @@
 use std::collections::HashMap;
 
 use crate::chain::{
-    common_levels, filter_through_tail, join_tail, split_first, split_tail_at, strip_tail,
-    FilterThroughTail,
+    common_levels, filter_through_tail, join_tail, split_tail_at, strip_tail, FilterThroughTail,
 };
-use crate::topic::valid_topic_name;
+use crate::topic::{split_first, valid_topic_name};
 
 struct Node<V> {
     /// Levels after the key of this node, up to where it branches or holds a value.

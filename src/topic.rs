@@ -46,6 +46,16 @@ pub fn level_count(s: &str) -> usize {
     s.bytes().filter(|&b| b == b'/').count() + 1
 }
 
+/// First level of `s` and the rest after the separator, if there is one: how the topic
+/// trees (subscriptions, retained messages) walk a topic or filter level by level.
+#[inline]
+pub fn split_first(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (s, None),
+    }
+}
+
 /// Whether `s` has at most `max` levels (0 = no limit). O(1) for the usual short topic
 /// (a string shorter than `max` cannot have more levels than that), and stops counting
 /// at the first level over the limit: this runs on every PUBLISH.
@@ -152,6 +162,15 @@ mod tests {
         assert!(!within_levels(&deep, 200));
         assert!(within_levels(&deep, 60_001));
         assert!(!within_levels(&deep, 60_000));
+    }
+
+    #[test]
+    fn split_first_takes_one_level_and_keeps_empty_ones() {
+        assert_eq!(split_first("a"), ("a", None));
+        assert_eq!(split_first("a/b/c"), ("a", Some("b/c")));
+        assert_eq!(split_first("/"), ("", Some("")));
+        assert_eq!(split_first(""), ("", None));
+        assert_eq!(split_first("+/#"), ("+", Some("#")));
     }
 
     #[test]

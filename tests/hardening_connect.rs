@@ -5,8 +5,9 @@
 //! * A first packet that is not CONNECT is closed on its fixed header, its body unread.
 //! * A CONNECT over `max_connect_size` is refused from its fixed header (5.0: CONNACK 0x95).
 //! * A CONNECT trickled byte by byte is closed at `connect_timeout`.
-//! * A flood of bad logins delays a valid one by less than 1 s (the issue's figure), and
-//!   the checks of connections already closed are not run.
+//! * A flood of bad logins delays a valid one by less than 1 s (the issue's figure), also
+//!   while the flood goes on (checks take turns by client address), and the checks of
+//!   connections already closed are not run.
 //! * A server-initiated close (DISCONNECT 0x93, a refusing CONNACK) reaches a client that
 //!   is still sending: flushed, FIN, and what the client still sends drained.
 //! * Assigned client ids are random.
@@ -461,6 +462,110 @@ fn login_flood_of_2000_bad_passwords_delays_a_valid_login_by_less_than_1_s() {
         );
     }
     b.assert_serves_healthy_client("after the flood");
+}
+
+/// Issue 12 finding 6, a flood that does not stop: one address (127.0.0.1) keeps 100
+/// CONNECTs with wrong passwords waiting at all times, a new one for each answered, for
+/// as long as the test runs. Newest-first alone would starve any login that arrived
+/// during such a flood (there is always a newer bad one); checks take turns by client
+/// address, so a valid login from another device (127.0.0.2) waits for at most one of
+/// the flood's checks per core, and gets CONNACK 0x00 in less than 1 s.
+#[test]
+fn sustained_login_flood_from_one_address_delays_a_login_from_another_by_less_than_1_s() {
+    let _serial = one_at_a_time();
+    const WAITING: usize = 100;
+    const FLOOD_FOR: Duration = Duration::from_secs(6);
+    let dir = TempDir::new("flood-sustained");
+    let pw = password_file(dir.path(), "alice", "right");
+    let b = Broker::start(&format!("password_file = {pw:?}\n"));
+    let addr = b.addr();
+    let bad = connect_packet_with("", Some("alice"), Some(b"wrong"), None);
+    let good = connect_packet_with("valid-login", Some("alice"), Some(b"right"), None);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (sent, delays) = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            // Keeps WAITING bad logins outstanding: replaces each one answered or closed.
+            let open = |bad: &[u8]| {
+                let mut s = raw(addr);
+                s.write_all(bad).expect("write CONNECT");
+                s.set_nonblocking(true).expect("nonblocking");
+                s
+            };
+            let mut waiting: Vec<TcpStream> = (0..WAITING).map(|_| open(&bad)).collect();
+            let mut sent = WAITING;
+            let until = Instant::now() + FLOOD_FOR;
+            while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut buf = [0u8; 8];
+                for s in waiting.iter_mut() {
+                    // Answered, closed, or failed: anything but "nothing yet".
+                    let done = !matches!(
+                        s.read(&mut buf),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    );
+                    if done {
+                        *s = open(&bad);
+                        sent += 1;
+                    }
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        });
+        // Let the flood fill the queue and both cores, then log in from elsewhere, a few
+        // times while it goes on.
+        thread::sleep(Duration::from_secs(2));
+        let mut delays = Vec::new();
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let mut s = connect_from([127, 0, 0, 2], addr);
+            s.write_all(&good).expect("write CONNECT");
+            let (header, body) = read_packet(&mut s);
+            delays.push(t0.elapsed());
+            assert_eq!(
+                (header, body.as_slice()),
+                (0x20, &[0x00, 0x00][..]),
+                "the valid login is accepted"
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (flood.join().expect("flood"), delays)
+    });
+    eprintln!("sustained login flood: {sent} bad CONNECTs; valid logins from another address after {delays:?}");
+    assert!(
+        sent > WAITING + 20,
+        "the flood kept going ({sent} sent): the broker answered it"
+    );
+    for d in &delays {
+        assert!(
+            *d < Duration::from_secs(1),
+            "a valid login took {d:?} during the flood"
+        );
+    }
+    b.assert_serves_healthy_client("after the sustained flood");
+}
+
+/// A raw connection to `addr` from the loopback address `from` (127.x.y.z: another
+/// "device" on this machine), with the timeouts of [`raw`].
+fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let s = rt
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((std::net::Ipv4Addr::from(from), 0).into())?;
+            socket.connect(addr).await
+        })
+        .expect("connect from another loopback address");
+    let s = s.into_std().expect("std socket");
+    s.set_nonblocking(false).expect("blocking");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
 }
 
 /// Issue 12 finding 6, MQTT 5.0: with max_queued_password_checks = 1, of 20 bad logins

@@ -467,6 +467,11 @@ async fn cmd_conn(opts: Arc<Opts>, a: ConnArgs) -> Result<(), BoxError> {
         }
     }
     client::close_all(conns, a.concurrency).await;
+    // Scripts wait for a broker with `conn -n 1` in a loop: a failed connection must
+    // show in the exit status, or they go on before the broker listens.
+    if failed > 0 {
+        return Err(format!("{failed} of {} connections failed", a.count).into());
+    }
     Ok(())
 }
 

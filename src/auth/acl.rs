@@ -111,6 +111,11 @@
 //!
 //! Checks allocate nothing: filters are split into levels when the file is loaded, and
 //! `%c`/`%u` are compared in place, level by level.
+//!
+//! One concept, kept in one file although it is long: the rules as the file states them
+//! and the checks against them share one representation (`Filter`, its levels and
+//! placeholders), and about 440 of its lines are code; the rest is this documentation of
+//! the format and the unit tests.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

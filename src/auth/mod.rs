@@ -116,7 +116,8 @@ impl Auth {
 
     /// Checks a CONNECT's username and password. Runs the password hash (argon2 takes
     /// tens of milliseconds of CPU on purpose) on the blocking pool, so that connecting
-    /// clients never stall the workers that move messages.
+    /// clients never stall the workers that move messages. Checks wait their turn by the
+    /// client's address `peer` when every core is busy (see [`queue`]).
     ///
     /// Without a password file a username is taken as given, but only where anonymous
     /// clients are allowed: an unverifiable name must not unlock what the ACL grants a
@@ -126,6 +127,7 @@ impl Auth {
         username: Option<&str>,
         password: Option<&[u8]>,
         allow_anonymous: bool,
+        peer: std::net::IpAddr,
     ) -> Verdict {
         // No username, or nothing to check it against: an anonymous client.
         let (Some(username), Some(passwords)) = (username, self.passwords()) else {
@@ -139,7 +141,7 @@ impl Auth {
         let password = password.unwrap_or_default().to_vec();
         // Dropped here (connection closed, connect_timeout passed) while waiting, the
         // check is never run.
-        let Some(slot) = self.checks.acquire().await else {
+        let Some(slot) = self.checks.acquire(peer).await else {
             return Verdict::Busy;
         };
         // The slot goes with the hash: abandoned now, the check still holds its core

@@ -369,6 +369,7 @@ async fn authenticate(
             connect.username.as_deref(),
             connect.password.as_deref(),
             incoming.listener.allow_anonymous,
+            incoming.peer.ip(),
         )
         .await;
     match verdict {

@@ -21,10 +21,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::chain::{
-    common_levels, join_tail, match_filter_tail, split_first, split_tail_at, strip_tail,
-};
-use crate::topic::is_dollar_topic;
+use crate::chain::{common_levels, join_tail, match_filter_tail, split_tail_at, strip_tail};
+use crate::topic::{is_dollar_topic, split_first};
 
 /// A node gets an id index once it has more subscribers than this.
 const INDEX_ABOVE: usize = 32;

@@ -201,7 +201,11 @@ pub async fn login_flood(t: &Target) -> Result<Report, String> {
                     props: &[],
                 };
                 let t0 = Instant::now();
-                match Raw::connect(addr, Version::V311, &f, Duration::from_secs(30)).await {
+                // From another loopback address: another device than the flooder's.
+                let from = Some(std::net::IpAddr::from([127, 0, 0, 2]));
+                match Raw::connect_from(addr, Version::V311, &f, Duration::from_secs(30), from)
+                    .await
+                {
                     Ok((_, code)) => format!(
                         "valid login: CONNACK {code:#04x} after {:.2} s",
                         t0.elapsed().as_secs_f64()

@@ -2,12 +2,12 @@
 //! and body) with a deadline, and tell apart what the broker did: answered, closed
 //! (FIN), reset (RST) or said nothing.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
 use crate::proto::{self, ConnectFields, Version};
@@ -54,7 +54,28 @@ pub const DISCONNECT: u8 = 14;
 
 impl Raw {
     pub async fn open(addr: SocketAddr, v: Version) -> Result<Raw, String> {
-        let s = timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        Raw::open_from(addr, v, None).await
+    }
+
+    /// [`Raw::open`] from the local address `from` (another loopback address: another
+    /// device as far as the broker can tell), or the one the kernel picks.
+    pub async fn open_from(
+        addr: SocketAddr,
+        v: Version,
+        from: Option<IpAddr>,
+    ) -> Result<Raw, String> {
+        let connect = async {
+            let Some(ip) = from else {
+                return TcpStream::connect(addr).await;
+            };
+            let socket = match ip {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await
+        };
+        let s = timeout(Duration::from_secs(10), connect)
             .await
             .map_err(|_| "TCP connect timed out".to_string())?
             .map_err(|e| format!("TCP connect: {e}"))?;
@@ -119,7 +140,18 @@ impl Raw {
         f: &ConnectFields<'_>,
         wait: Duration,
     ) -> Result<(Raw, u8), String> {
-        let mut c = Raw::open(addr, v).await?;
+        Raw::connect_from(addr, v, f, wait, None).await
+    }
+
+    /// [`Raw::connect`] from the local address `from` (see [`Raw::open_from`]).
+    pub async fn connect_from(
+        addr: SocketAddr,
+        v: Version,
+        f: &ConnectFields<'_>,
+        wait: Duration,
+        from: Option<IpAddr>,
+    ) -> Result<(Raw, u8), String> {
+        let mut c = Raw::open_from(addr, v, from).await?;
         let mut b = Vec::new();
         proto::connect_with(&mut b, v, f);
         // Bounded: a broker may stop reading a huge CONNECT without closing.

@@ -88,7 +88,11 @@ pub async fn probe(
         props: &[],
     };
     let fut = async {
-        let (mut c, code) = Raw::connect(addr, Version::V311, &f, PROBE_LIMIT).await?;
+        // The healthy client is another device than the attacker: its own loopback
+        // address (brokers may share out per-address resources, as midge's password
+        // checks are).
+        let from = Some(std::net::IpAddr::from([127, 0, 0, 3]));
+        let (mut c, code) = Raw::connect_from(addr, Version::V311, &f, PROBE_LIMIT, from).await?;
         if code != 0 {
             return Err(format!("CONNACK {code:#04x}"));
         }

@@ -1,0 +1,5 @@
+//! The `midge` command's subcommands. These are compiled into the binary only: the
+//! library (the broker) never needs them, so they use it from outside, through its public
+//! API, like any other program would.
+
+pub mod passwd;

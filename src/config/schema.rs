@@ -1,0 +1,454 @@
+//! The keys of `config.toml` as serde reads them, each with its default. Every key is
+//! here once; what a value may be beyond its type is checked in `validate.rs`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// What a subscriber's full queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFull {
+    /// Drop the oldest queued (not yet sent) message to make room. Default.
+    #[default]
+    DropOldest,
+    /// Drop the new message.
+    DropNew,
+    /// Queue it anyway and withhold the publisher's PUBACK/PUBREC until there is room
+    /// again (QoS 1/2 only; QoS 0 is dropped as with `drop_new`).
+    Backpressure,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listener {
+    /// Address to listen on. Default 127.0.0.1.
+    pub bind: IpAddr,
+    /// TCP port, 1..=65535. Default 1883.
+    pub port: u16,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    /// Policy for the queues of subscribers that connected through this listener.
+    pub queue_full: QueueFull,
+    /// Whether clients without credentials may connect. Unset: the top-level
+    /// `allow_anonymous`, and if that is unset too, true only for a listener bound to a
+    /// loopback address (Mosquitto 2's "local only" default).
+    pub allow_anonymous: Option<bool>,
+    /// PEM certificate chain (leaf first). Setting it makes this a TLS listener.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of `certfile` (PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are checked against.
+    pub cafile: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `cafile`.
+    pub require_certificate: bool,
+    /// The client certificate's Common Name becomes the username (for ACLs); the
+    /// password file is not consulted.
+    pub use_identity_as_username: bool,
+    /// Lowest TLS version accepted. Default TLS 1.2.
+    pub tls_version: Option<TlsVersion>,
+}
+
+/// Lowest TLS version a listener accepts (Mosquitto's `tls_version` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "tlsv1.2")]
+    Tls12,
+    #[serde(rename = "tlsv1.3")]
+    Tls13,
+}
+
+impl Listener {
+    pub fn is_tls(&self) -> bool {
+        self.certfile.is_some()
+    }
+
+    /// Whether clients without a username (or certificate identity) are let in.
+    pub fn allows_anonymous(&self, global: Option<bool>) -> bool {
+        self.allow_anonymous
+            .or(global)
+            .unwrap_or_else(|| self.bind.is_loopback())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// tracing filter: "error", "warn", "info", "debug", "trace" or a RUST_LOG-style filter.
+    pub log_level: String,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout: u64,
+    /// Across all listeners; 0 = unlimited.
+    pub max_connections: usize,
+    /// Largest packet (remaining length) accepted, bytes.
+    pub max_packet_size: usize,
+    /// Longest client identifier accepted, bytes; 1..=65535.
+    pub max_client_id_len: usize,
+    /// Largest CONNECT accepted (remaining length), bytes: what an unauthenticated
+    /// connection can make the broker hold. The smaller of this and `max_packet_size`
+    /// applies.
+    pub max_connect_size: usize,
+    /// Password checks that may wait for a free core (one check runs per core); when
+    /// full, the longest-waiting one is refused with "server busy". 1..=65535.
+    pub max_queued_password_checks: usize,
+    /// 0 = unlimited. Default 1000: bounds what one client's overlapping filters cost
+    /// every matching PUBLISH.
+    pub max_subscriptions_per_client: usize,
+    /// Levels in a topic name or filter; 0 = unlimited. Default 200 (Mosquitto's
+    /// hard-coded hierarchy limit): every level costs trie and retained-tree memory.
+    pub max_topic_levels: usize,
+    /// Topic filters in one SUBSCRIBE; the excess are refused. 0 = unlimited. Default 500.
+    pub max_filters_per_subscribe: usize,
+    /// QoS 1/2 messages in flight (sent, not yet acknowledged) per client; 1..=65535.
+    pub max_inflight_messages: usize,
+    /// 0 = unlimited.
+    pub max_queued_messages: usize,
+    /// 0 = unlimited.
+    pub max_queued_bytes: usize,
+    /// Whether QoS 0 messages are queued for offline persistent sessions.
+    pub queue_qos0_messages: bool,
+    /// Seconds before an unacknowledged PUBLISH/PUBREL is re-sent on a live MQTT 3.1.1/3.1
+    /// connection; 0 = only on reconnect.
+    pub retry_interval: u64,
+    /// Seconds between two "dropped messages" log lines for one client.
+    pub drop_log_interval: u64,
+    /// MQTT 5.0 Topic Alias Maximum announced to clients; 0 = no topic aliases.
+    pub max_topic_alias: u16,
+    /// Most topic aliases the broker sets towards one MQTT 5.0 client (the client's own
+    /// Topic Alias Maximum may lower it); 0 = none.
+    pub max_topic_alias_broker: u16,
+    /// Most User Properties in a PUBLISH or will that the broker accepts and forwards;
+    /// 0 = unlimited.
+    pub max_user_properties: usize,
+    /// MQTT 5.0 Receive Maximum announced to clients: unacknowledged QoS 1/2 PUBLISHes a
+    /// client may have outstanding towards the broker. 1..=65535.
+    pub receive_maximum: u16,
+    /// Longest keep-alive accepted, seconds; a 5.0 client asking for more (or for 0) is
+    /// given this one (Server Keep Alive). 0 = whatever the client asks.
+    pub max_keepalive: u16,
+    /// Default `allow_anonymous` of listeners that do not set their own.
+    pub allow_anonymous: Option<bool>,
+    /// Mosquitto-format password file (`user:hash`); reloaded on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL file; reloaded on SIGHUP. Unset: every client may publish and
+    /// subscribe to everything.
+    pub acl_file: Option<PathBuf>,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// The durable store (`[persistence]`).
+    pub persistence: Persistence,
+    /// How long a persistent session that would never expire (3.1.1 `clean_session =
+    /// 0`, 5.0 `0xFFFFFFFF`) is kept while its client is offline. Default 30 days.
+    pub persistent_client_expiration: crate::expiry::Lifetime,
+    /// Longest Session Expiry Interval granted to a 5.0 client, seconds; a client asking
+    /// for more gets this one, in CONNACK. 0 = no maximum. Default 30 days.
+    pub max_session_expiry_interval: u32,
+    /// Bytes the broker may hold for messages, queue entries and sessions; above it new
+    /// messages and new sessions are refused. Unset: a quarter of the memory available
+    /// (see [`crate::memory::default_limit`]); 0 = no limit.
+    pub memory_limit: Option<usize>,
+}
+
+/// When the durable store syncs to disk before a commit counts (`[persistence] sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// fsync before acknowledging: survives a power cut. Default.
+    #[default]
+    Always,
+    /// fsync at most every `sync_interval_ms`: survives a process kill; a power cut may
+    /// lose the last interval.
+    Interval,
+    /// Never fsync (the OS writes when it likes): survives a process kill, not a power cut.
+    Never,
+}
+
+/// `[persistence]`: where and how durable state is kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Persistence {
+    /// Keep sessions, their queues and retained messages on disk. Default true.
+    pub enabled: bool,
+    /// Store directory. Unset: `data` next to the config file (the working directory
+    /// without one); a relative path is taken from the config file's directory too
+    /// (see [`Config::resolve_paths`]).
+    pub path: Option<PathBuf>,
+    pub sync: SyncMode,
+    /// With `sync = "interval"`: the longest time between two fsyncs, milliseconds.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            enabled: true,
+            path: None,
+            sync: SyncMode::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl Persistence {
+    /// The store directory (after [`Config::resolve_paths`], absolute or relative to the
+    /// working directory).
+    pub fn dir(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| PathBuf::from("data"))
+    }
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Listener {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 1883,
+            max_connections: 0,
+            queue_full: QueueFull::DropOldest,
+            allow_anonymous: None,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            tls_version: None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: "info".to_owned(),
+            connect_timeout: 10,
+            max_connections: 0,
+            max_packet_size: 8 * 1024 * 1024,
+            max_client_id_len: 65535,
+            max_subscriptions_per_client: 1000,
+            max_topic_levels: 200,
+            max_filters_per_subscribe: 500,
+            max_connect_size: 64 * 1024,
+            max_queued_password_checks: 256,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            retry_interval: 20,
+            drop_log_interval: 10,
+            max_topic_alias: 10,
+            max_topic_alias_broker: 10,
+            max_user_properties: 64,
+            receive_maximum: 65535,
+            max_keepalive: 0,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+            listeners: vec![Listener::default()],
+            persistence: Persistence::default(),
+            persistent_client_expiration: crate::expiry::Lifetime::default(),
+            max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY,
+            memory_limit: None,
+        }
+    }
+}
+
+/// `max_session_expiry_interval` by default: 30 days, as `persistent_client_expiration`.
+const DEFAULT_MAX_SESSION_EXPIRY: u32 = 30 * 24 * 60 * 60;
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::ok;
+    use super::*;
+    use std::net::Ipv6Addr;
+    use std::time::Duration;
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let c = Config::default();
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.connect_timeout, 10);
+        assert_eq!(c.connect_timeout(), Duration::from_secs(10));
+        assert_eq!(c.max_connections, 0);
+        assert_eq!(c.max_packet_size, 8_388_608);
+        assert_eq!(c.max_client_id_len, 65535);
+        assert_eq!(c.max_subscriptions_per_client, 1000);
+        assert_eq!(c.max_topic_levels, 200);
+        assert_eq!(c.max_filters_per_subscribe, 500);
+        assert_eq!(c.max_connect_size, 65_536);
+        assert_eq!(c.max_queued_password_checks, 256);
+        assert_eq!(c.max_inflight_messages, 20);
+        assert_eq!(c.max_queued_messages, 1000);
+        assert_eq!(c.max_queued_bytes, 0);
+        assert!(!c.queue_qos0_messages);
+        assert_eq!(c.retry_interval, 20);
+        assert_eq!(c.drop_log_interval, 10);
+        assert_eq!(
+            c.listeners,
+            vec![Listener {
+                bind: "127.0.0.1".parse().unwrap(),
+                port: 1883,
+                max_connections: 0,
+                queue_full: QueueFull::DropOldest,
+                allow_anonymous: None,
+                certfile: None,
+                keyfile: None,
+                cafile: None,
+                require_certificate: false,
+                use_identity_as_username: false,
+                tls_version: None,
+            }]
+        );
+        assert_eq!(c.allow_anonymous, None);
+        assert_eq!(c.password_file, None);
+        assert_eq!(c.acl_file, None);
+        assert!(c.persistence.enabled);
+        assert_eq!(c.persistence.path, None);
+        assert_eq!(c.persistence.sync, SyncMode::Always);
+        assert_eq!(c.persistence.sync_interval_ms, 1000);
+        assert!(c.listeners[0].allows_anonymous(None), "loopback default");
+        c.validate("defaults").unwrap();
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = ok(r#"
+            log_level = "debug,midge::router=trace"
+            connect_timeout = 5
+            max_connections = 100
+            max_packet_size = 1024
+            max_client_id_len = 23
+            max_connect_size = 512
+            max_queued_password_checks = 4
+            max_subscriptions_per_client = 10
+            max_topic_levels = 8
+            max_filters_per_subscribe = 4
+            max_inflight_messages = 1
+            max_queued_messages = 0
+            max_queued_bytes = 65536
+            queue_qos0_messages = true
+            retry_interval = 0
+            drop_log_interval = 1
+            max_topic_alias = 0
+            max_topic_alias_broker = 3
+            max_user_properties = 16
+            receive_maximum = 100
+            max_keepalive = 600
+            allow_anonymous = false
+            password_file = "/etc/midge/passwords"
+            acl_file = "acl.txt"
+            persistent_client_expiration = "2w"
+            max_session_expiry_interval = 3600
+            memory_limit = 268435456
+
+            [[listener]]
+            bind = "::"
+            port = 1884
+            max_connections = 7
+            queue_full = "backpressure"
+            allow_anonymous = true
+            certfile = "server.crt"
+            keyfile = "server.key"
+            cafile = "ca.crt"
+            require_certificate = true
+            use_identity_as_username = true
+            tls_version = "tlsv1.3"
+
+            [persistence]
+            enabled = false
+            path = "/var/lib/midge"
+            sync = "interval"
+            sync_interval_ms = 250
+        "#);
+        let expected = Config {
+            log_level: "debug,midge::router=trace".into(),
+            connect_timeout: 5,
+            max_connections: 100,
+            max_packet_size: 1024,
+            max_client_id_len: 23,
+            max_connect_size: 512,
+            max_queued_password_checks: 4,
+            max_subscriptions_per_client: 10,
+            max_topic_levels: 8,
+            max_filters_per_subscribe: 4,
+            max_inflight_messages: 1,
+            max_queued_messages: 0,
+            max_queued_bytes: 65536,
+            queue_qos0_messages: true,
+            retry_interval: 0,
+            drop_log_interval: 1,
+            max_topic_alias: 0,
+            max_topic_alias_broker: 3,
+            max_user_properties: 16,
+            receive_maximum: 100,
+            max_keepalive: 600,
+            allow_anonymous: Some(false),
+            password_file: Some("/etc/midge/passwords".into()),
+            acl_file: Some("acl.txt".into()),
+            listeners: vec![Listener {
+                bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                port: 1884,
+                max_connections: 7,
+                queue_full: QueueFull::Backpressure,
+                allow_anonymous: Some(true),
+                certfile: Some("server.crt".into()),
+                keyfile: Some("server.key".into()),
+                cafile: Some("ca.crt".into()),
+                require_certificate: true,
+                use_identity_as_username: true,
+                tls_version: Some(TlsVersion::Tls13),
+            }],
+            persistence: Persistence {
+                enabled: false,
+                path: Some("/var/lib/midge".into()),
+                sync: SyncMode::Interval,
+                sync_interval_ms: 250,
+            },
+            persistent_client_expiration: crate::expiry::Lifetime(Some(14 * 86400)),
+            max_session_expiry_interval: 3600,
+            memory_limit: Some(268_435_456),
+        };
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn anonymous_default_is_loopback_only_unless_set() {
+        let l = |bind: &str, own: Option<bool>| Listener {
+            bind: bind.parse().unwrap(),
+            allow_anonymous: own,
+            ..Listener::default()
+        };
+        assert!(l("127.0.0.1", None).allows_anonymous(None));
+        assert!(l("::1", None).allows_anonymous(None));
+        assert!(!l("0.0.0.0", None).allows_anonymous(None));
+        assert!(!l("192.168.1.2", None).allows_anonymous(None));
+        assert!(l("0.0.0.0", None).allows_anonymous(Some(true)));
+        assert!(!l("127.0.0.1", None).allows_anonymous(Some(false)));
+        assert!(l("0.0.0.0", Some(true)).allows_anonymous(Some(false)));
+        assert!(!l("127.0.0.1", Some(false)).allows_anonymous(Some(true)));
+    }
+
+    #[test]
+    fn listener_tables_replace_the_default_and_get_listener_defaults() {
+        let c = ok("max_connections = 3\n[[listener]]\nport = 1884\n[[listener]]\nbind = \"0.0.0.0\"\nqueue_full = \"drop_new\"\n");
+        assert_eq!(c.max_connections, 3);
+        assert_eq!(
+            c.listeners,
+            vec![
+                Listener {
+                    port: 1884,
+                    ..Listener::default()
+                },
+                Listener {
+                    bind: "0.0.0.0".parse().unwrap(),
+                    queue_full: QueueFull::DropNew,
+                    ..Listener::default()
+                },
+            ]
+        );
+        // An empty table is one default listener.
+        assert_eq!(ok("[[listener]]\n").listeners, vec![Listener::default()]);
+        // Inline form works too.
+        assert_eq!(ok("listener = [{ port = 1885 }]").listeners[0].port, 1885);
+    }
+}
