@@ -1,5 +1,5 @@
 //! One client connection: a single task that reads packets, hands them to the
-//! [`handlers`](crate::handlers), and writes what the client's session has queued.
+//! [`handlers`], and writes what the client's session has queued.
 //!
 //! Reading and writing share one task and one future over the unsplit stream; the task
 //! waits on that and on its session's one `Notify`, and holds no buffers while idle (about
@@ -11,8 +11,6 @@
 //! session queue, so a slow client is held back by TCP flow control and by its queue
 //! limits, and never makes the broker's memory grow.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,17 +22,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Access;
 use crate::broker::{wake_all, Broker};
-use crate::codec::{self, DecodeError, ProtocolVersion, Will};
+use crate::client::{Client, Close, Incoming};
+use crate::codec::{self, reason, DecodeError};
 use crate::handlers;
-use crate::handlers::subscribe::RetainedDue;
 use crate::linger;
 use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
-use crate::server::Endpoint;
-use crate::session::Session;
-use crate::store::{Commit, Stored};
 
 /// Stop pulling queued messages into the write buffer above this many bytes.
 const OUT_LOW: usize = 32 * 1024;
@@ -49,324 +43,15 @@ const MAX_WITHHELD: usize = 1024;
 /// Time given to flush the write buffer when a connection is closed by the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why a connection ended.
-#[derive(Debug)]
-pub enum Close {
-    /// The client sent DISCONNECT: the will is discarded [MQTT-3.14.4-3].
-    Disconnected,
-    /// MQTT 5.0 DISCONNECT with reason 0x04: close normally, but publish the will.
-    DisconnectedWithWill,
-    /// The socket was closed without DISCONNECT.
-    PeerClosed,
-    Io(std::io::Error),
-    /// The client broke the protocol; `reason` is the MQTT 5.0 reason code sent to a 5.0
-    /// client in DISCONNECT (0x81 malformed, 0x82 protocol error, 0x93, 0x94, 0x95, ...),
-    /// the text says how.
-    Violation {
-        reason: u8,
-        why: String,
-    },
-    KeepAliveTimeout,
-    TakenOver,
-    Shutdown,
-    /// A message could not be stored (disk full, I/O error), so it cannot be acknowledged:
-    /// MQTT 3.1.1 has no way to say so but closing the connection.
-    StoreFailed,
-    /// A QoS 1/2 message came while the broker was above `memory_limit`: it cannot be
-    /// taken, and MQTT 3.1.1 has no way to say so but closing the connection.
-    OverMemoryLimit,
-}
-
-impl Close {
-    /// Every close other than DISCONNECT (and broker shutdown) publishes the will
-    /// [MQTT-3.1.2-8].
-    fn publishes_will(&self) -> bool {
-        !matches!(self, Close::Disconnected | Close::Shutdown)
-    }
-
-    /// A Protocol Error (0x82).
-    pub fn protocol(why: impl Into<String>) -> Close {
-        Close::violation(reason::PROTOCOL_ERROR, why)
-    }
-
-    pub fn violation(reason: u8, why: impl Into<String>) -> Close {
-        Close::Violation {
-            reason,
-            why: why.into(),
-        }
-    }
-
-    /// Whether the broker ends the connection while the client may still be sending.
-    fn server_initiated(&self) -> bool {
-        self.disconnect_reason().is_some()
-    }
-
-    /// The reason code of the DISCONNECT a 5.0 client is sent before the close, if the
-    /// server is the one closing.
-    fn disconnect_reason(&self) -> Option<u8> {
-        match self {
-            Close::Violation { reason, .. } => Some(*reason),
-            Close::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
-            Close::TakenOver => Some(reason::SESSION_TAKEN_OVER),
-            Close::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
-            Close::StoreFailed => Some(reason::UNSPECIFIED),
-            Close::OverMemoryLimit => Some(reason::QUOTA_EXCEEDED),
-            _ => None,
-        }
-    }
-}
-
-/// MQTT 5.0 reason codes the broker sends.
-pub mod reason {
-    pub const SUCCESS: u8 = 0x00;
-    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
-    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
-    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
-    pub const UNSPECIFIED: u8 = 0x80;
-    pub const MALFORMED_PACKET: u8 = 0x81;
-    pub const PROTOCOL_ERROR: u8 = 0x82;
-    pub const NOT_AUTHORIZED: u8 = 0x87;
-    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
-    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
-    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
-    pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
-    pub const TOPIC_NAME_INVALID: u8 = 0x90;
-    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
-    pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
-    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
-    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
-    pub const PACKET_TOO_LARGE: u8 = 0x95;
-    pub const QUOTA_EXCEEDED: u8 = 0x97;
-    pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
-    pub const SHARED_NOT_SUPPORTED: u8 = 0x9E;
-}
-
-/// An acknowledgement owed to the publisher (with its MQTT 5.0 reason code), withheld
-/// under backpressure or until what it acknowledges is on disk.
-#[derive(Debug, Clone, Copy)]
-pub enum Ack {
-    PubAck(u16, u8),
-    PubRec(u16, u8),
-    PubComp(u16, u8),
-}
-
-/// What an MQTT 5.0 connection keeps beyond a 3.1.1 one; boxed in [`Client`].
-#[derive(Debug, Default)]
-pub struct ClientV5 {
-    /// Topic aliases the client has set, by alias [MQTT-3.3.2-10/11].
-    pub aliases: std::collections::HashMap<u16, String>,
-    /// The Session Expiry Interval in force (CONNECT, possibly changed by DISCONNECT).
-    pub session_expiry: u32,
-    /// QoS 2 packet ids received on this connection and not yet released: with withheld
-    /// acknowledgements, what counts against the Receive Maximum, which starts afresh
-    /// with every connection (MQTT 5.0 §4.9).
-    pub qos2_in: std::collections::HashSet<u16>,
-}
-
-pub struct Withheld {
-    pub ack: Ack,
-    /// Sessions whose queues must have room before the ack is sent.
-    pub waiting: Vec<Arc<Session>>,
-    /// The store commit that must be durable before the ack is sent (0: none).
-    pub commit: Commit,
-}
-
-/// The state of one connected client that the packet handlers act on.
-pub struct Client {
-    pub broker: Arc<Broker>,
-    pub session: Arc<Session>,
-    pub generation: u64,
-    pub version: ProtocolVersion,
-    pub peer: SocketAddr,
-    /// Authenticated username (or certificate identity); `None` when anonymous.
-    pub username: Option<Arc<str>>,
-    /// MQTT 5.0 connection state; `None` for 3.1.1 and 3.1 clients.
-    pub v5: Option<Box<ClientV5>>,
-    /// Bytes waiting to be written to the socket.
-    pub out: Outbox,
-    /// Boxed: most clients have none, and every connected client carries this struct.
-    pub will: Option<Box<Will>>,
-    /// Acknowledgements withheld under backpressure, in the order they are owed. Boxed
-    /// and allocated on first use: most clients never have one withheld.
-    #[allow(clippy::box_collection)]
-    pub withheld: Option<Box<VecDeque<Withheld>>>,
-    /// Retained messages SUBSCRIBEs owe, one entry per filter, queued by [`catch_up`]
-    /// before the next packet is handled. Boxed and allocated only while there are some.
-    #[allow(clippy::box_collection)]
-    pub retained_due: Option<Box<VecDeque<RetainedDue>>>,
-    /// Held while connected: a take-over waits for it (see [`Broker::attach`]).
-    pub _attached: crate::session::Attached,
-}
-
-impl Client {
-    /// Notes retained messages to queue after the packet being handled.
-    pub fn owe_retained(&mut self, due: RetainedDue) {
-        self.retained_due.get_or_insert_default().push_back(due);
-    }
-
-    fn next_retained_due(&mut self) -> Option<RetainedDue> {
-        let queue = self.retained_due.as_mut()?;
-        let due = queue.pop_front();
-        if queue.is_empty() {
-            self.retained_due = None;
-        }
-        due
-    }
-
-    pub fn client_id(&self) -> &str {
-        &self.session.client_id
-    }
-
-    pub fn is_v5(&self) -> bool {
-        self.version == ProtocolVersion::V5
-    }
-
-    /// Whether the ACL lets this client do `access` on `topic`.
-    pub fn may(&self, topic: &str, access: Access) -> bool {
-        self.broker
-            .auth
-            .allows(self.client_id(), self.username.as_deref(), topic, access)
-    }
-
-    /// Writes an acknowledgement, or queues it behind earlier withheld ones so that
-    /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3]. It
-    /// waits for the sessions in `waiting` to have room (backpressure) and for the store
-    /// to have made `commit` durable: nothing is acknowledged before it is stored.
-    pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>, commit: Commit) {
-        let stored = self.broker.store.is_stored(commit);
-        if waiting.is_empty() && stored && self.withheld_count() == 0 {
-            let v5 = self.is_v5();
-            encode_ack(self.out.buf(), ack, v5);
-            return;
-        }
-        if !stored {
-            // The store's writer wakes this connection once the commit is on disk.
-            self.broker.store.on_durable(commit, self.session.waker());
-        }
-        self.withheld.get_or_insert_default().push_back(Withheld {
-            ack,
-            waiting,
-            commit,
-        });
-    }
-
-    /// Acknowledges a QoS 1/2 PUBLISH (PUBACK or PUBREC per `ack`) once what storing it
-    /// came to allows. When a store write failed it is never acknowledged as received: an
-    /// MQTT 5.0 client gets reason 0x80, a 3.1.1 client is disconnected.
-    pub fn acknowledge_stored(
-        &mut self,
-        ack: Ack,
-        waiting: Vec<Arc<Session>>,
-        stored: Stored,
-    ) -> Result<(), Close> {
-        if !stored.failed {
-            self.acknowledge(ack, waiting, stored.commit);
-            return Ok(());
-        }
-        static LOG: LogLimit = LogLimit::new(10_000);
-        if let Some(suppressed) = LOG.allow() {
-            tracing::debug!(
-                client_id = ?field(self.client_id()),
-                suppressed,
-                "message could not be stored, not acknowledged"
-            );
-        }
-        if !self.is_v5() {
-            return Err(Close::StoreFailed);
-        }
-        self.acknowledge(with_reason(ack, reason::UNSPECIFIED), Vec::new(), 0);
-        Ok(())
-    }
-
-    /// Acknowledgements withheld under backpressure.
-    pub fn withheld_count(&self) -> usize {
-        self.withheld.as_ref().map_or(0, |w| w.len())
-    }
-
-    /// Sends the withheld acknowledgements whose sessions have room again and whose
-    /// messages are on disk. If the store failed before one of them was, it is refused
-    /// instead (see [`Client::acknowledge_stored`]).
-    fn release_withheld(&mut self) -> Result<(), Close> {
-        let v5 = self.is_v5();
-        let store = &*self.broker.store;
-        let Some(withheld) = self.withheld.as_mut() else {
-            return Ok(());
-        };
-        while let Some(front) = withheld.front_mut() {
-            if !store.is_stored(front.commit) {
-                // Lost to a failed write (every commit not durable when a write fails is),
-                // or still on its way to the disk.
-                if !store.is_lost(front.commit) {
-                    break;
-                }
-                if !v5 || matches!(front.ack, Ack::PubComp(..)) {
-                    return Err(Close::StoreFailed);
-                }
-                front.ack = with_reason(front.ack, reason::UNSPECIFIED);
-                front.commit = 0;
-            }
-            // A discarded session was reset, so it has room too. One still full (another
-            // publisher took the room) gets this publisher registered again, under the
-            // same lock, so the next room made wakes it.
-            let me = &self.session;
-            front.waiting.retain(|s| {
-                let mut st = s.state.lock();
-                let full = !st.has_room();
-                if full {
-                    st.add_space_waiter(me);
-                }
-                full
-            });
-            if !front.waiting.is_empty() {
-                break;
-            }
-            let ack = front.ack;
-            withheld.pop_front();
-            encode_ack(self.out.buf(), ack, v5);
-        }
-        Ok(())
-    }
-}
-
-fn encode_ack(out: &mut BytesMut, ack: Ack, v5: bool) {
-    let (kind, pkid, reason) = match ack {
-        Ack::PubAck(pkid, reason) => (codec::AckKind::PubAck, pkid, reason),
-        Ack::PubRec(pkid, reason) => (codec::AckKind::PubRec, pkid, reason),
-        Ack::PubComp(pkid, reason) => (codec::AckKind::PubComp, pkid, reason),
-    };
-    codec::encode_ack(out, kind, pkid, reason, v5);
-}
-
-/// The same acknowledgement with another reason code.
-fn with_reason(ack: Ack, code: u8) -> Ack {
-    match ack {
-        Ack::PubAck(pkid, _) => Ack::PubAck(pkid, code),
-        Ack::PubRec(pkid, _) => Ack::PubRec(pkid, code),
-        Ack::PubComp(pkid, _) => Ack::PubComp(pkid, code),
-    }
-}
-
-/// Where a connection came from.
-pub struct Origin {
-    pub peer: SocketAddr,
-    /// The listener it was accepted on.
-    pub endpoint: Arc<Endpoint>,
-    /// Common Name of the client certificate the TLS handshake verified, if any.
-    pub cert_name: Option<String>,
-    /// When the handshake (TLS, CONNECT, password check, take-over) must be over:
-    /// `connect_timeout` after accept.
-    pub deadline: tokio::time::Instant,
-}
-
 /// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
 /// and WebSockets later).
 ///
-/// `origin` is boxed: an async fn keeps its arguments twice (as captured values and as
-/// locals) for the whole life of the connection, and the origin is only needed until the
+/// `incoming` is boxed: an async fn keeps its arguments twice (as captured values and as
+/// locals) for the whole life of the connection, and the incoming is only needed until the
 /// client is connected.
 pub async fn serve<S>(
     stream: S,
-    origin: Box<Origin>,
+    incoming: Box<Incoming>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) where
@@ -378,14 +63,14 @@ pub async fn serve<S>(
     // of the state that every connected, mostly idle, client carries for its whole life.
     let handshake = Box::pin(crate::handshake::handshake(
         &mut stream,
-        origin,
+        incoming,
         &broker,
         &shutdown,
     ));
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
-    broker.stats.connections.fetch_add(1, Ordering::Relaxed);
+    broker.stats().connections.fetch_add(1, Ordering::Relaxed);
     let close = run(&mut client, &mut stream, rbuf).await;
     // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
     if client.is_v5() {
@@ -404,7 +89,7 @@ pub async fn serve<S>(
     let lingers = close.server_initiated();
     let shut = linger::shutdown(&mut stream).await;
     finish(client, close);
-    broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    broker.stats().connections.fetch_sub(1, Ordering::Relaxed);
     if lingers && shut {
         linger::drain(&mut stream).await;
     }
@@ -416,7 +101,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let session = client.session.clone();
-    let max_packet = client.broker.config.max_packet_size;
+    let max_packet = client.broker.config().max_packet_size;
     let mut read_chunk = READ_MIN;
     // Keep-alive and retransmission are timed by the broker's sweeper (see
     // [`Broker::sweep`]), which raises flags and wakes us: no timer per connection.
@@ -444,30 +129,31 @@ where
                 return Close::TakenOver;
             }
             st.timers.last_in = last_in;
-            if st.timers.expired {
+            if st.timers.keep_alive_expired {
                 // The sweeper may have looked before this turn recorded a fresh read.
                 let silent = now.duration_since(last_in);
                 if st.timers.keep_alive().is_some_and(|ka| silent >= ka) {
                     return Close::KeepAliveTimeout;
                 }
-                st.timers.expired = false;
+                st.timers.keep_alive_expired = false;
             }
-            let rec = session.rec(&*client.broker.store);
+            let handle = client.broker.store_for(&session);
             if st.timers.retry_due {
                 st.timers.retry_due = false;
                 if let Some(retry) = st.timers.retry() {
-                    st.retry(&mut client.out, retry, now, rec);
+                    st.retry(&mut client.out, retry, now, handle);
                 }
             }
             if client.out.len() < OUT_LOW {
                 // (No lock taken without an acl_file.)
-                let acl = client.broker.auth.acl();
-                let (waiters, hold) = st.fill(&mut client.out, OUT_HIGH, now, rec, acl.as_deref());
+                let acl = client.broker.auth().acl();
+                let (waiters, hold) =
+                    st.fill(&mut client.out, OUT_HIGH, now, handle, acl.as_deref());
                 drop(st);
                 wake_all(waiters);
                 if hold != 0 {
                     // A message waits for its packet id to reach the disk.
-                    client.broker.store.on_durable(hold, session.waker());
+                    client.broker.wake_when_durable(hold, &session);
                 }
             }
         }

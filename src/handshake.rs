@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::client::{Client, Incoming};
 use crate::codec::{self, Connect, DecodeError, Packet, ProtocolVersion};
-use crate::connection::{Client, Origin};
 use crate::handlers;
 use crate::linger;
 use crate::log_limit::LogLimit;
@@ -44,20 +44,20 @@ enum Outcome {
 /// delivered with a graceful close, where the specification asks for one).
 pub async fn handshake<S>(
     stream: &mut S,
-    origin: Box<Origin>,
+    incoming: Box<Incoming>,
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
 ) -> Option<(Client, BytesMut)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let mut rbuf = BytesMut::new();
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => return None,
         r = tokio::time::timeout_at(
-            origin.deadline,
-            connect(stream, &origin, broker, &mut rbuf),
+            incoming.deadline,
+            connect(stream, &incoming, broker, &mut rbuf),
         ) => r,
     };
     let (version, code) = match outcome {
@@ -72,7 +72,7 @@ where
                     %peer,
                     held_back,
                     "not connected within connect_timeout ({} s), closing",
-                    broker.config.connect_timeout
+                    broker.config().connect_timeout
                 );
             }
             return None;
@@ -87,18 +87,18 @@ where
 /// The handshake proper, without its deadline.
 async fn connect<S>(
     stream: &mut S,
-    origin: &Origin,
+    incoming: &Incoming,
     broker: &Arc<Broker>,
     rbuf: &mut BytesMut,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let cap = broker
-        .config
+        .config()
         .max_connect_size
-        .min(broker.config.max_packet_size);
+        .min(broker.config().max_packet_size);
     let connect = match read_connect(stream, rbuf, cap).await {
         Ok(Some(connect)) => connect,
         Ok(None) => {
@@ -120,10 +120,9 @@ where
             // Only 5.0 can say so (0x95); the level is read from the variable header,
             // the body never is.
             return match peek_level(rbuf) {
-                Some(5) => Outcome::Refused(
-                    Some(ProtocolVersion::V5),
-                    crate::connection::reason::PACKET_TOO_LARGE,
-                ),
+                Some(5) => {
+                    Outcome::Refused(Some(ProtocolVersion::V5), codec::reason::PACKET_TOO_LARGE)
+                }
                 _ => Outcome::Closed,
             };
         }
@@ -147,7 +146,7 @@ where
     let version = connect.version;
     // The client may send more right after CONNECT; reading on while its CONNECT is
     // handled shows when it goes away, so that its password is never checked for nobody.
-    let handled = handlers::connect::handle(broker, origin, connect);
+    let handled = handlers::connect::handle(broker, incoming, connect);
     tokio::select! {
         // The socket first: a CONNECT that arrived with the client's FIN is never checked.
         biased;

@@ -2,12 +2,15 @@
 //!
 //! A PUBLISH travels: [`server`] (accepts sockets) → [`connection`] (reads and writes one
 //! client's bytes) → [`codec`] (bytes to packets) → [`handlers`] (one file per packet type,
-//! acting on the client's [`session`]) → [`router`] (topic trie, finds subscribers) → each
-//! subscriber's [`session`] queue → that subscriber's [`connection`] → socket.
+//! acting on the [`client`]) → [`broker`] (`Broker::publish`) → [`router`] (topic trie,
+//! finds subscribers) → each subscriber's [`session`] queue → that subscriber's
+//! [`connection`] → socket. Imports point only down that list (docs/DESIGN.md, "Layers";
+//! checked by tests/layering.rs).
 
 pub mod auth;
 pub mod broker;
 pub mod chain;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod connection;

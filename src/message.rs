@@ -122,6 +122,32 @@ impl Message {
     }
 }
 
+/// What one delivery of a message carries beyond the message itself (MQTT 5.0): the
+/// subscription identifiers of the subscriptions it matched, and the shared subscription
+/// it came through. Made by the router, kept in the session's queue entry, written to
+/// the store with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryProps {
+    /// Subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    /// The shared subscription (`$share/g/f`) it came through.
+    pub shared: Option<Arc<str>>,
+}
+
+impl DeliveryProps {
+    /// The box and its subscription ids (the shared subscription's name belongs to the
+    /// subscription, and is only pointed to).
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<DeliveryProps>() + self.sub_ids.capacity() * std::mem::size_of::<u32>()
+    }
+
+    /// `None` when there is nothing to carry.
+    pub fn boxed(sub_ids: Vec<u32>, shared: Option<Arc<str>>) -> Option<Box<DeliveryProps>> {
+        (!sub_ids.is_empty() || shared.is_some())
+            .then(|| Box::new(DeliveryProps { sub_ids, shared }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

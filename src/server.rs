@@ -18,25 +18,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::broker::Broker;
+use crate::client::{Incoming, ListenerPolicy};
 use crate::config::{Config, Listener};
-use crate::connection::{self, Origin};
+use crate::connection;
 use crate::log_limit::LogLimit;
-use crate::session::Limits;
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// What a connection needs to know about the listener that accepted it; one per listener,
-/// shared by its connections.
-pub struct Endpoint {
-    /// Queue limits of the sessions that connect here.
-    pub limits: Arc<Limits>,
-    pub allow_anonymous: bool,
-    pub use_identity_as_username: bool,
-}
 
 /// A configuration with every file it names read and checked: the password and ACL
 /// files, each TLS listener's certificates, and the durable store (opened and replayed).
@@ -107,8 +98,8 @@ pub async fn run(
         }
     };
     let broker = Arc::new(broker);
-    let mut bound = Vec::with_capacity(broker.config.listeners.len());
-    for (listener, tls) in broker.config.listeners.iter().zip(acceptors) {
+    let mut bound = Vec::with_capacity(broker.config().listeners.len());
+    for (listener, tls) in broker.config().listeners.iter().zip(acceptors) {
         let addr = SocketAddr::new(listener.bind, listener.port);
         let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
@@ -178,7 +169,7 @@ async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: Ca
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = reload.notified() => broker.auth.reload(),
+            _ = reload.notified() => broker.auth().reload(),
         }
     }
 }
@@ -241,9 +232,9 @@ async fn accept_loop(
 ) {
     let here = Arc::new(AtomicUsize::new(0));
     // One set of queue limits per listener, shared by every session that connects here.
-    let endpoint = Arc::new(Endpoint {
+    let policy = Arc::new(ListenerPolicy {
         limits: Arc::new(broker.limits_for(&listener)),
-        allow_anonymous: listener.allows_anonymous(broker.config.allow_anonymous),
+        allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
         use_identity_as_username: listener.use_identity_as_username,
     });
     loop {
@@ -262,7 +253,7 @@ async fn accept_loop(
         };
         let Some(slot) = take_slot(
             &total,
-            broker.config.max_connections,
+            broker.config().max_connections,
             &here,
             listener.max_connections,
         ) else {
@@ -273,19 +264,19 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let origin = Box::new(Origin {
+        let incoming = Box::new(Incoming {
             peer,
-            endpoint: endpoint.clone(),
+            listener: policy.clone(),
             cert_name: None,
-            deadline: tokio::time::Instant::now() + broker.config.connect_timeout(),
+            deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
         });
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         match &tls {
-            None => tracker.spawn(serve_tcp(stream, origin, broker, shutdown, slot)),
+            None => tracker.spawn(serve_tcp(stream, incoming, broker, shutdown, slot)),
             Some(tls) => tracker.spawn(serve_tls(
                 tls.clone(),
                 stream,
-                origin,
+                incoming,
                 broker,
                 shutdown,
                 slot,
@@ -298,7 +289,7 @@ async fn accept_loop(
 /// connection's task (see [`connection::serve`]).
 fn serve_tcp(
     stream: TcpStream,
-    origin: Box<Origin>,
+    incoming: Box<Incoming>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     slot: Slot,
@@ -307,7 +298,7 @@ fn serve_tcp(
     let _ = stream.set_nodelay(true);
     async move {
         let _slot = slot;
-        connection::serve(stream, origin, broker, shutdown).await;
+        connection::serve(stream, incoming, broker, shutdown).await;
     }
 }
 
@@ -317,22 +308,22 @@ fn serve_tcp(
 async fn serve_tls(
     tls: TlsAcceptor,
     stream: TcpStream,
-    mut origin: Box<Origin>,
+    mut incoming: Box<Incoming>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     _slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
-    let timeout = broker.config.connect_timeout();
+    let timeout = broker.config().connect_timeout();
     let handshake = tokio::select! {
         _ = shutdown.cancelled() => return,
-        h = tls::handshake(&tls, stream, origin.peer, timeout) => h,
+        h = tls::handshake(&tls, stream, incoming.peer, timeout) => h,
     };
     let Some(stream) = handshake else {
         return;
     };
-    if origin.endpoint.use_identity_as_username {
-        origin.cert_name = tls::peer_common_name(&stream);
+    if incoming.listener.use_identity_as_username {
+        incoming.cert_name = tls::peer_common_name(&stream);
     }
-    connection::serve(stream, origin, broker, shutdown).await;
+    connection::serve(stream, incoming, broker, shutdown).await;
 }

@@ -18,9 +18,9 @@ use crate::auth::{Access, AclFile};
 use crate::codec::{self, QoS};
 use crate::config::QueueFull;
 use crate::log_limit::{self, field, LogLimit};
-use crate::message::SharedMessage;
+use crate::message::{DeliveryProps, SharedMessage};
 use crate::outbox::Outbox;
-use crate::store::{Commit, SessionId, Store, StoreEvent, Stored, Waker};
+use crate::store::{Commit, SessionId, Store, StoreEvent, StoreOutcome, Waker};
 use crate::subscriptions::Subscriptions;
 
 /// Queue and window limits of one session, taken from the config and the listener the
@@ -52,10 +52,10 @@ pub struct Queued {
     /// as published for subscriptions with Retain As Published.
     pub retain: bool,
     /// What only some deliveries carry; boxed so the common case costs one pointer.
-    pub extra: Option<Box<Extra>>,
+    pub extra: Option<Box<DeliveryProps>>,
     /// Written to the durable store (a QoS 1/2 message of a persistent session): what
     /// becomes of it is recorded too.
-    pub stored: bool,
+    pub in_store: bool,
     /// Only [`Queued::new`] makes one, so that every entry is counted.
     _counted: (),
 }
@@ -66,8 +66,8 @@ impl Queued {
         msg: SharedMessage,
         qos: QoS,
         retain: bool,
-        extra: Option<Box<Extra>>,
-        stored: bool,
+        extra: Option<Box<DeliveryProps>>,
+        in_store: bool,
     ) -> Queued {
         let item = Queued {
             seq,
@@ -75,7 +75,7 @@ impl Queued {
             qos,
             retain,
             extra,
-            stored,
+            in_store,
             _counted: (),
         };
         crate::memory::charge(item.overhead());
@@ -87,7 +87,7 @@ impl Queued {
     fn overhead(&self) -> usize {
         std::mem::size_of::<Queued>()
             + self.extra.as_ref().map_or(0, |e| {
-                std::mem::size_of::<Extra>()
+                std::mem::size_of::<DeliveryProps>()
                     + e.sub_ids.len() * std::mem::size_of::<u32>()
                     + e.shared.as_ref().map_or(0, |s| s.len())
             })
@@ -102,7 +102,7 @@ impl Clone for Queued {
             self.qos,
             self.retain,
             self.extra.clone(),
-            self.stored,
+            self.in_store,
         )
     }
 }
@@ -123,30 +123,10 @@ impl Queued {
     }
 
     /// [`held_bytes`](Self::held_bytes) of an entry not built yet.
-    fn bytes_of(msg: &crate::message::Message, extra: Option<&Extra>) -> usize {
-        std::mem::size_of::<Queued>() + msg.held_bytes() + extra.map_or(0, Extra::held_bytes)
-    }
-}
-
-/// Per-delivery details of MQTT 5.0.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extra {
-    /// Subscription identifiers of the matching subscriptions.
-    pub sub_ids: Vec<u32>,
-    /// The shared subscription (`$share/g/f`) it came through.
-    pub shared: Option<Arc<str>>,
-}
-
-impl Extra {
-    /// The box and its subscription ids (the shared subscription's name belongs to the
-    /// subscription, and is only pointed to).
-    fn held_bytes(&self) -> usize {
-        std::mem::size_of::<Extra>() + self.sub_ids.capacity() * std::mem::size_of::<u32>()
-    }
-
-    /// `None` when there is nothing to carry.
-    pub fn boxed(sub_ids: Vec<u32>, shared: Option<Arc<str>>) -> Option<Box<Extra>> {
-        (!sub_ids.is_empty() || shared.is_some()).then(|| Box::new(Extra { sub_ids, shared }))
+    fn bytes_of(msg: &crate::message::Message, extra: Option<&DeliveryProps>) -> usize {
+        std::mem::size_of::<Queued>()
+            + msg.held_bytes()
+            + extra.map_or(0, DeliveryProps::held_bytes)
     }
 }
 
@@ -185,7 +165,7 @@ pub struct Timers {
     /// 0 = none. At most ~49 days.
     retry_ms: u32,
     /// Raised by the sweeper: the keep-alive ran out.
-    pub expired: bool,
+    pub keep_alive_expired: bool,
     /// Raised by the sweeper: an inflight message is due to be re-sent.
     pub retry_due: bool,
 }
@@ -201,7 +181,7 @@ impl Timers {
             last_in: Instant::now(),
             keep_alive_ms: ms(keep_alive),
             retry_ms: ms(retry),
-            expired: false,
+            keep_alive_expired: false,
             retry_due: false,
         }
     }
@@ -287,17 +267,17 @@ impl PeerV5 {
 /// Where a session's durable changes go: the broker's store, under the session's number.
 /// Only persistent sessions record anything, and only with a durable store.
 #[derive(Clone, Copy)]
-pub struct Rec<'a> {
+pub struct StoreHandle<'a> {
     pub store: &'a dyn Store,
     pub session: SessionId,
     /// For ACL checks and log lines.
     pub client_id: &'a str,
 }
 
-impl Rec<'_> {
+impl StoreHandle<'_> {
     /// Records that a stored queue entry left the session.
     fn removed(&self, item: &Queued) {
-        if item.stored {
+        if item.in_store {
             let _ = self.store.record(StoreEvent::Removed {
                 session: self.session,
                 seq: item.seq,
@@ -334,9 +314,9 @@ struct Drops {
 
 /// The attached connection's hold on its session (the one permit of
 /// [`Session::attach`]), given back when the connection is done.
-pub struct Attached(pub Arc<Session>);
+pub struct AttachPermit(pub Arc<Session>);
 
-impl Drop for Attached {
+impl Drop for AttachPermit {
     fn drop(&mut self) {
         self.0.attach.add_permits(1);
     }
@@ -372,7 +352,7 @@ pub struct SessionState {
     /// file, or certificate identity under `use_identity_as_username`) it was created by,
     /// `None` for an anonymous client. Only the owner may claim the session again (see
     /// [`crate::broker::Broker::attach`]); its ACL read rights govern what the session is
-    /// sent, online and offline. Stored with the session.
+    /// sent, online and offline. StoreOutcome with the session.
     pub username: Option<Arc<str>>,
     /// Session Expiry Interval, seconds: 0 ends the session with the connection,
     /// `u32::MAX` never.
@@ -396,7 +376,7 @@ pub struct SessionState {
     incoming_qos2: Option<Box<HashSet<u16>>>,
     /// Some inflight messages were sent on an earlier connection and are due again.
     resend_due: bool,
-    /// Stored QoS 2 messages given a packet id are not written before that id is on disk
+    /// StoreOutcome QoS 2 messages given a packet id are not written before that id is on disk
     /// (see [`SessionState::fill`]): the store commit they wait for, 0 for none.
     held: Commit,
     next_pkid: u16,
@@ -467,11 +447,11 @@ impl Session {
         msg: &SharedMessage,
         qos: QoS,
         retain: bool,
-        extra: Option<Box<Extra>>,
+        extra: Option<Box<DeliveryProps>>,
         publisher: Option<&Arc<Session>>,
         acl: Option<&AclFile>,
         store: &dyn Store,
-        stored: &mut Stored,
+        stored: &mut StoreOutcome,
     ) -> Delivery {
         let outcome = {
             let mut st = self.state.lock();
@@ -485,8 +465,8 @@ impl Session {
                     return Delivery::Skipped;
                 }
             }
-            let rec = self.rec(store);
-            let outcome = st.enqueue(msg, qos, retain, extra, false, rec, stored);
+            let handle = self.store_handle(store);
+            let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
             match (outcome, publisher) {
                 (Delivery::Dropped, _) => st.report_drop(&self.client_id),
                 (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
@@ -518,11 +498,18 @@ impl Session {
         let mut dropped = 0;
         {
             let mut st = self.state.lock();
-            let mut stored = Stored::default();
+            let mut stored = StoreOutcome::default();
             for (msg, qos) in msgs {
-                let extra = Extra::boxed(sub_id.into_iter().collect(), None);
-                let outcome =
-                    st.enqueue(msg, *qos, true, extra, true, self.rec(store), &mut stored);
+                let extra = DeliveryProps::boxed(sub_id.into_iter().collect(), None);
+                let outcome = st.enqueue(
+                    msg,
+                    *qos,
+                    true,
+                    extra,
+                    true,
+                    self.store_handle(store),
+                    &mut stored,
+                );
                 if outcome == Delivery::Dropped {
                     dropped += 1;
                     st.report_drop(&self.client_id);
@@ -541,8 +528,8 @@ impl Session {
     }
 
     /// This session's way to the store.
-    pub fn rec<'a>(&'a self, store: &'a dyn Store) -> Rec<'a> {
-        Rec {
+    pub fn store_handle<'a>(&'a self, store: &'a dyn Store) -> StoreHandle<'a> {
+        StoreHandle {
             store,
             session: self.id,
             client_id: &self.client_id,
@@ -628,8 +615,8 @@ impl SessionState {
     }
 
     /// Whether this session's changes go to the store.
-    fn persists(&self, rec: Rec) -> bool {
-        !self.clean && rec.store.is_durable()
+    fn persists(&self, handle: StoreHandle) -> bool {
+        !self.clean && handle.store.is_durable()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -638,10 +625,10 @@ impl SessionState {
         msg: &SharedMessage,
         qos: QoS,
         retain: bool,
-        extra: Option<Box<Extra>>,
+        extra: Option<Box<DeliveryProps>>,
         no_waiter: bool,
-        rec: Rec,
-        stored: &mut Stored,
+        handle: StoreHandle,
+        stored: &mut StoreOutcome,
     ) -> Delivery {
         if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
             return Delivery::Skipped;
@@ -665,7 +652,7 @@ impl SessionState {
                         match self.queue.pop_front() {
                             Some(old) => {
                                 self.queued_bytes -= old.held_bytes();
-                                rec.removed(&old);
+                                handle.removed(&old);
                             }
                             None => return Delivery::Dropped,
                         }
@@ -676,8 +663,8 @@ impl SessionState {
         }
         self.next_seq += 1;
         let mut item = Queued::new(self.next_seq, msg.clone(), qos, retain, extra, false);
-        if qos != QoS::AtMostOnce && self.persists(rec) {
-            self.store_item(&mut item, rec, stored);
+        if qos != QoS::AtMostOnce && self.persists(handle) {
+            self.store_item(&mut item, handle, stored);
         }
         self.queued_bytes += size;
         self.queue.push_back(item);
@@ -686,30 +673,30 @@ impl SessionState {
 
     /// Writes a queue entry to the store. A failed write leaves it unstored (it is
     /// still delivered while midge runs) and tells the publisher through `stored`.
-    fn store_item(&self, item: &mut Queued, rec: Rec, stored: &mut Stored) {
-        let outcome = rec.store.record(StoreEvent::Enqueued {
-            session: rec.session,
+    fn store_item(&self, item: &mut Queued, handle: StoreHandle, stored: &mut StoreOutcome) {
+        let outcome = handle.store.record(StoreEvent::Enqueued {
+            session: handle.session,
             seq: item.seq,
             message: &item.msg,
             qos: item.qos,
             retain: item.retain,
             extra: item.extra.as_deref(),
         });
-        item.stored = matches!(outcome, Ok(Some(_)));
+        item.in_store = matches!(outcome, Ok(Some(_)));
         stored.add(outcome);
     }
 
     /// Stores the queued messages of a persistent session that are not stored yet (QoS 0
     /// ones, kept for an offline session with `queue_qos0_messages`): at shutdown, so a
     /// clean restart loses nothing at any QoS.
-    pub fn store_unstored(&mut self, rec: Rec) -> Stored {
-        let mut stored = Stored::default();
-        if !self.persists(rec) {
+    pub fn store_unstored(&mut self, handle: StoreHandle) -> StoreOutcome {
+        let mut stored = StoreOutcome::default();
+        if !self.persists(handle) {
             return stored;
         }
         let mut queue = std::mem::take(&mut self.queue);
-        for item in queue.iter_mut().filter(|q| !q.stored) {
-            self.store_item(item, rec, &mut stored);
+        for item in queue.iter_mut().filter(|q| !q.in_store) {
+            self.store_item(item, handle, &mut stored);
         }
         self.queue = queue;
         stored
@@ -797,13 +784,13 @@ impl SessionState {
         out: &mut Outbox,
         high_water: usize,
         now: Instant,
-        rec: Rec,
+        handle: StoreHandle,
         acl: Option<&AclFile>,
     ) -> (Vec<Arc<Session>>, Commit) {
         let was_full = self.is_full(0);
         if self.held != 0 {
             // A lost commit will never be durable: send anyway rather than never.
-            if rec.store.durable() < self.held && !rec.store.is_lost(self.held) {
+            if handle.store.durable() < self.held && !handle.store.is_lost(self.held) {
                 return (Vec::new(), 0);
             }
             self.held = 0;
@@ -811,7 +798,7 @@ impl SessionState {
         let mut hold = 0;
         if self.resend_due {
             self.resend_due = false;
-            self.resend(out, now, rec, |f| f.sent_at.is_none());
+            self.resend(out, now, handle, |f| f.sent_at.is_none());
         }
         let window = match &self.peer {
             Some(peer) => self
@@ -833,24 +820,24 @@ impl SessionState {
             self.queued_bytes -= item.held_bytes();
             // An expired message is never delivered [MQTT-3.3.2-5].
             if item.msg.is_expired(now) {
-                rec.removed(&item);
+                handle.removed(&item);
                 continue;
             }
             if acl.is_some_and(|acl| {
                 !acl.check(
-                    rec.client_id,
+                    handle.client_id,
                     self.username.as_deref(),
                     &item.msg.topic,
                     Access::Read,
                 )
             }) {
-                rec.removed(&item);
-                self.report_denied(rec.client_id, &item.msg.topic);
+                handle.removed(&item);
+                self.report_denied(handle.client_id, &item.msg.topic);
                 continue;
             }
             if item.qos == QoS::AtMostOnce {
                 encode_publish(out, self.peer.as_deref_mut(), &item, 0, false, now);
-                rec.removed(&item);
+                handle.removed(&item);
             } else {
                 let pkid = self.alloc_pkid();
                 let mut f = Inflight {
@@ -859,15 +846,15 @@ impl SessionState {
                     sent: false,
                     sent_at: None,
                 };
-                if f.item.stored {
+                if f.item.in_store {
                     // Re-sent with this id after a restart [MQTT-4.4.0-1].
-                    let sent = rec.store.record(StoreEvent::Sent {
-                        session: rec.session,
+                    let sent = handle.store.record(StoreEvent::Sent {
+                        session: handle.session,
                         seq: f.item.seq,
                         pkid,
                     });
                     if let (Ok(Some(commit)), QoS::ExactlyOnce) = (sent, f.item.qos) {
-                        if !rec.store.is_stored(commit) {
+                        if !handle.store.is_stored(commit) {
                             self.inflight.insert(pkid, f);
                             self.held = commit;
                             self.resend_due = true;
@@ -880,7 +867,7 @@ impl SessionState {
                     f.sent_at = Some(now);
                     self.inflight.insert(pkid, f);
                 } else {
-                    rec.removed(&f.item);
+                    handle.removed(&f.item);
                 }
             }
         }
@@ -893,8 +880,8 @@ impl SessionState {
     }
 
     /// Re-sends inflight messages last sent before `now - retry` (MQTT 3.1.1 timed retry).
-    pub fn retry(&mut self, out: &mut Outbox, retry: Duration, now: Instant, rec: Rec) {
-        self.resend(out, now, rec, |f| {
+    pub fn retry(&mut self, out: &mut Outbox, retry: Duration, now: Instant, handle: StoreHandle) {
+        self.resend(out, now, handle, |f| {
             f.sent_at.is_some_and(|t| now.duration_since(t) >= retry)
         });
     }
@@ -905,7 +892,7 @@ impl SessionState {
         &mut self,
         out: &mut Outbox,
         now: Instant,
-        rec: Rec,
+        handle: StoreHandle,
         due: impl Fn(&Inflight) -> bool,
     ) {
         let mut picked: Vec<(u64, u16)> = self
@@ -920,7 +907,7 @@ impl SessionState {
                 if encode_inflight(out, self.peer.as_deref_mut(), pkid, f, now) {
                     f.sent_at = Some(now);
                 } else if let Some(f) = self.inflight.remove(&pkid) {
-                    rec.removed(&f.item);
+                    handle.removed(&f.item);
                 }
             }
         }
@@ -962,12 +949,12 @@ impl SessionState {
     /// [`incoming_qos2_insert`](Self::incoming_qos2_insert), stored for a persistent
     /// session (so a re-send after a restart is not delivered twice): the PUBREC waits
     /// for the returned commit.
-    pub fn receive_qos2(&mut self, pkid: u16, rec: Rec) -> (bool, Stored) {
-        let mut stored = Stored::default();
+    pub fn receive_qos2(&mut self, pkid: u16, handle: StoreHandle) -> (bool, StoreOutcome) {
+        let mut stored = StoreOutcome::default();
         let first_time = self.incoming_qos2_insert(pkid);
-        if first_time && self.persists(rec) {
-            stored.add(rec.store.record(StoreEvent::Qos2Received {
-                session: rec.session,
+        if first_time && self.persists(handle) {
+            stored.add(handle.store.record(StoreEvent::Qos2Received {
+                session: handle.session,
                 pkid,
             }));
         }
@@ -977,12 +964,12 @@ impl SessionState {
     /// [`incoming_qos2_remove`](Self::incoming_qos2_remove), stored for a persistent
     /// session: the PUBCOMP waits for the returned commit, since a client that got it may
     /// reuse the id at once.
-    pub fn release_qos2(&mut self, pkid: u16, rec: Rec) -> (bool, Stored) {
-        let mut stored = Stored::default();
+    pub fn release_qos2(&mut self, pkid: u16, handle: StoreHandle) -> (bool, StoreOutcome) {
+        let mut stored = StoreOutcome::default();
         let known = self.incoming_qos2_remove(pkid);
-        if known && self.persists(rec) {
-            stored.add(rec.store.record(StoreEvent::Qos2Completed {
-                session: rec.session,
+        if known && self.persists(handle) {
+            stored.add(handle.store.record(StoreEvent::Qos2Completed {
+                session: handle.session,
                 pkid,
             }));
         }
@@ -1082,17 +1069,17 @@ impl SessionState {
     }
 
     /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.
-    pub fn puback(&mut self, pkid: u16, rec: Rec) -> bool {
+    pub fn puback(&mut self, pkid: u16, handle: StoreHandle) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.item.qos == QoS::AtLeastOnce => self.remove_inflight(pkid, rec),
+            Some(f) if f.item.qos == QoS::AtLeastOnce => self.remove_inflight(pkid, handle),
             _ => false,
         }
     }
 
-    fn remove_inflight(&mut self, pkid: u16, rec: Rec) -> bool {
+    fn remove_inflight(&mut self, pkid: u16, handle: StoreHandle) -> bool {
         match self.inflight.remove(&pkid) {
             Some(f) => {
-                rec.removed(&f.item);
+                handle.removed(&f.item);
                 true
             }
             None => false,
@@ -1108,7 +1095,7 @@ impl SessionState {
     /// store knows the message is released: a subscriber that got PUBREL forgets the
     /// packet id, and a PUBLISH re-sent with it after a restart would be a new message to
     /// it. The held PUBREL is sent by [`fill`](Self::fill) once the commit is durable.
-    pub fn pubrec(&mut self, pkid: u16, now: Instant, rec: Rec) -> (bool, Commit) {
+    pub fn pubrec(&mut self, pkid: u16, now: Instant, handle: StoreHandle) -> (bool, Commit) {
         let Some(f) = self.inflight.get_mut(&pkid) else {
             return (false, 0);
         };
@@ -1117,13 +1104,13 @@ impl SessionState {
         }
         let mut hold = 0;
         match f.state {
-            InflightState::Published if f.item.stored => {
-                let released = rec.store.record(StoreEvent::Released {
-                    session: rec.session,
+            InflightState::Published if f.item.in_store => {
+                let released = handle.store.record(StoreEvent::Released {
+                    session: handle.session,
                     seq: f.item.seq,
                 });
                 if let Ok(Some(commit)) = released {
-                    if !rec.store.is_stored(commit) {
+                    if !handle.store.is_stored(commit) {
                         hold = commit;
                     }
                 }
@@ -1149,16 +1136,16 @@ impl SessionState {
     /// A 5.0 PUBACK/PUBREC with a reason code of 0x80 or more: the subscriber refused the
     /// message, which is discarded and never sent anywhere else [MQTT-4.8.2-6]; its
     /// window slot is free.
-    pub fn refused(&mut self, pkid: u16, rec: Rec) -> bool {
+    pub fn refused(&mut self, pkid: u16, handle: StoreHandle) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.state == InflightState::Published => self.remove_inflight(pkid, rec),
+            Some(f) if f.state == InflightState::Published => self.remove_inflight(pkid, handle),
             _ => false,
         }
     }
 
-    pub fn pubcomp(&mut self, pkid: u16, rec: Rec) -> bool {
+    pub fn pubcomp(&mut self, pkid: u16, handle: StoreHandle) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.state == InflightState::Released => self.remove_inflight(pkid, rec),
+            Some(f) if f.state == InflightState::Released => self.remove_inflight(pkid, handle),
             _ => false,
         }
     }

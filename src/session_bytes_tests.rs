@@ -30,7 +30,7 @@ fn fill_all(st: &mut SessionState, s: &Session) -> crate::outbox::Outbox {
         &mut out,
         usize::MAX,
         Instant::now(),
-        s.rec(&MemoryStore),
+        s.store_handle(&MemoryStore),
         None,
     );
     out
@@ -52,8 +52,8 @@ fn message(topic: String, payload: Bytes, user_props: usize) -> SharedMessage {
     ))
 }
 
-fn deliver(s: &Session, msg: &SharedMessage, extra: Option<Box<Extra>>) -> Delivery {
-    let mut stored = Stored::default();
+fn deliver(s: &Session, msg: &SharedMessage, extra: Option<Box<DeliveryProps>>) -> Delivery {
+    let mut stored = StoreOutcome::default();
     s.deliver(
         msg,
         QoS::AtLeastOnce,
@@ -72,7 +72,7 @@ fn max_queued_bytes_counts_properties_subscription_ids_and_overhead() {
     // Counted as topic + payload alone, a 256 KiB limit would take tens of thousands.
     let s = Session::new(1, "c".into(), limits(256 * 1024));
     let msg = message("t".into(), Bytes::from_static(b"x"), 1000);
-    let extra = || Extra::boxed(vec![1, 2, 3], None);
+    let extra = || DeliveryProps::boxed(vec![1, 2, 3], None);
     let one = Queued::bytes_of(&msg, extra().as_deref());
     assert!(one > 5000 + std::mem::size_of::<Queued>() + 3 * 4);
     let mut queued = 0;

@@ -36,6 +36,7 @@ mod encode;
 mod encode_v5;
 mod properties;
 mod reader;
+pub mod reason;
 #[cfg(test)]
 mod tests;
 mod user_properties;

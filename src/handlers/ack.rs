@@ -2,15 +2,16 @@
 
 use std::time::Instant;
 
+use crate::client::{self, Client, Close};
+use crate::codec::reason;
 use crate::codec::{self, Ack, AckKind};
-use crate::connection::{self, reason, Client, Close};
 use crate::log_limit::{field, LogLimit};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
 /// is free.
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let rec = client.session.rec(&*client.broker.store);
-    if !client.session.state.lock().puback(pkid, rec) {
+    let handle = client.broker.store_for(&client.session);
+    if !client.session.state.lock().puback(pkid, handle) {
         unknown_id(client, "PUBACK", pkid);
     }
     Ok(())
@@ -22,19 +23,19 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
 /// message is done, no PUBREL follows [MQTT-4.3.3-?].
 pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
     let pkid = ack.pkid;
-    let rec = client.session.rec(&*client.broker.store);
+    let handle = client.broker.store_for(&client.session);
     if client.is_v5() && ack.reason >= 0x80 {
-        client.session.state.lock().refused(pkid, rec);
+        client.session.state.lock().refused(pkid, handle);
         return Ok(());
     }
     let (known, hold) = client
         .session
         .state
         .lock()
-        .pubrec(pkid, Instant::now(), rec);
+        .pubrec(pkid, Instant::now(), handle);
     if hold != 0 {
         // The PUBREL goes out once the store has the message as released.
-        client.broker.store.on_durable(hold, client.session.waker());
+        client.broker.wake_when_durable(hold, &client.session);
         return Ok(());
     }
     if !known {
@@ -50,15 +51,15 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
 /// forgotten the id too: a client that got PUBCOMP may reuse the id at once, and a
 /// restart must not take its next message for a re-send of this one.
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let rec = client.session.rec(&*client.broker.store);
-    let (known, stored) = client.session.state.lock().release_qos2(pkid, rec);
+    let handle = client.broker.store_for(&client.session);
+    let (known, stored) = client.session.state.lock().release_qos2(pkid, handle);
     if let Some(v5) = client.v5.as_mut() {
         v5.qos2_in.remove(&pkid);
     }
     if stored.failed {
         return Err(Close::StoreFailed);
     }
-    let ack = connection::Ack::PubComp(pkid, known_reason(known));
+    let ack = client::Ack::PubComp(pkid, known_reason(known));
     client.acknowledge(ack, Vec::new(), stored.commit);
     Ok(())
 }
@@ -80,8 +81,8 @@ fn known_reason(known: bool) -> u8 {
 
 /// PUBCOMP from the subscriber: QoS 2 delivery done.
 pub fn pubcomp(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let rec = client.session.rec(&*client.broker.store);
-    if !client.session.state.lock().pubcomp(pkid, rec) {
+    let handle = client.broker.store_for(&client.session);
+    if !client.session.state.lock().pubcomp(pkid, handle) {
         unknown_id(client, "PUBCOMP", pkid);
     }
     Ok(())

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::auth::{Access, Verdict};
 use crate::broker::Broker;
-use crate::broker::{Claim, Refused};
+use crate::broker::{AttachRequest, Refused};
+use crate::client::{Client, ClientV5, Incoming};
+use crate::codec::reason;
 use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
-use crate::connection::{reason, Client, ClientV5, Origin};
 use crate::log_limit::{self, field, LogLimit};
 use crate::outbox::Outbox;
 use crate::session::{PeerV5, Timers};
@@ -56,10 +57,10 @@ pub fn encode_refusal(out: &mut bytes::BytesMut, version: Option<ProtocolVersion
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    origin: &Origin,
+    incoming: &Incoming,
     mut connect: Connect,
 ) -> Result<Client, Refusal> {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let v5 = connect.version == ProtocolVersion::V5;
     if let Some(method) = connect
         .props
@@ -94,7 +95,7 @@ pub async fn handle(
         client_id = broker.assign_client_id();
         assigned = true;
     }
-    let too_long = client_id.len() > broker.config.max_client_id_len
+    let too_long = client_id.len() > broker.config().max_client_id_len
         || (connect.version == ProtocolVersion::V31
             && client_id.chars().count() > V31_MAX_CLIENT_ID);
     if too_long {
@@ -114,7 +115,7 @@ pub async fn handle(
             }
             return Err(Refusal { connack: None });
         }
-        if !topic::within_levels(&will.topic, broker.config.max_topic_levels) {
+        if !topic::within_levels(&will.topic, broker.config().max_topic_levels) {
             // A well-formed topic this server does not accept: 5.0 has a CONNACK code
             // for it (0x90); 3.1.1 has none, so the connection is closed without one.
             static DEEP_WILL_LOG: LogLimit = LogLimit::new(10_000);
@@ -128,7 +129,7 @@ pub async fn handle(
         }
         // The will is kept for the whole session: its user properties are capped like a
         // PUBLISH's, with CONNACK 0x97 Quota exceeded (Table 3-1).
-        let max_user = broker.config.max_user_properties;
+        let max_user = broker.config().max_user_properties;
         let user_props = will.props.as_ref().map_or(0, |p| p.user_properties.len());
         if max_user > 0 && user_props > max_user {
             static LOG: LogLimit = LogLimit::new(10_000);
@@ -140,11 +141,11 @@ pub async fn handle(
             });
         }
     }
-    let username = authenticate(broker, origin, &connect, &client_id).await?;
+    let username = authenticate(broker, incoming, &connect, &client_id).await?;
     if let Some(will) = &connect.will {
         // A will is a PUBLISH made in advance: it needs write access like any other.
         if !broker
-            .auth
+            .auth()
             .allows(&client_id, username.as_deref(), &will.topic, Access::Write)
         {
             static LOG: LogLimit = LogLimit::new(10_000);
@@ -159,7 +160,7 @@ pub async fn handle(
 
     // A 5.0 client asking for more than max_keepalive (or for none) is told the server's
     // (Server Keep Alive, [MQTT-3.2.2-21/22]).
-    let max_ka = broker.config.max_keepalive;
+    let max_ka = broker.config().max_keepalive;
     let server_keep_alive =
         (v5 && max_ka > 0 && (connect.keep_alive == 0 || connect.keep_alive > max_ka))
             .then_some(max_ka);
@@ -175,7 +176,7 @@ pub async fn handle(
     let (session_expiry, granted_expiry) = match (v5, connect.clean_session) {
         (true, _) => crate::expiry::granted(
             connect.props.session_expiry,
-            broker.config.max_session_expiry_interval,
+            broker.config().max_session_expiry_interval,
         ),
         (false, true) => (0, None),
         (false, false) => (u32::MAX, None),
@@ -188,13 +189,13 @@ pub async fn handle(
             connect
                 .props
                 .topic_alias_maximum
-                .min(broker.config.max_topic_alias_broker),
+                .min(broker.config().max_topic_alias_broker),
         ))
     });
     // Timed retransmission on a live connection is an MQTT 3.1.1/3.1 behaviour; MQTT 5.0
     // allows re-sending only on reconnect.
-    let retry = (broker.config.retry_interval > 0 && connect.version != ProtocolVersion::V5)
-        .then(|| Duration::from_secs(broker.config.retry_interval));
+    let retry = (broker.config().retry_interval > 0 && connect.version != ProtocolVersion::V5)
+        .then(|| Duration::from_secs(broker.config().retry_interval));
     // A new session that would take the broker above memory_limit is not made (existing
     // ones may come back, to drain what they hold): 5.0 gets 0x97 Quota exceeded, 3.1.1 0x03 Server unavailable.
     let session_bytes = crate::memory::SESSION_BYTES + client_id.len();
@@ -221,11 +222,11 @@ pub async fn handle(
     let attached = broker
         .attach(
             &client_id,
-            Claim {
+            AttachRequest {
                 username: username.clone(),
                 clean_start: connect.clean_session,
                 expiry: session_expiry,
-                limits: origin.endpoint.limits.clone(),
+                limits: incoming.listener.limits.clone(),
                 timers: Timers::new(keep_alive, retry),
                 peer: peer_v5,
             },
@@ -278,7 +279,7 @@ pub async fn handle(
     let mut out = Outbox::default();
     // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
     let client_v5 = if v5 {
-        let config = &broker.config;
+        let config = &broker.config();
         let props = ConnackProps {
             receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
             retain_available: Some(true),
@@ -341,18 +342,18 @@ pub async fn handle(
 /// itself is never logged.
 async fn authenticate(
     broker: &Broker,
-    origin: &Origin,
+    incoming: &Incoming,
     connect: &Connect,
     client_id: &str,
 ) -> Result<Option<Arc<str>>, Refusal> {
-    let peer = origin.peer;
+    let peer = incoming.peer;
     let refuse = |code| {
         Err(Refusal {
             connack: Some(code),
         })
     };
-    if origin.endpoint.use_identity_as_username {
-        return match &origin.cert_name {
+    if incoming.listener.use_identity_as_username {
+        return match &incoming.cert_name {
             Some(name) => Ok(Some(Arc::from(name.as_str()))),
             None => {
                 static LOG: LogLimit = LogLimit::new(10_000);
@@ -364,19 +365,19 @@ async fn authenticate(
         };
     }
     let verdict = broker
-        .auth
+        .auth()
         .check_password(
             connect.username.as_deref(),
             connect.password.as_deref(),
-            origin.endpoint.allow_anonymous,
-            origin.peer.ip(),
+            incoming.listener.allow_anonymous,
+            incoming.peer.ip(),
         )
         .await;
     match verdict {
         // Without a password file nothing vouches for the username: the client is
         // anonymous to the ACL (its `user` section and `%u` patterns do not apply) and
         // owns no session under that name. Anyone can type any username.
-        Verdict::Allowed if broker.auth.passwords().is_none() => Ok(None),
+        Verdict::Allowed if broker.auth().passwords().is_none() => Ok(None),
         Verdict::Allowed => Ok(connect.username.as_deref().map(Arc::from)),
         Verdict::BadCredentials => {
             static LOG: LogLimit = LogLimit::new(10_000);
@@ -398,7 +399,7 @@ async fn authenticate(
                     %peer,
                     client_id = %field(client_id),
                     held_back,
-                    max_queued_password_checks = broker.config.max_queued_password_checks,
+                    max_queued_password_checks = broker.config().max_queued_password_checks,
                     "too many password checks waiting, refusing the longest-waiting CONNECT (server busy)"
                 );
             }

@@ -8,9 +8,9 @@ pub mod publish;
 pub mod subscribe;
 pub mod unsubscribe;
 
+use crate::client::{Client, Close};
+use crate::codec::reason;
 use crate::codec::{self, Disconnect, Packet};
-use crate::connection::{reason, Client, Close};
-use crate::store::StoreEvent;
 
 /// Hands a packet received after CONNECT to its handler.
 pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
@@ -47,24 +47,9 @@ fn disconnect(client: &mut Client, d: Disconnect) -> Result<(), Close> {
         }
         // No more than max_session_expiry_interval here either.
         let (expiry, _) =
-            crate::expiry::granted(expiry, client.broker.config.max_session_expiry_interval);
+            crate::expiry::granted(expiry, client.broker.config().max_session_expiry_interval);
         v5.session_expiry = expiry;
-        let mut st = client.session.state.lock();
-        if expiry != st.expiry {
-            let session = client.session.id;
-            let _ = client.broker.store.record(if expiry == 0 {
-                StoreEvent::SessionDiscarded { session }
-            } else {
-                StoreEvent::SessionOpened {
-                    session,
-                    client_id: &client.session.client_id,
-                    owner: st.username.as_deref(),
-                    expiry,
-                }
-            });
-        }
-        st.expiry = expiry;
-        st.clean = expiry == 0;
+        client.broker.set_session_expiry(&client.session, expiry);
     }
     if client.is_v5() && d.reason == reason::DISCONNECT_WITH_WILL {
         return Err(Close::DisconnectedWithWill);

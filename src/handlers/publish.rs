@@ -1,25 +1,23 @@
-//! PUBLISH from a client: validate, route to subscribers (and the retained store), and
-//! acknowledge per QoS. Also publishes wills, which take the same route.
+//! PUBLISH from a client: validate, hand the message to the broker (which delivers it to
+//! subscribers and the retained store), and acknowledge per QoS.
 
-use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::auth::Access;
-use crate::broker::Broker;
+use crate::broker::Published;
+use crate::client::{Ack, Client, Close};
+use crate::codec::reason;
 use crate::codec::{Publish, QoS};
-use crate::connection::{reason, Ack, Client, Close};
 use crate::log_limit::{self, field, LogLimit};
-use crate::message::{Message, SharedMessage};
-use crate::router::Target;
-use crate::session::Session;
-use crate::store::Stored;
+use crate::message::Message;
 use crate::topic;
 
-/// Payloads at least this large keep sharing the read buffer they arrived in.
-const SHARE_PAYLOAD_FROM: usize = 4096;
+/// Payloads smaller than this are copied out of the read buffer they arrived in; larger
+/// ones keep sharing it. (Not the outbox's `SHARE_FROM`, which is about writing.)
+const COPY_PAYLOAD_BELOW: usize = 4096;
 
 pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     if client.is_v5() {
@@ -37,7 +35,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // Deeper topics would cost the retained tree memory per level: 3.1.1 can only close
     // the connection; 5.0 says why, Topic Name invalid (a well-formed topic the server
     // does not accept).
-    if !topic::within_levels(&publish.topic, client.broker.config.max_topic_levels) {
+    if !topic::within_levels(&publish.topic, client.broker.config().max_topic_levels) {
         return Err(Close::violation(
             reason::TOPIC_NAME_INVALID,
             "PUBLISH topic has more levels than max_topic_levels",
@@ -56,7 +54,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // `$SYS` is refused the same way, ACL file or not (see `auth::is_sys`).
     // More User Properties than max_user_properties: a limit the operator set, so 0x97
     // Quota exceeded (Table 3-4), and the message is not delivered.
-    let max_user = client.broker.config.max_user_properties;
+    let max_user = client.broker.config().max_user_properties;
     let too_many_user_props = max_user > 0
         && publish
             .props
@@ -126,28 +124,28 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // session it goes to (see `Client::acknowledge_stored`).
     match publish.qos {
         QoS::AtMostOnce => {
-            route(client, publish);
+            hand_to_broker(client, publish);
         }
         QoS::AtLeastOnce => {
             let pkid = publish.pkid;
-            let (waiting, matched, stored) = route(client, publish);
-            let ack = Ack::PubAck(pkid, matched_reason(matched));
-            client.acknowledge_stored(ack, waiting, stored)?;
+            let published = hand_to_broker(client, publish);
+            let ack = Ack::PubAck(pkid, matched_reason(published.matched));
+            client.acknowledge_stored(ack, published.over_limit, published.storage)?;
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
             // that holds across a restart too.
-            let rec = client.session.rec(&*client.broker.store);
-            let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, rec);
+            let handle = client.broker.store_for(&client.session);
+            let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, handle);
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);
             }
             let (waiting, matched) = if first_time {
-                let (waiting, matched, routed) = route(client, publish);
-                stored.merge(routed);
-                (waiting, matched)
+                let published = hand_to_broker(client, publish);
+                stored.merge(published.storage);
+                (published.over_limit, published.matched)
             } else {
                 (Vec::new(), true)
             };
@@ -181,7 +179,7 @@ fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close
     static LOG: LogLimit = LogLimit::new(10_000);
     client
         .broker
-        .stats
+        .stats()
         .messages_dropped
         .fetch_add(1, Ordering::Relaxed);
     if let Some(held_back) = LOG.allow() {
@@ -234,7 +232,7 @@ fn resolve_topic_alias(client: &mut Client, publish: &mut Publish) -> Result<(),
         return Ok(());
     };
     // The maximum announced in CONNACK.
-    let alias_max = client.broker.config.max_topic_alias;
+    let alias_max = client.broker.config().max_topic_alias;
     let Some(v5) = client.v5.as_mut() else {
         return Ok(());
     };
@@ -272,7 +270,7 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     if publish.qos == QoS::ExactlyOnce && v5.qos2_in.contains(&publish.pkid) {
         return Ok(());
     }
-    let receive_max = client.broker.config.receive_maximum;
+    let receive_max = client.broker.config().receive_maximum;
     let pending = v5.qos2_in.len() + client.withheld_count();
     if pending >= usize::from(receive_max) {
         return Err(Close::violation(
@@ -283,14 +281,12 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     Ok(())
 }
 
-/// Routes a client's PUBLISH; returns the sessions whose full queues must drain before the
-/// publisher is acknowledged (backpressure), whether any subscriber matched, and what
-/// storing it came to.
-fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool, Stored) {
+/// Turns a client's PUBLISH into a message and hands it to the broker.
+fn hand_to_broker(client: &mut Client, publish: Publish) -> Published {
     // A decoded payload is a slice of the connection's read buffer. A small one is copied
     // out, so that a message kept in a queue or the retained store does not pin a whole
     // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
-    let payload = if publish.payload.len() < SHARE_PAYLOAD_FROM {
+    let payload = if publish.payload.len() < COPY_PAYLOAD_BELOW {
         Bytes::copy_from_slice(&publish.payload)
     } else {
         publish.payload
@@ -302,26 +298,5 @@ fn route(client: &mut Client, publish: Publish) -> (Vec<Arc<Session>>, bool, Sto
         publish.retain,
         publish.props,
     ));
-    route_message(&client.broker, &msg, Some(&client.session))
-}
-
-thread_local! {
-    /// The subscribers a topic reaches, reused by every PUBLISH routed on this worker
-    /// thread: no allocation per message, and no scratch buffer per connection.
-    static ROUTE: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Routes `msg`; returns the sessions over their limit under backpressure, whether any
-/// subscriber matched, and what storing it came to.
-pub fn route_message(
-    broker: &Broker,
-    msg: &SharedMessage,
-    publisher: Option<&Arc<Session>>,
-) -> (Vec<Arc<Session>>, bool, Stored) {
-    let mut over_limit = Vec::new();
-    let mut stored = Stored::default();
-    let matched = ROUTE.with_borrow_mut(|scratch| {
-        broker.publish(msg, publisher, scratch, &mut over_limit, &mut stored)
-    });
-    (over_limit, matched, stored)
+    client.broker.publish(&msg, &client.session)
 }

@@ -13,10 +13,10 @@
 use std::collections::HashMap;
 
 use crate::auth::Access;
-use crate::codec::{self, QoS, Subscribe, SubscriptionOptions};
-use crate::connection::{reason, Client, Close};
+use crate::client::{Client, Close, RetainedDue};
+use crate::codec::reason;
+use crate::codec::{self, Subscribe, SubscriptionOptions};
 use crate::log_limit::{field, LogLimit};
-use crate::store::StoreEvent;
 use crate::subscriptions::Sub;
 use crate::topic;
 
@@ -30,7 +30,7 @@ static REFUSED_LOG: LogLimit = LogLimit::new(10_000);
 pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     let v5 = client.is_v5();
     let n = subscribe.filters.len();
-    let max = client.broker.config.max_filters_per_subscribe;
+    let max = client.broker.config().max_filters_per_subscribe;
     let handled = if max == 0 { n } else { n.min(max) };
     // [MQTT-3.8.3-4]: checked on every filter, as before any of them is acted on.
     if let Some((filter, _)) = subscribe
@@ -85,20 +85,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                         .and_then(std::num::NonZeroU32::new),
                 };
                 // A repeated filter replaces the earlier subscription [MQTT-3.8.4-3].
-                let is_new = client
-                    .session
-                    .state
-                    .lock()
-                    .subscriptions
-                    .insert(filter, sub);
-                client.broker.router.subscribe(&client.session, filter, sub);
-                // (A clean session's records change nothing and are not written.)
-                let _ = client.broker.store.record(StoreEvent::Subscribed {
-                    session: client.session.id,
-                    filter,
-                    options: opts.to_byte(),
-                    sub_id: sub.id.map_or(0, |id| id.get()),
-                });
+                let is_new = client.broker.subscribe(&client.session, filter, sub);
                 tracing::debug!(
                     client_id = client.client_id(),
                     filter = &*field(filter),
@@ -147,24 +134,15 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     Ok(())
 }
 
-/// The retained messages a SUBSCRIBE owes for one of its filters.
-#[derive(Debug)]
-pub struct RetainedDue {
-    pub filter: String,
-    /// The granted QoS: each message goes at the lower of it and its own.
-    pub qos: QoS,
-    pub sub_id: Option<u32>,
-}
-
 /// Queues the retained messages matching one subscribed filter (those the ACL lets the
 /// client read), under the queue limits (see
 /// [`crate::session::Session::deliver_retained`]).
 pub fn deliver_retained(client: &Client, due: RetainedDue) {
-    let mut retained = client.broker.retained_for(&due.filter, due.qos);
-    retained.retain(|(msg, _)| client.may(&msg.topic, Access::Read));
     client
-        .session
-        .deliver_retained(&retained, due.sub_id, &*client.broker.store);
+        .broker
+        .deliver_retained(&client.session, &due.filter, due.qos, due.sub_id, |topic| {
+            client.may(topic, Access::Read)
+        });
 }
 
 /// Logs a refused filter, at most once per interval for the whole broker.
@@ -185,7 +163,7 @@ fn check(
     filter: &str,
     shared: Option<Option<(&str, &str)>>,
 ) -> Result<(), (u8, &'static str)> {
-    let config = &client.broker.config;
+    let config = &client.broker.config();
     let plain = match shared {
         None => filter,
         Some(Some((_, inner))) => inner,

@@ -1,27 +1,15 @@
 //! UNSUBSCRIBE: remove filters, answer UNSUBACK.
 
+use crate::client::{Client, Close};
+use crate::codec::reason;
 use crate::codec::{self, Unsubscribe};
-use crate::connection::{reason, Client, Close};
-use crate::store::StoreEvent;
 
 pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close> {
     let mut codes = Vec::with_capacity(unsubscribe.filters.len());
     for filter in &unsubscribe.filters {
         // Filters are compared character by character, no wildcard matching
         // [MQTT-3.10.4-1]; an unknown filter is not an error.
-        let existed = client
-            .session
-            .state
-            .lock()
-            .subscriptions
-            .remove(filter)
-            .is_some();
-        if existed {
-            client.broker.router.unsubscribe(&client.session, filter);
-            let _ = client.broker.store.record(StoreEvent::Unsubscribed {
-                session: client.session.id,
-                filter,
-            });
+        if client.broker.unsubscribe(&client.session, filter) {
             codes.push(reason::SUCCESS);
         } else {
             codes.push(reason::NO_SUBSCRIPTION_EXISTED);

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::codec::QoS;
-use crate::session::{Extra, Session};
+use crate::message::DeliveryProps;
+use crate::session::Session;
 use crate::subscriptions::Sub;
 use crate::topic;
 use trie::SubscriptionTrie;
@@ -46,7 +47,7 @@ pub struct Target {
     /// the shared subscription (`$share/g/f`) this delivery came through, whose
     /// unacknowledged messages move to another member when this one disconnects. Boxed,
     /// and `None` for plain subscriptions: a target is built for every delivery.
-    pub extra: Option<Box<Extra>>,
+    pub extra: Option<Box<DeliveryProps>>,
 }
 
 impl Target {
@@ -203,7 +204,7 @@ impl Router {
     /// the highest QoS, every subscription identifier [MQTT-3.3.4-2/3]. A subscription
     /// with No Local does not deliver its own client's messages [MQTT-3.8.3-3]. Each
     /// matching shared subscription adds one entry for the member whose turn it is.
-    pub fn route(&self, topic: &str, publisher: Option<u64>, out: &mut Vec<Target>) {
+    pub fn targets(&self, topic: &str, publisher: Option<u64>, out: &mut Vec<Target>) {
         out.clear();
         let inner = self.inner.read();
         inner.trie.for_each_match(topic, |_, entry| match entry {
@@ -216,7 +217,7 @@ impl Router {
                     qos: s.sub.opts.qos,
                     retain_as_published: s.sub.opts.retain_as_published,
                     extra: s.sub.id.map(|id| {
-                        Box::new(Extra {
+                        Box::new(DeliveryProps {
                             sub_ids: vec![id.get()],
                             shared: None,
                         })
@@ -229,7 +230,7 @@ impl Router {
                         session: m.session.clone(),
                         qos: m.sub.opts.qos,
                         retain_as_published: m.sub.opts.retain_as_published,
-                        extra: Some(Box::new(Extra {
+                        extra: Some(Box::new(DeliveryProps {
                             sub_ids: m.sub.id.into_iter().map(|n| n.get()).collect(),
                             shared: Some(g.key.clone()),
                         })),

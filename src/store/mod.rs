@@ -20,8 +20,8 @@ pub mod record;
 pub mod state;
 
 use crate::codec::QoS;
+use crate::message::DeliveryProps;
 use crate::message::SharedMessage;
-use crate::session::Extra;
 
 pub use log::{Commit, Waker};
 pub use record::SessionId;
@@ -66,7 +66,7 @@ pub enum StoreEvent<'a> {
         message: &'a SharedMessage,
         qos: QoS,
         retain: bool,
-        extra: Option<&'a Extra>,
+        extra: Option<&'a DeliveryProps>,
     },
     /// It was sent with packet id `pkid`.
     Sent {
@@ -173,12 +173,12 @@ impl Store for MemoryStore {
 /// What storing one published message came to: the commit its acknowledgement waits for,
 /// and whether a write failed (then it must not be acknowledged at all).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Stored {
+pub struct StoreOutcome {
     pub commit: Commit,
     pub failed: bool,
 }
 
-impl Stored {
+impl StoreOutcome {
     /// Folds in the outcome of one record.
     pub fn add(&mut self, outcome: Result<Option<Commit>, StoreError>) {
         match outcome {
@@ -189,7 +189,7 @@ impl Stored {
     }
 
     /// Folds in another outcome.
-    pub fn merge(&mut self, other: Stored) {
+    pub fn merge(&mut self, other: StoreOutcome) {
         self.commit = self.commit.max(other.commit);
         self.failed |= other.failed;
     }

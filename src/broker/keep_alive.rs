@@ -1,0 +1,42 @@
+//! Keep-alive and retransmission of connected sessions: the sweeper raises the flags in
+//! each session's [`Timers`](crate::session::Timers) whose time has come and wakes that
+//! connection, which acts on them in its own loop.
+
+use std::time::Instant;
+
+use super::Broker;
+
+impl Broker {
+    /// Raises the keep-alive and retransmission flags of connected sessions whose time
+    /// has come, and wakes their connections.
+    pub(super) fn check_connections(&self, now: Instant) {
+        let online = self.online.lock();
+        for session in online.values() {
+            let mut st = session.state.lock();
+            if !st.connected {
+                continue;
+            }
+            let mut wake = false;
+            let t = st.timers;
+            if let (Some(ka), false) = (t.keep_alive(), t.keep_alive_expired) {
+                if now.duration_since(t.last_in) >= ka {
+                    st.timers.keep_alive_expired = true;
+                    wake = true;
+                }
+            }
+            if let (Some(retry), false) = (t.retry(), t.retry_due) {
+                if st
+                    .oldest_sent()
+                    .is_some_and(|sent| now.duration_since(sent) >= retry)
+                {
+                    st.timers.retry_due = true;
+                    wake = true;
+                }
+            }
+            drop(st);
+            if wake {
+                session.wake.notify_one();
+            }
+        }
+    }
+}
