@@ -7,8 +7,8 @@
 //! would wait for all of them; refusing newcomers when the queue is full would refuse it
 //! outright. So:
 //!
-//! - waiting checks are grouped by the client's IP address, and a free core goes to the
-//!   addresses in turn: a flood from one address (or a few) costs a login from any other
+//! - waiting checks are grouped by the client's IP address (an IPv6 client by its /64),
+//!   and a free core goes to the addresses in turn: a flood from one address (or a few) costs a login from any other
 //!   address at most one check per flooding address, however many CONNECTs it keeps
 //!   waiting;
 //! - within one address the newest waiting check goes first: whoever connects now is
@@ -101,6 +101,7 @@ impl CheckQueue {
     /// Waits for a free core for a check of a client connected from `ip`. `None`:
     /// refused, the queue being full.
     pub async fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let ip = turn_key(ip);
         let (id, rx) = {
             let mut st = self.state.lock();
             if st.running < self.max_running {
@@ -163,6 +164,22 @@ impl CheckQueue {
     pub fn load(&self) -> (usize, usize) {
         let st = self.state.lock();
         (st.running, st.len)
+    }
+}
+
+/// The address a client takes turns as: its IPv4 address (also when it comes as an
+/// IPv4-mapped IPv6 address), or its IPv6 /64. One IPv6 host usually holds a whole /64
+/// and could otherwise take as many turns as addresses it cares to use.
+fn turn_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
     }
 }
 
@@ -332,5 +349,17 @@ mod tests {
         );
         assert!(poll(b.as_mut()).is_pending(), "B keeps its place");
         assert_eq!(q.load(), (1, 3));
+    }
+
+    #[test]
+    fn ipv6_hosts_take_turns_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("addr");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("addr");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("addr");
+        assert_eq!(turn_key(a), turn_key(b), "one /64, one turn");
+        assert_ne!(turn_key(a), turn_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("addr");
+        assert_eq!(turn_key(mapped), A);
+        assert_eq!(turn_key(B), B);
     }
 }
