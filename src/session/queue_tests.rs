@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::message::Message;
+use crate::session::{Limits, Session};
 use crate::store::MemoryStore;
+use std::time::Duration;
 
 fn session(max_queued_messages: usize, queue_full: QueueFull) -> Session {
     let limits = Limits {

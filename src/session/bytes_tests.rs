@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
+use crate::codec;
 use crate::codec::MessageProps;
+use crate::config::QueueFull;
 use crate::message::Message;
 use crate::store::MemoryStore;
 
