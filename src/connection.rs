@@ -137,7 +137,7 @@ where
                 }
                 st.timers.keep_alive_expired = false;
             }
-            let handle = client.broker.store_for(&session);
+            let handle = session.store_handle();
             if st.timers.retry_due {
                 st.timers.retry_due = false;
                 if let Some(retry) = st.timers.retry() {

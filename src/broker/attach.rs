@@ -98,7 +98,12 @@ impl Broker {
                 None => {
                     let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
                     let key: Arc<str> = Arc::from(client_id);
-                    let s = Arc::new(Session::new(id, key.clone(), limits.clone()));
+                    let s = Arc::new(Session::new(
+                        id,
+                        key.clone(),
+                        limits.clone(),
+                        self.store.clone(),
+                    ));
                     sessions.insert(key, s.clone());
                     (s, false)
                 }
@@ -293,7 +298,7 @@ impl Broker {
         let mut kept = Vec::new();
         let mut moved = 0usize;
         let mut stored = StoreOutcome::default();
-        let handle = session.store_handle(&*self.store);
+        let handle = session.store_handle();
         for item in taken {
             let Some(key) = item.extra.as_ref().and_then(|e| e.shared.clone()) else {
                 continue;
@@ -312,7 +317,6 @@ impl Broker {
                         extra,
                         None,
                         acl.as_deref(),
-                        &*self.store,
                         &mut stored,
                     );
                     // StoreOutcome for the new member first: a crash in between duplicates the

@@ -37,7 +37,7 @@ use crate::expiry::Deadlines;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::Router;
-use crate::session::{Limits, Session, StoreHandle};
+use crate::session::{Limits, Session};
 use crate::store::{Commit, Store};
 
 /// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
@@ -124,11 +124,6 @@ impl Broker {
     /// Counters, for logs now and `$SYS`/metrics later.
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// `session`'s way to the store (see [`StoreHandle`]).
-    pub fn store_for<'a>(&'a self, session: &'a Session) -> StoreHandle<'a> {
-        session.store_handle(&*self.store)
     }
 
     /// Whether `commit` is on disk and was not lost: what may be acknowledged.

@@ -137,7 +137,7 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
             // that holds across a restart too.
-            let handle = client.broker.store_for(&client.session);
+            let handle = client.session.store_handle();
             let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, handle);
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);

@@ -28,13 +28,7 @@ fn limits(max_queued_bytes: usize) -> Arc<Limits> {
 /// connection's writer does once the client is connected.
 fn fill_all(st: &mut SessionState, s: &Session) -> crate::outbox::Outbox {
     let mut out = crate::outbox::Outbox::default();
-    st.fill(
-        &mut out,
-        usize::MAX,
-        Instant::now(),
-        s.store_handle(&MemoryStore),
-        None,
-    );
+    st.fill(&mut out, usize::MAX, Instant::now(), s.store_handle(), None);
     out
 }
 
@@ -56,23 +50,14 @@ fn message(topic: String, payload: Bytes, user_props: usize) -> SharedMessage {
 
 fn deliver(s: &Session, msg: &SharedMessage, extra: Option<Box<DeliveryProps>>) -> Delivery {
     let mut stored = StoreOutcome::default();
-    s.deliver(
-        msg,
-        QoS::AtLeastOnce,
-        false,
-        extra,
-        None,
-        None,
-        &MemoryStore,
-        &mut stored,
-    )
+    s.deliver(msg, QoS::AtLeastOnce, false, extra, None, None, &mut stored)
 }
 
 #[test]
 fn max_queued_bytes_counts_properties_subscription_ids_and_overhead() {
     // Each message: 1,000 empty user properties (5,000 wire bytes) and a 1-byte payload.
     // Counted as topic + payload alone, a 256 KiB limit would take tens of thousands.
-    let s = Session::new(1, "c".into(), limits(256 * 1024));
+    let s = Session::new(1, "c".into(), limits(256 * 1024), Arc::new(MemoryStore));
     let msg = message("t".into(), Bytes::from_static(b"x"), 1000);
     let extra = || DeliveryProps::boxed(vec![1, 2, 3], None);
     let one = Queued::bytes_of(&msg, extra().as_deref());
@@ -135,7 +120,7 @@ fn mqtt_2_2_3_publish_311_cannot_express_is_dropped_and_frees_its_slot() {
     // maximum. (The zeroed payload is never touched, so it costs no memory.)
     let topic = "t".repeat(65_535);
     let payload = Bytes::from(vec![0u8; 268_435_455 - 2 - 3]);
-    let s = Session::new(1, "c".into(), limits(0));
+    let s = Session::new(1, "c".into(), limits(0), Arc::new(MemoryStore));
     let big = message(topic, payload, 0);
     let small = message("ok".into(), Bytes::from_static(b"fine"), 0);
     assert_eq!(deliver(&s, &big, None), Delivery::Queued);

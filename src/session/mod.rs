@@ -150,10 +150,18 @@ pub struct Session {
     /// Held by the attached connection for its whole life, so that a take-over waits until
     /// the previous connection has let go of the session before using it.
     pub attach: tokio::sync::Semaphore,
+    /// Where its durable changes go (see [`StoreHandle`]): the broker's store, held here
+    /// so that whoever has the session can record its changes without the broker.
+    store: Arc<dyn Store>,
 }
 
 impl Session {
-    pub fn new(id: u64, client_id: Arc<str>, limits: Arc<Limits>) -> Session {
+    pub fn new(
+        id: u64,
+        client_id: Arc<str>,
+        limits: Arc<Limits>,
+        store: Arc<dyn Store>,
+    ) -> Session {
         // Counted towards `memory_limit` while it exists (see `Drop`).
         crate::memory::charge(crate::memory::SESSION_BYTES + client_id.len());
         Session {
@@ -183,6 +191,7 @@ impl Session {
             }),
             wake: Notify::new(),
             attach: tokio::sync::Semaphore::new(1),
+            store,
         }
     }
 
@@ -201,7 +210,6 @@ impl Session {
         extra: Option<Box<DeliveryProps>>,
         publisher: Option<&Arc<Session>>,
         acl: Option<&AclFile>,
-        store: &dyn Store,
         stored: &mut StoreOutcome,
     ) -> Delivery {
         let outcome = {
@@ -216,7 +224,7 @@ impl Session {
                     return Delivery::Skipped;
                 }
             }
-            let handle = self.store_handle(store);
+            let handle = self.store_handle();
             let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
             match (outcome, publisher) {
                 (Delivery::Dropped, _) => st.report_drop(&self.client_id),
@@ -237,12 +245,7 @@ impl Session {
     /// likes. Under `backpressure` there is no publisher whose acknowledgement could be
     /// withheld, so the excess is dropped as with `drop_new`. Drops are counted and
     /// logged like the others. Returns how many were dropped.
-    pub fn deliver_retained(
-        &self,
-        msgs: &[(SharedMessage, QoS)],
-        sub_id: Option<u32>,
-        store: &dyn Store,
-    ) -> usize {
+    pub fn deliver_retained(&self, msgs: &[(SharedMessage, QoS)], sub_id: Option<u32>) -> usize {
         if msgs.is_empty() {
             return 0;
         }
@@ -258,7 +261,7 @@ impl Session {
                     true,
                     extra,
                     true,
-                    self.store_handle(store),
+                    self.store_handle(),
                     &mut stored,
                 );
                 if outcome == Delivery::Dropped {
@@ -279,9 +282,9 @@ impl Session {
     }
 
     /// This session's way to the store.
-    pub fn store_handle<'a>(&'a self, store: &'a dyn Store) -> StoreHandle<'a> {
+    pub fn store_handle(&self) -> StoreHandle<'_> {
         StoreHandle {
-            store,
+            store: &*self.store,
             session: self.id,
             client_id: &self.client_id,
         }

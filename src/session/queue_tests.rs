@@ -15,7 +15,7 @@ fn session(max_queued_messages: usize, queue_full: QueueFull) -> Session {
         queue_full,
         drop_log_interval: Duration::from_secs(3600),
     };
-    let s = Session::new(1, Arc::from("c"), Arc::new(limits));
+    let s = Session::new(1, Arc::from("c"), Arc::new(limits), Arc::new(MemoryStore));
     s.state.lock().connected = true;
     s
 }
@@ -45,16 +45,16 @@ fn retained_on_subscribe_follow_the_queue_limit_and_policy() {
     let msgs = retained(5);
     // drop_oldest: the newest that fit stay.
     let s = session(3, QueueFull::DropOldest);
-    assert_eq!(s.deliver_retained(&msgs, None, &MemoryStore), 2);
+    assert_eq!(s.deliver_retained(&msgs, None), 2);
     assert_eq!(queued_topics(&s), ["r/2", "r/3", "r/4"]);
     assert_eq!(s.state.lock().dropped_total(), 2);
     // drop_new: the first that fit stay.
     let s = session(3, QueueFull::DropNew);
-    assert_eq!(s.deliver_retained(&msgs, None, &MemoryStore), 2);
+    assert_eq!(s.deliver_retained(&msgs, None), 2);
     assert_eq!(queued_topics(&s), ["r/0", "r/1", "r/2"]);
     // backpressure: no publisher to hold back, so as drop_new, never over the limit.
     let s = session(3, QueueFull::Backpressure);
-    assert_eq!(s.deliver_retained(&msgs, Some(7), &MemoryStore), 2);
+    assert_eq!(s.deliver_retained(&msgs, Some(7)), 2);
     assert_eq!(queued_topics(&s), ["r/0", "r/1", "r/2"]);
     let st = s.state.lock();
     assert!(st
@@ -64,6 +64,6 @@ fn retained_on_subscribe_follow_the_queue_limit_and_policy() {
     drop(st);
     // Unlimited: all of them.
     let s = session(0, QueueFull::DropOldest);
-    assert_eq!(s.deliver_retained(&msgs, None, &MemoryStore), 0);
+    assert_eq!(s.deliver_retained(&msgs, None), 0);
     assert_eq!(queued_topics(&s).len(), 5);
 }
