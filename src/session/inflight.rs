@@ -291,3 +291,7 @@ impl SessionState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "inflight_tests.rs"]
+mod tests;

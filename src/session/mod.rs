@@ -313,6 +313,8 @@ mod inflight;
 mod qos2;
 mod queue;
 mod send;
+#[cfg(test)]
+mod test_support;
 mod timers;
 
 pub use inflight::{Inflight, InflightState};

@@ -55,3 +55,7 @@ impl SessionState {
             .is_some_and(|set| set.remove(&pkid))
     }
 }
+
+#[cfg(test)]
+#[path = "qos2_tests.rs"]
+mod tests;

@@ -115,3 +115,7 @@ impl SessionState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "timers_tests.rs"]
+mod tests;
