@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::{min_qos, wake_all, Broker};
 use crate::log_limit::field;
 use crate::message::DeliveryProps;
-use crate::session::{AttachPermit, Limits, PeerV5, Session, Timers};
+use crate::session::{AttachPermit, Limits, Session, Timers};
 use crate::store::{StoreEvent, StoreOutcome};
 
 /// Undoes a claim whose attach was abandoned before it completed (see
@@ -39,8 +39,8 @@ pub struct AttachRequest {
     pub expiry: u32,
     pub limits: Arc<Limits>,
     pub timers: Timers,
-    /// How to send to an MQTT 5.0 client.
-    pub peer: Option<Box<PeerV5>>,
+    /// An MQTT 5.0 client's Receive Maximum; `None` for 3.1.1 and 3.1.
+    pub receive_maximum: Option<u16>,
 }
 
 /// Why [`Broker::attach`] gave a CONNECT no session.
@@ -89,7 +89,7 @@ impl Broker {
             expiry,
             limits,
             timers,
-            peer,
+            receive_maximum,
         } = request;
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
@@ -190,7 +190,7 @@ impl Broker {
             st.clean = expiry == 0;
             st.expiry = expiry;
             self.set_expiry(&session, &mut st, None);
-            st.peer = peer;
+            st.receive_maximum = receive_maximum;
             st.limits = limits;
             st.timers = timers;
             st.mark_inflight_unsent();
@@ -390,7 +390,7 @@ mod tests {
             expiry: 0,
             limits: Arc::new(broker.limits_for(&Listener::default())),
             timers: Timers::new(None, None),
-            peer: None,
+            receive_maximum: None,
         }
     }
 

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use crate::client::{self, Client, Close};
+use crate::client::{Client, Close};
 use crate::codec::reason;
-use crate::codec::{self, Ack, AckKind};
+use crate::codec::{Ack, AckKind};
 use crate::log_limit::{field, LogLimit};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
@@ -59,16 +59,19 @@ pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
     if stored.failed {
         return Err(Close::StoreFailed);
     }
-    let ack = client::Ack::PubComp(pkid, known_reason(known));
-    client.acknowledge(ack, Vec::new(), stored.commit);
+    let ack = Ack {
+        pkid,
+        reason: known_reason(known),
+    };
+    client.acknowledge(AckKind::PubComp, ack, Vec::new(), stored.commit);
     Ok(())
 }
 
 /// The PUBREL or PUBCOMP a QoS 2 step is answered with; 0x92 (5.0) when the packet id
 /// was not known.
 fn answer(client: &mut Client, kind: AckKind, pkid: u16, known: bool) {
-    let v5 = client.is_v5();
-    codec::encode_ack(client.out.buf(), kind, pkid, known_reason(known), v5);
+    let reason = known_reason(known);
+    client.out.ack(kind, Ack { pkid, reason });
 }
 
 fn known_reason(known: bool) -> u8 {

@@ -82,38 +82,6 @@ fn max_queued_bytes_counts_properties_subscription_ids_and_overhead() {
 }
 
 #[test]
-fn broker_to_client_aliases_stop_at_the_maximum_and_the_byte_bound() {
-    // A client allowing 65,535 aliases, sent thousands of distinct 1,000-byte topics.
-    let mut peer = PeerV5::new(65535, None, 65535);
-    let mut aliased = 0;
-    for i in 0..5000 {
-        let topic = format!("{i:0>1000}");
-        if let (Some(alias), true) = peer.alias_for(&topic) {
-            peer.set_alias(&topic, alias);
-            aliased += 1;
-        }
-    }
-    let (count, bytes) = peer.alias_usage();
-    assert_eq!(count, aliased);
-    assert_eq!(count, MAX_ALIAS_TOPIC_BYTES / 1000);
-    assert!(bytes <= MAX_ALIAS_TOPIC_BYTES);
-    // An aliased topic keeps its alias; the topic is not sent again.
-    let first = format!("{:0>1000}", 0);
-    assert_eq!(peer.alias_for(&first), (Some(1), false));
-
-    // The count bound: the maximum given (the client's, lowered to
-    // max_topic_alias_broker by the CONNECT handler).
-    let mut peer = PeerV5::new(65535, None, 3);
-    for i in 0..10 {
-        let topic = format!("t/{i}");
-        if let (Some(alias), true) = peer.alias_for(&topic) {
-            peer.set_alias(&topic, alias);
-        }
-    }
-    assert_eq!(peer.alias_usage(), (3, 9));
-}
-
-#[test]
 fn mqtt_2_2_3_publish_311_cannot_express_is_dropped_and_frees_its_slot() {
     // A 65,535-byte topic (as a 5.0 Topic Alias can bring) with a payload that filled
     // the publisher's 256 MiB packet: the 3.1.1 PUBLISH would be longer than MQTT's

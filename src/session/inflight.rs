@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::send::{encode_inflight, encode_publish};
 use super::{Queued, Session, SessionState, StoreHandle};
 use crate::auth::{Access, AclFile};
-use crate::codec::QoS;
+use crate::codec::{Ack, AckKind, QoS};
 use crate::outbox::Outbox;
 use crate::store::{Commit, StoreEvent};
 
@@ -82,11 +81,8 @@ impl SessionState {
             self.resend_due = false;
             self.resend(out, now, handle, |f| f.sent_at.is_none());
         }
-        let window = match &self.peer {
-            Some(peer) => self
-                .limits
-                .max_inflight
-                .min(usize::from(peer.receive_maximum)),
+        let window = match self.receive_maximum {
+            Some(receive_maximum) => self.limits.max_inflight.min(usize::from(receive_maximum)),
             None => self.limits.max_inflight,
         };
         while out.len() < high_water {
@@ -118,7 +114,8 @@ impl SessionState {
                 continue;
             }
             if item.qos == QoS::AtMostOnce {
-                encode_publish(out, self.peer.as_deref_mut(), &item, 0, false, now);
+                // A QoS 0 message the client cannot take is dropped all the same.
+                let _ = write_publish(out, &item, 0, false, now);
                 handle.removed(&item);
             } else {
                 let pkid = self.alloc_pkid();
@@ -145,7 +142,7 @@ impl SessionState {
                         }
                     }
                 }
-                if encode_inflight(out, self.peer.as_deref_mut(), pkid, &mut f, now) {
+                if write_inflight(out, pkid, &mut f, now) {
                     f.sent_at = Some(now);
                     self.inflight.insert(pkid, f);
                 } else {
@@ -186,7 +183,7 @@ impl SessionState {
         picked.sort_unstable();
         for (_, pkid) in picked {
             if let Some(f) = self.inflight.get_mut(&pkid) {
-                if encode_inflight(out, self.peer.as_deref_mut(), pkid, f, now) {
+                if write_inflight(out, pkid, f, now) {
                     f.sent_at = Some(now);
                 } else if let Some(f) = self.inflight.remove(&pkid) {
                     handle.removed(&f.item);
@@ -290,6 +287,29 @@ impl SessionState {
             _ => false,
         }
     }
+}
+
+/// Writes an inflight message's PUBLISH (DUP on a re-send) or PUBREL. Returns false when
+/// the PUBLISH could not be sent to this client at all (too large for its Maximum Packet
+/// Size): the caller forgets it.
+fn write_inflight(out: &mut Outbox, pkid: u16, f: &mut Inflight, now: Instant) -> bool {
+    match f.state {
+        InflightState::Published => {
+            let written = write_publish(out, &f.item, pkid, f.sent, now);
+            f.sent |= written;
+            written
+        }
+        InflightState::Released => {
+            out.ack(AckKind::PubRel, Ack { pkid, reason: 0 });
+            true
+        }
+    }
+}
+
+/// Writes a queued message's PUBLISH in the client's version (see [`Outbox::publish`]).
+fn write_publish(out: &mut Outbox, item: &Queued, pkid: u16, dup: bool, now: Instant) -> bool {
+    let sub_ids = item.extra.as_ref().map_or(&[][..], |e| &e.sub_ids[..]);
+    out.publish(&item.msg, item.qos, item.retain, pkid, dup, sub_ids, now)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! handle and what a delivery comes to; `queue.rs` the queue, its limits and drop
 //! policies and shared-subscription hand-over; `inflight.rs` the outgoing window, packet
 //! ids, retry and acknowledgements; `qos2.rs` incoming QoS 2; `timers.rs` keep-alive,
-//! retry timing, expiry and the pending will; `send.rs` the PUBLISH and PUBREL encoding.
+//! retry timing, expiry and the pending will. The packets themselves are written by the
+//! connection's outbox, which knows the client's protocol version.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -108,8 +109,12 @@ pub struct SessionState {
     /// Session Expiry Interval, seconds: 0 ends the session with the connection,
     /// `u32::MAX` never.
     pub expiry: u32,
-    /// How to send to the attached client when it speaks MQTT 5.0.
-    pub peer: Option<Box<PeerV5>>,
+    /// The attached MQTT 5.0 client's Receive Maximum: the inflight window never exceeds
+    /// it [MQTT-3.3.4-7]. `None` for 3.1.1 and 3.1. (How to write to the client, its
+    /// version, aliases and Maximum Packet Size, is the connection's [`Outbox`]'s.)
+    ///
+    /// [`Outbox`]: crate::outbox::Outbox
+    pub receive_maximum: Option<u16>,
     /// When an offline session ends, and a will held back by its Will Delay Interval.
     /// Boxed and allocated only while there is one: most sessions never have either.
     pending: Option<Box<Pending>>,
@@ -175,7 +180,7 @@ impl Session {
                 limits,
                 username: None,
                 expiry: 0,
-                peer: None,
+                receive_maximum: None,
                 pending: None,
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),
@@ -312,7 +317,6 @@ impl SessionState {
 mod inflight;
 mod qos2;
 mod queue;
-mod send;
 #[cfg(test)]
 mod test_support;
 mod timers;
@@ -320,7 +324,6 @@ mod timers;
 pub use inflight::{Inflight, InflightState};
 use queue::Drops;
 pub use queue::Queued;
-pub use send::{PeerV5, MAX_ALIAS_TOPIC_BYTES};
 use timers::Pending;
 pub use timers::{PendingWill, Timers};
 
