@@ -20,9 +20,8 @@ mod subscribe;
 mod sweep;
 mod will_delay;
 
-pub use attach::{AttachRequest, AttachedSession, Refused};
+pub use attach::{AttachRequest, Refused};
 pub use publish::Published;
-pub use sweep::SWEEP_INTERVAL;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -179,11 +178,6 @@ impl Broker {
         self.sessions.lock().contains_key(client_id)
     }
 
-    /// Pending session expiries and delayed wills.
-    pub fn deadline_count(&self) -> usize {
-        self.deadlines.len()
-    }
-
     /// Tells every connection to close: sets the flag each connection checks when it
     /// wakes, then wakes them all.
     pub fn begin_shutdown(&self) {
@@ -194,11 +188,6 @@ impl Broker {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    /// Number of sessions, online and offline.
-    pub fn session_count(&self) -> usize {
-        self.sessions.lock().len()
     }
 }
 

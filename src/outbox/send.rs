@@ -74,6 +74,7 @@ impl PeerV5 {
     }
 
     /// Topic aliases set on this connection, and the bytes of their topics.
+    #[cfg(test)]
     pub fn alias_usage(&self) -> (usize, usize) {
         (self.aliases.len(), self.alias_bytes)
     }
@@ -102,6 +103,7 @@ impl Outbox {
     }
 
     /// What sending to this 5.0 client keeps (its aliases); `None` for 3.1.1.
+    #[cfg(test)]
     pub fn peer_v5(&self) -> Option<&PeerV5> {
         self.v5.as_deref()
     }

@@ -113,9 +113,8 @@ pub(super) struct Drops {
     total: u64,
     unreported: u64,
     last_report: Option<Instant>,
-    /// Queued messages the owner's ACL no longer let through when they were sent.
-    denied: u64,
 }
+
 impl SessionState {
     pub(super) fn is_full(&self, extra_bytes: usize) -> bool {
         let l = &self.limits;
@@ -247,6 +246,7 @@ impl SessionState {
     }
 
     /// Messages this session's queue has dropped so far.
+    #[cfg(test)]
     pub fn dropped_total(&self) -> u64 {
         self.drops.as_ref().map_or(0, |d| d.total)
     }
@@ -254,7 +254,6 @@ impl SessionState {
     /// Counts a queued message the ACL denied at send time; one log line per interval
     /// for the whole broker.
     pub(super) fn report_denied(&mut self, client_id: &str, topic: &str) {
-        self.drops.get_or_insert_default().denied += 1;
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(held_back) = LOG.allow() {
             tracing::info!(
@@ -264,11 +263,6 @@ impl SessionState {
                 "queued message no longer readable under the ACL, dropped instead of sent"
             );
         }
-    }
-
-    /// Queued messages the ACL denied when they were due to be sent.
-    pub fn denied_total(&self) -> u64 {
-        self.drops.as_ref().map_or(0, |d| d.denied)
     }
 
     /// Registers `publisher` to be woken when this queue has room again.

@@ -68,6 +68,7 @@ pub(super) struct Pending {
     expires_at: Option<Instant>,
     will: Option<Box<PendingWill>>,
 }
+
 impl SessionState {
     /// When this offline session ends, if it does.
     pub fn expires_at(&self) -> Option<Instant> {
