@@ -270,7 +270,6 @@ impl SessionState {
         (true, hold)
     }
 
-    /// PUBCOMP for an outgoing QoS 2 message.
     /// A 5.0 PUBACK/PUBREC with a reason code of 0x80 or more: the subscriber refused the
     /// message, which is discarded and never sent anywhere else [MQTT-4.8.2-6]; its
     /// window slot is free.
@@ -281,6 +280,7 @@ impl SessionState {
         }
     }
 
+    /// PUBCOMP for an outgoing QoS 2 message: delivery done, the window slot is free.
     pub fn pubcomp(&mut self, pkid: u16, handle: StoreHandle) -> bool {
         match self.inflight.get(&pkid) {
             Some(f) if f.state == InflightState::Released => self.remove_inflight(pkid, handle),
