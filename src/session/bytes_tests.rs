@@ -1,5 +1,6 @@
-//! Unit tests of the session's byte accounting, its broker-to-client topic alias map and
-//! what it does with a PUBLISH its client's protocol cannot express.
+//! Unit tests of the session's byte accounting across its queue and its window (`fill`),
+//! and of what `fill` does with a PUBLISH its client's protocol cannot express. (The
+//! broker-to-client topic alias map's test is with the outbox, which now keeps the map.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
