@@ -10,11 +10,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-
 use crate::auth::Access;
 use crate::broker::Broker;
-use crate::codec::{self, reason, ProtocolVersion, QoS, Will};
+use crate::codec::{reason, Ack, AckKind, ProtocolVersion, QoS, Will};
 use crate::log_limit::{field, LogLimit};
 use crate::outbox::Outbox;
 use crate::session::{AttachPermit, Limits, Session};
@@ -87,15 +85,6 @@ impl Close {
     }
 }
 
-/// An acknowledgement owed to the publisher (with its MQTT 5.0 reason code), withheld
-/// under backpressure or until what it acknowledges is on disk.
-#[derive(Debug, Clone, Copy)]
-pub enum Ack {
-    PubAck(u16, u8),
-    PubRec(u16, u8),
-    PubComp(u16, u8),
-}
-
 /// What an MQTT 5.0 connection keeps beyond a 3.1.1 one; boxed in [`Client`].
 #[derive(Debug, Default)]
 pub struct ClientV5 {
@@ -109,7 +98,10 @@ pub struct ClientV5 {
     pub qos2_in: std::collections::HashSet<u16>,
 }
 
+/// An acknowledgement owed to the publisher (PUBACK, PUBREC or PUBCOMP with its MQTT 5.0
+/// reason code), withheld under backpressure or until what it acknowledges is on disk.
 pub struct Withheld {
+    pub kind: AckKind,
     pub ack: Ack,
     /// Sessions whose queues must have room before the ack is sent.
     pub waiting: Vec<Arc<Session>>,
@@ -178,11 +170,16 @@ impl Client {
     /// acknowledgements leave in the order the PUBLISHes arrived [MQTT-4.6.0-2/3]. It
     /// waits for the sessions in `waiting` to have room (backpressure) and for the store
     /// to have made `commit` durable: nothing is acknowledged before it is stored.
-    pub fn acknowledge(&mut self, ack: Ack, waiting: Vec<Arc<Session>>, commit: Commit) {
+    pub fn acknowledge(
+        &mut self,
+        kind: AckKind,
+        ack: Ack,
+        waiting: Vec<Arc<Session>>,
+        commit: Commit,
+    ) {
         let stored = self.broker.is_stored(commit);
         if waiting.is_empty() && stored && self.withheld_count() == 0 {
-            let v5 = self.is_v5();
-            encode_ack(self.out.buf(), ack, v5);
+            self.out.ack(kind, ack);
             return;
         }
         if !stored {
@@ -190,6 +187,7 @@ impl Client {
             self.broker.wake_when_durable(commit, &self.session);
         }
         self.withheld.get_or_insert_default().push_back(Withheld {
+            kind,
             ack,
             waiting,
             commit,
@@ -201,12 +199,13 @@ impl Client {
     /// MQTT 5.0 client gets reason 0x80, a 3.1.1 client is disconnected.
     pub fn acknowledge_stored(
         &mut self,
+        kind: AckKind,
         ack: Ack,
         waiting: Vec<Arc<Session>>,
         stored: StoreOutcome,
     ) -> Result<(), Close> {
         if !stored.failed {
-            self.acknowledge(ack, waiting, stored.commit);
+            self.acknowledge(kind, ack, waiting, stored.commit);
             return Ok(());
         }
         static LOG: LogLimit = LogLimit::new(10_000);
@@ -220,7 +219,11 @@ impl Client {
         if !self.is_v5() {
             return Err(Close::StoreFailed);
         }
-        self.acknowledge(with_reason(ack, reason::UNSPECIFIED), Vec::new(), 0);
+        let refused = Ack {
+            reason: reason::UNSPECIFIED,
+            ..ack
+        };
+        self.acknowledge(kind, refused, Vec::new(), 0);
         Ok(())
     }
 
@@ -245,10 +248,10 @@ impl Client {
                 if !broker.is_lost(front.commit) {
                     break;
                 }
-                if !v5 || matches!(front.ack, Ack::PubComp(..)) {
+                if !v5 || front.kind == AckKind::PubComp {
                     return Err(Close::StoreFailed);
                 }
-                front.ack = with_reason(front.ack, reason::UNSPECIFIED);
+                front.ack.reason = reason::UNSPECIFIED;
                 front.commit = 0;
             }
             // A discarded session was reset, so it has room too. One still full (another
@@ -266,29 +269,11 @@ impl Client {
             if !front.waiting.is_empty() {
                 break;
             }
-            let ack = front.ack;
+            let (kind, ack) = (front.kind, front.ack);
             withheld.pop_front();
-            encode_ack(self.out.buf(), ack, v5);
+            self.out.ack(kind, ack);
         }
         Ok(())
-    }
-}
-
-fn encode_ack(out: &mut BytesMut, ack: Ack, v5: bool) {
-    let (kind, pkid, reason) = match ack {
-        Ack::PubAck(pkid, reason) => (codec::AckKind::PubAck, pkid, reason),
-        Ack::PubRec(pkid, reason) => (codec::AckKind::PubRec, pkid, reason),
-        Ack::PubComp(pkid, reason) => (codec::AckKind::PubComp, pkid, reason),
-    };
-    codec::encode_ack(out, kind, pkid, reason, v5);
-}
-
-/// The same acknowledgement with another reason code.
-fn with_reason(ack: Ack, code: u8) -> Ack {
-    match ack {
-        Ack::PubAck(pkid, _) => Ack::PubAck(pkid, code),
-        Ack::PubRec(pkid, _) => Ack::PubRec(pkid, code),
-        Ack::PubComp(pkid, _) => Ack::PubComp(pkid, code),
     }
 }
 

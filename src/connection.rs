@@ -73,10 +73,8 @@ pub async fn serve<S>(
     broker.stats().connections.fetch_add(1, Ordering::Relaxed);
     let close = run(&mut client, &mut stream, rbuf).await;
     // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
-    if client.is_v5() {
-        if let Some(reason) = close.disconnect_reason() {
-            codec::encode_disconnect_v5(client.out.buf(), reason, None);
-        }
+    if let Some(reason) = close.disconnect_reason() {
+        client.out.disconnect(reason);
     }
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
@@ -137,7 +135,7 @@ where
                 }
                 st.timers.keep_alive_expired = false;
             }
-            let handle = client.broker.store_for(&session);
+            let handle = session.store_handle();
             if st.timers.retry_due {
                 st.timers.retry_due = false;
                 if let Some(retry) = st.timers.retry() {

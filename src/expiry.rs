@@ -84,10 +84,12 @@ impl<T> Deadlines<T> {
     }
 
     /// Number of pending deadlines.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

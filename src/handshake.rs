@@ -24,6 +24,7 @@ use crate::codec::{self, Connect, DecodeError, Packet, ProtocolVersion};
 use crate::handlers;
 use crate::linger;
 use crate::log_limit::LogLimit;
+use crate::outbox::Outbox;
 
 /// Smallest read reservation while reading a CONNECT.
 const READ_MIN: usize = 256;
@@ -78,9 +79,9 @@ where
             return None;
         }
     };
-    let mut out = BytesMut::new();
-    handlers::connect::encode_refusal(&mut out, version, code);
-    linger::close_after(stream, &out).await;
+    let mut out = Outbox::for_refusal(version);
+    out.connack_refused(code);
+    linger::close_after(stream, out.buf()).await;
     None
 }
 

@@ -8,29 +8,29 @@
 //! checked by tests/layering.rs).
 
 pub mod auth;
-pub mod broker;
-pub mod chain;
-pub mod client;
+pub(crate) mod broker;
+pub(crate) mod chain;
+pub(crate) mod client;
 pub mod codec;
 pub mod config;
-pub mod connection;
-pub mod expiry;
-pub mod handlers;
-pub mod handshake;
-pub mod linger;
-pub mod log_limit;
-pub mod memory;
-pub mod message;
-pub mod outbox;
-pub mod retain;
+pub(crate) mod connection;
+pub(crate) mod expiry;
+pub(crate) mod handlers;
+pub(crate) mod handshake;
+pub(crate) mod linger;
+pub(crate) mod log_limit;
+pub(crate) mod memory;
+pub(crate) mod message;
+pub(crate) mod outbox;
+pub(crate) mod retain;
 pub mod router;
 pub mod server;
-pub mod session;
-pub mod store;
-pub mod subscriptions;
+pub(crate) mod session;
+pub(crate) mod store;
+pub(crate) mod subscriptions;
 #[cfg(test)]
 mod testing;
-pub mod tls;
+pub(crate) mod tls;
 pub mod topic;
 
 pub use config::Config;

@@ -291,6 +291,7 @@ impl<V> RetainTree<V> {
 
     /// Calls `f(topic, value)` for every retained value (in no particular order), e.g.
     /// to persist them.
+    #[cfg(test)]
     pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
         let mut topic = String::new();
         // (node, key, length of the parent's topic or None for children of the root)
@@ -321,15 +322,18 @@ impl<V> RetainTree<V> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Removes every retained value.
+    #[cfg(test)]
     pub fn clear(&mut self) {
         self.root = Node::new();
         self.len = 0;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::codec::{QoS, SubscriptionOptions};
+use crate::codec::SubscriptionOptions;
 
 /// One subscription as its session holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,8 @@ pub struct Sub {
 
 impl Sub {
     /// A 3.1.1-style subscription: QoS only.
-    pub fn qos(qos: QoS) -> Sub {
+    #[cfg(test)]
+    pub fn qos(qos: crate::codec::QoS) -> Sub {
         Sub {
             opts: SubscriptionOptions::qos(qos),
             id: None,
@@ -38,6 +39,7 @@ const FEW: usize = 8;
 pub enum Subscriptions {
     Few(Vec<(Box<str>, Sub)>),
     /// Boxed: the variant would otherwise make every session's set twice as large.
+    #[allow(clippy::box_collection)]
     Many(Box<HashMap<Box<str>, Sub>>),
 }
 
@@ -55,6 +57,7 @@ impl Subscriptions {
         }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -123,6 +126,7 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::QoS;
 
     #[test]
     fn insert_replace_remove_across_the_switch_to_a_map() {

@@ -2,13 +2,13 @@
 
 /// A topic name a client may PUBLISH to: at least one character, no `+` or `#`
 /// [MQTT-4.7.1-1], [MQTT-4.7.3-1]. (UTF-8 validity and U+0000 are checked by the codec.)
-pub fn valid_topic_name(topic: &str) -> bool {
+pub(crate) fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && !topic.bytes().any(|b| b == b'+' || b == b'#')
 }
 
 /// A topic filter a client may SUBSCRIBE to: at least one character, `#` only as the last
 /// level and alone in it [MQTT-4.7.1-2], `+` alone in its level [MQTT-4.7.1-3].
-pub fn valid_topic_filter(filter: &str) -> bool {
+pub(crate) fn valid_topic_filter(filter: &str) -> bool {
     if filter.is_empty() {
         return false;
     }
@@ -27,12 +27,12 @@ pub fn valid_topic_filter(filter: &str) -> bool {
 }
 
 /// The prefix of an MQTT 5.0 shared subscription filter.
-pub const SHARE_PREFIX: &str = "$share/";
+pub(crate) const SHARE_PREFIX: &str = "$share/";
 
 /// Splits a shared subscription `$share/<group>/<filter>` into group and filter.
 /// `None`: not a shared subscription. `Some(None)`: one, but malformed (an empty group,
 /// a group with `+` or `#`, or no valid filter after it) [MQTT-4.8.2-1/2].
-pub fn split_shared(filter: &str) -> Option<Option<(&str, &str)>> {
+pub(crate) fn split_shared(filter: &str) -> Option<Option<(&str, &str)>> {
     let rest = filter.strip_prefix(SHARE_PREFIX)?;
     let Some((group, inner)) = rest.split_once('/') else {
         return Some(None);
@@ -42,14 +42,15 @@ pub fn split_shared(filter: &str) -> Option<Option<(&str, &str)>> {
 }
 
 /// Number of levels (`a/b/c` has 3, `/` has 2).
-pub fn level_count(s: &str) -> usize {
+#[cfg(test)]
+pub(crate) fn level_count(s: &str) -> usize {
     s.bytes().filter(|&b| b == b'/').count() + 1
 }
 
 /// First level of `s` and the rest after the separator, if there is one: how the topic
 /// trees (subscriptions, retained messages) walk a topic or filter level by level.
 #[inline]
-pub fn split_first(s: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_first(s: &str) -> (&str, Option<&str>) {
     match s.split_once('/') {
         Some((first, rest)) => (first, Some(rest)),
         None => (s, None),
@@ -60,14 +61,14 @@ pub fn split_first(s: &str) -> (&str, Option<&str>) {
 /// (a string shorter than `max` cannot have more levels than that), and stops counting
 /// at the first level over the limit: this runs on every PUBLISH.
 #[inline]
-pub fn within_levels(s: &str, max: usize) -> bool {
+pub(crate) fn within_levels(s: &str, max: usize) -> bool {
     max == 0 || s.len() < max || s.bytes().filter(|&b| b == b'/').nth(max - 1).is_none()
 }
 
 /// Whether a topic name is subject to the `$` rule: filters whose first level is a
 /// wildcard do not match it [MQTT-4.7.2-1].
 #[inline]
-pub fn is_dollar_topic(topic: &str) -> bool {
+pub(crate) fn is_dollar_topic(topic: &str) -> bool {
     topic.as_bytes().first() == Some(&b'$')
 }
 

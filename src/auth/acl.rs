@@ -580,11 +580,13 @@ impl AclFile {
     }
 
     /// Number of `topic` and `pattern` lines.
+    #[cfg(test)]
     pub fn rule_count(&self) -> usize {
         self.rule_count
     }
 
     /// Number of distinct usernames with `topic` lines of their own.
+    #[cfg(test)]
     pub fn user_count(&self) -> usize {
         self.users.len()
     }

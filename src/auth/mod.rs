@@ -7,9 +7,9 @@
 //! broker up. Connections stay up across a reload; the new rules apply from the next
 //! check on (the next CONNECT, SUBSCRIBE, PUBLISH or delivery).
 
-pub mod acl;
+pub(crate) mod acl;
 pub mod password;
-pub mod queue;
+pub(crate) mod queue;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,11 +17,11 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::config::{Config, ConfigError};
-pub use acl::{Access, AclFile};
+pub(crate) use acl::{Access, AclFile};
 pub use password::PasswordFile;
 
 /// The broker's current password and ACL files.
-pub struct Auth {
+pub(crate) struct Auth {
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
     passwords: RwLock<Option<Arc<PasswordFile>>>,
@@ -36,7 +36,7 @@ pub struct Auth {
 
 /// The outcome of checking a CONNECT's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// Wrong password or unknown user (CONNACK 0x04 / 0x86).
     BadCredentials,
@@ -197,6 +197,6 @@ impl Auth {
 /// or will), ACL file or not, as in Mosquitto, so nobody can forge what the broker
 /// reports about itself. (Mosquitto's one exception, bridge state topics, does not apply:
 /// midge has no bridges.)
-pub fn is_sys(topic: &str) -> bool {
+pub(crate) fn is_sys(topic: &str) -> bool {
     topic.starts_with("$SYS")
 }

@@ -160,7 +160,8 @@ impl CheckQueue {
         st.running -= 1;
     }
 
-    /// Checks running and waiting (for tests and logs).
+    /// Checks running and waiting.
+    #[cfg(test)]
     pub fn load(&self) -> (usize, usize) {
         let st = self.state.lock();
         (st.running, st.len)

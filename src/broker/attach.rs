@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::{min_qos, wake_all, Broker};
 use crate::log_limit::field;
 use crate::message::DeliveryProps;
-use crate::session::{AttachPermit, Limits, PeerV5, Session, Timers};
+use crate::session::{AttachPermit, Limits, Session, Timers};
 use crate::store::{StoreEvent, StoreOutcome};
 
 /// Undoes a claim whose attach was abandoned before it completed (see
@@ -39,8 +39,8 @@ pub struct AttachRequest {
     pub expiry: u32,
     pub limits: Arc<Limits>,
     pub timers: Timers,
-    /// How to send to an MQTT 5.0 client.
-    pub peer: Option<Box<PeerV5>>,
+    /// An MQTT 5.0 client's Receive Maximum; `None` for 3.1.1 and 3.1.
+    pub receive_maximum: Option<u16>,
 }
 
 /// Why [`Broker::attach`] gave a CONNECT no session.
@@ -89,7 +89,7 @@ impl Broker {
             expiry,
             limits,
             timers,
-            peer,
+            receive_maximum,
         } = request;
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
@@ -98,7 +98,12 @@ impl Broker {
                 None => {
                     let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
                     let key: Arc<str> = Arc::from(client_id);
-                    let s = Arc::new(Session::new(id, key.clone(), limits.clone()));
+                    let s = Arc::new(Session::new(
+                        id,
+                        key.clone(),
+                        limits.clone(),
+                        self.store.clone(),
+                    ));
                     sessions.insert(key, s.clone());
                     (s, false)
                 }
@@ -185,7 +190,7 @@ impl Broker {
             st.clean = expiry == 0;
             st.expiry = expiry;
             self.set_expiry(&session, &mut st, None);
-            st.peer = peer;
+            st.receive_maximum = receive_maximum;
             st.limits = limits;
             st.timers = timers;
             st.mark_inflight_unsent();
@@ -293,7 +298,7 @@ impl Broker {
         let mut kept = Vec::new();
         let mut moved = 0usize;
         let mut stored = StoreOutcome::default();
-        let handle = session.store_handle(&*self.store);
+        let handle = session.store_handle();
         for item in taken {
             let Some(key) = item.extra.as_ref().and_then(|e| e.shared.clone()) else {
                 continue;
@@ -312,7 +317,6 @@ impl Broker {
                         extra,
                         None,
                         acl.as_deref(),
-                        &*self.store,
                         &mut stored,
                     );
                     // StoreOutcome for the new member first: a crash in between duplicates the
@@ -386,7 +390,7 @@ mod tests {
             expiry: 0,
             limits: Arc::new(broker.limits_for(&Listener::default())),
             timers: Timers::new(None, None),
-            peer: None,
+            receive_maximum: None,
         }
     }
 

@@ -20,9 +20,8 @@ mod subscribe;
 mod sweep;
 mod will_delay;
 
-pub use attach::{AttachRequest, AttachedSession, Refused};
+pub use attach::{AttachRequest, Refused};
 pub use publish::Published;
-pub use sweep::SWEEP_INTERVAL;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,7 +36,7 @@ use crate::expiry::Deadlines;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::Router;
-use crate::session::{Limits, Session, StoreHandle};
+use crate::session::{Limits, Session};
 use crate::store::{Commit, Store};
 
 /// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
@@ -126,11 +125,6 @@ impl Broker {
         &self.stats
     }
 
-    /// `session`'s way to the store (see [`StoreHandle`]).
-    pub fn store_for<'a>(&'a self, session: &'a Session) -> StoreHandle<'a> {
-        session.store_handle(&*self.store)
-    }
-
     /// Whether `commit` is on disk and was not lost: what may be acknowledged.
     pub fn is_stored(&self, commit: Commit) -> bool {
         self.store.is_stored(commit)
@@ -184,11 +178,6 @@ impl Broker {
         self.sessions.lock().contains_key(client_id)
     }
 
-    /// Pending session expiries and delayed wills.
-    pub fn deadline_count(&self) -> usize {
-        self.deadlines.len()
-    }
-
     /// Tells every connection to close: sets the flag each connection checks when it
     /// wakes, then wakes them all.
     pub fn begin_shutdown(&self) {
@@ -199,11 +188,6 @@ impl Broker {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    /// Number of sessions, online and offline.
-    pub fn session_count(&self) -> usize {
-        self.sessions.lock().len()
     }
 }
 

@@ -87,7 +87,6 @@ impl Broker {
                 extra,
                 publisher,
                 acl.as_deref(),
-                &*self.store,
                 &mut published.storage,
             ) {
                 Delivery::Queued => {

@@ -52,7 +52,12 @@ impl Broker {
                     continue;
                 }
                 let key: Arc<str> = Arc::from(image.client_id.as_str());
-                let session = Arc::new(Session::new(id, key.clone(), limits.clone()));
+                let session = Arc::new(Session::new(
+                    id,
+                    key.clone(),
+                    limits.clone(),
+                    self.store.clone(),
+                ));
                 let mut st = session.state.lock();
                 st.clean = false;
                 // Bound to its owner across the restart: it is sent what the owner may
@@ -149,10 +154,7 @@ impl Broker {
         }
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
-            let stored = session
-                .state
-                .lock()
-                .store_unstored(session.store_handle(&*self.store));
+            let stored = session.state.lock().store_unstored(session.store_handle());
             if stored.failed {
                 break;
             }

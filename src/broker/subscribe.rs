@@ -73,7 +73,7 @@ impl Broker {
     ) {
         let mut retained = self.retained_for(filter, granted);
         retained.retain(|(msg, _)| may_read(&msg.topic));
-        session.deliver_retained(&retained, sub_id, &*self.store);
+        session.deliver_retained(&retained, sub_id);
     }
 
     /// Retained messages matching `filter`, each with the QoS it is sent at.

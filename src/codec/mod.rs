@@ -249,7 +249,9 @@ pub struct Unsubscribe {
     pub filters: Vec<String>,
 }
 
-/// PUBACK, PUBREC, PUBREL or PUBCOMP from the client. `reason` is 0 for 3.1.1.
+/// PUBACK, PUBREC, PUBREL or PUBCOMP, the one acknowledgement type both ways: decoded
+/// from the client (the [`Packet`] variant says which), or owed and written to it (with an
+/// [`AckKind`], see `Outbox::ack`). `reason` is 0 for 3.1.1, which has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub pkid: u16,

@@ -22,3 +22,15 @@ pub const PACKET_TOO_LARGE: u8 = 0x95;
 pub const QUOTA_EXCEEDED: u8 = 0x97;
 pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
 pub const SHARED_NOT_SUPPORTED: u8 = 0x9E;
+
+/// CONNACK return codes of MQTT 3.1.1 (3.1 shares them). A refusal is named by one of
+/// these; the outbox sends a 5.0 client 5.0's reason code for it.
+pub mod v311 {
+    pub const ACCEPTED: u8 = 0x00;
+    pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x01;
+    pub const IDENTIFIER_REJECTED: u8 = 0x02;
+    /// "Server unavailable"; MQTT 5.0's Server busy (0x89) when sent to a 5.0 client.
+    pub const SERVER_UNAVAILABLE: u8 = 0x03;
+    pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x04;
+    pub const NOT_AUTHORIZED: u8 = 0x05;
+}

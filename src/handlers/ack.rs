@@ -2,15 +2,15 @@
 
 use std::time::Instant;
 
-use crate::client::{self, Client, Close};
+use crate::client::{Client, Close};
 use crate::codec::reason;
-use crate::codec::{self, Ack, AckKind};
+use crate::codec::{Ack, AckKind};
 use crate::log_limit::{field, LogLimit};
 
 /// PUBACK from the subscriber: QoS 1 delivery done (or, 5.0, refused), the window slot
 /// is free.
 pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let handle = client.broker.store_for(&client.session);
+    let handle = client.session.store_handle();
     if !client.session.state.lock().puback(pkid, handle) {
         unknown_id(client, "PUBACK", pkid);
     }
@@ -23,7 +23,7 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
 /// message is done, no PUBREL follows [MQTT-4.3.3-?].
 pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
     let pkid = ack.pkid;
-    let handle = client.broker.store_for(&client.session);
+    let handle = client.session.store_handle();
     if client.is_v5() && ack.reason >= 0x80 {
         client.session.state.lock().refused(pkid, handle);
         return Ok(());
@@ -51,7 +51,7 @@ pub fn pubrec(client: &mut Client, ack: Ack) -> Result<(), Close> {
 /// forgotten the id too: a client that got PUBCOMP may reuse the id at once, and a
 /// restart must not take its next message for a re-send of this one.
 pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let handle = client.broker.store_for(&client.session);
+    let handle = client.session.store_handle();
     let (known, stored) = client.session.state.lock().release_qos2(pkid, handle);
     if let Some(v5) = client.v5.as_mut() {
         v5.qos2_in.remove(&pkid);
@@ -59,16 +59,19 @@ pub fn pubrel(client: &mut Client, pkid: u16) -> Result<(), Close> {
     if stored.failed {
         return Err(Close::StoreFailed);
     }
-    let ack = client::Ack::PubComp(pkid, known_reason(known));
-    client.acknowledge(ack, Vec::new(), stored.commit);
+    let ack = Ack {
+        pkid,
+        reason: known_reason(known),
+    };
+    client.acknowledge(AckKind::PubComp, ack, Vec::new(), stored.commit);
     Ok(())
 }
 
 /// The PUBREL or PUBCOMP a QoS 2 step is answered with; 0x92 (5.0) when the packet id
 /// was not known.
 fn answer(client: &mut Client, kind: AckKind, pkid: u16, known: bool) {
-    let v5 = client.is_v5();
-    codec::encode_ack(client.out.buf(), kind, pkid, known_reason(known), v5);
+    let reason = known_reason(known);
+    client.out.ack(kind, Ack { pkid, reason });
 }
 
 fn known_reason(known: bool) -> u8 {
@@ -81,7 +84,7 @@ fn known_reason(known: bool) -> u8 {
 
 /// PUBCOMP from the subscriber: QoS 2 delivery done.
 pub fn pubcomp(client: &mut Client, pkid: u16) -> Result<(), Close> {
-    let handle = client.broker.store_for(&client.session);
+    let handle = client.session.store_handle();
     if !client.session.state.lock().pubcomp(pkid, handle) {
         unknown_id(client, "PUBCOMP", pkid);
     }

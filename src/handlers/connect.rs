@@ -9,50 +9,26 @@ use crate::broker::Broker;
 use crate::broker::{AttachRequest, Refused};
 use crate::client::{Client, ClientV5, Incoming};
 use crate::codec::reason;
-use crate::codec::{self, ConnackProps, Connect, ProtocolVersion};
+use crate::codec::{ConnackProps, Connect, ProtocolVersion};
 use crate::log_limit::{self, field, LogLimit};
 use crate::outbox::Outbox;
-use crate::session::{PeerV5, Timers};
+use crate::outbox::PeerV5;
+use crate::session::Timers;
 use crate::topic;
 
-/// CONNACK return codes of MQTT 3.1.1 (3.1 shares them).
-pub const ACCEPTED: u8 = 0x00;
-pub const IDENTIFIER_REJECTED: u8 = 0x02;
-/// "Server unavailable"; MQTT 5.0's Server busy (0x89) when sent to a 5.0 client.
-pub const SERVER_UNAVAILABLE: u8 = 0x03;
-pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x04;
-pub const NOT_AUTHORIZED: u8 = 0x05;
+pub use crate::codec::reason::v311::{
+    BAD_USERNAME_OR_PASSWORD, IDENTIFIER_REJECTED, NOT_AUTHORIZED, SERVER_UNAVAILABLE,
+    UNSUPPORTED_PROTOCOL_VERSION,
+};
 
 /// MQTT 3.1 limits client ids to 23 characters; Mosquitto enforces it for `MQIsdp`.
 const V31_MAX_CLIENT_ID: usize = 23;
-
-pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x01;
 
 /// A refused CONNECT: the CONNACK code to send first, if any (some violations close the
 /// connection without one), as an MQTT 3.1.1 return code.
 #[derive(Debug)]
 pub struct Refusal {
     pub connack: Option<u8>,
-}
-
-/// Writes the refusing CONNACK in the client's protocol version: an MQTT 5.0 client gets
-/// 5.0's reason code for the same refusal.
-pub fn encode_refusal(out: &mut bytes::BytesMut, version: Option<ProtocolVersion>, code: u8) {
-    if version == Some(ProtocolVersion::V5) {
-        let reason = match code {
-            UNSUPPORTED_PROTOCOL_VERSION => 0x84,
-            IDENTIFIER_REJECTED => 0x85,
-            SERVER_UNAVAILABLE => 0x89,
-            BAD_USERNAME_OR_PASSWORD => 0x86,
-            NOT_AUTHORIZED => 0x87,
-            // Already a 5.0 reason code (e.g. 0x8C bad authentication method).
-            code if code >= 0x80 => code,
-            _ => 0x80,
-        };
-        codec::encode_connack_v5(out, false, reason);
-    } else {
-        codec::encode_connack(out, false, code);
-    }
 }
 
 pub async fn handle(
@@ -181,9 +157,9 @@ pub async fn handle(
         (false, true) => (0, None),
         (false, false) => (u32::MAX, None),
     };
+    let receive_maximum = v5.then_some(connect.props.receive_maximum);
     let peer_v5 = v5.then(|| {
         Box::new(PeerV5::new(
-            connect.props.receive_maximum,
             connect.props.maximum_packet_size,
             // The broker keeps every topic it aliases: bounded by its own maximum too.
             connect
@@ -228,7 +204,7 @@ pub async fn handle(
                 expiry: session_expiry,
                 limits: incoming.listener.limits.clone(),
                 timers: Timers::new(keep_alive, retry),
-                peer: peer_v5,
+                receive_maximum,
             },
         )
         .await;
@@ -276,11 +252,12 @@ pub async fn handle(
             .unwrap_or_default(),
     );
 
-    let mut out = Outbox::default();
+    let mut out = Outbox::for_client(peer_v5);
     // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
-    let client_v5 = if v5 {
-        let config = &broker.config();
-        let props = ConnackProps {
+    let config = &broker.config();
+    out.connack(
+        att.session_present,
+        ConnackProps {
             receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
             retain_available: Some(true),
             maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
@@ -292,32 +269,15 @@ pub async fn handle(
             server_keep_alive,
             session_expiry: granted_expiry,
             ..ConnackProps::default()
-        };
-        let buf = out.buf();
-        codec::encode_connack_v5_props(buf, att.session_present, ACCEPTED, &props);
-        // A client whose Maximum Packet Size cannot take the properties gets none but the
-        // one it must have (an assigned id) [MQTT-3.1.2-24].
-        let limit = connect
-            .props
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize);
-        if buf.len() > limit {
-            buf.clear();
-            let bare = ConnackProps {
-                assigned_client_id: props.assigned_client_id,
-                ..ConnackProps::default()
-            };
-            codec::encode_connack_v5_props(buf, att.session_present, ACCEPTED, &bare);
-        }
-        Some(Box::new(ClientV5 {
+        },
+    );
+    let client_v5 = v5.then(|| {
+        Box::new(ClientV5 {
             aliases: Default::default(),
             session_expiry,
             qos2_in: Default::default(),
-        }))
-    } else {
-        codec::encode_connack(out.buf(), att.session_present, ACCEPTED);
-        None
-    };
+        })
+    });
     Ok(Client {
         broker: broker.clone(),
         session: att.session,

@@ -10,7 +10,7 @@ pub mod unsubscribe;
 
 use crate::client::{Client, Close};
 use crate::codec::reason;
-use crate::codec::{self, Disconnect, Packet};
+use crate::codec::{Disconnect, Packet};
 
 /// Hands a packet received after CONNECT to its handler.
 pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
@@ -26,7 +26,7 @@ pub fn dispatch(client: &mut Client, packet: Packet) -> Result<(), Close> {
         Packet::Unsubscribe(u) => unsubscribe::handle(client, u),
         // [MQTT-3.12.4-1]
         Packet::PingReq => {
-            codec::encode_pingresp(client.out.buf());
+            client.out.pingresp();
             Ok(())
         }
         Packet::Disconnect(d) => disconnect(client, d),

@@ -8,16 +8,17 @@ use bytes::Bytes;
 
 use crate::auth::Access;
 use crate::broker::Published;
-use crate::client::{Ack, Client, Close};
+use crate::client::{Client, Close};
 use crate::codec::reason;
-use crate::codec::{Publish, QoS};
+use crate::codec::{Ack, AckKind, Publish, QoS};
 use crate::log_limit::{self, field, LogLimit};
 use crate::message::Message;
 use crate::topic;
 
 /// Payloads smaller than this are copied out of the read buffer they arrived in; larger
-/// ones keep sharing it. (Not the outbox's `SHARE_FROM`, which is about writing.)
-const COPY_PAYLOAD_BELOW: usize = 4096;
+/// ones keep sharing it. (Not the outbox's `SHARE_PAYLOAD_ON_WRITE_FROM`, which is about
+/// writing.)
+const COPY_PAYLOAD_ON_READ_BELOW: usize = 4096;
 
 pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     if client.is_v5() {
@@ -92,7 +93,13 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         }
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => client.acknowledge(Ack::PubAck(publish.pkid, code), Vec::new(), 0),
+            QoS::AtLeastOnce => {
+                let ack = Ack {
+                    pkid: publish.pkid,
+                    reason: code,
+                };
+                client.acknowledge(AckKind::PubAck, ack, Vec::new(), 0);
+            }
             QoS::ExactlyOnce => {
                 // 5.0: a PUBREC with an error code ends the flow [MQTT-4.3.3-?]; 3.1.1:
                 // remembered like a delivered one, so PUBREL completes the flow.
@@ -103,7 +110,11 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
                         .lock()
                         .incoming_qos2_insert(publish.pkid);
                 }
-                client.acknowledge(Ack::PubRec(publish.pkid, code), Vec::new(), 0);
+                let ack = Ack {
+                    pkid: publish.pkid,
+                    reason: code,
+                };
+                client.acknowledge(AckKind::PubRec, ack, Vec::new(), 0);
             }
         }
         return Ok(());
@@ -129,15 +140,23 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         QoS::AtLeastOnce => {
             let pkid = publish.pkid;
             let published = hand_to_broker(client, publish);
-            let ack = Ack::PubAck(pkid, matched_reason(published.matched));
-            client.acknowledge_stored(ack, published.over_limit, published.storage)?;
+            let ack = Ack {
+                pkid,
+                reason: matched_reason(published.matched),
+            };
+            client.acknowledge_stored(
+                AckKind::PubAck,
+                ack,
+                published.over_limit,
+                published.storage,
+            )?;
         }
         QoS::ExactlyOnce => {
             let pkid = publish.pkid;
             // A re-sent PUBLISH whose PUBREL has not come yet was already delivered: only
             // acknowledge it again [MQTT-4.3.3-2]. A persistent session stores the id, so
             // that holds across a restart too.
-            let handle = client.broker.store_for(&client.session);
+            let handle = client.session.store_handle();
             let (first_time, mut stored) = client.session.state.lock().receive_qos2(pkid, handle);
             if let Some(v5) = client.v5.as_mut() {
                 v5.qos2_in.insert(pkid);
@@ -156,8 +175,11 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
                     v5.qos2_in.remove(&pkid);
                 }
             }
-            let ack = Ack::PubRec(pkid, matched_reason(matched));
-            client.acknowledge_stored(ack, waiting, stored)?;
+            let ack = Ack {
+                pkid,
+                reason: matched_reason(matched),
+            };
+            client.acknowledge_stored(AckKind::PubRec, ack, waiting, stored)?;
         }
     }
     Ok(())
@@ -195,19 +217,19 @@ fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close
     match (publish.qos, client.is_v5()) {
         (QoS::AtMostOnce, _) => Ok(()),
         (QoS::AtLeastOnce, true) => {
-            client.acknowledge(
-                Ack::PubAck(publish.pkid, reason::QUOTA_EXCEEDED),
-                Vec::new(),
-                0,
-            );
+            let ack = Ack {
+                pkid: publish.pkid,
+                reason: reason::QUOTA_EXCEEDED,
+            };
+            client.acknowledge(AckKind::PubAck, ack, Vec::new(), 0);
             Ok(())
         }
         (QoS::ExactlyOnce, true) => {
-            client.acknowledge(
-                Ack::PubRec(publish.pkid, reason::QUOTA_EXCEEDED),
-                Vec::new(),
-                0,
-            );
+            let ack = Ack {
+                pkid: publish.pkid,
+                reason: reason::QUOTA_EXCEEDED,
+            };
+            client.acknowledge(AckKind::PubRec, ack, Vec::new(), 0);
             Ok(())
         }
         (_, false) => Err(Close::OverMemoryLimit),
@@ -286,7 +308,7 @@ fn hand_to_broker(client: &mut Client, publish: Publish) -> Published {
     // A decoded payload is a slice of the connection's read buffer. A small one is copied
     // out, so that a message kept in a queue or the retained store does not pin a whole
     // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
-    let payload = if publish.payload.len() < COPY_PAYLOAD_BELOW {
+    let payload = if publish.payload.len() < COPY_PAYLOAD_ON_READ_BELOW {
         Bytes::copy_from_slice(&publish.payload)
     } else {
         publish.payload

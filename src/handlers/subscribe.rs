@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::auth::Access;
 use crate::client::{Client, Close, RetainedDue};
 use crate::codec::reason;
-use crate::codec::{self, Subscribe, SubscriptionOptions};
+use crate::codec::{Subscribe, SubscriptionOptions};
 use crate::log_limit::{field, LogLimit};
 use crate::subscriptions::Sub;
 use crate::topic;
@@ -106,11 +106,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
         }
     }
     // One return code per filter, in order [MQTT-3.8.4-5/6].
-    if v5 {
-        codec::encode_suback_v5(client.out.buf(), subscribe.pkid, &codes, None);
-    } else {
-        codec::encode_suback(client.out.buf(), subscribe.pkid, &codes);
-    }
+    client.out.suback(subscribe.pkid, &codes);
 
     // Retained messages go out after the SUBACK, with RETAIN=1 [MQTT-3.3.1-8], as Retain
     // Handling asks: 0 always, 1 only for a new subscription, 2 never [MQTT-3.3.1-9/10/11].

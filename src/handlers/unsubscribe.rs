@@ -2,7 +2,7 @@
 
 use crate::client::{Client, Close};
 use crate::codec::reason;
-use crate::codec::{self, Unsubscribe};
+use crate::codec::Unsubscribe;
 
 pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close> {
     let mut codes = Vec::with_capacity(unsubscribe.filters.len());
@@ -17,10 +17,6 @@ pub fn handle(client: &mut Client, unsubscribe: Unsubscribe) -> Result<(), Close
     }
     // UNSUBACK even when nothing matched [MQTT-3.10.4-4/5]; 5.0 says per filter whether
     // there was a subscription [MQTT-3.11.3-1].
-    if client.is_v5() {
-        codec::encode_unsuback_v5(client.out.buf(), unsubscribe.pkid, &codes, None);
-    } else {
-        codec::encode_unsuback(client.out.buf(), unsubscribe.pkid);
-    }
+    client.out.unsuback(unsubscribe.pkid, &codes);
     Ok(())
 }

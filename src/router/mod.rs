@@ -30,14 +30,14 @@ use trie::SubscriptionTrie;
 
 /// One subscriber of a filter: its session and the subscription's options.
 #[derive(Clone)]
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     pub session: Arc<Session>,
     pub sub: Sub,
 }
 
 /// Where one message goes: a session, and how it is to be sent there.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub session: Arc<Session>,
     /// The highest QoS granted among the session's matching subscriptions.
     pub qos: QoS,
@@ -117,7 +117,7 @@ struct Inner {
 const GROUP_ID_BIT: u64 = 1 << 63;
 
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     inner: RwLock<Inner>,
 }
 
@@ -255,15 +255,6 @@ impl Router {
             Entry::One(_) => None,
         }
     }
-
-    /// Number of (filter, session) subscriptions, counting a shared group once.
-    pub fn len(&self) -> usize {
-        self.inner.read().trie.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Most Subscription Identifiers one PUBLISH carries. MQTT 5.0 asks for the identifier
@@ -271,7 +262,7 @@ impl Router {
 /// overlapping filters all match would turn each small message into kilobytes of
 /// identifiers: past this many, the rest are left out (a documented deviation). An
 /// identifier repeated by several subscriptions is carried once.
-pub const MAX_SUB_IDS_PER_DELIVERY: usize = 32;
+pub(crate) const MAX_SUB_IDS_PER_DELIVERY: usize = 32;
 
 thread_local! {
     /// Session ids of one message's targets, reused by every route on this thread.

@@ -77,6 +77,8 @@ impl std::error::Error for LogError {}
 #[derive(Debug, Default)]
 pub struct Recovery {
     pub records: usize,
+    /// Segment files read; only tests look.
+    #[cfg(test)]
     pub segments: usize,
     /// Bytes cut off the end of the last segment (a write torn by a crash), and where.
     pub torn: Option<(PathBuf, u64, u64)>,

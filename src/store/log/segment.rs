@@ -33,10 +33,11 @@ pub(super) fn recover(
         .map_err(|e| LogError(format!("cannot create {}: {e}", dir.display())))?;
     let lock = lock_dir(dir)?;
     let segments = list_segments(dir)?;
-    let mut recovery = Recovery {
-        segments: segments.len(),
-        ..Recovery::default()
-    };
+    let mut recovery = Recovery::default();
+    #[cfg(test)]
+    {
+        recovery.segments = segments.len();
+    }
     for (i, (_, path)) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         read_segment(path, last, &mut recovery, each)?;

@@ -5,6 +5,12 @@
 //! PUBLISH header is encoded into the buffer and the payload itself, the same [`Bytes`]
 //! every other subscriber's outbox holds, is queued as a segment of its own. A 1 MiB
 //! message fanned out to ten subscribers stays one 1 MiB allocation.
+//!
+//! The outbox is a connection's one outbound side: it is made at CONNACK knowing the
+//! client's protocol version, and `send.rs` has one method per packet the broker sends
+//! (PUBLISH with 5.0 topic aliases and the client's Maximum Packet Size, every
+//! acknowledgement, SUBACK, UNSUBACK, CONNACK, DISCONNECT), each written in that version.
+//! No caller chooses an encoder by version.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -19,8 +25,14 @@ use tokio::io::AsyncWrite;
 use crate::codec::{self, QoS};
 use crate::log_limit::{field, LogLimit};
 
-/// Payloads at least this large are shared with the outbox instead of copied into it.
-pub const SHARE_FROM: usize = 16 * 1024;
+mod send;
+
+pub use send::PeerV5;
+
+/// Payloads at least this large are written by reference (the message's own [`Bytes`]
+/// queued as a segment) instead of copied into the write buffer. (Not the publish
+/// handler's `COPY_PAYLOAD_ON_READ_BELOW`, which is about the read buffer.)
+pub const SHARE_PAYLOAD_ON_WRITE_FROM: usize = 16 * 1024;
 
 /// Encoding starts with this much room, so a burst does not grow the buffer step by step.
 const INITIAL: usize = 4096;
@@ -32,12 +44,12 @@ const MAX_SLICES: usize = 64;
 static UNEXPRESSIBLE: AtomicU64 = AtomicU64::new(0);
 
 /// How many deliveries were dropped because MQTT could not express their PUBLISH (see
-/// [`Outbox::publish`]).
+/// [`Outbox::publish`]). Read by tests only until a metrics reader exists.
+#[cfg(test)]
 pub fn unexpressible_dropped() -> u64 {
     UNEXPRESSIBLE.load(Ordering::Relaxed)
 }
 
-#[derive(Default)]
 pub struct Outbox {
     /// Frozen segments waiting to be written, in order, before `tail`. Boxed and
     /// allocated on the first large payload: most connections never have one.
@@ -47,6 +59,16 @@ pub struct Outbox {
     tail: BytesMut,
     /// Bytes in `segments`.
     segments_len: usize,
+    /// How to send to an MQTT 5.0 client (its aliases and limits); `None` for 3.1.1 and
+    /// 3.1. Set when the outbox is made and never changed: the connection's version.
+    v5: Option<Box<PeerV5>>,
+}
+
+/// An outbox for MQTT 3.1.1 (and 3.1), the version tests and a refusal default to.
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox::for_client(None)
+    }
 }
 
 impl Outbox {
@@ -67,16 +89,15 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Encodes a PUBLISH; a large payload is queued by reference, not copied.
+    /// Encodes an MQTT 3.1.1 PUBLISH; a large payload is queued by reference, not copied.
     ///
     /// Returns false, having written nothing, for a packet MQTT 3.1.1 cannot express (a
     /// topic that came as a 5.0 Topic Alias, with a payload near the 256 MiB maximum):
     /// writing the payload without its header would make the subscriber read payload
     /// bytes as packets. The caller drops that delivery for this subscriber; it is
     /// counted ([`unexpressible_dropped`]) and logged.
-    #[allow(clippy::too_many_arguments)]
     #[must_use]
-    pub fn publish(
+    fn write_publish_v311(
         &mut self,
         topic: &str,
         payload: &Bytes,
@@ -90,7 +111,7 @@ impl Outbox {
             return false;
         }
         let tail = self.buf();
-        if payload.len() < SHARE_FROM {
+        if payload.len() < SHARE_PAYLOAD_ON_WRITE_FROM {
             codec::encode_publish(tail, topic, payload, qos, pkid, retain, dup);
             return true;
         }
@@ -104,9 +125,9 @@ impl Outbox {
     /// caller checks [`codec::publish_v5_size`] first, so this is a second guard that
     /// never lets a payload go out without its header).
     #[must_use]
-    pub fn publish_v5(&mut self, p: &codec::PublishOut<'_>, payload: &Bytes) -> bool {
+    fn write_publish_v5(&mut self, p: &codec::PublishOut<'_>, payload: &Bytes) -> bool {
         let tail = self.buf();
-        let written = if payload.len() < SHARE_FROM {
+        let written = if payload.len() < SHARE_PAYLOAD_ON_WRITE_FROM {
             codec::encode_publish_v5(tail, p, payload)
         } else {
             let head = codec::encode_publish_header_v5(tail, p, payload.len());
@@ -220,10 +241,10 @@ mod tests {
 
     #[tokio::test]
     async fn large_payload_is_shared_not_copied_and_order_is_kept() {
-        let payload = Bytes::from(vec![7u8; SHARE_FROM * 2]);
+        let payload = Bytes::from(vec![7u8; SHARE_PAYLOAD_ON_WRITE_FROM * 2]);
         let mut out = Outbox::default();
         codec::encode_ack(out.buf(), codec::AckKind::PubAck, 1, 0, false);
-        assert!(out.publish("t", &payload, QoS::AtLeastOnce, 9, false, false));
+        assert!(out.write_publish_v311("t", &payload, QoS::AtLeastOnce, 9, false, false));
         codec::encode_ack(out.buf(), codec::AckKind::PubAck, 2, 0, false);
         // The queued segment is the very same allocation as the message's payload.
         assert!(out
@@ -254,15 +275,15 @@ mod tests {
 
     #[test]
     fn partial_writes_consume_across_segments() {
-        let payload = Bytes::from(vec![1u8; SHARE_FROM]);
+        let payload = Bytes::from(vec![1u8; SHARE_PAYLOAD_ON_WRITE_FROM]);
         let mut out = Outbox::default();
-        assert!(out.publish("a", &payload, QoS::AtMostOnce, 0, false, false));
+        assert!(out.write_publish_v311("a", &payload, QoS::AtMostOnce, 0, false, false));
         codec::encode_pingresp(out.buf());
         let total = out.len();
         out.consume(3);
         assert_eq!(out.len(), total - 3);
-        out.consume(SHARE_FROM);
-        assert_eq!(out.len(), total - 3 - SHARE_FROM);
+        out.consume(SHARE_PAYLOAD_ON_WRITE_FROM);
+        assert_eq!(out.len(), total - 3 - SHARE_PAYLOAD_ON_WRITE_FROM);
         out.consume(out.len());
         assert!(out.is_empty());
     }
@@ -285,10 +306,10 @@ mod tests {
         ));
         // The payload is never touched when it does not fit: a short one stands in
         // for its length through a topic that alone is too long.
-        let payload = Bytes::from(vec![0u8; SHARE_FROM]);
+        let payload = Bytes::from(vec![0u8; SHARE_PAYLOAD_ON_WRITE_FROM]);
         let before = unexpressible_dropped();
         let mut out = Outbox::default();
-        assert!(!out.publish(
+        assert!(!out.write_publish_v311(
             &"t".repeat(65_536),
             &payload,
             QoS::AtLeastOnce,
@@ -300,7 +321,7 @@ mod tests {
         assert!(out.segments.is_none(), "the payload was not queued");
         assert!(unexpressible_dropped() > before, "counted");
         // What fits is still written.
-        assert!(out.publish(&topic, &payload, QoS::AtLeastOnce, 1, false, false));
+        assert!(out.write_publish_v311(&topic, &payload, QoS::AtLeastOnce, 1, false, false));
         assert_eq!(out.len(), 1 + 3 + 2 + topic.len() + 2 + payload.len());
     }
 }

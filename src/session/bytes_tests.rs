@@ -1,5 +1,6 @@
-//! Unit tests of the session's byte accounting, its broker-to-client topic alias map and
-//! what it does with a PUBLISH its client's protocol cannot express.
+//! Unit tests of the session's byte accounting across its queue and its window (`fill`),
+//! and of what `fill` does with a PUBLISH its client's protocol cannot express. (The
+//! broker-to-client topic alias map's test is with the outbox, which now keeps the map.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
+use crate::codec;
 use crate::codec::MessageProps;
+use crate::config::QueueFull;
 use crate::message::Message;
 use crate::store::MemoryStore;
 
@@ -26,13 +29,7 @@ fn limits(max_queued_bytes: usize) -> Arc<Limits> {
 /// connection's writer does once the client is connected.
 fn fill_all(st: &mut SessionState, s: &Session) -> crate::outbox::Outbox {
     let mut out = crate::outbox::Outbox::default();
-    st.fill(
-        &mut out,
-        usize::MAX,
-        Instant::now(),
-        s.store_handle(&MemoryStore),
-        None,
-    );
+    st.fill(&mut out, usize::MAX, Instant::now(), s.store_handle(), None);
     out
 }
 
@@ -54,23 +51,14 @@ fn message(topic: String, payload: Bytes, user_props: usize) -> SharedMessage {
 
 fn deliver(s: &Session, msg: &SharedMessage, extra: Option<Box<DeliveryProps>>) -> Delivery {
     let mut stored = StoreOutcome::default();
-    s.deliver(
-        msg,
-        QoS::AtLeastOnce,
-        false,
-        extra,
-        None,
-        None,
-        &MemoryStore,
-        &mut stored,
-    )
+    s.deliver(msg, QoS::AtLeastOnce, false, extra, None, None, &mut stored)
 }
 
 #[test]
 fn max_queued_bytes_counts_properties_subscription_ids_and_overhead() {
     // Each message: 1,000 empty user properties (5,000 wire bytes) and a 1-byte payload.
     // Counted as topic + payload alone, a 256 KiB limit would take tens of thousands.
-    let s = Session::new(1, "c".into(), limits(256 * 1024));
+    let s = Session::new(1, "c".into(), limits(256 * 1024), Arc::new(MemoryStore));
     let msg = message("t".into(), Bytes::from_static(b"x"), 1000);
     let extra = || DeliveryProps::boxed(vec![1, 2, 3], None);
     let one = Queued::bytes_of(&msg, extra().as_deref());
@@ -95,45 +83,13 @@ fn max_queued_bytes_counts_properties_subscription_ids_and_overhead() {
 }
 
 #[test]
-fn broker_to_client_aliases_stop_at_the_maximum_and_the_byte_bound() {
-    // A client allowing 65,535 aliases, sent thousands of distinct 1,000-byte topics.
-    let mut peer = PeerV5::new(65535, None, 65535);
-    let mut aliased = 0;
-    for i in 0..5000 {
-        let topic = format!("{i:0>1000}");
-        if let (Some(alias), true) = peer.alias_for(&topic) {
-            peer.set_alias(&topic, alias);
-            aliased += 1;
-        }
-    }
-    let (count, bytes) = peer.alias_usage();
-    assert_eq!(count, aliased);
-    assert_eq!(count, MAX_ALIAS_TOPIC_BYTES / 1000);
-    assert!(bytes <= MAX_ALIAS_TOPIC_BYTES);
-    // An aliased topic keeps its alias; the topic is not sent again.
-    let first = format!("{:0>1000}", 0);
-    assert_eq!(peer.alias_for(&first), (Some(1), false));
-
-    // The count bound: the maximum given (the client's, lowered to
-    // max_topic_alias_broker by the CONNECT handler).
-    let mut peer = PeerV5::new(65535, None, 3);
-    for i in 0..10 {
-        let topic = format!("t/{i}");
-        if let (Some(alias), true) = peer.alias_for(&topic) {
-            peer.set_alias(&topic, alias);
-        }
-    }
-    assert_eq!(peer.alias_usage(), (3, 9));
-}
-
-#[test]
 fn mqtt_2_2_3_publish_311_cannot_express_is_dropped_and_frees_its_slot() {
     // A 65,535-byte topic (as a 5.0 Topic Alias can bring) with a payload that filled
     // the publisher's 256 MiB packet: the 3.1.1 PUBLISH would be longer than MQTT's
     // maximum. (The zeroed payload is never touched, so it costs no memory.)
     let topic = "t".repeat(65_535);
     let payload = Bytes::from(vec![0u8; 268_435_455 - 2 - 3]);
-    let s = Session::new(1, "c".into(), limits(0));
+    let s = Session::new(1, "c".into(), limits(0), Arc::new(MemoryStore));
     let big = message(topic, payload, 0);
     let small = message("ok".into(), Bytes::from_static(b"fine"), 0);
     assert_eq!(deliver(&s, &big, None), Delivery::Queued);

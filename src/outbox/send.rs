@@ -1,0 +1,265 @@
+//! What a connection sends, one method per packet (as Mosquitto keeps send_*.c apart),
+//! each written in the client's protocol version, which the outbox was made with at
+//! CONNACK. For a 5.0 client the outbox also keeps what sending to it takes: the
+//! broker-to-client topic aliases it set and the client's Maximum Packet Size.
+//!
+//! The version costs the hot path one branch on an `Option` per PUBLISH, as the
+//! `Option<&mut PeerV5>` it was passed before did: no allocation, no dynamic dispatch.
+
+use std::time::Instant;
+
+use super::Outbox;
+use crate::codec::reason::{self, v311};
+use crate::codec::{self, Ack, AckKind, ConnackProps, ProtocolVersion, QoS};
+use crate::log_limit::{field, LogLimit};
+use crate::message::Message;
+
+/// How to send to an MQTT 5.0 client, from its CONNECT; kept by its [`Outbox`].
+#[derive(Debug)]
+pub struct PeerV5 {
+    /// The client's Maximum Packet Size: larger PUBLISHes are dropped for it
+    /// [MQTT-3.1.2-25].
+    pub max_packet_size: Option<u32>,
+    /// How many aliases the broker sets: the client's Topic Alias Maximum
+    /// [MQTT-3.1.2-26], lowered to `max_topic_alias_broker` by the caller.
+    pub topic_alias_max: u16,
+    /// Aliases set on this connection, by topic. At most `topic_alias_max` entries
+    /// holding at most [`MAX_ALIAS_TOPIC_BYTES`] of topics: the connection keeps them
+    /// for its whole life.
+    aliases: std::collections::HashMap<Box<str>, u16>,
+    /// Bytes of the topics in `aliases`.
+    alias_bytes: usize,
+}
+
+/// Most bytes of topic names one connection's broker-to-client alias map holds: enough
+/// for every alias a client may have with topics of a realistic length, and a bound on
+/// what a client asking for many aliases on long topics makes the broker keep.
+pub const MAX_ALIAS_TOPIC_BYTES: usize = 64 * 1024;
+
+impl PeerV5 {
+    pub fn new(max_packet_size: Option<u32>, topic_alias_max: u16) -> PeerV5 {
+        PeerV5 {
+            max_packet_size,
+            topic_alias_max,
+            aliases: Default::default(),
+            alias_bytes: 0,
+        }
+    }
+
+    /// The alias to send `topic` with, and whether the topic itself must be sent too
+    /// (the first time, which sets the alias: see [`PeerV5::set_alias`]). Aliases are
+    /// handed out until the maximum or [`MAX_ALIAS_TOPIC_BYTES`] is reached; later
+    /// topics go without (an alias is never re-assigned: no bookkeeping per message).
+    fn alias_for(&self, topic: &str) -> (Option<u16>, bool) {
+        if self.topic_alias_max == 0 {
+            return (None, true);
+        }
+        if let Some(alias) = self.aliases.get(topic) {
+            return (Some(*alias), false);
+        }
+        if self.alias_bytes + topic.len() > MAX_ALIAS_TOPIC_BYTES {
+            return (None, true);
+        }
+        match u16::try_from(self.aliases.len() + 1) {
+            Ok(alias) if alias <= self.topic_alias_max => (Some(alias), true),
+            _ => (None, true),
+        }
+    }
+
+    /// Records an alias once the PUBLISH that sets it is written.
+    fn set_alias(&mut self, topic: &str, alias: u16) {
+        if self.aliases.insert(topic.into(), alias).is_none() {
+            self.alias_bytes += topic.len();
+        }
+    }
+
+    /// Topic aliases set on this connection, and the bytes of their topics.
+    #[cfg(test)]
+    pub fn alias_usage(&self) -> (usize, usize) {
+        (self.aliases.len(), self.alias_bytes)
+    }
+}
+
+impl Outbox {
+    /// The outbox of a connection whose CONNECT was accepted: MQTT 5.0 when `v5` is
+    /// given (from the client's CONNECT), 3.1.1 or 3.1 otherwise.
+    pub fn for_client(v5: Option<Box<PeerV5>>) -> Outbox {
+        Outbox {
+            segments: None,
+            tail: bytes::BytesMut::new(),
+            segments_len: 0,
+            v5,
+        }
+    }
+
+    /// The outbox of a refused CONNECT, in its version if it was read that far.
+    pub fn for_refusal(version: Option<ProtocolVersion>) -> Outbox {
+        let v5 = (version == Some(ProtocolVersion::V5)).then(|| Box::new(PeerV5::new(None, 0)));
+        Outbox::for_client(v5)
+    }
+
+    pub fn is_v5(&self) -> bool {
+        self.v5.is_some()
+    }
+
+    /// What sending to this 5.0 client keeps (its aliases); `None` for 3.1.1.
+    #[cfg(test)]
+    pub fn peer_v5(&self) -> Option<&PeerV5> {
+        self.v5.as_deref()
+    }
+
+    /// Writes one PUBLISH of `msg`. For a 5.0 client: the message's properties, its
+    /// remaining expiry, the subscription identifiers and a topic alias where the client
+    /// accepts them. Returns false, having written nothing, when the client cannot be
+    /// sent it: larger than its Maximum Packet Size [MQTT-3.1.2-25], or a packet its
+    /// protocol cannot express (see [`Outbox::write_publish_v311`]); the caller drops
+    /// that delivery.
+    #[allow(clippy::too_many_arguments)]
+    #[must_use]
+    pub fn publish(
+        &mut self,
+        msg: &Message,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+        dup: bool,
+        sub_ids: &[u32],
+        now: Instant,
+    ) -> bool {
+        let Some(peer) = self.v5.as_deref() else {
+            return self.write_publish_v311(&msg.topic, &msg.payload, qos, pkid, retain, dup);
+        };
+        let mut p = codec::PublishOut {
+            topic: &msg.topic,
+            qos,
+            retain,
+            dup,
+            pkid,
+            topic_alias: None,
+            props: msg.props.as_deref(),
+            message_expiry: msg.remaining_expiry(now),
+            subscription_ids: sub_ids,
+        };
+        // The alias goes into the size: setting one adds a property, using one drops the topic.
+        let (alias, with_topic) = peer.alias_for(&msg.topic);
+        p.topic_alias = alias;
+        if !with_topic {
+            p.topic = "";
+        }
+        // `usize::MAX` when the packet cannot be expressed at all (the properties pushed it
+        // over MQTT's limit): never written, whatever the client accepts.
+        let max = peer.max_packet_size.map_or(usize::MAX - 1, |m| m as usize);
+        let mut size = codec::publish_v5_size(&p, msg.payload.len());
+        if size > max && alias.is_some() {
+            // The alias property can be what tips it over: try the plain topic.
+            p.topic = &msg.topic;
+            p.topic_alias = None;
+            size = codec::publish_v5_size(&p, msg.payload.len());
+        }
+        if size > max {
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::debug!(
+                    topic = ?field(&msg.topic),
+                    size,
+                    max,
+                    suppressed,
+                    "message larger than the client's Maximum Packet Size, not sent"
+                );
+            }
+            return false;
+        }
+        if !self.write_publish_v5(&p, &msg.payload) {
+            return false;
+        }
+        if let (Some(alias), true, Some(peer)) = (p.topic_alias, with_topic, self.v5.as_deref_mut())
+        {
+            peer.set_alias(&msg.topic, alias);
+        }
+        true
+    }
+
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP; the reason code goes to a 5.0 client only.
+    pub fn ack(&mut self, kind: AckKind, ack: Ack) {
+        let v5 = self.is_v5();
+        codec::encode_ack(self.buf(), kind, ack.pkid, ack.reason, v5);
+    }
+
+    /// SUBACK with one code per filter: 5.0 reason codes, or 3.1.1's granted QoS / 0x80.
+    pub fn suback(&mut self, pkid: u16, codes: &[u8]) {
+        if self.is_v5() {
+            codec::encode_suback_v5(self.buf(), pkid, codes, None);
+        } else {
+            codec::encode_suback(self.buf(), pkid, codes);
+        }
+    }
+
+    /// UNSUBACK; 5.0 says per filter whether there was a subscription [MQTT-3.11.3-1],
+    /// 3.1.1 has no codes.
+    pub fn unsuback(&mut self, pkid: u16, codes: &[u8]) {
+        if self.is_v5() {
+            codec::encode_unsuback_v5(self.buf(), pkid, codes, None);
+        } else {
+            codec::encode_unsuback(self.buf(), pkid);
+        }
+    }
+
+    /// The accepting CONNACK. A 5.0 client gets `props`, or, if its Maximum Packet Size
+    /// cannot take them, none but the one it must have (an assigned id)
+    /// [MQTT-3.1.2-24]; a 3.1.1 client has no properties.
+    pub fn connack(&mut self, session_present: bool, props: ConnackProps) {
+        let Some(limit) = self.v5.as_ref().map(|p| p.max_packet_size) else {
+            codec::encode_connack(self.buf(), session_present, v311::ACCEPTED);
+            return;
+        };
+        let limit = limit.map_or(usize::MAX, |m| m as usize);
+        let buf = self.buf();
+        let start = buf.len();
+        codec::encode_connack_v5_props(buf, session_present, reason::SUCCESS, &props);
+        if buf.len() - start > limit {
+            buf.truncate(start);
+            let bare = ConnackProps {
+                assigned_client_id: props.assigned_client_id,
+                ..ConnackProps::default()
+            };
+            codec::encode_connack_v5_props(buf, session_present, reason::SUCCESS, &bare);
+        }
+    }
+
+    /// A refusing CONNACK. `code` is a 3.1.1 return code, or a 5.0 reason code (0x80 or
+    /// more) for a refusal 3.1.1 has no code of its own for; a 5.0 client gets 5.0's
+    /// reason code for the same refusal.
+    pub fn connack_refused(&mut self, code: u8) {
+        if !self.is_v5() {
+            codec::encode_connack(self.buf(), false, code);
+            return;
+        }
+        let reason = match code {
+            v311::UNSUPPORTED_PROTOCOL_VERSION => 0x84,
+            v311::IDENTIFIER_REJECTED => 0x85,
+            v311::SERVER_UNAVAILABLE => 0x89,
+            v311::BAD_USERNAME_OR_PASSWORD => 0x86,
+            v311::NOT_AUTHORIZED => 0x87,
+            // Already a 5.0 reason code (e.g. 0x8C bad authentication method).
+            code if code >= 0x80 => code,
+            _ => 0x80,
+        };
+        codec::encode_connack_v5(self.buf(), false, reason);
+    }
+
+    /// The DISCONNECT the server closes a 5.0 connection with [MQTT-3.14.0-1]; 3.1.1 has
+    /// no server DISCONNECT, so nothing is written for it.
+    pub fn disconnect(&mut self, reason: u8) {
+        if self.is_v5() {
+            codec::encode_disconnect_v5(self.buf(), reason, None);
+        }
+    }
+
+    pub fn pingresp(&mut self) {
+        codec::encode_pingresp(self.buf());
+    }
+}
+
+#[cfg(test)]
+#[path = "send_tests.rs"]
+mod tests;

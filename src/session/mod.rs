@@ -1,0 +1,332 @@
+//! A client's session: what outlives a single network connection.
+//!
+//! The session holds the client's subscriptions, the queue of messages waiting to be sent,
+//! the inflight window of QoS 1/2 messages sent but not yet acknowledged, and the packet
+//! ids of QoS 2 messages received but not yet released. Publishers push into the queue
+//! from their own tasks ([`Session::deliver`]); the connection attached to the session
+//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Notify`] links the
+//! two, so an idle subscriber costs no task wake-ups at all.
+//!
+//! One file per state machine: this one holds the [`Session`] and its state, the store
+//! handle and what a delivery comes to; `queue.rs` the queue, its limits and drop
+//! policies and shared-subscription hand-over; `inflight.rs` the outgoing window, packet
+//! ids, retry and acknowledgements; `qos2.rs` incoming QoS 2; `timers.rs` keep-alive,
+//! retry timing, expiry and the pending will. The packets themselves are written by the
+//! connection's outbox, which knows the client's protocol version.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::auth::{Access, AclFile};
+use crate::codec::QoS;
+use crate::config::QueueFull;
+use crate::message::{DeliveryProps, SharedMessage};
+use crate::store::{Commit, SessionId, Store, StoreEvent, StoreOutcome, Waker};
+use crate::subscriptions::Subscriptions;
+
+/// Queue and window limits of one session, taken from the config and the listener the
+/// client last connected through.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_inflight: usize,
+    /// 0 = unlimited.
+    pub max_queued_messages: usize,
+    /// 0 = unlimited.
+    pub max_queued_bytes: usize,
+    pub queue_qos0: bool,
+    pub queue_full: QueueFull,
+    pub drop_log_interval: Duration,
+}
+
+/// Where a session's durable changes go: the broker's store, under the session's number.
+/// Only persistent sessions record anything, and only with a durable store.
+#[derive(Clone, Copy)]
+pub struct StoreHandle<'a> {
+    pub store: &'a dyn Store,
+    pub session: SessionId,
+    /// For ACL checks and log lines.
+    pub client_id: &'a str,
+}
+
+impl StoreHandle<'_> {
+    /// Records that a stored queue entry left the session.
+    fn removed(&self, item: &Queued) {
+        if item.in_store {
+            let _ = self.store.record(StoreEvent::Removed {
+                session: self.session,
+                seq: item.seq,
+            });
+        }
+    }
+}
+
+/// The attached connection's hold on its session (the one permit of
+/// [`Session::attach`]), given back when the connection is done.
+pub struct AttachPermit(pub Arc<Session>);
+
+impl Drop for AttachPermit {
+    fn drop(&mut self) {
+        self.0.attach.add_permits(1);
+    }
+}
+
+/// What happened to a message offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Not queued: QoS 0 for an offline client (unless `queue_qos0_messages`).
+    Skipped,
+    /// Not queued, or another message was dropped for it: the queue was full.
+    Dropped,
+    /// Queued beyond the limit under `queue_full = "backpressure"`: the publisher must
+    /// withhold its acknowledgement until [`SessionState::has_room`].
+    OverLimit,
+}
+
+pub struct SessionState {
+    /// Set by the connection that owns the session now; the session ends with it.
+    pub clean: bool,
+    /// Bumped by every CONNECT that claims this client id; a connection whose generation is
+    /// no longer current has been taken over.
+    pub generation: u64,
+    /// A connection is attached (the client is online).
+    pub connected: bool,
+    /// Sessions of publishers withholding an acknowledgement until this queue has room:
+    /// woken when it has.
+    pub space_waiters: Vec<Arc<Session>>,
+    /// Shared by every session of the listener the client connected through.
+    pub limits: Arc<Limits>,
+    /// The session's owner: the verified identity (username checked against the password
+    /// file, or certificate identity under `use_identity_as_username`) it was created by,
+    /// `None` for an anonymous client. Only the owner may claim the session again (see
+    /// [`crate::broker::Broker::attach`]); its ACL read rights govern what the session is
+    /// sent, online and offline. StoreOutcome with the session.
+    pub username: Option<Arc<str>>,
+    /// Session Expiry Interval, seconds: 0 ends the session with the connection,
+    /// `u32::MAX` never.
+    pub expiry: u32,
+    /// The attached MQTT 5.0 client's Receive Maximum: the inflight window never exceeds
+    /// it [MQTT-3.3.4-7]. `None` for 3.1.1 and 3.1. (How to write to the client, its
+    /// version, aliases and Maximum Packet Size, is the connection's [`Outbox`]'s.)
+    ///
+    /// [`Outbox`]: crate::outbox::Outbox
+    pub receive_maximum: Option<u16>,
+    /// When an offline session ends, and a will held back by its Will Delay Interval.
+    /// Boxed and allocated only while there is one: most sessions never have either.
+    pending: Option<Box<Pending>>,
+    pub timers: Timers,
+    pub subscriptions: Subscriptions,
+    pub queue: VecDeque<Queued>,
+    pub queued_bytes: usize,
+    /// By packet id; `item.seq` gives the send order for retransmission.
+    pub inflight: BTreeMap<u16, Inflight>,
+    /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
+    /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
+    /// Boxed and allocated on first use: most sessions never receive QoS 2, and the box
+    /// costs every session 8 bytes where the set itself would cost 48.
+    #[allow(clippy::box_collection)]
+    incoming_qos2: Option<Box<HashSet<u16>>>,
+    /// Some inflight messages were sent on an earlier connection and are due again.
+    resend_due: bool,
+    /// StoreOutcome QoS 2 messages given a packet id are not written before that id is on disk
+    /// (see [`SessionState::fill`]): the store commit they wait for, 0 for none.
+    held: Commit,
+    next_pkid: u16,
+    next_seq: u64,
+    /// Allocated on the first drop: most sessions never drop anything.
+    drops: Option<Box<Drops>>,
+}
+
+pub struct Session {
+    /// Unique per session object, used as the subscriber key in the router, and the
+    /// session's number in the durable store (kept across restarts).
+    pub id: SessionId,
+    /// Shared with the broker's sessions-by-client-id map.
+    pub client_id: Arc<str>,
+    pub state: Mutex<SessionState>,
+    /// Wakes the attached connection: something was queued, a publisher it withholds an
+    /// acknowledgement for may go on, the session was taken over, or the broker is
+    /// shutting down. One [`Notify`] for all of these keeps an idle connection small.
+    pub wake: Notify,
+    /// Held by the attached connection for its whole life, so that a take-over waits until
+    /// the previous connection has let go of the session before using it.
+    pub attach: tokio::sync::Semaphore,
+    /// Where its durable changes go (see [`StoreHandle`]): the broker's store, held here
+    /// so that whoever has the session can record its changes without the broker.
+    store: Arc<dyn Store>,
+}
+
+impl Session {
+    pub fn new(
+        id: u64,
+        client_id: Arc<str>,
+        limits: Arc<Limits>,
+        store: Arc<dyn Store>,
+    ) -> Session {
+        // Counted towards `memory_limit` while it exists (see `Drop`).
+        crate::memory::charge(crate::memory::SESSION_BYTES + client_id.len());
+        Session {
+            id,
+            client_id,
+            state: Mutex::new(SessionState {
+                clean: true,
+                generation: 0,
+                connected: false,
+                space_waiters: Vec::new(),
+                limits,
+                username: None,
+                expiry: 0,
+                receive_maximum: None,
+                pending: None,
+                timers: Timers::new(None, None),
+                subscriptions: Subscriptions::default(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: BTreeMap::new(),
+                incoming_qos2: None,
+                resend_due: false,
+                held: 0,
+                next_pkid: 0,
+                next_seq: 0,
+                drops: None,
+            }),
+            wake: Notify::new(),
+            attach: tokio::sync::Semaphore::new(1),
+            store,
+        }
+    }
+
+    /// Offers a message to this session's queue and wakes its connection. When the queue
+    /// is over its limit under backpressure, `publisher` is registered, under the same
+    /// lock, to be woken once the queue has room.
+    /// With a durable store, a QoS 1/2 message for a persistent session is stored under
+    /// the session's lock (so that its removal, recorded under the same lock, cannot come
+    /// first), and `stored` learns the commit the publisher's acknowledgement waits for.
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
+        stored: &mut StoreOutcome,
+    ) -> Delivery {
+        let outcome = {
+            let mut st = self.state.lock();
+            if let Some(acl) = acl {
+                if !acl.check(
+                    &self.client_id,
+                    st.username.as_deref(),
+                    &msg.topic,
+                    Access::Read,
+                ) {
+                    return Delivery::Skipped;
+                }
+            }
+            let handle = self.store_handle();
+            let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
+            match (outcome, publisher) {
+                (Delivery::Dropped, _) => st.report_drop(&self.client_id),
+                (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
+                _ => {}
+            }
+            outcome
+        };
+        if matches!(outcome, Delivery::Queued | Delivery::OverLimit) {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+
+    /// Queues retained messages for a new subscription, under the queue limits and
+    /// `queue_full` policy like any other delivery: otherwise one SUBSCRIBE of `#` (or of
+    /// many overlapping filters) would queue the whole retained store, as often as it
+    /// likes. Under `backpressure` there is no publisher whose acknowledgement could be
+    /// withheld, so the excess is dropped as with `drop_new`. Drops are counted and
+    /// logged like the others. Returns how many were dropped.
+    pub fn deliver_retained(&self, msgs: &[(SharedMessage, QoS)], sub_id: Option<u32>) -> usize {
+        if msgs.is_empty() {
+            return 0;
+        }
+        let mut dropped = 0;
+        {
+            let mut st = self.state.lock();
+            let mut stored = StoreOutcome::default();
+            for (msg, qos) in msgs {
+                let extra = DeliveryProps::boxed(sub_id.into_iter().collect(), None);
+                let outcome = st.enqueue(
+                    msg,
+                    *qos,
+                    true,
+                    extra,
+                    true,
+                    self.store_handle(),
+                    &mut stored,
+                );
+                if outcome == Delivery::Dropped {
+                    dropped += 1;
+                    st.report_drop(&self.client_id);
+                }
+            }
+        }
+        self.wake.notify_one();
+        dropped
+    }
+
+    /// What the store runs to wake this session's connection once a commit it waits for
+    /// is durable.
+    pub fn waker(self: &Arc<Session>) -> Waker {
+        let me = self.clone();
+        Box::new(move || me.wake.notify_one())
+    }
+
+    /// This session's way to the store.
+    pub fn store_handle(&self) -> StoreHandle<'_> {
+        StoreHandle {
+            store: &*self.store,
+            session: self.id,
+            client_id: &self.client_id,
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        crate::memory::release(crate::memory::SESSION_BYTES + self.client_id.len());
+    }
+}
+
+impl SessionState {
+    /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state.
+    pub fn reset(&mut self) {
+        self.subscriptions.clear();
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.inflight.clear();
+        self.held = 0;
+        self.incoming_qos2 = None;
+    }
+}
+
+mod inflight;
+mod qos2;
+mod queue;
+#[cfg(test)]
+mod test_support;
+mod timers;
+
+pub use inflight::{Inflight, InflightState};
+use queue::Drops;
+pub use queue::Queued;
+use timers::Pending;
+pub use timers::{PendingWill, Timers};
+
+#[cfg(test)]
+#[path = "bytes_tests.rs"]
+mod bytes_tests;
