@@ -208,7 +208,7 @@ pub fn show_user(username: &str) -> String {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
 
     /// [`try_hash_password`] for the tests, which have a working random number generator.

@@ -571,7 +571,7 @@ fn upgrade_entries(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
     use midge::auth::password::PasswordFile;

@@ -372,7 +372,7 @@ impl Drop for Log {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
