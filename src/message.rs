@@ -99,7 +99,7 @@ impl Message {
 
     /// Every byte this message holds: the shared allocation (counts included), topic,
     /// payload and MQTT 5.0 properties at their stored size. Part of
-    /// [`crate::session::Queued::held_bytes`].
+    /// the session queue's `Queued::held_bytes`.
     pub fn held_bytes(&self) -> usize {
         // An `Arc` allocation is the value plus its two counts.
         std::mem::size_of::<Message>()

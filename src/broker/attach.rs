@@ -319,7 +319,7 @@ impl Broker {
                         acl.as_deref(),
                         &mut stored,
                     );
-                    // StoreOutcome for the new member first: a crash in between duplicates the
+                    // Stored for the new member first: a crash in between duplicates the
                     // message rather than losing it.
                     if item.in_store {
                         let _ = self.store.record(StoreEvent::Removed {

@@ -103,8 +103,8 @@ pub struct SessionState {
     /// The session's owner: the verified identity (username checked against the password
     /// file, or certificate identity under `use_identity_as_username`) it was created by,
     /// `None` for an anonymous client. Only the owner may claim the session again (see
-    /// [`crate::broker::Broker::attach`]); its ACL read rights govern what the session is
-    /// sent, online and offline. StoreOutcome with the session.
+    /// the broker's `attach`); its ACL read rights govern what the session is
+    /// sent, online and offline. Stored with the session.
     pub username: Option<Arc<str>>,
     /// Session Expiry Interval, seconds: 0 ends the session with the connection,
     /// `u32::MAX` never.
@@ -132,7 +132,7 @@ pub struct SessionState {
     incoming_qos2: Option<Box<HashSet<u16>>>,
     /// Some inflight messages were sent on an earlier connection and are due again.
     resend_due: bool,
-    /// StoreOutcome QoS 2 messages given a packet id are not written before that id is on disk
+    /// Stored QoS 2 messages given a packet id are not written before that id is on disk
     /// (see [`SessionState::fill`]): the store commit they wait for, 0 for none.
     held: Commit,
     next_pkid: u16,

@@ -27,7 +27,7 @@ pub use log::{Commit, Waker};
 pub use record::SessionId;
 
 /// A change to durable state. Events about clean sessions are never reported. A session is
-/// named by its number ([`crate::session::Session::id`]); only `SessionOpened` carries
+/// named by its number (the session's `id`); only `SessionOpened` carries
 /// its client id.
 #[derive(Debug)]
 pub enum StoreEvent<'a> {
@@ -35,7 +35,7 @@ pub enum StoreEvent<'a> {
     SessionOpened {
         session: SessionId,
         client_id: &'a str,
-        /// The identity it is bound to (see [`crate::session::SessionState::username`]).
+        /// The identity it is bound to (the session's `username`).
         owner: Option<&'a str>,
         expiry: u32,
     },
