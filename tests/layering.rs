@@ -1,7 +1,8 @@
 //! The module graph points one way: every `crate::...` path in src/ names a module on the
 //! same layer or a lower one (docs/DESIGN.md, "Layers"). This test reads the sources
 //! (no external tools) and fails naming file, line and import for each path that
-//! reaches up. Test code is exempt: `#[cfg(test)]` items and the test-only files
+//! reaches up; an intra-doc link (``[`crate::x`]``) in a doc comment counts too. Test
+//! code is exempt: `#[cfg(test)]` items and the test-only files
 //! (`*_tests.rs`, `src/codec/tests/`, `src/testing.rs`) may reach anywhere.
 //!
 //! Every top-level module must be placed in `LAYERS`, so a new one is placed on purpose.
@@ -260,6 +261,25 @@ fn violations(file: &str, module: &str, text: &str) -> Vec<String> {
             }
         }
     }
+    // An intra-doc link is a reference too (rustdoc resolves it): a doc comment may
+    // mention a module above in words, but not link to it.
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if !(trimmed.starts_with("///") || trimmed.starts_with("//!")) {
+            continue;
+        }
+        for (i, _) in line.match_indices("[`crate::") {
+            let Some((target, path)) = crate_paths(&line[i + 2..]).into_iter().next() else {
+                continue;
+            };
+            if target != module && layer_of(&target).is_some_and(|layer| layer < own) {
+                found.push(format!(
+                    "{file}:{}: `{module}` links to `{path}` in a doc comment, a layer above it",
+                    n + 1
+                ));
+            }
+        }
+    }
     found
 }
 
@@ -309,6 +329,7 @@ fn every_import_points_down() {
 #[test]
 fn an_upward_import_is_named_with_file_and_line() {
     let text = "//! crate::handlers in a comment is fine\n\
+                /// but not a link: [`crate::server::run`]\n\
                 use crate::codec::QoS;\n\
                 use crate::{router::Target, handlers::publish};\n\
                 fn f() { let _ = \"crate::server\"; crate::connection::serve(); }\n\
@@ -317,8 +338,9 @@ fn an_upward_import_is_named_with_file_and_line() {
     assert_eq!(
         found,
         [
-            "src/broker/x.rs:3: `broker` imports `crate::handlers::publish`, from a layer above it",
-            "src/broker/x.rs:4: `broker` imports `crate::connection::serve`, from a layer above it",
+            "src/broker/x.rs:4: `broker` imports `crate::handlers::publish`, from a layer above it",
+            "src/broker/x.rs:5: `broker` imports `crate::connection::serve`, from a layer above it",
+            "src/broker/x.rs:2: `broker` links to `crate::server::run` in a doc comment, a layer above it",
         ]
     );
 }
