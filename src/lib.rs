@@ -21,6 +21,7 @@ pub(crate) mod linger;
 pub(crate) mod log_limit;
 pub(crate) mod memory;
 pub(crate) mod message;
+pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod retain;
 pub mod router;

@@ -322,7 +322,6 @@ impl<V> RetainTree<V> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -42,6 +42,8 @@ const LAYERS: &[&[&str]] = &[
     &["topic"],
     &["log_limit"],
     &["memory"],
+    // Event counters, histograms and listener gauges for `$SYS` and `/metrics`.
+    &["metrics"],
     &["linger"],
 ];
 

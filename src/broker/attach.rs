@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::{min_qos, wake_all, Broker};
 use crate::log_limit::field;
 use crate::message::DeliveryProps;
-use crate::session::{AttachPermit, Limits, Session, Timers};
+use crate::session::{AttachPermit, Limits, Peer, Session, Timers};
 use crate::store::{StoreEvent, StoreOutcome};
 
 /// Undoes a claim whose attach was abandoned before it completed (see
@@ -41,6 +41,8 @@ pub struct AttachRequest {
     pub timers: Timers,
     /// An MQTT 5.0 client's Receive Maximum; `None` for 3.1.1 and 3.1.
     pub receive_maximum: Option<u16>,
+    /// The connection, as the operator's view shows it.
+    pub peer: Peer,
 }
 
 /// Why [`Broker::attach`] gave a CONNECT no session.
@@ -90,6 +92,7 @@ impl Broker {
             limits,
             timers,
             receive_maximum,
+            peer,
         } = request;
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
@@ -132,7 +135,12 @@ impl Broker {
                 session.wake.notify_one();
             }
             // After `connected` is set: see `detach`.
-            self.online.lock().insert(session.id, session.clone());
+            {
+                let mut online = self.online.lock();
+                online.insert(session.id, session.clone());
+                self.max_connected
+                    .fetch_max(online.len(), Ordering::Relaxed);
+            }
             (session, generation, existed)
         };
 
@@ -191,6 +199,7 @@ impl Broker {
             st.expiry = expiry;
             self.set_expiry(&session, &mut st, None);
             st.receive_maximum = receive_maximum;
+            st.peer = Some(peer);
             st.limits = limits;
             st.timers = timers;
             st.mark_inflight_unsent();

@@ -13,6 +13,7 @@
 
 mod attach;
 mod keep_alive;
+mod observe;
 mod publish;
 mod restore;
 mod session_expiry;
@@ -21,6 +22,7 @@ mod sweep;
 mod will_delay;
 
 pub use attach::{AttachRequest, Refused};
+pub use observe::{ClientInfo, ClientPage, Overview, QueueDepth};
 pub use publish::Published;
 
 use std::collections::HashMap;
@@ -86,6 +88,10 @@ pub struct Broker {
     retained: RwLock<RetainTree<SharedMessage>>,
     store: Arc<dyn Store>,
     stats: Stats,
+    /// When the broker started, for `uptime`.
+    started: std::time::Instant,
+    /// The most clients connected at once since start.
+    max_connected: AtomicUsize,
     next_session_id: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -106,6 +112,8 @@ impl Broker {
             retained: RwLock::new(RetainTree::default()),
             store,
             stats: Stats::default(),
+            started: std::time::Instant::now(),
+            max_connected: AtomicUsize::new(0),
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
@@ -123,6 +131,11 @@ impl Broker {
     /// Counters, for logs now and `$SYS`/metrics later.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The durable store's health, `None` when state is kept in memory only.
+    pub fn store_stats(&self) -> Option<crate::store::StoreStats> {
+        self.store.stats()
     }
 
     /// Whether `commit` is on disk and was not lost: what may be acknowledged.

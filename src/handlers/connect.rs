@@ -13,7 +13,7 @@ use crate::codec::{ConnackProps, Connect, ProtocolVersion};
 use crate::log_limit::{self, field, LogLimit};
 use crate::outbox::Outbox;
 use crate::outbox::PeerV5;
-use crate::session::Timers;
+use crate::session::{Peer, Timers};
 use crate::topic;
 
 pub use crate::codec::reason::v311::{
@@ -195,6 +195,11 @@ pub async fn handle(
             }),
         });
     }
+    let level = match connect.version {
+        ProtocolVersion::V31 => 3,
+        ProtocolVersion::V311 => 4,
+        ProtocolVersion::V5 => 5,
+    };
     let attached = broker
         .attach(
             &client_id,
@@ -205,6 +210,11 @@ pub async fn handle(
                 limits: incoming.listener.limits.clone(),
                 timers: Timers::new(keep_alive, retry),
                 receive_maximum,
+                peer: Peer {
+                    address: peer,
+                    protocol: level,
+                    keep_alive: keep_alive_secs,
+                },
             },
         )
         .await;
@@ -233,11 +243,6 @@ pub async fn handle(
         }
     };
 
-    let level = match connect.version {
-        ProtocolVersion::V31 => 3,
-        ProtocolVersion::V311 => 4,
-        ProtocolVersion::V5 => 5,
-    };
     tracing::info!(
         "New client connected from {peer} as {} (p{level}, c{}, k{}{}).",
         field(&client_id),

@@ -15,6 +15,7 @@
 //! connection's outbox, which knows the client's protocol version.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +116,10 @@ pub struct SessionState {
     ///
     /// [`Outbox`]: crate::outbox::Outbox
     pub receive_maximum: Option<u16>,
+    /// Who is (or was last) connected to this session, for the operator's view (the HTTP
+    /// API's client list); `None` for a session restored from the store and not yet
+    /// claimed.
+    pub peer: Option<Peer>,
     /// When an offline session ends, and a will held back by its Will Delay Interval.
     /// Boxed and allocated only while there is one: most sessions never have either.
     pending: Option<Box<Pending>>,
@@ -139,6 +144,16 @@ pub struct SessionState {
     next_seq: u64,
     /// Allocated on the first drop: most sessions never drop anything.
     drops: Option<Box<Drops>>,
+}
+
+/// The connection a session is (or was last) attached to, as an operator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub address: SocketAddr,
+    /// The protocol level of its CONNECT: 3 (MQTT 3.1), 4 (3.1.1) or 5.
+    pub protocol: u8,
+    /// Its Keep Alive, seconds (as granted: a 5.0 Server Keep Alive replaces it).
+    pub keep_alive: u16,
 }
 
 pub struct Session {
@@ -181,6 +196,7 @@ impl Session {
                 username: None,
                 expiry: 0,
                 receive_maximum: None,
+                peer: None,
                 pending: None,
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),

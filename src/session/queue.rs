@@ -246,7 +246,6 @@ impl SessionState {
     }
 
     /// Messages this session's queue has dropped so far.
-    #[cfg(test)]
     pub fn dropped_total(&self) -> u64 {
         self.drops.as_ref().map_or(0, |d| d.total)
     }

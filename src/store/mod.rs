@@ -138,6 +138,31 @@ pub trait Store: Send + Sync {
 
     /// Writes and syncs everything recorded; nothing is recorded after it.
     fn close(&self) -> Result<(), StoreError>;
+
+    /// How the store is doing, for the operator (`$SYS/broker/store/...`, `/metrics`);
+    /// `None` for a store that keeps nothing.
+    fn stats(&self) -> Option<StoreStats> {
+        None
+    }
+}
+
+/// The durable store's health: what it holds, how fast it syncs, whether it failed.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    /// Bytes in the log's segment files.
+    pub bytes_on_disk: u64,
+    pub segments: usize,
+    /// Commits made durable (one write and, with `sync = "always"`, one fsync each).
+    pub commits: u64,
+    /// Seconds each fsync took.
+    pub fsync_seconds: crate::metrics::HistogramSnapshot,
+    /// Bytes written per commit (group commit: many publishers share one).
+    pub batch_bytes: crate::metrics::HistogramSnapshot,
+    pub compactions: u64,
+    /// Failed writes or syncs: after one the store refuses appends (see docs/DESIGN.md).
+    pub failures: u64,
+    /// The store refuses appends after a failure.
+    pub failed: bool,
 }
 
 /// Keeps nothing beyond the broker's live memory: state lasts as long as the process.
