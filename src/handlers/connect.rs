@@ -264,24 +264,22 @@ pub async fn handle(
     );
 
     let mut out = Outbox::for_client(peer_v5);
-    // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
     let config = &broker.config();
-    out.connack(
-        att.session_present,
-        ConnackProps {
-            receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
-            retain_available: Some(true),
-            maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
-            assigned_client_id: assigned.then(|| client_id.clone()),
-            topic_alias_maximum: (config.max_topic_alias > 0).then_some(config.max_topic_alias),
-            wildcard_available: Some(true),
-            subscription_ids_available: Some(true),
-            shared_available: Some(true),
-            server_keep_alive,
-            session_expiry: granted_expiry,
-            ..ConnackProps::default()
-        },
-    );
+    // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed. The
+    // properties are built only for a 5.0 client: 3.1.1's CONNACK has none.
+    out.connack(att.session_present, || ConnackProps {
+        receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
+        retain_available: Some(true),
+        maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
+        assigned_client_id: assigned.then(|| client_id.clone()),
+        topic_alias_maximum: (config.max_topic_alias > 0).then_some(config.max_topic_alias),
+        wildcard_available: Some(true),
+        subscription_ids_available: Some(true),
+        shared_available: Some(true),
+        server_keep_alive,
+        session_expiry: granted_expiry,
+        ..ConnackProps::default()
+    });
     let client_v5 = v5.then(|| {
         Box::new(ClientV5 {
             aliases: Default::default(),
