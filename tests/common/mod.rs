@@ -173,18 +173,6 @@ impl Broker {
         event_lines(&self.log(), name, with).len()
     }
 
-    /// Waits until the log contains `needle` (true) or `timeout` passes (false).
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
     /// Sends SIGTERM and waits for the exit status (None if it did not exit in time).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
