@@ -52,9 +52,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    if let Some(Command::Passwd(args)) = cli.command.take() {
-        return match cli::passwd::run(args) {
+    let mut args = Cli::parse();
+    if let Some(Command::Passwd(passwd)) = args.command.take() {
+        return match cli::passwd::run(passwd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("midge passwd: {message}");
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match start(cli) {
+    match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("midge: {message}");
@@ -71,22 +71,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(cli: Cli) -> Result<(), String> {
-    let mut config = match &cli.config {
+fn start(args: Cli) -> Result<(), String> {
+    let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    apply_overrides(&mut config, cli.port, cli.bind)?;
+    apply_overrides(&mut config, args.port, args.bind)?;
     // The store lives next to the config file unless it says otherwise. Without a config
     // file there is no such place, and midge keeps state in memory (as Mosquitto does when
     // started without one) rather than litter the working directory.
-    match &cli.config {
+    match &args.config {
         Some(path) => config.resolve_paths(path.parent()),
         None => config.persistence.enabled = false,
     }
     // Password, ACL and certificate files are read now, so that a bad one is reported
     // before anything else is printed.
-    let origin = cli
+    let origin = args
         .config
         .as_ref()
         .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
@@ -98,7 +98,7 @@ fn start(cli: Cli) -> Result<(), String> {
     let filter = log_filter(
         rust_log.as_deref(),
         &prepared.config().log_level,
-        cli.verbose,
+        args.verbose,
     )?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -106,7 +106,7 @@ fn start(cli: Cli) -> Result<(), String> {
         .with_env_filter(filter)
         .init();
 
-    let source = match &cli.config {
+    let source = match &args.config {
         Some(path) => format!("config file {}", path.display()),
         None => "no config file, using defaults".to_owned(),
     };
@@ -273,13 +273,13 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-        let cli =
+        let args =
             Cli::try_parse_from(["midge", "-c", "x.toml", "-p", "1884", "--bind", "::", "-vv"])
                 .unwrap();
-        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
-        assert_eq!(cli.port, Some(1884));
-        assert_eq!(cli.bind, Some("::".parse().unwrap()));
-        assert_eq!(cli.verbose, 2);
+        assert_eq!(args.config, Some(PathBuf::from("x.toml")));
+        assert_eq!(args.port, Some(1884));
+        assert_eq!(args.bind, Some("::".parse().unwrap()));
+        assert_eq!(args.verbose, 2);
         assert!(Cli::try_parse_from(["midge", "-p", "0"]).is_err());
         assert!(Cli::try_parse_from(["midge", "--bind", "localhost"]).is_err());
     }

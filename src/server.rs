@@ -104,7 +104,12 @@ pub async fn run(
         let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let kind = if tls.is_some() { " (TLS)" } else { "" };
-        tracing::info!("listening on {local}{kind}");
+        tracing::info!(
+            event = "listening",
+            addr = %local,
+            tls = tls.is_some(),
+            "listening on {local}{kind}"
+        );
         bound.push((socket, Arc::new(listener.clone()), tls));
     }
 
@@ -141,6 +146,10 @@ pub async fn run(
 fn log_loaded(l: &Loaded) {
     if let Some((file, at, cut)) = &l.torn {
         tracing::warn!(
+            event = "store_torn_tail",
+            file = ?file,
+            offset = at,
+            cut,
             "store: cut off a torn record at the end of {} (offset {at}, {cut} bytes): \
              a write the process did not finish, never acknowledged",
             file.display()
@@ -148,11 +157,21 @@ fn log_loaded(l: &Loaded) {
     }
     if l.expired > 0 {
         tracing::info!(
+            event = "store_expired",
+            expired = l.expired,
             "store: {} queued messages expired while midge was down",
             l.expired
         );
     }
     tracing::info!(
+        event = "store_loaded",
+        dir = ?l.dir,
+        sessions = l.sessions,
+        queued = l.queued,
+        retained = l.retained,
+        records = l.records,
+        bytes = l.bytes,
+        ms = l.elapsed.as_millis() as u64,
         "store loaded from {}: {} sessions, {} queued messages, {} retained messages in {} ms \
          ({} records, {} bytes)",
         l.dir.display(),

@@ -71,17 +71,18 @@ impl Running {
     }
 
     /// Starts midge with the arguments `make_args(port)` for a free port, and waits until
-    /// its log says it listens on 127.0.0.1:port. `free_port()` is only a guess (another
-    /// test may take the port first): a lost race ("in use") is retried on a new port.
+    /// it logs the `listening` event on 127.0.0.1:port. `free_port()` is only a guess
+    /// (another test may take the port first): a lost race ("in use", in the error midge
+    /// exits with) is retried on a new port.
     fn start_on_free_port(make_args: impl Fn(u16) -> Vec<String>) -> (Running, u16) {
         const ATTEMPTS: u32 = 5;
         for attempt in 1..=ATTEMPTS {
             let port = free_port();
             let mut m = Running::spawn(&make_args(port));
-            let needle = format!("listening on 127.0.0.1:{port}");
+            let addr = format!("127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if m.log().contains(&needle) {
+                if !event_lines(&m.log(), "listening", &[("addr", &addr)]).is_empty() {
                     return (m, port);
                 }
                 if let Ok(Some(status)) = m.child.try_wait() {
@@ -94,7 +95,7 @@ impl Running {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "midge did not log {needle:?} within 10 s; log:\n{}",
+                    "midge did not log listening on {addr} within 10 s; log:\n{}",
                     m.log()
                 );
                 std::thread::sleep(Duration::from_millis(20));
@@ -107,15 +108,9 @@ impl Running {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn wait_log(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+    /// Waits up to 5 s for the event `name` with the fields `with`.
+    fn wait_event(&self, name: &str, with: &[(&str, &str)]) -> bool {
+        wait_event_in(|| self.log(), name, with, Duration::from_secs(5))
     }
 
     /// Sends `signal` ("TERM", "INT") and waits up to `timeout` for the exit status.
@@ -199,8 +194,9 @@ fn port_flag_overrides_the_configured_port() {
     });
     raw_connected(local(wanted), "port-override");
     let log = m.log();
+    let configured_addr = format!("127.0.0.1:{configured}");
     assert!(
-        !log.contains(&format!("listening on 127.0.0.1:{configured}")),
+        event_lines(&log, "listening", &[("addr", &configured_addr)]).is_empty(),
         "the configured port {configured} should not be listened on when -p is given; log:\n{log}"
     );
 }
@@ -223,10 +219,15 @@ fn bind_flag_overrides_the_configured_address() {
         ]
     });
     raw_connected(local(port), "bind-override");
-    assert!(
-        !m.log().contains("[::1]"),
-        "the configured ::1 should not be used; log:\n{}",
-        m.log()
+    let log = m.log();
+    let bound: Vec<&str> = event_lines(&log, "listening", &[])
+        .into_iter()
+        .filter_map(|l| log_field(l, "addr"))
+        .collect();
+    assert_eq!(
+        bound,
+        [format!("127.0.0.1:{port}")],
+        "the configured ::1 should not be used; log:\n{log}"
     );
 }
 
@@ -264,7 +265,11 @@ fn verbose_flag_enables_debug_logging() {
         assert_eq!(read_exact(&mut s, 5), [0x90, 0x03, 0x00, 0x01, 0x00]);
         s.write_all(&[0xE0, 0x00]).expect("write");
         assert!(read_until_closed(&mut s, Duration::from_secs(5)).is_some());
-        assert!(m.wait_log("verbose"), "log:\n{}", m.log());
+        assert!(
+            m.wait_event("connection_closed", &[("client_id", "verbose")]),
+            "log:\n{}",
+            m.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
         let log = m.log();
         assert_eq!(
@@ -351,16 +356,18 @@ fn shipped_config_starts_and_accepts_an_mqtt_client() {
 
 #[test]
 fn log_shows_listen_address_and_client_connect_and_disconnect_lines() {
-    // start_on_free_port waits for "listening on 127.0.0.1:PORT" in the log.
+    // start_on_free_port waits for the `listening` event on 127.0.0.1:PORT.
     let (m, port) = Running::start_on_free_port(|port| vec!["-p".into(), port.to_string()]);
 
     // A client that says DISCONNECT.
     let mut a = raw_connected(local(port), "log-client-a");
-    let a_peer = a.local_addr().unwrap();
-    let connect_line = format!("New client connected from {a_peer} as log-client-a");
+    let a_peer = a.local_addr().unwrap().to_string();
     assert!(
-        m.wait_log(&connect_line),
-        "log should contain {connect_line:?}; log:\n{}",
+        m.wait_event(
+            "client_connected",
+            &[("client_id", "log-client-a"), ("peer", &a_peer)]
+        ),
+        "log should have the connect of log-client-a from {a_peer}; log:\n{}",
         m.log()
     );
     a.write_all(&[0xE0, 0x00]).expect("write DISCONNECT");
@@ -368,32 +375,26 @@ fn log_shows_listen_address_and_client_connect_and_disconnect_lines() {
 
     // A client that just goes away.
     let b = raw_connected(local(port), "log-client-b");
-    let b_peer = b.local_addr().unwrap();
-    assert!(m.wait_log(&format!(
-        "New client connected from {b_peer} as log-client-b"
-    )));
+    let b_peer = b.local_addr().unwrap().to_string();
+    assert!(m.wait_event(
+        "client_connected",
+        &[("client_id", "log-client-b"), ("peer", &b_peer)]
+    ));
     drop(b);
 
-    for id in ["log-client-a", "log-client-b"] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = m.log();
-            let found = log.lines().any(|l| {
-                l.contains(id)
-                    && l.to_lowercase().contains("disconnect")
-                    && !l.contains("New client")
-            }) || log
-                .lines()
-                .any(|l| l.contains(id) && l.contains("closed its connection"));
-            if found {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "log should have a disconnect line naming {id}; log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    // a said DISCONNECT; b's end may be read as a close or a socket error.
+    let a_closed = [
+        ("client_id", "log-client-a"),
+        ("peer", a_peer.as_str()),
+        ("cause", "disconnect"),
+    ];
+    let b_closed = [("client_id", "log-client-b"), ("peer", b_peer.as_str())];
+    for closed in [&a_closed[..], &b_closed[..]] {
+        assert!(
+            m.wait_event("connection_closed", closed),
+            "log should have a disconnect line for {closed:?}; log:\n{}",
+            m.log()
+        );
     }
 }
 
