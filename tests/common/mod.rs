@@ -3,10 +3,12 @@
 //!
 //! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
 //! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
-//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], and below
+//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], [`http`] (the
+//! operator's HTTP listener: a client, the Prometheus parser, headless Chromium), and below
 //! the older socket-level helpers, now written over [`packets`].
 #![allow(dead_code)]
 
+pub mod http;
 pub mod packets;
 pub mod raw;
 pub mod rng;
@@ -415,6 +417,7 @@ pub fn tool(name: &str) -> PathBuf {
         "stdbuf" => "coreutils",
         "mosquitto" | "mosquitto_passwd" => "mosquitto",
         "openssl" => "openssl",
+        "chromium" => "chromium",
         _ => "mosquitto-clients",
     };
     panic!(
