@@ -714,3 +714,46 @@ fn http_answers_get_and_head_on_known_paths_and_refuses_the_rest() {
     assert_eq!(get(http, "/metrics").status, 200, "still serving");
     assert!(!b.log().contains("panicked"), "{}", b.log_tail(20));
 }
+
+/// `[http] max_connections`: with two connections open (no request sent yet), a third is
+/// closed at once, unanswered; once they go, requests are answered again.
+#[test]
+fn http_connections_beyond_max_connections_are_closed() {
+    let b = Broker::start("[http]\nport = 0\nmax_connections = 2\n");
+    let http = http_addr(&b);
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(http).expect("connect"))
+        .collect();
+    let mut third = std::net::TcpStream::connect(http).expect("connect");
+    third.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let _ = third.write_all(b"GET /api/v1/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut third, &mut got);
+    assert!(
+        got.is_empty(),
+        "answered beyond the limit: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        b.wait_event("http_connection_limit", WAIT),
+        "{}",
+        b.log_tail(10)
+    );
+
+    drop(held);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut s = std::net::TcpStream::connect(http).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let _ = s.write_all(
+            b"GET /api/v1/version HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        );
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut got);
+        if got.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
