@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::http::{
@@ -19,17 +19,15 @@ use common::http::{
 };
 use common::raw::Raw;
 use common::{
-    assert_config_error, free_port, passwd_file, tool, wait_child, wait_closes, Broker, Login,
-    TempDir,
+    assert_config_error, free_port, mosquitto_command, passwd_file, wait_child, wait_closes,
+    Broker, Login, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Starts `mosquitto_pub` / `mosquitto_sub` against `port` with `args`.
 fn mosquitto(tool_name: &str, port: u16, args: &[&str]) -> Child {
-    Command::new(tool(tool_name))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
+    mosquitto_command(tool_name, port, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -126,30 +124,17 @@ fn known_traffic() -> Traffic {
         b.wait_log("subscribed client_id=\"live\"", WAIT),
         "live never subscribed"
     );
-    run(
-        "mosquitto_pub",
-        p1,
-        &["-i", "pub-stall", "-q", "1", "-t", "stall/t", "-l"],
-        &lines("s", 7),
-    );
-    run(
-        "mosquitto_pub",
-        p2,
-        &["-i", "pub-qos1", "-q", "1", "-t", "live/t", "-l"],
-        &lines("a", 5),
-    );
-    run(
-        "mosquitto_pub",
-        p2,
-        &["-i", "pub-qos0", "-q", "0", "-t", "live/t", "-l"],
-        &lines("b", 3),
-    );
-    run(
-        "mosquitto_pub",
-        p1,
-        &["-i", "pub-qos2", "-q", "2", "-t", "live/t", "-l"],
-        &lines("c", 2),
-    );
+    // (listener port, client id, QoS, topic, messages: `lines(prefix, n)`)
+    let publishers = [
+        (p1, "pub-stall", "1", "stall/t", "s", 7),
+        (p2, "pub-qos1", "1", "live/t", "a", 5),
+        (p2, "pub-qos0", "0", "live/t", "b", 3),
+        (p1, "pub-qos2", "2", "live/t", "c", 2),
+    ];
+    for (port, id, qos, topic, prefix, n) in publishers {
+        let args = ["-i", id, "-q", qos, "-t", topic, "-l"];
+        run("mosquitto_pub", port, &args, &lines(prefix, n));
+    }
     let status = wait_child(&mut live, WAIT);
     assert!(
         status.is_some_and(|s| s.success()),

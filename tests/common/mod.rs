@@ -426,6 +426,15 @@ pub fn tool(name: &str) -> PathBuf {
     );
 }
 
+/// `mosquitto_pub` or `mosquitto_sub` (`tool_name`) aimed at 127.0.0.1:`port`, with
+/// `args`; the caller sets its standard streams and starts it.
+pub fn mosquitto_command(tool_name: &str, port: u16, args: &[&str]) -> Command {
+    let mut cmd = Command::new(tool(tool_name));
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args);
+    cmd
+}
+
 /// Runs midge on `config_text` (written to a scratch `bad-config.toml`) and asserts that
 /// it exits with status 1 and one "midge: ..." message naming the file and every string in
 /// `must_name`, before printing anything else. Returns the message.
