@@ -140,7 +140,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     if let Some((http, socket)) = http {
-        tracker.spawn(http.serve(socket, broker.clone(), shutdown.clone(), tracker.clone()));
+        tracker.spawn(http_accept_loop(
+            socket,
+            http,
+            broker.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
     }
     let total = Arc::new(AtomicUsize::new(0));
     for (socket, listener, tls) in bound {
@@ -279,20 +285,8 @@ async fn accept_loop(
         allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
         use_identity_as_username: listener.use_identity_as_username,
     });
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::error!("accept on {}:{} failed: {e}", listener.bind, listener.port);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let what = format!("{}:{}", listener.bind, listener.port);
+    while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
         let Some(slot) = take_slot(
             &total,
             broker.config().max_connections,
@@ -324,6 +318,60 @@ async fn accept_loop(
                 slot,
             )),
         };
+    }
+}
+
+/// The next connection on `socket` (`what` names it in messages), or `None` at shutdown.
+async fn accept(
+    socket: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = socket.accept() => r,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!("accept on {what} failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The `[http]` listener's accept loop: its own connection limit (`[http]
+/// max_connections`; MQTT's `max_connections` does not count these), one task per
+/// connection.
+async fn http_accept_loop(
+    socket: TcpListener,
+    http: http::Prepared,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let local = socket.local_addr().unwrap_or_else(|_| http.address());
+    let max = http.max_connections();
+    let server = http.into_server(broker, local);
+    let (all, here) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let what = format!("[http] {local}");
+    while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
+        let Some(slot) = take_slot(&all, 0, &here, max) else {
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::warn!(event = "http_connection_limit", %peer, suppressed,
+                    "[http] max_connections reached, refusing connection");
+            }
+            continue;
+        };
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _slot = slot;
+            server.serve(stream, peer, shutdown).await;
+        });
     }
 }
 

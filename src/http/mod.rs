@@ -7,10 +7,11 @@
 //! run on the blocking pool, so a scrape never holds up the workers that move messages.
 //!
 //! Bounded in every direction: HTTP/1.1 only, request heads of at most
-//! [`MAX_HEADER_BYTES`] read within [`HEADER_TIMEOUT`], no request body ever read, at most
-//! `max_connections` connections, each closed after [`CONNECTION_LIFETIME`]; GET and HEAD
-//! only. Files:
-//! * `mod.rs`: the accept loop, one connection's HTTP, the routes;
+//! [`MAX_HEADER_BYTES`] read within [`HEADER_TIMEOUT`], no request body ever read, each
+//! connection closed after [`CONNECTION_LIFETIME`]; GET and HEAD only. The server binds
+//! the socket, accepts, and holds `max_connections` to its limit, as for MQTT listeners.
+//! Files:
+//! * `mod.rs`: one connection's HTTP, the routes;
 //! * `access.rs`: who may read (Basic against a password file, a bearer token, or
 //!   loopback without credentials);
 //! * `metrics.rs`: `/metrics` in the Prometheus text formats;
@@ -31,15 +32,12 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::{Config, Http};
-use crate::log_limit::LogLimit;
 use crate::tls;
 
 pub use access::Access;
@@ -112,72 +110,62 @@ impl Prepared {
         self.access.clone()
     }
 
-    /// Serves on `socket` (bound by the server to [`Prepared::address`]) until
-    /// `shutdown`; connection tasks join `tracker`, so shutdown waits for them.
-    pub async fn serve(
-        self,
-        socket: TcpListener,
-        broker: Arc<Broker>,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) {
-        let local = socket.local_addr().unwrap_or_else(|_| self.address());
+    /// `[http] max_connections` (0 = unlimited), for the server's accept loop.
+    pub fn max_connections(&self) -> usize {
+        self.config.max_connections
+    }
+
+    /// The listener, ready to serve the connections the server accepts on `local` (the
+    /// address it bound for [`Prepared::address`]).
+    pub fn into_server(self, broker: Arc<Broker>, local: SocketAddr) -> Arc<Server> {
         if !self.config.bind.is_loopback() && self.tls.is_none() {
             tracing::warn!(
                 "[http] listens on {local} without TLS: passwords and tokens cross the \
                  network in clear (set [http] certfile and keyfile)"
             );
         }
-        let limit = match self.config.max_connections {
-            0 => Semaphore::MAX_PERMITS,
-            n => n,
-        };
-        let slots = Arc::new(Semaphore::new(limit));
-        let ctx = Arc::new(Ctx {
-            broker,
-            access: self.access,
-            local,
-            tls: self.tls.is_some(),
-            page: page::Page::new(),
-        });
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = socket.accept() => r,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!("accept on [http] {local} failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+        Arc::new(Server {
+            ctx: Arc::new(Ctx {
+                broker,
+                access: self.access,
+                local,
+                tls: self.tls.is_some(),
+                page: page::Page::new(),
+            }),
+            tls: self.tls,
+        })
+    }
+}
+
+/// The `[http]` listener, serving the connections the server's accept loop hands it.
+pub struct Server {
+    ctx: Arc<Ctx>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Server {
+    /// One accepted connection: the TLS handshake (within [`HEADER_TIMEOUT`]) if it is
+    /// HTTPS, then its requests until it closes, [`CONNECTION_LIFETIME`] passes or
+    /// `shutdown`.
+    pub async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let ctx = self.ctx.clone();
+        match &self.tls {
+            None => serve_http(TokioIo::new(stream), peer, ctx, shutdown).await,
+            Some(tls) => {
+                let handshake = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    h = tls::handshake(tls, stream, peer, HEADER_TIMEOUT) => h,
+                };
+                if let Some(stream) = handshake {
+                    serve_http(TokioIo::new(stream), peer, ctx, shutdown).await;
                 }
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                static LOG: LogLimit = LogLimit::new(10_000);
-                if let Some(suppressed) = LOG.allow() {
-                    tracing::warn!(event = "http_connection_limit", %peer, suppressed,
-                        "[http] max_connections reached, refusing connection");
-                }
-                continue;
-            };
-            let (ctx, tls, shutdown) = (ctx.clone(), self.tls.clone(), shutdown.clone());
-            tracker.spawn(async move {
-                let _slot = slot;
-                let _ = stream.set_nodelay(true);
-                match tls {
-                    None => serve_http(TokioIo::new(stream), peer, ctx, shutdown).await,
-                    Some(tls) => {
-                        let handshake = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            h = tls::handshake(&tls, stream, peer, HEADER_TIMEOUT) => h,
-                        };
-                        if let Some(stream) = handshake {
-                            serve_http(TokioIo::new(stream), peer, ctx, shutdown).await;
-                        }
-                    }
-                }
-            });
+            }
         }
     }
 }
