@@ -473,6 +473,21 @@ mod tests {
         );
         let e = err("[http]\nenabled = true\n");
         assert!(e.contains("unknown key `enabled` in [http]"), "{e}");
+        let e = err("[http]\nport = 70000\n");
+        assert!(
+            e.contains("[http].port = 70000") && e.contains("0..=65535"),
+            "{e}"
+        );
+        let e = err("[http]\nbind = \"localhost\"\n");
+        assert!(
+            e.contains("[http].bind") && e.contains("an IP address"),
+            "{e}"
+        );
+        let e = err("[http]\ntoken = 1234\n");
+        assert!(
+            e.contains("[http].token") && e.contains("at least 16"),
+            "{e}"
+        );
         let c = ok("[http]\ntoken = \"0123456789abcdef\"\n");
         assert!(
             !format!("{c:?}").contains("0123456789abcdef"),
