@@ -5,8 +5,10 @@
 #
 # Installs the Debian packages the tests use when a tool is missing (the tests fail, never
 # skip, without them): mosquitto-clients (mosquitto_pub/mosquitto_sub), mosquitto (the
-# broker and mosquitto_passwd, for password-file interop) and openssl (certs/generate.sh
-# and key-format conversions). Extra arguments go to `cargo test`, e.g.
+# broker and mosquitto_passwd, for password-file interop), openssl (certs/generate.sh
+# and key-format conversions), chromium (the status page, headless) and
+# python3-prometheus-client (the Prometheus text parser that reads /metrics, run by
+# Debian's /usr/bin/python3). Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh --test cli
 #   scripts/test.sh -- --nocapture
 set -euo pipefail
@@ -20,6 +22,7 @@ declare -A package_of=(
     [mosquitto]=mosquitto
     [mosquitto_passwd]=mosquitto
     [openssl]=openssl
+    [chromium]=chromium
 )
 missing=()
 for tool in "${!package_of[@]}"; do
@@ -27,6 +30,11 @@ for tool in "${!package_of[@]}"; do
         missing+=("${package_of[$tool]}")
     fi
 done
+# A Python module rather than a tool: Debian's python3 must import it (a python3 earlier
+# on PATH, such as pyenv's, does not see apt's modules).
+if ! /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+    missing+=(python3-prometheus-client)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
@@ -49,6 +57,7 @@ export PATH="$PATH:/usr/sbin"
 for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null
 done
+/usr/bin/python3 -c 'import prometheus_client.parser' 
 
 # Bounded: well under CI's limit even on 2 cores. The output is also summed up in one
 # closing line, so the last thing printed counts every test of every target (cargo's own

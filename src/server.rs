@@ -1,5 +1,6 @@
-//! Accepting connections: binds every configured listener, enforces connection limits,
-//! spawns one task per connection, and owns graceful shutdown.
+//! Accepting connections: binds every configured listener (the MQTT ones and the
+//! operator's `[http]` one, served by [`crate::http`]), enforces connection limits, spawns
+//! one task per connection, and owns graceful shutdown.
 //!
 //! Shutdown is one [`CancellationToken`]: cancelling it stops every accept loop at once
 //! (no new clients), tells every connection task to flush what it has encoded and close
@@ -21,6 +22,7 @@ use crate::broker::Broker;
 use crate::client::{Incoming, ListenerPolicy};
 use crate::config::{Config, Listener};
 use crate::connection;
+use crate::http;
 use crate::log_limit::LogLimit;
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
@@ -30,7 +32,8 @@ use crate::tls;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A configuration with every file it names read and checked: the password and ACL
-/// files, each TLS listener's certificates, and the durable store (opened and replayed).
+/// files, each TLS listener's certificates (the `[http]` listener's too, and its password
+/// file), and the durable store (opened and replayed).
 /// Made before anything listens (and before logging starts), so a bad file stops midge
 /// with one message naming the key and the file, and a broker never runs half-secured
 /// or on a store it could not read.
@@ -38,6 +41,7 @@ pub struct Prepared {
     config: Config,
     auth: Auth,
     acceptors: Vec<Option<TlsAcceptor>>,
+    http: Option<http::Prepared>,
     store: Option<(Arc<DurableStore>, Loaded)>,
 }
 
@@ -55,6 +59,7 @@ pub fn prepare(config: Config, origin: &str) -> Result<Prepared, String> {
         let at = format!("{origin}: listener[{}]", i + 1);
         acceptors.push(tls::acceptor(listener, &at).map_err(|e| e.to_string())?);
     }
+    let http = http::Prepared::new(&config, origin)?;
     let store = if config.persistence.enabled {
         let (store, loaded) = DurableStore::open(&config.persistence)?;
         Some((Arc::new(store), loaded))
@@ -65,6 +70,7 @@ pub fn prepare(config: Config, origin: &str) -> Result<Prepared, String> {
         config,
         auth,
         acceptors,
+        http,
         store,
     })
 }
@@ -81,6 +87,7 @@ pub async fn run(
         config,
         auth,
         acceptors,
+        http,
         store,
     } = prepared;
     let broker = match store {
@@ -112,10 +119,40 @@ pub async fn run(
         );
         bound.push((socket, Arc::new(listener.clone()), tls));
     }
+    let http = match http {
+        Some(http) => {
+            let addr = http.address();
+            let socket =
+                bind(addr).map_err(|e| format!("cannot listen on {addr} ([http]): {e}"))?;
+            let local = socket.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(
+                event = "http_listening",
+                "HTTP API listening on {}://{local}/",
+                http.scheme()
+            );
+            Some((http, socket))
+        }
+        None => None,
+    };
 
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
-    tracker.spawn(reload_on_notify(broker.clone(), reload, shutdown.clone()));
+    let http_access = http.as_ref().map(|(h, _)| h.access());
+    tracker.spawn(reload_on_notify(
+        broker.clone(),
+        http_access,
+        reload,
+        shutdown.clone(),
+    ));
+    if let Some((http, socket)) = http {
+        tracker.spawn(http_accept_loop(
+            socket,
+            http,
+            broker.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
     let total = Arc::new(AtomicUsize::new(0));
     for (socket, listener, tls) in bound {
         tracker.spawn(accept_loop(
@@ -184,11 +221,22 @@ fn log_loaded(l: &Loaded) {
     );
 }
 
-async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: CancellationToken) {
+/// SIGHUP: the password and ACL files, and the `[http]` password file.
+async fn reload_on_notify(
+    broker: Arc<Broker>,
+    http: Option<Arc<http::Access>>,
+    reload: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = reload.notified() => broker.auth().reload(),
+            _ = reload.notified() => {
+                broker.auth().reload();
+                if let Some(http) = &http {
+                    http.reload();
+                }
+            }
         }
     }
 }
@@ -256,20 +304,8 @@ async fn accept_loop(
         allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
         use_identity_as_username: listener.use_identity_as_username,
     });
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::error!("accept on {}:{} failed: {e}", listener.bind, listener.port);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let what = format!("{}:{}", listener.bind, listener.port);
+    while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
         let Some(slot) = take_slot(
             &total,
             broker.config().max_connections,
@@ -301,6 +337,60 @@ async fn accept_loop(
                 slot,
             )),
         };
+    }
+}
+
+/// The next connection on `socket` (`what` names it in messages), or `None` at shutdown.
+async fn accept(
+    socket: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = socket.accept() => r,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!("accept on {what} failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The `[http]` listener's accept loop: its own connection limit (`[http]
+/// max_connections`; MQTT's `max_connections` does not count these), one task per
+/// connection.
+async fn http_accept_loop(
+    socket: TcpListener,
+    http: http::Prepared,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let local = socket.local_addr().unwrap_or_else(|_| http.address());
+    let max = http.max_connections();
+    let server = http.into_server(broker, local);
+    let (all, here) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let what = format!("[http] {local}");
+    while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
+        let Some(slot) = take_slot(&all, 0, &here, max) else {
+            static LOG: LogLimit = LogLimit::new(10_000);
+            if let Some(suppressed) = LOG.allow() {
+                tracing::warn!(event = "http_connection_limit", %peer, suppressed,
+                    "[http] max_connections reached, refusing connection");
+            }
+            continue;
+        };
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _slot = slot;
+            server.serve(stream, peer, shutdown).await;
+        });
     }
 }
 

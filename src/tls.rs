@@ -1,5 +1,6 @@
-//! TLS listeners: turns a listener's `certfile`/`keyfile`/`cafile` into a rustls server
-//! configuration at startup, and accepts TLS connections with a deadline.
+//! TLS listeners: turns a listener's `certfile`/`keyfile`/`cafile` (an MQTT `[[listener]]`
+//! or the `[http]` one) into a rustls server configuration at startup, and accepts TLS
+//! connections with a deadline.
 //!
 //! Everything that can be wrong with the files (missing, unreadable, not PEM, a key that
 //! does not belong to the certificate, a CA file without certificates) is found here,
@@ -28,12 +29,38 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The files and options of one TLS listener (an MQTT `[[listener]]` or `[http]`).
+pub struct Keys<'a> {
+    pub certfile: &'a Path,
+    pub keyfile: &'a Path,
+    /// CA of client certificates, for MQTT listeners that verify them.
+    pub cafile: Option<&'a Path>,
+    pub require_certificate: bool,
+    pub tls_version: TlsVersion,
+    /// Application protocols offered in ALPN (`mqtt`, `http/1.1`).
+    pub alpn: &'a [&'a [u8]],
+}
+
 /// A TLS acceptor for `listener`, or `None` for a plain listener. `at` names the listener
 /// in messages (e.g. `config.toml: listener[2]`).
 pub fn acceptor(listener: &Listener, at: &str) -> Result<Option<TlsAcceptor>, ConfigError> {
     let (Some(certfile), Some(keyfile)) = (&listener.certfile, &listener.keyfile) else {
         return Ok(None);
     };
+    let keys = Keys {
+        certfile,
+        keyfile,
+        cafile: listener.cafile.as_deref(),
+        require_certificate: listener.require_certificate,
+        tls_version: listener.tls_version.unwrap_or_default(),
+        alpn: &[b"mqtt"],
+    };
+    acceptor_for(&keys, at).map(Some)
+}
+
+/// A TLS acceptor for `keys`; `at` names their table in messages.
+pub fn acceptor_for(keys: &Keys<'_>, at: &str) -> Result<TlsAcceptor, ConfigError> {
+    let (certfile, keyfile) = (keys.certfile, keys.keyfile);
     let fail = |key: &str, path: &Path, why: String| {
         ConfigError(format!(
             "{at}.{key} = {:?}: {why}",
@@ -50,16 +77,15 @@ pub fn acceptor(listener: &Listener, at: &str) -> Result<Option<TlsAcceptor>, Co
         )
     })?;
 
-    let versions: &[&rustls::SupportedProtocolVersion] =
-        match listener.tls_version.unwrap_or_default() {
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
-        };
+    let versions: &[&rustls::SupportedProtocolVersion] = match keys.tls_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| ConfigError(format!("{at}.tls_version: {e}")))?;
 
-    let builder = match &listener.cafile {
+    let builder = match keys.cafile {
         Some(cafile) => {
             let mut roots = RootCertStore::empty();
             for cert in read_certificates(cafile).map_err(|e| fail("cafile", cafile, e))? {
@@ -74,7 +100,7 @@ pub fn acceptor(listener: &Listener, at: &str) -> Result<Option<TlsAcceptor>, Co
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             // With a CA but without require_certificate, a certificate is checked when the
             // client offers one, and clients without one are still let in (as Mosquitto).
-            let verifier = if listener.require_certificate {
+            let verifier = if keys.require_certificate {
                 verifier
             } else {
                 verifier.allow_unauthenticated()
@@ -94,8 +120,8 @@ pub fn acceptor(listener: &Listener, at: &str) -> Result<Option<TlsAcceptor>, Co
             format!("does not fit certfile {}: {e}", certfile.display()),
         )
     })?;
-    config.alpn_protocols = vec![b"mqtt".to_vec()];
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    config.alpn_protocols = keys.alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Every certificate in a PEM file; an empty file is an error.

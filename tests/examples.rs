@@ -91,6 +91,11 @@ fn sensor_readings_reach_the_subscriber_example() {
     }
 }
 
+// examples/monitoring.toml is not loaded here yet: it sets `sys_interval`, a key the
+// `$SYS` publisher of issue 14 adds, and until that lands this branch's config refuses
+// unknown keys. Once it has landed, a test here should run it as shipped (free ports for
+// 1883 and 9883) and fetch `/` and `/metrics` from it.
+
 /// examples/secure.toml runs as shipped, with the certificates certs/generate.sh makes and
 /// the password and ACL files under examples/, and the README's "Securing midge" command
 /// lines work against it. The only changes: free ports instead of 1883/8883, and the TLS

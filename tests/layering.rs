@@ -17,6 +17,8 @@ const LAYERS: &[&[&str]] = &[
     &["main", "passwd", "cli"],
     // Accepts sockets, owns shutdown.
     &["server"],
+    // The operator's HTTP listener: reads the broker, the metrics and the store's health.
+    &["http"],
     &["tls"],
     // One connection's read/write loop.
     &["connection"],

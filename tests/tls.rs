@@ -373,9 +373,7 @@ async fn tls_plaintext_garbage_and_stalled_handshakes_are_closed_and_cost_nothin
 // ---------------------------------------------------------------------------------------
 
 fn mosquitto(tool_name: &str, port: u16, args: &[&str]) -> std::process::Child {
-    Command::new(tool(tool_name))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
+    mosquitto_command(tool_name, port, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

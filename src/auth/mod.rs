@@ -149,8 +149,23 @@ impl Auth {
                 Verdict::NotAuthorized
             };
         };
+        self.verify(passwords, username, password.unwrap_or_default(), peer)
+            .await
+    }
+
+    /// Checks `username` and `password` against `passwords`: the broker's password file,
+    /// or another in the same format (the HTTP listener's). The hash runs on the blocking
+    /// pool, waiting its turn in the one queue of password checks (see
+    /// [`Auth::check_password`]). `Allowed`, `BadCredentials` or `Busy`.
+    pub async fn verify(
+        &self,
+        passwords: Arc<PasswordFile>,
+        username: &str,
+        password: &[u8],
+        peer: std::net::IpAddr,
+    ) -> Verdict {
         let username = username.to_owned();
-        let password = password.unwrap_or_default().to_vec();
+        let password = password.to_vec();
         // Dropped here (connection closed, connect_timeout passed) while waiting, the
         // check is never run.
         let Some(slot) = self.checks.acquire(peer).await else {

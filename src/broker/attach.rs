@@ -400,6 +400,11 @@ mod tests {
             limits: Arc::new(broker.limits_for(&Listener::default())),
             timers: Timers::new(None, None),
             receive_maximum: None,
+            peer: crate::session::Peer {
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 50000)),
+                protocol: 4,
+                keep_alive: 60,
+            },
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::validate::{
     range_text, LOG_LEVEL_EXPECTED, MAX_PACKET_SIZE_RANGE, MAX_SECONDS,
-    MAX_SESSION_EXPIRY_EXPECTED, MEMORY_LIMIT_EXPECTED, SYNC_INTERVAL_MS,
+    MAX_SESSION_EXPIRY_EXPECTED, MEMORY_LIMIT_EXPECTED, SYNC_INTERVAL_MS, TOKEN_EXPECTED,
 };
 
 /// What a key accepts, for messages about a value of the wrong type or shape.
@@ -52,8 +52,13 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
         (false, "path") => "a directory path in quotes".to_owned(),
         (false, "sync") => "one of \"always\", \"interval\", \"never\"".to_owned(),
         (false, "sync_interval_ms") => range_text(&SYNC_INTERVAL_MS),
-        (true, "bind") => "an IP address such as \"127.0.0.1\", \"0.0.0.0\" or \"::\"".to_owned(),
+        (_, "bind") => "an IP address such as \"127.0.0.1\", \"0.0.0.0\" or \"::\"".to_owned(),
         (true, "port") => "1..=65535".to_owned(),
+        // Only [http] has these outside a listener.
+        (false, "port") => "0..=65535 (0 = any free port)".to_owned(),
+        (false, "certfile" | "keyfile") => "a file path in quotes".to_owned(),
+        (false, "token") => TOKEN_EXPECTED.to_owned(),
+        (false, "http") => "an [http] table".to_owned(),
         (true, "queue_full") => "one of \"drop_oldest\", \"drop_new\", \"backpressure\"".to_owned(),
         _ => return None,
     };
@@ -113,6 +118,7 @@ pub(super) fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> Str
                     | "keyfile"
                     | "cafile"
                     | "tls_version"
+                    | "token"
             );
             if is_bare_word(value) && (wants_string || expected.is_none()) {
                 return format!(

@@ -12,7 +12,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use schema::{Config, Listener, Persistence, QueueFull, SyncMode, TlsVersion};
+pub use schema::{Config, Http, Listener, Persistence, QueueFull, Secret, SyncMode, TlsVersion};
 
 /// A configuration problem, already phrased for the operator.
 #[derive(Debug)]

@@ -149,6 +149,69 @@ pub struct Config {
     /// messages and new sessions are refused. Unset: a quarter of the memory available
     /// (see [`crate::memory::default_limit`]); 0 = no limit.
     pub memory_limit: Option<usize>,
+    /// The operator's HTTP listener (`[http]`): `/metrics`, the JSON API, the status page.
+    /// Off unless the table is there.
+    pub http: Option<Http>,
+}
+
+/// `[http]`: where the operator's HTTP listener listens and who may read it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address to listen on. Default 127.0.0.1; anything else needs `password_file` or
+    /// `token`.
+    pub bind: IpAddr,
+    /// TCP port. Default 9883 (Mosquitto 2.1's HTTP API port); 0 = any free port (the one
+    /// bound is logged).
+    pub port: u16,
+    /// HTTP connections open at once; more are closed at once. 0 = unlimited. Default 32.
+    pub max_connections: usize,
+    /// PEM certificate chain and its key: set both to serve HTTPS (loaded as a
+    /// `[[listener]]`'s are).
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    /// Mosquitto-format password file whose users may log in with HTTP Basic
+    /// authentication; reloaded on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// A bearer token (`Authorization: Bearer ...`) that grants access; at least 16
+    /// characters.
+    pub token: Option<Secret>,
+}
+
+/// A configuration value never to be printed (`{:?}` shows `"<secret>"`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<secret>\"")
+    }
+}
+
+impl Http {
+    pub fn is_tls(&self) -> bool {
+        self.certfile.is_some()
+    }
+
+    /// Whether anyone who reaches the port gets in (no password file, no token).
+    pub fn is_open(&self) -> bool {
+        self.password_file.is_none() && self.token.is_none()
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 9883,
+            max_connections: 32,
+            certfile: None,
+            keyfile: None,
+            password_file: None,
+            token: None,
+        }
+    }
 }
 
 /// When the durable store syncs to disk before a commit counts (`[persistence] sync`).
@@ -249,6 +312,7 @@ impl Default for Config {
             persistent_client_expiration: crate::expiry::Lifetime::default(),
             max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY,
             memory_limit: None,
+            http: None,
         }
     }
 }
@@ -306,6 +370,7 @@ mod tests {
         assert_eq!(c.persistence.path, None);
         assert_eq!(c.persistence.sync, SyncMode::Always);
         assert_eq!(c.persistence.sync_interval_ms, 1000);
+        assert_eq!(c.http, None, "the HTTP listener is off by default");
         assert!(c.listeners[0].allows_anonymous(None), "loopback default");
         c.validate("defaults").unwrap();
     }
@@ -359,6 +424,15 @@ mod tests {
             path = "/var/lib/midge"
             sync = "interval"
             sync_interval_ms = 250
+
+            [http]
+            bind = "::1"
+            port = 9884
+            max_connections = 4
+            certfile = "http.crt"
+            keyfile = "http.key"
+            password_file = "operators"
+            token = "0123456789abcdef"
         "#);
         let expected = Config {
             log_level: "debug,midge::router=trace".into(),
@@ -407,6 +481,15 @@ mod tests {
             persistent_client_expiration: crate::expiry::Lifetime(Some(14 * 86400)),
             max_session_expiry_interval: 3600,
             memory_limit: Some(268_435_456),
+            http: Some(Http {
+                bind: "::1".parse().unwrap(),
+                port: 9884,
+                max_connections: 4,
+                certfile: Some("http.crt".into()),
+                keyfile: Some("http.key".into()),
+                password_file: Some("operators".into()),
+                token: Some(Secret("0123456789abcdef".into())),
+            }),
         };
         assert_eq!(c, expected);
     }

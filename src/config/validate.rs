@@ -6,7 +6,7 @@ use std::ops::RangeInclusive;
 
 use tracing_subscriber::EnvFilter;
 
-use super::{Config, ConfigError, Listener};
+use super::{Config, ConfigError, Http, Listener};
 
 impl Config {
     /// Range and consistency checks that the types alone do not express.
@@ -114,9 +114,64 @@ impl Config {
                 b + 1
             )));
         }
+        if let Some(http) = &self.http {
+            http.validate(origin, &self.listeners)?;
+        }
         Ok(())
     }
 }
+
+impl Http {
+    /// `[http]`: TLS keys as a pair, a usable token, a listener of its own, and no open
+    /// door beyond loopback.
+    fn validate(&self, origin: &str, listeners: &[Listener]) -> Result<(), ConfigError> {
+        let fail = |text: String| Err(ConfigError(format!("{origin}: [http].{text}")));
+        match (&self.certfile, &self.keyfile) {
+            (Some(_), None) => return fail("certfile is set but keyfile is not".into()),
+            (None, Some(_)) => return fail("keyfile is set but certfile is not".into()),
+            _ => {}
+        }
+        for (key, path) in [
+            ("certfile", &self.certfile),
+            ("keyfile", &self.keyfile),
+            ("password_file", &self.password_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return fail(format!("{key} = \"\" is invalid: expected a file path"));
+            }
+        }
+        if let Some(token) = &self.token {
+            if token.0.len() < MIN_TOKEN_LEN || !token.0.bytes().all(|b| b.is_ascii_graphic()) {
+                return fail(format!("token is invalid: expected {TOKEN_EXPECTED}"));
+            }
+        }
+        if !self.bind.is_loopback() && self.is_open() {
+            return fail(format!(
+                "bind = \"{}\" is beyond loopback, which needs credentials: set [http] \
+                 password_file or token (or bind to 127.0.0.1)",
+                self.bind
+            ));
+        }
+        if let Some(i) = listeners
+            .iter()
+            .position(|l| self.port != 0 && l.port == self.port && l.bind == self.bind)
+        {
+            return fail(format!(
+                "port = {} is invalid: listener[{}] already binds {}",
+                self.port,
+                i + 1,
+                SocketAddr::new(self.bind, self.port)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[http] token`: long enough not to be guessed, and sendable in a header as it is.
+pub(super) const MIN_TOKEN_LEN: usize = 16;
+
+pub(super) const TOKEN_EXPECTED: &str =
+    "a string of at least 16 printable ASCII characters without spaces";
 
 impl Listener {
     /// The TLS keys must come as a consistent set: a key without a certificate, or a
@@ -378,6 +433,66 @@ mod tests {
         assert!(e.contains("error parsing level filter"), "{e}");
         assert!(err("log_level = \"\"").starts_with("config.toml: log_level = \"\" is invalid"));
         assert_eq!(ok("log_level = \"warn\"").log_level, "warn");
+    }
+
+    #[test]
+    fn http_listener_is_checked() {
+        let http = ok("[http]\n")
+            .http
+            .expect("an empty [http] table turns it on");
+        assert_eq!(http, Http::default());
+        assert_eq!(
+            (http.bind.to_string(), http.port, http.max_connections),
+            ("127.0.0.1".to_owned(), 9883, 32)
+        );
+        let e = err("[http]\nbind = \"0.0.0.0\"\n");
+        assert_eq!(
+            e,
+            "config.toml: [http].bind = \"0.0.0.0\" is beyond loopback, which needs \
+             credentials: set [http] password_file or token (or bind to 127.0.0.1)"
+        );
+        ok("[http]\nbind = \"0.0.0.0\"\npassword_file = \"operators\"\n");
+        ok("[http]\nbind = \"::\"\ntoken = \"0123456789abcdef\"\n");
+        ok("[http]\nbind = \"::1\"\nport = 0\n");
+        let e = err("[http]\ntoken = \"short\"\n");
+        assert!(
+            e.contains("[http].token") && e.contains("at least 16"),
+            "{e}"
+        );
+        let e = err("[http]\ntoken = \"0123456789 abcdef\"\n");
+        assert!(e.contains("[http].token"), "{e}");
+        assert!(!e.contains("0123456789"), "a token is never echoed: {e}");
+        let e = err("[http]\ncertfile = \"a.crt\"\n");
+        assert!(e.contains("[http].certfile is set but keyfile"), "{e}");
+        let e = err("[http]\npassword_file = \"\"\n");
+        assert!(e.contains("[http].password_file"), "{e}");
+        let e = err("[[listener]]\nport = 9883\n[http]\n");
+        assert!(
+            e.contains("[http].port = 9883") && e.contains("listener[1]"),
+            "{e}"
+        );
+        let e = err("[http]\nenabled = true\n");
+        assert!(e.contains("unknown key `enabled` in [http]"), "{e}");
+        let e = err("[http]\nport = 70000\n");
+        assert!(
+            e.contains("[http].port = 70000") && e.contains("0..=65535"),
+            "{e}"
+        );
+        let e = err("[http]\nbind = \"localhost\"\n");
+        assert!(
+            e.contains("[http].bind") && e.contains("an IP address"),
+            "{e}"
+        );
+        let e = err("[http]\ntoken = 1234\n");
+        assert!(
+            e.contains("[http].token") && e.contains("at least 16"),
+            "{e}"
+        );
+        let c = ok("[http]\ntoken = \"0123456789abcdef\"\n");
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "Debug hides the token"
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //!
 //! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
 //! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
-//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], and below
+//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], [`http`] (the
+//! operator's HTTP listener: a client, the Prometheus parser, headless Chromium), and below
 //! the older socket-level helpers, now written over [`packets`].
 #![allow(dead_code)]
 
+pub mod http;
 pub mod packets;
 pub mod raw;
 pub mod rng;
@@ -415,12 +417,22 @@ pub fn tool(name: &str) -> PathBuf {
         "stdbuf" => "coreutils",
         "mosquitto" | "mosquitto_passwd" => "mosquitto",
         "openssl" => "openssl",
+        "chromium" => "chromium",
         _ => "mosquitto-clients",
     };
     panic!(
         "`{name}` was not found on PATH. This test needs Debian's {package} package: run \
          scripts/test.sh (which installs it) or `apt-get install {package}`."
     );
+}
+
+/// `mosquitto_pub` or `mosquitto_sub` (`tool_name`) aimed at 127.0.0.1:`port`, with
+/// `args`; the caller sets its standard streams and starts it.
+pub fn mosquitto_command(tool_name: &str, port: u16, args: &[&str]) -> Command {
+    let mut cmd = Command::new(tool(tool_name));
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args);
+    cmd
 }
 
 /// Runs midge on `config_text` (written to a scratch `bad-config.toml`) and asserts that
