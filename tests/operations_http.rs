@@ -121,7 +121,7 @@ fn known_traffic() -> Traffic {
         &["-i", "live", "-q", "2", "-t", "live/t", "-C", "10"],
     );
     assert!(
-        b.wait_log("subscribed client_id=\"live\"", WAIT),
+        b.wait_event_with("subscribed", &[("client_id", "live")], WAIT),
         "live never subscribed"
     );
     // (listener port, client id, QoS, topic, messages: `lines(prefix, n)`)
@@ -465,7 +465,7 @@ fn http_listener_with_password_file_asks_for_basic_credentials() {
     passwd_file(dir.path(), &[("ops2", "other-pass")]);
     b.sighup();
     assert!(
-        b.wait_log("reloaded [http] password file", WAIT),
+        b.wait_event("http_passwords_reloaded", WAIT),
         "{}",
         b.log_tail(20)
     );

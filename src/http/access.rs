@@ -90,6 +90,8 @@ impl Access {
         match PasswordFile::load(path) {
             Ok(file) => {
                 tracing::info!(
+                    event = "http_passwords_reloaded",
+                    users = file.len(),
                     "reloaded [http] password file {} ({} users)",
                     path.display(),
                     file.len()
@@ -97,7 +99,10 @@ impl Access {
                 *self.passwords.write() = Some(Arc::new(file));
             }
             Err(e) => {
-                tracing::error!("[http] password_file not reloaded, keeping the previous one: {e}")
+                tracing::error!(
+                    event = "http_passwords_not_reloaded",
+                    "[http] password_file not reloaded, keeping the previous one: {e}"
+                )
             }
         }
         self.remembered.lock().clear();
