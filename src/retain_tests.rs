@@ -189,7 +189,7 @@ fn deep_topics_do_not_overflow() {
     assert_eq!(sorted(r.matching("#")), [1, 2]);
     assert_eq!(sorted(r.matching(&format!("{deep}+"))), [1, 2]);
     assert_eq!(r.matching(&format!("{deep}a")), [2]);
-    assert_eq!(r.matching(&format!("/{deep}+")), []);
+    assert!(r.matching(&format!("/{deep}+")).is_empty());
     assert_eq!(r.remove(&deep), Some(1));
     assert_eq!(r.remove(&format!("{deep}a")), Some(2));
     assert!(r.is_empty());

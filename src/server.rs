@@ -69,13 +69,19 @@ pub fn prepare(config: Config, origin: &str) -> Result<Prepared, String> {
     })
 }
 
-/// Runs the broker until `shutdown` is cancelled; every `reload` notification re-reads the
-/// password and ACL files. Fails, with a message for the operator, if a listener cannot be
-/// bound.
+/// What a reload (SIGHUP) does besides re-reading the password and ACL files: the binary
+/// reopens its log file.
+pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
+
+/// Runs the broker until `shutdown` is cancelled; every `reload` notification runs
+/// `on_reload` and re-reads the password and ACL files. Fails, with a message for the
+/// operator, if a listener cannot be bound. Tells systemd (when it started midge) when
+/// it is ready, reloading and stopping ([`crate::systemd`]).
 pub async fn run(
     prepared: Prepared,
     shutdown: CancellationToken,
     reload: Arc<Notify>,
+    on_reload: ReloadHook,
 ) -> Result<(), String> {
     let Prepared {
         config,
@@ -101,16 +107,25 @@ pub async fn run(
     let mut bound = Vec::with_capacity(broker.config().listeners.len());
     for (listener, tls) in broker.config().listeners.iter().zip(acceptors) {
         let addr = SocketAddr::new(listener.bind, listener.port);
-        let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let socket = bind(addr).map_err(|e| bind_error(addr, &e))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let kind = if tls.is_some() { " (TLS)" } else { "" };
         tracing::info!("listening on {local}{kind}");
         bound.push((socket, Arc::new(listener.clone()), tls));
     }
 
+    for warning in broker.config().refusal_warnings() {
+        tracing::warn!("{warning}");
+    }
+
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
-    tracker.spawn(reload_on_notify(broker.clone(), reload, shutdown.clone()));
+    tracker.spawn(reload_on_notify(
+        broker.clone(),
+        reload,
+        on_reload,
+        shutdown.clone(),
+    ));
     let total = Arc::new(AtomicUsize::new(0));
     for (socket, listener, tls) in bound {
         tracker.spawn(accept_loop(
@@ -124,7 +139,12 @@ pub async fn run(
         ));
     }
 
+    // The store is loaded and every listener is bound (connections wait in the backlog
+    // until the accept loops run).
+    crate::systemd::ready();
+
     shutdown.cancelled().await;
+    crate::systemd::stopping();
     broker.begin_shutdown();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -165,11 +185,21 @@ fn log_loaded(l: &Loaded) {
     );
 }
 
-async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: CancellationToken) {
+async fn reload_on_notify(
+    broker: Arc<Broker>,
+    reload: Arc<Notify>,
+    on_reload: ReloadHook,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = reload.notified() => broker.auth().reload(),
+            _ = reload.notified() => {
+                crate::systemd::reloading();
+                on_reload();
+                broker.auth().reload();
+                crate::systemd::ready();
+            }
         }
     }
 }
@@ -179,7 +209,23 @@ async fn reload_on_notify(broker: Arc<Broker>, reload: Arc<Notify>, shutdown: Ca
 /// with the usual 128.
 const BACKLOG: u32 = 1024;
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The message for a listener that cannot be bound; for an address in use, what to do
+/// about it (the usual cause on Debian: the mosquitto package's service on 1883).
+pub(crate) fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    let mut text = format!("cannot listen on {addr}: {e}");
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        text.push_str(&format!(
+            "; another process holds {addr} (see which: ss -ltnp 'sport = :{port}'): stop it \
+             (Debian's mosquitto package runs a broker on 1883: systemctl disable --now \
+             mosquitto) or give midge another port (-p {other}, or port in [[listener]])",
+            port = addr.port(),
+            other = addr.port().checked_add(1).unwrap_or(1884),
+        ));
+    }
+    text
+}
+
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

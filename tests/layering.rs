@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     // The binary and its CLI (src/main.rs reaches the library as `midge::`); `cli` is
     // where `passwd` is headed (issue 13, item 6).
     &["main", "passwd", "cli"],
+    // `midge check-config`: the files and listeners the server would open.
+    &["check"],
     // Accepts sockets, owns shutdown.
     &["server"],
     &["tls"],
@@ -43,6 +45,8 @@ const LAYERS: &[&[&str]] = &[
     &["log_limit"],
     &["memory"],
     &["linger"],
+    &["log_file"],
+    &["systemd"],
 ];
 
 /// Modules that exist only for tests (declared `#[cfg(test)]` in lib.rs).

@@ -3,11 +3,13 @@
 //!
 //! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
 //! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
-//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], and below
+//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], [`process`]
+//! (the `midge` command run by a test: arguments, environment, signals), and below
 //! the older socket-level helpers, now written over [`packets`].
 #![allow(dead_code)]
 
 pub mod packets;
+pub mod process;
 pub mod raw;
 pub mod rng;
 pub mod tls;
