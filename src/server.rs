@@ -214,12 +214,19 @@ const BACKLOG: u32 = 1024;
 pub(crate) fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
     let mut text = format!("cannot listen on {addr}: {e}");
     if e.kind() == std::io::ErrorKind::AddrInUse {
+        let port = addr.port();
         text.push_str(&format!(
-            "; another process holds {addr} (see which: ss -ltnp 'sport = :{port}'): stop it \
-             (Debian's mosquitto package runs a broker on 1883: systemctl disable --now \
-             mosquitto) or give midge another port (-p {other}, or port in [[listener]])",
-            port = addr.port(),
-            other = addr.port().checked_add(1).unwrap_or(1884),
+            ". Another program listens there (`ss -ltnp 'sport = :{port}'` shows which)"
+        ));
+        if port == 1883 {
+            text.push_str(
+                "; on Debian and Ubuntu it is often the mosquitto package's service \
+                 (`systemctl disable --now mosquitto`)",
+            );
+        }
+        text.push_str(&format!(
+            ". Stop it, or run midge on another port: -p {} (or `port` in [[listener]])",
+            port.checked_add(1).unwrap_or(1884)
         ));
     }
     text

@@ -45,6 +45,15 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How to start midge on a port, for [`Running::launch_on_free_port`].
+pub struct Launch {
+    pub cmd: Command,
+    /// The log line that says it is ready, e.g. "listening on 0.0.0.0:1883".
+    pub listening: String,
+    /// Where midge logs (its `log_dest`), when not to stderr.
+    pub log_file: Option<PathBuf>,
+}
+
 /// A midge process started by a test, its stderr in a file, killed on drop.
 pub struct Running {
     pub child: Child,
@@ -89,18 +98,29 @@ impl Running {
         })
     }
 
-    /// [`Running::start_on_free_port`] for a whole command, `make(port)`. Readiness is
-    /// read from the stderr log: a test whose midge logs to a file of its own waits
-    /// itself.
+    /// [`Running::start_on_free_port`] for a whole command, `make(port)`, listening on
+    /// 127.0.0.1 and logging to stderr.
     pub fn start_command_on_free_port(make: impl Fn(u16) -> Command) -> (Running, u16) {
+        Running::launch_on_free_port(|port| Launch {
+            cmd: make(port),
+            listening: format!("listening on 127.0.0.1:{port}"),
+            log_file: None,
+        })
+    }
+
+    /// Starts `make(port).cmd` for a free port and waits for its `listening` line in its
+    /// log (`log_file`, or stderr). A lost race for the port ("in use" on stderr, where
+    /// midge reports why it stopped) is retried on a new port.
+    pub fn launch_on_free_port(make: impl Fn(u16) -> Launch) -> (Running, u16) {
         const ATTEMPTS: u32 = 5;
         for attempt in 1..=ATTEMPTS {
             let port = free_port();
-            let mut m = Running::spawn_command(make(port));
-            let needle = format!("listening on 127.0.0.1:{port}");
+            let launch = make(port);
+            let mut m = Running::spawn_command(launch.cmd);
+            let log_path = launch.log_file.unwrap_or_else(|| m.log_path.clone());
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if m.log().contains(&needle) {
+                if std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(&launch.listening)) {
                     return (m, port);
                 }
                 if let Ok(Some(status)) = m.child.try_wait() {
@@ -113,7 +133,8 @@ impl Running {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "midge did not log {needle:?} within 10 s; log:\n{}",
+                    "midge did not log {:?} within 10 s; stderr:\n{}",
+                    launch.listening,
                     m.log()
                 );
                 std::thread::sleep(Duration::from_millis(20));
