@@ -18,7 +18,7 @@ impl Config {
         }
     }
 
-    /// Every problem [`Config::validate`] would report, in file order (`midge
+    /// Every problem [`Config::validate`] would report, in the order checked (`midge
     /// check-config` lists them all).
     pub fn problems(&self, origin: &str) -> Vec<ConfigError> {
         let mut out = Vec::new();
@@ -408,6 +408,44 @@ mod tests {
         assert!(e.contains("error parsing level filter"), "{e}");
         assert!(err("log_level = \"\"").starts_with("config.toml: log_level = \"\" is invalid"));
         assert_eq!(ok("log_level = \"warn\"").log_level, "warn");
+    }
+
+    #[test]
+    fn log_format_and_log_dest_are_checked() {
+        let e = err("log_format = \"xml\"");
+        assert!(e.contains("log_format") && e.contains("\"json\""), "{e}");
+        for dest in ["", "stdout", "syslog"] {
+            let e = err(&format!("log_dest = {dest:?}"));
+            assert!(
+                e.starts_with(&format!("config.toml: log_dest = {dest:?} is invalid")),
+                "{e}"
+            );
+        }
+        let e = err("log_dest = 3");
+        assert!(e.contains("log_dest") && e.contains("file path"), "{e}");
+        assert_eq!(
+            ok("log_dest = \"stderr\"").log_dest,
+            crate::config::LogDest::Stderr
+        );
+    }
+
+    #[test]
+    fn problems_lists_every_one_not_just_the_first() {
+        let c: Config = toml::from_str(
+            "max_packet_size = 0\nconnect_timeout = 0\n[[listener]]\nport = 0\n\
+             [[listener]]\ncertfile = \"a.crt\"\n",
+        )
+        .unwrap();
+        let all: Vec<String> = c.problems("c.toml").into_iter().map(|e| e.0).collect();
+        assert_eq!(all.len(), 4, "{all:#?}");
+        assert!(all[0].contains("connect_timeout"), "{all:#?}");
+        assert!(all[1].contains("max_packet_size"), "{all:#?}");
+        assert!(all[2].contains("listener[1].port"), "{all:#?}");
+        assert!(
+            all[3].contains("listener[2]: certfile is set but keyfile"),
+            "{all:#?}"
+        );
+        assert_eq!(c.validate("c.toml").unwrap_err().0, all[0]);
     }
 
     #[test]
