@@ -225,7 +225,8 @@ pub(crate) fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
             );
         }
         text.push_str(&format!(
-            ". Stop it, or run midge on another port: -p {} (or `port` in [[listener]])",
+            ". Stop it, or run midge on another port: -p {} (for the first listener) or \
+             `port` in its [[listener]]",
             port.checked_add(1).unwrap_or(1884)
         ));
     }
