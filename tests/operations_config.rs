@@ -40,15 +40,11 @@ fn relative_paths_are_taken_from_the_config_files_directory_not_the_working_dire
     let config_path = conf.path().join("midge.toml");
     let (_m, port) = Running::launch_on_free_port(|port| {
         let text = config_with_relative_paths(conf.path(), port, free_port());
-        std::fs::write(&config_path, text).unwrap();
-        let mut cmd = midge();
-        cmd.arg("-c")
-            .arg(&config_path)
-            .current_dir(elsewhere.path());
+        let mut launch = Launch::config(&config_path, &text, &format!("127.0.0.1:{port}"));
+        launch.cmd.current_dir(elsewhere.path());
         Launch {
-            cmd,
-            listening: format!("listening on 127.0.0.1:{port}"),
             log_file: Some(conf.path().join("logs/midge.log")),
+            ..launch
         }
     });
     let log = std::fs::read_to_string(conf.path().join("logs/midge.log")).unwrap();
@@ -247,18 +243,11 @@ fn listener_beyond_loopback_with_anonymous_allowed_or_a_password_file_is_not_war
     {
         let config = dir.path().join(format!("midge-{n}.toml"));
         let (m, _port) = Running::launch_on_free_port(|port| {
-            std::fs::write(
-                &config,
-                format!("{extra}[[listener]]\nbind = \"0.0.0.0\"\nport = {port}\n[persistence]\nenabled = false\n"),
-            )
-            .unwrap();
-            let mut cmd = midge();
-            cmd.arg("-c").arg(&config);
-            Launch {
-                cmd,
-                listening: format!("listening on 0.0.0.0:{port}"),
-                log_file: None,
-            }
+            let text = format!(
+                "{extra}[[listener]]\nbind = \"0.0.0.0\"\nport = {port}\n\
+                 [persistence]\nenabled = false\n"
+            );
+            Launch::config(&config, &text, &format!("0.0.0.0:{port}"))
         });
         assert!(refusal_warnings(&m.log()).is_empty(), "{}", m.log());
     }

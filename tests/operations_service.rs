@@ -18,20 +18,13 @@ fn start_logging_to_file(dir: &Path, extra: &str) -> (Running, u16, PathBuf) {
     let config = dir.join("midge.toml");
     let log = dir.join("midge.log");
     let (m, port) = Running::launch_on_free_port(|port| {
-        std::fs::write(
-            &config,
-            format!(
-                "log_dest = \"midge.log\"\n{extra}\n[[listener]]\nbind = \"127.0.0.1\"\n\
-                 port = {port}\n[persistence]\nenabled = false\n"
-            ),
-        )
-        .unwrap();
-        let mut cmd = midge();
-        cmd.arg("-c").arg(&config);
+        let text = format!(
+            "log_dest = \"midge.log\"\n{extra}\n[[listener]]\nbind = \"127.0.0.1\"\n\
+             port = {port}\n[persistence]\nenabled = false\n"
+        );
         Launch {
-            cmd,
-            listening: format!("listening on 127.0.0.1:{port}"),
             log_file: Some(log.clone()),
+            ..Launch::config(&config, &text, &format!("127.0.0.1:{port}"))
         }
     });
     (m, port, log)

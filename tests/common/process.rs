@@ -4,7 +4,7 @@
 //! for protocol tests; this one leaves the arguments, environment and working directory
 //! to the test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,21 @@ pub struct Launch {
     pub listening: String,
     /// Where midge logs (its `log_dest`), when not to stderr.
     pub log_file: Option<PathBuf>,
+}
+
+impl Launch {
+    /// `midge -c config` with `text` written to `config` first; ready when it logs
+    /// "listening on {listening_on}" to stderr.
+    pub fn config(config: &Path, text: &str, listening_on: &str) -> Launch {
+        std::fs::write(config, text).expect("write config");
+        let mut cmd = midge();
+        cmd.arg("-c").arg(config);
+        Launch {
+            cmd,
+            listening: format!("listening on {listening_on}"),
+            log_file: None,
+        }
+    }
 }
 
 /// A midge process started by a test, its stderr in a file, killed on drop.
