@@ -58,7 +58,11 @@ pub fn files(config: &Config, origin: &str) -> Report {
     problems.extend(bind_each(config, origin));
     Report {
         problems,
-        warnings: config.refusal_warnings(),
+        warnings: config
+            .refusal_warnings()
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect(),
     }
 }
 

@@ -332,29 +332,29 @@ fn finish(mut client: Client, close: Close) {
     let peer = client.peer;
     match &close {
         Close::Disconnected => {
-            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client disconnected")
+            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "disconnect", "client disconnected")
         }
         Close::DisconnectedWithWill => {
-            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client disconnected, asking for its will")
+            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "disconnect_with_will", "client disconnected, asking for its will")
         }
         Close::PeerClosed => {
-            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client closed its connection")
+            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "peer_closed", "client closed its connection")
         }
         Close::Io(e) => {
-            tracing::info!(event = "connection_closed", client_id = %id, %peer, "socket error on client: {e}, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "io_error", "socket error on client: {e}, disconnecting")
         }
         Close::Violation { reason, why } => {
             // Any client can break the protocol on purpose, again and again.
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(event = "connection_closed", client_id = %id, %peer, suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+                tracing::warn!(event = "connection_closed", client_id = ?id, %peer, cause = "protocol_error", suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
             }
         }
         Close::KeepAliveTimeout => {
-            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client has exceeded its keep-alive, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "keep_alive", "client has exceeded its keep-alive, disconnecting")
         }
         Close::TakenOver => {
-            tracing::info!(event = "connection_closed", client_id = %id, %peer, "client id taken over by a new connection, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "taken_over", "client id taken over by a new connection, disconnecting")
         }
         Close::Shutdown => tracing::debug!(client_id = %id, %peer, "closed for shutdown"),
         Close::StoreFailed => tracing::warn!(

@@ -152,7 +152,7 @@ where
         // The socket first: a CONNECT that arrived with the client's FIN is never checked.
         biased;
         () = until_closed(stream, rbuf, cap) => {
-            tracing::debug!(%peer, "connection closed before its CONNECT was answered");
+            tracing::debug!(event = "connect_abandoned", %peer, "connection closed before its CONNECT was answered");
             Outcome::Closed
         }
         r = handled => match r {

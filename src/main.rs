@@ -52,10 +52,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    match cli.command.take() {
-        Some(Command::Passwd(args)) => {
-            return match cli::passwd::run(args) {
+    let mut args = Cli::parse();
+    match args.command.take() {
+        Some(Command::Passwd(passwd)) => {
+            return match cli::passwd::run(passwd) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     eprintln!("midge passwd: {message}");
@@ -63,15 +63,15 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::CheckConfig(args)) => {
-            return match cli::check::run(&args) {
+        Some(Command::CheckConfig(check)) => {
+            return match cli::check::run(&check) {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::FAILURE,
             };
         }
         None => {}
     }
-    match start(cli) {
+    match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("midge: {message}");
@@ -80,31 +80,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(cli: Cli) -> Result<(), String> {
-    let mut config = match &cli.config {
+fn start(args: Cli) -> Result<(), String> {
+    let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    apply_overrides(&mut config, cli.port, cli.bind)?;
+    apply_overrides(&mut config, args.port, args.bind)?;
     // Every path in a config file is taken from its directory, so that midge finds the
     // same files whatever directory it is started from (`/` under systemd). Without a
     // config file there is no such place, and midge keeps state in memory (as Mosquitto
     // does when started without one) rather than litter the working directory.
-    match &cli.config {
+    match &args.config {
         Some(path) => config.resolve_paths(path.parent()),
         None => config.persistence.enabled = false,
     }
     // Password, ACL and certificate files are read now, so that a bad one is reported
     // before anything else is printed.
-    let origin = cli
+    let origin = args
         .config
         .as_ref()
         .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
     let prepared = midge::server::prepare(config, &origin)?;
-    let log_file =
-        cli::logging::init(prepared.config(), cli.verbose).map_err(|e| format!("{origin}: {e}"))?;
+    let log_file = cli::logging::init(prepared.config(), args.verbose)
+        .map_err(|e| format!("{origin}: {e}"))?;
 
-    let source = match &cli.config {
+    let source = match &args.config {
         Some(path) => format!("config file {}", path.display()),
         None => "no config file, using defaults".to_owned(),
     };
@@ -217,14 +217,14 @@ impl Signals {
     }
 }
 
-/// SIGHUP: reopen the log file and reload the password and ACL files. First SIGINT/SIGTERM: graceful shutdown. A
-/// second one while shutting down: exit at once.
+/// SIGHUP: reopen the log file and reload the password and ACL files. First
+/// SIGINT/SIGTERM: graceful shutdown. A second one while shutting down: exit at once.
 async fn watch_signals(mut signals: Signals, shutdown: CancellationToken, reload: Arc<Notify>) {
     let mut stopping = false;
     loop {
         match signals.next().await {
             SignalEvent::Reload => {
-                tracing::info!("received SIGHUP, reloading");
+                tracing::info!(event = "reload", "received SIGHUP, reloading");
                 reload.notify_one();
             }
             SignalEvent::Stop(name) if !stopping => {
@@ -248,13 +248,13 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-        let cli =
+        let args =
             Cli::try_parse_from(["midge", "-c", "x.toml", "-p", "1884", "--bind", "::", "-vv"])
                 .unwrap();
-        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
-        assert_eq!(cli.port, Some(1884));
-        assert_eq!(cli.bind, Some("::".parse().unwrap()));
-        assert_eq!(cli.verbose, 2);
+        assert_eq!(args.config, Some(PathBuf::from("x.toml")));
+        assert_eq!(args.port, Some(1884));
+        assert_eq!(args.bind, Some("::".parse().unwrap()));
+        assert_eq!(args.verbose, 2);
         assert!(Cli::try_parse_from(["midge", "-p", "0"]).is_err());
         assert!(Cli::try_parse_from(["midge", "--bind", "localhost"]).is_err());
     }

@@ -99,7 +99,10 @@ pub async fn run(
             broker
         }
         None => {
-            tracing::info!("persistence disabled: state lives in memory only");
+            tracing::info!(
+                event = "store_disabled",
+                "persistence disabled: state lives in memory only"
+            );
             Broker::new(config, auth, Arc::new(MemoryStore))
         }
     };
@@ -110,12 +113,17 @@ pub async fn run(
         let socket = bind(addr).map_err(|e| bind_error(addr, &e))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let kind = if tls.is_some() { " (TLS)" } else { "" };
-        tracing::info!("listening on {local}{kind}");
+        tracing::info!(
+            event = "listening",
+            addr = %local,
+            tls = tls.is_some(),
+            "listening on {local}{kind}"
+        );
         bound.push((socket, Arc::new(listener.clone()), tls));
     }
 
-    for warning in broker.config().refusal_warnings() {
-        tracing::warn!("{warning}");
+    for (addr, warning) in broker.config().refusal_warnings() {
+        tracing::warn!(event = "listener_refuses_everyone", %addr, "{warning}");
     }
 
     let tracker = TaskTracker::new();
@@ -161,6 +169,10 @@ pub async fn run(
 fn log_loaded(l: &Loaded) {
     if let Some((file, at, cut)) = &l.torn {
         tracing::warn!(
+            event = "store_torn_tail",
+            file = ?file,
+            offset = at,
+            cut,
             "store: cut off a torn record at the end of {} (offset {at}, {cut} bytes): \
              a write the process did not finish, never acknowledged",
             file.display()
@@ -168,11 +180,21 @@ fn log_loaded(l: &Loaded) {
     }
     if l.expired > 0 {
         tracing::info!(
+            event = "store_expired",
+            expired = l.expired,
             "store: {} queued messages expired while midge was down",
             l.expired
         );
     }
     tracing::info!(
+        event = "store_loaded",
+        dir = ?l.dir,
+        sessions = l.sessions,
+        queued = l.queued,
+        retained = l.retained,
+        records = l.records,
+        bytes = l.bytes,
+        ms = l.elapsed.as_millis() as u64,
         "store loaded from {}: {} sessions, {} queued messages, {} retained messages in {} ms \
          ({} records, {} bytes)",
         l.dir.display(),

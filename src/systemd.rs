@@ -28,6 +28,10 @@ pub fn stopping() {
 
 fn send(what: &str, states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!("cannot tell systemd {what}: {e}");
+        tracing::warn!(
+            event = "notify_failed",
+            state = what,
+            "cannot tell systemd {what}: {e}"
+        );
     }
 }

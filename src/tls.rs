@@ -125,7 +125,7 @@ pub async fn handshake(
         Ok(Err(e)) => {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(event = "tls_failed", %peer, suppressed, "TLS handshake failed: {e}");
+                tracing::info!(event = "tls_failed", %peer, cause = failure_cause(&e), suppressed, "TLS handshake failed: {e}");
             }
             None
         }
@@ -136,6 +136,23 @@ pub async fn handshake(
             }
             None
         }
+    }
+}
+
+/// Why a TLS handshake failed, as a stable name for the log line's `cause` field: what
+/// was wrong with the client's certificate when rustls says so, else whether TLS or the
+/// socket failed.
+fn failure_cause(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "certificate_expired",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "unknown_issuer",
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::NoCertificatesPresented) => "no_certificate",
+        Some(_) => "tls",
+        None => "io",
     }
 }
 

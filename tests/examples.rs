@@ -32,21 +32,25 @@ fn sensor_readings_reach_the_subscriber_example() {
         .spawn()
         .expect("start subscriber example");
     assert!(
-        b.wait_log("telemetry-printer", Duration::from_secs(10)),
+        b.wait_event_with(
+            "client_connected",
+            &[("client_id", "telemetry-printer")],
+            Duration::from_secs(10)
+        ),
         "subscriber example did not connect"
     );
     // Give its SUBSCRIBE a moment to be processed after CONNECT.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b
-        .log()
-        .contains("subscribed client_id=\"telemetry-printer\" filter=\"sensors/+/telemetry\"")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "subscriber example never subscribed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        b.wait_event_with(
+            "subscribed",
+            &[
+                ("client_id", "telemetry-printer"),
+                ("filter", "sensors/+/telemetry")
+            ],
+            Duration::from_secs(10)
+        ),
+        "subscriber example never subscribed"
+    );
 
     let sensor = Command::new(example("sensor"))
         .args([
@@ -129,7 +133,9 @@ fn secure_example_runs_with_generated_certs_password_and_acl() {
         .expect("start midge");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !log().contains(&format!("listening on 127.0.0.1:{tls} (TLS)")) {
+    let tls_addr = format!("127.0.0.1:{tls}");
+    let tls_listening = [("addr", tls_addr.as_str()), ("tls", "true")];
+    while common::event_lines(&log(), "listening", &tls_listening).is_empty() {
         assert!(
             Instant::now() < deadline && midge.try_wait().unwrap().is_none(),
             "midge did not start with examples/secure.toml:\n{}",
@@ -173,11 +179,16 @@ fn secure_example_runs_with_generated_certs_password_and_acl() {
         "10",
     ]);
     let sub = client("mosquitto_sub", tls, &sub_args);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log().contains("filter=\"demo/#\"") {
-        assert!(Instant::now() < deadline, "no subscription:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        common::wait_event_in(
+            log,
+            "subscribed",
+            &[("client_id", "demo-device"), ("filter", "demo/#")],
+            Duration::from_secs(10)
+        ),
+        "no subscription:\n{}",
+        log()
+    );
     // ... and a tool on the plain listener publishes it.
     let mut pub_args: Vec<&str> = login.to_vec();
     pub_args.extend(["-t", "demo/hello", "-m", "hi", "-q", "1"]);

@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::raw::Raw;
-use common::{passwd_file, Broker, Login, LoginWill, TempDir};
+use common::{passwd_file, wait_closes, Broker, Login, LoginWill, TempDir};
 
 const ACCEPTED: u8 = 0x00;
 const NOT_AUTHORIZED_311: u8 = 0x05;
@@ -83,8 +83,9 @@ fn another_user_taking_over_a_connected_session_is_refused_and_the_owner_stays()
     publisher.publish_acked("t/1", b"for alice", 1, false);
     let got = alice.publishes(QUIET, 10);
     assert_eq!(got, [("t/1".to_owned(), b"for alice".to_vec())]);
-    assert!(b.wait_log(
-        "client id in use by a session of another user",
+    assert!(b.wait_event_with(
+        "connect_refused",
+        &[("cause", "client_id_in_use"), ("client_id", "shared-id")],
         Duration::from_secs(5)
     ));
     b.assert_serves_healthy_client("takeover-online");
@@ -157,7 +158,7 @@ fn another_users_claim_does_not_cancel_the_owners_delayed_will() {
     let (alice_conn, _) = logged_in(&b, &alice);
     // Dropped without DISCONNECT: the will is due after its delay.
     drop(alice_conn);
-    assert!(b.wait_log("client_id=alice-will", Duration::from_secs(5)));
+    wait_closes(&b, "alice-will", 1);
     let bob = Login {
         v5: true,
         session_expiry: Some(3600),
@@ -244,8 +245,9 @@ fn queued_messages_are_checked_against_the_acl_in_force_when_they_are_sent() {
     assert!(present);
     let got = alice.publishes(QUIET, 10);
     assert_eq!(got, [("data/public/1".to_owned(), b"p".to_vec())]);
-    assert!(b.wait_log(
-        "no longer readable under the ACL, dropped",
+    assert!(b.wait_event_with(
+        "delivery_denied",
+        &[("client_id", "alice-acl")],
         Duration::from_secs(5)
     ));
     b.assert_serves_healthy_client("acl-at-send");
@@ -336,7 +338,11 @@ fn a_username_without_a_password_file_does_not_unlock_that_users_acl_section() {
     assert_eq!(w.subscribe(2, &[("public/#", 1)]), [1]);
     // Its writes are the anonymous section's too (nothing), so nobody reads them.
     w.publish_acked("secret/x", b"forged", 3, false);
-    assert!(b.wait_log("PUBLISH denied by the ACL", Duration::from_secs(5)));
+    assert!(b.wait_event_with(
+        "publish_refused",
+        &[("cause", "acl"), ("client_id", "pretender")],
+        Duration::from_secs(5)
+    ));
     b.assert_serves_healthy_client("unverified");
 }
 

@@ -491,7 +491,7 @@ fn ten_thousand_idle_persistent_sessions_all_expire() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut expired = 0;
     while Instant::now() < deadline {
-        expired = b.log().matches("session expired").count();
+        expired = b.event_count("session_expired", &[]);
         if expired >= SESSIONS {
             break;
         }

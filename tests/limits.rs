@@ -170,16 +170,13 @@ fn limit_slow_consumer_never_blocks_publishers_or_others() {
 
     // Drops are counted and logged, once per interval per client.
     let log = b.log();
-    let reports = log.matches("outgoing queue full").count();
+    let reports = event_lines(&log, "queue_full", &[]).len();
     assert!(reports >= 1, "drops must be logged");
     assert!(
         reports <= 2,
         "at most one report per stalled client per interval, got {reports}"
     );
-    let healthy_drops = log
-        .lines()
-        .filter(|l| l.contains("outgoing queue full") && l.contains("healthy"))
-        .count();
+    let healthy_drops = event_lines(&log, "queue_full", &[("client_id", "healthy")]).len();
     assert_eq!(
         healthy_drops, 0,
         "the reading subscriber must not lose messages"

@@ -48,7 +48,10 @@ fn relative_paths_are_taken_from_the_config_files_directory_not_the_working_dire
         }
     });
     let log = std::fs::read_to_string(conf.path().join("logs/midge.log")).unwrap();
-    assert!(log.contains("(TLS)"), "the TLS listener is up:\n{log}");
+    assert!(
+        !event_lines(&log, "listening", &[("tls", "true")]).is_empty(),
+        "the TLS listener is up:\n{log}"
+    );
     // The password file was found: alice logs in, a wrong password is refused.
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let login = |password: &[u8]| {
@@ -181,7 +184,7 @@ fn no_config_file_keeps_state_in_memory_and_writes_no_store() {
         cmd
     });
     assert!(
-        m.log().contains("state lives in memory only"),
+        !event_lines(&m.log(), "store_disabled", &[]).is_empty(),
         "{}",
         m.log()
     );
@@ -193,9 +196,7 @@ fn no_config_file_keeps_state_in_memory_and_writes_no_store() {
 
 /// The refusal warning lines of a log.
 fn refusal_warnings(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.contains("WARN") && l.contains("will refuse every client"))
-        .collect()
+    event_lines(log, "listener_refuses_everyone", &[])
 }
 
 #[test]
@@ -205,7 +206,7 @@ fn listener_beyond_loopback_without_credentials_warns_once_why_clients_are_refus
         cmd.args(["--bind", "0.0.0.0", "-p", &port.to_string()]);
         Launch {
             cmd,
-            listening: format!("listening on 0.0.0.0:{port}"),
+            listening_on: format!("0.0.0.0:{port}"),
             log_file: None,
         }
     });
@@ -219,6 +220,8 @@ fn listener_beyond_loopback_without_credentials_warns_once_why_clients_are_refus
     let warnings = refusal_warnings(&log);
     assert_eq!(warnings.len(), 1, "one warning line:\n{log}");
     let line = warnings[0];
+    assert_eq!(log_field(line, "addr"), Some(&*format!("0.0.0.0:{port}")));
+    // What it says: why, and what to set.
     for needle in [
         &format!("0.0.0.0:{port}") as &str,
         "not bound to a loopback address",

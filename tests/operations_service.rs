@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::process::{midge, wait_file_contains, Launch, Running};
+use common::process::{midge, wait_event_in_file, Launch, Running};
 use common::*;
 
 /// Starts midge on a config in `dir` with `extra` keys and a listener on a free port,
@@ -43,44 +43,43 @@ fn log_dest_file_gets_the_log_and_a_fresh_file_after_logrotate_and_sighup() {
         "nothing on stderr with a log file:\n{}",
         m.log()
     );
+    let connected = |log: &Path, id: &str| {
+        wait_event_in_file(
+            log,
+            "client_connected",
+            &[("client_id", id)],
+            Duration::from_secs(5),
+        )
+    };
     let first = raw_connected(local(port), "before-rotation");
-    assert!(wait_file_contains(
-        &log,
-        "as before-rotation",
-        Duration::from_secs(5)
-    ));
+    assert!(connected(&log, "before-rotation"));
 
     // What logrotate does: move the file, then SIGHUP.
     let rotated = dir.path().join("midge.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     m.signal("HUP");
     assert!(
-        wait_file_contains(&log, "reopened log file", Duration::from_secs(5)),
+        wait_event_in_file(&log, "log_reopened", &[], Duration::from_secs(5)),
         "a new file at the path after SIGHUP; old one:\n{}",
         std::fs::read_to_string(&rotated).unwrap()
     );
     let _second = raw_connected(local(port), "after-rotation");
-    assert!(wait_file_contains(
-        &log,
-        "as after-rotation",
-        Duration::from_secs(5)
-    ));
+    assert!(connected(&log, "after-rotation"));
     drop(first);
     let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(old.contains("as before-rotation") && !old.contains("after-rotation"));
-    assert!(old.contains("received SIGHUP"), "{old}");
+    let in_old = |id: &str| event_lines(&old, "client_connected", &[("client_id", id)]).len();
+    assert_eq!(
+        (in_old("before-rotation"), in_old("after-rotation")),
+        (1, 0)
+    );
+    assert_eq!(event_lines(&old, "reload", &[]).len(), 1, "{old}");
 }
 
 #[test]
 fn log_format_json_writes_one_json_object_per_line() {
     let dir = TempDir::new("ops-log-json");
     let (_m, port, log) = start_logging_to_file(dir.path(), "log_format = \"json\"");
-    let _client = raw_connected(local(port), "json-client");
-    assert!(wait_file_contains(
-        &log,
-        "json-client",
-        Duration::from_secs(5)
-    ));
+    // The launcher waited for the `listening` event, in JSON.
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -88,7 +87,10 @@ fn log_format_json_writes_one_json_object_per_line() {
         .collect();
     let listening = lines
         .iter()
-        .find(|v| v["fields"]["message"] == format!("listening on 127.0.0.1:{port}"))
+        .find(|v| {
+            v["fields"]["event"] == "listening"
+                && v["fields"]["addr"] == format!("127.0.0.1:{port}")
+        })
         .unwrap_or_else(|| panic!("no listening line:\n{text}"));
     assert_eq!(listening["level"], "INFO");
     assert!(listening["timestamp"].is_string());
@@ -201,6 +203,10 @@ fn an_unreachable_notify_socket_is_logged_and_midge_runs_on() {
             .env("NOTIFY_SOCKET", &gone);
         cmd
     });
-    assert!(m.wait_log("cannot tell systemd READY=1"), "{}", m.log());
+    assert!(
+        m.wait_event("notify_failed", &[("state", "READY=1")]),
+        "{}",
+        m.log()
+    );
     let _ = raw_connected(local(port), "still-serving");
 }

@@ -135,13 +135,18 @@ impl Transcript {
     }
 }
 
-/// midge's debug line for an accepted subscription of `client_id` to the jobs filter.
+/// midge's `subscribed` event for `client_id`'s subscription to its jobs filter: the
+/// tracker reads `jobs/done`, the workers share `jobs/resize`.
 fn subscribed(broker: &common::Broker, client_id: &str) -> bool {
-    let needle = format!("subscribed client_id=\"{client_id}\"");
-    broker
-        .log()
-        .lines()
-        .any(|l| l.contains(&needle) && l.contains("jobs/"))
+    let filter = if client_id == "tracker" {
+        "jobs/done"
+    } else {
+        "$share/workers/jobs/resize"
+    };
+    broker.event_count(
+        "subscribed",
+        &[("client_id", client_id), ("filter", filter)],
+    ) > 0
 }
 
 /// The number after `word` in a line such as "worker w1 started job 7".

@@ -78,6 +78,8 @@ impl Auth {
             match PasswordFile::load(path) {
                 Ok(file) => {
                     tracing::info!(
+                        event = "passwords_reloaded",
+                        users = file.len(),
                         "reloaded password file {} ({} users)",
                         path.display(),
                         file.len()
@@ -85,7 +87,10 @@ impl Auth {
                     *self.passwords.write() = Some(Arc::new(file));
                 }
                 Err(e) => {
-                    tracing::error!("password_file not reloaded, keeping the previous one: {e}")
+                    tracing::error!(
+                        event = "passwords_not_reloaded",
+                        "password_file not reloaded, keeping the previous one: {e}"
+                    )
                 }
             }
         }
@@ -99,7 +104,10 @@ impl Auth {
                     );
                     *self.acl.write() = Some(Arc::new(file));
                 }
-                Err(e) => tracing::error!("acl_file not reloaded, keeping the previous one: {e}"),
+                Err(e) => tracing::error!(
+                    event = "acl_not_reloaded",
+                    "acl_file not reloaded, keeping the previous one: {e}"
+                ),
             }
         }
         if self.password_file.is_none() && self.acl_file.is_none() {
@@ -154,10 +162,12 @@ impl Auth {
             let _slot = slot;
             let started = std::time::Instant::now();
             let ok = passwords.verify(&username, &password);
+            let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(
+                event = "password_checked",
                 username = %crate::log_limit::field(&username),
-                "password check ran in {} ms",
-                started.elapsed().as_millis()
+                ms,
+                "password check ran in {ms} ms"
             );
             ok
         })

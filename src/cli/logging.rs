@@ -42,8 +42,15 @@ fn is_terminal() -> bool {
 /// SIGHUP: the log file (after logrotate moved it) is opened afresh at its path.
 pub fn reopen(file: &LogFile) {
     match file.reopen() {
-        Ok(()) => tracing::info!("reopened log file {}", file.path().display()),
+        Ok(()) => tracing::info!(
+            event = "log_reopened",
+            path = ?file.path(),
+            "reopened log file {}",
+            file.path().display()
+        ),
         Err(e) => tracing::error!(
+            event = "log_not_reopened",
+            path = ?file.path(),
             "cannot reopen log file {}, still writing to the old one: {e}",
             file.path().display()
         ),

@@ -100,7 +100,8 @@ impl Config {
     /// set: anonymous clients are not allowed there (`allow_anonymous` false, or unset on
     /// a listener bound beyond loopback) and there is no `password_file` to log in with
     /// (nor a certificate identity, `use_identity_as_username`).
-    pub fn refusal_warnings(&self) -> Vec<String> {
+    /// Each comes with the listener's address.
+    pub fn refusal_warnings(&self) -> Vec<(std::net::SocketAddr, String)> {
         if self.password_file.is_some() {
             return Vec::new();
         }
@@ -115,12 +116,15 @@ impl Config {
                 "it is not bound to a loopback address, so anonymous clients are refused \
                  (allow_anonymous is unset)"
             };
-            out.push(format!(
-                "listener[{}] {} will refuse every client (CONNACK \"not authorised\"): {why}, \
-                 and there is no password_file to log in with; set password_file (create one \
-                 with `midge passwd -c FILE USER`) or allow_anonymous = true",
-                i + 1,
-                std::net::SocketAddr::new(l.bind, l.port),
+            let addr = std::net::SocketAddr::new(l.bind, l.port);
+            out.push((
+                addr,
+                format!(
+                    "listener[{}] {addr} will refuse every client (CONNACK \"not authorised\"): \
+                     {why}, and there is no password_file to log in with; set password_file \
+                     (create one with `midge passwd -c FILE USER`) or allow_anonymous = true",
+                    i + 1,
+                ),
             ));
         }
         out
@@ -214,7 +218,13 @@ mod tests {
 
     #[test]
     fn a_listener_that_refuses_every_client_is_warned_about() {
-        let warnings = |text: &str| ok(text).refusal_warnings();
+        let warnings = |text: &str| -> Vec<String> {
+            let w = ok(text).refusal_warnings();
+            for (addr, line) in &w {
+                assert!(line.contains(&addr.to_string()), "{line}");
+            }
+            w.into_iter().map(|(_, line)| line).collect()
+        };
         // Loopback, or anonymous allowed, or a password file: clients can get in.
         assert!(warnings("").is_empty());
         assert!(warnings("allow_anonymous = true\n[[listener]]\nbind = \"0.0.0.0\"").is_empty());

@@ -47,7 +47,7 @@ pub async fn handle(
         // midge offers no enhanced authentication (MQTT 5.0 §4.12).
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
-            tracing::info!(%peer, method = ?field(method), suppressed, "authentication method not supported, refusing (0x8C)");
+            tracing::info!(event = "connect_refused", cause = "auth_method", %peer, method = ?field(method), suppressed, "authentication method not supported, refusing (0x8C)");
         }
         return Err(Refusal {
             connack: Some(reason::BAD_AUTHENTICATION_METHOD),
@@ -61,7 +61,7 @@ pub async fn handle(
             // [MQTT-3.1.3-8]
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, suppressed, "empty client id without clean session, refusing (0x02)");
+                tracing::info!(event = "connect_refused", cause = "empty_client_id", %peer, suppressed, "empty client id without clean session, refusing (0x02)");
             }
             return Err(Refusal {
                 connack: Some(IDENTIFIER_REJECTED),
@@ -77,7 +77,7 @@ pub async fn handle(
     if too_long {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(suppressed) = LOG.allow() {
-            tracing::info!(%peer, len = client_id.len(), suppressed, "client id too long, refusing (0x02)");
+            tracing::info!(event = "connect_refused", cause = "client_id_too_long", %peer, len = client_id.len(), suppressed, "client id too long, refusing (0x02)");
         }
         return Err(Refusal {
             connack: Some(IDENTIFIER_REJECTED),
@@ -87,7 +87,7 @@ pub async fn handle(
         if !topic::valid_topic_name(&will.topic) {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "invalid will topic, closing");
+                tracing::info!(event = "connect_refused", cause = "will_topic_invalid", %peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "invalid will topic, closing");
             }
             return Err(Refusal { connack: None });
         }
@@ -96,7 +96,7 @@ pub async fn handle(
             // for it (0x90); 3.1.1 has none, so the connection is closed without one.
             static DEEP_WILL_LOG: LogLimit = LogLimit::new(10_000);
             if let Some(held_back) = DEEP_WILL_LOG.allow() {
-                tracing::info!(%peer, client_id = ?field(&client_id),
+                tracing::info!(event = "connect_refused", cause = "will_topic_too_deep", %peer, client_id = ?field(&client_id),
                     held_back, "will topic deeper than max_topic_levels, refusing");
             }
             return Err(Refusal {
@@ -110,7 +110,7 @@ pub async fn handle(
         if max_user > 0 && user_props > max_user {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = ?field(&client_id), user_props, suppressed, "will has more user properties than max_user_properties, refusing (0x97)");
+                tracing::info!(event = "connect_refused", cause = "will_user_properties", %peer, client_id = ?field(&client_id), user_props, suppressed, "will has more user properties than max_user_properties, refusing (0x97)");
             }
             return Err(Refusal {
                 connack: Some(reason::QUOTA_EXCEEDED),
@@ -126,7 +126,7 @@ pub async fn handle(
         {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "will topic denied by the ACL, refusing (not authorized)");
+                tracing::info!(event = "connect_refused", cause = "will_denied", %peer, client_id = ?field(&client_id), topic = ?field(&will.topic), suppressed, "will topic denied by the ACL, refusing (not authorized)");
             }
             return Err(Refusal {
                 connack: Some(NOT_AUTHORIZED),
@@ -211,7 +211,7 @@ pub async fn handle(
     let att = match attached {
         Ok(att) => att,
         Err(Refused::Overtaken) => {
-            tracing::info!(%peer, client_id, "CONNECT overtaken by a newer one for the same client id");
+            tracing::info!(event = "connect_refused", cause = "overtaken", %peer, client_id, "CONNECT overtaken by a newer one for the same client id");
             return Err(Refusal { connack: None });
         }
         Err(Refused::NotOwner) => {
@@ -220,6 +220,8 @@ pub async fn handle(
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(held_back) = LOG.allow() {
                 tracing::warn!(
+                    event = "connect_refused",
+                    cause = "client_id_in_use",
                     %peer,
                     client_id = &*log_limit::field(&client_id),
                     username = &*log_limit::field(username.as_deref().unwrap_or("")),
@@ -238,39 +240,46 @@ pub async fn handle(
         ProtocolVersion::V311 => 4,
         ProtocolVersion::V5 => 5,
     };
+    // The identity (a certificate's under use_identity_as_username), else the username as
+    // claimed, verified or not, as Mosquitto logs it.
+    let user = username
+        .as_deref()
+        .or(connect.username.as_deref())
+        .map(log_limit::field);
     tracing::info!(
+        event = "client_connected",
+        %peer,
+        client_id = ?field(&client_id),
+        protocol = level,
+        clean = connect.clean_session,
+        keep_alive = connect.keep_alive,
+        user = user.as_deref(),
         "New client connected from {peer} as {} (p{level}, c{}, k{}{}).",
         field(&client_id),
         u8::from(connect.clean_session),
         connect.keep_alive,
-        // The identity (a certificate's under use_identity_as_username), else the
-        // username as claimed, verified or not, as Mosquitto logs it.
-        username
-            .as_deref()
-            .or(connect.username.as_deref())
-            .map(|u| format!(", u'{}'", log_limit::field(u)))
+        user.as_deref()
+            .map(|u| format!(", u'{u}'"))
             .unwrap_or_default(),
     );
 
     let mut out = Outbox::for_client(peer_v5);
-    // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
     let config = &broker.config();
-    out.connack(
-        att.session_present,
-        ConnackProps {
-            receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
-            retain_available: Some(true),
-            maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
-            assigned_client_id: assigned.then(|| client_id.clone()),
-            topic_alias_maximum: (config.max_topic_alias > 0).then_some(config.max_topic_alias),
-            wildcard_available: Some(true),
-            subscription_ids_available: Some(true),
-            shared_available: Some(true),
-            server_keep_alive,
-            session_expiry: granted_expiry,
-            ..ConnackProps::default()
-        },
-    );
+    // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed. The
+    // properties are built only for a 5.0 client: 3.1.1's CONNACK has none.
+    out.connack(att.session_present, || ConnackProps {
+        receive_maximum: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
+        retain_available: Some(true),
+        maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
+        assigned_client_id: assigned.then(|| client_id.clone()),
+        topic_alias_maximum: (config.max_topic_alias > 0).then_some(config.max_topic_alias),
+        wildcard_available: Some(true),
+        subscription_ids_available: Some(true),
+        shared_available: Some(true),
+        server_keep_alive,
+        session_expiry: granted_expiry,
+        ..ConnackProps::default()
+    });
     let client_v5 = v5.then(|| {
         Box::new(ClientV5 {
             aliases: Default::default(),
@@ -318,7 +327,7 @@ async fn authenticate(
             None => {
                 static LOG: LogLimit = LogLimit::new(10_000);
                 if let Some(suppressed) = LOG.allow() {
-                    tracing::info!(%peer, client_id = ?field(client_id), suppressed, "client certificate has no Common Name, refusing (not authorized)");
+                    tracing::info!(event = "connect_refused", cause = "no_common_name", %peer, client_id = ?field(client_id), suppressed, "client certificate has no Common Name, refusing (not authorized)");
                 }
                 refuse(NOT_AUTHORIZED)
             }
@@ -343,6 +352,8 @@ async fn authenticate(
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
                 tracing::info!(
+                    event = "connect_refused",
+                    cause = "bad_credentials",
                     %peer,
                     client_id = ?field(client_id),
                     username = ?field(connect.username.as_deref().unwrap_or_default()),
@@ -356,6 +367,8 @@ async fn authenticate(
             static BUSY: LogLimit = LogLimit::new(10_000);
             if let Some(held_back) = BUSY.allow() {
                 tracing::warn!(
+                    event = "connect_refused",
+                    cause = "busy",
                     %peer,
                     client_id = %field(client_id),
                     held_back,
@@ -373,7 +386,7 @@ async fn authenticate(
             };
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::info!(%peer, client_id = ?field(client_id), suppressed, "{why}, refusing (not authorized)");
+                tracing::info!(event = "connect_refused", cause = "anonymous", %peer, client_id = ?field(client_id), suppressed, "{why}, refusing (not authorized)");
             }
             refuse(NOT_AUTHORIZED)
         }

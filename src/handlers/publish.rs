@@ -63,21 +63,25 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
             .is_some_and(|p| p.user_properties.len() > max_user);
     let denied = !client.may(&publish.topic, Access::Write);
     if denied || bad_format || too_many_user_props {
-        let (code, why) = if denied && crate::auth::is_sys(&publish.topic) {
+        // (reason code, `cause` field of the log line, its words)
+        let (code, cause, why) = if denied && crate::auth::is_sys(&publish.topic) {
             (
                 reason::NOT_AUTHORIZED,
+                "sys_topic",
                 "to $SYS, which only the broker writes",
             )
         } else if denied {
-            (reason::NOT_AUTHORIZED, "denied by the ACL")
+            (reason::NOT_AUTHORIZED, "acl", "denied by the ACL")
         } else if bad_format {
             (
                 reason::PAYLOAD_FORMAT_INVALID,
+                "payload_format",
                 "payload is not the UTF-8 it claims",
             )
         } else {
             (
                 reason::QUOTA_EXCEEDED,
+                "user_properties",
                 "has more user properties than max_user_properties",
             )
         };
@@ -85,6 +89,8 @@ pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(held_back) = LOG.allow() {
             tracing::info!(
+                event = "publish_refused",
+                cause,
                 client_id = &*log_limit::field(client.client_id()),
                 topic = &*log_limit::field(&publish.topic),
                 held_back,

@@ -59,12 +59,13 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
     let mut accepted: Vec<(&str, SubscriptionOptions, bool)> = Vec::new();
     for (i, (filter, opts)) in subscribe.filters.iter().enumerate() {
         if i >= handled {
-            codes[i] = if v5 { reason::QUOTA_EXCEEDED } else { FAILURE };
-            refused(
-                client,
-                filter,
-                "more filters than max_filters_per_subscribe",
-            );
+            let r = Refused {
+                code: reason::QUOTA_EXCEEDED,
+                cause: "too_many_filters",
+                why: "more filters than max_filters_per_subscribe",
+            };
+            codes[i] = if v5 { r.code } else { FAILURE };
+            refused(client, filter, r);
             continue;
         }
         if last.get(filter.as_str()).is_some_and(|&at| at != i) {
@@ -73,9 +74,9 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
         }
         let shared = topic::split_shared(filter);
         match check(client, filter, shared) {
-            Err((code, why)) => {
-                refused(client, filter, why);
-                codes[i] = if v5 { code } else { FAILURE };
+            Err(r) => {
+                codes[i] = if v5 { r.code } else { FAILURE };
+                refused(client, filter, r);
             }
             Ok(()) => {
                 let sub = Sub {
@@ -87,6 +88,7 @@ pub fn handle(client: &mut Client, subscribe: Subscribe) -> Result<(), Close> {
                 // A repeated filter replaces the earlier subscription [MQTT-3.8.4-3].
                 let is_new = client.broker.subscribe(&client.session, filter, sub);
                 tracing::debug!(
+                    event = "subscribed",
                     client_id = client.client_id(),
                     filter = &*field(filter),
                     qos = opts.qos as u8,
@@ -141,51 +143,77 @@ pub fn deliver_retained(client: &Client, due: RetainedDue) {
         });
 }
 
+/// Why a filter cannot be subscribed.
+struct Refused {
+    /// The MQTT 5.0 reason code.
+    code: u8,
+    /// The log line's stable `cause` field.
+    cause: &'static str,
+    /// The log line's words.
+    why: &'static str,
+}
+
 /// Logs a refused filter, at most once per interval for the whole broker.
-fn refused(client: &Client, filter: &str, why: &str) {
+fn refused(client: &Client, filter: &str, r: Refused) {
     if let Some(held_back) = REFUSED_LOG.allow() {
         tracing::info!(
+            event = "subscribe_refused",
+            cause = r.cause,
             client_id = &*field(client.client_id()),
             filter = &*field(filter),
             held_back,
-            "subscription refused: {why}"
+            "subscription refused: {}",
+            r.why
         );
     }
 }
 
-/// Why a filter cannot be subscribed: the MQTT 5.0 reason code and a text for the log.
+/// Whether `filter` may be subscribed, and if not, why.
 fn check(
     client: &Client,
     filter: &str,
     shared: Option<Option<(&str, &str)>>,
-) -> Result<(), (u8, &'static str)> {
+) -> Result<(), Refused> {
     let config = &client.broker.config();
+    let refuse = |code, cause, why| Err(Refused { code, cause, why });
     let plain = match shared {
         None => filter,
         Some(Some((_, inner))) => inner,
-        Some(None) => return Err((reason::TOPIC_FILTER_INVALID, "invalid shared subscription")),
+        Some(None) => {
+            return refuse(
+                reason::TOPIC_FILTER_INVALID,
+                "invalid_shared",
+                "invalid shared subscription",
+            )
+        }
     };
     if !topic::valid_topic_filter(plain) {
-        return Err((reason::TOPIC_FILTER_INVALID, "invalid topic filter"));
+        return refuse(
+            reason::TOPIC_FILTER_INVALID,
+            "invalid_filter",
+            "invalid topic filter",
+        );
     }
     if !topic::within_levels(plain, config.max_topic_levels) {
-        return Err((
+        return refuse(
             reason::TOPIC_FILTER_INVALID,
+            "too_deep",
             "more topic levels than max_topic_levels",
-        ));
+        );
     }
     if !client.may(filter, Access::Subscribe) {
-        return Err((reason::NOT_AUTHORIZED, "denied by the ACL"));
+        return refuse(reason::NOT_AUTHORIZED, "acl", "denied by the ACL");
     }
     let st = client.session.state.lock();
     if config.max_subscriptions_per_client > 0
         && !st.subscriptions.contains(filter)
         && st.subscriptions.len() >= config.max_subscriptions_per_client
     {
-        return Err((
+        return refuse(
             reason::QUOTA_EXCEEDED,
+            "too_many_subscriptions",
             "max_subscriptions_per_client reached",
-        ));
+        );
     }
     Ok(())
 }

@@ -204,14 +204,15 @@ impl Outbox {
         }
     }
 
-    /// The accepting CONNACK. A 5.0 client gets `props`, or, if its Maximum Packet Size
-    /// cannot take them, none but the one it must have (an assigned id)
-    /// [MQTT-3.1.2-24]; a 3.1.1 client has no properties.
-    pub fn connack(&mut self, session_present: bool, props: ConnackProps) {
+    /// The accepting CONNACK. A 5.0 client gets the properties `props` builds, or, if its
+    /// Maximum Packet Size cannot take them, none but the one it must have (an assigned
+    /// id) [MQTT-3.1.2-24]; a 3.1.1 client has no properties, and they are not built.
+    pub fn connack(&mut self, session_present: bool, props: impl FnOnce() -> ConnackProps) {
         let Some(limit) = self.v5.as_ref().map(|p| p.max_packet_size) else {
             codec::encode_connack(self.buf(), session_present, v311::ACCEPTED);
             return;
         };
+        let props = props();
         let limit = limit.map_or(usize::MAX, |m| m as usize);
         let buf = self.buf();
         let start = buf.len();

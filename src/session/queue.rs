@@ -257,6 +257,7 @@ impl SessionState {
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(held_back) = LOG.allow() {
             tracing::info!(
+                event = "delivery_denied",
                 client_id = &*log_limit::field(client_id),
                 topic = &*log_limit::field(topic),
                 held_back,

@@ -155,7 +155,10 @@ impl Store for DurableStore {
             self.log
                 .resume_with(|f| st.snapshot(|r| f.record(|b| r.encode(b))))
                 .map_err(|e| StoreError(e.0))?;
-            tracing::info!("store: writing again after a failure");
+            tracing::info!(
+                event = "store_resumed",
+                "store: writing again after a failure"
+            );
         }
         // The message a record refers to, when it is not in the store yet.
         let mut message = None;

@@ -69,7 +69,7 @@ impl Broker {
     /// `[[listener]]` is added for the chosen port unless `extra` declares listeners).
     pub fn start(extra: &str) -> Broker {
         // `free_port` only finds a port that was free a moment ago; another test can take it
-        // before midge binds it. Readiness is midge's own "listening on" line, and a lost
+        // before midge binds it. Readiness is midge's own `listening` event, and a lost
         // race is retried on a new port.
         const ATTEMPTS: u32 = 5;
         for attempt in 1..=ATTEMPTS {
@@ -107,7 +107,7 @@ impl Broker {
         }
     }
 
-    /// Starts the process and waits for its "listening on 127.0.0.1:PORT" line (written
+    /// Starts the process and waits for its `listening` event on 127.0.0.1:PORT (logged
     /// after this spawn, not by an earlier run). On failure returns the log.
     fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
@@ -128,11 +128,12 @@ impl Broker {
             .spawn()
             .expect("spawn midge");
         self.child = Some(child);
-        let needle = format!("listening on 127.0.0.1:{}", self.port);
+        let addr = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
-            if log.get(offset..).is_some_and(|l| l.contains(&needle)) {
+            let since = log.get(offset..).unwrap_or_default();
+            if !event_lines(since, "listening", &[("addr", &addr)]).is_empty() {
                 return Ok(());
             }
             if !self.is_running() {
@@ -160,19 +161,18 @@ impl Broker {
     /// the structured field `event = "name"` of a tracing call in src/, which stays when
     /// the wording of the line changes.
     pub fn wait_event(&self, name: &str, timeout: Duration) -> bool {
-        self.wait_log(&format!("event=\"{name}\""), timeout)
+        self.wait_event_with(name, &[], timeout)
     }
 
-    /// Waits until the log contains `needle` (true) or `timeout` passes (false).
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+    /// Waits until the broker logs the event `name` with every field of `with` (see
+    /// [`event_lines`]) (true) or `timeout` passes (false).
+    pub fn wait_event_with(&self, name: &str, with: &[(&str, &str)], timeout: Duration) -> bool {
+        wait_event_in(|| self.log(), name, with, timeout)
+    }
+
+    /// How many times the broker has logged the event `name` with every field of `with`.
+    pub fn event_count(&self, name: &str, with: &[(&str, &str)]) -> usize {
+        event_lines(&self.log(), name, with).len()
     }
 
     /// Sends SIGTERM and waits for the exit status (None if it did not exit in time).
@@ -366,7 +366,7 @@ pub fn try_read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 }
 
 /// Kept for the tests written against it: [`Broker::start`] now waits for midge's own
-/// "listening on" line and retries a lost port race itself.
+/// `listening` event and retries a lost port race itself.
 pub fn start_broker(extra: &str) -> Broker {
     Broker::start(extra)
 }
@@ -762,6 +762,68 @@ pub fn topic_alias_of(props: &[u8]) -> Option<u16> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The broker's log, read by its structured fields
+// ---------------------------------------------------------------------------------------
+
+/// The lines of `log` (midge's text log) that carry the structured field `event="name"`
+/// and, for every `(key, value)` of `with`, the field `key` with that value (see
+/// [`log_field`]). A tracing call in src/ marks a line tests wait for with
+/// `event = "name"`, which stays when the wording of the line, which is for people,
+/// changes.
+pub fn event_lines<'a>(log: &'a str, name: &str, with: &[(&str, &str)]) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| log_field(l, "event") == Some(name))
+        .filter(|l| {
+            with.iter()
+                .all(|(key, value)| log_field(l, key) == Some(*value))
+        })
+        .collect()
+}
+
+/// Waits until `log()`, read afresh every 20 ms, has a line of the event `name` with every
+/// field of `with` (see [`event_lines`]) (true), or `timeout` passes (false). For a midge
+/// not started as a [`Broker`]; a `Broker` has [`Broker::wait_event_with`].
+pub fn wait_event_in(
+    log: impl Fn() -> String,
+    name: &str,
+    with: &[(&str, &str)],
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !event_lines(&log(), name, with).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of the structured field `key` in one line of midge's log, which
+/// tracing-subscriber writes after the message as ` key=value` (a field logged with `%`,
+/// a number or a bool) or ` key="value"` (a string, or a field logged with `?`); the value
+/// is given without those quotes, escapes left as written. The last ` key=` of the line
+/// is taken, as the fields come after the message.
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!(" {key}=");
+    let rest = &line[line.rfind(&needle)? + needle.len()..];
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return rest.split(' ').next();
+    };
+    let mut escaped = false;
+    for (i, c) in quoted.char_indices() {
+        match c {
+            '"' if !escaped => return Some(&quoted[..i]),
+            '\\' => escaped = !escaped,
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
 // The end of a connection, from the broker's log
 // ---------------------------------------------------------------------------------------
 
@@ -769,11 +831,7 @@ pub fn topic_alias_of(props: &[u8]) -> Option<u16> {
 /// field `event="connection_closed"` that every close line of src/connection.rs carries,
 /// not on the lines' wording, which is for people.
 pub fn close_count(b: &Broker, id: &str) -> usize {
-    let needle = format!("client_id={id} peer=");
-    b.log()
-        .lines()
-        .filter(|l| l.contains("event=\"connection_closed\"") && l.contains(&needle))
-        .count()
+    b.event_count("connection_closed", &[("client_id", id)])
 }
 
 /// Waits until the broker has logged `n` connection ends for `id`, so that its session is

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, wait_child, TempDir};
+use super::{event_lines, free_port, wait_child, wait_event_in, TempDir};
 
 /// `midge` without RUST_LOG (the test decides the log level) and without standard input.
 pub fn midge() -> Command {
@@ -48,22 +48,22 @@ pub fn stdout(out: &Output) -> String {
 /// How to start midge on a port, for [`Running::launch_on_free_port`].
 pub struct Launch {
     pub cmd: Command,
-    /// The log line that says it is ready, e.g. "listening on 0.0.0.0:1883".
-    pub listening: String,
+    /// The address whose `listening` event says it is ready, e.g. "0.0.0.0:1883".
+    pub listening_on: String,
     /// Where midge logs (its `log_dest`), when not to stderr.
     pub log_file: Option<PathBuf>,
 }
 
 impl Launch {
-    /// `midge -c config` with `text` written to `config` first; ready when it logs
-    /// "listening on {listening_on}" to stderr.
+    /// `midge -c config` with `text` written to `config` first; ready when it logs the
+    /// `listening` event for `listening_on` to stderr.
     pub fn config(config: &Path, text: &str, listening_on: &str) -> Launch {
         std::fs::write(config, text).expect("write config");
         let mut cmd = midge();
         cmd.arg("-c").arg(config);
         Launch {
             cmd,
-            listening: format!("listening on {listening_on}"),
+            listening_on: listening_on.to_owned(),
             log_file: None,
         }
     }
@@ -118,13 +118,13 @@ impl Running {
     pub fn start_command_on_free_port(make: impl Fn(u16) -> Command) -> (Running, u16) {
         Running::launch_on_free_port(|port| Launch {
             cmd: make(port),
-            listening: format!("listening on 127.0.0.1:{port}"),
+            listening_on: format!("127.0.0.1:{port}"),
             log_file: None,
         })
     }
 
-    /// Starts `make(port).cmd` for a free port and waits for its `listening` line in its
-    /// log (`log_file`, or stderr). A lost race for the port ("in use" on stderr, where
+    /// Starts `make(port).cmd` for a free port and waits for its `listening` event in its
+    /// log (`log_file`, or stderr; text or JSON lines). A lost race for the port ("in use" on stderr, where
     /// midge reports why it stopped) is retried on a new port.
     pub fn launch_on_free_port(make: impl Fn(u16) -> Launch) -> (Running, u16) {
         const ATTEMPTS: u32 = 5;
@@ -135,7 +135,8 @@ impl Running {
             let log_path = launch.log_file.unwrap_or_else(|| m.log_path.clone());
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(&launch.listening)) {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if is_listening(&log, &launch.listening_on) {
                     return (m, port);
                 }
                 if let Ok(Some(status)) = m.child.try_wait() {
@@ -148,8 +149,8 @@ impl Running {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "midge did not log {:?} within 10 s; stderr:\n{}",
-                    launch.listening,
+                    "midge did not log listening on {} within 10 s; stderr:\n{}",
+                    launch.listening_on,
                     m.log()
                 );
                 std::thread::sleep(Duration::from_millis(20));
@@ -163,9 +164,9 @@ impl Running {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Waits up to 5 s for `needle` in the stderr log.
-    pub fn wait_log(&self, needle: &str) -> bool {
-        wait_file_contains(&self.log_path, needle, Duration::from_secs(5))
+    /// Waits up to 5 s for the event `name` with the fields `with` in the stderr log.
+    pub fn wait_event(&self, name: &str, with: &[(&str, &str)]) -> bool {
+        wait_event_in_file(&self.log_path, name, with, Duration::from_secs(5))
     }
 
     /// Sends `signal` ("TERM", "INT", "HUP").
@@ -196,16 +197,28 @@ impl Drop for Running {
     }
 }
 
-/// Waits until the file at `path` contains `needle` (true) or `timeout` passes (false).
-pub fn wait_file_contains(path: &std::path::Path, needle: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until the (text) log file at `path` has the event `name` with the fields `with`
+/// (see [`super::event_lines`]) (true), or `timeout` passes (false).
+pub fn wait_event_in_file(
+    path: &Path,
+    name: &str,
+    with: &[(&str, &str)],
+    timeout: Duration,
+) -> bool {
+    wait_event_in(
+        || std::fs::read_to_string(path).unwrap_or_default(),
+        name,
+        with,
+        timeout,
+    )
+}
+
+/// Whether `log` has the `listening` event for `addr`, in text lines or in JSON lines
+/// (`log_format = "json"`, where the event's fields are JSON members).
+pub fn is_listening(log: &str, addr: &str) -> bool {
+    let json = ("\"event\":\"listening\"", format!("\"addr\":\"{addr}\""));
+    !event_lines(log, "listening", &[("addr", addr)]).is_empty()
+        || log
+            .lines()
+            .any(|l| l.contains(json.0) && l.contains(&json.1))
 }

@@ -318,10 +318,7 @@ impl CrashRun {
         let from = self.broker.log().len();
         self.broker.spawn();
         let loaded = loaded_since(&self.broker, from);
-        if !loaded
-            .line
-            .contains(&store_dir(&self.broker).display().to_string())
-        {
+        if loaded.dir != store_dir(&self.broker).display().to_string() {
             self.other.push(format!(
                 "kill point {k}: the load line does not name the store {}: {}",
                 store_dir(&self.broker).display(),

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{wait_child, Broker};
+use common::{event_lines, log_field, wait_child, Broker};
 
 /// How long anything that must happen may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -69,43 +69,38 @@ fn session_expiry(secs: Option<u32>) -> Vec<common::packets::Prop> {
         .collect()
 }
 
-/// The counts of midge's start line
-/// `store loaded from <dir>: <S> sessions, <M> queued messages, <R> retained messages in <T> ms`.
+/// The fields of midge's start event `store_loaded` (the line "store loaded from <dir>:
+/// <S> sessions, <M> queued messages, <R> retained messages in <T> ms ...").
 #[derive(Debug, Clone, PartialEq)]
 struct Loaded {
     line: String,
+    dir: String,
     sessions: u64,
     queued: u64,
     retained: u64,
 }
 
-/// Parses the last "store loaded from" line of `log`.
+/// Reads the last `store_loaded` event of `log`.
 fn parse_loaded(log: &str) -> Option<Loaded> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("store loaded from "))?;
-    let number_before = |word: &str| -> Option<u64> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let i = words.iter().position(|w| w.trim_end_matches(',') == word)?;
-        words.get(i.checked_sub(1)?)?.parse().ok()
-    };
+    let line = *event_lines(log, "store_loaded", &[]).last()?;
+    let number = |key: &str| -> Option<u64> { log_field(line, key)?.parse().ok() };
     Some(Loaded {
         line: line.to_owned(),
-        sessions: number_before("sessions")?,
-        queued: number_before("queued")?,
-        retained: number_before("retained")?,
+        dir: log_field(line, "dir")?.to_owned(),
+        sessions: number("sessions")?,
+        queued: number("queued")?,
+        retained: number("retained")?,
     })
 }
 
-/// The "store loaded" line of the run that began at log offset `from`.
+/// The `store_loaded` event of the run that began at log offset `from`.
 fn loaded_since(b: &Broker, from: usize) -> Loaded {
     let log = b.log();
     let since = log.get(from..).unwrap_or_default();
     parse_loaded(since).unwrap_or_else(|| {
         panic!(
-            "no \"store loaded from <dir>: <S> sessions, <M> queued messages, <R> retained \
-             messages in <T> ms\" line since the restart; log since:\n{since}"
+            "no store_loaded event with dir, sessions, queued and retained since the \
+             restart; log since:\n{since}"
         )
     })
 }
@@ -132,11 +127,9 @@ fn terminate_and_restart(b: &mut Broker) -> Loaded {
     loaded_since(b, from)
 }
 
-/// midge's warnings about a torn record (cut off at start).
+/// midge's warnings about a torn record (cut off at start): its `store_torn_tail` events.
 fn torn_warnings(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.contains("WARN") && l.contains("torn"))
-        .collect()
+    event_lines(log, "store_torn_tail", &[])
 }
 
 /// Segment files (`NNNNNNNN.log`, 8 digits) in `dir`, in order.

@@ -351,7 +351,7 @@ fn mqtt5_mosquitto_clients_v5_properties_round_trip() {
         .spawn()
         .unwrap();
     assert!(
-        broker.wait_log("filter=\"mq5/#\"", WAIT),
+        broker.wait_event_with("subscribed", &[("filter", "mq5/#")], WAIT),
         "{}",
         broker.log()
     );

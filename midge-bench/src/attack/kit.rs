@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::raw::{describe, Raw, Read, DISCONNECT, PUBACK, SUBACK};
+use super::Target;
 use crate::proto::{self, prop, ConnectFields, Version};
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -136,6 +137,23 @@ pub async fn pipeline(
         }
     }
     r
+}
+
+/// One client's QoS 1 flood: connects `id` to `t` (clean session), sends `n` QoS 1
+/// PUBLISHes built by `make(i, pkid, buf)` through [`pipeline`] (at most `window`
+/// unacknowledged, until the attack's time limit), then leaves.
+pub async fn flood1(
+    t: &Target,
+    v: Version,
+    id: &str,
+    n: usize,
+    window: usize,
+    make: impl FnMut(usize, u16, &mut Vec<u8>),
+) -> Result<Piped, String> {
+    let mut c = client(t.addr, v, id).await?;
+    let p = pipeline(&mut c, n, window, t.until, make).await;
+    leave(c).await;
+    Ok(p)
 }
 
 /// Sends QoS 0 packets built by `make(i, buf)`, then a QoS 1 PUBLISH, and waits for its

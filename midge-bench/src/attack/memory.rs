@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::kit::{self, codes, pipeline, session, subscribe};
+use super::kit::{self, codes, flood1, session, subscribe};
 use super::raw::{topic_alias, Read, PUBLISH, SUBACK};
 use super::{Report, Target};
 use crate::proto::{self, prop, Version};
@@ -74,14 +74,12 @@ pub async fn deep_publish(t: &Target) -> Result<Report, String> {
 
 /// Retained messages on distinct 60,000-level topics.
 pub async fn deep_retain(t: &Target) -> Result<Report, String> {
-    let mut c = kit::client(t.addr, Version::V311, "atk-deep-retain").await?;
     let n = 50;
-    let p = pipeline(&mut c, n, 10, t.until, |i, id, b| {
+    let p = flood1(t, Version::V311, "atk-deep-retain", n, 10, |i, id, b| {
         let topic = deep(&format!("r{i}"), DEEP);
         proto::publish_with(b, Version::V311, topic.as_bytes(), 1, true, id, &[], b"x");
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     tokio::time::sleep(t.hold()).await;
     Ok(Report::new(
         p.summary(n),
@@ -92,8 +90,7 @@ pub async fn deep_retain(t: &Target) -> Result<Report, String> {
 /// R retained messages, then one SUBSCRIBE with K copies of `#` (K*R deliveries).
 pub async fn retained_amp(t: &Target) -> Result<Report, String> {
     let (r, k) = (1000, 17_500);
-    let mut c = kit::client(t.addr, Version::V311, "atk-amp-pub").await?;
-    let p = pipeline(&mut c, r, 100, t.until, |i, id, b| {
+    let p = flood1(t, Version::V311, "atk-amp-pub", r, 100, |i, id, b| {
         let topic = format!("amp/{i}");
         proto::publish_with(
             b,
@@ -106,8 +103,7 @@ pub async fn retained_amp(t: &Target) -> Result<Report, String> {
             &[b'r'; 64],
         );
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     let mut a = kit::client(t.addr, Version::V311, "atk-amp-sub").await?;
     let list: Vec<(&[u8], u8)> = (0..k).map(|_| (&b"#"[..], 1)).collect();
     let mut b = Vec::new();
@@ -153,12 +149,10 @@ pub async fn user_props_queued(t: &Target) -> Result<Report, String> {
     subscribe(&mut s, &["up/t"], 1).await?;
     kit::leave(s).await;
     let props = user_props(PROPS);
-    let mut c = kit::client(t.addr, Version::V5, "atk-up-pub").await?;
-    let p = pipeline(&mut c, PROP_MSGS, 20, t.until, |_, id, b| {
+    let p = flood1(t, Version::V5, "atk-up-pub", PROP_MSGS, 20, |_, id, b| {
         proto::publish_with(b, Version::V5, b"up/t", 1, false, id, &props, b"8 bytes!");
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     tokio::time::sleep(t.hold()).await;
     Ok(Report::new(
         p.summary(PROP_MSGS),
@@ -172,8 +166,7 @@ pub async fn user_props_queued(t: &Target) -> Result<Report, String> {
 /// Retained messages with 10,000 user properties each.
 pub async fn user_props_retained(t: &Target) -> Result<Report, String> {
     let props = user_props(PROPS);
-    let mut c = kit::client(t.addr, Version::V5, "atk-upr-pub").await?;
-    let p = pipeline(&mut c, PROP_MSGS, 20, t.until, |i, id, b| {
+    let p = flood1(t, Version::V5, "atk-upr-pub", PROP_MSGS, 20, |i, id, b| {
         let topic = format!("upr/{i}");
         proto::publish_with(
             b,
@@ -186,8 +179,7 @@ pub async fn user_props_retained(t: &Target) -> Result<Report, String> {
             b"8 bytes!",
         );
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     tokio::time::sleep(t.hold()).await;
     Ok(Report::new(
         p.summary(PROP_MSGS),
@@ -237,8 +229,7 @@ pub async fn overlap_subs(t: &Target) -> Result<Report, String> {
     }
     let topic = vec!["a"; LEVELS].join("/");
     let msgs = 200;
-    let mut c = kit::client(t.addr, Version::V5, "atk-overlap-pub").await?;
-    let p = pipeline(&mut c, msgs, 20, t.until, |_, id, b| {
+    let p = flood1(t, Version::V5, "atk-overlap-pub", msgs, 20, |_, id, b| {
         proto::publish_with(
             b,
             Version::V5,
@@ -250,8 +241,7 @@ pub async fn overlap_subs(t: &Target) -> Result<Report, String> {
             &[b'p'; 40],
         );
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     tokio::time::sleep(t.hold()).await;
     // What one delivery looks like: the first few.
     let mut sizes = Vec::new();
@@ -331,8 +321,7 @@ pub async fn sessions(t: &Target) -> Result<Report, String> {
 /// Many retained messages of 1 KB from one client.
 pub async fn retained_many(t: &Target) -> Result<Report, String> {
     let n = 20_000;
-    let mut c = kit::client(t.addr, Version::V311, "atk-retained").await?;
-    let p = pipeline(&mut c, n, 100, t.until, |i, id, b| {
+    let p = flood1(t, Version::V311, "atk-retained", n, 100, |i, id, b| {
         let topic = format!("ret/{i}");
         proto::publish_with(
             b,
@@ -345,8 +334,7 @@ pub async fn retained_many(t: &Target) -> Result<Report, String> {
             &[b'r'; 1024],
         );
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     tokio::time::sleep(t.hold()).await;
     Ok(Report::new(
         p.summary(n),
@@ -369,9 +357,8 @@ pub async fn queued(t: &Target) -> Result<Report, String> {
         subscribe(&mut s, &[&format!("qd/{i}")], 1).await?;
         kit::leave(s).await;
     }
-    let mut c = kit::client(t.addr, Version::V311, "atk-q-pub").await?;
     let n = subs * per;
-    let p = pipeline(&mut c, n, 100, t.until, |i, id, b| {
+    let p = flood1(t, Version::V311, "atk-q-pub", n, 100, |i, id, b| {
         let topic = format!("qd/{}", i % subs);
         let mut payload = [b'q'; 1024];
         payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -386,8 +373,7 @@ pub async fn queued(t: &Target) -> Result<Report, String> {
             &payload,
         );
     })
-    .await;
-    kit::leave(c).await;
+    .await?;
     tokio::time::sleep(t.hold()).await;
     Ok(Report::new(
         p.summary(n),

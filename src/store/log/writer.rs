@@ -91,6 +91,7 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::error!(
+                        event = "store_failed",
                         "store: {e}; messages for persistent sessions are refused until it \
                          can write again"
                     );
