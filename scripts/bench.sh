@@ -8,6 +8,8 @@
 #   scripts/bench.sh --broker "other=/path/to/start-other.sh {port}"  # one more broker
 #   scripts/bench.sh --only-midge         # midge alone (no comparison)
 #   scripts/bench.sh --profile            # perf profile of midge during fan-in QoS 1
+#                                         # (midge built with [profile.profiling]:
+#                                         # release plus debug info, target/profiling/)
 #   scripts/bench.sh -- --latency-secs 5  # anything after -- goes to `midge-bench run`
 #   scripts/bench.sh --durability         # durable-q1 and fanin-q1 on midge with sync
 #                                         # "always" / "never" / persistence off and on
@@ -59,7 +61,7 @@ while [ $# -gt 0 ]; do
         --store-dir) STORE_BASE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --) shift; PASS+=("$@"); break ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -80,6 +82,14 @@ fi
 
 log "building midge and midge-bench (release)"
 cargo build --release -p midge -p midge-bench
+MIDGE_BIN="$TARGET/release/midge"
+if [ "$PROFILE" = 1 ]; then
+    # The shipped release binary has no debug info; perf needs it to unwind and name
+    # frames. [profile.profiling] is the release build with debug info.
+    log "building midge with debug info (--profile profiling)"
+    cargo build --profile profiling -p midge
+    MIDGE_BIN="$TARGET/profiling/midge"
+fi
 
 if [ "$USE_MOSQUITTO" = 1 ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     log "installing mosquitto"
@@ -159,7 +169,7 @@ path = "$STORES/midge-\$1"
 \$P
 CONF
 echo \$\$ >> "$PIDS"
-exec "$TARGET/release/midge" -c "$WORK/midge-\$1.toml"
+exec "$MIDGE_BIN" -c "$WORK/midge-\$1.toml"
 EOF
 
 # start-mosquitto.sh PORT [disk]: `persistence false`, or `persistence true` with a new
@@ -260,7 +270,8 @@ if [ "$PROFILE" = 1 ]; then
         > "$WORK/profile-table.md" &
     BENCH_PID=$!
     sleep 0.5
-    # Rust release builds keep no frame pointers: unwind with DWARF (midge is built with debug = 1).
+    # Rust release builds keep no frame pointers: unwind with DWARF (the profiling build
+    # has the debug info for it).
     perf record -F 999 -g --call-graph dwarf,16384 -p "$MIDGE_PID" -o "$PERF_DATA" -- sleep 5 \
         2> "$WORK/perf-record.log" >/dev/null
     wait "$BENCH_PID" || true

@@ -8,7 +8,9 @@
 # broker and mosquitto_passwd, for password-file interop), openssl (certs/generate.sh
 # and key-format conversions), chromium (the status page, headless) and
 # python3-prometheus-client (the Prometheus text parser that reads /metrics, run by
-# Debian's /usr/bin/python3). Extra arguments go to `cargo test`, e.g.
+# Debian's /usr/bin/python3). When it installs mosquitto, the package's broker service is
+# kept from starting (it would take port 1883 from midge). Extra arguments go to
+# `cargo test`, e.g.
 #   scripts/test.sh --test cli
 #   scripts/test.sh -- --nocapture
 set -euo pipefail
@@ -48,9 +50,35 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # Debian's mosquitto package starts (and enables) a broker service on 127.0.0.1:1883,
+    # the port midge's shipped config.toml uses: the README's first command would then
+    # fail with "address in use". The tests only need the program. So no service starts
+    # during the install (policy-rc.d answers "forbidden" to invoke-rc.d and
+    # deb-systemd-invoke), and the service this script caused is disabled and stopped
+    # afterwards. A mosquitto installed before (and its service) is left alone: this
+    # branch runs only when the package is missing.
+    installing_mosquitto=0
+    case " $packages " in *" mosquitto "*) installing_mosquitto=1 ;; esac
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ "$installing_mosquitto" = 1 ] && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# scripts/test.sh: no service starts while it installs packages\nexit 101\n' |
+            "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        own_policy=1
+    fi
+    install_status=0
     # shellcheck disable=SC2086
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends $packages
+        apt-get install -y -qq --no-install-recommends $packages || install_status=$?
+    if [ "$own_policy" = 1 ]; then
+        "${sudo[@]}" rm -f "$policy"
+    fi
+    [ "$install_status" = 0 ] || exit "$install_status"
+    if [ "$installing_mosquitto" = 1 ] && [ -d /run/systemd/system ]; then
+        echo "test.sh: disabling the mosquitto service the package installed (port 1883 stays free for midge)" >&2
+        "${sudo[@]}" systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
+    fi
 fi
 # The broker lives in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin"

@@ -10,6 +10,7 @@
 pub mod auth;
 pub(crate) mod broker;
 pub(crate) mod chain;
+pub mod check;
 pub(crate) mod client;
 pub mod codec;
 pub mod config;
@@ -19,6 +20,7 @@ pub(crate) mod handlers;
 pub(crate) mod handshake;
 pub(crate) mod http;
 pub(crate) mod linger;
+pub mod log_file;
 pub(crate) mod log_limit;
 pub(crate) mod memory;
 pub(crate) mod message;
@@ -33,6 +35,7 @@ pub mod server;
 pub(crate) mod session;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
+pub(crate) mod systemd;
 #[cfg(test)]
 mod testing;
 pub(crate) mod tls;

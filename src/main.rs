@@ -1,7 +1,6 @@
 //! The `midge` command: reads the configuration, sets up logging and signal handling,
 //! and runs the broker until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +12,6 @@ use midge::config::Listener;
 use midge::Config;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::EnvFilter;
 
 mod cli;
 
@@ -27,8 +24,8 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Configuration file (TOML). Without it, the built-in defaults are used
-    /// (one listener on 127.0.0.1:1883).
+    /// Configuration file (TOML). Without it, the built-in defaults are used (one
+    /// listener on 127.0.0.1:1883) and state is kept in memory only (no store).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -49,18 +46,30 @@ struct Cli {
 enum Command {
     /// Manage a password file (the same format and options as mosquitto_passwd).
     Passwd(cli::passwd::PasswdArgs),
+    /// Check a configuration file without starting: every file it names and every
+    /// listener's address; lists every problem found (exit 1), or says "config OK".
+    CheckConfig(cli::check::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let mut args = Cli::parse();
-    if let Some(Command::Passwd(passwd)) = args.command.take() {
-        return match cli::passwd::run(passwd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("midge passwd: {message}");
-                ExitCode::FAILURE
-            }
-        };
+    match args.command.take() {
+        Some(Command::Passwd(passwd)) => {
+            return match cli::passwd::run(passwd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("midge passwd: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::CheckConfig(check)) => {
+            return match cli::check::run(&check) {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::FAILURE,
+            };
+        }
+        None => {}
     }
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,9 +86,10 @@ fn start(args: Cli) -> Result<(), String> {
         None => Config::default(),
     };
     apply_overrides(&mut config, args.port, args.bind)?;
-    // The store lives next to the config file unless it says otherwise. Without a config
-    // file there is no such place, and midge keeps state in memory (as Mosquitto does when
-    // started without one) rather than litter the working directory.
+    // Every path in a config file is taken from its directory, so that midge finds the
+    // same files whatever directory it is started from (`/` under systemd). Without a
+    // config file there is no such place, and midge keeps state in memory (as Mosquitto
+    // does when started without one) rather than litter the working directory.
     match &args.config {
         Some(path) => config.resolve_paths(path.parent()),
         None => config.persistence.enabled = false,
@@ -91,20 +101,8 @@ fn start(args: Cli) -> Result<(), String> {
         .as_ref()
         .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
     let prepared = midge::server::prepare(config, &origin)?;
-
-    let rust_log = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let filter = log_filter(
-        rust_log.as_deref(),
-        &prepared.config().log_level,
-        args.verbose,
-    )?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
+    let log_file = cli::logging::init(prepared.config(), args.verbose)
+        .map_err(|e| format!("{origin}: {e}"))?;
 
     let source = match &args.config {
         Some(path) => format!("config file {}", path.display()),
@@ -121,7 +119,11 @@ fn start(args: Cli) -> Result<(), String> {
         let reload = Arc::new(Notify::new());
         let signals = Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         tokio::spawn(watch_signals(signals, shutdown.clone(), reload.clone()));
-        midge::run(prepared, shutdown, reload).await
+        let on_reload: midge::server::ReloadHook = match log_file {
+            Some(file) => Box::new(move || cli::logging::reopen(&file)),
+            None => Box::new(|| {}),
+        };
+        midge::run(prepared, shutdown, reload, on_reload).await
     });
     if result.is_ok() {
         tracing::info!("midge stopped");
@@ -158,33 +160,6 @@ fn apply_overrides(
             i + 2
         )),
         None => Ok(()),
-    }
-}
-
-/// RUST_LOG, when set, wins; otherwise the configured `log_level`, raised to at least debug
-/// by `-v` and trace by `-vv`.
-fn log_filter(rust_log: Option<&str>, log_level: &str, verbose: u8) -> Result<EnvFilter, String> {
-    if let Some(rust_log) = rust_log {
-        return EnvFilter::try_new(rust_log)
-            .map_err(|e| format!("RUST_LOG={rust_log:?} is invalid: {e}"));
-    }
-    let filter = EnvFilter::try_new(log_level)
-        .map_err(|e| format!("log_level = {log_level:?} is invalid: {e}"))?;
-    let wanted = match verbose {
-        0 => return Ok(filter),
-        1 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    };
-    // The level that applies to every target, if the configured filter names one; -v must
-    // only ever raise it.
-    let current = log_level
-        .split(',')
-        .filter_map(|directive| directive.trim().parse::<LevelFilter>().ok())
-        .max();
-    if current.is_some_and(|current| current >= wanted) {
-        Ok(filter)
-    } else {
-        Ok(filter.add_directive(wanted.into()))
     }
 }
 
@@ -242,14 +217,14 @@ impl Signals {
     }
 }
 
-/// SIGHUP: reload the password and ACL files. First SIGINT/SIGTERM: graceful shutdown. A
-/// second one while shutting down: exit at once.
+/// SIGHUP: reopen the log file and reload the password and ACL files. First
+/// SIGINT/SIGTERM: graceful shutdown. A second one while shutting down: exit at once.
 async fn watch_signals(mut signals: Signals, shutdown: CancellationToken, reload: Arc<Notify>) {
     let mut stopping = false;
     loop {
         match signals.next().await {
             SignalEvent::Reload => {
-                tracing::info!("received SIGHUP, reloading the password and ACL files");
+                tracing::info!(event = "reload", "received SIGHUP, reloading");
                 reload.notify_one();
             }
             SignalEvent::Stop(name) if !stopping => {
@@ -307,22 +282,5 @@ mod tests {
         let mut config = Config::default();
         apply_overrides(&mut config, None, None).unwrap();
         assert_eq!(config, Config::default());
-    }
-
-    #[test]
-    fn verbosity_only_raises_the_level() {
-        let f = |rust_log, level, v| log_filter(rust_log, level, v).unwrap().to_string();
-        assert_eq!(f(None, "info", 0), "info");
-        assert_eq!(f(None, "info", 1), "debug");
-        assert_eq!(f(None, "info", 2), "trace");
-        assert_eq!(f(None, "trace", 1), "trace");
-        assert_eq!(
-            f(None, "warn,midge::router=trace", 1),
-            "midge::router=trace,debug"
-        );
-        assert_eq!(f(Some("error"), "info", 2), "error");
-        assert!(log_filter(Some("x=nope"), "info", 0)
-            .unwrap_err()
-            .starts_with("RUST_LOG="));
     }
 }

@@ -75,13 +75,19 @@ pub fn prepare(config: Config, origin: &str) -> Result<Prepared, String> {
     })
 }
 
-/// Runs the broker until `shutdown` is cancelled; every `reload` notification re-reads the
-/// password and ACL files. Fails, with a message for the operator, if a listener cannot be
-/// bound.
+/// What a reload (SIGHUP) does besides re-reading the password and ACL files: the binary
+/// reopens its log file.
+pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
+
+/// Runs the broker until `shutdown` is cancelled; every `reload` notification runs
+/// `on_reload` and re-reads the password and ACL files. Fails, with a message for the
+/// operator, if a listener cannot be bound. Tells systemd (when it started midge) when
+/// it is ready, reloading and stopping ([`crate::systemd`]).
 pub async fn run(
     prepared: Prepared,
     shutdown: CancellationToken,
     reload: Arc<Notify>,
+    on_reload: ReloadHook,
 ) -> Result<(), String> {
     let Prepared {
         config,
@@ -100,7 +106,10 @@ pub async fn run(
             broker
         }
         None => {
-            tracing::info!("persistence disabled: state lives in memory only");
+            tracing::info!(
+                event = "store_disabled",
+                "persistence disabled: state lives in memory only"
+            );
             Broker::new(config, auth, Arc::new(MemoryStore))
         }
     };
@@ -108,7 +117,7 @@ pub async fn run(
     let mut bound = Vec::with_capacity(broker.config().listeners.len());
     for (listener, tls) in broker.config().listeners.iter().zip(acceptors) {
         let addr = SocketAddr::new(listener.bind, listener.port);
-        let socket = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let socket = bind(addr).map_err(|e| bind_error(addr, &e))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let kind = if tls.is_some() { " (TLS)" } else { "" };
         tracing::info!(
@@ -135,6 +144,10 @@ pub async fn run(
         None => None,
     };
 
+    for (addr, warning) in broker.config().refusal_warnings() {
+        tracing::warn!(event = "listener_refuses_everyone", %addr, "{warning}");
+    }
+
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
     let http_access = http.as_ref().map(|(h, _)| h.access());
@@ -142,6 +155,7 @@ pub async fn run(
         broker.clone(),
         http_access,
         reload,
+        on_reload,
         shutdown.clone(),
     ));
     if let Some((http, socket)) = http {
@@ -166,7 +180,12 @@ pub async fn run(
         ));
     }
 
+    // The store is loaded and every listener is bound (connections wait in the backlog
+    // until the accept loops run).
+    crate::systemd::ready();
+
     shutdown.cancelled().await;
+    crate::systemd::stopping();
     broker.begin_shutdown();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -221,21 +240,26 @@ fn log_loaded(l: &Loaded) {
     );
 }
 
-/// SIGHUP: the password and ACL files, and the `[http]` password file.
+/// SIGHUP: the hook of the binary (the log file), the password and ACL files, and the
+/// `[http]` password file; systemd is told around it.
 async fn reload_on_notify(
     broker: Arc<Broker>,
     http: Option<Arc<http::Access>>,
     reload: Arc<Notify>,
+    on_reload: ReloadHook,
     shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = reload.notified() => {
+                crate::systemd::reloading();
+                on_reload();
                 broker.auth().reload();
                 if let Some(http) = &http {
                     http.reload();
                 }
+                crate::systemd::ready();
             }
         }
     }
@@ -246,7 +270,31 @@ async fn reload_on_notify(
 /// with the usual 128.
 const BACKLOG: u32 = 1024;
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The message for a listener that cannot be bound; for an address in use, what to do
+/// about it (the usual cause on Debian: the mosquitto package's service on 1883).
+pub(crate) fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    let mut text = format!("cannot listen on {addr}: {e}");
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        let port = addr.port();
+        text.push_str(&format!(
+            ". Another program listens there (`ss -ltnp 'sport = :{port}'` shows which)"
+        ));
+        if port == 1883 {
+            text.push_str(
+                "; on Debian and Ubuntu it is often the mosquitto package's service \
+                 (`systemctl disable --now mosquitto`)",
+            );
+        }
+        text.push_str(&format!(
+            ". Stop it, or run midge on another port: -p {} (for the first listener) or \
+             `port` in its [[listener]]",
+            port.checked_add(1).unwrap_or(1884)
+        ));
+    }
+    text
+}
+
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -5,135 +5,15 @@ mod common;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{run, stderr, stdout, Running};
 use common::*;
-
-fn midge() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
-    cmd.env_remove("RUST_LOG").stdin(Stdio::null());
-    cmd
-}
-
-/// Runs `midge args...` to completion (killed and failed after 10 s).
-fn run(args: &[&str]) -> Output {
-    let mut child = midge()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn midge");
-    let status = wait_child(&mut child, Duration::from_secs(10));
-    let out = child.wait_with_output().expect("collect output");
-    let status =
-        status.unwrap_or_else(|| panic!("midge {} did not exit within 10 s", args.join(" ")));
-    Output { status, ..out }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn write_config(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-/// A midge process started by a test, logging to a file, killed on drop.
-struct Running {
-    child: Child,
-    log_path: PathBuf,
-    _dir: TempDir,
-}
-
-impl Running {
-    fn spawn(args: &[String]) -> Running {
-        let dir = TempDir::new("cli-run");
-        let log_path = dir.path().join("midge.log");
-        let log = std::fs::File::create(&log_path).expect("create log");
-        let child = midge()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn midge");
-        Running {
-            child,
-            log_path,
-            _dir: dir,
-        }
-    }
-
-    /// Starts midge with the arguments `make_args(port)` for a free port, and waits until
-    /// it logs the `listening` event on 127.0.0.1:port. `free_port()` is only a guess
-    /// (another test may take the port first): a lost race ("in use", in the error midge
-    /// exits with) is retried on a new port.
-    fn start_on_free_port(make_args: impl Fn(u16) -> Vec<String>) -> (Running, u16) {
-        const ATTEMPTS: u32 = 5;
-        for attempt in 1..=ATTEMPTS {
-            let port = free_port();
-            let mut m = Running::spawn(&make_args(port));
-            let addr = format!("127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if !event_lines(&m.log(), "listening", &[("addr", &addr)]).is_empty() {
-                    return (m, port);
-                }
-                if let Ok(Some(status)) = m.child.try_wait() {
-                    let log = m.log();
-                    assert!(
-                        log.contains("in use") && attempt < ATTEMPTS,
-                        "midge exited with {status} instead of listening on port {port}; log:\n{log}"
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "midge did not log listening on {addr} within 10 s; log:\n{}",
-                    m.log()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        unreachable!("the last attempt returns or panics")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Waits up to 5 s for the event `name` with the fields `with`.
-    fn wait_event(&self, name: &str, with: &[(&str, &str)]) -> bool {
-        wait_event_in(|| self.log(), name, with, Duration::from_secs(5))
-    }
-
-    /// Sends `signal` ("TERM", "INT") and waits up to `timeout` for the exit status.
-    fn signal_and_wait(
-        &mut self,
-        signal: &str,
-        timeout: Duration,
-    ) -> Option<std::process::ExitStatus> {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-        wait_child(&mut self.child, timeout)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn local(port: u16) -> SocketAddr {

@@ -97,7 +97,7 @@ fn sensor_readings_reach_the_subscriber_example() {
 // 1883 and 9883) and fetch `/` and `/metrics` from it.
 
 /// examples/secure.toml runs as shipped, with the certificates certs/generate.sh makes and
-/// the password and ACL files under examples/, and the README's "Securing midge" command
+/// the password and ACL files under examples/, and docs/security.md's command
 /// lines work against it. The only changes: free ports instead of 1883/8883, and the TLS
 /// listener on 127.0.0.1 instead of 0.0.0.0 (tests listen on loopback only).
 #[test]

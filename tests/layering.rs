@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     // The binary and its CLI (src/main.rs reaches the library as `midge::`); `cli` is
     // where `passwd` is headed (issue 13, item 6).
     &["main", "passwd", "cli"],
+    // `midge check-config`: the files and listeners the server would open.
+    &["check"],
     // Accepts sockets, owns shutdown.
     &["server"],
     // The operator's HTTP listener: reads the broker, the metrics and the store's health.
@@ -47,6 +49,8 @@ const LAYERS: &[&[&str]] = &[
     // Event counters, histograms and listener gauges for `$SYS` and `/metrics`.
     &["metrics"],
     &["linger"],
+    &["log_file"],
+    &["systemd"],
 ];
 
 /// Modules that exist only for tests (declared `#[cfg(test)]` in lib.rs).

@@ -2,4 +2,6 @@
 //! library (the broker) never needs them, so they use it from outside, through its public
 //! API, like any other program would.
 
+pub mod check;
+pub mod logging;
 pub mod passwd;

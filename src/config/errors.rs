@@ -3,7 +3,7 @@
 //! words in brackets. The CLI tests (tests/cli.rs) check some of them word for word.
 
 use super::validate::{
-    range_text, LOG_LEVEL_EXPECTED, MAX_PACKET_SIZE_RANGE, MAX_SECONDS,
+    range_text, LOG_DEST_EXPECTED, LOG_LEVEL_EXPECTED, MAX_PACKET_SIZE_RANGE, MAX_SECONDS,
     MAX_SESSION_EXPIRY_EXPECTED, MEMORY_LIMIT_EXPECTED, SYNC_INTERVAL_MS, TOKEN_EXPECTED,
 };
 
@@ -11,6 +11,8 @@ use super::validate::{
 fn expectation(in_listener: bool, key: &str) -> Option<String> {
     let text = match (in_listener, key) {
         (false, "log_level") => LOG_LEVEL_EXPECTED.to_owned(),
+        (false, "log_format") => "one of \"text\", \"json\"".to_owned(),
+        (false, "log_dest") => LOG_DEST_EXPECTED.to_owned(),
         (false, "connect_timeout" | "drop_log_interval") => {
             format!("an integer number of seconds in 1..={MAX_SECONDS}")
         }

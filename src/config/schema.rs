@@ -6,6 +6,38 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One line of text per event, for people. Default.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter), for log collectors.
+    Json,
+}
+
+/// Where log lines go (`log_dest`): `"stderr"` or a file path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogDest {
+    /// Standard error (under systemd: the journal). Default.
+    #[default]
+    Stderr,
+    /// A file, appended to, reopened on SIGHUP (after logrotate moved it). A relative path
+    /// is taken from the config file's directory (see [`Config::resolve_paths`]).
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for LogDest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LogDest, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "stderr" => LogDest::Stderr,
+            _ => LogDest::File(PathBuf::from(text)),
+        })
+    }
+}
+
 /// What a subscriber's full queue does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +110,10 @@ impl Listener {
 pub struct Config {
     /// tracing filter: "error", "warn", "info", "debug", "trace" or a RUST_LOG-style filter.
     pub log_level: String,
+    /// Text (default) or JSON lines.
+    pub log_format: LogFormat,
+    /// `"stderr"` (default) or a file path.
+    pub log_dest: LogDest,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
     /// Across all listeners; 0 = unlimited.
@@ -234,9 +270,9 @@ pub enum SyncMode {
 pub struct Persistence {
     /// Keep sessions, their queues and retained messages on disk. Default true.
     pub enabled: bool,
-    /// Store directory. Unset: `data` next to the config file (the working directory
-    /// without one); a relative path is taken from the config file's directory too
-    /// (see [`Config::resolve_paths`]).
+    /// Store directory. Unset: `data` next to the config file; a relative path is taken
+    /// from the config file's directory too (see [`Config::resolve_paths`]). Without a
+    /// config file midge keeps no store at all (state in memory only).
     pub path: Option<PathBuf>,
     pub sync: SyncMode,
     /// With `sync = "interval"`: the longest time between two fsyncs, milliseconds.
@@ -284,6 +320,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            log_dest: LogDest::Stderr,
             connect_timeout: 10,
             max_connections: 0,
             max_packet_size: 8 * 1024 * 1024,
@@ -331,6 +369,8 @@ mod tests {
     fn defaults_are_as_documented() {
         let c = Config::default();
         assert_eq!(c.log_level, "info");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_dest, LogDest::Stderr);
         assert_eq!(c.connect_timeout, 10);
         assert_eq!(c.connect_timeout(), Duration::from_secs(10));
         assert_eq!(c.max_connections, 0);
@@ -379,6 +419,8 @@ mod tests {
     fn every_key_is_read() {
         let c = ok(r#"
             log_level = "debug,midge::router=trace"
+            log_format = "json"
+            log_dest = "/var/log/midge/midge.log"
             connect_timeout = 5
             max_connections = 100
             max_packet_size = 1024
@@ -436,6 +478,8 @@ mod tests {
         "#);
         let expected = Config {
             log_level: "debug,midge::router=trace".into(),
+            log_format: LogFormat::Json,
+            log_dest: LogDest::File("/var/log/midge/midge.log".into()),
             connect_timeout: 5,
             max_connections: 100,
             max_packet_size: 1024,

@@ -6,26 +6,46 @@ use std::ops::RangeInclusive;
 
 use tracing_subscriber::EnvFilter;
 
-use super::{Config, ConfigError, Http, Listener};
+use super::{Config, ConfigError, Http, Listener, LogDest};
 
 impl Config {
-    /// Range and consistency checks that the types alone do not express.
+    /// Range and consistency checks that the types alone do not express: the first
+    /// problem, as the broker reports it when it refuses to start.
     pub(super) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
-            Err(ConfigError(format!(
+        match self.problems(origin).into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem [`Config::validate`] would report, in the order checked (`midge
+    /// check-config` lists them all).
+    pub fn problems(&self, origin: &str) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
+            out.push(ConfigError(format!(
                 "{origin}: {key} = {value} is invalid: expected {expected}"
             )))
         };
 
         if self.log_level.trim().is_empty() {
-            return bad("log_level", &"\"\"", LOG_LEVEL_EXPECTED);
-        }
-        if let Err(e) = EnvFilter::try_new(&self.log_level) {
-            return bad(
+            bad("log_level", &"\"\"", LOG_LEVEL_EXPECTED);
+        } else if let Err(e) = EnvFilter::try_new(&self.log_level) {
+            bad(
                 "log_level",
                 &format_args!("{:?}", self.log_level),
                 &format!("{LOG_LEVEL_EXPECTED} ({e})"),
             );
+        }
+        if let LogDest::File(path) = &self.log_dest {
+            let text = path.to_string_lossy();
+            if text.is_empty() || NOT_LOG_FILES.contains(&text.as_ref()) {
+                bad(
+                    "log_dest",
+                    &format_args!("{text:?}"),
+                    &format!("{LOG_DEST_EXPECTED} (only stderr is built in)"),
+                );
+            }
         }
 
         let u64_checks: [(&str, u64, RangeInclusive<u64>); 3] = [
@@ -35,7 +55,7 @@ impl Config {
         ];
         for (key, value, range) in u64_checks {
             if !range.contains(&value) {
-                return bad(key, &value, &range_text(&range));
+                bad(key, &value, &range_text(&range));
             }
         }
         let usize_checks: [(&str, usize, RangeInclusive<usize>); 5] = [
@@ -63,20 +83,20 @@ impl Config {
         ];
         for (key, value, range) in usize_checks {
             if !range.contains(&value) {
-                return bad(key, &value, &range_text(&range));
+                bad(key, &value, &range_text(&range));
             }
         }
 
         if self.receive_maximum == 0 {
-            return bad("receive_maximum", &0, "1..=65535");
+            bad("receive_maximum", &0, "1..=65535");
         }
         if let Some(limit) = self.memory_limit {
             if limit != 0 && limit < MIN_MEMORY_LIMIT {
-                return bad("memory_limit", &limit, MEMORY_LIMIT_EXPECTED);
+                bad("memory_limit", &limit, MEMORY_LIMIT_EXPECTED);
             }
         }
         if self.max_session_expiry_interval == u32::MAX {
-            return bad(
+            bad(
                 "max_session_expiry_interval",
                 &u32::MAX,
                 MAX_SESSION_EXPIRY_EXPECTED,
@@ -84,30 +104,34 @@ impl Config {
         }
         let p = &self.persistence;
         if !SYNC_INTERVAL_MS.contains(&p.sync_interval_ms) {
-            return bad(
+            bad(
                 "[persistence].sync_interval_ms",
                 &p.sync_interval_ms,
                 &range_text(&SYNC_INTERVAL_MS),
             );
         }
         if p.path.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
-            return bad("[persistence].path", &"\"\"", "a directory path");
+            bad("[persistence].path", &"\"\"", "a directory path");
         }
         if self.listeners.is_empty() {
-            return bad("listener", &"[]", "at least one [[listener]] table");
+            bad("listener", &"[]", "at least one [[listener]] table");
         }
         for (i, listener) in self.listeners.iter().enumerate() {
             if listener.port == 0 {
-                return bad(
+                bad(
                     &format!("listener[{}].port", i + 1),
                     &listener.port,
                     "1..=65535",
                 );
             }
-            listener.validate_tls(&format!("{origin}: listener[{}]", i + 1))?;
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Err(e) = listener.validate_tls(&format!("{origin}: listener[{}]", i + 1)) {
+                out.push(e);
+            }
         }
         if let Some((a, b, addr)) = duplicate_listener(&self.listeners) {
-            return Err(ConfigError(format!(
+            out.push(ConfigError(format!(
                 "{origin}: listener[{}] and listener[{}] both bind {addr} \
                  (each bind:port pair may appear only once)",
                 a + 1,
@@ -115,9 +139,11 @@ impl Config {
             )));
         }
         if let Some(http) = &self.http {
-            http.validate(origin, &self.listeners)?;
+            if let Err(e) = http.validate(origin, &self.listeners) {
+                out.push(e);
+            }
         }
-        Ok(())
+        out
     }
 }
 
@@ -226,6 +252,12 @@ pub(super) const SYNC_INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
 
 /// MQTT's largest encodable remaining length.
 pub(super) const MAX_PACKET_SIZE_RANGE: RangeInclusive<usize> = 1..=268_435_455;
+
+pub(super) const LOG_DEST_EXPECTED: &str = "\"stderr\" or a file path in quotes";
+
+/// `log_dest` values that look like a destination other than a file, which midge does not
+/// have (rather than create a file of that name).
+const NOT_LOG_FILES: &[&str] = &["stdout", "syslog", "journal", "none", "topic"];
 
 pub(super) const LOG_LEVEL_EXPECTED: &str =
     "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", \"off\" or a RUST_LOG-style filter";
@@ -493,6 +525,44 @@ mod tests {
             !format!("{c:?}").contains("0123456789abcdef"),
             "Debug hides the token"
         );
+    }
+
+    #[test]
+    fn log_format_and_log_dest_are_checked() {
+        let e = err("log_format = \"xml\"");
+        assert!(e.contains("log_format") && e.contains("\"json\""), "{e}");
+        for dest in ["", "stdout", "syslog"] {
+            let e = err(&format!("log_dest = {dest:?}"));
+            assert!(
+                e.starts_with(&format!("config.toml: log_dest = {dest:?} is invalid")),
+                "{e}"
+            );
+        }
+        let e = err("log_dest = 3");
+        assert!(e.contains("log_dest") && e.contains("file path"), "{e}");
+        assert_eq!(
+            ok("log_dest = \"stderr\"").log_dest,
+            crate::config::LogDest::Stderr
+        );
+    }
+
+    #[test]
+    fn problems_lists_every_one_not_just_the_first() {
+        let c: Config = toml::from_str(
+            "max_packet_size = 0\nconnect_timeout = 0\n[[listener]]\nport = 0\n\
+             [[listener]]\ncertfile = \"a.crt\"\n",
+        )
+        .unwrap();
+        let all: Vec<String> = c.problems("c.toml").into_iter().map(|e| e.0).collect();
+        assert_eq!(all.len(), 4, "{all:#?}");
+        assert!(all[0].contains("connect_timeout"), "{all:#?}");
+        assert!(all[1].contains("max_packet_size"), "{all:#?}");
+        assert!(all[2].contains("listener[1].port"), "{all:#?}");
+        assert!(
+            all[3].contains("listener[2]: certfile is set but keyfile"),
+            "{all:#?}"
+        );
+        assert_eq!(c.validate("c.toml").unwrap_err().0, all[0]);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
 //! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
 //! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], [`http`] (the
-//! operator's HTTP listener: a client, the Prometheus parser, headless Chromium), and below
+//! operator's HTTP listener: a client, the Prometheus parser, headless Chromium),
+//! [`process`] (the `midge` command run by a test: arguments, environment, signals), and below
 //! the older socket-level helpers, now written over [`packets`].
 #![allow(dead_code)]
 
 pub mod http;
 pub mod packets;
+pub mod process;
 pub mod raw;
 pub mod rng;
 pub mod tls;
@@ -443,18 +445,9 @@ pub fn assert_config_error(config_text: &str, must_name: &[&str]) -> String {
     let path = dir.path().join("bad-config.toml");
     std::fs::write(&path, config_text).expect("write config");
     let path_s = path.display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
-        .args(["-c", &path_s, "-p", &free_port().to_string()])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn midge");
-    let status = wait_child(&mut child, Duration::from_secs(10));
-    let out = child.wait_with_output().expect("collect output");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let status = status.unwrap_or_else(|| panic!("midge did not exit on {config_text:?}"));
+    let out = process::run(&["-c", &path_s, "-p", &free_port().to_string()]);
+    let err = process::stderr(&out);
+    let status = out.status;
     assert_eq!(
         status.code(),
         Some(1),

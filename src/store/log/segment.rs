@@ -185,7 +185,7 @@ fn read_segment(
         Err(ScanError::Corrupt(at, why)) => {
             return Err(LogError(format!(
                 "{}: corrupt record at offset {at} ({why}). The store cannot be loaded; move \
-                 the store directory aside to start empty (see README, \"Durability\")",
+                 the store directory aside to start empty (see docs/durability.md)",
                 path.display()
             )))
         }
