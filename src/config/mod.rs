@@ -187,10 +187,6 @@ mod tests {
         let mut c = ok("[persistence]\npath = \"store\"\n");
         c.resolve_paths(Some(Path::new("/etc/midge")));
         assert_eq!(c.persistence.dir(), Path::new("/etc/midge/store"));
-        let h = c.http.as_ref().expect("[http] is set");
-        assert_eq!(h.certfile, at("/etc/midge/certs/http.crt"));
-        assert_eq!(h.keyfile, at("/etc/midge/certs/http.key"));
-        assert_eq!(h.password_file, at("/etc/midge/operators"));
         let mut c = ok("[persistence]\npath = \"/srv/midge\"\n");
         c.resolve_paths(Some(Path::new("/etc/midge")));
         assert_eq!(c.persistence.dir(), Path::new("/srv/midge"));
@@ -226,6 +222,10 @@ mod tests {
         assert_eq!(l.keyfile, at("/etc/ssl/server.key"), "absolute: unchanged");
         assert_eq!(l.cafile, at("/etc/midge/../ca.crt"));
         assert_eq!(c.persistence.dir(), Path::new("/etc/midge/store"));
+        let h = c.http.as_ref().expect("[http] is set");
+        assert_eq!(h.certfile, at("/etc/midge/certs/http.crt"));
+        assert_eq!(h.keyfile, at("/etc/midge/certs/http.key"));
+        assert_eq!(h.password_file, at("/etc/midge/operators"));
 
         // stderr is not a path; no config directory leaves paths alone.
         let mut c = ok("acl_file = \"acl\"");
