@@ -29,6 +29,7 @@ pub mod server;
 pub(crate) mod session;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
+pub(crate) mod sys;
 #[cfg(test)]
 mod testing;
 pub(crate) mod tls;

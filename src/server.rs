@@ -22,6 +22,7 @@ use crate::client::{Incoming, ListenerPolicy};
 use crate::config::{Config, Listener};
 use crate::connection;
 use crate::log_limit::LogLimit;
+use crate::metrics::{self, ListenerStats, OpenConnection};
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
@@ -105,18 +106,22 @@ pub async fn run(
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let kind = if tls.is_some() { " (TLS)" } else { "" };
         tracing::info!("listening on {local}{kind}");
-        bound.push((socket, Arc::new(listener.clone()), tls));
+        let protocol = if tls.is_some() { "mqtts" } else { "mqtt" };
+        let stats = metrics::register_listener(local.to_string(), protocol);
+        bound.push((socket, Arc::new(listener.clone()), tls, stats));
     }
 
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
     tracker.spawn(reload_on_notify(broker.clone(), reload, shutdown.clone()));
+    tracker.spawn(crate::sys::run(broker.clone(), shutdown.clone()));
     let total = Arc::new(AtomicUsize::new(0));
-    for (socket, listener, tls) in bound {
+    for (socket, listener, tls, stats) in bound {
         tracker.spawn(accept_loop(
             socket,
             listener,
             tls,
+            stats,
             broker.clone(),
             total.clone(),
             shutdown.clone(),
@@ -147,6 +152,11 @@ fn log_loaded(l: &Loaded) {
         );
     }
     if l.expired > 0 {
+        // Dropped undelivered: counted like those that expire while midge runs.
+        metrics::add(
+            metrics::Counter::dropped(metrics::DropReason::Expired),
+            l.expired as u64,
+        );
         tracing::info!(
             "store: {} queued messages expired while midge was down",
             l.expired
@@ -191,10 +201,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Counts a connection against the global and the listener's limit while it lives.
+/// Counts a connection against the global and the listener's limit while it lives, and
+/// in its listener's figures for the operator.
 struct Slot {
     total: Arc<AtomicUsize>,
     listener: Arc<AtomicUsize>,
+    _open: OpenConnection,
 }
 
 impl Drop for Slot {
@@ -209,15 +221,21 @@ fn take_slot(
     max_total: usize,
     here: &Arc<AtomicUsize>,
     max_here: usize,
+    stats: &Arc<ListenerStats>,
 ) -> Option<Slot> {
     let t = total.fetch_add(1, Ordering::Relaxed);
     let h = here.fetch_add(1, Ordering::Relaxed);
-    let slot = Slot {
+    let over = (max_total > 0 && t >= max_total) || (max_here > 0 && h >= max_here);
+    if over {
+        total.fetch_sub(1, Ordering::Relaxed);
+        here.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(Slot {
         total: total.clone(),
         listener: here.clone(),
-    };
-    let over = (max_total > 0 && t >= max_total) || (max_here > 0 && h >= max_here);
-    (!over).then_some(slot)
+        _open: stats.opened(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,6 +243,7 @@ async fn accept_loop(
     socket: TcpListener,
     listener: Arc<Listener>,
     tls: Option<TlsAcceptor>,
+    stats: Arc<ListenerStats>,
     broker: Arc<Broker>,
     total: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -256,6 +275,7 @@ async fn accept_loop(
             broker.config().max_connections,
             &here,
             listener.max_connections,
+            &stats,
         ) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {

@@ -400,6 +400,11 @@ mod tests {
             limits: Arc::new(broker.limits_for(&Listener::default())),
             timers: Timers::new(None, None),
             receive_maximum: None,
+            peer: Peer {
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                protocol: 4,
+                keep_alive: 0,
+            },
         }
     }
 

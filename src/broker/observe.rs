@@ -24,6 +24,7 @@ pub struct Overview {
     pub persistent_offline: usize,
     /// Subscriptions over all sessions (a shared subscription counts once per member).
     pub subscriptions: usize,
+    /// Retained messages set by clients (the broker's own `$SYS` ones not counted).
     pub retained: usize,
     /// Messages waiting in queues, not yet sent, and their bytes as the broker holds them.
     pub queued: usize,
@@ -47,6 +48,8 @@ pub struct QueueDepth {
 }
 
 /// One client (session) as the client list shows it.
+// Read by the HTTP listener (issue 14, branch h/http), not by `$SYS`.
+#[allow(dead_code)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
     pub client_id: Arc<str>,
@@ -67,6 +70,8 @@ pub struct ClientInfo {
 }
 
 /// One page of the client list, ordered by client id.
+// Read by the HTTP listener (issue 14, branch h/http), not by `$SYS`.
+#[allow(dead_code)]
 #[derive(Clone, Debug, Default)]
 pub struct ClientPage {
     pub clients: Vec<ClientInfo>,
@@ -82,7 +87,7 @@ impl Broker {
         let mut o = Overview {
             uptime: self.started.elapsed(),
             clients_maximum: self.max_connected.load(Ordering::Relaxed),
-            retained: self.retained.read().len(),
+            retained: self.retained_count(),
             memory_used: crate::memory::used(),
             ..Overview::default()
         };
@@ -118,6 +123,7 @@ impl Broker {
     }
 
     /// Up to `limit` clients whose ids sort after `after` (from the first with `None`).
+    #[allow(dead_code)] // read by the HTTP listener (h/http)
     pub fn clients(&self, after: Option<&str>, limit: usize) -> ClientPage {
         let mut ids: Vec<Arc<str>> = self.sessions.lock().keys().cloned().collect();
         let total = ids.len();
@@ -147,11 +153,21 @@ impl Broker {
         }
     }
 
+    /// Retained messages clients set (the broker's own on `$SYS` left out).
+    fn retained_count(&self) -> usize {
+        let retained = self.retained.read();
+        // Changed under the retained store's write lock: consistent with `len` here.
+        retained
+            .len()
+            .saturating_sub(self.sys_retained.load(Ordering::Relaxed))
+    }
+
     fn all_sessions(&self) -> Vec<Arc<Session>> {
         self.sessions.lock().values().cloned().collect()
     }
 }
 
+#[allow(dead_code)] // read by the HTTP listener (h/http)
 fn client_info(session: &Session) -> ClientInfo {
     let st = session.state.lock();
     ClientInfo {

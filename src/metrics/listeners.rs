@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 /// One listener's connection counts.
 #[derive(Debug)]
+#[allow(dead_code)] // `address`, `protocol`: read by the HTTP listener (h/http)
 pub struct ListenerStats {
     /// `bind:port` as configured (the port actually bound when it was 0).
     pub address: String,
@@ -16,6 +17,7 @@ pub struct ListenerStats {
 }
 
 /// What one listener looked like when read.
+#[allow(dead_code)] // read by the HTTP listener (h/http)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerSnapshot {
     pub address: String,
@@ -35,6 +37,7 @@ impl ListenerStats {
         OpenConnection(self.clone())
     }
 
+    #[allow(dead_code)] // read by the HTTP listener (h/http)
     fn snapshot(&self) -> ListenerSnapshot {
         ListenerSnapshot {
             address: self.address.clone(),
@@ -73,6 +76,7 @@ pub fn register_listener(address: String, protocol: &'static str) -> Arc<Listene
 }
 
 /// Every registered listener, in the order they were bound.
+#[allow(dead_code)] // read by the HTTP listener (h/http)
 pub fn listeners() -> Vec<ListenerSnapshot> {
     LISTENERS
         .lock()

@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -21,7 +22,7 @@ use parking_lot::{Mutex, MutexGuard};
 use super::log::{Log, LogConfig, SyncPolicy};
 use super::record::Record;
 use super::state::{message_record, unix_millis, Replay, State};
-use super::{Commit, Store, StoreError, StoreEvent, Waker};
+use super::{Commit, Store, StoreError, StoreEvent, StoreStats, Waker};
 use crate::config::{Persistence, SyncMode};
 
 /// A new segment starts past this size.
@@ -36,6 +37,8 @@ pub struct DurableStore {
     log: Log,
     /// [`COMPACT_MIN`], lowered by tests.
     compact_min: u64,
+    /// Compactions written since start.
+    compactions: AtomicU64,
 }
 
 /// What opening the store found, for the start-up log line.
@@ -88,6 +91,7 @@ impl DurableStore {
             state: Mutex::new(state),
             log,
             compact_min: COMPACT_MIN,
+            compactions: AtomicU64::new(0),
         };
         // What was read counts towards the next compaction, which may be due now. (Not
         // forced: a store on a full disk must still open, and serve what it can.)
@@ -128,12 +132,15 @@ impl DurableStore {
         let started = Instant::now();
         st.drop_expired(started);
         match self.checkpoint(st) {
-            Ok(_) => tracing::debug!(
-                before = since,
-                live = st.live_bytes,
-                took_ms = started.elapsed().as_millis() as u64,
-                "store compacted"
-            ),
+            Ok(_) => {
+                self.compactions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    before = since,
+                    live = st.live_bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "store compacted"
+                )
+            }
             Err(e) => tracing::error!("store: compaction failed: {e}"),
         }
     }
@@ -280,6 +287,20 @@ impl Store for DurableStore {
 
     fn close(&self) -> Result<(), StoreError> {
         self.log.close().map_err(|e| StoreError(e.0))
+    }
+
+    fn stats(&self) -> Option<StoreStats> {
+        let l = self.log.stats();
+        Some(StoreStats {
+            bytes_on_disk: l.bytes_on_disk,
+            segments: l.segments,
+            commits: l.commits,
+            fsync_seconds: l.fsync_seconds,
+            batch_bytes: l.batch_bytes,
+            compactions: self.compactions.load(Ordering::Relaxed),
+            failures: l.failures,
+            failed: l.failed,
+        })
     }
 }
 

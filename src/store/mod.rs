@@ -157,6 +157,7 @@ pub struct StoreStats {
     /// Seconds each fsync took.
     pub fsync_seconds: crate::metrics::HistogramSnapshot,
     /// Bytes written per commit (group commit: many publishers share one).
+    #[allow(dead_code)] // read by the HTTP listener (h/http)
     pub batch_bytes: crate::metrics::HistogramSnapshot,
     pub compactions: u64,
     /// Failed writes or syncs: after one the store refuses appends (see docs/DESIGN.md).
