@@ -3,10 +3,11 @@
 //!
 //! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
 //! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
-//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], and below
+//! raw MQTT client), [`mosquitto`] (the Mosquitto command-line clients), [`rng`] (the one random generator), [`fuzz`], [`tls`], and below
 //! the older socket-level helpers, now written over [`packets`].
 #![allow(dead_code)]
 
+pub mod mosquitto;
 pub mod packets;
 pub mod raw;
 pub mod rng;
