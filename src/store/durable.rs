@@ -395,6 +395,9 @@ mod tests {
             size < 2 * 1024 * 1024,
             "store holds {size} bytes after 20 MiB passed"
         );
+        let stats = store.stats().expect("a durable store has stats");
+        assert!(stats.compactions > 0, "{stats:?}");
+        assert_eq!(stats.bytes_on_disk, size, "{stats:?}");
         store.close().unwrap();
         drop(store);
         let (store, loaded) = DurableStore::open(&config(&dir)).unwrap();
@@ -409,6 +412,48 @@ mod tests {
         drop(st);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stats_count_commits_fsyncs_batches_and_segments() {
+        let dir = std::env::temp_dir().join(format!("midge-durable-stats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut p = config(&dir);
+        p.sync = SyncMode::Always;
+        let (store, _) = DurableStore::open(&p).unwrap();
+        let mut last = 0;
+        for session in 1..=3 {
+            last = store
+                .record(StoreEvent::SessionOpened {
+                    session,
+                    client_id: "c",
+                    owner: None,
+                    expiry: u32::MAX,
+                })
+                .unwrap()
+                .unwrap();
+            store.log.wait(last).unwrap();
+        }
+        let s = store.stats().expect("a durable store has stats");
+        // One write per wait above (group commit: each waited for alone).
+        assert!(s.commits >= 3, "{s:?}");
+        assert_eq!(s.batch_bytes.count, s.commits, "{s:?}");
+        assert!(s.fsync_seconds.count >= 3, "{s:?}");
+        assert_eq!(s.segments, 1, "{s:?}");
+        assert_eq!(s.bytes_on_disk, dir_bytes(&dir) - lock_bytes(&dir), "{s:?}");
+        assert_eq!((s.compactions, s.failures, s.failed), (0, 0, false));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Bytes of the files in `dir` that are not segments (the lock file).
+    fn lock_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
     }
 
     #[test]
