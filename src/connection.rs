@@ -275,6 +275,8 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
 /// Decodes and handles every whole packet in `rbuf`.
 fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), Close> {
     let v5 = client.is_v5();
+    // Counted into the metrics once, when this returns (however it returns).
+    let mut counts = ReadCounts::default();
     loop {
         let decoded = if v5 {
             codec::decode_v5(rbuf, max_packet)
@@ -283,7 +285,7 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Resul
         };
         match decoded {
             Ok(Some(packet)) => {
-                count_received(&packet);
+                counts.count(&packet);
                 handlers::dispatch(client, packet)?;
                 // A SUBSCRIBE owes retained messages: later packets wait for them (see
                 // `catch_up`), so their effects come after, as before.
@@ -297,17 +299,42 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Resul
     }
 }
 
-/// Counts a packet read (`$SYS/broker/messages/received`); a PUBLISH also by its QoS and
-/// payload, in the same thread-local access.
-#[inline]
-fn count_received(packet: &codec::Packet) {
-    match packet {
-        codec::Packet::Publish(p) => metrics::add_each([
-            (Counter::PacketsReceived, 1),
-            (Counter::publish_received(p.qos as u8), 1),
-            (Counter::PublishBytesReceived, p.payload.len() as u64),
-        ]),
-        _ => metrics::add(Counter::PacketsReceived, 1),
+/// The packets one [`process`] call read (`$SYS/broker/messages/received`), PUBLISHes by
+/// QoS with their payload bytes: added to the metrics in one thread-local access when the
+/// call ends, not one per packet.
+#[derive(Default)]
+struct ReadCounts {
+    packets: u64,
+    publish: [u64; 3],
+    payload: u64,
+}
+
+impl ReadCounts {
+    #[inline]
+    fn count(&mut self, packet: &codec::Packet) {
+        self.packets += 1;
+        if let codec::Packet::Publish(p) = packet {
+            if let Some(n) = self.publish.get_mut(p.qos as usize) {
+                *n += 1;
+            }
+            self.payload += p.payload.len() as u64;
+        }
+    }
+}
+
+impl Drop for ReadCounts {
+    fn drop(&mut self) {
+        if self.packets == 0 {
+            return;
+        }
+        let [q0, q1, q2] = self.publish;
+        metrics::add_each([
+            (Counter::PacketsReceived, self.packets),
+            (Counter::PublishReceivedQos0, q0),
+            (Counter::PublishReceivedQos1, q1),
+            (Counter::PublishReceivedQos2, q2),
+            (Counter::PublishBytesReceived, self.payload),
+        ]);
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Counter;
 
-/// One thread's counts.
+/// One thread's counts, on cache lines of their own: a shard allocated next to another
+/// thread's (or next to anything another thread writes) must not share a line with it.
+#[repr(align(128))]
 struct Shard([AtomicU64; Counter::COUNT]);
 
 impl Shard {
