@@ -421,9 +421,8 @@ mod tests {
         let mut p = config(&dir);
         p.sync = SyncMode::Always;
         let (store, _) = DurableStore::open(&p).unwrap();
-        let mut last = 0;
         for session in 1..=3 {
-            last = store
+            let commit = store
                 .record(StoreEvent::SessionOpened {
                     session,
                     client_id: "c",
@@ -432,7 +431,7 @@ mod tests {
                 })
                 .unwrap()
                 .unwrap();
-            store.log.wait(last).unwrap();
+            store.log.wait(commit).unwrap();
         }
         let s = store.stats().expect("a durable store has stats");
         // One write per wait above (group commit: each waited for alone).
