@@ -4,7 +4,7 @@
 //! Its fields are private; what the layers above may do is this module's API, one file
 //! per concern:
 //! * `attach.rs`: a connection claims a session and lets it go;
-//! * `publish.rs`: a client's message, and messages no client sent (wills, later `$SYS`,
+//! * `publish.rs`: a client's message, and messages no client sent (wills, `$SYS`, later
 //!   bridges, a cluster link), routed to subscribers and the retained store;
 //! * `subscribe.rs`: subscriptions in the session, the router and the store, in one step;
 //! * the sweeper (`sweep.rs`) and its three timers, `keep_alive.rs`, `will_delay.rs` and

@@ -1,6 +1,6 @@
 //! Publishing: one entry for a client's message ([`Broker::publish`]) and one for a
-//! message no client sent ([`Broker::publish_internal`]: wills now; `$SYS`, a bridge and
-//! a cluster link later). Both route through the router to each subscriber's session
+//! message no client sent ([`Broker::publish_internal`]: wills and `$SYS` now; a bridge
+//! and a cluster link later). Both route through the router to each subscriber's session
 //! queue, and set or clear the topic's retained message.
 
 use std::cell::RefCell;
@@ -42,9 +42,10 @@ impl Broker {
         self.fan_out(msg, Some(publisher))
     }
 
-    /// Publishes a message no client sent: wills now; `$SYS`, a bridge and a cluster link
-    /// later. It goes through the same routing, retained store and durable store as a
-    /// client's, but there is no publisher to hold back or to exclude.
+    /// Publishes a message no client sent: wills and `$SYS` now; a bridge and a cluster
+    /// link later. It goes through the same routing, retained store and durable store as a
+    /// client's (`$SYS` retained messages excepted: see `retain`), but there is no
+    /// publisher to hold back or to exclude.
     pub fn publish_internal(&self, msg: &SharedMessage) -> Published {
         crate::metrics::add(crate::metrics::Counter::PublishInternal, 1);
         self.fan_out(msg, None)

@@ -83,7 +83,8 @@ impl DropReason {
 pub enum Counter {
     /// MQTT packets of any type read from clients (Mosquitto's `messages/received`).
     PacketsReceived,
-    /// MQTT packets of any type written to clients (`messages/sent`).
+    /// MQTT packets of any type sent to clients (`messages/sent`), counted as the outbox
+    /// encodes them for the socket.
     PacketsSent,
     /// Bytes read from client sockets (after TLS).
     BytesReceived,
