@@ -11,7 +11,6 @@
 //! session queue, so a slow client is held back by TCP flow control and by its queue
 //! limits, and never makes the broker's memory grow.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use crate::codec::{self, reason, DecodeError};
 use crate::handlers;
 use crate::linger;
 use crate::log_limit::{field, LogLimit};
+use crate::metrics::{self, Counter};
 use crate::outbox::Outbox;
 
 /// Stop pulling queued messages into the write buffer above this many bytes.
@@ -70,7 +70,7 @@ pub async fn serve<S>(
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
-    broker.stats().connections.fetch_add(1, Ordering::Relaxed);
+    metrics::add(Counter::Connects, 1);
     let close = run(&mut client, &mut stream, rbuf).await;
     // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
     if let Some(reason) = close.disconnect_reason() {
@@ -87,7 +87,6 @@ pub async fn serve<S>(
     let lingers = close.server_initiated();
     let shut = linger::shutdown(&mut stream).await;
     finish(client, close);
-    broker.stats().connections.fetch_sub(1, Ordering::Relaxed);
     if lingers && shut {
         linger::drain(&mut stream).await;
     }
@@ -243,6 +242,7 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Io::Closed),
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
+                metrics::add(Counter::BytesReceived, n as u64);
                 rbuf.reserve(read_chunk.max(n));
                 rbuf.extend_from_slice(buf.filled());
                 Poll::Ready(Io::Read {
@@ -260,10 +260,13 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
     let room = rbuf.capacity() - rbuf.len();
     match tokio_util::io::poll_read_buf(Pin::new(stream), cx, rbuf) {
         Poll::Ready(Ok(0)) => Poll::Ready(Io::Closed),
-        Poll::Ready(Ok(n)) => Poll::Ready(Io::Read {
-            n,
-            filled: n == room,
-        }),
+        Poll::Ready(Ok(n)) => {
+            metrics::add(Counter::BytesReceived, n as u64);
+            Poll::Ready(Io::Read {
+                n,
+                filled: n == room,
+            })
+        }
         Poll::Ready(Err(e)) => Poll::Ready(Io::Failed(e)),
         Poll::Pending => Poll::Pending,
     }
@@ -272,6 +275,8 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
 /// Decodes and handles every whole packet in `rbuf`.
 fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Result<(), Close> {
     let v5 = client.is_v5();
+    // Counted into the metrics once, when this returns (however it returns).
+    let mut counts = ReadCounts::default();
     loop {
         let decoded = if v5 {
             codec::decode_v5(rbuf, max_packet)
@@ -280,6 +285,7 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Resul
         };
         match decoded {
             Ok(Some(packet)) => {
+                counts.count(&packet);
                 handlers::dispatch(client, packet)?;
                 // A SUBSCRIBE owes retained messages: later packets wait for them (see
                 // `catch_up`), so their effects come after, as before.
@@ -290,6 +296,45 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, max_packet: usize) -> Resul
             Ok(None) => return Ok(()),
             Err(e) => return Err(decode_close(&e)),
         }
+    }
+}
+
+/// The packets one [`process`] call read (`$SYS/broker/messages/received`), PUBLISHes by
+/// QoS with their payload bytes: added to the metrics in one thread-local access when the
+/// call ends, not one per packet.
+#[derive(Default)]
+struct ReadCounts {
+    packets: u64,
+    publish: [u64; 3],
+    payload: u64,
+}
+
+impl ReadCounts {
+    #[inline]
+    fn count(&mut self, packet: &codec::Packet) {
+        self.packets += 1;
+        if let codec::Packet::Publish(p) = packet {
+            if let Some(n) = self.publish.get_mut(p.qos as usize) {
+                *n += 1;
+            }
+            self.payload += p.payload.len() as u64;
+        }
+    }
+}
+
+impl Drop for ReadCounts {
+    fn drop(&mut self) {
+        if self.packets == 0 {
+            return;
+        }
+        let [q0, q1, q2] = self.publish;
+        metrics::add_each([
+            (Counter::PacketsReceived, self.packets),
+            (Counter::PublishReceivedQos0, q0),
+            (Counter::PublishReceivedQos1, q1),
+            (Counter::PublishReceivedQos2, q2),
+            (Counter::PublishBytesReceived, self.payload),
+        ]);
     }
 }
 

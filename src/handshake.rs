@@ -24,6 +24,7 @@ use crate::codec::{self, Connect, DecodeError, Packet, ProtocolVersion};
 use crate::handlers;
 use crate::linger;
 use crate::log_limit::LogLimit;
+use crate::metrics::{self, Counter};
 use crate::outbox::Outbox;
 
 /// Smallest read reservation while reading a CONNECT.
@@ -79,10 +80,30 @@ where
             return None;
         }
     };
+    if is_auth_failure(code) {
+        metrics::add(Counter::AuthFailures, 1);
+    }
     let mut out = Outbox::for_refusal(version);
     out.connack_refused(code);
+    // Counted as written: the refusal is the last thing this connection writes.
+    metrics::add(Counter::BytesSent, out.len() as u64);
     linger::close_after(stream, out.buf()).await;
     None
+}
+
+/// Whether a refusing CONNACK's code says the client was not let in for who it is (or
+/// failed to prove): bad user name or password, not authorized, bad authentication
+/// method. What `$SYS` and `/metrics` count as authentication failures.
+fn is_auth_failure(code: u8) -> bool {
+    use codec::reason::{self, v311};
+    matches!(
+        code,
+        v311::BAD_USERNAME_OR_PASSWORD
+            | v311::NOT_AUTHORIZED
+            | 0x86
+            | reason::NOT_AUTHORIZED
+            | reason::BAD_AUTHENTICATION_METHOD
+    )
 }
 
 /// The handshake proper, without its deadline.
@@ -198,7 +219,10 @@ async fn read_connect<R: AsyncRead + Unpin>(
             }
         }
         match codec::decode(rbuf, cap) {
-            Ok(Some(Packet::Connect(c))) => return Ok(Some(c)),
+            Ok(Some(Packet::Connect(c))) => {
+                metrics::add(Counter::PacketsReceived, 1);
+                return Ok(Some(c));
+            }
             Ok(Some(_)) => return Err(ReadError::NotConnect(0)),
             Ok(None) => {}
             Err(e) => return Err(ReadError::Decode(e)),
@@ -224,7 +248,9 @@ async fn read_some<R: AsyncRead + Unpin>(
 ) -> Result<usize, ReadError> {
     rbuf.reserve(max);
     let mut limited = (&mut *rd).take(max as u64);
-    limited.read_buf(rbuf).await.map_err(ReadError::Io)
+    let n = limited.read_buf(rbuf).await.map_err(ReadError::Io)?;
+    metrics::add(Counter::BytesReceived, n as u64);
+    Ok(n)
 }
 
 /// The protocol level of a CONNECT whose fixed header is in `rbuf`, if the bytes that

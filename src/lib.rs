@@ -26,7 +26,6 @@ pub(crate) mod memory;
 pub(crate) mod message;
 // Its recording half (counters, histograms, listener registration) is fed by the data
 // path in the $SYS work (issue 14); until then only its readers use it.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod retain;
@@ -35,6 +34,7 @@ pub mod server;
 pub(crate) mod session;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
+pub(crate) mod sys;
 pub(crate) mod systemd;
 #[cfg(test)]
 mod testing;

@@ -24,6 +24,7 @@ use crate::config::{Config, Listener};
 use crate::connection;
 use crate::http;
 use crate::log_limit::LogLimit;
+use crate::metrics::{self, ListenerStats, OpenConnection};
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
@@ -126,7 +127,9 @@ pub async fn run(
             tls = tls.is_some(),
             "listening on {local}{kind}"
         );
-        bound.push((socket, Arc::new(listener.clone()), tls));
+        let protocol = if tls.is_some() { "mqtts" } else { "mqtt" };
+        let stats = metrics::register_listener(local.to_string(), protocol);
+        bound.push((socket, Arc::new(listener.clone()), tls, stats));
     }
     let http = match http {
         Some(http) => {
@@ -167,12 +170,14 @@ pub async fn run(
             tracker.clone(),
         ));
     }
+    tracker.spawn(crate::sys::run(broker.clone(), shutdown.clone()));
     let total = Arc::new(AtomicUsize::new(0));
-    for (socket, listener, tls) in bound {
+    for (socket, listener, tls, stats) in bound {
         tracker.spawn(accept_loop(
             socket,
             listener,
             tls,
+            stats,
             broker.clone(),
             total.clone(),
             shutdown.clone(),
@@ -212,6 +217,11 @@ fn log_loaded(l: &Loaded) {
         );
     }
     if l.expired > 0 {
+        // Dropped undelivered: counted like those that expire while midge runs.
+        metrics::add(
+            metrics::Counter::dropped(metrics::DropReason::Expired),
+            l.expired as u64,
+        );
         tracing::info!(
             event = "store_expired",
             expired = l.expired,
@@ -306,10 +316,14 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Counts a connection against the global and the listener's limit while it lives.
+/// Counts a connection against the global and the listener's limit while it lives, and
+/// in its listener's figures for the operator.
 struct Slot {
     total: Arc<AtomicUsize>,
     listener: Arc<AtomicUsize>,
+    /// Counts the connection in its MQTT listener's figures (`None` for `[http]`, which
+    /// `/api/v1/listeners` reports on its own).
+    _open: Option<OpenConnection>,
 }
 
 impl Drop for Slot {
@@ -324,15 +338,21 @@ fn take_slot(
     max_total: usize,
     here: &Arc<AtomicUsize>,
     max_here: usize,
+    stats: Option<&Arc<ListenerStats>>,
 ) -> Option<Slot> {
     let t = total.fetch_add(1, Ordering::Relaxed);
     let h = here.fetch_add(1, Ordering::Relaxed);
-    let slot = Slot {
+    let over = (max_total > 0 && t >= max_total) || (max_here > 0 && h >= max_here);
+    if over {
+        total.fetch_sub(1, Ordering::Relaxed);
+        here.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(Slot {
         total: total.clone(),
         listener: here.clone(),
-    };
-    let over = (max_total > 0 && t >= max_total) || (max_here > 0 && h >= max_here);
-    (!over).then_some(slot)
+        _open: stats.map(|s| s.opened()),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -340,6 +360,7 @@ async fn accept_loop(
     socket: TcpListener,
     listener: Arc<Listener>,
     tls: Option<TlsAcceptor>,
+    stats: Arc<ListenerStats>,
     broker: Arc<Broker>,
     total: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -359,6 +380,7 @@ async fn accept_loop(
             broker.config().max_connections,
             &here,
             listener.max_connections,
+            Some(&stats),
         ) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
@@ -426,7 +448,7 @@ async fn http_accept_loop(
     let (all, here) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let what = format!("[http] {local}");
     while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
-        let Some(slot) = take_slot(&all, 0, &here, max) else {
+        let Some(slot) = take_slot(&all, 0, &here, max, None) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
                 tracing::warn!(event = "http_connection_limit", %peer, suppressed,

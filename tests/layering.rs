@@ -29,6 +29,8 @@ const LAYERS: &[&[&str]] = &[
     &["handlers"],
     // A connected client's state and its withheld-acknowledgement gate.
     &["client"],
+    // The `$SYS` publisher: reads the broker's figures, publishes through the broker.
+    &["sys"],
     &["broker"],
     &["retain"],
     &["router"],

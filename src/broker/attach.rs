@@ -400,10 +400,10 @@ mod tests {
             limits: Arc::new(broker.limits_for(&Listener::default())),
             timers: Timers::new(None, None),
             receive_maximum: None,
-            peer: crate::session::Peer {
-                address: std::net::SocketAddr::from(([127, 0, 0, 1], 50000)),
+            peer: Peer {
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
                 protocol: 4,
-                keep_alive: 60,
+                keep_alive: 0,
             },
         }
     }

@@ -1,10 +1,10 @@
-//! The broker's shared state: sessions by client id, the router, the retained store, the
-//! storage backend and the counters. One [`Broker`] is shared by every connection task.
+//! The broker's shared state: sessions by client id, the router, the retained store and
+//! the storage backend. (Event counters are not kept here: see [`crate::metrics`].) One [`Broker`] is shared by every connection task.
 //!
 //! Its fields are private; what the layers above may do is this module's API, one file
 //! per concern:
 //! * `attach.rs`: a connection claims a session and lets it go;
-//! * `publish.rs`: a client's message, and messages no client sent (wills, later `$SYS`,
+//! * `publish.rs`: a client's message, and messages no client sent (wills, `$SYS`, later
 //!   bridges, a cluster link), routed to subscribers and the retained store;
 //! * `subscribe.rs`: subscriptions in the session, the router and the store, in one step;
 //! * the sweeper (`sweep.rs`) and its three timers, `keep_alive.rs`, `will_delay.rs` and
@@ -22,6 +22,7 @@ mod sweep;
 mod will_delay;
 
 pub use attach::{AttachRequest, Refused};
+// Read by the HTTP listener (issue 14, branch h/http), not by `$SYS`.
 pub use observe::{ClientInfo, ClientPage, Overview, QueueDepth};
 pub use publish::Published;
 
@@ -58,15 +59,6 @@ fn random_client_id() -> String {
     format!("midge-{n:016x}")
 }
 
-/// Counters for logs now and `$SYS`/metrics later.
-#[derive(Default)]
-pub struct Stats {
-    pub connections: AtomicUsize,
-    pub messages_received: AtomicU64,
-    pub messages_routed: AtomicU64,
-    pub messages_dropped: AtomicU64,
-}
-
 /// The broker's shared state. Its fields are private: connections and handlers go
 /// through the methods below, so that what must happen together (a subscription in the
 /// session, the router and the store) happens in one place.
@@ -87,7 +79,9 @@ pub struct Broker {
     router: Router,
     retained: RwLock<RetainTree<SharedMessage>>,
     store: Arc<dyn Store>,
-    stats: Stats,
+    /// Retained messages on `$SYS` topics (the broker's own): left out of the retained
+    /// count an operator is shown. Changed under the retained store's lock.
+    sys_retained: AtomicUsize,
     /// When the broker started, for `uptime`.
     started: std::time::Instant,
     /// The most clients connected at once since start.
@@ -111,7 +105,7 @@ impl Broker {
             router: Router::default(),
             retained: RwLock::new(RetainTree::default()),
             store,
-            stats: Stats::default(),
+            sys_retained: AtomicUsize::new(0),
             started: std::time::Instant::now(),
             max_connected: AtomicUsize::new(0),
             next_session_id: AtomicU64::new(1),
@@ -126,11 +120,6 @@ impl Broker {
     /// Password and ACL files (reloaded on SIGHUP through [`Auth::reload`]).
     pub fn auth(&self) -> &Auth {
         &self.auth
-    }
-
-    /// Counters, for logs now and `$SYS`/metrics later.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 
     /// The durable store's health, `None` when state is kept in memory only.

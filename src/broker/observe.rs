@@ -24,6 +24,7 @@ pub struct Overview {
     pub persistent_offline: usize,
     /// Subscriptions over all sessions (a shared subscription counts once per member).
     pub subscriptions: usize,
+    /// Retained messages set by clients (the broker's own `$SYS` ones not counted).
     pub retained: usize,
     /// Messages waiting in queues, not yet sent, and their bytes as the broker holds them.
     pub queued: usize,
@@ -47,6 +48,7 @@ pub struct QueueDepth {
 }
 
 /// One client (session) as the client list shows it.
+// Read by the HTTP listener (issue 14, branch h/http), not by `$SYS`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
     pub client_id: Arc<str>,
@@ -67,6 +69,7 @@ pub struct ClientInfo {
 }
 
 /// One page of the client list, ordered by client id.
+// Read by the HTTP listener (issue 14, branch h/http), not by `$SYS`.
 #[derive(Clone, Debug, Default)]
 pub struct ClientPage {
     pub clients: Vec<ClientInfo>,
@@ -82,7 +85,7 @@ impl Broker {
         let mut o = Overview {
             uptime: self.started.elapsed(),
             clients_maximum: self.max_connected.load(Ordering::Relaxed),
-            retained: self.retained.read().len(),
+            retained: self.retained_count(),
             memory_used: crate::memory::used(),
             ..Overview::default()
         };
@@ -145,6 +148,15 @@ impl Broker {
             total,
             next,
         }
+    }
+
+    /// Retained messages clients set (the broker's own on `$SYS` left out).
+    fn retained_count(&self) -> usize {
+        let retained = self.retained.read();
+        // Changed under the retained store's write lock: consistent with `len` here.
+        retained
+            .len()
+            .saturating_sub(self.sys_retained.load(Ordering::Relaxed))
     }
 
     fn all_sessions(&self) -> Vec<Arc<Session>> {

@@ -1,6 +1,6 @@
 //! Publishing: one entry for a client's message ([`Broker::publish`]) and one for a
-//! message no client sent ([`Broker::publish_internal`]: wills now; `$SYS`, a bridge and
-//! a cluster link later). Both route through the router to each subscriber's session
+//! message no client sent ([`Broker::publish_internal`]: wills and `$SYS` now; a bridge
+//! and a cluster link later). Both route through the router to each subscriber's session
 //! queue, and set or clear the topic's retained message.
 
 use std::cell::RefCell;
@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{min_qos, Broker};
+use crate::auth::is_sys;
 use crate::message::SharedMessage;
 use crate::router::Target;
 use crate::session::{Delivery, Session};
@@ -41,10 +42,12 @@ impl Broker {
         self.fan_out(msg, Some(publisher))
     }
 
-    /// Publishes a message no client sent: wills now; `$SYS`, a bridge and a cluster link
-    /// later. It goes through the same routing, retained store and durable store as a
-    /// client's, but there is no publisher to hold back or to exclude.
+    /// Publishes a message no client sent: wills and `$SYS` now; a bridge and a cluster
+    /// link later. It goes through the same routing, retained store and durable store as a
+    /// client's (`$SYS` retained messages excepted: see `retain`), but there is no
+    /// publisher to hold back or to exclude.
     pub fn publish_internal(&self, msg: &SharedMessage) -> Published {
+        crate::metrics::add(crate::metrics::Counter::PublishInternal, 1);
         self.fan_out(msg, None)
     }
 
@@ -64,7 +67,6 @@ impl Broker {
         targets: &mut Vec<Target>,
         published: &mut Published,
     ) {
-        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         if msg.retain {
             self.retain(msg, &mut published.storage);
         }
@@ -80,7 +82,8 @@ impl Broker {
             // [MQTT-3.3.1-12/13].
             let retain = sub.retain_as_published && msg.retain;
             let extra = sub.extra;
-            match sub.session.deliver(
+            // Drops are counted where they happen, by reason (see `crate::metrics`).
+            let delivery = sub.session.deliver(
                 msg,
                 qos,
                 retain,
@@ -88,35 +91,32 @@ impl Broker {
                 publisher,
                 acl.as_deref(),
                 &mut published.storage,
-            ) {
-                Delivery::Queued => {
-                    self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
-                }
-                Delivery::OverLimit => {
-                    self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
-                    published.over_limit.push(sub.session);
-                }
-                Delivery::Dropped => {
-                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Delivery::Skipped => {}
+            );
+            if delivery == Delivery::OverLimit {
+                published.over_limit.push(sub.session);
             }
         }
     }
 
     /// Sets or clears the topic's retained message; stored under the retained store's
-    /// lock, so the store keeps the same last one.
+    /// lock, so the store keeps the same last one. `$SYS` topics (only the broker writes
+    /// them) are not stored: they describe this process, and are published anew at start.
     fn retain(&self, msg: &SharedMessage, stored: &mut StoreOutcome) {
+        let sys = is_sys(&msg.topic);
         let mut retained = self.retained.write();
         let message = if msg.payload.is_empty() {
             // A retained PUBLISH with no payload clears the topic [MQTT-3.3.1-10/11].
-            retained.remove(&msg.topic);
+            if retained.remove(&msg.topic).is_some() && sys {
+                self.sys_retained.fetch_sub(1, Ordering::Relaxed);
+            }
             None
         } else {
-            retained.set(&msg.topic, msg.clone());
+            if retained.insert(&msg.topic, msg.clone()).is_none() && sys {
+                self.sys_retained.fetch_add(1, Ordering::Relaxed);
+            }
             Some(msg)
         };
-        if self.store.is_durable() {
+        if self.store.is_durable() && !sys {
             stored.add(self.store.record(StoreEvent::Retained {
                 topic: &msg.topic,
                 message,

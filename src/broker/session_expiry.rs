@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{wake_all, Broker};
 use crate::expiry::Kind;
 use crate::log_limit::field;
+use crate::metrics::{self, Counter, DropReason};
 use crate::session::{Session, SessionState};
 use crate::store::StoreEvent;
 
@@ -36,6 +37,13 @@ impl Broker {
                 return;
             }
             let filters = st.subscriptions.filters();
+            metrics::add_each([
+                (Counter::SessionsExpired, 1),
+                (
+                    Counter::dropped(DropReason::SessionExpired),
+                    st.undelivered() as u64,
+                ),
+            ]);
             st.reset();
             self.set_expiry(session, &mut st, None);
             let _ = self.store.record(StoreEvent::SessionDiscarded {

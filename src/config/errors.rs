@@ -16,7 +16,9 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
         (false, "connect_timeout" | "drop_log_interval") => {
             format!("an integer number of seconds in 1..={MAX_SECONDS}")
         }
-        (false, "retry_interval") => format!("an integer number of seconds in 0..={MAX_SECONDS}"),
+        (false, "retry_interval" | "sys_interval") => {
+            format!("an integer number of seconds in 0..={MAX_SECONDS}")
+        }
         (false, "max_packet_size" | "max_connect_size") => range_text(&MAX_PACKET_SIZE_RANGE),
         (
             false,

@@ -150,6 +150,9 @@ pub struct Config {
     pub retry_interval: u64,
     /// Seconds between two "dropped messages" log lines for one client.
     pub drop_log_interval: u64,
+    /// Seconds between two updates of the `$SYS/broker/...` topics; 0 = no `$SYS` topics.
+    /// Default 10, as Mosquitto.
+    pub sys_interval: u64,
     /// MQTT 5.0 Topic Alias Maximum announced to clients; 0 = no topic aliases.
     pub max_topic_alias: u16,
     /// Most topic aliases the broker sets towards one MQTT 5.0 client (the client's own
@@ -337,6 +340,7 @@ impl Default for Config {
             queue_qos0_messages: false,
             retry_interval: 20,
             drop_log_interval: 10,
+            sys_interval: 10,
             max_topic_alias: 10,
             max_topic_alias_broker: 10,
             max_user_properties: 64,
@@ -387,6 +391,7 @@ mod tests {
         assert!(!c.queue_qos0_messages);
         assert_eq!(c.retry_interval, 20);
         assert_eq!(c.drop_log_interval, 10);
+        assert_eq!(c.sys_interval, 10);
         assert_eq!(
             c.listeners,
             vec![Listener {
@@ -436,6 +441,7 @@ mod tests {
             queue_qos0_messages = true
             retry_interval = 0
             drop_log_interval = 1
+            sys_interval = 0
             max_topic_alias = 0
             max_topic_alias_broker = 3
             max_user_properties = 16
@@ -495,6 +501,7 @@ mod tests {
             queue_qos0_messages: true,
             retry_interval: 0,
             drop_log_interval: 1,
+            sys_interval: 0,
             max_topic_alias: 0,
             max_topic_alias_broker: 3,
             max_user_properties: 16,

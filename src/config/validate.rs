@@ -48,10 +48,11 @@ impl Config {
             }
         }
 
-        let u64_checks: [(&str, u64, RangeInclusive<u64>); 3] = [
+        let u64_checks: [(&str, u64, RangeInclusive<u64>); 4] = [
             ("connect_timeout", self.connect_timeout, 1..=MAX_SECONDS),
             ("retry_interval", self.retry_interval, 0..=MAX_SECONDS),
             ("drop_log_interval", self.drop_log_interval, 1..=MAX_SECONDS),
+            ("sys_interval", self.sys_interval, 0..=MAX_SECONDS),
         ];
         for (key, value, range) in u64_checks {
             if !range.contains(&value) {
@@ -428,6 +429,10 @@ mod tests {
                 "config.toml: retry_interval = 31536001 is invalid: expected 0..=31536000",
             ),
             (
+                "sys_interval = 31536001",
+                "config.toml: sys_interval = 31536001 is invalid: expected 0..=31536000",
+            ),
+            (
                 "[[listener]]\nport = 0",
                 "config.toml: listener[1].port = 0 is invalid: expected 1..=65535",
             ),
@@ -447,7 +452,7 @@ mod tests {
         let c = ok(
             "max_packet_size = 268435455\nmax_client_id_len = 1\nmax_inflight_messages = 65535\n\
                     drop_log_interval = 1\nconnect_timeout = 31536000\nretry_interval = 0\n\
-                    [[listener]]\nport = 65535",
+                    sys_interval = 0\n[[listener]]\nport = 65535",
         );
         assert_eq!(c.max_packet_size, 268_435_455);
         ok("max_packet_size = 1\nmax_client_id_len = 65535\nmax_inflight_messages = 1");

@@ -1,7 +1,6 @@
 //! PUBLISH from a client: validate, hand the message to the broker (which delivers it to
 //! subscribers and the retained store), and acknowledge per QoS.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -205,11 +204,7 @@ fn is_qos2_resend(client: &Client, publish: &Publish) -> bool {
 /// when it reconnects.
 fn refuse_for_memory(client: &mut Client, publish: &Publish) -> Result<(), Close> {
     static LOG: LogLimit = LogLimit::new(10_000);
-    client
-        .broker
-        .stats()
-        .messages_dropped
-        .fetch_add(1, Ordering::Relaxed);
+    crate::metrics::dropped(crate::metrics::DropReason::MemoryLimit);
     if let Some(held_back) = LOG.allow() {
         tracing::warn!(
             event = "memory_limit",

@@ -15,7 +15,7 @@ mod counters;
 mod histogram;
 mod listeners;
 
-pub use counters::{add, get, totals};
+pub use counters::{add, add_each, totals};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use listeners::{
     listeners, register_listener, ListenerSnapshot, ListenerStats, OpenConnection,
@@ -41,10 +41,13 @@ pub enum DropReason {
     Denied,
     /// The session it waited in expired.
     SessionExpired,
+    /// Refused on arrival above `memory_limit`: counted once per PUBLISH refused, not per
+    /// subscriber it would have reached.
+    MemoryLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::QueueFullNew,
         DropReason::QueueFullOldest,
         DropReason::RetainedOverLimit,
@@ -53,6 +56,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::Denied,
         DropReason::SessionExpired,
+        DropReason::MemoryLimit,
     ];
 
     /// The label value in `/metrics` and the JSON API.
@@ -66,6 +70,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large_for_client",
             DropReason::Denied => "acl_denied",
             DropReason::SessionExpired => "session_expired",
+            DropReason::MemoryLimit => "memory_limit",
         }
     }
 }
@@ -76,7 +81,8 @@ impl DropReason {
 pub enum Counter {
     /// MQTT packets of any type read from clients (Mosquitto's `messages/received`).
     PacketsReceived,
-    /// MQTT packets of any type written to clients (`messages/sent`).
+    /// MQTT packets of any type sent to clients (`messages/sent`), counted as the outbox
+    /// encodes them for the socket.
     PacketsSent,
     /// Bytes read from client sockets (after TLS).
     BytesReceived,
@@ -95,9 +101,14 @@ pub enum Counter {
     PublishBytesSent,
     /// Messages no client sent: wills, `$SYS`.
     PublishInternal,
-    /// Connections accepted on any listener.
+    /// Connections accepted on any listener (Mosquitto's `load/sockets`).
     ConnectionsAccepted,
-    /// CONNECTs refused for a bad user name or password, or no certificate identity.
+    /// CONNECTs accepted: a client connected (Mosquitto's `load/connections`).
+    Connects,
+    /// CONNECTs refused with "bad user name or password" or "not authorized" (3.1.1
+    /// return codes 4 and 5, 5.0 reason codes 0x86, 0x87 and 0x8C): a wrong password, an
+    /// anonymous client where none is allowed, no certificate identity, a client id
+    /// owned by another user, a will topic the ACL denies.
     AuthFailures,
     /// Offline sessions ended by their expiry (`clients/expired`).
     SessionsExpired,
@@ -110,11 +121,12 @@ pub enum Counter {
     DroppedTooLarge,
     DroppedDenied,
     DroppedSessionExpired,
+    DroppedMemoryLimit,
 }
 
 impl Counter {
     /// How many counters there are.
-    pub const COUNT: usize = Counter::DroppedSessionExpired as usize + 1;
+    pub const COUNT: usize = Counter::DroppedMemoryLimit as usize + 1;
 
     /// The counter of one drop reason.
     pub fn dropped(reason: DropReason) -> Counter {
@@ -127,6 +139,7 @@ impl Counter {
             DropReason::TooLarge => Counter::DroppedTooLarge,
             DropReason::Denied => Counter::DroppedDenied,
             DropReason::SessionExpired => Counter::DroppedSessionExpired,
+            DropReason::MemoryLimit => Counter::DroppedMemoryLimit,
         }
     }
 

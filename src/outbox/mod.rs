@@ -24,6 +24,7 @@ use tokio::io::AsyncWrite;
 
 use crate::codec::{self, QoS};
 use crate::log_limit::{field, LogLimit};
+use crate::metrics::{self, Counter};
 
 mod send;
 
@@ -173,6 +174,8 @@ impl Outbox {
             Pin::new(&mut *w).poll_write(cx, &self.tail)
         };
         if let Poll::Ready(Ok(n)) = polled {
+            // Counted per write call (this is the connection's only way to its socket).
+            metrics::add(Counter::BytesSent, n as u64);
             self.consume(n);
         }
         polled
@@ -219,9 +222,11 @@ impl Outbox {
     }
 }
 
-/// Counts and logs (rate-limited) a PUBLISH MQTT cannot express.
+/// Counts and logs (rate-limited) a PUBLISH MQTT cannot express: for the operator a
+/// message too large for this client ([`metrics::DropReason::TooLarge`]).
 fn unexpressible(topic: &str, payload_len: usize) {
     static LOG: LogLimit = LogLimit::new(10_000);
+    metrics::dropped(metrics::DropReason::TooLarge);
     let total = UNEXPRESSIBLE.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(suppressed) = LOG.allow() {
         tracing::warn!(

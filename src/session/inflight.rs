@@ -98,6 +98,7 @@ impl SessionState {
             self.queued_bytes -= item.held_bytes();
             // An expired message is never delivered [MQTT-3.3.2-5].
             if item.msg.is_expired(now) {
+                crate::metrics::dropped(crate::metrics::DropReason::Expired);
                 handle.removed(&item);
                 continue;
             }

@@ -12,6 +12,7 @@ use crate::codec::QoS;
 use crate::config::QueueFull;
 use crate::log_limit::{self, field, LogLimit};
 use crate::message::{DeliveryProps, SharedMessage};
+use crate::metrics::{self, DropReason};
 use crate::store::{StoreEvent, StoreOutcome};
 
 /// A message waiting in a session's queue. Built with [`Queued::new`], which counts the
@@ -128,6 +129,17 @@ impl SessionState {
         self.queue.len() + self.inflight.len()
     }
 
+    /// Messages that would be lost with this session now: queued, or sent without their
+    /// PUBACK / PUBREC (a QoS 2 message whose PUBREC came was delivered).
+    pub fn undelivered(&self) -> usize {
+        self.queue.len()
+            + self
+                .inflight
+                .values()
+                .filter(|f| f.state == InflightState::Published)
+                .count()
+    }
+
     /// Whether a publisher waiting under backpressure may acknowledge now.
     pub fn has_room(&self) -> bool {
         !self.is_full(0)
@@ -150,17 +162,29 @@ impl SessionState {
         stored: &mut StoreOutcome,
     ) -> Delivery {
         if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
+            metrics::dropped(DropReason::Qos0Offline);
             return Delivery::Skipped;
         }
         let size = Queued::bytes_of(msg, extra.as_deref());
         let mut outcome = Delivery::Queued;
         if self.is_full(size) {
+            // The new message, when it is the one dropped: a retained message sent on
+            // SUBSCRIBE (`no_waiter`) or a live one.
+            let new_dropped = if no_waiter {
+                DropReason::RetainedOverLimit
+            } else {
+                DropReason::QueueFullNew
+            };
             match self.limits.queue_full {
-                QueueFull::DropNew => return Delivery::Dropped,
+                QueueFull::DropNew => {
+                    metrics::dropped(new_dropped);
+                    return Delivery::Dropped;
+                }
                 // Nobody to slow down (QoS 0, or a retained message sent on SUBSCRIBE):
                 // queuing beyond the limit would be unbounded.
                 QueueFull::Backpressure if qos == QoS::AtMostOnce || no_waiter => {
-                    return Delivery::Dropped
+                    metrics::dropped(new_dropped);
+                    return Delivery::Dropped;
                 }
                 QueueFull::Backpressure => outcome = Delivery::OverLimit,
                 QueueFull::DropOldest => {
@@ -172,8 +196,12 @@ impl SessionState {
                             Some(old) => {
                                 self.queued_bytes -= old.held_bytes();
                                 handle.removed(&old);
+                                metrics::dropped(DropReason::QueueFullOldest);
                             }
-                            None => return Delivery::Dropped,
+                            None => {
+                                metrics::dropped(new_dropped);
+                                return Delivery::Dropped;
+                            }
                         }
                     }
                     outcome = Delivery::Dropped;
@@ -253,6 +281,7 @@ impl SessionState {
     /// Counts a queued message the ACL denied at send time; one log line per interval
     /// for the whole broker.
     pub(super) fn report_denied(&mut self, client_id: &str, topic: &str) {
+        metrics::dropped(DropReason::Denied);
         static LOG: LogLimit = LogLimit::new(10_000);
         if let Some(held_back) = LOG.allow() {
             tracing::info!(

@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -21,7 +22,7 @@ use parking_lot::{Mutex, MutexGuard};
 use super::log::{Log, LogConfig, SyncPolicy};
 use super::record::Record;
 use super::state::{message_record, unix_millis, Replay, State};
-use super::{Commit, Store, StoreError, StoreEvent, Waker};
+use super::{Commit, Store, StoreError, StoreEvent, StoreStats, Waker};
 use crate::config::{Persistence, SyncMode};
 
 /// A new segment starts past this size.
@@ -36,6 +37,8 @@ pub struct DurableStore {
     log: Log,
     /// [`COMPACT_MIN`], lowered by tests.
     compact_min: u64,
+    /// Compactions written since start.
+    compactions: AtomicU64,
 }
 
 /// What opening the store found, for the start-up log line.
@@ -88,6 +91,7 @@ impl DurableStore {
             state: Mutex::new(state),
             log,
             compact_min: COMPACT_MIN,
+            compactions: AtomicU64::new(0),
         };
         // What was read counts towards the next compaction, which may be due now. (Not
         // forced: a store on a full disk must still open, and serve what it can.)
@@ -128,12 +132,15 @@ impl DurableStore {
         let started = Instant::now();
         st.drop_expired(started);
         match self.checkpoint(st) {
-            Ok(_) => tracing::debug!(
-                before = since,
-                live = st.live_bytes,
-                took_ms = started.elapsed().as_millis() as u64,
-                "store compacted"
-            ),
+            Ok(_) => {
+                self.compactions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    before = since,
+                    live = st.live_bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "store compacted"
+                )
+            }
             Err(e) => tracing::error!("store: compaction failed: {e}"),
         }
     }
@@ -284,6 +291,20 @@ impl Store for DurableStore {
     fn close(&self) -> Result<(), StoreError> {
         self.log.close().map_err(|e| StoreError(e.0))
     }
+
+    fn stats(&self) -> Option<StoreStats> {
+        let l = self.log.stats();
+        Some(StoreStats {
+            bytes_on_disk: l.bytes_on_disk,
+            segments: l.segments,
+            commits: l.commits,
+            fsync_seconds: l.fsync_seconds,
+            batch_bytes: l.batch_bytes,
+            compactions: self.compactions.load(Ordering::Relaxed),
+            failures: l.failures,
+            failed: l.failed,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +398,9 @@ mod tests {
             size < 2 * 1024 * 1024,
             "store holds {size} bytes after 20 MiB passed"
         );
+        let stats = store.stats().expect("a durable store has stats");
+        assert!(stats.compactions > 0, "{stats:?}");
+        assert_eq!(stats.bytes_on_disk, size, "{stats:?}");
         store.close().unwrap();
         drop(store);
         let (store, loaded) = DurableStore::open(&config(&dir)).unwrap();
@@ -391,6 +415,47 @@ mod tests {
         drop(st);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stats_count_commits_fsyncs_batches_and_segments() {
+        let dir = std::env::temp_dir().join(format!("midge-durable-stats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut p = config(&dir);
+        p.sync = SyncMode::Always;
+        let (store, _) = DurableStore::open(&p).unwrap();
+        for session in 1..=3 {
+            let commit = store
+                .record(StoreEvent::SessionOpened {
+                    session,
+                    client_id: "c",
+                    owner: None,
+                    expiry: u32::MAX,
+                })
+                .unwrap()
+                .unwrap();
+            store.log.wait(commit).unwrap();
+        }
+        let s = store.stats().expect("a durable store has stats");
+        // One write per wait above (group commit: each waited for alone).
+        assert!(s.commits >= 3, "{s:?}");
+        assert_eq!(s.batch_bytes.count, s.commits, "{s:?}");
+        assert!(s.fsync_seconds.count >= 3, "{s:?}");
+        assert_eq!(s.segments, 1, "{s:?}");
+        assert_eq!(s.bytes_on_disk, dir_bytes(&dir) - lock_bytes(&dir), "{s:?}");
+        assert_eq!((s.compactions, s.failures, s.failed), (0, 0, false));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Bytes of the files in `dir` that are not segments (the lock file).
+    fn lock_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //!
 //! The helpers every test binary shares live here once: [`packets`] (MQTT packets of
 //! either version byte by byte, and a parser of what the broker sends), [`raw`] (the one
-//! raw MQTT client), [`rng`] (the one random generator), [`fuzz`], [`tls`], [`http`] (the
-//! operator's HTTP listener: a client, the Prometheus parser, headless Chromium),
-//! [`process`] (the `midge` command run by a test: arguments, environment, signals), and below
-//! the older socket-level helpers, now written over [`packets`].
+//! raw MQTT client), [`mosquitto`] (the Mosquitto command-line clients), [`rng`] (the one
+//! random generator), [`fuzz`], [`tls`], [`http`] (the operator's HTTP listener: a client,
+//! the Prometheus parser, headless Chromium), [`process`] (the `midge` command run by a
+//! test: arguments, environment, signals), and below the older socket-level helpers, now
+//! written over [`packets`].
 #![allow(dead_code)]
 
 pub mod http;
+pub mod mosquitto;
 pub mod packets;
 pub mod process;
 pub mod raw;

@@ -38,6 +38,8 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::metrics::{Histogram, HistogramSnapshot};
+
 use segment::HEADER;
 pub use segment::MAX_RECORD;
 
@@ -118,6 +120,42 @@ struct Shared {
     repaired: std::sync::atomic::AtomicBool,
     /// Callbacks waiting for a commit to become durable.
     waiters: Mutex<Vec<(Commit, Waker)>>,
+    /// What the writer did, for the operator.
+    stats: WriterStats,
+}
+
+/// fsync latency buckets, seconds: 50 µs to 1 s.
+const FSYNC_SECONDS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// Batch size buckets, bytes: 256 B to 16 MiB.
+const BATCH_BYTES: [f64; 9] = [
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// Counted by the writer thread (the one writer of each), read by anyone.
+struct WriterStats {
+    /// Writes that reached the file (each a group commit of every append before it).
+    commits: AtomicU64,
+    fsync_seconds: Histogram,
+    batch_bytes: Histogram,
+    /// Writes or syncs that failed.
+    failures: AtomicU64,
+}
+
+/// What the log has done since it was opened, and what it holds (see [`Log::stats`]).
+#[derive(Clone, Debug, Default)]
+pub struct LogStats {
+    pub bytes_on_disk: u64,
+    pub segments: usize,
+    pub commits: u64,
+    pub fsync_seconds: HistogramSnapshot,
+    pub batch_bytes: HistogramSnapshot,
+    pub failures: u64,
+    /// Appends are refused: a write failed and the log has not resumed.
+    pub failed: bool,
 }
 
 pub struct Log {
@@ -126,6 +164,8 @@ pub struct Log {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Bytes written since the last checkpoint (for the store's compaction decision).
     since_checkpoint: AtomicU64,
+    /// The store directory, to measure what its segments hold.
+    dir: PathBuf,
     /// Held for the life of the log: one process per store directory.
     _lock: File,
 }
@@ -181,6 +221,12 @@ impl Log {
             any_lost: std::sync::atomic::AtomicBool::new(false),
             repaired: std::sync::atomic::AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
+            stats: WriterStats {
+                commits: AtomicU64::new(0),
+                fsync_seconds: Histogram::new(&FSYNC_SECONDS),
+                batch_bytes: Histogram::new(&BATCH_BYTES),
+                failures: AtomicU64::new(0),
+            },
         });
         let cell = Arc::new(PendingCell(
             Mutex::new(Pending {
@@ -198,6 +244,7 @@ impl Log {
                 pending: cell,
                 writer: Mutex::new(Some(handle)),
                 since_checkpoint: AtomicU64::new(recovery.bytes),
+                dir: config.dir.clone(),
                 _lock: lock,
             },
             recovery,
@@ -307,6 +354,31 @@ impl Log {
     /// The highest commit that is durable.
     pub fn durable(&self) -> Commit {
         self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// What the writer has done and what the segments hold now (one directory listing
+    /// and a `stat` per segment: for the operator every few seconds, not per message).
+    pub fn stats(&self) -> LogStats {
+        let w = &self.shared.stats;
+        let (bytes_on_disk, segments) = match segment::list_segments(&self.dir) {
+            Ok(list) => (
+                list.iter()
+                    .filter_map(|(_, path)| std::fs::metadata(path).ok())
+                    .map(|m| m.len())
+                    .sum(),
+                list.len(),
+            ),
+            Err(_) => (0, 0),
+        };
+        LogStats {
+            bytes_on_disk,
+            segments,
+            commits: w.commits.load(Ordering::Relaxed),
+            fsync_seconds: w.fsync_seconds.snapshot(),
+            batch_bytes: w.batch_bytes.snapshot(),
+            failures: w.failures.load(Ordering::Relaxed),
+            failed: self.shared.failed.lock().is_some(),
+        }
     }
 
     /// The error that stopped the log, if one did.

@@ -81,6 +81,11 @@ impl Writer {
                 (p.commit, p.checkpoint.take(), p.closing)
             };
             let result = self.write(&buf, checkpoint, closing);
+            if result.is_ok() && !buf.is_empty() {
+                let stats = &self.shared.stats;
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.batch_bytes.observe(buf.len() as f64);
+            }
             buf.clear();
             if buf.capacity() > KEEP_BUFFER {
                 buf = Vec::new();
@@ -111,6 +116,7 @@ impl Writer {
     /// Records a failed write: every commit not durable yet is lost, including those
     /// appended behind it, which are dropped unwritten.
     fn fail(&mut self, e: String) {
+        self.shared.stats.failures.fetch_add(1, Ordering::Relaxed);
         let mut p = self.cell.0.lock();
         let from = self.shared.durable.load(Ordering::Acquire) + 1;
         if p.commit >= from {
@@ -218,10 +224,15 @@ impl Writer {
     }
 
     fn sync_file(&mut self) -> Result<(), String> {
+        let started = Instant::now();
         self.file
             .sync_data()
             .map_err(|e| format!("fsync of {} failed: {e}", self.path().display()))?;
         self.last_sync = Instant::now();
+        self.shared
+            .stats
+            .fsync_seconds
+            .observe(self.last_sync.duration_since(started).as_secs_f64());
         self.unsynced = false;
         Ok(())
     }
