@@ -91,10 +91,68 @@ fn sensor_readings_reach_the_subscriber_example() {
     }
 }
 
-// examples/monitoring.toml is not loaded here yet: it sets `sys_interval`, a key the
-// `$SYS` publisher of issue 14 adds, and until that lands this branch's config refuses
-// unknown keys. Once it has landed, a test here should run it as shipped (free ports for
-// 1883 and 9883) and fetch `/` and `/metrics` from it.
+/// examples/monitoring.toml runs as shipped (free ports instead of 1883 and 9883): the
+/// status page and `/metrics` answer on its HTTP listener without credentials (loopback),
+/// and `$SYS/broker/version` arrives retained over MQTT.
+#[test]
+fn monitoring_example_serves_the_status_page_metrics_and_sys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = common::TempDir::new("monitoring-example");
+    let (mqtt, http) = (common::free_port(), common::free_port());
+    let shipped = std::fs::read_to_string(root.join("examples/monitoring.toml")).unwrap();
+    assert!(shipped.contains("port = 1883") && shipped.contains("port = 9883"));
+    assert!(shipped.contains("sys_interval = 10"));
+    let config = shipped
+        .replace("port = 1883", &format!("port = {mqtt}"))
+        .replace("port = 9883", &format!("port = {http}"));
+    std::fs::write(dir.path().join("monitoring.toml"), config).unwrap();
+
+    let log_path = dir.path().join("midge.log");
+    let mut midge = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .args(["-c", "monitoring.toml"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start midge");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::event_lines(&log(), "http_listening", &[]).is_empty() {
+        assert!(
+            Instant::now() < deadline && midge.try_wait().unwrap().is_none(),
+            "midge did not start with examples/monitoring.toml:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+
+    let page = common::http::get(addr, "/");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("<title>"), "the status page");
+    let metrics = common::http::get(addr, "/metrics");
+    assert_eq!(metrics.status, 200);
+    let samples = common::http::parse_metrics(&metrics.text(), false);
+    assert!(
+        common::http::sample(&samples, "midge_uptime_seconds", &[]).is_some(),
+        "{}",
+        metrics.text()
+    );
+
+    let version = Command::new(common::tool("mosquitto_sub"))
+        .args(["-h", "127.0.0.1", "-p", &mqtt.to_string()])
+        .args(["-t", "$SYS/broker/version", "-C", "1", "-W", "10", "-v"])
+        .output()
+        .expect("run mosquitto_sub");
+    let said = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        said.starts_with("$SYS/broker/version midge version "),
+        "mosquitto_sub said: {said:?} {version:?}"
+    );
+    let _ = midge.kill();
+    let _ = midge.wait();
+}
 
 /// examples/secure.toml runs as shipped, with the certificates certs/generate.sh makes and
 /// the password and ACL files under examples/, and docs/security.md's command
