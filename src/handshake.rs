@@ -86,7 +86,7 @@ where
     let mut out = Outbox::for_refusal(version);
     out.connack_refused(code);
     // Counted as written: the refusal is the last thing this connection writes.
-    metrics::add(Counter::BytesSent, out.len() as u64);
+    out.hand_in_counts(out.len());
     linger::close_after(stream, out.buf()).await;
     None
 }

@@ -20,6 +20,12 @@ use crate::topic;
 const COPY_PAYLOAD_ON_READ_BELOW: usize = 4096;
 
 pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
+    // Every PUBLISH read, as `publish/bytes/received` counts (the packet itself is counted
+    // by the connection's read loop).
+    crate::metrics::add(
+        crate::metrics::Counter::PublishBytesReceived,
+        publish.payload.len() as u64,
+    );
     if client.is_v5() {
         resolve_topic_alias(client, &mut publish)?;
         check_receive_maximum(client, &publish)?;

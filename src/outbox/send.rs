@@ -13,24 +13,7 @@ use crate::codec::reason::{self, v311};
 use crate::codec::{self, Ack, AckKind, ConnackProps, ProtocolVersion, QoS};
 use crate::log_limit::{field, LogLimit};
 use crate::message::Message;
-use crate::metrics::{self, Counter};
-
-/// Counts one packet written (`$SYS/broker/messages/sent`), when it is encoded into the
-/// outbox: what the connection then writes to its socket.
-#[inline]
-fn sent() {
-    metrics::add(Counter::PacketsSent, 1);
-}
-
-/// Counts one PUBLISH written: the packet, its QoS and its payload, in one go.
-#[inline]
-fn published(qos: QoS, payload: usize) {
-    metrics::add_each([
-        (Counter::PacketsSent, 1),
-        (Counter::publish_sent(qos as u8), 1),
-        (Counter::PublishBytesSent, payload as u64),
-    ]);
-}
+use crate::metrics;
 
 /// How to send to an MQTT 5.0 client, from its CONNECT; kept by its [`Outbox`].
 #[derive(Debug)]
@@ -107,6 +90,7 @@ impl Outbox {
             tail: bytes::BytesMut::new(),
             segments_len: 0,
             v5,
+            counts: super::SentCounts::default(),
         }
     }
 
@@ -147,7 +131,7 @@ impl Outbox {
         let Some(peer) = self.v5.as_deref() else {
             let written = self.write_publish_v311(&msg.topic, &msg.payload, qos, pkid, retain, dup);
             if written {
-                published(qos, msg.payload.len());
+                self.counts.publish(qos, msg.payload.len());
             }
             return written;
         };
@@ -195,7 +179,7 @@ impl Outbox {
         if !self.write_publish_v5(&p, &msg.payload) {
             return false;
         }
-        published(qos, msg.payload.len());
+        self.counts.publish(qos, msg.payload.len());
         if let (Some(alias), true, Some(peer)) = (p.topic_alias, with_topic, self.v5.as_deref_mut())
         {
             peer.set_alias(&msg.topic, alias);
@@ -207,12 +191,12 @@ impl Outbox {
     pub fn ack(&mut self, kind: AckKind, ack: Ack) {
         let v5 = self.is_v5();
         codec::encode_ack(self.buf(), kind, ack.pkid, ack.reason, v5);
-        sent();
+        self.counts.packet();
     }
 
     /// SUBACK with one code per filter: 5.0 reason codes, or 3.1.1's granted QoS / 0x80.
     pub fn suback(&mut self, pkid: u16, codes: &[u8]) {
-        sent();
+        self.counts.packet();
         if self.is_v5() {
             codec::encode_suback_v5(self.buf(), pkid, codes, None);
         } else {
@@ -223,7 +207,7 @@ impl Outbox {
     /// UNSUBACK; 5.0 says per filter whether there was a subscription [MQTT-3.11.3-1],
     /// 3.1.1 has no codes.
     pub fn unsuback(&mut self, pkid: u16, codes: &[u8]) {
-        sent();
+        self.counts.packet();
         if self.is_v5() {
             codec::encode_unsuback_v5(self.buf(), pkid, codes, None);
         } else {
@@ -235,7 +219,7 @@ impl Outbox {
     /// Maximum Packet Size cannot take them, none but the one it must have (an assigned
     /// id) [MQTT-3.1.2-24]; a 3.1.1 client has no properties, and they are not built.
     pub fn connack(&mut self, session_present: bool, props: impl FnOnce() -> ConnackProps) {
-        sent();
+        self.counts.packet();
         let Some(limit) = self.v5.as_ref().map(|p| p.max_packet_size) else {
             codec::encode_connack(self.buf(), session_present, v311::ACCEPTED);
             return;
@@ -259,7 +243,7 @@ impl Outbox {
     /// more) for a refusal 3.1.1 has no code of its own for; a 5.0 client gets 5.0's
     /// reason code for the same refusal.
     pub fn connack_refused(&mut self, code: u8) {
-        sent();
+        self.counts.packet();
         if !self.is_v5() {
             codec::encode_connack(self.buf(), false, code);
             return;
@@ -282,13 +266,13 @@ impl Outbox {
     pub fn disconnect(&mut self, reason: u8) {
         if self.is_v5() {
             codec::encode_disconnect_v5(self.buf(), reason, None);
-            sent();
+            self.counts.packet();
         }
     }
 
     pub fn pingresp(&mut self) {
         codec::encode_pingresp(self.buf());
-        sent();
+        self.counts.packet();
     }
 }
 
