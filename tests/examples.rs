@@ -91,6 +91,39 @@ fn sensor_readings_reach_the_subscriber_example() {
     }
 }
 
+/// Runs midge with `config` (relative to `dir`, its working directory), logging to
+/// `dir/midge.log`, and waits until it has logged `event` with `with`.
+fn start_example(
+    dir: &std::path::Path,
+    config: &str,
+    rust_log: Option<&str>,
+    event: &str,
+    with: &[(&str, &str)],
+) -> (std::process::Child, PathBuf) {
+    let log_path = dir.join("midge.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+    cmd.args(["-c", config])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    if let Some(level) = rust_log {
+        cmd.env("RUST_LOG", level);
+    }
+    let mut midge = cmd.spawn().expect("start midge");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::event_lines(&log(), event, with).is_empty() {
+        assert!(
+            Instant::now() < deadline && midge.try_wait().unwrap().is_none(),
+            "midge did not start with {config}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (midge, log_path)
+}
+
 /// examples/monitoring.toml runs as shipped (free ports instead of 1883 and 9883): the
 /// status page and `/metrics` answer on its HTTP listener without credentials (loopback),
 /// and `$SYS/broker/version` arrives retained over MQTT.
@@ -107,25 +140,8 @@ fn monitoring_example_serves_the_status_page_metrics_and_sys() {
         .replace("port = 9883", &format!("port = {http}"));
     std::fs::write(dir.path().join("monitoring.toml"), config).unwrap();
 
-    let log_path = dir.path().join("midge.log");
-    let mut midge = Command::new(env!("CARGO_BIN_EXE_midge"))
-        .args(["-c", "monitoring.toml"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start midge");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while common::event_lines(&log(), "http_listening", &[]).is_empty() {
-        assert!(
-            Instant::now() < deadline && midge.try_wait().unwrap().is_none(),
-            "midge did not start with examples/monitoring.toml:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut midge, _log) =
+        start_example(dir.path(), "monitoring.toml", None, "http_listening", &[]);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
 
     let page = common::http::get(addr, "/");
@@ -184,28 +200,16 @@ fn secure_example_runs_with_generated_certs_password_and_acl() {
         .replace("bind = \"0.0.0.0\"", "bind = \"127.0.0.1\"");
     std::fs::write(dir.path().join("examples/secure.toml"), config).unwrap();
 
-    let log_path = dir.path().join("midge.log");
-    let mut midge = Command::new(env!("CARGO_BIN_EXE_midge"))
-        .args(["-c", "examples/secure.toml"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start midge");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(10);
     let tls_addr = format!("127.0.0.1:{tls}");
     let tls_listening = [("addr", tls_addr.as_str()), ("tls", "true")];
-    while common::event_lines(&log(), "listening", &tls_listening).is_empty() {
-        assert!(
-            Instant::now() < deadline && midge.try_wait().unwrap().is_none(),
-            "midge did not start with examples/secure.toml:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut midge, log_path) = start_example(
+        dir.path(),
+        "examples/secure.toml",
+        Some("debug"),
+        "listening",
+        &tls_listening,
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let client = |tool: &str, port: u16, args: &[&str]| {
         Command::new(common::tool(tool))
