@@ -79,22 +79,29 @@ fn bind_each(config: &Config, origin: &str) -> Vec<String> {
         Err(e) => return vec![format!("cannot start a runtime to bind listeners: {e}")],
     };
     let _inside = runtime.enter();
+    // Port 0 is skipped: a listener's is reported by the validation, `[http]`'s means any
+    // free port; either would bind anywhere.
+    let listeners = config
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.port != 0)
+        .map(|(i, l)| {
+            (
+                format!("listener[{}]", i + 1),
+                SocketAddr::new(l.bind, l.port),
+            )
+        });
+    let http = config
+        .http
+        .iter()
+        .filter(|h| h.port != 0)
+        .map(|h| ("[http]".to_owned(), SocketAddr::new(h.bind, h.port)));
     let mut problems = Vec::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        if l.port == 0 {
-            continue; // Reported by the validation; port 0 would bind anywhere.
-        }
-        let addr = SocketAddr::new(l.bind, l.port);
+    for (name, addr) in listeners.chain(http) {
         if let Err(e) = crate::server::bind(addr) {
             let why = crate::server::bind_error(addr, &e);
-            problems.push(format!("{origin}: listener[{}]: {why}", i + 1));
-        }
-    }
-    if let Some(http) = config.http.as_ref().filter(|h| h.port != 0) {
-        let addr = SocketAddr::new(http.bind, http.port);
-        if let Err(e) = crate::server::bind(addr) {
-            let why = crate::server::bind_error(addr, &e);
-            problems.push(format!("{origin}: [http]: {why}"));
+            problems.push(format!("{origin}: {name}: {why}"));
         }
     }
     problems
