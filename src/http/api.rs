@@ -55,15 +55,15 @@ impl Snapshot {
 
     /// PUBLISH packets received and sent, QoS 0, 1, 2.
     pub fn received(&self) -> [u64; 3] {
-        [0, 1, 2].map(|q| self.count(Counter::publish_received(q)))
+        metrics::publish_received(&self.totals)
     }
 
     pub fn sent(&self) -> [u64; 3] {
-        [0, 1, 2].map(|q| self.count(Counter::publish_sent(q)))
+        metrics::publish_sent(&self.totals)
     }
 
     pub fn dropped(&self) -> u64 {
-        metrics::drops(&self.totals).map(|(_, n)| n).sum()
+        metrics::dropped_total(&self.totals)
     }
 }
 

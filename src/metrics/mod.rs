@@ -174,3 +174,18 @@ pub fn drops(totals: &[u64; Counter::COUNT]) -> impl Iterator<Item = (DropReason
         .into_iter()
         .map(|r| (r, totals[Counter::dropped(r) as usize]))
 }
+
+/// PUBLISH packets received so far, QoS 0, 1 and 2, from [`totals`].
+pub fn publish_received(totals: &[u64; Counter::COUNT]) -> [u64; 3] {
+    [0, 1, 2].map(|q| totals[Counter::publish_received(q) as usize])
+}
+
+/// PUBLISH packets sent so far, QoS 0, 1 and 2, from [`totals`].
+pub fn publish_sent(totals: &[u64; Counter::COUNT]) -> [u64; 3] {
+    [0, 1, 2].map(|q| totals[Counter::publish_sent(q) as usize])
+}
+
+/// Messages dropped so far, every reason together, from [`totals`].
+pub fn dropped_total(totals: &[u64; Counter::COUNT]) -> u64 {
+    drops(totals).map(|(_, n)| n).sum()
+}

@@ -30,21 +30,15 @@ impl Snapshot {
     }
 
     fn publish_received(&self) -> u64 {
-        [0, 1, 2]
-            .map(|q| self.total(Counter::publish_received(q)))
-            .iter()
-            .sum()
+        metrics::publish_received(&self.totals).iter().sum()
     }
 
     fn publish_sent(&self) -> u64 {
-        [0, 1, 2]
-            .map(|q| self.total(Counter::publish_sent(q)))
-            .iter()
-            .sum()
+        metrics::publish_sent(&self.totals).iter().sum()
     }
 
     fn dropped(&self) -> u64 {
-        metrics::drops(&self.totals).map(|(_, n)| n).sum()
+        metrics::dropped_total(&self.totals)
     }
 }
 
