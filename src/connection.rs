@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{wake_all, Broker};
+use crate::broker::{wake_all, Broker, DeferWakes};
 use crate::client::{Client, Close, Incoming};
 use crate::codec::{self, reason, DecodeError};
 use crate::handlers;
@@ -277,6 +277,9 @@ fn process(
     max_packet: usize,
 ) -> Result<(), Close> {
     let v5 = client.is_v5();
+    // Subscribers are woken once, when every packet of this read has been routed (see
+    // `DeferWakes`).
+    let _wakes = DeferWakes::begin();
     // Counted into the metrics once, when this returns (however it returns), with the
     // bytes read: one thread-local access per read.
     let mut counts = ReadCounts {

@@ -19,12 +19,14 @@ mod restore;
 mod session_expiry;
 mod subscribe;
 mod sweep;
+mod wakes;
 mod will_delay;
 
 pub use attach::{AttachRequest, Refused};
 // Read by the HTTP listener (issue 14, branch h/http), not by `$SYS`.
 pub use observe::{ClientInfo, ClientPage, Overview, QueueDepth};
 pub use publish::Published;
+pub use wakes::DeferWakes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -83,7 +83,7 @@ impl Broker {
             let retain = sub.retain_as_published && msg.retain;
             let extra = sub.extra;
             // Drops are counted where they happen, by reason (see `crate::metrics`).
-            let delivery = sub.session.deliver(
+            let delivery = sub.session.offer(
                 msg,
                 qos,
                 retain,
@@ -93,7 +93,10 @@ impl Broker {
                 &mut published.storage,
             );
             if delivery == Delivery::OverLimit {
-                published.over_limit.push(sub.session);
+                published.over_limit.push(sub.session.clone());
+            }
+            if delivery.wakes() {
+                super::wakes::wake(sub.session);
             }
         }
     }

@@ -113,6 +113,13 @@ impl Outbox {
         &mut self.tail
     }
 
+    /// Makes room for `additional` (> 0) more bytes of small packets at once: a burst encoded
+    /// into a buffer grown by doubling from [`INITIAL`] was copied about once more by the
+    /// reallocations (12 % of a 1 → 50 fan-out's instructions under callgrind).
+    pub fn reserve(&mut self, additional: usize) {
+        self.tail.reserve(additional.max(INITIAL));
+    }
+
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
         self.segments_len + self.tail.len()

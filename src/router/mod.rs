@@ -207,7 +207,7 @@ impl Router {
     pub fn targets(&self, topic: &str, publisher: Option<u64>, out: &mut Vec<Target>) {
         out.clear();
         let inner = self.inner.read();
-        inner.trie.for_each_match(topic, |_, entry| match entry {
+        let filters = inner.trie.for_each_match(topic, |_, entry| match entry {
             Entry::One(s) => {
                 if s.sub.opts.no_local && publisher == Some(s.session.id) {
                     return;
@@ -239,7 +239,9 @@ impl Router {
             }
         });
         drop(inner);
-        if out.len() > 1 {
+        // Sessions repeat only across filters: a fan-out through one filter skips the
+        // merge (sorting 50 ids per message was ~5 % of a 1 → 50 fan-out's instructions).
+        if filters > 1 && out.len() > 1 {
             merge_per_session(out);
         }
     }

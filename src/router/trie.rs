@@ -75,8 +75,12 @@ impl<V> Subs<V> {
     }
 
     #[inline]
-    fn iter(&self) -> std::slice::Iter<'_, (u64, V)> {
-        self.list.iter()
+    /// Calls `f` for each entry; 1 if there was any, else 0.
+    fn visit(&self, f: &mut impl FnMut(u64, &V)) -> usize {
+        for (id, v) in self.list.iter() {
+            f(*id, v);
+        }
+        usize::from(!self.list.is_empty())
     }
 
     fn position(&self, id: u64) -> Option<usize> {
@@ -507,16 +511,17 @@ impl<V> SubscriptionTrie<V> {
     }
 
     /// Calls `f(id, value)` for every subscription whose filter matches `topic`. A
-    /// subscriber with several matching filters is visited once per filter.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(u64, &V)) {
+    /// subscriber with several matching filters is visited once per filter. Returns how
+    /// many filters had subscribers: ids are unique within one filter, so with 1 no id
+    /// was visited twice (the router then has no duplicates to merge).
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(u64, &V)) -> usize {
+        let mut filters = 0;
         let root = &self.root;
         let mut stack: SmallStack<(&Node<V>, Option<&str>)> = SmallStack::new();
         let (first, rest) = split_first(topic);
         // Wildcards at the first level do not match topics starting with '$'.
         if !is_dollar_topic(topic) {
-            for (id, v) in root.hash.iter() {
-                f(*id, v);
-            }
+            filters += root.hash.visit(&mut f);
             if let Some(plus) = root.plus.as_deref() {
                 stack.push((plus, rest));
             }
@@ -533,13 +538,9 @@ impl<V> SubscriptionTrie<V> {
                         None => break,
                     }
                 }
-                for (id, v) in node.hash.iter() {
-                    f(*id, v);
-                }
+                filters += node.hash.visit(&mut f);
                 let Some(r) = rest else {
-                    for (id, v) in node.subs.iter() {
-                        f(*id, v);
-                    }
+                    filters += node.subs.visit(&mut f);
                     break;
                 };
                 let (level, next) = split_first(r);
@@ -559,6 +560,7 @@ impl<V> SubscriptionTrie<V> {
                 };
             }
         }
+        filters
     }
 
     /// Number of (filter, id) subscriptions stored.

@@ -376,3 +376,25 @@ fn randomized_deep_against_matches() {
     // Deeper filters exercise the chains of levels held as one node.
     randomized_against_matches_upto(9);
 }
+
+/// The router skips its per-session merge when one filter matched: the count returned
+/// must be the number of matching filters that hold subscribers.
+#[test]
+fn for_each_match_counts_the_filters_with_subscribers() {
+    let mut t = SubscriptionTrie::default();
+    for id in 0..50 {
+        t.insert("a/b", id, "exact");
+    }
+    let count = |t: &SubscriptionTrie<&str>, topic: &str| {
+        let mut n = 0;
+        let filters = t.for_each_match(topic, |_, _| n += 1);
+        (filters, n)
+    };
+    assert_eq!(count(&t, "a/b"), (1, 50));
+    assert_eq!(count(&t, "a/c"), (0, 0));
+    t.insert("a/+", 7, "plus");
+    t.insert("#", 7, "all");
+    t.insert("a/#", 8, "hash");
+    assert_eq!(count(&t, "a/b"), (4, 53));
+    assert_eq!(count(&t, "a/c"), (3, 3));
+}

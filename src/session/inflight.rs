@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Queued, Session, SessionState, StoreHandle};
 use crate::auth::{Access, AclFile};
 use crate::codec::{Ack, AckKind, QoS};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, SHARE_PAYLOAD_ON_WRITE_FROM};
 use crate::store::{Commit, StoreEvent};
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -32,6 +32,27 @@ pub struct Inflight {
 }
 
 impl SessionState {
+    /// About how many bytes of the write buffer the queue's head fills, up to `room`:
+    /// each small PUBLISH's header, topic and payload (a large payload is written from the
+    /// message itself, not copied). An estimate to reserve the buffer once per burst.
+    fn wire_estimate(&self, room: usize) -> usize {
+        let mut total = 0;
+        for q in &self.queue {
+            if total >= room {
+                return room;
+            }
+            let payload = q.msg.payload.len();
+            let copied = if payload < SHARE_PAYLOAD_ON_WRITE_FROM {
+                payload
+            } else {
+                0
+            };
+            // Fixed header (at most 5), topic length, packet id; 5.0 properties unknown.
+            total += 9 + q.msg.topic.len() + copied;
+        }
+        total.min(room)
+    }
+
     fn alloc_pkid(&mut self) -> u16 {
         // The window is at most 65535 wide, so a free id always exists; the inflight map
         // is checked so an id still awaiting its acknowledgement is never reused.
@@ -85,6 +106,10 @@ impl SessionState {
             Some(receive_maximum) => self.limits.max_inflight.min(usize::from(receive_maximum)),
             None => self.limits.max_inflight,
         };
+        let burst = self.wire_estimate(high_water.saturating_sub(out.len()));
+        if burst > 0 {
+            out.reserve(burst);
+        }
         while out.len() < high_water {
             let Some(head) = self.queue.front() else {
                 break;

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +87,15 @@ pub enum Delivery {
     /// Queued beyond the limit under `queue_full = "backpressure"`: the publisher must
     /// withhold its acknowledgement until [`SessionState::has_room`].
     OverLimit,
+}
+
+impl Delivery {
+    /// Whether the session's connection has something new to send. (A `Dropped` message
+    /// under `drop_oldest` took a full queue's place: its connection was woken when the
+    /// queue filled.)
+    pub fn wakes(self) -> bool {
+        matches!(self, Delivery::Queued | Delivery::OverLimit)
+    }
 }
 
 pub struct SessionState {
@@ -167,6 +177,10 @@ pub struct Session {
     /// acknowledgement for may go on, the session was taken over, or the broker is
     /// shutting down. One [`Notify`] for all of these keeps an idle connection small.
     pub wake: Notify,
+    /// Set while this session sits in a publisher's list of connections to wake once the
+    /// publisher has routed everything it read (see `broker::DeferWakes`), so that a burst
+    /// of messages adds it to that list once, not once per message.
+    pub wake_deferred: AtomicBool,
     /// Held by the attached connection for its whole life, so that a take-over waits until
     /// the previous connection has let go of the session before using it.
     pub attach: tokio::sync::Semaphore,
@@ -211,17 +225,14 @@ impl Session {
                 drops: None,
             }),
             wake: Notify::new(),
+            wake_deferred: AtomicBool::new(false),
             attach: tokio::sync::Semaphore::new(1),
             store,
         }
     }
 
-    /// Offers a message to this session's queue and wakes its connection. When the queue
-    /// is over its limit under backpressure, `publisher` is registered, under the same
-    /// lock, to be woken once the queue has room.
-    /// With a durable store, a QoS 1/2 message for a persistent session is stored under
-    /// the session's lock (so that its removal, recorded under the same lock, cannot come
-    /// first), and `stored` learns the commit the publisher's acknowledgement waits for.
+    /// Offers a message to this session's queue and wakes its connection (see
+    /// [`Session::offer`], which leaves the waking to the caller).
     #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &self,
@@ -233,29 +244,48 @@ impl Session {
         acl: Option<&AclFile>,
         stored: &mut StoreOutcome,
     ) -> Delivery {
-        let outcome = {
-            let mut st = self.state.lock();
-            if let Some(acl) = acl {
-                if !acl.check(
-                    &self.client_id,
-                    st.username.as_deref(),
-                    &msg.topic,
-                    Access::Read,
-                ) {
-                    return Delivery::Skipped;
-                }
-            }
-            let handle = self.store_handle();
-            let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
-            match (outcome, publisher) {
-                (Delivery::Dropped, _) => st.report_drop(&self.client_id),
-                (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
-                _ => {}
-            }
-            outcome
-        };
-        if matches!(outcome, Delivery::Queued | Delivery::OverLimit) {
+        let outcome = self.offer(msg, qos, retain, extra, publisher, acl, stored);
+        if outcome.wakes() {
             self.wake.notify_one();
+        }
+        outcome
+    }
+
+    /// Offers a message to this session's queue; the caller wakes the connection when the
+    /// outcome [`Delivery::wakes`] (a publisher routing a burst wakes each subscriber once,
+    /// after the burst). When the queue is over its limit under backpressure, `publisher`
+    /// is registered, under the same lock, to be woken once the queue has room.
+    /// With a durable store, a QoS 1/2 message for a persistent session is stored under
+    /// the session's lock (so that its removal, recorded under the same lock, cannot come
+    /// first), and `stored` learns the commit the publisher's acknowledgement waits for.
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
+        stored: &mut StoreOutcome,
+    ) -> Delivery {
+        let mut st = self.state.lock();
+        if let Some(acl) = acl {
+            if !acl.check(
+                &self.client_id,
+                st.username.as_deref(),
+                &msg.topic,
+                Access::Read,
+            ) {
+                return Delivery::Skipped;
+            }
+        }
+        let handle = self.store_handle();
+        let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
+        match (outcome, publisher) {
+            (Delivery::Dropped, _) => st.report_drop(&self.client_id),
+            (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
+            _ => {}
         }
         outcome
     }
@@ -334,7 +364,7 @@ mod inflight;
 mod qos2;
 mod queue;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod timers;
 
 pub use inflight::{Inflight, InflightState};
