@@ -19,6 +19,7 @@ pub(crate) mod expiry;
 pub(crate) mod handlers;
 pub(crate) mod handshake;
 pub(crate) mod http;
+pub(crate) mod id_hash;
 pub(crate) mod linger;
 pub mod log_file;
 pub(crate) mod log_limit;

@@ -19,7 +19,8 @@ use crate::topic::{split_first, valid_topic_name};
 struct Node<V> {
     /// Levels after the key of this node, up to where it branches or holds a value.
     tail: Option<Box<str>>,
-    children: HashMap<Box<str>, Node<V>>,
+    /// foldhash, as the subscription trie's children (see `router::trie`).
+    children: HashMap<Box<str>, Node<V>, foldhash::fast::RandomState>,
     value: Option<V>,
 }
 
@@ -31,7 +32,7 @@ impl<V> Node<V> {
     fn with_tail(tail: Option<Box<str>>) -> Self {
         Node {
             tail,
-            children: HashMap::new(),
+            children: HashMap::default(),
             value: None,
         }
     }

@@ -45,6 +45,7 @@ const LAYERS: &[&[&str]] = &[
     &["codec"],
     // Leaves.
     &["chain"],
+    &["id_hash"],
     &["topic"],
     &["log_limit"],
     &["memory"],

@@ -19,9 +19,10 @@
 //! spills to the heap for unusually branchy tries.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use crate::chain::{common_levels, join_tail, match_filter_tail, split_tail_at, strip_tail};
+use crate::id_hash::IdMap;
 use crate::topic::{is_dollar_topic, split_first};
 
 /// A node gets an id index once it has more subscribers than this.
@@ -29,30 +30,8 @@ const INDEX_ABOVE: usize = 32;
 /// ... and loses it again below this, so churn around the threshold does not rebuild it.
 const INDEX_DROP_BELOW: usize = 16;
 
-/// Hasher for subscriber ids (chosen by the broker, not by clients): one folded multiply.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
-        }
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 ^= x;
-    }
-
-    fn finish(&self) -> u64 {
-        let p = u128::from(self.0 ^ MIX) * u128::from(MIX);
-        (p as u64) ^ ((p >> 64) as u64)
-    }
-}
-
-type IdIndex = HashMap<u64, usize, BuildHasherDefault<IdHasher>>;
+/// Subscriber ids are chosen by the broker, not by clients (see `id_hash`).
+type IdIndex = IdMap<u64, usize>;
 
 /// The subscribers of one filter.
 struct Subs<V> {
@@ -74,8 +53,8 @@ impl<V> Subs<V> {
         self.list.is_empty()
     }
 
-    #[inline]
     /// Calls `f` for each entry; 1 if there was any, else 0.
+    #[inline]
     fn visit(&self, f: &mut impl FnMut(u64, &V)) -> usize {
         for (id, v) in self.list.iter() {
             f(*id, v);
@@ -141,8 +120,11 @@ impl<V> Subs<V> {
     }
 }
 
-/// A node's literal children by level.
-type Children<V> = HashMap<Box<str>, Box<Node<V>>>;
+/// A node's literal children by level. foldhash, randomly seeded per map, rather than
+/// std's SipHash: hashing each level of every published topic was ~160 instructions a
+/// message in fan-in (callgrind), and foldhash keeps the seed an attacker would need to
+/// aim topic levels at one bucket unknown to them.
+type Children<V> = HashMap<Box<str>, Box<Node<V>>, foldhash::fast::RandomState>;
 
 struct Node<V> {
     /// Levels after the one that keys this node in its parent, up to where it branches

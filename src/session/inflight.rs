@@ -34,12 +34,20 @@ pub struct Inflight {
 impl SessionState {
     /// About how many bytes of the write buffer the queue's head fills, up to `room`:
     /// each small PUBLISH's header, topic and payload (a large payload is written from the
-    /// message itself, not copied). An estimate to reserve the buffer once per burst.
-    fn wire_estimate(&self, room: usize) -> usize {
+    /// message itself, not copied), for the messages the window lets go now (`window`:
+    /// QoS 1/2 messages that may still go in flight). An estimate to reserve the buffer
+    /// once per burst; it looks at no more messages than `fill` will send.
+    fn wire_estimate(&self, room: usize, mut window: usize) -> usize {
         let mut total = 0;
         for q in &self.queue {
             if total >= room {
                 return room;
+            }
+            if q.qos != QoS::AtMostOnce {
+                if window == 0 {
+                    break;
+                }
+                window -= 1;
             }
             let payload = q.msg.payload.len();
             let copied = if payload < SHARE_PAYLOAD_ON_WRITE_FROM {
@@ -106,7 +114,10 @@ impl SessionState {
             Some(receive_maximum) => self.limits.max_inflight.min(usize::from(receive_maximum)),
             None => self.limits.max_inflight,
         };
-        let burst = self.wire_estimate(high_water.saturating_sub(out.len()));
+        let burst = self.wire_estimate(
+            high_water.saturating_sub(out.len()),
+            window.saturating_sub(self.inflight.len()),
+        );
         if burst > 0 {
             out.reserve(burst);
         }

@@ -14,7 +14,7 @@
 //! retry timing, expiry and the pending will. The packets themselves are written by the
 //! connection's outbox, which knows the client's protocol version.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use crate::auth::{Access, AclFile};
 use crate::codec::QoS;
 use crate::config::QueueFull;
+use crate::id_hash::IdMap;
 use crate::message::{DeliveryProps, SharedMessage};
 use crate::store::{Commit, SessionId, Store, StoreEvent, StoreOutcome, Waker};
 use crate::subscriptions::Subscriptions;
@@ -138,7 +139,9 @@ pub struct SessionState {
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
     /// By packet id; `item.seq` gives the send order for retransmission.
-    pub inflight: BTreeMap<u16, Inflight>,
+    /// By packet id (the broker's own numbers: see `id_hash`). Unordered: what is re-sent
+    /// goes in send order, by the queue sequence each entry keeps.
+    pub inflight: IdMap<u16, Inflight>,
     /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
     /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
     /// Boxed and allocated on first use: most sessions never receive QoS 2, and the box
@@ -216,7 +219,7 @@ impl Session {
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
-                inflight: BTreeMap::new(),
+                inflight: IdMap::default(),
                 incoming_qos2: None,
                 resend_due: false,
                 held: 0,
