@@ -70,12 +70,11 @@ pub async fn conn_rate(ctx: &Ctx) -> Result<Outcome, BoxError> {
             1,
         ));
     }
-    metrics.push(Metric {
-        label: format!("{what}: errors"),
-        better: Better::Info,
-        value: errors as f64,
-        text: errors.to_string(),
-    });
+    metrics.push(Metric::info(
+        format!("{what}: errors"),
+        errors as f64,
+        errors.to_string(),
+    ));
     Ok(Outcome {
         metrics,
         detail: format!(

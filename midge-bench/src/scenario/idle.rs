@@ -206,12 +206,11 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Outcome, BoxError> {
         ));
         let _ = write!(detail, "; broker RSS {a} → {b} KiB");
     }
-    metrics.push(Metric {
-        label: format!("{what}: failed connections"),
-        better: Better::Info,
-        value: count.failed as f64,
-        text: count.failed.to_string(),
-    });
+    metrics.push(Metric::info(
+        format!("{what}: failed connections"),
+        count.failed as f64,
+        count.failed.to_string(),
+    ));
     let _ = write!(detail, "; {}", cpu.text());
     Ok(Outcome { metrics, detail })
 }

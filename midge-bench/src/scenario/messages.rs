@@ -94,21 +94,17 @@ impl MsgResult {
     }
 
     pub fn loss_metric(&self, what: &str) -> Metric {
-        Metric {
-            label: format!("{what}: lost / dup"),
-            better: Better::Info,
-            value: self.lost as f64,
-            text: if self.errors.is_empty() {
-                format!("{} / {}", self.lost, self.dups)
-            } else {
-                format!(
-                    "{} / {} ({} errors)",
-                    self.lost,
-                    self.dups,
-                    self.errors.len()
-                )
-            },
-        }
+        let text = if self.errors.is_empty() {
+            format!("{} / {}", self.lost, self.dups)
+        } else {
+            format!(
+                "{} / {} ({} errors)",
+                self.lost,
+                self.dups,
+                self.errors.len()
+            )
+        };
+        Metric::info(format!("{what}: lost / dup"), self.lost as f64, text)
     }
 
     pub fn throughput(&self, what: &str) -> Outcome {

@@ -15,6 +15,8 @@ pub struct Metric {
     pub better: Better,
     pub value: f64,
     pub text: String,
+    /// Decimals `text` has `value` to (for a median of several runs).
+    pub decimals: usize,
 }
 
 impl Metric {
@@ -24,6 +26,18 @@ impl Metric {
             better,
             value,
             text: fmt_num(value, decimals),
+            decimals,
+        }
+    }
+
+    /// A count to read, not to compare ([`Better::Info`]), shown as `text`.
+    pub fn info(label: String, value: f64, text: String) -> Metric {
+        Metric {
+            label,
+            better: Better::Info,
+            value,
+            text,
+            decimals: 0,
         }
     }
 }

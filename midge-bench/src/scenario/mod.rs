@@ -5,6 +5,7 @@
 mod conn;
 mod cpu;
 mod flows;
+mod harness;
 mod idle;
 mod large;
 mod latency;
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 use crate::client::{BoxError, Opts};
 
+pub use harness::HARNESS_LIST;
 pub use idle::open_idle;
-pub use metric::{Better, Metric, Outcome};
+pub use metric::{fmt_num, Better, Metric, Outcome};
 
 /// Sizes and limits of the scenarios (the `run` command line).
 #[derive(Debug, Clone)]
@@ -67,18 +69,39 @@ pub enum Scenario {
     SubScale,
     Retained,
     Conn,
+    /// A row of the independent harness of issue 15, with sizes of its own.
+    Harness(harness::Row),
 }
 
 pub const DEFAULT_LIST: &str =
     "fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs,latency,idle,large,sub-scale,retained,conn";
 
-/// Scenarios run only when named.
+/// Scenarios run only when named (besides [`HARNESS_LIST`]).
 pub const EXTRA_LIST: &str = "durable-q1";
+
+/// Parses a comma-separated list of scenarios; `issue15` stands for [`HARNESS_LIST`].
+pub fn parse_list(list: &str) -> Result<Vec<Scenario>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            let names: Vec<&str> = if s == harness::ALIAS {
+                HARNESS_LIST.split(',').collect()
+            } else {
+                vec![s]
+            };
+            names.into_iter().map(str::parse)
+        })
+        .collect()
+}
 
 impl std::str::FromStr for Scenario {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(row) = harness::Row::parse(s) {
+            return Ok(Scenario::Harness(row));
+        }
         Ok(match s {
             "fanin-q0" => Scenario::FanIn(0),
             "fanin-q1" => Scenario::FanIn(1),
@@ -100,7 +123,9 @@ impl std::str::FromStr for Scenario {
                 ),
                 None => {
                     return Err(format!(
-                        "unknown scenario {s:?} (known: {DEFAULT_LIST}, {EXTRA_LIST}, idle:N)"
+                        "unknown scenario {s:?} (known: {DEFAULT_LIST}, {EXTRA_LIST}, idle:N; \
+                         {} for {HARNESS_LIST})",
+                        harness::ALIAS
                     ))
                 }
             },
@@ -121,6 +146,16 @@ impl Scenario {
             Scenario::SubScale => "sub-scale".into(),
             Scenario::Retained => "retained".into(),
             Scenario::Conn => "conn".into(),
+            Scenario::Harness(row) => row.name(),
+        }
+    }
+
+    /// The broker limits this scenario is meant for, handed to the brokers it starts as
+    /// `MIDGE_BENCH_LIMITS`: `issue15` for the independent harness's rows, none otherwise.
+    pub fn limits(&self) -> Option<&'static str> {
+        match self {
+            Scenario::Harness(_) => Some(harness::LIMITS),
+            _ => None,
         }
     }
 }
@@ -133,6 +168,23 @@ pub struct Ctx {
 }
 
 pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
+    let Scenario::Harness(row) = *s else {
+        return run_family(s, ctx).await;
+    };
+    // The row's own sizes, whatever the command line said.
+    let fixed = Ctx {
+        opts: ctx.opts.clone(),
+        pid: ctx.pid,
+        sizes: row.sizes(ctx.sizes.exe.clone()),
+    };
+    let mut out = run_family(&row.family(), &fixed).await?;
+    for m in &mut out.metrics {
+        m.label = harness::label(row, &m.label);
+    }
+    Ok(out)
+}
+
+async fn run_family(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
     match *s {
         Scenario::FanIn(qos) => flows::fan_in(ctx, qos).await,
         Scenario::Durable => flows::durable(ctx).await,
@@ -144,5 +196,32 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
         Scenario::SubScale => subscale::sub_scale(ctx).await,
         Scenario::Retained => retained::retained(ctx).await,
         Scenario::Conn => conn::conn_rate(ctx).await,
+        Scenario::Harness(_) => Err("a harness row is not a scenario family".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_and_issue15_expands() {
+        let all = parse_list(DEFAULT_LIST).unwrap();
+        assert_eq!(all.len(), DEFAULT_LIST.split(',').count());
+        assert!(all.iter().all(|s| s.limits().is_none()));
+        let rows = parse_list("issue15").unwrap();
+        let names: Vec<String> = rows.iter().map(Scenario::name).collect();
+        assert_eq!(names.join(","), HARNESS_LIST);
+        assert!(rows.iter().all(|s| s.limits() == Some("issue15")));
+        let mixed = parse_list(" fanin-q1, idle:5_000 ,conn5k,").unwrap();
+        assert_eq!(
+            mixed,
+            vec![
+                Scenario::FanIn(1),
+                Scenario::Idle(5000),
+                Scenario::Harness(harness::Row::Conn5k)
+            ]
+        );
+        assert!(parse_list("fanout50").is_err());
     }
 }

@@ -80,12 +80,11 @@ pub async fn retained(ctx: &Ctx) -> Result<Outcome, BoxError> {
         metrics: vec![
             Metric::num(format!("{what}: s until all received"), Better::Lower, secs, 2),
             Metric::num(format!("{what}: s to store all (publisher, QoS 1)"), Better::Lower, store_secs, 2),
-            Metric {
-                label: format!("{what}: lost / dup"),
-                better: Better::Info,
-                value: lost as f64,
-                text: format!("{lost} / {}{errs}", st.tracker.dups),
-            },
+            Metric::info(
+                format!("{what}: lost / dup"),
+                lost as f64,
+                format!("{lost} / {}{errs}", st.tracker.dups),
+            ),
         ],
         detail: format!(
             "stored {} (acked {}) in {store_secs:.2} s; received {} ({} with retain flag) in {secs:.2} s; {}",
