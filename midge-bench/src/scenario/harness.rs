@@ -112,8 +112,9 @@ impl Row {
         };
         Sizes {
             // Long enough for every message of the row to go out on a slow broker
-            // (Mosquitto's fan-out QoS 1 takes about 25 s); the counts end the rows first.
-            load: Duration::from_secs(60),
+            // (Mosquitto's fan-out QoS 1 took 43 s on a busy 2-core machine); the counts
+            // end the rows first. With the drain, within the default --scenario-timeout.
+            load: Duration::from_secs(120),
             drain: Duration::from_secs(30),
             quiet: Duration::from_secs(2),
             max_msgs,
