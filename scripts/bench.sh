@@ -159,8 +159,12 @@ if [ "$USE_FLASHMQ" = 1 ]; then
         tar xzf "$FLASHMQ_SRC" -C "$PEERS"
         [ -d "$PEERS/FlashMQ" ] || { log "$FLASHMQ_SRC did not unpack to FlashMQ/"; exit 1; }
         mkdir -p "$PEERS/FlashMQ/build"
-        (cd "$PEERS/FlashMQ/build" && cmake -DCMAKE_BUILD_TYPE=Release .. >/dev/null \
-            && make -j"$(nproc)" flashmq >/dev/null)
+        if ! (cd "$PEERS/FlashMQ/build" && cmake -DCMAKE_BUILD_TYPE=Release .. \
+                && make -j"$(nproc)" flashmq) > "$PEERS/flashmq-build.log" 2>&1; then
+            tail -20 "$PEERS/flashmq-build.log" >&2
+            log "building FlashMQ failed; the whole output is in $PEERS/flashmq-build.log"
+            exit 1
+        fi
         FLASHMQ="$PEERS/FlashMQ/build/flashmq"
     fi
     log "FlashMQ: $FLASHMQ"

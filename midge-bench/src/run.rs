@@ -171,10 +171,8 @@ pub fn cmd_run(rt: &tokio::runtime::Runtime, opts: Arc<Opts>, a: RunArgs) -> Res
     let started = std::time::Instant::now();
     for s in &list {
         for run in 0..runs {
-            // Round `run` starts with broker `run`: no broker always follows the same one.
-            let n = runner.names.len();
-            for k in 0..n {
-                runner.once(s, (k + run) % n, run)?;
+            for bi in round_order(runner.names.len(), run) {
+                runner.once(s, bi, run)?;
             }
         }
     }
@@ -188,6 +186,12 @@ pub fn cmd_run(rt: &tokio::runtime::Runtime, opts: Arc<Opts>, a: RunArgs) -> Res
         std::fs::write(path, &md)?;
     }
     Ok(())
+}
+
+/// The brokers' order in round `run` (from 0) of a scenario: each round starts one broker
+/// later, so that no broker always runs first or always follows the same one.
+fn round_order(brokers: usize, run: usize) -> Vec<usize> {
+    (0..brokers).map(|k| (k + run) % brokers).collect()
 }
 
 struct Runner<'a> {
@@ -302,5 +306,19 @@ impl Runner<'_> {
             r.stop();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    #[test]
+    fn rounds_rotate_the_brokers() {
+        assert_eq!(round_order(4, 0), [0, 1, 2, 3]);
+        assert_eq!(round_order(4, 1), [1, 2, 3, 0]);
+        assert_eq!(round_order(4, 5), [1, 2, 3, 0]);
+        assert_eq!(round_order(1, 2), [0]);
+        assert!(round_order(0, 1).is_empty());
     }
 }
