@@ -135,8 +135,9 @@ fi
 PEERS=${MIDGE_BENCH_PEERS:-$TARGET/peers}
 case "$PEERS" in "$ROOT"|"$ROOT"/*) PEERS=/var/tmp/midge-bench-peers ;; esac
 FLASHMQ_SRC=${FLASHMQ_SRC:-/work/shared/peers/flashmq/FlashMQ-7beb9c3.tar.gz}
+FLASHMQ=${FLASHMQ:-}
 if [ "$USE_FLASHMQ" = 1 ]; then
-    if [ -n "${FLASHMQ:-}" ]; then
+    if [ -n "$FLASHMQ" ]; then
         [ -x "$FLASHMQ" ] || { log "FLASHMQ=$FLASHMQ is not an executable"; exit 2; }
     elif command -v flashmq >/dev/null; then
         FLASHMQ=$(command -v flashmq)
