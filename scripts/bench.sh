@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Benchmarks midge against Mosquitto and rumqttd with midge-bench (see docs/BENCHMARKS.md).
+# Benchmarks midge against Mosquitto, rumqttd and FlashMQ with midge-bench (see
+# docs/BENCHMARKS.md).
 #
-#   scripts/bench.sh                      # every scenario, midge vs Mosquitto vs rumqttd
+#   scripts/bench.sh                      # every scenario, midge vs Mosquitto vs rumqttd vs FlashMQ
+#   scripts/bench.sh --scenarios issue15 --runs 3   # the independent harness's rows
+#                                         # (issue 15), each the median of 3 runs
 #   scripts/bench.sh --with-50k           # also 50,000 idle connections
 #   scripts/bench.sh --quick              # small sizes: a smoke run of ~2.5 minutes
 #   scripts/bench.sh --scenarios fanin-q1,latency
 #   scripts/bench.sh --broker "other=/path/to/start-other.sh {port}"  # one more broker
 #   scripts/bench.sh --only-midge         # midge alone (no comparison)
+#   scripts/bench.sh --no-flashmq         # (or --no-mosquitto, --no-rumqttd) without it
+#   scripts/bench.sh --runs 3             # every scenario 3 times per broker, brokers
+#                                         # alternating: medians, ranges, ratios of medians
+#   FLASHMQ=/path/to/flashmq scripts/bench.sh   # use that FlashMQ binary
 #   scripts/bench.sh --profile            # perf profile of midge during fan-in QoS 1
 #                                         # (midge built with [profile.profiling]:
 #                                         # release plus debug info, target/profiling/)
@@ -19,13 +26,24 @@
 #   scripts/bench.sh --store-dir /mnt/x   # where the brokers' stores go (default: /tmp)
 #
 # Builds midge and midge-bench in release mode, installs Mosquitto (apt-get) and rumqttd
-# 0.20 (cargo install) when missing, writes each broker a config for 127.0.0.1 with queue /
-# inflight limits high enough that nothing is dropped at QoS 1 (Mosquitto and rumqttd
+# 0.20 (cargo install) when missing, builds FlashMQ from its source archive when missing
+# (outside the repository: $CARGO_TARGET_DIR/peers/, or /var/tmp/midge-bench-peers/ when
+# the target directory is inside the repository; apt-get installs cmake, g++ and
+# libssl-dev if needed), writes each broker a config for 127.0.0.1 with queue / inflight
+# limits high enough that nothing is dropped at QoS 1 (Mosquitto, rumqttd and FlashMQ
 # without persistence; midge with its persistence as shipped, which writes only for
 # persistent sessions and retained messages), and runs `midge-bench run`, which starts a
 # fresh broker on a new port and an empty store for every scenario, stops it afterwards,
 # and prints the comparison table (also written to target/midge-bench/table.md, or
 # durability.md with --durability). Every broker this script starts is stopped on exit.
+#
+# The independent harness's rows (issue 15: fanout50-q0 ... conn5k, `issue15` for all)
+# get that harness's limits instead, from MIDGE_BENCH_LIMITS=issue15, which midge-bench
+# sets for them: 1000 in flight and 1,000,000 queued per client where a broker has such
+# settings, midge otherwise with its shipped defaults (config.toml) and persistence on.
+#
+# Environment: FLASHMQ (a FlashMQ binary to use), FLASHMQ_SRC (its source archive),
+# MIDGE_BENCH_PEERS (where to build it).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,6 +59,8 @@ SCENARIOS=""
 EXTRA_BROKERS=()
 USE_MOSQUITTO=1
 USE_RUMQTTD=1
+USE_FLASHMQ=1
+RUNS=1
 MIDGE_PERSISTENCE=default
 STORE_BASE=""
 PASS=()
@@ -54,14 +74,16 @@ while [ $# -gt 0 ]; do
         --durability) DURABILITY=1 ;;
         --scenarios) SCENARIOS=$2; shift ;;
         --broker) EXTRA_BROKERS+=("$2"); shift ;;
-        --only-midge) USE_MOSQUITTO=0; USE_RUMQTTD=0 ;;
+        --only-midge) USE_MOSQUITTO=0; USE_RUMQTTD=0; USE_FLASHMQ=0 ;;
         --no-mosquitto) USE_MOSQUITTO=0 ;;
         --no-rumqttd) USE_RUMQTTD=0 ;;
+        --no-flashmq) USE_FLASHMQ=0 ;;
+        --runs) RUNS=$2; shift ;;
         --midge-persistence) MIDGE_PERSISTENCE=$2; shift ;;
         --store-dir) STORE_BASE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --) shift; PASS+=("$@"); break ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -73,8 +95,12 @@ case "$MIDGE_PERSISTENCE" in
     default|always|interval|never|off) ;;
     *) log "--midge-persistence: default, always, interval, never or off"; exit 2 ;;
 esac
+case "$RUNS" in
+    ''|*[!0-9]*|0) log "--runs: a number of runs, 1 or more"; exit 2 ;;
+esac
 if [ "$DURABILITY" = 1 ]; then
     USE_RUMQTTD=0
+    USE_FLASHMQ=0
     [ -n "$SCENARIOS" ] || SCENARIOS="durable-q1,fanin-q1"
     [ -n "$OUT" ] || OUT="$TARGET/midge-bench/durability.md"
 fi
@@ -101,6 +127,48 @@ RUMQTTD=$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")
 if [ "$USE_RUMQTTD" = 1 ] && [ ! -x "$RUMQTTD" ]; then
     log "installing rumqttd 0.20 (cargo install, a few minutes)"
     cargo install rumqttd --version '^0.20'
+fi
+
+# FlashMQ: $FLASHMQ, else one on the PATH, else one built earlier under $PEERS, else
+# built there now from its source archive (about 2 minutes on 2 cores). Never inside the
+# repository: FlashMQ is a comparison broker, not part of midge.
+PEERS=${MIDGE_BENCH_PEERS:-$TARGET/peers}
+case "$PEERS" in "$ROOT"|"$ROOT"/*) PEERS=/var/tmp/midge-bench-peers ;; esac
+FLASHMQ_SRC=${FLASHMQ_SRC:-/work/shared/peers/flashmq/FlashMQ-7beb9c3.tar.gz}
+FLASHMQ=${FLASHMQ:-}
+if [ "$USE_FLASHMQ" = 1 ]; then
+    if [ -n "$FLASHMQ" ]; then
+        [ -x "$FLASHMQ" ] || { log "FLASHMQ=$FLASHMQ is not an executable"; exit 2; }
+    elif command -v flashmq >/dev/null; then
+        FLASHMQ=$(command -v flashmq)
+    elif [ -x "$PEERS/FlashMQ/build/flashmq" ]; then
+        FLASHMQ="$PEERS/FlashMQ/build/flashmq"
+    else
+        if [ ! -f "$FLASHMQ_SRC" ]; then
+            log "no FlashMQ binary and no source archive $FLASHMQ_SRC:"
+            log "set FLASHMQ=/path/to/flashmq or FLASHMQ_SRC=/path/to/FlashMQ.tar.gz, or pass --no-flashmq"
+            exit 2
+        fi
+        if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null \
+            || ! dpkg -s libssl-dev >/dev/null 2>&1; then
+            log "installing cmake, g++ and libssl-dev (to build FlashMQ)"
+            apt-get update -qq && apt-get install -y -qq cmake g++ libssl-dev >/dev/null
+        fi
+        log "building FlashMQ from $FLASHMQ_SRC under $PEERS (a few minutes)"
+        rm -rf "$PEERS/FlashMQ"
+        mkdir -p "$PEERS"
+        tar xzf "$FLASHMQ_SRC" -C "$PEERS"
+        [ -d "$PEERS/FlashMQ" ] || { log "$FLASHMQ_SRC did not unpack to FlashMQ/"; exit 1; }
+        mkdir -p "$PEERS/FlashMQ/build"
+        if ! (cd "$PEERS/FlashMQ/build" && cmake -DCMAKE_BUILD_TYPE=Release .. \
+                && make -j"$(nproc)" flashmq) > "$PEERS/flashmq-build.log" 2>&1; then
+            tail -20 "$PEERS/flashmq-build.log" >&2
+            log "building FlashMQ failed; the whole output is in $PEERS/flashmq-build.log"
+            exit 1
+        fi
+        FLASHMQ="$PEERS/FlashMQ/build/flashmq"
+    fi
+    log "FlashMQ: $FLASHMQ"
 fi
 
 # Sockets: every connection is a file descriptor, in the broker and in the load generator.
@@ -145,7 +213,10 @@ trap 'exit 130' INT TERM
 #
 # start-midge.sh PORT [default|always|interval|never|off]: [persistence] as shipped
 # (enabled, sync "always"), sync = "always" / "interval" / "never", or enabled = false;
-# `path` is always a new directory.
+# `path` is always a new directory. With MIDGE_BENCH_LIMITS=issue15 (the independent
+# harness's rows): the shipped defaults (config.toml: log_level "info" and the rest) but
+# for 1000 in flight and 1,000,000 queued; otherwise per-connection logging off and the
+# queue unlimited.
 cat > "$WORK/start-midge.sh" <<EOF
 #!/bin/sh
 case "\${2:-default}" in
@@ -154,13 +225,19 @@ case "\${2:-default}" in
     off) P="enabled = false" ;;
     *) echo "start-midge.sh: unknown persistence variant \$2" >&2; exit 2 ;;
 esac
+if [ "\${MIDGE_BENCH_LIMITS:-}" = issue15 ]; then
+    L="max_queued_messages = 1000000
+max_inflight_messages = 1000"
+else
+    L="# Per-connection logging off, as for the other brokers.
+log_level = \"warn\"
+max_queued_messages = 0
+max_inflight_messages = 1000"
+fi
 rm -rf "$STORES"/*
 mkdir -p "$STORES/midge-\$1"
 cat > "$WORK/midge-\$1.toml" <<CONF
-# Per-connection logging off, as for the other brokers.
-log_level = "warn"
-max_queued_messages = 0
-max_inflight_messages = 1000
+\$L
 [[listener]]
 bind = "127.0.0.1"
 port = \$1
@@ -178,8 +255,11 @@ EOF
 # and on exit: a snapshot, not a write per message. `user root` keeps it from switching
 # to the mosquitto user when started as root (that user cannot write under this script's
 # private directory); for any other user it has no effect.
+# With MIDGE_BENCH_LIMITS=issue15: 1,000,000 queued instead of unlimited.
 cat > "$WORK/start-mosquitto.sh" <<EOF
 #!/bin/sh
+Q=0
+[ "\${MIDGE_BENCH_LIMITS:-}" = issue15 ] && Q=1000000
 rm -rf "$STORES"/*
 if [ "\${2:-}" = disk ]; then
     mkdir -p "$STORES/mosquitto-\$1"
@@ -194,7 +274,7 @@ listener \$1 127.0.0.1
 max_connections -1
 allow_anonymous true
 \$P
-max_queued_messages 0
+max_queued_messages \$Q
 max_inflight_messages 1000
 set_tcp_nodelay true
 log_dest stderr
@@ -205,6 +285,10 @@ echo \$\$ >> "$PIDS"
 exec "$MOSQUITTO" -c "$WORK/mosquitto-\$1.conf"
 EOF
 
+# rumqttd 0.20 has no per-client queue limit (messages wait in the commit log of their
+# filter: 100 segments of 100 MiB here) and a fixed window of 100 unacknowledged QoS 1
+# messages towards each client (MAX_INFLIGHT in its router); max_inflight_count = 1000
+# is the most it accepts from a client. The same config serves every row.
 cat > "$WORK/start-rumqttd.sh" <<EOF
 #!/bin/sh
 cat > "$WORK/rumqttd-\$1.toml" <<CONF
@@ -232,6 +316,28 @@ CONF
 echo \$\$ >> "$PIDS"
 exec "$RUMQTTD" -q -c "$WORK/rumqttd-\$1.toml"
 EOF
+# FlashMQ: no persistence, log errors only, tcp_nodelay, its per-client limits at their
+# highest: max_qos_msg_pending_per_client (at most 65535) bounds the QoS 1/2 messages
+# unacknowledged by and queued for a client together (it has no separate in-flight
+# setting), max_qos_bytes_pending_per_client their bytes. The same config serves every row.
+cat > "$WORK/start-flashmq.sh" <<EOF
+#!/bin/sh
+cat > "$WORK/flashmq-\$1.conf" <<CONF
+allow_anonymous true
+max_qos_msg_pending_per_client 65535
+max_qos_bytes_pending_per_client 1000000000
+log_level error
+listen {
+    protocol mqtt
+    port \$1
+    inet_protocol ip4
+    inet4_bind_address 127.0.0.1
+    tcp_nodelay true
+}
+CONF
+echo \$\$ >> "$PIDS"
+exec "$FLASHMQ" --config-file "$WORK/flashmq-\$1.conf"
+EOF
 chmod +x "$WORK"/start-*.sh
 
 ARGS=()
@@ -249,6 +355,7 @@ else
     BROKERS=(--broker "midge=$WORK/start-midge.sh {port} $MIDGE_PERSISTENCE")
     [ "$USE_MOSQUITTO" = 1 ] && BROKERS+=(--broker "mosquitto=$WORK/start-mosquitto.sh {port}")
     [ "$USE_RUMQTTD" = 1 ] && BROKERS+=(--broker "rumqttd=$WORK/start-rumqttd.sh {port}")
+    [ "$USE_FLASHMQ" = 1 ] && BROKERS+=(--broker "flashmq=$WORK/start-flashmq.sh {port}")
 fi
 for b in "${EXTRA_BROKERS[@]+"${EXTRA_BROKERS[@]}"}"; do
     BROKERS+=(--broker "$b")
@@ -293,6 +400,7 @@ if [ -n "$SCENARIOS" ]; then
 elif [ "$WITH_50K" = 1 ]; then
     ARGS+=(--scenarios "fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs,latency,idle:10000,idle:50000,large,sub-scale,retained,conn")
 fi
+[ "$RUNS" -gt 1 ] && ARGS+=(--repeat "$RUNS")
 if [ "$QUICK" = 1 ]; then
     ARGS+=(--duration 2 --latency-secs 3 --pairs 100 --scale-subs 10000 --retained 10000
            --conn-count 2000 --large-count 100)

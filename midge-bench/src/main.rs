@@ -9,12 +9,12 @@ mod client;
 mod procs;
 mod proto;
 mod report;
+mod run;
 mod scenario;
 mod stats;
 mod workers;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,9 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use client::{BoxError, Opts};
-use procs::BrokerSpec;
 use proto::Version;
-use scenario::{Scenario, Sizes};
 use stats::{Histogram, Tracker};
 use workers::{PubJob, SubStats, Topics};
 
@@ -80,7 +78,7 @@ enum Cmd {
     /// Open N connections and report the connection setup rate.
     Conn(ConnArgs),
     /// Run the scenarios against one or more brokers and print a comparison table.
-    Run(Box<RunArgs>),
+    Run(Box<run::RunArgs>),
     /// Run the hardening attacks against fresh brokers and print RSS / delay per attack.
     Attack(Box<attack::AttackArgs>),
 }
@@ -157,95 +155,6 @@ struct ConnArgs {
     index_base: usize,
 }
 
-#[derive(Args)]
-struct RunArgs {
-    /// A broker to start for each scenario: `NAME=COMMAND`, `{port}` in COMMAND is replaced
-    /// by the port to listen on (127.0.0.1). Repeat for several; the first one is compared
-    /// to the others. Without it, the broker already running on --host/--port is used.
-    #[arg(long = "broker", value_name = "NAME=COMMAND")]
-    brokers: Vec<BrokerSpec>,
-    /// Pid of the already running broker (for its memory and CPU), without --broker.
-    #[arg(long)]
-    pid: Option<u32>,
-    /// Comma-separated reference brokers (names given to --broker): the ratio columns
-    /// become every other broker's value divided by each reference's, instead of the
-    /// first broker's divided by each other's.
-    #[arg(long, value_name = "NAMES")]
-    against: Option<String>,
-    /// Comma-separated scenarios; `idle:N` for N idle connections; `durable-q1` (fan-in
-    /// QoS 1 to a persistent session) only when named.
-    #[arg(long, default_value = scenario::DEFAULT_LIST)]
-    scenarios: String,
-    /// Brokers started by --broker listen on ports from here up, one new port per start.
-    #[arg(long, default_value_t = 21000)]
-    port_base: u16,
-    /// Where the brokers' output goes.
-    #[arg(long, default_value = "target/midge-bench")]
-    log_dir: PathBuf,
-    /// Also write the table (markdown) to this file.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Seconds of load of the throughput scenarios.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Seconds to wait for deliveries after the load ends, at most.
-    #[arg(long, default_value_t = 20.0)]
-    drain: f64,
-    /// Deliveries are over once nothing arrived for this many seconds.
-    #[arg(long, default_value_t = 2.0)]
-    quiet: f64,
-    /// Messages per throughput scenario at most (all publishers together).
-    #[arg(long, default_value_t = 20_000_000)]
-    max_msgs: u64,
-    /// QoS 1 messages in flight per publisher.
-    #[arg(long, default_value_t = 64)]
-    window: usize,
-    /// Payload bytes of the small-message scenarios.
-    #[arg(long, default_value_t = 64)]
-    size: usize,
-    #[arg(long, default_value_t = 50)]
-    fanin_pubs: usize,
-    #[arg(long, default_value_t = 100)]
-    fanout_subs: usize,
-    #[arg(long, default_value_t = 500)]
-    pairs: usize,
-    #[arg(long, default_value_t = 1)]
-    pairs_qos: u8,
-    #[arg(long, default_value_t = 10_000)]
-    latency_rate: u64,
-    #[arg(long, default_value_t = 20)]
-    latency_secs: u64,
-    #[arg(long, default_value_t = 1)]
-    latency_qos: u8,
-    #[arg(long, default_value_t = 1024 * 1024)]
-    large_size: usize,
-    #[arg(long, default_value_t = 10)]
-    large_subs: usize,
-    /// Large messages to publish at most.
-    #[arg(long, default_value_t = 5000)]
-    large_count: u64,
-    #[arg(long, default_value_t = 100_000)]
-    scale_subs: u64,
-    #[arg(long, default_value_t = 100)]
-    scale_conns: usize,
-    #[arg(long, default_value_t = 4)]
-    scale_pubs: usize,
-    #[arg(long, default_value_t = 100_000)]
-    retained: u64,
-    #[arg(long, default_value_t = 10_000)]
-    conn_count: usize,
-    /// Handshakes in progress at once in the `conn` scenario (kept below the usual listen
-    /// backlogs of 100-128, so that the rate is not set by SYN retransmissions).
-    #[arg(long, default_value_t = 100)]
-    conn_concurrency: usize,
-    /// Handshakes in progress at once while connecting many clients.
-    #[arg(long, default_value_t = 200)]
-    concurrency: usize,
-    /// Hard limit for one scenario against one broker, seconds.
-    #[arg(long, default_value_t = 300)]
-    scenario_timeout: u64,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     procs::raise_nofile();
@@ -273,7 +182,7 @@ fn main() -> ExitCode {
         Cmd::Pub(a) => rt.block_on(cmd_pub(opts, a)),
         Cmd::Sub(a) => rt.block_on(cmd_sub(opts, a)),
         Cmd::Conn(a) => rt.block_on(cmd_conn(opts, a)),
-        Cmd::Run(a) => cmd_run(&rt, opts, *a),
+        Cmd::Run(a) => run::cmd_run(&rt, opts, *a),
         Cmd::Attack(a) => attack::cmd_attack(&rt, *a),
     };
     match result {
@@ -471,160 +380,6 @@ async fn cmd_conn(opts: Arc<Opts>, a: ConnArgs) -> Result<(), BoxError> {
     // show in the exit status, or they go on before the broker listens.
     if failed > 0 {
         return Err(format!("{failed} of {} connections failed", a.count).into());
-    }
-    Ok(())
-}
-
-fn cmd_run(rt: &tokio::runtime::Runtime, opts: Arc<Opts>, a: RunArgs) -> Result<(), BoxError> {
-    let list: Vec<Scenario> = a
-        .scenarios
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    let sizes = Sizes {
-        load: Duration::from_secs_f64(a.duration),
-        drain: Duration::from_secs_f64(a.drain),
-        quiet: Duration::from_secs_f64(a.quiet),
-        max_msgs: a.max_msgs,
-        window: a.window,
-        size: a.size,
-        fanin_pubs: a.fanin_pubs,
-        fanout_subs: a.fanout_subs,
-        pairs: a.pairs,
-        pairs_qos: a.pairs_qos,
-        latency_rate: a.latency_rate,
-        latency_secs: a.latency_secs,
-        latency_qos: a.latency_qos,
-        large_size: a.large_size,
-        large_subs: a.large_subs,
-        large_count: a.large_count,
-        scale_subs: a.scale_subs,
-        scale_conns: a.scale_conns,
-        scale_pubs: a.scale_pubs,
-        retained: a.retained,
-        conn_count: a.conn_count,
-        conn_concurrency: a.conn_concurrency,
-        concurrency: a.concurrency,
-        exe: std::env::current_exe()?,
-    };
-    std::fs::create_dir_all(&a.log_dir)?;
-    let names: Vec<String> = if a.brokers.is_empty() {
-        vec![format!("{}:{}", opts.host, opts.port)]
-    } else {
-        a.brokers.iter().map(|b| b.name.clone()).collect()
-    };
-    let mut table = report::Table::new(names.clone());
-    if let Some(refs) = &a.against {
-        let refs: Vec<String> = refs
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        table.against(&refs)?;
-    }
-    let mut port = a.port_base;
-    let started = std::time::Instant::now();
-    for s in &list {
-        for (bi, name) in names.iter().enumerate() {
-            let mut running = None;
-            let mut opts_here = (*opts).clone();
-            let mut pid = a.pid;
-            if let Some(spec) = a.brokers.get(bi) {
-                let log =
-                    a.log_dir
-                        .join(format!("{}-{}.log", spec.name, s.name().replace(':', "-")));
-                let r = loop {
-                    let p = port;
-                    port = port.wrapping_add(1).max(1024);
-                    match procs::start(spec, p, &log) {
-                        Err(e) if e.contains("already in use") => continue,
-                        r => break r,
-                    }
-                };
-                match r {
-                    Ok(r) => {
-                        opts_here.port = r.port;
-                        opts_here.host = "127.0.0.1".parse()?;
-                        pid = Some(r.pid);
-                        running = Some(r);
-                    }
-                    Err(e) => {
-                        eprintln!("[{}] {name}: {e}", s.name());
-                        table.note(name, &s.name(), format!("did not start: {e}"));
-                        continue;
-                    }
-                }
-            }
-            eprintln!(
-                "[{}] {name} on port {}{} ...",
-                s.name(),
-                opts_here.port,
-                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-            );
-            let ctx = scenario::Ctx {
-                opts: Arc::new(opts_here),
-                pid,
-                sizes: sizes.clone(),
-            };
-            let t = std::time::Instant::now();
-            let result = rt.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(a.scenario_timeout),
-                    scenario::run(s, &ctx),
-                )
-                .await
-            });
-            let hwm = pid.and_then(|p| procs::status_kib(p, "VmHWM"));
-            let crashed = running.as_mut().is_some_and(|r| !r.alive());
-            match result {
-                Ok(Ok(outcome)) => {
-                    eprintln!(
-                        "[{}] {name}: {}{}; broker peak RSS {} KiB; {:.1} s",
-                        s.name(),
-                        outcome.detail,
-                        if crashed { "; BROKER EXITED" } else { "" },
-                        hwm.map_or("?".into(), |h| h.to_string()),
-                        t.elapsed().as_secs_f64()
-                    );
-                    for m in outcome.metrics {
-                        table.add(name, m);
-                    }
-                    if crashed {
-                        table.note(name, &s.name(), "broker exited during the scenario".into());
-                    }
-                }
-                Ok(Err(e)) => {
-                    eprintln!("[{}] {name}: FAILED: {e}", s.name());
-                    table.note(name, &s.name(), format!("failed: {e}"));
-                }
-                Err(_) => {
-                    eprintln!(
-                        "[{}] {name}: TIMED OUT after {} s",
-                        s.name(),
-                        a.scenario_timeout
-                    );
-                    table.note(
-                        name,
-                        &s.name(),
-                        format!("timed out after {} s", a.scenario_timeout),
-                    );
-                }
-            }
-            if let Some(mut r) = running {
-                r.stop();
-            }
-        }
-    }
-    let md = table.markdown();
-    println!("{md}");
-    eprintln!(
-        "midge-bench run: {:.0} s in all",
-        started.elapsed().as_secs_f64()
-    );
-    if let Some(path) = a.out {
-        std::fs::write(&path, &md)?;
     }
     Ok(())
 }

@@ -43,7 +43,15 @@ pub struct Running {
 
 /// Starts `spec` on `port` (through `sh -c 'exec ...'`, so the process we get is the
 /// broker itself) with stdout and stderr to `log`, and waits until it answers a CONNECT.
-pub fn start(spec: &BrokerSpec, port: u16, log: &Path) -> Result<Running, String> {
+/// `limits` goes to the command as `MIDGE_BENCH_LIMITS` (unset without), for start
+/// scripts that configure a broker differently for some scenarios (`issue15`: the
+/// independent harness's 1000 in flight and 1,000,000 queued per client).
+pub fn start(
+    spec: &BrokerSpec,
+    port: u16,
+    log: &Path,
+    limits: Option<&str>,
+) -> Result<Running, String> {
     if TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_millis(200),
@@ -55,7 +63,12 @@ pub fn start(spec: &BrokerSpec, port: u16, log: &Path) -> Result<Running, String
     let command = spec.command.replace("{port}", &port.to_string());
     let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new("sh")
+    let mut cmd = Command::new("sh");
+    match limits {
+        Some(l) => cmd.env("MIDGE_BENCH_LIMITS", l),
+        None => cmd.env_remove("MIDGE_BENCH_LIMITS"),
+    };
+    let child = cmd
         .arg("-c")
         .arg(format!("exec {command}"))
         .stdin(Stdio::null())

@@ -107,7 +107,7 @@ pub fn start(
             name: kind.name().into(),
             command: format!("'{}' -c '{}'", exe.display(), path.display()),
         };
-        match procs::start(&spec, port, log) {
+        match procs::start(&spec, port, log, None) {
             Ok(running) => {
                 return Ok(Started {
                     running,
