@@ -30,6 +30,9 @@ use crate::log_limit::{field, LogLimit};
 use crate::metrics::{self, Counter};
 use crate::outbox::Outbox;
 
+mod large_frame;
+use large_frame::LargeFrame;
+
 /// Stop pulling queued messages into the write buffer above this many bytes.
 const OUT_LOW: usize = 32 * 1024;
 /// Stop reading from the client above this many bytes waiting to be written.
@@ -111,6 +114,8 @@ where
     if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
         return close;
     }
+    // The large PUBLISH being received, if any, into a buffer of its own size.
+    let mut large = LargeFrame::begin(&mut rbuf, &client.broker, max_packet);
 
     loop {
         // Every wake-up lands here: shutdown, take-over, keep-alive expiry and due
@@ -164,7 +169,8 @@ where
         // Reading and writing share one future over the one stream: no split halves, and
         // no buffer held while idle (see `poll_io`).
         let io = std::future::poll_fn(|cx| {
-            poll_io(cx, stream, &mut client.out, &mut rbuf, reading, read_chunk)
+            let chunk = if large.is_some() { 0 } else { read_chunk };
+            poll_io(cx, stream, &mut client.out, &mut rbuf, reading, chunk)
         });
         tokio::select! {
             biased;
@@ -179,6 +185,11 @@ where
                     } else {
                         read_chunk
                     };
+                    // A large frame's charge ends when it is whole: the message made of it
+                    // charges what it keeps, and must not be refused for this charge.
+                    if large.as_ref().is_some_and(|l| l.is_complete(&rbuf)) {
+                        large = None;
+                    }
                     if let Err(close) = process(client, &mut rbuf, n, max_packet) {
                         return close;
                     }
@@ -188,6 +199,8 @@ where
                     if rbuf.is_empty() {
                         // Let go of the buffer between bursts: idle connections hold none.
                         rbuf = BytesMut::new();
+                    } else if large.is_none() {
+                        large = LargeFrame::begin(&mut rbuf, &client.broker, max_packet);
                     }
                 }
                 Io::Closed => return Close::PeerClosed,
@@ -213,7 +226,9 @@ enum Io {
 /// Writes what is due, or else reads what has arrived. A connection with nothing buffered
 /// reads into a small stack buffer first and only then allocates its read buffer, so an
 /// idle connection holds no read memory at all; under traffic it reads straight into a
-/// reservation of `read_chunk` bytes.
+/// reservation of `read_chunk` bytes. A `read_chunk` of 0 keeps the buffer as it is: a
+/// large frame's own buffer (see [`LargeFrame`]) is read into until it is full, never
+/// grown, which would copy it.
 fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     stream: &mut S,
@@ -253,7 +268,7 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
             Poll::Pending => Poll::Pending,
         };
     }
-    if rbuf.capacity() - rbuf.len() < READ_MIN {
+    if rbuf.capacity() - rbuf.len() < READ_MIN && read_chunk > 0 {
         rbuf.reserve(read_chunk);
     }
     let room = rbuf.capacity() - rbuf.len();

@@ -34,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 mod connect;
 mod encode;
 mod encode_v5;
+mod frame;
 mod properties;
 mod reader;
 pub mod reason;
@@ -52,6 +53,8 @@ pub use encode_v5::{
     publish_v5_size, AckKind, ConnackProps, PublishOut,
 };
 
+pub use frame::publish_frame_len;
+use frame::remaining_length;
 use reader::Reader;
 pub use user_properties::UserProperties;
 
@@ -436,27 +439,6 @@ fn check_first_byte(byte1: u8, v5: bool) -> Result<(), DecodeError> {
         }
         other => Err(DecodeError::UnexpectedPacketType(other)),
     }
-}
-
-/// Reads the remaining length varint that follows the first byte of `buf`.
-///
-/// Returns the value and the number of bytes it took, `None` if more bytes are needed.
-/// A fourth byte with its continuation bit set is malformed at once: no value could follow.
-fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
-    let mut value: usize = 0;
-    for (i, &byte) in buf.iter().skip(1).take(4).enumerate() {
-        // i < 4, so the shift is at most 21 and the value stays below 2^28.
-        value |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-        if i == 3 {
-            return Err(DecodeError::Malformed(
-                "remaining length longer than 4 bytes [MQTT-2.2.3]",
-            ));
-        }
-    }
-    Ok(None)
 }
 
 /// Packets whose remaining length is fixed are checked as soon as the header is known.

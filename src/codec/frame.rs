@@ -1,0 +1,64 @@
+//! The fixed header of a packet still arriving: its remaining length, and how long a
+//! PUBLISH's frame will be, read before the rest of it is there.
+
+use super::{DecodeError, PUBLISH};
+
+/// Reads the remaining length varint that follows the first byte of `buf`.
+///
+/// Returns the value and the number of bytes it took, `None` if more bytes are needed.
+/// A fourth byte with its continuation bit set is malformed at once: no value could follow.
+pub(super) fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    let mut value: usize = 0;
+    for (i, &byte) in buf.iter().skip(1).take(4).enumerate() {
+        // i < 4, so the shift is at most 21 and the value stays below 2^28.
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+        if i == 3 {
+            return Err(DecodeError::Malformed(
+                "remaining length longer than 4 bytes [MQTT-2.2.3]",
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// The whole length (fixed header included) of the PUBLISH `buf` begins with, once its
+/// fixed header is complete; `None` for any other packet, an incomplete or malformed
+/// header, or a remaining length above `max_packet_size` (the decoder refuses those).
+/// Lets the connection size one buffer for a large PUBLISH before its body arrives.
+pub fn publish_frame_len(buf: &[u8], max_packet_size: usize) -> Option<usize> {
+    if buf.first()? >> 4 != PUBLISH {
+        return None;
+    }
+    let (remaining, len_len) = remaining_length(buf).ok()??;
+    // At most 1 + 4 + 268_435_455: cannot overflow.
+    (remaining <= max_packet_size).then_some(1 + len_len + remaining)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_frame_len_needs_a_whole_publish_header_within_the_limit() {
+        // PUBLISH QoS 1, remaining length 1 MiB + 9 (three length bytes).
+        let remaining = (1usize << 20) + 9;
+        let header = [0x32, 0x89, 0x80, 0x40];
+        assert_eq!(remaining_length(&header), Ok(Some((remaining, 3))));
+        assert_eq!(publish_frame_len(&header, 8 << 20), Some(4 + remaining));
+        assert_eq!(publish_frame_len(&header, remaining), Some(4 + remaining));
+        assert_eq!(publish_frame_len(&header, remaining - 1), None);
+        // The length is not complete yet.
+        assert_eq!(publish_frame_len(&header[..3], 8 << 20), None);
+        assert_eq!(publish_frame_len(&[], 8 << 20), None);
+        // Not a PUBLISH: SUBSCRIBE with the same length.
+        assert_eq!(publish_frame_len(&[0x82, 0x89, 0x80, 0x40], 8 << 20), None);
+        // A fifth length byte is malformed: left to the decoder.
+        assert_eq!(
+            publish_frame_len(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 1 << 30),
+            None
+        );
+    }
+}
