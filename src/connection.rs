@@ -198,7 +198,8 @@ where
                     }
                     if rbuf.is_empty() {
                         // Let go of the buffer between bursts: idle connections hold none.
-                        rbuf = BytesMut::new();
+                        // It goes back to this thread's recycled buffers (see `buffers`).
+                        crate::buffers::give(std::mem::take(&mut rbuf));
                     } else if large.is_none() {
                         large = LargeFrame::begin(&mut rbuf, &client.broker, max_packet);
                     }
@@ -257,7 +258,7 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Io::Closed),
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
-                rbuf.reserve(read_chunk.max(n));
+                *rbuf = crate::buffers::take(read_chunk.max(n));
                 rbuf.extend_from_slice(buf.filled());
                 Poll::Ready(Io::Read {
                     n,

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub(crate) mod broker;
+pub(crate) mod buffers;
 pub(crate) mod chain;
 pub mod check;
 pub(crate) mod client;

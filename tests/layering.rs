@@ -46,6 +46,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves.
     &["chain"],
     &["id_hash"],
+    &["buffers"],
     &["topic"],
     &["log_limit"],
     &["memory"],
