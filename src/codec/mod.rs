@@ -29,7 +29,7 @@
 //! [`DecodeError::ProtocolError`]); each error text names the statement or section of the
 //! specification it enforces.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 mod connect;
 mod encode;
@@ -54,7 +54,7 @@ pub use encode_v5::{
 };
 
 pub use frame::publish_frame_len;
-use frame::remaining_length;
+use frame::{remaining_length, short_ack};
 use reader::Reader;
 pub use user_properties::UserProperties;
 
@@ -392,6 +392,10 @@ fn decode_packet(
     let frame_len = header_len + remaining;
     if buf.len() < frame_len {
         return Ok(None);
+    }
+    if let Some(ack) = short_ack(byte1, remaining, buf.get(header_len..frame_len)) {
+        buf.advance(frame_len);
+        return Ok(Some(ack));
     }
     let frame = buf.split_to(frame_len).freeze();
     if v5 {
