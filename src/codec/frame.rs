@@ -38,6 +38,31 @@ pub fn publish_frame_len(buf: &[u8], max_packet_size: usize) -> Option<usize> {
     (remaining <= max_packet_size).then_some(1 + len_len + remaining)
 }
 
+/// PUBACK, PUBREC, PUBREL or PUBCOMP with only its packet identifier (3.1.1 always; 5.0
+/// when the reason is Success, left out [MQTT 5.0 §3.4.2.1]), read in place: half the
+/// packets of a QoS 1 flow, and splitting each off the read buffer as a frame of its own
+/// cost more than the rest of its decoding. Anything else is `None`, decoded as a frame.
+pub(super) fn short_ack(byte1: u8, remaining: usize, body: Option<&[u8]>) -> Option<Packet> {
+    let &[hi, lo] = body? else {
+        return None;
+    };
+    if remaining != 2 {
+        return None;
+    }
+    let ack = Ack {
+        pkid: u16::from_be_bytes([hi, lo]),
+        reason: 0,
+    };
+    // The first byte's flags were checked by `check_first_byte`.
+    match byte1 >> 4 {
+        PUBACK => Some(Packet::PubAck(ack)),
+        PUBREC => Some(Packet::PubRec(ack)),
+        PUBREL => Some(Packet::PubRel(ack)),
+        PUBCOMP => Some(Packet::PubComp(ack)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,30 +86,5 @@ mod tests {
             publish_frame_len(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 1 << 30),
             None
         );
-    }
-}
-
-/// PUBACK, PUBREC, PUBREL or PUBCOMP with only its packet identifier (3.1.1 always; 5.0
-/// when the reason is Success, left out [MQTT 5.0 §3.4.2.1]), read in place: half the
-/// packets of a QoS 1 flow, and splitting each off the read buffer as a frame of its own
-/// cost more than the rest of its decoding. Anything else is `None`, decoded as a frame.
-pub(super) fn short_ack(byte1: u8, remaining: usize, body: Option<&[u8]>) -> Option<Packet> {
-    let &[hi, lo] = body? else {
-        return None;
-    };
-    if remaining != 2 {
-        return None;
-    }
-    let ack = Ack {
-        pkid: u16::from_be_bytes([hi, lo]),
-        reason: 0,
-    };
-    // The first byte's flags were checked by `check_first_byte`.
-    match byte1 >> 4 {
-        PUBACK => Some(Packet::PubAck(ack)),
-        PUBREC => Some(Packet::PubRec(ack)),
-        PUBREL => Some(Packet::PubRel(ack)),
-        PUBCOMP => Some(Packet::PubComp(ack)),
-        _ => None,
     }
 }
