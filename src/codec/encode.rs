@@ -102,13 +102,39 @@ pub fn encode_publish_header(
         return false;
     }
     buf.reserve(1 + varint_len(remaining) + remaining - payload_len);
-    let byte1 = 0x30 | (u8::from(dup && has_pkid) << 3) | ((qos as u8) << 1) | u8::from(retain);
-    buf.put_u8(byte1);
-    put_varint(buf, remaining);
-    buf.put_u16(topic_len);
-    buf.put_slice(topic.as_bytes());
+    // The fixed header and the topic's length are put together on the stack and appended
+    // in one copy: a put per byte was ~110 instructions a PUBLISH, the most costly step
+    // of a fan-out's delivery (callgrind).
+    let mut head = [0u8; 7];
+    head[0] = 0x30 | (u8::from(dup && has_pkid) << 3) | ((qos as u8) << 1) | u8::from(retain);
+    let mut n = 1;
+    let mut rest = remaining;
+    for slot in head.iter_mut().skip(1).take(4) {
+        // Truncation intended: the low 7 bits.
+        *slot = (rest & 0x7F) as u8;
+        rest >>= 7;
+        n += 1;
+        if rest == 0 {
+            break;
+        }
+        *slot |= 0x80;
+    }
+    let [hi, lo] = topic_len.to_be_bytes();
+    let head = match head.get_mut(n..n + 2) {
+        Some(len) => {
+            len.copy_from_slice(&[hi, lo]);
+            head.get(..n + 2)
+        }
+        None => None,
+    };
+    let Some(head) = head else {
+        debug_assert!(false, "remaining length over 4 bytes");
+        return false;
+    };
+    buf.extend_from_slice(head);
+    buf.extend_from_slice(topic.as_bytes());
     if has_pkid {
-        buf.put_u16(pkid);
+        buf.extend_from_slice(&pkid.to_be_bytes());
     }
     true
 }

@@ -1006,3 +1006,44 @@ fn connect_v5_properties_are_skipped_and_fields_read() {
 
 /// MQTT 5.0: decoding, encoding and property rules.
 mod v5;
+
+/// The 3.1.1 PUBLISH encoder against the reference framing (`frame`, `varint`) at every
+/// remaining-length boundary, QoS 0 and 1, whole and header-only.
+#[test]
+fn encode_publish_matches_the_reference_framing_at_length_boundaries() {
+    for payload_len in [
+        0, 1, 100, 116, 117, 118, 16_000, 16_370, 16_371, 16_372, 70_000,
+    ] {
+        for (qos, pkid) in [(QoS::AtMostOnce, 0u16), (QoS::AtLeastOnce, 0x1234)] {
+            let topic = "a/b";
+            let payload = vec![7u8; payload_len];
+            let mut body = s(topic.as_bytes());
+            if qos != QoS::AtMostOnce {
+                body.extend_from_slice(&pkid.to_be_bytes());
+            }
+            let head_len = body.len();
+            body.extend_from_slice(&payload);
+            let byte1 = 0x30 | ((qos as u8) << 1) | 1;
+            let want = frame(byte1, &body);
+            let mut whole = BytesMut::new();
+            encode_publish(&mut whole, topic, &payload, qos, pkid, true, false);
+            assert_eq!(&whole[..], &want[..], "payload {payload_len}, {qos:?}");
+            let mut head = BytesMut::new();
+            assert!(encode_publish_header(
+                &mut head,
+                topic,
+                payload_len,
+                qos,
+                pkid,
+                true,
+                false
+            ));
+            let fixed = 1 + varint(body.len()).len();
+            assert_eq!(
+                &head[..],
+                &want[..fixed + head_len],
+                "header, payload {payload_len}"
+            );
+        }
+    }
+}
