@@ -1011,8 +1011,10 @@ mod v5;
 /// remaining-length boundary, QoS 0 and 1, whole and header-only.
 #[test]
 fn encode_publish_matches_the_reference_framing_at_length_boundaries() {
+    // Remaining length = 5 + payload (QoS 0) or 7 + payload (QoS 1): 127|128 and
+    // 16,383|16,384 fall between these.
     for payload_len in [
-        0, 1, 100, 116, 117, 118, 16_000, 16_370, 16_371, 16_372, 70_000,
+        0, 1, 120, 121, 122, 123, 16_376, 16_377, 16_378, 16_379, 70_000,
     ] {
         for (qos, pkid) in [(QoS::AtMostOnce, 0u16), (QoS::AtLeastOnce, 0x1234)] {
             let topic = "a/b";
