@@ -2,14 +2,14 @@
 //! [`handlers`], and writes what the client's session has queued.
 //!
 //! Reading and writing share one task and one future over the unsplit stream; the task
-//! waits on that and on its session's one `Notify`, and holds no buffers while idle (about
-//! 2 KiB per idle connection in all, see docs/BENCHMARKS.md). Keep-alive and
-//! retransmission are timed by the broker's sweeper, not by a timer here. Writes are
-//! batched: everything due is encoded into one buffer and written with as few syscalls as
-//! the socket allows (see [`Outbox`]). When the write
-//! buffer is above its high-water mark the task stops reading and stops pulling from the
-//! session queue, so a slow client is held back by TCP flow control and by its queue
-//! limits, and never makes the broker's memory grow.
+//! waits on that and on its session's one [`Wake`](crate::session::Wake), and holds no
+//! buffers while idle (see docs/BENCHMARKS.md, "Idle connection, byte by byte").
+//! Keep-alive and retransmission are timed by the broker's sweeper, not by a timer here.
+//! Writes are batched: everything due is encoded into one buffer and written with as few
+//! syscalls as the socket allows (see [`Outbox`]). When the write buffer is above its
+//! high-water mark the task stops reading and stops pulling from the session queue, so a
+//! slow client is held back by TCP flow control and by its queue limits, and never makes
+//! the broker's memory grow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,32 +46,33 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
 /// and WebSockets later).
 ///
-/// `incoming` is boxed: an async fn keeps its arguments twice (as captured values and as
-/// locals) for the whole life of the connection, and the incoming is only needed until the
-/// client is connected.
+/// Everything the connection owns for its whole life (the stream, the broker, the
+/// shutdown token) is borrowed from the caller's task: an async fn's arguments stay in its
+/// state as captured values even after they are moved into locals, so every owned
+/// argument here would be held twice by each idle connection. `incoming` is boxed and
+/// moved, as it is only needed until the client is connected.
 pub async fn serve<S>(
-    stream: S,
+    stream: &mut S,
     incoming: Box<Incoming>,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
+    broker: &Arc<Broker>,
+    shutdown: &CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut stream = stream;
     // The handshake is boxed: its futures (CONNECT read with its timeout, session
     // take-over) live only until the client is connected, and boxing keeps their size out
     // of the state that every connected, mostly idle, client carries for its whole life.
     let handshake = Box::pin(crate::handshake::handshake(
-        &mut stream,
+        &mut *stream,
         incoming,
-        &broker,
-        &shutdown,
+        broker,
+        shutdown,
     ));
     let Some((mut client, rbuf)) = handshake.await else {
         return;
     };
     metrics::add(Counter::Connects, 1);
-    let close = run(&mut client, &mut stream, rbuf).await;
+    let close = run(&mut client, stream, rbuf).await;
     // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
     if let Some(reason) = close.disconnect_reason() {
         client.out.disconnect(reason);
@@ -79,16 +80,16 @@ pub async fn serve<S>(
 
     // Flush what is already encoded (acknowledgements, messages) before closing.
     if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut stream)).await;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut *stream)).await;
     }
     // When the broker is the one closing, the client may still be sending: the close
     // lingers so that what was just flushed (the DISCONNECT above) is not lost to a reset
     // (see `linger`). After `finish`, so a take-over or the will does not wait for it.
     let lingers = close.server_initiated();
-    let shut = linger::shutdown(&mut stream).await;
+    let shut = linger::shutdown(&mut *stream).await;
     finish(client, close);
     if lingers && shut {
-        linger::drain(&mut stream).await;
+        linger::drain(stream).await;
     }
 }
 
@@ -108,14 +109,14 @@ where
     if let Err(close) = process(client, &mut rbuf, 0, max_packet) {
         return close;
     }
-    if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
+    if let Err(close) = catch_up_boxed(client, &mut rbuf, max_packet).await {
         return close;
     }
 
     loop {
         // Every wake-up lands here: shutdown, take-over, keep-alive expiry and due
         // retransmissions are flags checked on the way, so an idle connection waits on
-        // one Notify and nothing else.
+        // one waker slot and nothing else.
         if client.broker.is_shutting_down() {
             return Close::Shutdown;
         }
@@ -161,14 +162,17 @@ where
         }
         let reading = client.out.len() < OUT_HIGH && client.withheld_count() < MAX_WITHHELD;
 
-        // Reading and writing share one future over the one stream: no split halves, and
-        // no buffer held while idle (see `poll_io`).
-        let io = std::future::poll_fn(|cx| {
-            poll_io(cx, stream, &mut client.out, &mut rbuf, reading, read_chunk)
+        // Reading and writing share one poll over the one stream: no split halves, and
+        // no buffer held while idle (see `poll_io`); the session's wake is polled beside
+        // it, the socket first, and leaves only its waker behind (see `Wake`).
+        let turn = std::future::poll_fn(|cx| {
+            match poll_io(cx, stream, &mut client.out, &mut rbuf, reading, read_chunk) {
+                Poll::Ready(io) => Poll::Ready(Some(io)),
+                Poll::Pending => session.wake.poll_woken(cx).map(|()| None),
+            }
         });
-        tokio::select! {
-            biased;
-            r = io => match r {
+        if let Some(r) = turn.await {
+            match r {
                 Io::Wrote => client.out.release_if_empty(),
                 Io::Read { n, filled } => {
                     last_in = std::time::Instant::now();
@@ -182,7 +186,7 @@ where
                     if let Err(close) = process(client, &mut rbuf, n, max_packet) {
                         return close;
                     }
-                    if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
+                    if let Err(close) = catch_up_boxed(client, &mut rbuf, max_packet).await {
                         return close;
                     }
                     if rbuf.is_empty() {
@@ -192,8 +196,7 @@ where
                 }
                 Io::Closed => return Close::PeerClosed,
                 Io::Failed(e) => return Close::Io(e),
-            },
-            _ = session.wake.notified() => {}
+            }
         }
     }
 }
@@ -347,6 +350,19 @@ impl Drop for ReadCounts {
             (Counter::PublishReceivedQos2, q2),
         ]);
     }
+}
+
+/// [`catch_up`], boxed and only when retained messages are owed: its state (the filter
+/// being served, the yield) would otherwise be part of every idle connection's task.
+async fn catch_up_boxed(
+    client: &mut Client,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<(), Close> {
+    if client.retained_due.is_none() {
+        return Ok(());
+    }
+    Box::pin(catch_up(client, rbuf, max_packet)).await
 }
 
 /// Queues the retained messages SUBSCRIBEs owe, one filter at a time with a yield in

@@ -464,8 +464,9 @@ async fn http_accept_loop(
     }
 }
 
-/// Not an `async fn`: that would keep a second copy of every argument in each idle
-/// connection's task (see [`connection::serve`]).
+/// Not an `async fn`, and what the connection keeps is owned here and only borrowed by
+/// [`connection::serve`]: an argument moved into a callee's future stays in the caller's
+/// state as well, so each idle connection would carry every one of them twice.
 fn serve_tcp(
     stream: TcpStream,
     incoming: Box<Incoming>,
@@ -475,9 +476,11 @@ fn serve_tcp(
 ) -> impl std::future::Future<Output = ()> {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
+    let mut stream = stream;
     async move {
-        let _slot = slot;
-        connection::serve(stream, incoming, broker, shutdown).await;
+        connection::serve(&mut stream, incoming, &broker, &shutdown).await;
+        // Counted until the connection is over.
+        drop(slot);
     }
 }
 
@@ -498,11 +501,11 @@ async fn serve_tls(
         _ = shutdown.cancelled() => return,
         h = tls::handshake(&tls, stream, incoming.peer, timeout) => h,
     };
-    let Some(stream) = handshake else {
+    let Some(mut stream) = handshake else {
         return;
     };
     if incoming.listener.use_identity_as_username {
         incoming.cert_name = tls::peer_common_name(&stream);
     }
-    connection::serve(stream, incoming, broker, shutdown).await;
+    connection::serve(&mut stream, incoming, &broker, &shutdown).await;
 }

@@ -4,7 +4,7 @@
 //! the inflight window of QoS 1/2 messages sent but not yet acknowledged, and the packet
 //! ids of QoS 2 messages received but not yet released. Publishers push into the queue
 //! from their own tasks ([`Session::deliver`]); the connection attached to the session
-//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Notify`] links the
+//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Wake`] links the
 //! two, so an idle subscriber costs no task wake-ups at all.
 //!
 //! One file per state machine: this one holds the [`Session`] and its state, the store
@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::auth::{Access, AclFile};
 use crate::codec::QoS;
@@ -165,8 +164,8 @@ pub struct Session {
     pub state: Mutex<SessionState>,
     /// Wakes the attached connection: something was queued, a publisher it withholds an
     /// acknowledgement for may go on, the session was taken over, or the broker is
-    /// shutting down. One [`Notify`] for all of these keeps an idle connection small.
-    pub wake: Notify,
+    /// shutting down. One [`Wake`] for all of these keeps an idle connection small.
+    pub wake: Wake,
     /// Held by the attached connection for its whole life, so that a take-over waits until
     /// the previous connection has let go of the session before using it.
     pub attach: tokio::sync::Semaphore,
@@ -210,7 +209,7 @@ impl Session {
                 next_seq: 0,
                 drops: None,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
             attach: tokio::sync::Semaphore::new(1),
             store,
         }
@@ -336,12 +335,14 @@ mod queue;
 #[cfg(test)]
 mod test_support;
 mod timers;
+mod wake;
 
 pub use inflight::{Inflight, InflightState};
 use queue::Drops;
 pub use queue::Queued;
 use timers::Pending;
 pub use timers::{PendingWill, Timers};
+pub use wake::Wake;
 
 #[cfg(test)]
 #[path = "bytes_tests.rs"]

@@ -1,0 +1,93 @@
+//! How a session wakes its attached connection: a flag and the one waker to call.
+//!
+//! A session has at most one connection waiting on it, so tokio's `Notify` (a list of
+//! waiters, 32 bytes) and the `Notified` future the connection had to keep pinned while
+//! idle (64 bytes in every idle connection's task) are more than it needs. Here the
+//! connection polls [`Wake::poll_woken`] beside its socket, and the waker it leaves is the
+//! only thing kept: 24 bytes in the session, nothing in the task.
+
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+
+#[derive(Default)]
+pub struct Wake {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Something happened since the connection last looked (a permit, as with
+    /// `Notify::notify_one`: a wake with nobody waiting is not lost).
+    woken: bool,
+    waker: Option<Waker>,
+}
+
+impl Wake {
+    /// Wakes the connection, or has its next [`Wake::poll_woken`] return at once.
+    pub fn notify_one(&self) {
+        let waker = {
+            let mut inner = self.inner.lock();
+            inner.woken = true;
+            inner.waker.take()
+        };
+        // Outside the lock: waking may run the task's scheduler.
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Ready once [`Wake::notify_one`] was called since the last time it was ready;
+    /// otherwise remembers `cx`'s waker for it.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.lock();
+        if std::mem::take(&mut inner.woken) {
+            return Poll::Ready(());
+        }
+        match &mut inner.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Waits for [`Wake::notify_one`] (for tests; the connection polls it with its
+    /// socket).
+    #[cfg(test)]
+    pub async fn notified(&self) {
+        std::future::poll_fn(|cx| self.poll_woken(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_wake_before_the_wait_is_kept_and_used_once() {
+        let w = Wake::default();
+        w.notify_one();
+        w.notify_one();
+        w.notified().await;
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(
+            w.poll_woken(&mut cx).is_pending(),
+            "two wakes are one permit"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wake_from_another_task_ends_the_wait() {
+        let w = Arc::new(Wake::default());
+        let waiter = tokio::spawn({
+            let w = w.clone();
+            async move { w.notified().await }
+        });
+        tokio::task::yield_now().await;
+        w.notify_one();
+        // ok: the task cannot panic; a lost wake-up would hang here (the test's timeout).
+        waiter.await.unwrap();
+    }
+}
