@@ -520,3 +520,6 @@ async fn serve_tls(
     connection::serve(&mut stream, incoming, &broker, &shutdown).await;
 }
 
+#[cfg(test)]
+#[path = "footprint_tests.rs"]
+mod footprint_tests;
