@@ -463,5 +463,8 @@ fn finish(mut client: Client, close: Close) {
             }
         }
     }
+    // Before the attach permit goes (with `client`): the next connection registers its
+    // own waker only after that.
+    client.session.wake.forget_waker();
     client.broker.detach(&client.session, client.generation);
 }

@@ -51,6 +51,15 @@ impl Wake {
         Poll::Pending
     }
 
+    /// Lets go of the waker a connection left: called by a connection that is done with
+    /// the session. A tokio waker holds its task, so a session that outlives its
+    /// connection (a persistent one, offline) would otherwise keep the finished
+    /// connection's task cell allocated until its next wake.
+    pub fn forget_waker(&self) {
+        let waker = self.inner.lock().waker.take();
+        drop(waker);
+    }
+
     /// Waits for [`Wake::notify_one`] (for tests; the connection polls it with its
     /// socket).
     #[cfg(test)]
@@ -76,6 +85,25 @@ mod tests {
             w.poll_woken(&mut cx).is_pending(),
             "two wakes are one permit"
         );
+    }
+
+    #[test]
+    fn a_forgotten_waker_is_dropped() {
+        let w = Wake::default();
+        let task = Arc::new(Flag);
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(w.poll_woken(&mut cx).is_pending());
+        drop(waker);
+        assert_eq!(Arc::strong_count(&task), 2, "the session holds the waker");
+        w.forget_waker();
+        assert_eq!(Arc::strong_count(&task), 1, "and lets go of it");
+    }
+
+    struct Flag;
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {}
     }
 
     #[tokio::test]
