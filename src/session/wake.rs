@@ -4,33 +4,31 @@
 //! waiters, 32 bytes) and the `Notified` future the connection had to keep pinned while
 //! idle (64 bytes in every idle connection's task) are more than it needs. Here the
 //! connection polls [`Wake::poll_woken`] beside its socket, and the waker it leaves is the
-//! only thing kept: 24 bytes in the session, nothing in the task.
+//! only thing kept: 32 bytes in the session, nothing in the task.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
 #[derive(Default)]
 pub struct Wake {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
     /// Something happened since the connection last looked (a permit, as with
-    /// `Notify::notify_one`: a wake with nobody waiting is not lost).
-    woken: bool,
-    waker: Option<Waker>,
+    /// `Notify::notify_one`: a wake with nobody waiting is not lost). Outside the lock:
+    /// while it is set, a wake costs one atomic swap, however many publishers deliver to
+    /// the session before its connection looks.
+    woken: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Wake {
     /// Wakes the connection, or has its next [`Wake::poll_woken`] return at once.
     pub fn notify_one(&self) {
-        let waker = {
-            let mut inner = self.inner.lock();
-            inner.woken = true;
-            inner.waker.take()
-        };
+        if self.woken.swap(true, Ordering::AcqRel) {
+            // Already due: the connection has been woken and has not looked yet.
+            return;
+        }
+        let waker = self.waker.lock().take();
         // Outside the lock: waking may run the task's scheduler.
         if let Some(w) = waker {
             w.wake();
@@ -40,13 +38,19 @@ impl Wake {
     /// Ready once [`Wake::notify_one`] was called since the last time it was ready;
     /// otherwise remembers `cx`'s waker for it.
     pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut inner = self.inner.lock();
-        if std::mem::take(&mut inner.woken) {
+        if self.woken.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
-        match &mut inner.waker {
+        let mut slot = self.waker.lock();
+        match &mut *slot {
             Some(w) if w.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
+        }
+        // Looked at again with the waker in place: a wake that came since the first look
+        // either is seen here or finds the waker (it takes the lock after setting the
+        // flag, and this holds the lock).
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
@@ -56,7 +60,7 @@ impl Wake {
     /// connection (a persistent one, offline) would otherwise keep the finished
     /// connection's task cell allocated until its next wake.
     pub fn forget_waker(&self) {
-        let waker = self.inner.lock().waker.take();
+        let waker = self.waker.lock().take();
         drop(waker);
     }
 
