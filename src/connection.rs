@@ -2,14 +2,14 @@
 //! [`handlers`], and writes what the client's session has queued.
 //!
 //! Reading and writing share one task and one future over the unsplit stream; the task
-//! waits on that and on its session's one `Notify`, and holds no buffers while idle (about
-//! 2 KiB per idle connection in all, see docs/BENCHMARKS.md). Keep-alive and
-//! retransmission are timed by the broker's sweeper, not by a timer here. Writes are
-//! batched: everything due is encoded into one buffer and written with as few syscalls as
-//! the socket allows (see [`Outbox`]). When the write
-//! buffer is above its high-water mark the task stops reading and stops pulling from the
-//! session queue, so a slow client is held back by TCP flow control and by its queue
-//! limits, and never makes the broker's memory grow.
+//! waits on that and on its session's one [`Wake`](crate::session::Wake), and holds no
+//! buffers while idle (see docs/BENCHMARKS.md, "Idle connection, byte by byte").
+//! Keep-alive and retransmission are timed by the broker's sweeper, not by a timer here.
+//! Writes are batched: everything due is encoded into one buffer and written with as few
+//! syscalls as the socket allows (see [`Outbox`]). When the write buffer is above its
+//! high-water mark the task stops reading and stops pulling from the session queue, so a
+//! slow client is held back by TCP flow control and by its queue limits, and never makes
+//! the broker's memory grow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,165 +49,182 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
 /// and WebSockets later).
 ///
-/// `incoming` is boxed: an async fn keeps its arguments twice (as captured values and as
-/// locals) for the whole life of the connection, and the incoming is only needed until the
-/// client is connected.
-pub async fn serve<S>(
-    stream: S,
+/// Everything the connection owns for its whole life (the stream, the broker, the
+/// shutdown token) is borrowed from the caller's task, and this is not an `async fn`: an
+/// async fn keeps each argument twice in its state (as passed, and as the local it is
+/// bound to), and a value moved into a callee's future stays in the caller's state as
+/// well, so each idle connection would carry them two or three times. `incoming` is boxed
+/// and moved, as it is only needed until the client is connected.
+// (The `async fn` clippy asks for is the form this avoids.)
+#[allow(clippy::manual_async_fn)]
+pub fn serve<'a, S>(
+    stream: &'a mut S,
     incoming: Box<Incoming>,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    broker: &'a Arc<Broker>,
+    shutdown: &'a CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut stream = stream;
-    // The handshake is boxed: its futures (CONNECT read with its timeout, session
-    // take-over) live only until the client is connected, and boxing keeps their size out
-    // of the state that every connected, mostly idle, client carries for its whole life.
-    let handshake = Box::pin(crate::handshake::handshake(
-        &mut stream,
-        incoming,
-        &broker,
-        &shutdown,
-    ));
-    let Some((mut client, rbuf)) = handshake.await else {
-        return;
-    };
-    metrics::add(Counter::Connects, 1);
-    let close = run(&mut client, &mut stream, rbuf).await;
-    // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
-    if let Some(reason) = close.disconnect_reason() {
-        client.out.disconnect(reason);
-    }
+    async move {
+        // The handshake is boxed: its futures (CONNECT read with its timeout, session
+        // take-over) live only until the client is connected, and boxing keeps their size out
+        // of the state that every connected, mostly idle, client carries for its whole life.
+        let handshake = Box::pin(crate::handshake::handshake(
+            &mut *stream,
+            incoming,
+            broker,
+            shutdown,
+        ));
+        let Some((mut client, rbuf)) = handshake.await else {
+            return;
+        };
+        metrics::add(Counter::Connects, 1);
+        let close = run(&mut client, stream, rbuf).await;
+        // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
+        if let Some(reason) = close.disconnect_reason() {
+            client.out.disconnect(reason);
+        }
 
-    // Flush what is already encoded (acknowledgements, messages) before closing.
-    if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut stream)).await;
-    }
-    // When the broker is the one closing, the client may still be sending: the close
-    // lingers so that what was just flushed (the DISCONNECT above) is not lost to a reset
-    // (see `linger`). After `finish`, so a take-over or the will does not wait for it.
-    let lingers = close.server_initiated();
-    let shut = linger::shutdown(&mut stream).await;
-    finish(client, close);
-    if lingers && shut {
-        linger::drain(&mut stream).await;
+        // Flush what is already encoded (acknowledgements, messages) before closing.
+        if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut *stream)).await;
+        }
+        // When the broker is the one closing, the client may still be sending: the close
+        // lingers so that what was just flushed (the DISCONNECT above) is not lost to a reset
+        // (see `linger`). After `finish`, so a take-over or the will does not wait for it.
+        let lingers = close.server_initiated();
+        let shut = linger::shutdown(&mut *stream).await;
+        finish(client, close);
+        if lingers && shut {
+            linger::drain(stream).await;
+        }
     }
 }
 
-/// The packet loop of a connected client.
-async fn run<S>(client: &mut Client, stream: &mut S, mut rbuf: BytesMut) -> Close
+/// The packet loop of a connected client. Not an `async fn`, for the reason given at
+/// [`serve`].
+#[allow(clippy::manual_async_fn)]
+fn run<'a, S>(
+    client: &'a mut Client,
+    stream: &'a mut S,
+    mut rbuf: BytesMut,
+) -> impl std::future::Future<Output = Close> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let session = client.session.clone();
-    let max_packet = client.broker.config().max_packet_size;
-    let mut read_chunk = READ_MIN;
-    // Keep-alive and retransmission are timed by the broker's sweeper (see
-    // [`Broker::sweep`]), which raises flags and wakes us: no timer per connection.
-    let mut last_in = std::time::Instant::now();
+    async move {
+        // Nothing here that `client` already has (its session, the broker's config): every
+        // local that lives across the waits below is carried by each idle connection.
+        let mut read_chunk = READ_MIN;
+        // Keep-alive and retransmission are timed by the broker's sweeper (see
+        // [`Broker::sweep`]), which raises flags and wakes us: no timer per connection.
+        let mut last_in = std::time::Instant::now();
 
-    // Packets that arrived together with CONNECT (their bytes counted by the handshake).
-    if let Err(close) = process(client, &mut rbuf, 0, max_packet) {
-        return close;
-    }
-    if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
-        return close;
-    }
-    // The large PUBLISH being received, if any, into a buffer of its own size.
-    let mut large = LargeFrame::begin(&mut rbuf, &client.broker, max_packet);
+        // Packets that arrived together with CONNECT (their bytes counted by the handshake).
+        if let Err(close) = process(client, &mut rbuf, 0) {
+            return close;
+        }
+        if let Err(close) = catch_up_boxed(client, &mut rbuf).await {
+            return close;
+        }
+        // The large PUBLISH being received, if any, into a buffer of its own size.
+        let mut large = LargeFrame::begin(&mut rbuf, &client.broker);
 
-    loop {
-        // Every wake-up lands here: shutdown, take-over, keep-alive expiry and due
-        // retransmissions are flags checked on the way, so an idle connection waits on
-        // one Notify and nothing else.
-        if client.broker.is_shutting_down() {
-            return Close::Shutdown;
-        }
-        {
-            let now = std::time::Instant::now();
-            let mut st = session.state.lock();
-            if st.generation != client.generation {
-                return Close::TakenOver;
+        loop {
+            // Every wake-up lands here: shutdown, take-over, keep-alive expiry and due
+            // retransmissions are flags checked on the way, so an idle connection waits on
+            // one waker slot and nothing else.
+            if client.broker.is_shutting_down() {
+                return Close::Shutdown;
             }
-            st.timers.last_in = last_in;
-            if st.timers.keep_alive_expired {
-                // The sweeper may have looked before this turn recorded a fresh read.
-                let silent = now.duration_since(last_in);
-                if st.timers.keep_alive().is_some_and(|ka| silent >= ka) {
-                    return Close::KeepAliveTimeout;
+            {
+                let now = std::time::Instant::now();
+                let mut st = client.session.state.lock();
+                if st.generation != client.generation {
+                    return Close::TakenOver;
                 }
-                st.timers.keep_alive_expired = false;
-            }
-            let handle = session.store_handle();
-            if st.timers.retry_due {
-                st.timers.retry_due = false;
-                if let Some(retry) = st.timers.retry() {
-                    st.retry(&mut client.out, retry, now, handle);
+                st.timers.last_in = last_in;
+                if st.timers.keep_alive_expired {
+                    // The sweeper may have looked before this turn recorded a fresh read.
+                    let silent = now.duration_since(last_in);
+                    if st.timers.keep_alive().is_some_and(|ka| silent >= ka) {
+                        return Close::KeepAliveTimeout;
+                    }
+                    st.timers.keep_alive_expired = false;
+                }
+                let handle = client.session.store_handle();
+                if st.timers.retry_due {
+                    st.timers.retry_due = false;
+                    if let Some(retry) = st.timers.retry() {
+                        st.retry(&mut client.out, retry, now, handle);
+                    }
+                }
+                if client.out.len() < OUT_LOW {
+                    // (No lock taken without an acl_file.)
+                    let acl = client.broker.auth().acl();
+                    let (waiters, hold) =
+                        st.fill(&mut client.out, OUT_HIGH, now, handle, acl.as_deref());
+                    drop(st);
+                    wake_all(waiters);
+                    if hold != 0 {
+                        // A message waits for its packet id to reach the disk.
+                        client.broker.wake_when_durable(hold, &client.session);
+                    }
                 }
             }
-            if client.out.len() < OUT_LOW {
-                // (No lock taken without an acl_file.)
-                let acl = client.broker.auth().acl();
-                let (waiters, hold) =
-                    st.fill(&mut client.out, OUT_HIGH, now, handle, acl.as_deref());
-                drop(st);
-                wake_all(waiters);
-                if hold != 0 {
-                    // A message waits for its packet id to reach the disk.
-                    client.broker.wake_when_durable(hold, &session);
+            if client.withheld_count() > 0 {
+                if let Err(close) = client.release_withheld() {
+                    return close;
                 }
             }
-        }
-        if client.withheld_count() > 0 {
-            if let Err(close) = client.release_withheld() {
-                return close;
-            }
-        }
-        let reading = client.out.len() < OUT_HIGH && client.withheld_count() < MAX_WITHHELD;
+            let reading = client.out.len() < OUT_HIGH && client.withheld_count() < MAX_WITHHELD;
 
-        // Reading and writing share one future over the one stream: no split halves, and
-        // no buffer held while idle (see `poll_io`).
-        let io = std::future::poll_fn(|cx| {
-            let chunk = if large.is_some() { 0 } else { read_chunk };
-            poll_io(cx, stream, &mut client.out, &mut rbuf, reading, chunk)
-        });
-        tokio::select! {
-            biased;
-            r = io => match r {
-                Io::Wrote => client.out.release_if_empty(),
-                Io::Read { n, filled } => {
-                    last_in = std::time::Instant::now();
-                    read_chunk = if filled {
-                        (read_chunk * 2).min(READ_MAX)
-                    } else if n < read_chunk / 4 {
-                        (read_chunk / 2).max(READ_MIN)
-                    } else {
-                        read_chunk
-                    };
-                    // A large frame's charge ends when it is whole: the message made of it
-                    // charges what it keeps, and must not be refused for this charge.
-                    if large.as_ref().is_some_and(|l| l.is_complete(&rbuf)) {
-                        large = None;
-                    }
-                    if let Err(close) = process(client, &mut rbuf, n, max_packet) {
-                        return close;
-                    }
-                    if let Err(close) = catch_up(client, &mut rbuf, max_packet).await {
-                        return close;
-                    }
-                    if rbuf.is_empty() {
-                        // Let go of the buffer between bursts: idle connections hold none.
-                        // It goes back to this thread's recycled buffers (see `buffers`).
-                        crate::buffers::give(std::mem::take(&mut rbuf));
-                    } else if large.is_none() {
-                        large = LargeFrame::begin(&mut rbuf, &client.broker, max_packet);
-                    }
+            // Reading and writing share one poll over the one stream: no split halves, and
+            // no buffer held while idle (see `poll_io`); the session's wake is polled beside
+            // it, the socket first, and leaves only its waker behind (see `Wake`).
+            let turn = std::future::poll_fn(|cx| {
+                let chunk = if large.is_some() { 0 } else { read_chunk };
+                match poll_io(cx, stream, &mut client.out, &mut rbuf, reading, chunk) {
+                    Poll::Ready(io) => Poll::Ready(Some(io)),
+                    Poll::Pending => client.session.wake.poll_woken(cx).map(|()| None),
                 }
-                Io::Closed => return Close::PeerClosed,
-                Io::Failed(e) => return Close::Io(e),
-            },
-            _ = session.wake.notified() => {}
+            });
+            if let Some(r) = turn.await {
+                match r {
+                    Io::Wrote => client.out.release_if_empty(),
+                    Io::Read { n, filled } => {
+                        last_in = std::time::Instant::now();
+                        read_chunk = if filled {
+                            (read_chunk * 2).min(READ_MAX)
+                        } else if n < read_chunk / 4 {
+                            (read_chunk / 2).max(READ_MIN)
+                        } else {
+                            read_chunk
+                        };
+                        // A large frame's charge ends when it is whole: the message made of
+                        // it charges what it keeps, and must not be refused for this charge.
+                        if large.as_ref().is_some_and(|l| l.is_complete(&rbuf)) {
+                            large = None;
+                        }
+                        if let Err(close) = process(client, &mut rbuf, n) {
+                            return close;
+                        }
+                        if let Err(close) = catch_up_boxed(client, &mut rbuf).await {
+                            return close;
+                        }
+                        if rbuf.is_empty() {
+                            // Let go of the buffer between bursts: idle connections hold none.
+                            // It goes back to this thread's recycled buffers (see `buffers`).
+                            crate::buffers::give(std::mem::take(&mut rbuf));
+                        } else if large.is_none() {
+                            large = LargeFrame::begin(&mut rbuf, &client.broker);
+                        }
+                    }
+                    Io::Closed => return Close::PeerClosed,
+                    Io::Failed(e) => return Close::Io(e),
+                }
+            }
         }
     }
 }
@@ -286,13 +303,9 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Decodes and handles every whole packet in `rbuf`; `read` is how many bytes the read
 /// before it added (0 when nothing was read).
-fn process(
-    client: &mut Client,
-    rbuf: &mut BytesMut,
-    read: usize,
-    max_packet: usize,
-) -> Result<(), Close> {
+fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), Close> {
     let v5 = client.is_v5();
+    let max_packet = client.broker.config().max_packet_size;
     // Subscribers are woken once, when every packet of this read has been routed (see
     // `DeferWakes`).
     let _wakes = DeferWakes::begin();
@@ -368,20 +381,25 @@ impl Drop for ReadCounts {
     }
 }
 
+/// [`catch_up`], boxed and only when retained messages are owed: its state (the filter
+/// being served, the yield) would otherwise be part of every idle connection's task.
+async fn catch_up_boxed(client: &mut Client, rbuf: &mut BytesMut) -> Result<(), Close> {
+    if client.retained_due.is_none() {
+        return Ok(());
+    }
+    Box::pin(catch_up(client, rbuf)).await
+}
+
 /// Queues the retained messages SUBSCRIBEs owe, one filter at a time with a yield in
 /// between (a SUBSCRIBE of hundreds of filters over a large retained store would
 /// otherwise hold this worker thread and starve the connections sharing it), then
 /// handles the packets that came after, which may owe more. Bounded: no reading here.
-async fn catch_up(
-    client: &mut Client,
-    rbuf: &mut BytesMut,
-    max_packet: usize,
-) -> Result<(), Close> {
+async fn catch_up(client: &mut Client, rbuf: &mut BytesMut) -> Result<(), Close> {
     while let Some(due) = client.next_retained_due() {
         handlers::subscribe::deliver_retained(client, due);
         tokio::task::yield_now().await;
         if client.retained_due.is_none() {
-            process(client, rbuf, 0, max_packet)?;
+            process(client, rbuf, 0)?;
         }
     }
     Ok(())
@@ -464,5 +482,8 @@ fn finish(mut client: Client, close: Close) {
             }
         }
     }
+    // Before the attach permit goes (with `client`): the next connection registers its
+    // own waker only after that.
+    client.session.wake.forget_waker();
     client.broker.detach(&client.session, client.generation);
 }

@@ -24,7 +24,7 @@ use crate::config::{Config, Listener};
 use crate::connection;
 use crate::http;
 use crate::log_limit::LogLimit;
-use crate::metrics::{self, ListenerStats, OpenConnection};
+use crate::metrics::{self, ListenerStats};
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
@@ -316,43 +316,47 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Counts a connection against the global and the listener's limit while it lives, and
-/// in its listener's figures for the operator.
-struct Slot {
+/// What a listener counts its connections in: the total over all MQTT listeners, its own,
+/// and (for an MQTT listener) its figures for the operator.
+struct SlotCounts {
     total: Arc<AtomicUsize>,
-    listener: Arc<AtomicUsize>,
-    /// Counts the connection in its MQTT listener's figures (`None` for `[http]`, which
-    /// `/api/v1/listeners` reports on its own).
-    _open: Option<OpenConnection>,
+    max_total: usize,
+    here: AtomicUsize,
+    max_here: usize,
+    /// `None` for `[http]`, which `/api/v1/listeners` reports on its own.
+    stats: Option<Arc<ListenerStats>>,
 }
+
+/// Counts a connection against the global and the listener's limit while it lives, and
+/// in its listener's figures for the operator. One pointer: each idle connection's task
+/// carries it.
+struct Slot(Arc<SlotCounts>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.total.fetch_sub(1, Ordering::Relaxed);
-        self.listener.fetch_sub(1, Ordering::Relaxed);
+        let c = &self.0;
+        c.total.fetch_sub(1, Ordering::Relaxed);
+        c.here.fetch_sub(1, Ordering::Relaxed);
+        if let Some(stats) = &c.stats {
+            stats.closed();
+        }
     }
 }
 
-fn take_slot(
-    total: &Arc<AtomicUsize>,
-    max_total: usize,
-    here: &Arc<AtomicUsize>,
-    max_here: usize,
-    stats: Option<&Arc<ListenerStats>>,
-) -> Option<Slot> {
-    let t = total.fetch_add(1, Ordering::Relaxed);
-    let h = here.fetch_add(1, Ordering::Relaxed);
-    let over = (max_total > 0 && t >= max_total) || (max_here > 0 && h >= max_here);
+fn take_slot(counts: &Arc<SlotCounts>) -> Option<Slot> {
+    let t = counts.total.fetch_add(1, Ordering::Relaxed);
+    let h = counts.here.fetch_add(1, Ordering::Relaxed);
+    let over = (counts.max_total > 0 && t >= counts.max_total)
+        || (counts.max_here > 0 && h >= counts.max_here);
     if over {
-        total.fetch_sub(1, Ordering::Relaxed);
-        here.fetch_sub(1, Ordering::Relaxed);
+        counts.total.fetch_sub(1, Ordering::Relaxed);
+        counts.here.fetch_sub(1, Ordering::Relaxed);
         return None;
     }
-    Some(Slot {
-        total: total.clone(),
-        listener: here.clone(),
-        _open: stats.map(|s| s.opened()),
-    })
+    if let Some(stats) = &counts.stats {
+        stats.opened();
+    }
+    Some(Slot(counts.clone()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,7 +370,13 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let here = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(SlotCounts {
+        total,
+        max_total: broker.config().max_connections,
+        here: AtomicUsize::new(0),
+        max_here: listener.max_connections,
+        stats: Some(stats),
+    });
     // One set of queue limits per listener, shared by every session that connects here.
     let policy = Arc::new(ListenerPolicy {
         limits: Arc::new(broker.limits_for(&listener)),
@@ -375,13 +385,7 @@ async fn accept_loop(
     });
     let what = format!("{}:{}", listener.bind, listener.port);
     while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
-        let Some(slot) = take_slot(
-            &total,
-            broker.config().max_connections,
-            &here,
-            listener.max_connections,
-            Some(&stats),
-        ) else {
+        let Some(slot) = take_slot(&counts) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
                 tracing::warn!(event = "connection_limit", %peer, suppressed, "connection limit reached, refusing connection");
@@ -445,10 +449,16 @@ async fn http_accept_loop(
     let local = socket.local_addr().unwrap_or_else(|_| http.address());
     let max = http.max_connections();
     let server = http.into_server(broker, local);
-    let (all, here) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counts = Arc::new(SlotCounts {
+        total: Arc::new(AtomicUsize::new(0)),
+        max_total: 0,
+        here: AtomicUsize::new(0),
+        max_here: max,
+        stats: None,
+    });
     let what = format!("[http] {local}");
     while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
-        let Some(slot) = take_slot(&all, 0, &here, max, None) else {
+        let Some(slot) = take_slot(&counts) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
                 tracing::warn!(event = "http_connection_limit", %peer, suppressed,
@@ -464,8 +474,9 @@ async fn http_accept_loop(
     }
 }
 
-/// Not an `async fn`: that would keep a second copy of every argument in each idle
-/// connection's task (see [`connection::serve`]).
+/// Not an `async fn`, and what the connection keeps is owned here and only borrowed by
+/// [`connection::serve`]: an argument moved into a callee's future stays in the caller's
+/// state as well, so each idle connection would carry every one of them twice.
 fn serve_tcp(
     stream: TcpStream,
     incoming: Box<Incoming>,
@@ -475,9 +486,11 @@ fn serve_tcp(
 ) -> impl std::future::Future<Output = ()> {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
+    let mut stream = stream;
     async move {
-        let _slot = slot;
-        connection::serve(stream, incoming, broker, shutdown).await;
+        connection::serve(&mut stream, incoming, &broker, &shutdown).await;
+        // Counted until the connection is over.
+        drop(slot);
     }
 }
 
@@ -498,11 +511,15 @@ async fn serve_tls(
         _ = shutdown.cancelled() => return,
         h = tls::handshake(&tls, stream, incoming.peer, timeout) => h,
     };
-    let Some(stream) = handshake else {
+    let Some(mut stream) = handshake else {
         return;
     };
     if incoming.listener.use_identity_as_username {
         incoming.cert_name = tls::peer_common_name(&stream);
     }
-    connection::serve(stream, incoming, broker, shutdown).await;
+    connection::serve(&mut stream, incoming, &broker, &shutdown).await;
 }
+
+#[cfg(test)]
+#[path = "footprint_tests.rs"]
+mod footprint_tests;

@@ -35,8 +35,8 @@ impl LargeFrame {
     /// If `rbuf` begins with a PUBLISH of at least [`OWN_BUFFER_FROM`] bytes that it has
     /// no room for, moves what has arrived of it (at most one read) into a buffer of
     /// exactly the frame's length. `rbuf` holds no whole packet here (they were handled).
-    pub fn begin(rbuf: &mut BytesMut, broker: &Broker, max_packet: usize) -> Option<LargeFrame> {
-        let len = codec::publish_frame_len(rbuf, max_packet)?;
+    pub fn begin(rbuf: &mut BytesMut, broker: &Broker) -> Option<LargeFrame> {
+        let len = codec::publish_frame_len(rbuf, broker.config().max_packet_size)?;
         if len < OWN_BUFFER_FROM || rbuf.capacity() >= len || broker.memory_full(len) {
             return None;
         }

@@ -27,12 +27,16 @@ pub struct ListenerSnapshot {
 }
 
 impl ListenerStats {
-    /// A connection opened; the returned guard counts it closed when dropped.
-    pub fn opened(self: &Arc<ListenerStats>) -> OpenConnection {
+    /// A connection opened; [`ListenerStats::closed`] must follow when it closes.
+    pub fn opened(&self) {
         self.current.fetch_add(1, Ordering::Relaxed);
         self.accepted.fetch_add(1, Ordering::Relaxed);
         super::add(super::Counter::ConnectionsAccepted, 1);
-        OpenConnection(self.clone())
+    }
+
+    /// A connection [`ListenerStats::opened`] closed.
+    pub fn closed(&self) {
+        self.current.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> ListenerSnapshot {
@@ -42,16 +46,6 @@ impl ListenerStats {
             connections: self.current.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Held by an open connection: counted in its listener until dropped.
-#[derive(Debug)]
-pub struct OpenConnection(Arc<ListenerStats>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

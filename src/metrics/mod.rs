@@ -17,9 +17,7 @@ mod listeners;
 
 pub use counters::{add, add_each, totals};
 pub use histogram::{Histogram, HistogramSnapshot};
-pub use listeners::{
-    listeners, register_listener, ListenerSnapshot, ListenerStats, OpenConnection,
-};
+pub use listeners::{listeners, register_listener, ListenerSnapshot, ListenerStats};
 
 /// Why a message meant for a subscriber was not delivered to it. Each is counted
 /// separately ([`Counter::dropped`]), and named in `/metrics` by [`DropReason::name`].

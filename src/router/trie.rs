@@ -76,6 +76,10 @@ impl<V> Subs<V> {
             return false;
         }
         let i = self.list.len();
+        if self.list.capacity() == 0 {
+            // Most filters have one subscriber: room for one, not the four a push reserves.
+            self.list.reserve_exact(1);
+        }
         self.list.push((id, value));
         match &mut self.index {
             Some(index) => {

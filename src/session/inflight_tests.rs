@@ -85,7 +85,10 @@ fn qos2_goes_pubrec_then_pubcomp_and_pubrel_is_resent() {
     assert!(!st.puback(1, h), "PUBACK does not complete QoS 2");
     assert!(!st.pubcomp(1, h), "PUBCOMP before PUBREC");
     assert_eq!(st.pubrec(1, Instant::now(), h), (true, 0));
-    assert_eq!(st.inflight[&1].state, InflightState::Released);
+    assert_eq!(
+        st.inflight.get(&1).map(|f| f.state),
+        Some(InflightState::Released)
+    );
     // A duplicate PUBREC is known all the same; an unknown id is not.
     assert_eq!(st.pubrec(1, Instant::now(), h), (true, 0));
     assert_eq!(st.pubrec(9, Instant::now(), h), (false, 0));

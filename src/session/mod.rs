@@ -4,7 +4,7 @@
 //! the inflight window of QoS 1/2 messages sent but not yet acknowledged, and the packet
 //! ids of QoS 2 messages received but not yet released. Publishers push into the queue
 //! from their own tasks ([`Session::deliver`]); the connection attached to the session
-//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Notify`] links the
+//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Wake`] links the
 //! two, so an idle subscriber costs no task wake-ups at all.
 //!
 //! One file per state machine: this one holds the [`Session`] and its state, the store
@@ -21,12 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::auth::{Access, AclFile};
 use crate::codec::QoS;
 use crate::config::QueueFull;
-use crate::id_hash::IdMap;
 use crate::message::{DeliveryProps, SharedMessage};
 use crate::store::{Commit, SessionId, Store, StoreEvent, StoreOutcome, Waker};
 use crate::subscriptions::Subscriptions;
@@ -141,7 +139,7 @@ pub struct SessionState {
     /// By packet id; `item.seq` gives the send order for retransmission.
     /// By packet id (the broker's own numbers: see `id_hash`). Unordered: what is re-sent
     /// goes in send order, by the queue sequence each entry keeps.
-    pub inflight: IdMap<u16, Inflight>,
+    pub inflight: InflightMap,
     /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
     /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
     /// Boxed and allocated on first use: most sessions never receive QoS 2, and the box
@@ -178,8 +176,8 @@ pub struct Session {
     pub state: Mutex<SessionState>,
     /// Wakes the attached connection: something was queued, a publisher it withholds an
     /// acknowledgement for may go on, the session was taken over, or the broker is
-    /// shutting down. One [`Notify`] for all of these keeps an idle connection small.
-    pub wake: Notify,
+    /// shutting down. One [`Wake`] for all of these keeps an idle connection small.
+    pub wake: Wake,
     /// Set while this session sits in a publisher's list of connections to wake once the
     /// publisher has routed everything it read (see `broker::DeferWakes`), so that a burst
     /// of messages adds it to that list once, not once per message.
@@ -219,7 +217,7 @@ impl Session {
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
-                inflight: IdMap::default(),
+                inflight: InflightMap::default(),
                 incoming_qos2: None,
                 resend_due: false,
                 held: 0,
@@ -227,7 +225,7 @@ impl Session {
                 next_seq: 0,
                 drops: None,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
             wake_deferred: AtomicBool::new(false),
             attach: tokio::sync::Semaphore::new(1),
             store,
@@ -364,17 +362,21 @@ impl SessionState {
 }
 
 mod inflight;
+mod inflight_map;
 mod qos2;
 mod queue;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod timers;
+mod wake;
 
 pub use inflight::{Inflight, InflightState};
+pub use inflight_map::InflightMap;
 use queue::Drops;
 pub use queue::Queued;
 use timers::Pending;
 pub use timers::{PendingWill, Timers};
+pub use wake::Wake;
 
 #[cfg(test)]
 #[path = "bytes_tests.rs"]
