@@ -319,7 +319,7 @@ impl Broker {
                         sub.id.into_iter().map(|n| n.get()).collect(),
                         Some(key),
                     );
-                    other.deliver(
+                    let offered = other.offer(
                         &item.msg,
                         qos,
                         false,
@@ -328,6 +328,9 @@ impl Broker {
                         acl.as_deref(),
                         &mut stored,
                     );
+                    if offered.wakes() {
+                        other.wake.notify_one();
+                    }
                     // Stored for the new member first: a crash in between duplicates the
                     // message rather than losing it.
                     if item.in_store {

@@ -51,7 +51,7 @@ fn message(topic: String, payload: Bytes, user_props: usize) -> SharedMessage {
 
 fn deliver(s: &Session, msg: &SharedMessage, extra: Option<Box<DeliveryProps>>) -> Delivery {
     let mut stored = StoreOutcome::default();
-    s.deliver(msg, QoS::AtLeastOnce, false, extra, None, None, &mut stored)
+    s.offer(msg, QoS::AtLeastOnce, false, extra, None, None, &mut stored)
 }
 
 #[test]

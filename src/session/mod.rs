@@ -3,8 +3,8 @@
 //! The session holds the client's subscriptions, the queue of messages waiting to be sent,
 //! the inflight window of QoS 1/2 messages sent but not yet acknowledged, and the packet
 //! ids of QoS 2 messages received but not yet released. Publishers push into the queue
-//! from their own tasks ([`Session::deliver`]); the connection attached to the session
-//! pulls from it ([`SessionState::fill`]) when its socket has room. A [`Wake`] links the
+//! from their own tasks ([`Session::offer`]; the broker then wakes the connection, once
+//! per burst); the connection attached to the session pulls from it ([`SessionState::fill`]) when its socket has room. A [`Wake`] links the
 //! two, so an idle subscriber costs no task wake-ups at all.
 //!
 //! One file per state machine: this one holds the [`Session`] and its state, the store
@@ -230,26 +230,6 @@ impl Session {
             attach: tokio::sync::Semaphore::new(1),
             store,
         }
-    }
-
-    /// Offers a message to this session's queue and wakes its connection (see
-    /// [`Session::offer`], which leaves the waking to the caller).
-    #[allow(clippy::too_many_arguments)]
-    pub fn deliver(
-        &self,
-        msg: &SharedMessage,
-        qos: QoS,
-        retain: bool,
-        extra: Option<Box<DeliveryProps>>,
-        publisher: Option<&Arc<Session>>,
-        acl: Option<&AclFile>,
-        stored: &mut StoreOutcome,
-    ) -> Delivery {
-        let outcome = self.offer(msg, qos, retain, extra, publisher, acl, stored);
-        if outcome.wakes() {
-            self.wake.notify_one();
-        }
-        outcome
     }
 
     /// Offers a message to this session's queue; the caller wakes the connection when the

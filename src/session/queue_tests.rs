@@ -159,7 +159,7 @@ mod limits {
         let shared = DeliveryProps::boxed(Vec::new(), Some("g".into()));
         for (t, extra) in [("plain", None), ("shared", shared)] {
             let m = message(t, QoS::AtLeastOnce);
-            s.deliver(&m, QoS::AtLeastOnce, false, extra, None, None, &mut stored);
+            s.offer(&m, QoS::AtLeastOnce, false, extra, None, None, &mut stored);
         }
         let mut st = s.state.lock();
         let bytes = st.queued_bytes;

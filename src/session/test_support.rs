@@ -71,7 +71,7 @@ pub fn offer(
     publisher: Option<&Arc<Session>>,
 ) -> super::Delivery {
     let mut stored = crate::store::StoreOutcome::default();
-    s.deliver(msg, qos, false, None, publisher, None, &mut stored)
+    s.offer(msg, qos, false, None, publisher, None, &mut stored)
 }
 
 /// Fills an outbox from `s` with no byte bound, as a connection with room does.
