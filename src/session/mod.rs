@@ -4,8 +4,9 @@
 //! the inflight window of QoS 1/2 messages sent but not yet acknowledged, and the packet
 //! ids of QoS 2 messages received but not yet released. Publishers push into the queue
 //! from their own tasks ([`Session::offer`]; the broker then wakes the connection, once
-//! per burst); the connection attached to the session pulls from it ([`SessionState::fill`]) when its socket has room. A [`Wake`] links the
-//! two, so an idle subscriber costs no task wake-ups at all.
+//! per burst); the connection attached to the session pulls from it
+//! ([`SessionState::fill`]) when its socket has room. A [`Wake`] links the two, so an idle
+//! subscriber costs no task wake-ups at all.
 //!
 //! One file per state machine: this one holds the [`Session`] and its state, the store
 //! handle and what a delivery comes to; `queue.rs` the queue, its limits and drop
