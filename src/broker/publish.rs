@@ -76,29 +76,31 @@ impl Broker {
         // (checked per message, so a reloaded ACL applies to existing subscriptions).
         let acl = self.auth.acl();
         published.matched = !targets.is_empty();
-        for sub in targets.drain(..) {
-            let qos = min_qos(msg.qos, sub.qos);
-            // RETAIN is 0 on live deliveries unless the subscription keeps it
-            // [MQTT-3.3.1-12/13].
-            let retain = sub.retain_as_published && msg.retain;
-            let extra = sub.extra;
-            // Drops are counted where they happen, by reason (see `crate::metrics`).
-            let delivery = sub.session.offer(
-                msg,
-                qos,
-                retain,
-                extra,
-                publisher,
-                acl.as_deref(),
-                &mut published.storage,
-            );
-            if delivery == Delivery::OverLimit {
-                published.over_limit.push(sub.session.clone());
+        super::wakes::with_wakes(|wakes| {
+            for sub in targets.drain(..) {
+                let qos = min_qos(msg.qos, sub.qos);
+                // RETAIN is 0 on live deliveries unless the subscription keeps it
+                // [MQTT-3.3.1-12/13].
+                let retain = sub.retain_as_published && msg.retain;
+                let extra = sub.extra;
+                // Drops are counted where they happen, by reason (see `crate::metrics`).
+                let delivery = sub.session.offer(
+                    msg,
+                    qos,
+                    retain,
+                    extra,
+                    publisher,
+                    acl.as_deref(),
+                    &mut published.storage,
+                );
+                if delivery == Delivery::OverLimit {
+                    published.over_limit.push(sub.session.clone());
+                }
+                if delivery.wakes() {
+                    wakes.wake(sub.session);
+                }
             }
-            if delivery.wakes() {
-                super::wakes::wake(sub.session);
-            }
-        }
+        });
     }
 
     /// Sets or clears the topic's retained message; stored under the retained store's

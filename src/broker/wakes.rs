@@ -74,19 +74,25 @@ fn wake_each(mut sessions: Vec<Arc<Session>>) {
     });
 }
 
-/// Wakes `session`'s connection: at once, or when this thread's [`DeferWakes`] drops.
-pub(super) fn wake(session: Arc<Session>) {
-    let now = DEFERRED.with_borrow_mut(|d| {
-        if d.depth == 0 {
-            return Some(session);
+/// Runs `f` with this thread's deferred wakes at hand: one thread-local access per
+/// message routed, not one per subscriber it reaches (that was ~34 instructions a
+/// delivery in a 1 → 50 fan-out).
+pub(super) fn with_wakes<R>(f: impl FnOnce(&mut Wakes<'_>) -> R) -> R {
+    DEFERRED.with_borrow_mut(|d| f(&mut Wakes(d)))
+}
+
+/// This thread's deferred wakes, borrowed for one message (see [`with_wakes`]).
+pub(super) struct Wakes<'a>(&'a mut Deferred);
+
+impl Wakes<'_> {
+    /// Wakes `session`'s connection: at once, or when this thread's [`DeferWakes`] drops.
+    pub(super) fn wake(&mut self, session: Arc<Session>) {
+        if self.0.depth == 0 {
+            // (Waking schedules the connection's task; it does not run it here.)
+            session.wake.notify_one();
+        } else if !session.wake_deferred.swap(true, Ordering::AcqRel) {
+            self.0.sessions.push(session);
         }
-        if !session.wake_deferred.swap(true, Ordering::AcqRel) {
-            d.sessions.push(session);
-        }
-        None
-    });
-    if let Some(s) = now {
-        s.wake.notify_one();
     }
 }
 
@@ -114,7 +120,7 @@ mod tests {
     #[test]
     fn without_a_guard_a_delivery_wakes_at_once() {
         let s = session(limits(10, 10, QueueFull::DropNew));
-        wake(s.clone());
+        with_wakes(|w| w.wake(s.clone()));
         assert!(woken(&s));
         assert!(!s.wake_deferred.load(Ordering::Acquire));
     }
@@ -127,8 +133,10 @@ mod tests {
         {
             let _inner = DeferWakes::begin();
             for _ in 0..100 {
-                wake(a.clone());
-                wake(b.clone());
+                with_wakes(|w| {
+                    w.wake(a.clone());
+                    w.wake(b.clone());
+                });
             }
         }
         // Still deferred: the outer guard is alive. Each session is listed once.
@@ -140,7 +148,7 @@ mod tests {
         assert!(!a.wake_deferred.load(Ordering::Acquire));
         // The next burst lists it again.
         let again = DeferWakes::begin();
-        wake(a.clone());
+        with_wakes(|w| w.wake(a.clone()));
         drop(again);
         assert!(woken(&a));
     }
