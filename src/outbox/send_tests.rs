@@ -121,8 +121,8 @@ fn connack_properties_give_way_to_the_clients_maximum_packet_size() {
     out.connack(false, || props.clone());
     assert_eq!(written(&mut out), full.to_vec());
     // Too small for all of them: only the assigned id.
-    // ok: unit test; a test packet of a few bytes always fits in u32.
-    let mut out = v5(Some(u32::try_from(full.len()).unwrap() - 1), 0);
+    let max = u32::try_from(full.len()).unwrap() - 1; // ok: unit test; a few bytes fit in u32
+    let mut out = v5(Some(max), 0);
     out.connack(false, || props);
     let bare = ConnackProps {
         assigned_client_id: Some("midge-1".into()),

@@ -37,8 +37,7 @@ fn a_pending_will_is_taken_only_when_due_and_can_be_cancelled() {
         "not due yet"
     );
     assert_eq!(st.pending_will_due(), Some(due));
-    // ok: unit test; the will was set due at `due` just above.
-    let taken = st.take_pending_will(|w| w.due <= due).expect("due");
+    let taken = st.take_pending_will(|w| w.due <= due).expect("due"); // ok: unit test; set due just above
     assert_eq!(taken.will.topic, "w");
     assert!(st.pending_will_due().is_none());
     assert!(

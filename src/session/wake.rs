@@ -119,7 +119,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         w.notify_one();
-        // ok: the task cannot panic; a lost wake-up would hang here (the test's timeout).
-        waiter.await.unwrap();
+        // A lost wake-up would hang here (the test's timeout).
+        waiter.await.unwrap(); // ok: unit test; the waiting task cannot panic
     }
 }
