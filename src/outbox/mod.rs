@@ -108,7 +108,7 @@ impl Outbox {
     /// The buffer to encode small packets into (they go out after everything queued).
     pub fn buf(&mut self) -> &mut BytesMut {
         if self.tail.capacity() == 0 {
-            self.tail = crate::buffers::take(INITIAL);
+            self.reserve(INITIAL);
         }
         &mut self.tail
     }
