@@ -28,8 +28,14 @@ thread_local! {
 /// An empty buffer with room for at least `min` bytes: a recycled one when this thread
 /// has one large enough.
 pub fn take(min: usize) -> BytesMut {
+    // The smallest that fits: a 4 KiB write burst must not take the 64 KiB buffer the
+    // next large read needs.
     let reused = FREE.with_borrow_mut(|free| {
-        let i = free.iter().rposition(|b| b.capacity() >= min)?;
+        let (i, _) = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= min)
+            .min_by_key(|(_, b)| b.capacity())?;
         Some(free.swap_remove(i))
     });
     reused.unwrap_or_else(|| BytesMut::with_capacity(min))
@@ -38,13 +44,29 @@ pub fn take(min: usize) -> BytesMut {
 /// Gives `buf` back (its contents are discarded).
 pub fn give(mut buf: BytesMut) {
     buf.clear();
+    // A buffer that was written out (advanced) or had frames split off it reports only
+    // the room after them: without this, most buffers came back too small to keep, and
+    // a fan-in still allocated a 4-64 KiB buffer every ~10 messages. Takes the whole
+    // allocation back when this is its last handle (never allocates); the largest power
+    // of two it covers is what `take` will see.
+    let mut room = LARGEST;
+    while room >= SMALLEST && !buf.try_reclaim(room) {
+        room /= 2;
+    }
     let cap = buf.capacity();
     if !(SMALLEST..=LARGEST).contains(&cap) {
         return;
     }
+    // When full, a larger buffer takes the place of the smallest: small ones are the
+    // cheap ones to allocate again, and a pool full of them turned every large read
+    // into a fresh allocation.
     FREE.with_borrow_mut(|free| {
         if free.len() < KEEP {
             free.push(buf);
+        } else if let Some(smallest) = free.iter_mut().min_by_key(|b| b.capacity()) {
+            if smallest.capacity() < cap {
+                *smallest = buf;
+            }
         }
     });
 }
@@ -52,6 +74,58 @@ pub fn give(mut buf: BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_written_out_or_split_comes_back_whole() {
+        use bytes::Buf;
+        FREE.with_borrow_mut(|f| f.clear());
+        // Written out: advanced to its end, as the outbox does.
+        let mut out = take(4096);
+        let ptr = out.as_ptr();
+        out.extend_from_slice(&[7; 4000]);
+        out.advance(4000);
+        assert!(out.capacity() < SMALLEST);
+        give(out);
+        let again = take(4096);
+        assert_eq!((again.as_ptr(), again.capacity() >= 4096), (ptr, true));
+        // Read from: frames split off and frozen, then dropped, as the decoder does.
+        let mut read = again;
+        read.extend_from_slice(&[1; 3000]);
+        let frame = read.split_to(3000).freeze();
+        drop(frame);
+        give(read);
+        let third = take(4096);
+        assert_eq!((third.as_ptr(), third.capacity() >= 4096), (ptr, true));
+        // A frame still held elsewhere keeps its bytes: only the room after it is kept.
+        let mut held = third;
+        held.extend_from_slice(&[2; 3500]);
+        let frame = held.split_to(3500).freeze();
+        give(held);
+        assert!(take(2048).as_ptr() != ptr);
+        assert_eq!(frame.len(), 3500);
+    }
+
+    #[test]
+    fn the_smallest_fitting_buffer_is_taken_and_a_full_pool_keeps_the_larger() {
+        FREE.with_borrow_mut(|f| f.clear());
+        for _ in 0..KEEP {
+            give(BytesMut::with_capacity(4096));
+        }
+        let big = BytesMut::with_capacity(65536);
+        let big_ptr = big.as_ptr();
+        give(big);
+        assert_eq!(FREE.with_borrow(|f| f.len()), KEEP);
+        // A small request leaves the large buffer for a large one.
+        assert_eq!(take(2048).capacity(), 4096);
+        assert_eq!(take(32768).as_ptr(), big_ptr);
+        // A smaller buffer does not displace a larger one from a full pool.
+        FREE.with_borrow_mut(|f| f.clear());
+        for _ in 0..KEEP {
+            give(BytesMut::with_capacity(8192));
+        }
+        give(BytesMut::with_capacity(2048));
+        assert!(FREE.with_borrow(|f| f.iter().all(|b| b.capacity() == 8192)));
+    }
 
     #[test]
     fn a_given_buffer_is_taken_again_and_the_pool_is_bounded() {
