@@ -51,8 +51,11 @@ pub(crate) fn level_count(s: &str) -> usize {
 /// trees (subscriptions, retained messages) walk a topic or filter level by level.
 #[inline]
 pub(crate) fn split_first(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('/') {
-        Some((first, rest)) => (first, Some(rest)),
+    // A plain byte search ('/' is ASCII, so where it is found is a char boundary):
+    // `split_once('/')` goes through the general char searcher, ~100 instructions a
+    // routed message for a three-level topic (callgrind).
+    match s.bytes().position(|b| b == b'/') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     }
 }
