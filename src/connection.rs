@@ -423,7 +423,7 @@ fn finish(mut client: Client, close: Close) {
     let client_id = client.session.client_id.clone();
     // An attacker chooses the client id's length.
     let id = field(&client_id);
-    // Written through PeerText, at a tenth of SocketAddr's cost (src/log_peer.rs).
+    // Written through PeerText, at a quarter of SocketAddr's cost (src/log_peer.rs).
     let peer = client.peer;
     match &close {
         Close::Disconnected => {

@@ -253,7 +253,7 @@ pub async fn handle(
         .or(connect.username.as_deref())
         .map(log_limit::field);
     // Every connection logs this line: the address through PeerText, not SocketAddr's
-    // Display, which costs ten times as much (src/log_peer.rs).
+    // Display, which costs about four times as much (src/log_peer.rs).
     tracing::info!(
         event = "client_connected",
         peer = %PeerText::new(peer),
