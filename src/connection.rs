@@ -27,6 +27,7 @@ use crate::codec::{self, reason, DecodeError};
 use crate::handlers;
 use crate::linger;
 use crate::log_limit::{field, LogLimit};
+use crate::log_peer::PeerText;
 use crate::metrics::{self, Counter};
 use crate::outbox::Outbox;
 
@@ -422,42 +423,45 @@ fn finish(mut client: Client, close: Close) {
     let client_id = client.session.client_id.clone();
     // An attacker chooses the client id's length.
     let id = field(&client_id);
+    // Written through PeerText, at a quarter of SocketAddr's cost (src/log_peer.rs).
     let peer = client.peer;
     match &close {
         Close::Disconnected => {
-            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "disconnect", "client disconnected")
+            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "disconnect", "client disconnected")
         }
         Close::DisconnectedWithWill => {
-            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "disconnect_with_will", "client disconnected, asking for its will")
+            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "disconnect_with_will", "client disconnected, asking for its will")
         }
         Close::PeerClosed => {
-            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "peer_closed", "client closed its connection")
+            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "peer_closed", "client closed its connection")
         }
         Close::Io(e) => {
-            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "io_error", "socket error on client: {e}, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "io_error", "socket error on client: {e}, disconnecting")
         }
         Close::Violation { reason, why } => {
             // Any client can break the protocol on purpose, again and again.
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(event = "connection_closed", client_id = ?id, %peer, cause = "protocol_error", suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+                tracing::warn!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "protocol_error", suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
             }
         }
         Close::KeepAliveTimeout => {
-            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "keep_alive", "client has exceeded its keep-alive, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "keep_alive", "client has exceeded its keep-alive, disconnecting")
         }
         Close::TakenOver => {
-            tracing::info!(event = "connection_closed", client_id = ?id, %peer, cause = "taken_over", "client id taken over by a new connection, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "taken_over", "client id taken over by a new connection, disconnecting")
         }
-        Close::Shutdown => tracing::debug!(client_id = %id, %peer, "closed for shutdown"),
+        Close::Shutdown => {
+            tracing::debug!(client_id = %id, peer = %PeerText::new(peer), "closed for shutdown")
+        }
         Close::StoreFailed => tracing::warn!(
             client_id = %id,
-            %peer,
+            peer = %PeerText::new(peer),
             "a message from the client could not be stored, disconnecting"
         ),
         // Logged, rate-limited, where the message was refused.
         Close::OverMemoryLimit => {
-            tracing::debug!(event = "memory_limit", client_id = %id, %peer, "memory_limit reached, disconnecting")
+            tracing::debug!(event = "memory_limit", client_id = %id, peer = %PeerText::new(peer), "memory_limit reached, disconnecting")
         }
     }
     if close.publishes_will() {

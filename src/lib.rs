@@ -24,6 +24,7 @@ pub(crate) mod id_hash;
 pub(crate) mod linger;
 pub mod log_file;
 pub(crate) mod log_limit;
+pub(crate) mod log_peer;
 pub(crate) mod memory;
 pub(crate) mod message;
 // Its recording half (counters, histograms, listener registration) is fed by the data

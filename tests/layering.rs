@@ -49,6 +49,7 @@ const LAYERS: &[&[&str]] = &[
     &["buffers"],
     &["topic"],
     &["log_limit"],
+    &["log_peer"],
     &["memory"],
     // Event counters, histograms and listener gauges for `$SYS` and `/metrics`.
     &["metrics"],

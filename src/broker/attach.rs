@@ -3,6 +3,7 @@
 //! the router, and hands its unacknowledged shared-subscription messages to another
 //! member of the group.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -285,11 +286,12 @@ impl Broker {
         session: &Arc<Session>,
         filters: &[String],
     ) {
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            sessions.remove(&session.client_id);
+        // One lookup (the client id is hashed with SipHash, against chosen collisions):
+        // the entry, for an `Arc` clone of the key.
+        if let Entry::Occupied(entry) = sessions.entry(session.client_id.clone()) {
+            if Arc::ptr_eq(entry.get(), session) {
+                entry.remove();
+            }
         }
         self.drop_subscriptions(session, filters);
     }

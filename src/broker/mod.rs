@@ -38,6 +38,7 @@ use crate::auth::Auth;
 use crate::codec::QoS;
 use crate::config::{Config, Listener};
 use crate::expiry::Deadlines;
+use crate::id_hash::IdMap;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::Router;
@@ -70,9 +71,10 @@ pub struct Broker {
     auth: Auth,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// The sessions with a connection attached, by session id: all the sweeper walks for
-    /// keep-alive and retransmission (offline sessions have neither). Lock order: this
-    /// before a session's state.
-    online: Mutex<HashMap<u64, Arc<Session>>>,
+    /// keep-alive and retransmission (offline sessions have neither). Keyed by the broker's
+    /// own numbers (see `id_hash`): every connection inserts and removes one. Lock order:
+    /// this before a session's state.
+    online: Mutex<IdMap<u64, Arc<Session>>>,
     /// When offline sessions expire and delayed wills are due (see [`crate::expiry`]).
     /// Lock order: a session's state before this.
     deadlines: Deadlines<Arc<Session>>,
@@ -101,7 +103,7 @@ impl Broker {
             config,
             auth,
             sessions: Mutex::new(HashMap::new()),
-            online: Mutex::new(HashMap::new()),
+            online: Mutex::new(IdMap::default()),
             deadlines: Deadlines::default(),
             memory_limit,
             router: Router::default(),

@@ -3,5 +3,7 @@
 //! API, like any other program would.
 
 pub mod check;
+pub mod log_format;
+mod log_time;
 pub mod logging;
 pub mod passwd;

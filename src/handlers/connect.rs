@@ -11,6 +11,7 @@ use crate::client::{Client, ClientV5, Incoming};
 use crate::codec::reason;
 use crate::codec::{ConnackProps, Connect, ProtocolVersion};
 use crate::log_limit::{self, field, LogLimit};
+use crate::log_peer::PeerText;
 use crate::outbox::Outbox;
 use crate::outbox::PeerV5;
 use crate::session::{Peer, Timers};
@@ -251,15 +252,18 @@ pub async fn handle(
         .as_deref()
         .or(connect.username.as_deref())
         .map(log_limit::field);
+    // Every connection logs this line: the address through PeerText, not SocketAddr's
+    // Display, which costs about four times as much (src/log_peer.rs).
     tracing::info!(
         event = "client_connected",
-        %peer,
+        peer = %PeerText::new(peer),
         client_id = ?field(&client_id),
         protocol = level,
         clean = connect.clean_session,
         keep_alive = connect.keep_alive,
         user = user.as_deref(),
-        "New client connected from {peer} as {} (p{level}, c{}, k{}{}).",
+        "New client connected from {} as {} (p{level}, c{}, k{}{}).",
+        PeerText::new(peer),
         field(&client_id),
         u8::from(connect.clean_session),
         connect.keep_alive,

@@ -11,13 +11,14 @@
 //! own `Arc`s, so it costs an index, not a second copy of the payloads.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::codec;
+use crate::id_hash::IdMap;
 use crate::message::{Message, SharedMessage};
 
 use super::record::{OptionsByte, Record, SessionId};
@@ -58,10 +59,10 @@ pub struct SessionImage {
 
 #[derive(Debug, Default)]
 pub struct State {
-    /// By the number the broker gave the session.
-    pub sessions: HashMap<SessionId, SessionImage>,
+    /// By the number the broker gave the session (its own numbers: see `id_hash`).
+    pub sessions: IdMap<SessionId, SessionImage>,
     /// Live messages by id, with how many queue entries and retained topics refer to them.
-    pub messages: HashMap<u64, (SharedMessage, usize)>,
+    pub messages: IdMap<u64, (SharedMessage, usize)>,
     pub retained: BTreeMap<String, u64>,
     /// The highest message id used: new ids continue after it.
     pub last_message_id: u64,
