@@ -213,6 +213,21 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// CPU seconds all processes of the machine ran, all cores together: user, nice and
+/// system of the first line of /proc/stat (interrupt time and the hypervisor's steal
+/// are left out, being no process's).
+pub fn machine_busy_secs() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: f64 = f.iter().take(3).sum();
+    Some(busy / clock_ticks())
+}
+
 /// User + system CPU seconds of this process.
 pub fn own_cpu_secs() -> f64 {
     // SAFETY: getrusage writes into the struct we pass.

@@ -1,4 +1,6 @@
-//! CPU time over a scenario's traffic: the broker's (from /proc) and the load generator's.
+//! CPU time over a scenario's traffic: the broker's (from /proc), the load generator's,
+//! and everything else's on the machine (other processes disturb a run: their share is
+//! printed beside ours).
 
 use crate::procs;
 
@@ -6,26 +8,37 @@ use crate::procs;
 pub struct CpuUse {
     pub broker: Option<f64>,
     pub bench: f64,
+    /// CPU seconds of every process of the machine (all cores), when /proc/stat is
+    /// readable.
+    pub machine: Option<f64>,
     pub wall: f64,
 }
 
+/// The counters at the start of a measurement.
+pub struct CpuStart {
+    broker: Option<f64>,
+    bench: f64,
+    machine: Option<f64>,
+    at: std::time::Instant,
+}
+
 impl CpuUse {
-    pub fn start(pid: Option<u32>) -> (Option<f64>, f64, std::time::Instant) {
-        (
-            pid.and_then(procs::cpu_secs),
-            procs::own_cpu_secs(),
-            std::time::Instant::now(),
-        )
+    pub fn start(pid: Option<u32>) -> CpuStart {
+        CpuStart {
+            broker: pid.and_then(procs::cpu_secs),
+            bench: procs::own_cpu_secs(),
+            machine: procs::machine_busy_secs(),
+            at: std::time::Instant::now(),
+        }
     }
 
-    pub fn since(pid: Option<u32>, start: (Option<f64>, f64, std::time::Instant)) -> CpuUse {
+    pub fn since(pid: Option<u32>, start: CpuStart) -> CpuUse {
+        let delta = |now: Option<f64>, then: Option<f64>| Some(now? - then?);
         CpuUse {
-            broker: match (pid.and_then(procs::cpu_secs), start.0) {
-                (Some(b), Some(a)) => Some(b - a),
-                _ => None,
-            },
-            bench: procs::own_cpu_secs() - start.1,
-            wall: start.2.elapsed().as_secs_f64(),
+            broker: delta(pid.and_then(procs::cpu_secs), start.broker),
+            bench: procs::own_cpu_secs() - start.bench,
+            machine: delta(procs::machine_busy_secs(), start.machine),
+            wall: start.at.elapsed().as_secs_f64(),
         }
     }
 
@@ -34,8 +47,16 @@ impl CpuUse {
         let broker = self
             .broker
             .map_or("broker ?".to_owned(), |b| format!("broker {:.0}%", pct(b)));
+        // What the machine's other processes used meanwhile (tick-granular: ±10 ms a core).
+        let others = match self.machine {
+            Some(m) => format!(
+                ", others {:.0}%",
+                pct((m - self.bench - self.broker.unwrap_or(0.0)).max(0.0))
+            ),
+            None => String::new(),
+        };
         format!(
-            "cpu over {:.1} s: {broker}, bench {:.0}% (of one core)",
+            "cpu over {:.1} s: {broker}, bench {:.0}%{others} (of one core)",
             self.wall,
             pct(self.bench)
         )
