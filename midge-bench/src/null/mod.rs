@@ -326,7 +326,11 @@ impl Broker {
             match self.packets(i, &mut rbuf) {
                 Ok(Some(missing)) => {
                     let Some(c) = self.conn(i) else { return };
-                    c.rbuf = rbuf;
+                    // A connection that never filled its first buffer keeps none between
+                    // reads: thousands of idle clients then cost no read buffer each.
+                    if !rbuf.is_empty() || c.read_hint > FIRST_READ {
+                        c.rbuf = rbuf;
+                    }
                     c.missing = missing;
                 }
                 // DISCONNECT.
