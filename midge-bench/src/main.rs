@@ -6,6 +6,7 @@
 
 mod attack;
 mod client;
+mod null;
 mod procs;
 mod proto;
 mod report;
@@ -81,6 +82,14 @@ enum Cmd {
     Run(Box<run::RunArgs>),
     /// Run the hardening attacks against fresh brokers and print RSS / delay per attack.
     Attack(Box<attack::AttackArgs>),
+    /// Serve as a "null broker" on 127.0.0.1:--port (0: any free port, printed): the least
+    /// work an MQTT 3.1.1 server can do for the scenarios, the ceiling of this load
+    /// generator. One thread, epoll; CONNECT, SUBSCRIBE (`+`/`#`), UNSUBSCRIBE, PINGREQ,
+    /// DISCONNECT; PUBLISH QoS 0 and 1 (PUBACK at once, forwarded at the lower QoS, retain
+    /// cleared). Not supported: QoS 2 and MQTT 5.0 (the connection is closed), retained
+    /// messages, sessions, keep-alive, anything kept for a client. For loopback benchmarks
+    /// only.
+    NullBroker(null::NullArgs),
 }
 
 #[derive(Args)]
@@ -159,6 +168,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     procs::raise_nofile();
     let c = &cli.common;
+    // The null broker is its own single thread: no runtime.
+    if let Cmd::NullBroker(a) = &cli.cmd {
+        return match null::cmd_null_broker(c.port, a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("midge-bench null-broker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let opts = Arc::new(Opts {
         host: c.host,
         port: c.port,
@@ -184,6 +203,7 @@ fn main() -> ExitCode {
         Cmd::Conn(a) => rt.block_on(cmd_conn(opts, a)),
         Cmd::Run(a) => run::cmd_run(&rt, opts, *a),
         Cmd::Attack(a) => attack::cmd_attack(&rt, *a),
+        Cmd::NullBroker(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -213,6 +213,22 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// CPU seconds of the whole machine, all cores together, from the first line of
+/// /proc/stat: `(what its processes ran: user + nice + system, what the hypervisor
+/// took: steal)`. Interrupt time is no process's and is left out.
+pub fn machine_cpu_secs() -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: f64 = f.iter().take(3).sum();
+    let steal = f.get(7).copied().unwrap_or(0.0);
+    Some((busy / clock_ticks(), steal / clock_ticks()))
+}
+
 /// User + system CPU seconds of this process.
 pub fn own_cpu_secs() -> f64 {
     // SAFETY: getrusage writes into the struct we pass.
