@@ -261,18 +261,7 @@ impl Fields<'_> {
 
     /// `value` in the message: escaped when sanitizing.
     fn message(&mut self, value: fmt::Arguments<'_>) {
-        let start = self.line.len();
-        self.result = self.line.write_fmt(value).and(self.result);
-        if self.sanitize {
-            // Checked once written, in one pass, rather than piece by piece as
-            // `core::fmt` hands the pieces over; the rare message with something to
-            // escape is written again, escaped.
-            let written = self.line.get(start..).unwrap_or_default();
-            if !plain_ascii(written) {
-                let raw = self.line.split_off(start);
-                push_sanitized(self.line, &raw);
-            }
-        }
+        self.result = write_escaped(self.line, value, self.sanitize).and(self.result);
     }
 }
 
@@ -354,9 +343,16 @@ fn write_error(
     error: &(dyn std::error::Error + 'static),
     sanitize: bool,
 ) -> fmt::Result {
+    write_escaped(out, format_args!("{error}"), sanitize)
+}
+
+/// Appends `value`, escaped as [`push_sanitized`] does when `sanitize`. Checked once
+/// written, in one pass, rather than piece by piece as `core::fmt` hands the pieces over;
+/// the rare text with something to escape is written again, escaped.
+fn write_escaped(out: &mut String, value: fmt::Arguments<'_>, sanitize: bool) -> fmt::Result {
     let start = out.len();
-    let result = write!(out, "{error}");
-    if sanitize {
+    let result = out.write_fmt(value);
+    if sanitize && !plain_ascii(out.get(start..).unwrap_or_default()) {
         let raw = out.split_off(start);
         push_sanitized(out, &raw);
     }
