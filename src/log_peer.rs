@@ -4,7 +4,8 @@
 //! `SocketAddr`'s `Display` writes an IPv4 address as nine pieces (four octets through
 //! `core::fmt`'s integer padding, the dots, the port): about 1,500 instructions under
 //! callgrind, against about 400 for [`PeerText`], which writes the same text with plain
-//! digit arithmetic. The connect line uses the address twice (in the message and as
+//! digit arithmetic (measured when octets had a writer of their own; the one decimal
+//! writer now costs each octet a few more divisions). The connect line uses the address twice (in the message and as
 //! `peer`), the close line once: 2,700 of the 33,000 instructions midge spent per
 //! connection at `log_level = "info"` once the lines' formatting was cheap
 //! (docs/BENCHMARKS.md, issue 15).
@@ -31,15 +32,11 @@ impl PeerText {
         match addr {
             SocketAddr::V4(v4) => {
                 let [a, b, c, d] = v4.ip().octets();
-                text.octet(a);
-                text.push(b'.');
-                text.octet(b);
-                text.push(b'.');
-                text.octet(c);
-                text.push(b'.');
-                text.octet(d);
-                text.push(b':');
-                text.port(v4.port());
+                for (octet, after) in [(a, b'.'), (b, b'.'), (c, b'.'), (d, b':')] {
+                    text.decimal(octet.into());
+                    text.push(after);
+                }
+                text.decimal(v4.port());
             }
             // IPv6's compression rules are std's; they fit (see CAPACITY).
             SocketAddr::V6(_) => {
@@ -63,19 +60,8 @@ impl PeerText {
         }
     }
 
-    /// `n` in decimal, without leading zeros.
-    fn octet(&mut self, n: u8) {
-        if n >= 100 {
-            self.push(b'0' + n / 100);
-        }
-        if n >= 10 {
-            self.push(b'0' + n / 10 % 10);
-        }
-        self.push(b'0' + n % 10);
-    }
-
-    /// `n` in decimal, without leading zeros.
-    fn port(&mut self, n: u16) {
+    /// `n` (an octet or the port) in decimal, without leading zeros.
+    fn decimal(&mut self, n: u16) {
         let mut started = false;
         for div in [10_000, 1000, 100, 10] {
             let d = n / div % 10;
