@@ -13,6 +13,7 @@
 //! Lock order, everywhere in the broker: sessions map, then router, then a session's
 //! state. Nothing holds a session's state lock while it takes the router lock.
 
+mod subs;
 pub mod trie;
 
 use std::collections::HashMap;
@@ -321,6 +322,12 @@ fn add_sub_ids(ids: &mut Vec<u32>, more: &[u32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The trie's leaf is sized for an entry of 16 bytes (see `trie`'s test of its leaf).
+    #[test]
+    fn an_entry_is_a_session_pointer_and_its_options() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    }
 
     #[test]
     fn sub_ids_per_delivery_are_capped_and_deduplicated() {

@@ -19,110 +19,10 @@
 //! spills to the heap for unusually branchy tries.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
+use super::subs::Subs;
 use crate::chain::{common_levels, join_tail, match_filter_tail, split_tail_at, strip_tail};
-use crate::id_hash::IdMap;
 use crate::topic::{is_dollar_topic, split_first};
-
-/// A node gets an id index once it has more subscribers than this.
-const INDEX_ABOVE: usize = 32;
-/// ... and loses it again below this, so churn around the threshold does not rebuild it.
-const INDEX_DROP_BELOW: usize = 16;
-
-/// Subscriber ids are chosen by the broker, not by clients (see `id_hash`).
-type IdIndex = IdMap<u64, usize>;
-
-/// The subscribers of one filter.
-struct Subs<V> {
-    list: Vec<(u64, V)>,
-    /// Position of each id in `list`, present only when `list` is large.
-    index: Option<Box<IdIndex>>,
-}
-
-impl<V> Subs<V> {
-    const fn new() -> Self {
-        Subs {
-            list: Vec::new(),
-            index: None,
-        }
-    }
-
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    /// Calls `f` for each entry; 1 if there was any, else 0.
-    #[inline]
-    fn visit(&self, f: &mut impl FnMut(u64, &V)) -> usize {
-        for (id, v) in self.list.iter() {
-            f(*id, v);
-        }
-        usize::from(!self.list.is_empty())
-    }
-
-    fn position(&self, id: u64) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(&id).copied(),
-            None => self.list.iter().position(|e| e.0 == id),
-        }
-    }
-
-    /// Adds or replaces; true if `id` is new.
-    fn insert(&mut self, id: u64, value: V) -> bool {
-        if let Some(i) = self.position(id) {
-            self.list[i].1 = value;
-            return false;
-        }
-        let i = self.list.len();
-        if self.list.capacity() == 0 {
-            // Most filters have one subscriber: room for one, not the four a push reserves.
-            self.list.reserve_exact(1);
-        }
-        self.list.push((id, value));
-        match &mut self.index {
-            Some(index) => {
-                index.insert(id, i);
-            }
-            None if self.list.len() > INDEX_ABOVE => {
-                let mut index = IdIndex::with_capacity_and_hasher(
-                    self.list.len() * 2,
-                    BuildHasherDefault::default(),
-                );
-                index.extend(self.list.iter().enumerate().map(|(i, e)| (e.0, i)));
-                self.index = Some(Box::new(index));
-            }
-            None => {}
-        }
-        true
-    }
-
-    fn remove(&mut self, id: u64) -> Option<V> {
-        let i = self.position(id)?;
-        let (_, value) = self.list.swap_remove(i);
-        let drop_index = self.list.len() < INDEX_DROP_BELOW;
-        if let Some(index) = &mut self.index {
-            if drop_index {
-                self.index = None;
-            } else {
-                index.remove(&id);
-                if let Some(moved) = self.list.get(i) {
-                    index.insert(moved.0, i);
-                }
-                if index.capacity() > 64 && index.len() * 4 < index.capacity() {
-                    index.shrink_to(index.len() * 2);
-                }
-            }
-        }
-        if self.list.is_empty() {
-            self.list = Vec::new();
-        } else if self.list.capacity() > 8 && self.list.len() * 4 < self.list.capacity() {
-            self.list.shrink_to(self.list.len() * 2);
-        }
-        Some(value)
-    }
-}
 
 /// A node's literal children by level. foldhash, randomly seeded per map, rather than
 /// std's SipHash: hashing each level of every published topic was ~160 instructions a
@@ -130,22 +30,35 @@ impl<V> Subs<V> {
 /// aim topic levels at one bucket unknown to them.
 type Children<V> = HashMap<Box<str>, Box<Node<V>>, foldhash::fast::RandomState>;
 
+/// A node: a leaf (most nodes, one per idle subscriber's own filter) is its chain and its
+/// subscribers; what only inner nodes and `#` filters need is in one box beside them,
+/// absent on a leaf (56 bytes a leaf, where the parts side by side were 96).
 struct Node<V> {
     /// Levels after the one that keys this node in its parent, up to where it branches
     /// or holds subscribers (see [`crate::chain`]); `None` at the root and for a node
     /// that is just its key.
     tail: Option<Box<str>>,
-    /// Boxed: a leaf (most nodes) then costs a pointer in its parent's table, not a
-    /// whole node per bucket of the table's spare capacity.
-    /// The map itself is boxed and absent on leaves (most nodes): 8 bytes a leaf where an
-    /// empty map would cost 48.
+    /// Filters ending at this node.
+    subs: Subs<V>,
+    more: Option<Box<More<V>>>,
+}
+
+/// The parts of a node a leaf does without.
+struct More<V> {
+    /// Boxed: a child then costs a pointer in its parent's table, not a whole node per
+    /// bucket of the table's spare capacity. The map itself is boxed, so that a node
+    /// with only `#` subscribers or a `+` child does not carry an empty map.
     #[allow(clippy::box_collection)]
     children: Option<Box<Children<V>>>,
     plus: Option<Box<Node<V>>>,
-    /// Filters ending at this node.
-    subs: Subs<V>,
     /// Filters ending with this node followed by `#` (the root's are those of `#`).
     hash: Subs<V>,
+}
+
+impl<V> More<V> {
+    fn is_empty(&self) -> bool {
+        self.children.is_none() && self.plus.is_none() && self.hash.is_empty()
+    }
 }
 
 impl<V> Node<V> {
@@ -156,61 +69,101 @@ impl<V> Node<V> {
     fn with_tail(tail: Option<Box<str>>) -> Self {
         Node {
             tail,
-            children: None,
-            plus: None,
-            subs: Subs::new(),
-            hash: Subs::new(),
+            subs: Subs::None,
+            more: None,
+        }
+    }
+
+    #[inline]
+    fn children(&self) -> Option<&Children<V>> {
+        self.more.as_ref()?.children.as_deref()
+    }
+
+    #[inline]
+    fn plus(&self) -> Option<&Node<V>> {
+        self.more.as_ref()?.plus.as_deref()
+    }
+
+    /// Subscribers of this node's `/#` filter.
+    #[inline]
+    fn hash(&self) -> Option<&Subs<V>> {
+        self.more.as_deref().map(|m| &m.hash)
+    }
+
+    fn more_mut(&mut self) -> &mut More<V> {
+        self.more.get_or_insert_with(|| {
+            Box::new(More {
+                children: None,
+                plus: None,
+                hash: Subs::None,
+            })
+        })
+    }
+
+    /// Lets go of the box of rarely used parts once it holds nothing.
+    fn tidy_more(&mut self) {
+        if self.more.as_ref().is_some_and(|m| m.is_empty()) {
+            self.more = None;
+        }
+    }
+
+    /// The subscribers of this node's filter, or of its `/#` filter when `hash`.
+    fn subs_mut(&mut self, hash: bool) -> &mut Subs<V> {
+        if hash {
+            &mut self.more_mut().hash
+        } else {
+            &mut self.subs
+        }
+    }
+
+    fn subs_of(&self, hash: bool) -> Option<&Subs<V>> {
+        if hash {
+            self.hash()
+        } else {
+            Some(&self.subs)
         }
     }
 
     fn branches(&self) -> usize {
-        self.children.as_ref().map_or(0, |c| c.len()) + usize::from(self.plus.is_some())
+        self.children().map_or(0, |c| c.len()) + usize::from(self.plus().is_some())
     }
 
     fn is_empty(&self) -> bool {
-        self.subs.is_empty() && self.hash.is_empty() && self.branches() == 0
+        self.subs.is_empty() && self.more.as_ref().is_none_or(|m| m.is_empty())
     }
 
     /// The child for filter level `level` (`+` or a literal).
     #[inline]
     fn child(&self, level: &str) -> Option<&Node<V>> {
         if level == "+" {
-            self.plus.as_deref()
+            self.plus()
         } else {
-            self.children
-                .as_ref()
-                .and_then(|c| c.get(level))
-                .map(|n| &**n)
+            self.children().and_then(|c| c.get(level)).map(|n| &**n)
         }
     }
 
     #[inline]
     fn child_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
-        if level == "+" {
-            self.plus.as_deref_mut()
-        } else {
-            self.children
-                .as_mut()
-                .and_then(|c| c.get_mut(level))
-                .map(|n| &mut **n)
-        }
+        self.slot_mut(level).map(|n| &mut **n)
     }
 
     /// The slot holding the child for `level`, to replace the child in place.
     fn slot_mut(&mut self, level: &str) -> Option<&mut Box<Node<V>>> {
+        let more = self.more.as_mut()?;
         if level == "+" {
-            self.plus.as_mut()
+            more.plus.as_mut()
         } else {
-            self.children.as_mut().and_then(|c| c.get_mut(level))
+            more.children.as_mut().and_then(|c| c.get_mut(level))
         }
     }
 
     /// Adds `child` under `level` (which must be free) and returns it.
     fn put_child(&mut self, level: &str, child: Box<Node<V>>) -> &mut Node<V> {
+        let more = self.more_mut();
         if level == "+" {
-            return self.plus.insert(child);
+            return more.plus.insert(child);
         }
-        self.children
+        more.children
             .get_or_insert_default()
             .entry(level.into())
             .or_insert(child)
@@ -219,8 +172,11 @@ impl<V> Node<V> {
     /// Takes in the only child of a node that holds no subscribers itself, so that a
     /// chain of levels stays one node after the branch beside it went away.
     fn merge_only_child(&mut self) {
+        let Some(more) = self.more.as_mut() else {
+            return;
+        };
         let (key, mut child): (Box<str>, Box<Node<V>>) =
-            match (self.plus.take(), self.children.take()) {
+            match (more.plus.take(), more.children.take()) {
                 (Some(plus), None) => ("+".into(), plus),
                 (None, Some(children)) if children.len() == 1 => {
                     let Some((key, child)) = children.into_iter().next() else {
@@ -230,33 +186,37 @@ impl<V> Node<V> {
                 }
                 (plus, children) => {
                     // Not a single branch: leave it as it was.
-                    self.plus = plus;
-                    self.children = children;
+                    more.plus = plus;
+                    more.children = children;
                     return;
                 }
             };
         self.tail = Some(join_tail(self.tail.as_deref(), &key, child.tail.as_deref()));
-        self.children = child.children.take();
-        self.plus = child.plus.take();
-        self.subs = std::mem::replace(&mut child.subs, Subs::new());
-        self.hash = std::mem::replace(&mut child.hash, Subs::new());
+        self.subs = std::mem::replace(&mut child.subs, Subs::None);
+        // This node had no `#` subscribers (it is merged only then): the child's rare
+        // parts become its own.
+        self.more = child.more.take();
     }
 
     fn remove_child(&mut self, level: &str) {
+        let Some(more) = self.more.as_mut() else {
+            return;
+        };
         if level == "+" {
-            self.plus = None;
+            more.plus = None;
         } else {
-            let Some(children) = &mut self.children else {
+            let Some(children) = &mut more.children else {
                 return;
             };
             children.remove(level);
             let cap = children.capacity();
             if children.is_empty() {
-                self.children = None;
+                more.children = None;
             } else if cap > 32 && children.len() * 4 < cap {
                 children.shrink_to(children.len() * 2);
             }
         }
+        self.tidy_more();
     }
 }
 
@@ -264,21 +224,18 @@ impl<V> Drop for Node<V> {
     /// Dismantles the subtree with a loop: the default recursive drop could overflow the
     /// stack on a filter with tens of thousands of levels.
     fn drop(&mut self) {
-        if self.branches() == 0 {
-            return;
-        }
-        let mut stack: Vec<Node<V>> = self
-            .children
-            .take()
-            .into_iter()
-            .flat_map(|c| c.into_values().map(|n| *n))
-            .collect();
-        stack.extend(self.plus.take().map(|p| *p));
-        while let Some(mut node) = stack.pop() {
-            if let Some(c) = node.children.take() {
-                stack.extend(c.into_values().map(|n| *n));
+        let mut stack: Vec<Node<V>> = Vec::new();
+        let take = |more: Option<Box<More<V>>>, stack: &mut Vec<Node<V>>| {
+            if let Some(mut m) = more {
+                if let Some(c) = m.children.take() {
+                    stack.extend(c.into_values().map(|n| *n));
+                }
+                stack.extend(m.plus.take().map(|p| *p));
             }
-            stack.extend(node.plus.take().map(|p| *p));
+        };
+        take(self.more.take(), &mut stack);
+        while let Some(mut node) = stack.pop() {
+            take(node.more.take(), &mut stack);
         }
     }
 }
@@ -394,8 +351,7 @@ impl<V> SubscriptionTrie<V> {
             node = &mut **slot;
             rest = after;
         }
-        let subs = if hash { &mut node.hash } else { &mut node.subs };
-        let new = subs.insert(id, value);
+        let new = node.subs_mut(hash).insert(id, value);
         if new {
             self.len += 1;
         }
@@ -455,10 +411,14 @@ impl<V> SubscriptionTrie<V> {
                 },
             };
         }
-        let subs = if hash { &mut node.hash } else { &mut node.subs };
-        if subs.remove(id).is_none() {
+        let removed = match node.subs_of(hash) {
+            Some(subs) if subs.get(id).is_some() => node.subs_mut(hash).remove(id),
+            _ => None,
+        };
+        if removed.is_none() {
             return false;
         }
+        node.tidy_more();
         self.len -= 1;
         self.tidy(&keys);
         true
@@ -489,7 +449,10 @@ impl<V> SubscriptionTrie<V> {
                 depth -= 1;
                 continue;
             }
-            if node.subs.is_empty() && node.hash.is_empty() && node.branches() == 1 {
+            if node.subs.is_empty()
+                && node.hash().is_none_or(|h| h.is_empty())
+                && node.branches() == 1
+            {
                 node.merge_only_child();
             }
             return;
@@ -507,12 +470,14 @@ impl<V> SubscriptionTrie<V> {
         let (first, rest) = split_first(topic);
         // Wildcards at the first level do not match topics starting with '$'.
         if !is_dollar_topic(topic) {
-            filters += root.hash.visit(&mut f);
-            if let Some(plus) = root.plus.as_deref() {
+            if let Some(hash) = root.hash() {
+                filters += hash.visit(&mut f);
+            }
+            if let Some(plus) = root.plus() {
                 stack.push((plus, rest));
             }
         }
-        if let Some(child) = root.children.as_ref().and_then(|c| c.get(first)) {
+        if let Some(child) = root.children().and_then(|c| c.get(first)) {
             stack.push((&**child, rest));
         }
         // Each entry: a node reached through its key, and the topic after that key.
@@ -524,19 +489,26 @@ impl<V> SubscriptionTrie<V> {
                         None => break,
                     }
                 }
-                filters += node.hash.visit(&mut f);
+                let Some(more) = node.more.as_deref() else {
+                    // A leaf: only its own filter can match, and only the whole topic.
+                    if rest.is_none() {
+                        filters += node.subs.visit(&mut f);
+                    }
+                    break;
+                };
+                filters += more.hash.visit(&mut f);
                 let Some(r) = rest else {
                     filters += node.subs.visit(&mut f);
                     break;
                 };
                 let (level, next) = split_first(r);
-                let exact = node
+                let exact = more
                     .children
                     .as_ref()
                     .and_then(|c| c.get(level))
                     .map(|n| &**n);
                 rest = next;
-                node = match (exact, node.plus.as_deref()) {
+                node = match (exact, more.plus.as_deref()) {
                     (Some(exact), Some(plus)) => {
                         stack.push((plus, next));
                         exact
@@ -562,18 +534,17 @@ impl<V> SubscriptionTrie<V> {
     pub fn get(&self, filter: &str, id: u64) -> Option<&V> {
         let (path, hash) = split_filter(filter);
         let node = self.find(path)?;
-        let subs = if hash { &node.hash } else { &node.subs };
-        let i = subs.position(id)?;
-        subs.list.get(i).map(|(_, v)| v)
+        node.subs_of(hash)?.get(id)
     }
 
     /// The value of `id`'s subscription to exactly `filter`, to change in place.
     pub fn get_mut(&mut self, filter: &str, id: u64) -> Option<&mut V> {
         let (path, hash) = split_filter(filter);
         let node = self.find_mut(path)?;
-        let subs = if hash { &mut node.hash } else { &mut node.subs };
-        let i = subs.position(id)?;
-        subs.list.get_mut(i).map(|(_, v)| v)
+        match node.subs_of(hash) {
+            Some(subs) if subs.get(id).is_some() => node.subs_mut(hash).get_mut(id),
+            _ => None,
+        }
     }
 
     /// Whether `id` is subscribed to exactly `filter`.

@@ -21,10 +21,9 @@ fn ids(trie: &SubscriptionTrie<&'static str>, topic: &str) -> Vec<u64> {
 
 fn node_count<V>(node: &Node<V>) -> usize {
     1 + node
-        .children
-        .as_ref()
+        .children()
         .map_or(0, |c| c.values().map(|n| node_count(n)).sum::<usize>())
-        + node.plus.as_deref().map_or(0, node_count)
+        + node.plus().map_or(0, node_count)
 }
 
 #[test]
@@ -223,15 +222,20 @@ fn deep_topics_do_not_overflow() {
 /// Bytes the nodes of a tree hold: the nodes themselves, their tails and keys, and
 /// their child tables (entries only; a table's spare room is not counted).
 fn approx_bytes<V>(node: &Node<V>) -> usize {
-    let own = std::mem::size_of::<Node<V>>() + node.tail.as_ref().map_or(0, |t| t.len());
-    let children = node.children.as_ref().map_or(0, |c| {
+    let own = std::mem::size_of::<Node<V>>()
+        + node.tail.as_ref().map_or(0, |t| t.len())
+        + node
+            .more
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<More<V>>());
+    let children = node.children().map_or(0, |c| {
         c.iter()
             .map(|(k, n)| {
                 k.len() + std::mem::size_of::<(Box<str>, Box<Node<V>>)>() + approx_bytes(n)
             })
             .sum::<usize>()
     });
-    own + children + node.plus.as_deref().map_or(0, approx_bytes)
+    own + children + node.plus().map_or(0, approx_bytes)
 }
 
 /// Every node below the root either holds subscribers or branches: chains are never
@@ -239,17 +243,19 @@ fn approx_bytes<V>(node: &Node<V>) -> usize {
 fn assert_compressed<V>(node: &Node<V>, is_root: bool) {
     if !is_root {
         assert!(
-            !node.subs.is_empty() || !node.hash.is_empty() || node.branches() >= 2,
+            !node.subs.is_empty()
+                || node.hash().is_some_and(|h| !h.is_empty())
+                || node.branches() >= 2,
             "a node with no subscribers and {} branches",
             node.branches()
         );
     }
-    if let Some(c) = &node.children {
+    if let Some(c) = node.children() {
         for n in c.values() {
             assert_compressed(n, false);
         }
     }
-    if let Some(p) = &node.plus {
+    if let Some(p) = node.plus() {
         assert_compressed(p, false);
     }
 }
@@ -397,4 +403,17 @@ fn for_each_match_counts_the_filters_with_subscribers() {
     t.insert("a/#", 8, "hash");
     assert_eq!(count(&t, "a/b"), (4, 53));
     assert_eq!(count(&t, "a/c"), (3, 3));
+}
+
+/// What an idle subscriber's own filter costs in the tree (docs/BENCHMARKS.md, "Idle
+/// connection, byte by byte"): a leaf is its tail, its one subscriber inline, and an
+/// empty pointer to the parts inner nodes need.
+#[test]
+fn a_leaf_with_one_subscriber_fits_in_56_bytes() {
+    // The router's entry: a session pointer and 8 bytes of options.
+    assert!(
+        std::mem::size_of::<Node<[u64; 2]>>() <= 56,
+        "{}",
+        std::mem::size_of::<Node<[u64; 2]>>()
+    );
 }
