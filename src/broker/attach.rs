@@ -3,12 +3,11 @@
 //! the router, and hands its unacknowledged shared-subscription messages to another
 //! member of the group.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::session_sets::Sessions;
 use super::{min_qos, wake_all, Broker};
 use crate::log_limit::field;
 use crate::message::DeliveryProps;
@@ -101,14 +100,13 @@ impl Broker {
                 Some(s) => (s.clone(), true),
                 None => {
                     let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-                    let key: Arc<str> = Arc::from(client_id);
                     let s = Arc::new(Session::new(
                         id,
-                        key.clone(),
+                        Arc::from(client_id),
                         limits.clone(),
                         self.store.clone(),
                     ));
-                    sessions.insert(key, s.clone());
+                    sessions.insert(s.clone());
                     (s, false)
                 }
             };
@@ -138,7 +136,7 @@ impl Broker {
             // After `connected` is set: see `detach`.
             {
                 let mut online = self.online.lock();
-                online.insert(session.id, session.clone());
+                online.insert(session.clone());
                 self.max_connected
                     .fetch_max(online.len(), Ordering::Relaxed);
             }
@@ -239,7 +237,7 @@ impl Broker {
             // has set `connected` before inserting, so it is never removed here.
             let mut online = self.online.lock();
             if !session.state.lock().connected {
-                online.remove(&session.id);
+                online.remove(session.id);
             }
         }
         self.redistribute_shared(session);
@@ -282,17 +280,11 @@ impl Broker {
     /// its subscriptions out of the router. The caller holds the sessions lock.
     pub(super) fn forget(
         &self,
-        sessions: &mut HashMap<Arc<str>, Arc<Session>>,
+        sessions: &mut Sessions,
         session: &Arc<Session>,
         filters: &[String],
     ) {
-        // One lookup (the client id is hashed with SipHash, against chosen collisions):
-        // the entry, for an `Arc` clone of the key.
-        if let Entry::Occupied(entry) = sessions.entry(session.client_id.clone()) {
-            if Arc::ptr_eq(entry.get(), session) {
-                entry.remove();
-            }
-        }
+        sessions.remove_same(session);
         self.drop_subscriptions(session, filters);
     }
 

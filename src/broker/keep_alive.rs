@@ -11,7 +11,7 @@ impl Broker {
     /// has come, and wakes their connections.
     pub(super) fn check_connections(&self, now: Instant) {
         let online = self.online.lock();
-        for session in online.values() {
+        for session in online.iter() {
             let mut st = session.state.lock();
             if !st.connected {
                 continue;

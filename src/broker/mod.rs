@@ -17,6 +17,7 @@ mod observe;
 mod publish;
 mod restore;
 mod session_expiry;
+mod session_sets;
 mod subscribe;
 mod sweep;
 mod wakes;
@@ -28,7 +29,6 @@ pub use observe::{ClientInfo, ClientPage, Overview, QueueDepth};
 pub use publish::Published;
 pub use wakes::DeferWakes;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -38,12 +38,12 @@ use crate::auth::Auth;
 use crate::codec::QoS;
 use crate::config::{Config, Listener};
 use crate::expiry::Deadlines;
-use crate::id_hash::IdMap;
 use crate::message::SharedMessage;
 use crate::retain::RetainTree;
 use crate::router::Router;
 use crate::session::{Limits, Session};
 use crate::store::{Commit, Store};
+use session_sets::{Online, Sessions};
 
 /// `midge-` and 16 random hex digits. Should the OS generator fail, the time and a
 /// process-wide counter still give a unique id (only less unpredictable).
@@ -69,12 +69,12 @@ pub struct Broker {
     config: Config,
     /// Password and ACL files, reloaded on SIGHUP.
     auth: Auth,
-    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    sessions: Mutex<Sessions>,
     /// The sessions with a connection attached, by session id: all the sweeper walks for
     /// keep-alive and retransmission (offline sessions have neither). Keyed by the broker's
     /// own numbers (see `id_hash`): every connection inserts and removes one. Lock order:
     /// this before a session's state.
-    online: Mutex<IdMap<u64, Arc<Session>>>,
+    online: Mutex<Online>,
     /// When offline sessions expire and delayed wills are due (see [`crate::expiry`]).
     /// Lock order: a session's state before this.
     deadlines: Deadlines<Arc<Session>>,
@@ -102,8 +102,8 @@ impl Broker {
         Broker {
             config,
             auth,
-            sessions: Mutex::new(HashMap::new()),
-            online: Mutex::new(IdMap::default()),
+            sessions: Mutex::new(Sessions::default()),
+            online: Mutex::new(Online::default()),
             deadlines: Deadlines::default(),
             memory_limit,
             router: Router::default(),
@@ -156,7 +156,7 @@ impl Broker {
     pub fn assign_client_id(&self) -> String {
         loop {
             let id = random_client_id();
-            if !self.sessions.lock().contains_key(id.as_str()) {
+            if !self.sessions.lock().contains(id.as_str()) {
                 return id;
             }
         }
@@ -181,14 +181,14 @@ impl Broker {
 
     /// Whether `client_id` has a session (online or offline).
     pub fn has_session(&self, client_id: &str) -> bool {
-        self.sessions.lock().contains_key(client_id)
+        self.sessions.lock().contains(client_id)
     }
 
     /// Tells every connection to close: sets the flag each connection checks when it
     /// wakes, then wakes them all.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().iter().cloned().collect();
         wake_all(sessions);
     }
 

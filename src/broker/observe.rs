@@ -122,7 +122,12 @@ impl Broker {
 
     /// Up to `limit` clients whose ids sort after `after` (from the first with `None`).
     pub fn clients(&self, after: Option<&str>, limit: usize) -> ClientPage {
-        let mut ids: Vec<Arc<str>> = self.sessions.lock().keys().cloned().collect();
+        let mut ids: Vec<Arc<str>> = self
+            .sessions
+            .lock()
+            .iter()
+            .map(|s| s.client_id.clone())
+            .collect();
         let total = ids.len();
         ids.sort_unstable();
         let start = after.map_or(0, |a| ids.partition_point(|id| &**id <= a));
@@ -160,7 +165,7 @@ impl Broker {
     }
 
     fn all_sessions(&self) -> Vec<Arc<Session>> {
-        self.sessions.lock().values().cloned().collect()
+        self.sessions.lock().iter().cloned().collect()
     }
 }
 

@@ -115,7 +115,7 @@ impl Broker {
                     st.incoming_qos2_insert(*pkid);
                 }
                 drop(st);
-                sessions.insert(key, session);
+                sessions.insert(session);
             }
         }
         // Outside the session's lock: the router's lock comes first. The store has
@@ -152,7 +152,7 @@ impl Broker {
         if !self.store.is_durable() {
             return;
         }
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().iter().cloned().collect();
         for session in sessions {
             let stored = session.state.lock().store_unstored(session.store_handle());
             if stored.failed {
