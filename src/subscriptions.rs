@@ -35,23 +35,24 @@ impl Sub {
 /// Up to this many filters are kept in a vector and found by linear search.
 const FEW: usize = 8;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub enum Subscriptions {
+    #[default]
+    None,
+    /// The common case (a device subscribed to its own commands): held inline, so an
+    /// idle connection's session pays for no vector beside its one filter.
+    One(Box<str>, Sub),
     Few(Vec<(Box<str>, Sub)>),
     /// Boxed: the variant would otherwise make every session's set twice as large.
     #[allow(clippy::box_collection)]
     Many(Box<HashMap<Box<str>, Sub>>),
 }
 
-impl Default for Subscriptions {
-    fn default() -> Self {
-        Subscriptions::Few(Vec::new())
-    }
-}
-
 impl Subscriptions {
     pub fn len(&self) -> usize {
         match self {
+            Subscriptions::None => 0,
+            Subscriptions::One(..) => 1,
             Subscriptions::Few(v) => v.len(),
             Subscriptions::Many(m) => m.len(),
         }
@@ -64,6 +65,8 @@ impl Subscriptions {
 
     pub fn get(&self, filter: &str) -> Option<Sub> {
         match self {
+            Subscriptions::None => None,
+            Subscriptions::One(f, q) => (&**f == filter).then_some(*q),
             Subscriptions::Few(v) => v.iter().find(|(f, _)| &**f == filter).map(|(_, q)| *q),
             Subscriptions::Many(m) => m.get(filter).copied(),
         }
@@ -76,6 +79,21 @@ impl Subscriptions {
     /// Adds or replaces a filter. Returns true if it is new.
     pub fn insert(&mut self, filter: &str, qos: Sub) -> bool {
         match self {
+            Subscriptions::None => {
+                *self = Subscriptions::One(filter.into(), qos);
+                true
+            }
+            Subscriptions::One(f, q) if &**f == filter => {
+                *q = qos;
+                false
+            }
+            Subscriptions::One(..) => {
+                let Subscriptions::One(f, q) = std::mem::take(self) else {
+                    return false; // unreachable: matched just above
+                };
+                *self = Subscriptions::Few(vec![(f, q), (filter.into(), qos)]);
+                true
+            }
             Subscriptions::Few(v) => {
                 if let Some(entry) = v.iter_mut().find(|(f, _)| &**f == filter) {
                     entry.1 = qos;
@@ -98,11 +116,21 @@ impl Subscriptions {
     /// Removes a filter (compared character by character). Returns it if it was held.
     pub fn remove(&mut self, filter: &str) -> Option<Sub> {
         match self {
+            Subscriptions::None => None,
+            Subscriptions::One(f, q) => {
+                let q = *q;
+                (&**f == filter).then(|| {
+                    *self = Subscriptions::None;
+                    q
+                })
+            }
             Subscriptions::Few(v) => {
                 let i = v.iter().position(|(f, _)| &**f == filter)?;
                 let (_, qos) = v.swap_remove(i);
-                if v.is_empty() {
-                    *v = Vec::new();
+                if v.len() == 1 {
+                    if let Some((f, q)) = v.pop() {
+                        *self = Subscriptions::One(f, q);
+                    }
                 }
                 Some(qos)
             }
@@ -113,6 +141,8 @@ impl Subscriptions {
     /// Every filter held, in no particular order.
     pub fn filters(&self) -> Vec<String> {
         match self {
+            Subscriptions::None => Vec::new(),
+            Subscriptions::One(f, _) => vec![f.to_string()],
             Subscriptions::Few(v) => v.iter().map(|(f, _)| f.to_string()).collect(),
             Subscriptions::Many(m) => m.keys().map(|f| f.to_string()).collect(),
         }
@@ -153,6 +183,18 @@ mod tests {
     }
 
     #[test]
+    fn one_filter_is_inline_and_replaced_in_place() {
+        let mut s = Subscriptions::default();
+        assert!(s.insert("dev/1/cmd", Sub::qos(QoS::AtLeastOnce)));
+        assert!(matches!(s, Subscriptions::One(..)));
+        assert!(!s.insert("dev/1/cmd", Sub::qos(QoS::ExactlyOnce)));
+        assert_eq!(s.get("dev/1/cmd"), Some(Sub::qos(QoS::ExactlyOnce)));
+        assert_eq!(s.get("dev/2/cmd"), None);
+        assert_eq!((s.len(), s.filters()), (1, vec!["dev/1/cmd".to_string()]));
+        assert!(std::mem::size_of::<Subscriptions>() <= 32);
+    }
+
+    #[test]
     fn few_filters_stay_in_an_exact_vector() {
         let mut s = Subscriptions::default();
         assert!(s.insert("a/+", Sub::qos(QoS::AtLeastOnce)));
@@ -163,10 +205,16 @@ mod tests {
                 assert_eq!(v.len(), 2);
                 assert_eq!(v.capacity(), 2);
             }
-            Subscriptions::Many(_) => panic!("two filters should stay in the vector"),
+            _ => panic!("two filters should be in the vector"),
         }
         assert_eq!(s.get("a/+"), Some(Sub::qos(QoS::AtMostOnce)));
         assert_eq!(s.remove("a/+"), Some(Sub::qos(QoS::AtMostOnce)));
         assert_eq!(s.filters(), vec!["a/#".to_string()]);
+        // Back to one: inline again.
+        assert!(matches!(s, Subscriptions::One(..)));
+        assert_eq!(s.remove("a/+"), None);
+        assert_eq!(s.remove("a/#"), Some(Sub::qos(QoS::AtLeastOnce)));
+        assert!(matches!(s, Subscriptions::None));
+        assert!(s.filters().is_empty());
     }
 }

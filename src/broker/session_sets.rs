@@ -130,8 +130,8 @@ mod tests {
     use super::*;
     use crate::config::QueueFull;
     use crate::session::Limits;
-    use std::time::Duration;
     use crate::store::MemoryStore;
+    use std::time::Duration;
 
     fn session(id: u64, client_id: &str) -> Arc<Session> {
         Arc::new(Session::new(
