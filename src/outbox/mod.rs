@@ -95,6 +95,14 @@ impl SentCounts {
         }
         self.payload = self.payload.wrapping_add(payload as u64);
     }
+
+    /// `n` QoS 0 PUBLISHes of `payload` bytes in all.
+    #[inline]
+    pub(crate) fn publishes_qos0(&mut self, n: u32, payload: u64) {
+        self.packets = self.packets.wrapping_add(n);
+        self.publish[0] = self.publish[0].wrapping_add(n);
+        self.payload = self.payload.wrapping_add(payload);
+    }
 }
 
 /// An outbox for MQTT 3.1.1 (and 3.1), the version tests and a refusal default to.
@@ -184,6 +192,13 @@ impl Outbox {
             unexpressible(p.topic, payload.len());
         }
         written
+    }
+
+    /// Appends `n` whole QoS 0 PUBLISH frames encoded beforehand (a session's queued
+    /// frames, see `session::frames`), of `payload` bytes of payload in all.
+    pub fn publish_frames(&mut self, frames: &[u8], n: u32, payload: u64) {
+        self.buf().extend_from_slice(frames);
+        self.counts.publishes_qos0(n, payload);
     }
 
     /// Queues the header just encoded into `tail`, then `payload` as a segment of its own.

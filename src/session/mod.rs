@@ -136,7 +136,15 @@ pub struct SessionState {
     pub timers: Timers,
     pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
+    /// QoS 0 deliveries queued as their encoded PUBLISH, in order with `queue` (see
+    /// `frames`).
+    pub frames: Frames,
+    /// What `queue` and `frames` weigh (see `max_queued_bytes`).
     pub queued_bytes: usize,
+    /// How the attached connection takes a QoS 0 PUBLISH, while every client of its
+    /// version takes the same bytes and the session ends with it; `None` otherwise.
+    /// Queued QoS 0 deliveries are frames only while it is set.
+    pub wire: Option<Wire>,
     /// By packet id; `item.seq` gives the send order for retransmission.
     /// By packet id (the broker's own numbers: see `id_hash`). Unordered: what is re-sent
     /// goes in send order, by the queue sequence each entry keeps.
@@ -217,7 +225,9 @@ impl Session {
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
+                frames: Frames::default(),
                 queued_bytes: 0,
+                wire: None,
                 inflight: InflightMap::default(),
                 incoming_qos2: None,
                 resend_due: false,
@@ -251,6 +261,25 @@ impl Session {
         acl: Option<&AclFile>,
         stored: &mut StoreOutcome,
     ) -> Delivery {
+        self.offer_encoded(msg, qos, retain, extra, publisher, acl, stored, None)
+    }
+
+    /// [`offer`](Self::offer), with the message's QoS 0 frames encoded once for every
+    /// session it is offered to (`encoded`, [`Encoded::start`]ed with `msg`): a QoS 0
+    /// delivery this session's connection takes as such is queued as those bytes (see
+    /// `frames`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer_encoded(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
+        stored: &mut StoreOutcome,
+        encoded: Option<&mut Encoded>,
+    ) -> Delivery {
         let mut st = self.state.lock();
         if let Some(acl) = acl {
             if !acl.check(
@@ -263,7 +292,11 @@ impl Session {
             }
         }
         let handle = self.store_handle();
-        let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
+        let frame = encoded.and_then(|e| st.frame_for(e, msg, qos, extra.is_some()));
+        let outcome = match frame {
+            Some(frame) => st.enqueue_frame(frame, retain, msg.payload.len(), handle),
+            None => st.enqueue(msg, qos, retain, extra, false, handle, stored),
+        };
         match (outcome, publisher) {
             (Delivery::Dropped, _) => st.report_drop(&self.client_id),
             (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
@@ -335,6 +368,7 @@ impl SessionState {
     pub fn reset(&mut self) {
         self.subscriptions.clear();
         self.queue.clear();
+        self.frames.clear();
         self.queued_bytes = 0;
         self.inflight.clear();
         self.held = 0;
@@ -342,6 +376,7 @@ impl SessionState {
     }
 }
 
+mod frames;
 mod inflight;
 mod inflight_map;
 mod qos2;
@@ -351,6 +386,7 @@ pub(crate) mod test_support;
 mod timers;
 mod wake;
 
+pub use frames::{Encoded, Frames, Wire};
 pub use inflight::{Inflight, InflightState};
 pub use inflight_map::InflightMap;
 use queue::Drops;
