@@ -201,6 +201,30 @@ impl Outbox {
         self.counts.publishes_qos0(n, payload);
     }
 
+    /// [`publish_frames`](Self::publish_frames) for a buffer of frames the outbox may
+    /// keep: it becomes the buffer to encode into when nothing is waiting, or else a
+    /// segment of its own after what is (the buffer so far frozen before it, as for a
+    /// large payload). Either way the frames are not copied.
+    pub fn publish_frames_owned(&mut self, frames: BytesMut, n: u32, payload: u64) {
+        self.counts.publishes_qos0(n, payload);
+        if frames.is_empty() {
+            return;
+        }
+        if self.is_empty() && self.tail.capacity() == 0 {
+            self.tail = frames;
+            return;
+        }
+        if !self.tail.is_empty() {
+            let head = self.tail.split().freeze();
+            self.segments_len += head.len();
+            self.segments.get_or_insert_default().push_back(head);
+        }
+        self.segments_len += frames.len();
+        self.segments
+            .get_or_insert_default()
+            .push_back(frames.freeze());
+    }
+
     /// Queues the header just encoded into `tail`, then `payload` as a segment of its own.
     fn push_payload(&mut self, payload: &Bytes) {
         let head = self.tail.split().freeze();
@@ -284,6 +308,18 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// Everything waiting, in order, taken out as if written (for tests that decode it).
+    #[cfg(test)]
+    pub fn take_all(&mut self) -> Vec<u8> {
+        let mut all = Vec::with_capacity(self.len());
+        for s in self.segments.iter().flat_map(|s| s.iter()) {
+            all.extend_from_slice(s);
+        }
+        all.extend_from_slice(&self.tail);
+        self.consume(all.len());
+        all
     }
 
     /// Once everything is written, lets go of the buffers: an idle connection holds no

@@ -51,9 +51,13 @@ const MAX_SPAN: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     V311,
-    /// A frame larger than the client's Maximum Packet Size goes the general way (which
-    /// drops it, counted).
-    V5 { max_packet_size: u32 },
+    /// Frames up to 2^`max_log2` bytes, the largest power of two within the client's
+    /// Maximum Packet Size: a larger one goes the general way, which sends it if it fits
+    /// the exact limit and drops it (counted) if not. Two bytes where the size itself
+    /// would take eight of the session, which every client carries.
+    V5 {
+        max_log2: u8,
+    },
 }
 
 impl Wire {
@@ -63,7 +67,8 @@ impl Wire {
         match v5 {
             None => Some(Wire::V311),
             Some(p) if p.topic_alias_max == 0 => Some(Wire::V5 {
-                max_packet_size: p.max_packet_size.unwrap_or(u32::MAX),
+                // (A Maximum Packet Size of 0 is a protocol error: never accepted.)
+                max_log2: p.max_packet_size.map_or(32, |m| m.max(1).ilog2() as u8),
             }),
             Some(_) => None,
         }
@@ -71,6 +76,14 @@ impl Wire {
 
     fn is_v5(self) -> bool {
         matches!(self, Wire::V5 { .. })
+    }
+
+    /// Whether a frame of `len` bytes may go to this client as such.
+    fn takes(self, len: usize) -> bool {
+        match self {
+            Wire::V311 => true,
+            Wire::V5 { max_log2 } => (len as u64) <= 1u64 << max_log2.min(32),
+        }
     }
 }
 
@@ -96,7 +109,10 @@ impl Encoded {
     /// Forgets the previous message's frames; `msg` is the one the next offers carry.
     pub fn start(&mut self, msg: &Message) {
         self.eligible = msg.expires_at.is_none()
-            && msg.props.as_ref().is_none_or(|p| p.message_expiry.is_none())
+            && msg
+                .props
+                .as_ref()
+                .is_none_or(|p| p.message_expiry.is_none())
             && msg.payload.len() < SHARE_PAYLOAD_ON_WRITE_FROM;
         self.v311.done = None;
         self.v5.done = None;
@@ -147,13 +163,8 @@ impl Encoded {
             };
             slot.done = Some(done);
         }
-        match (slot.done, wire) {
-            (Some(true), Wire::V5 { max_packet_size })
-                if slot.buf.len() > max_packet_size as usize =>
-            {
-                None
-            }
-            (Some(true), _) => Some(&slot.buf),
+        match slot.done {
+            Some(true) if wire.takes(slot.buf.len()) => Some(&slot.buf),
             _ => None,
         }
     }
@@ -208,9 +219,14 @@ impl Drop for Span {
     }
 }
 
-/// A session's queued QoS 0 frames (see the module's notes).
+/// A session's queued QoS 0 frames (see the module's notes). Boxed, and allocated with
+/// the first frame: every session carries this, idle or not (see
+/// `footprint_tests.rs`).
 #[derive(Debug, Default)]
-pub struct Frames {
+pub struct Frames(Option<Box<Spans>>);
+
+#[derive(Debug, Default)]
+struct Spans {
     spans: VecDeque<Span>,
     /// Frames held, in all spans.
     count: usize,
@@ -221,34 +237,36 @@ pub struct Frames {
 impl Frames {
     /// Frames (messages) held.
     pub fn len(&self) -> usize {
-        self.count
+        self.0.as_ref().map_or(0, |f| f.count)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
-    /// Bytes of the frames held.
+    /// Bytes of the frames held (part of `queued_bytes`).
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.0.as_ref().map_or(0, |f| f.bytes)
     }
 
     /// The sequence number the oldest frames follow (see [`Span::after`]).
     pub(super) fn front_after(&self) -> Option<u64> {
-        self.spans.front().map(|s| s.after)
+        self.0.as_ref()?.spans.front().map(|s| s.after)
     }
 
     /// Appends `frame` (RETAIN set when `retain`) after the queue entry `after`.
     fn push(&mut self, after: u64, frame: &[u8], retain: bool, payload: usize, v5: bool) {
-        let fits = self
+        let f = self.0.get_or_insert_default();
+        let fits = f
             .spans
             .back()
             .is_some_and(|s| s.after == after && s.v5 == v5 && s.room() >= frame.len());
         if !fits {
-            let capacity = self.bytes.clamp(MIN_SPAN, MAX_SPAN).max(frame.len());
-            self.spans.push_back(Span::new(after, capacity, v5));
+            let capacity = f.bytes.clamp(MIN_SPAN, MAX_SPAN).max(frame.len());
+            f.spans.push_back(Span::new(after, capacity, v5));
         }
-        let Some(span) = self.spans.back_mut() else {
+        let Some(span) = f.spans.back_mut() else {
             return;
         };
         let start = span.buf.len();
@@ -261,21 +279,25 @@ impl Frames {
         }
         span.frames += 1;
         span.payload += payload as u64;
-        self.count += 1;
-        self.bytes += frame.len();
+        f.count += 1;
+        f.bytes += frame.len();
     }
 
     /// Takes the oldest span out whole.
     pub(super) fn pop_front(&mut self) -> Option<Span> {
-        let span = self.spans.pop_front()?;
-        self.count -= span.frames as usize;
-        self.bytes -= span.buf.len();
+        let f = self.0.as_mut()?;
+        let span = f.spans.pop_front()?;
+        f.count -= span.frames as usize;
+        f.bytes -= span.buf.len();
         Some(span)
     }
 
     /// Drops the oldest frame. Returns its bytes (0: there was none).
     fn drop_front(&mut self) -> usize {
-        let Some(span) = self.spans.front_mut() else {
+        let Some(f) = self.0.as_mut() else {
+            return 0;
+        };
+        let Some(span) = f.spans.front_mut() else {
             return 0;
         };
         let (len, payload) = match parts(&span.buf, span.v5) {
@@ -292,18 +314,22 @@ impl Frames {
         span.buf.advance(len);
         span.frames -= frames;
         span.payload = span.payload.saturating_sub(payload as u64);
-        self.count -= frames as usize;
-        self.bytes -= len;
+        f.count -= frames as usize;
+        f.bytes -= len;
         if span.frames == 0 {
-            self.spans.pop_front();
+            f.spans.pop_front();
         }
         len
     }
 
+    /// Drops every frame, and the box.
     pub(super) fn clear(&mut self) {
-        self.spans.clear();
-        self.count = 0;
-        self.bytes = 0;
+        self.0 = None;
+    }
+
+    #[cfg(test)]
+    fn spans(&self) -> impl Iterator<Item = &Span> {
+        self.0.iter().flat_map(|f| f.spans.iter())
     }
 }
 
@@ -420,7 +446,9 @@ impl SessionState {
         acl: Option<&AclFile>,
     ) {
         let Some(acl) = acl else {
-            out.publish_frames(&span.buf, span.frames, span.payload);
+            let mut span = span;
+            let buf = std::mem::take(&mut span.buf);
+            out.publish_frames_owned(buf, span.frames, span.payload);
             return;
         };
         let mut rest = &span.buf[..];

@@ -35,7 +35,7 @@ fn fill(s: &Session, out: &mut Outbox) {
 
 /// (topic, QoS, RETAIN) of every PUBLISH written, in order.
 fn written(out: &mut Outbox, v5: bool) -> Vec<(String, QoS, bool)> {
-    let mut buf: BytesMut = out.buf().split();
+    let mut buf = BytesMut::from(&out.take_all()[..]);
     let mut seen = Vec::new();
     loop {
         let p = if v5 {
@@ -96,10 +96,34 @@ fn frames_wait_behind_an_entry_the_window_holds_back() {
     // A window of one: the second QoS 1 message waits, and the QoS 0 behind it too.
     let s = wired(limits(1, 0, QueueFull::DropNew), Wire::V311);
     let mut enc = Encoded::default();
-    offer(&s, &mut enc, &message("a", QoS::AtMostOnce), QoS::AtMostOnce, false);
-    offer(&s, &mut enc, &message("b", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
-    offer(&s, &mut enc, &message("c", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
-    offer(&s, &mut enc, &message("d", QoS::AtMostOnce), QoS::AtMostOnce, false);
+    offer(
+        &s,
+        &mut enc,
+        &message("a", QoS::AtMostOnce),
+        QoS::AtMostOnce,
+        false,
+    );
+    offer(
+        &s,
+        &mut enc,
+        &message("b", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
+    offer(
+        &s,
+        &mut enc,
+        &message("c", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
+    offer(
+        &s,
+        &mut enc,
+        &message("d", QoS::AtMostOnce),
+        QoS::AtMostOnce,
+        false,
+    );
     let mut out = Outbox::default();
     fill(&s, &mut out);
     assert_eq!(topics(&written(&mut out, false)), ["a", "b"]);
@@ -155,16 +179,29 @@ fn byte_counts_are_the_frames_and_go_back_to_zero() {
         let st = s.state.lock();
         assert_eq!(st.frames.bytes(), 3 * frame);
         assert_eq!(st.queued_bytes, 3 * frame);
-        assert_eq!(st.frames.spans.len(), 1, "consecutive frames share one buffer");
-        let span = st.frames.spans.front().expect("a span");
-        assert_eq!(span.charged, span.buf.capacity() + std::mem::size_of::<Span>());
+        assert_eq!(
+            st.frames.spans().count(),
+            1,
+            "consecutive frames share one buffer"
+        );
+        let span = st.frames.spans().next().expect("a span");
+        assert_eq!(
+            span.charged,
+            span.buf.capacity() + std::mem::size_of::<Span>()
+        );
     }
     // An entry between frames starts a new span after it.
-    offer(&s, &mut enc, &message("q1", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
+    offer(
+        &s,
+        &mut enc,
+        &message("q1", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
     offer(&s, &mut enc, &msg, QoS::AtMostOnce, false);
     {
         let st = s.state.lock();
-        assert_eq!(st.frames.spans.len(), 2);
+        assert_eq!(st.frames.spans().count(), 2);
         assert_eq!(st.frames.len(), 4);
         let entry = st.queue.front().expect("the entry").held_bytes();
         assert_eq!(st.queued_bytes, 4 * frame + entry);
@@ -172,8 +209,11 @@ fn byte_counts_are_the_frames_and_go_back_to_zero() {
     let mut out = Outbox::default();
     fill(&s, &mut out);
     let st = s.state.lock();
-    assert_eq!((st.queued_len(), st.queued_bytes, st.frames.bytes()), (0, 0, 0));
-    assert!(st.frames.spans.is_empty());
+    assert_eq!(
+        (st.queued_len(), st.queued_bytes, st.frames.bytes()),
+        (0, 0, 0)
+    );
+    assert!(st.frames.spans().next().is_none());
 }
 
 #[test]
@@ -202,12 +242,42 @@ fn drop_oldest_drops_exactly_one_frame_per_new_message() {
 fn drop_oldest_takes_the_oldest_of_frames_and_entries() {
     let s = wired(limits(10, 3, QueueFull::DropOldest), Wire::V311);
     let mut enc = Encoded::default();
-    offer(&s, &mut enc, &message("e0", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
-    offer(&s, &mut enc, &message("f1", QoS::AtMostOnce), QoS::AtMostOnce, false);
-    offer(&s, &mut enc, &message("e2", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
+    offer(
+        &s,
+        &mut enc,
+        &message("e0", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
+    offer(
+        &s,
+        &mut enc,
+        &message("f1", QoS::AtMostOnce),
+        QoS::AtMostOnce,
+        false,
+    );
+    offer(
+        &s,
+        &mut enc,
+        &message("e2", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
     // Full: the entry e0 goes, then the frame f1.
-    offer(&s, &mut enc, &message("f3", QoS::AtMostOnce), QoS::AtMostOnce, false);
-    offer(&s, &mut enc, &message("e4", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
+    offer(
+        &s,
+        &mut enc,
+        &message("f3", QoS::AtMostOnce),
+        QoS::AtMostOnce,
+        false,
+    );
+    offer(
+        &s,
+        &mut enc,
+        &message("e4", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
     let mut out = Outbox::default();
     fill(&s, &mut out);
     assert_eq!(topics(&written(&mut out, false)), ["e2", "f3", "e4"]);
@@ -261,7 +331,16 @@ fn what_a_frame_cannot_carry_goes_as_an_entry() {
     enc.start(&msg);
     let mut stored = StoreOutcome::default();
     let extra = crate::message::DeliveryProps::boxed(vec![7], None);
-    s.offer_encoded(&msg, QoS::AtMostOnce, false, extra, None, None, &mut stored, Some(&mut enc));
+    s.offer_encoded(
+        &msg,
+        QoS::AtMostOnce,
+        false,
+        extra,
+        None,
+        None,
+        &mut stored,
+        Some(&mut enc),
+    );
     // A message that expires.
     let props = MessageProps {
         message_expiry: Some(60),
@@ -285,13 +364,25 @@ fn what_a_frame_cannot_carry_goes_as_an_entry() {
     ));
     offer(&s, &mut enc, &large, QoS::AtMostOnce, false);
     // QoS 1.
-    offer(&s, &mut enc, &message("w", QoS::AtLeastOnce), QoS::AtLeastOnce, false);
+    offer(
+        &s,
+        &mut enc,
+        &message("w", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+    );
     let st = s.state.lock();
     assert_eq!((st.frames.len(), st.queue.len()), (0, 4));
     drop(st);
     // And a session whose connection's frames are its own.
     let own = session(limits(10, 0, QueueFull::DropNew));
-    offer(&own, &mut enc, &message("v", QoS::AtMostOnce), QoS::AtMostOnce, false);
+    offer(
+        &own,
+        &mut enc,
+        &message("v", QoS::AtMostOnce),
+        QoS::AtMostOnce,
+        false,
+    );
     assert_eq!(own.state.lock().frames.len(), 0);
 }
 
@@ -309,18 +400,13 @@ fn v5_frames_carry_the_message_properties_and_respect_maximum_packet_size() {
         false,
         Some(Box::new(props.clone())),
     ));
-    let s = wired(
-        limits(10, 0, QueueFull::DropNew),
-        Wire::V5 {
-            max_packet_size: u32::MAX,
-        },
-    );
+    let s = wired(limits(10, 0, QueueFull::DropNew), Wire::V5 { max_log2: 32 });
     let mut enc = Encoded::default();
     offer(&s, &mut enc, &msg, QoS::AtMostOnce, false);
     assert_eq!(s.state.lock().frames.len(), 1);
     let mut out = Outbox::for_client(Some(Box::new(PeerV5::new(None, 0))));
     fill(&s, &mut out);
-    let mut buf: BytesMut = out.buf().split();
+    let mut buf = BytesMut::from(&out.take_all()[..]);
     let Ok(Some(Packet::Publish(p))) = codec::decode_v5(&mut buf, usize::MAX) else {
         panic!("a PUBLISH")
     };
@@ -330,7 +416,7 @@ fn v5_frames_carry_the_message_properties_and_respect_maximum_packet_size() {
     // Larger than the client takes: not a frame (the general way drops it, counted).
     let small = wired(
         limits(10, 0, QueueFull::DropNew),
-        Wire::V5 { max_packet_size: 8 },
+        Wire::of(Some(&PeerV5::new(Some(15), 0))).expect("no aliases"),
     );
     offer(&small, &mut enc, &msg, QoS::AtMostOnce, false);
     let st = small.state.lock();
@@ -345,12 +431,7 @@ fn a_frame_is_parsed_back_into_its_length_topic_and_payload() {
     let v311 = enc.frame(&msg, Wire::V311).expect("encodable").to_vec();
     assert_eq!(parts(&v311, false), Some((v311.len(), &b"a/b"[..], 1)));
     let v5 = enc
-        .frame(
-            &msg,
-            Wire::V5 {
-                max_packet_size: u32::MAX,
-            },
-        )
+        .frame(&msg, Wire::V5 { max_log2: 32 })
         .expect("encodable")
         .to_vec();
     assert_eq!(parts(&v5, true), Some((v5.len(), &b"a/b"[..], 1)));
@@ -368,13 +449,13 @@ fn a_span_grows_with_the_backlog_up_to_its_maximum() {
         offer(&s, &mut enc, &msg, QoS::AtMostOnce, false);
     }
     let st = s.state.lock();
-    let caps: Vec<usize> = st.frames.spans.iter().map(|s| s.buf.capacity()).collect();
+    let caps: Vec<usize> = st.frames.spans().map(|s| s.buf.capacity()).collect();
     assert_eq!(caps.first(), Some(&MIN_SPAN));
     assert!(caps.iter().all(|c| *c <= MAX_SPAN));
     // Each new one as large as the backlog it joins (100,000 bytes by the end).
     assert!(caps.windows(2).all(|w| w[1] >= w[0]), "{caps:?}");
     assert!(caps.last().is_some_and(|c| *c > MAX_SPAN / 2), "{caps:?}");
-    let frames: usize = st.frames.spans.iter().map(|s| s.frames as usize).sum();
+    let frames: usize = st.frames.spans().map(|s| s.frames as usize).sum();
     assert_eq!(frames, 20_000);
 }
 
@@ -383,7 +464,13 @@ fn an_acl_in_force_at_send_time_is_checked_per_frame() {
     let s = wired(limits(10, 0, QueueFull::DropNew), Wire::V311);
     let mut enc = Encoded::default();
     for t in ["ok/1", "no/2", "ok/3"] {
-        offer(&s, &mut enc, &message(t, QoS::AtMostOnce), QoS::AtMostOnce, false);
+        offer(
+            &s,
+            &mut enc,
+            &message(t, QoS::AtMostOnce),
+            QoS::AtMostOnce,
+            false,
+        );
     }
     // Reloaded since they were queued: `no/#` is not readable any more.
     let acl = match crate::auth::AclFile::parse("topic read ok/#\n", "test.acl") {
@@ -393,8 +480,30 @@ fn an_acl_in_force_at_send_time_is_checked_per_frame() {
     let mut out = Outbox::default();
     {
         let mut st = s.state.lock();
-        st.fill(&mut out, usize::MAX, Instant::now(), s.store_handle(), Some(&acl));
+        st.fill(
+            &mut out,
+            usize::MAX,
+            Instant::now(),
+            s.store_handle(),
+            Some(&acl),
+        );
         assert_eq!((st.queued_len(), st.queued_bytes), (0, 0));
     }
     assert_eq!(topics(&written(&mut out, false)), ["ok/1", "ok/3"]);
+}
+
+#[test]
+fn a_wire_takes_frames_within_the_maximum_packet_size_rounded_down_to_a_power_of_two() {
+    assert_eq!(Wire::of(None), Some(Wire::V311));
+    // Broker-to-client topic aliases: the connection's frames are its own.
+    assert_eq!(Wire::of(Some(&PeerV5::new(None, 5))), None);
+    let unlimited = Wire::of(Some(&PeerV5::new(None, 0))).expect("a wire");
+    assert!(unlimited.takes(268_435_460));
+    let w = Wire::of(Some(&PeerV5::new(Some(100), 0))).expect("a wire");
+    assert_eq!(w, Wire::V5 { max_log2: 6 });
+    assert!(w.takes(64));
+    // 65..=100 would fit: they go the general way, which sends them.
+    assert!(!w.takes(65));
+    let exact = Wire::of(Some(&PeerV5::new(Some(128), 0))).expect("a wire");
+    assert!(exact.takes(128) && !exact.takes(129));
 }

@@ -58,8 +58,8 @@ impl SessionState {
             // Fixed header (at most 5), topic length, packet id; 5.0 properties unknown.
             total += 9 + q.msg.topic.len() + copied;
         }
-        // QoS 0 frames are copied as they are (more than goes now, at most).
-        (total + self.frames.bytes()).min(room)
+        // (QoS 0 frames are handed over in their own buffers, not written into this one.)
+        total.min(room)
     }
 
     fn alloc_pkid(&mut self) -> u16 {
