@@ -20,7 +20,7 @@ const N: usize = 300;
 /// QoS of message `i` in the burst: QoS 1 now and then, in runs of QoS 0 of varying
 /// length.
 fn qos_of(i: usize) -> u8 {
-    u8::from(i % 7 == 0 || i % 11 == 3)
+    u8::from(i.is_multiple_of(7) || i % 11 == 3)
 }
 
 /// Receives the burst, resolving topic aliases; checks order, QoS, topic, and what

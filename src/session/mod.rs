@@ -10,7 +10,8 @@
 //!
 //! One file per state machine: this one holds the [`Session`] and its state, the store
 //! handle and what a delivery comes to; `queue.rs` the queue, its limits and drop
-//! policies and shared-subscription hand-over; `inflight.rs` the outgoing window, packet
+//! policies and shared-subscription hand-over; `frames.rs` QoS 0 deliveries queued as
+//! their encoded PUBLISH, in order with the queue; `inflight.rs` the outgoing window, packet
 //! ids, retry and acknowledgements; `qos2.rs` incoming QoS 2; `timers.rs` keep-alive,
 //! retry timing, expiry and the pending will. The packets themselves are written by the
 //! connection's outbox, which knows the client's protocol version.
