@@ -37,8 +37,8 @@ use crate::message::Message;
 use crate::metrics::{self, DropReason};
 use crate::outbox::{Outbox, PeerV5, SHARE_PAYLOAD_ON_WRITE_FROM};
 
-/// A new span's buffer holds at least this much...
-const MIN_SPAN: usize = 512;
+/// A new span's buffer holds at least this much (the smallest size `buffers` keeps)...
+const MIN_SPAN: usize = 1024;
 /// ...and at most this much (unless one frame is larger): as much as the session has
 /// queued in frames already, so an idle session's rare message takes a small buffer and
 /// a backlog is kept in large ones.
@@ -190,7 +190,12 @@ pub(super) struct Span {
 
 impl Span {
     fn new(after: u64, capacity: usize, v5: bool) -> Span {
-        let buf = BytesMut::with_capacity(capacity);
+        // A recycled write buffer of about that size if this thread has one (a span
+        // usually becomes a connection's write buffer, and goes back there): in a
+        // one-to-one flow that saves an allocation a message. Never much larger than
+        // asked, as it is held (and counted) until the connection takes it.
+        let buf = crate::buffers::take_within(capacity, 4 * capacity)
+            .unwrap_or_else(|| BytesMut::with_capacity(capacity));
         let charged = buf.capacity() + std::mem::size_of::<Span>();
         crate::memory::charge(charged);
         Span {
@@ -392,9 +397,24 @@ impl SessionState {
         encoded.frame(msg, self.wire?)
     }
 
+    /// Queues a QoS 0 frame if the queue has room for it. Returns false, having done
+    /// nothing, when it is full: then [`enqueue_frame`](Self::enqueue_frame) applies the
+    /// policy.
+    #[inline]
+    pub(super) fn push_frame(&mut self, frame: &[u8], retain: bool, payload: usize) -> bool {
+        if self.is_full(frame.len()) {
+            return false;
+        }
+        let v5 = self.wire.is_some_and(Wire::is_v5);
+        self.frames.push(self.next_seq, frame, retain, payload, v5);
+        self.queued_bytes += frame.len();
+        true
+    }
+
     /// Queues a QoS 0 frame under the queue's limits and `queue_full` policy, as
     /// [`enqueue`](Self::enqueue) does an entry: a full queue drops the new frame, or
     /// under `drop_oldest` the oldest messages (entries or frames) until it fits.
+    #[cold]
     pub(super) fn enqueue_frame(
         &mut self,
         frame: &[u8],
@@ -422,10 +442,13 @@ impl SessionState {
                 }
             }
         }
-        let v5 = self.wire.is_some_and(Wire::is_v5);
-        self.frames.push(self.next_seq, frame, retain, payload, v5);
-        self.queued_bytes += size;
-        outcome
+        if self.push_frame(frame, retain, payload) {
+            outcome
+        } else {
+            // Never: there is room now.
+            metrics::dropped(DropReason::QueueFullNew);
+            Delivery::Dropped
+        }
     }
 
     /// Drops the oldest frame. Returns its bytes (0: there was none).

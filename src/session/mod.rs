@@ -292,12 +292,19 @@ impl Session {
                 return Delivery::Skipped;
             }
         }
+        if let Some(frame) = encoded.and_then(|e| st.frame_for(e, msg, qos, extra.is_some())) {
+            // The common case inline; a full queue's policies out of line.
+            if st.push_frame(frame, retain, msg.payload.len()) {
+                return Delivery::Queued;
+            }
+            let outcome = st.enqueue_frame(frame, retain, msg.payload.len(), self.store_handle());
+            if outcome == Delivery::Dropped {
+                st.report_drop(&self.client_id);
+            }
+            return outcome;
+        }
         let handle = self.store_handle();
-        let frame = encoded.and_then(|e| st.frame_for(e, msg, qos, extra.is_some()));
-        let outcome = match frame {
-            Some(frame) => st.enqueue_frame(frame, retain, msg.payload.len(), handle),
-            None => st.enqueue(msg, qos, retain, extra, false, handle, stored),
-        };
+        let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
         match (outcome, publisher) {
             (Delivery::Dropped, _) => st.report_drop(&self.client_id),
             (Delivery::OverLimit, Some(p)) => st.add_space_waiter(p),
