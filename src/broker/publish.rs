@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::{min_qos, Broker};
 use crate::auth::is_sys;
+use crate::codec::QoS;
 use crate::message::SharedMessage;
 use crate::router::Target;
 use crate::session::{Delivery, Encoded, Session};
@@ -91,16 +92,30 @@ impl Broker {
                 let retain = sub.retain_as_published && msg.retain;
                 let extra = sub.extra;
                 // Drops are counted where they happen, by reason (see `crate::metrics`).
-                let delivery = sub.session.offer_encoded(
-                    msg,
-                    qos,
-                    retain,
-                    extra,
-                    publisher,
-                    acl.as_deref(),
-                    &mut published.storage,
-                    Some(&mut *encoded),
-                );
+                // A QoS 0 delivery without subscription identifiers or a shared
+                // subscription may go as the frame encoded once (`session::frames`).
+                let delivery = if qos == QoS::AtMostOnce && extra.is_none() {
+                    sub.session.offer_encoded(
+                        msg,
+                        qos,
+                        retain,
+                        extra,
+                        publisher,
+                        acl.as_deref(),
+                        &mut published.storage,
+                        Some(&mut *encoded),
+                    )
+                } else {
+                    sub.session.offer(
+                        msg,
+                        qos,
+                        retain,
+                        extra,
+                        publisher,
+                        acl.as_deref(),
+                        &mut published.storage,
+                    )
+                };
                 if delivery == Delivery::OverLimit {
                     published.over_limit.push(sub.session.clone());
                 }

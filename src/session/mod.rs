@@ -262,7 +262,7 @@ impl Session {
         acl: Option<&AclFile>,
         stored: &mut StoreOutcome,
     ) -> Delivery {
-        self.offer_encoded(msg, qos, retain, extra, publisher, acl, stored, None)
+        self.offer_inner(msg, qos, retain, extra, publisher, acl, stored, None)
     }
 
     /// [`offer`](Self::offer), with the message's QoS 0 frames encoded once for every
@@ -271,6 +271,24 @@ impl Session {
     /// `frames`).
     #[allow(clippy::too_many_arguments)]
     pub fn offer_encoded(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
+        stored: &mut StoreOutcome,
+        encoded: Option<&mut Encoded>,
+    ) -> Delivery {
+        self.offer_inner(msg, qos, retain, extra, publisher, acl, stored, encoded)
+    }
+
+    /// Both of the above, compiled into each: `offer` without the frames' branch, so
+    /// that what never becomes a frame (QoS 1/2 above all) pays nothing for them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn offer_inner(
         &self,
         msg: &SharedMessage,
         qos: QoS,
