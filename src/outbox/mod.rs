@@ -4,7 +4,10 @@
 //! buffer, so a burst of them leaves in one syscall. A large payload is not copied: its
 //! PUBLISH header is encoded into the buffer and the payload itself, the same [`Bytes`]
 //! every other subscriber's outbox holds, is queued as a segment of its own. A 1 MiB
-//! message fanned out to ten subscribers stays one 1 MiB allocation.
+//! message fanned out to ten subscribers stays one 1 MiB allocation. A session's queued
+//! QoS 0 frames (`session::frames`) come in a buffer of their own, which is not copied
+//! either: it becomes the buffer to encode into when nothing is waiting, or else a
+//! segment.
 //!
 //! The outbox is a connection's one outbound side: it is made at CONNACK knowing the
 //! client's protocol version, and `send.rs` has one method per packet the broker sends

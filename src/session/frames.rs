@@ -7,8 +7,9 @@
 //! connection is known to take exactly the frame everyone else of its version gets (see
 //! [`Wire`]), the publish path encodes the frame once per message ([`Encoded`]) and the
 //! session's queue takes a copy of those bytes: consecutive frames sit back to back in
-//! one buffer (a [`Span`]) that `fill` copies into the outbox in one go. No reference to
-//! the message is kept, so nothing is shared between the threads but the bytes copied.
+//! one buffer (a [`Span`]) that `fill` hands to the outbox whole, without a copy. No
+//! reference to the message is kept, so nothing is shared between the threads but the
+//! bytes.
 //!
 //! The spans sit beside the queue of [`Queued`](super::Queued) entries, each marked with
 //! the sequence number of the entry it follows, so the one order of the session's
