@@ -41,6 +41,19 @@ pub fn take(min: usize) -> BytesMut {
     reused.unwrap_or_else(|| BytesMut::with_capacity(min))
 }
 
+/// A recycled buffer of `min` to `max` bytes, if this thread has one: for a buffer whose
+/// size must stay near what it asks for (see `session::frames`).
+pub fn take_within(min: usize, max: usize) -> Option<BytesMut> {
+    FREE.with_borrow_mut(|free| {
+        let (i, _) = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| (min..=max).contains(&b.capacity()))
+            .min_by_key(|(_, b)| b.capacity())?;
+        Some(free.swap_remove(i))
+    })
+}
+
 /// Gives `buf` back (its contents are discarded).
 pub fn give(mut buf: BytesMut) {
     buf.clear();
@@ -103,6 +116,18 @@ mod tests {
         give(held);
         assert!(take(2048).as_ptr() != ptr);
         assert_eq!(frame.len(), 3500);
+    }
+
+    #[test]
+    fn take_within_takes_only_a_buffer_of_that_size() {
+        FREE.with_borrow_mut(|f| f.clear());
+        give(BytesMut::with_capacity(65536));
+        assert!(take_within(1024, 4096).is_none(), "too large");
+        give(BytesMut::with_capacity(4096));
+        let b = take_within(1024, 4096).expect("the 4 KiB one");
+        assert_eq!(b.capacity(), 4096);
+        assert!(take_within(1024, 4096).is_none());
+        assert!(take_within(32768, 65536).is_some());
     }
 
     #[test]

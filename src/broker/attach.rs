@@ -11,7 +11,7 @@ use super::session_sets::Sessions;
 use super::{min_qos, wake_all, Broker};
 use crate::log_limit::field;
 use crate::message::DeliveryProps;
-use crate::session::{AttachPermit, Limits, Peer, Session, Timers};
+use crate::session::{AttachPermit, Limits, Peer, Session, Timers, Wire};
 use crate::store::{StoreEvent, StoreOutcome};
 
 /// Undoes a claim whose attach was abandoned before it completed (see
@@ -43,6 +43,9 @@ pub struct AttachRequest {
     pub receive_maximum: Option<u16>,
     /// The connection, as the operator's view shows it.
     pub peer: Peer,
+    /// How the connection takes a QoS 0 PUBLISH, if every client of its version takes
+    /// the same bytes ([`Wire::of`]).
+    pub wire: Option<Wire>,
 }
 
 /// Why [`Broker::attach`] gave a CONNECT no session.
@@ -93,6 +96,7 @@ impl Broker {
             timers,
             receive_maximum,
             peer,
+            wire,
         } = request;
         let (session, generation, existed) = {
             let mut sessions = self.sessions.lock();
@@ -125,6 +129,8 @@ impl Broker {
                 st.clean = true;
             }
             st.generation += 1;
+            // Nothing more is encoded for the connection being replaced.
+            st.wire = None;
             let taking_over = st.connected;
             st.connected = true;
             let generation = st.generation;
@@ -195,6 +201,9 @@ impl Broker {
                 }
             }
             st.clean = expiry == 0;
+            // Frames only for a session that ends with this connection: what it queues
+            // can never be sent to another connection, of another version.
+            st.wire = wire.filter(|_| st.clean);
             st.expiry = expiry;
             self.set_expiry(&session, &mut st, None);
             st.receive_maximum = receive_maximum;
@@ -231,6 +240,7 @@ impl Broker {
             // Offline from here on, so shared subscriptions stop choosing it while another
             // member is online.
             st.connected = false;
+            st.wire = None;
         }
         {
             // Checked under the online lock: a new connection that attached meanwhile
@@ -371,6 +381,11 @@ impl Broker {
         }
         st.expiry = expiry;
         st.clean = expiry == 0;
+        if !st.clean {
+            // (Not reached with frames queued: a session that ends with its connection
+            // may not be given an expiry on DISCONNECT [MQTT-3.14.2-2].)
+            st.wire = None;
+        }
     }
 }
 
@@ -402,6 +417,7 @@ mod tests {
                 protocol: 4,
                 keep_alive: 0,
             },
+            wire: Some(Wire::V311),
         }
     }
 

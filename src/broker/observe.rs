@@ -102,13 +102,13 @@ impl Broker {
                 }
             }
             o.subscriptions += st.subscriptions.len();
-            o.queued += st.queue.len();
+            o.queued += st.queued_len();
             o.queued_bytes += st.queued_bytes;
             o.inflight += st.inflight.len();
             if top > 0 && st.backlog() > 0 {
                 let depth = QueueDepth {
                     client_id: session.client_id.clone(),
-                    queued: st.queue.len(),
+                    queued: st.queued_len(),
                     queued_bytes: st.queued_bytes,
                     inflight: st.inflight.len(),
                     connected: st.connected,
@@ -180,7 +180,7 @@ fn client_info(session: &Session) -> ClientInfo {
         protocol: st.peer.map(|p| p.protocol),
         keep_alive: st.peer.map(|p| p.keep_alive),
         subscriptions: st.subscriptions.len(),
-        queued: st.queue.len(),
+        queued: st.queued_len(),
         queued_bytes: st.queued_bytes,
         inflight: st.inflight.len(),
         dropped: st.dropped_total(),

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use super::{min_qos, Broker};
 use crate::auth::is_sys;
+use crate::codec::QoS;
 use crate::message::SharedMessage;
 use crate::router::Target;
-use crate::session::{Delivery, Session};
+use crate::session::{Delivery, Encoded, Session};
 use crate::store::{StoreEvent, StoreOutcome};
 
 /// What publishing one message came to (see [`Broker::publish`]).
@@ -31,6 +32,9 @@ thread_local! {
     /// The subscribers a topic reaches, reused by every message published on this worker
     /// thread: no allocation per message, and no scratch buffer per connection.
     static TARGETS: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
+    /// The message's QoS 0 frames, encoded once for all its subscribers (see
+    /// `session::frames`); the buffers are reused by every message on this thread.
+    static ENCODED: RefCell<Encoded> = RefCell::new(Encoded::default());
 }
 
 impl Broker {
@@ -55,7 +59,9 @@ impl Broker {
     fn fan_out(&self, msg: &SharedMessage, publisher: Option<&Arc<Session>>) -> Published {
         let mut published = Published::default();
         TARGETS.with_borrow_mut(|targets| {
-            self.deliver(msg, publisher, targets, &mut published);
+            ENCODED.with_borrow_mut(|encoded| {
+                self.deliver(msg, publisher, targets, encoded, &mut published);
+            });
         });
         published
     }
@@ -65,6 +71,7 @@ impl Broker {
         msg: &SharedMessage,
         publisher: Option<&Arc<Session>>,
         targets: &mut Vec<Target>,
+        encoded: &mut Encoded,
         published: &mut Published,
     ) {
         if msg.retain {
@@ -76,6 +83,7 @@ impl Broker {
         // (checked per message, so a reloaded ACL applies to existing subscriptions).
         let acl = self.auth.acl();
         published.matched = !targets.is_empty();
+        encoded.start(msg);
         super::wakes::with_wakes(|wakes| {
             for sub in targets.drain(..) {
                 let qos = min_qos(msg.qos, sub.qos);
@@ -84,15 +92,30 @@ impl Broker {
                 let retain = sub.retain_as_published && msg.retain;
                 let extra = sub.extra;
                 // Drops are counted where they happen, by reason (see `crate::metrics`).
-                let delivery = sub.session.offer(
-                    msg,
-                    qos,
-                    retain,
-                    extra,
-                    publisher,
-                    acl.as_deref(),
-                    &mut published.storage,
-                );
+                // A QoS 0 delivery without subscription identifiers or a shared
+                // subscription may go as the frame encoded once (`session::frames`).
+                let delivery = if qos == QoS::AtMostOnce && extra.is_none() {
+                    sub.session.offer_encoded(
+                        msg,
+                        qos,
+                        retain,
+                        extra,
+                        publisher,
+                        acl.as_deref(),
+                        &mut published.storage,
+                        Some(&mut *encoded),
+                    )
+                } else {
+                    sub.session.offer(
+                        msg,
+                        qos,
+                        retain,
+                        extra,
+                        publisher,
+                        acl.as_deref(),
+                        &mut published.storage,
+                    )
+                };
                 if delivery == Delivery::OverLimit {
                     published.over_limit.push(sub.session.clone());
                 }

@@ -14,7 +14,7 @@ use crate::log_limit::{self, field, LogLimit};
 use crate::log_peer::PeerText;
 use crate::outbox::Outbox;
 use crate::outbox::PeerV5;
-use crate::session::{Peer, Timers};
+use crate::session::{Peer, Timers, Wire};
 use crate::topic;
 
 pub use crate::codec::reason::v311::{
@@ -216,6 +216,7 @@ pub async fn handle(
                     protocol: level,
                     keep_alive: keep_alive_secs,
                 },
+                wire: Wire::of(peer_v5.as_deref()),
             },
         )
         .await;

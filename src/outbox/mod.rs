@@ -4,7 +4,10 @@
 //! buffer, so a burst of them leaves in one syscall. A large payload is not copied: its
 //! PUBLISH header is encoded into the buffer and the payload itself, the same [`Bytes`]
 //! every other subscriber's outbox holds, is queued as a segment of its own. A 1 MiB
-//! message fanned out to ten subscribers stays one 1 MiB allocation.
+//! message fanned out to ten subscribers stays one 1 MiB allocation. A session's queued
+//! QoS 0 frames (`session::frames`) come in a buffer of their own, which is not copied
+//! either: it becomes the buffer to encode into when nothing is waiting, or else a
+//! segment.
 //!
 //! The outbox is a connection's one outbound side: it is made at CONNACK knowing the
 //! client's protocol version, and `send.rs` has one method per packet the broker sends
@@ -94,6 +97,14 @@ impl SentCounts {
             *n = n.wrapping_add(1);
         }
         self.payload = self.payload.wrapping_add(payload as u64);
+    }
+
+    /// `n` QoS 0 PUBLISHes of `payload` bytes in all.
+    #[inline]
+    pub(crate) fn publishes_qos0(&mut self, n: u32, payload: u64) {
+        self.packets = self.packets.wrapping_add(n);
+        self.publish[0] = self.publish[0].wrapping_add(n);
+        self.payload = self.payload.wrapping_add(payload);
     }
 }
 
@@ -186,6 +197,37 @@ impl Outbox {
         written
     }
 
+    /// Appends `n` whole QoS 0 PUBLISH frames encoded beforehand (a session's queued
+    /// frames, see `session::frames`), of `payload` bytes of payload in all.
+    pub fn publish_frames(&mut self, frames: &[u8], n: u32, payload: u64) {
+        self.buf().extend_from_slice(frames);
+        self.counts.publishes_qos0(n, payload);
+    }
+
+    /// [`publish_frames`](Self::publish_frames) for a buffer of frames the outbox may
+    /// keep: it becomes the buffer to encode into when nothing is waiting, or else a
+    /// segment of its own after what is (the buffer so far frozen before it, as for a
+    /// large payload). Either way the frames are not copied.
+    pub fn publish_frames_owned(&mut self, frames: BytesMut, n: u32, payload: u64) {
+        self.counts.publishes_qos0(n, payload);
+        if frames.is_empty() {
+            return;
+        }
+        if self.is_empty() && self.tail.capacity() == 0 {
+            self.tail = frames;
+            return;
+        }
+        if !self.tail.is_empty() {
+            let head = self.tail.split().freeze();
+            self.segments_len += head.len();
+            self.segments.get_or_insert_default().push_back(head);
+        }
+        self.segments_len += frames.len();
+        self.segments
+            .get_or_insert_default()
+            .push_back(frames.freeze());
+    }
+
     /// Queues the header just encoded into `tail`, then `payload` as a segment of its own.
     fn push_payload(&mut self, payload: &Bytes) {
         let head = self.tail.split().freeze();
@@ -269,6 +311,18 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// Everything waiting, in order, taken out as if written (for tests that decode it).
+    #[cfg(test)]
+    pub fn take_all(&mut self) -> Vec<u8> {
+        let mut all = Vec::with_capacity(self.len());
+        for s in self.segments.iter().flat_map(|s| s.iter()) {
+            all.extend_from_slice(s);
+        }
+        all.extend_from_slice(&self.tail);
+        self.consume(all.len());
+        all
     }
 
     /// Once everything is written, lets go of the buffers: an idle connection holds no

@@ -58,6 +58,7 @@ impl SessionState {
             // Fixed header (at most 5), topic length, packet id; 5.0 properties unknown.
             total += 9 + q.msg.topic.len() + copied;
         }
+        // (QoS 0 frames are handed over in their own buffers, not written into this one.)
         total.min(room)
     }
 
@@ -76,9 +77,10 @@ impl SessionState {
     /// `high_water` bytes: first inflight messages not yet (re)sent, in their original
     /// order and with their original packet ids (DUP=1 on a PUBLISH that was sent before),
     /// then queued messages while the inflight window has room. The queue is strictly
-    /// FIFO, so per-topic order is kept. Returns the publishers to wake if the queue went
-    /// from full to having room (see [`SessionState::space_waiters`]), and the store
-    /// commit to be woken at, when a message is held for it.
+    /// FIFO, QoS 0 frames included (see `frames`), so per-topic order is kept. Returns
+    /// the publishers to wake if the queue went from full to having room (see
+    /// [`SessionState::space_waiters`]), and the store commit to be woken at, when a
+    /// message is held for it.
     ///
     /// A QoS 2 message of a persistent session goes out only once its packet id is on
     /// disk. Otherwise a crash right after the PUBLISH would bring it back under a new
@@ -122,6 +124,13 @@ impl SessionState {
             out.reserve(burst);
         }
         while out.len() < high_water {
+            if self.frames_first() {
+                if let Some(span) = self.frames.pop_front() {
+                    self.queued_bytes -= span.len();
+                    self.send_span(out, span, handle.client_id, acl);
+                }
+                continue;
+            }
             let Some(head) = self.queue.front() else {
                 break;
             };

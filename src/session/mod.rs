@@ -10,7 +10,8 @@
 //!
 //! One file per state machine: this one holds the [`Session`] and its state, the store
 //! handle and what a delivery comes to; `queue.rs` the queue, its limits and drop
-//! policies and shared-subscription hand-over; `inflight.rs` the outgoing window, packet
+//! policies and shared-subscription hand-over; `frames.rs` QoS 0 deliveries queued as
+//! their encoded PUBLISH, in order with the queue; `inflight.rs` the outgoing window, packet
 //! ids, retry and acknowledgements; `qos2.rs` incoming QoS 2; `timers.rs` keep-alive,
 //! retry timing, expiry and the pending will. The packets themselves are written by the
 //! connection's outbox, which knows the client's protocol version.
@@ -136,7 +137,15 @@ pub struct SessionState {
     pub timers: Timers,
     pub subscriptions: Subscriptions,
     pub queue: VecDeque<Queued>,
+    /// QoS 0 deliveries queued as their encoded PUBLISH, in order with `queue` (see
+    /// `frames`).
+    pub frames: Frames,
+    /// What `queue` and `frames` weigh (see `max_queued_bytes`).
     pub queued_bytes: usize,
+    /// How the attached connection takes a QoS 0 PUBLISH, while every client of its
+    /// version takes the same bytes and the session ends with it; `None` otherwise.
+    /// Queued QoS 0 deliveries are frames only while it is set.
+    pub wire: Option<Wire>,
     /// By packet id; `item.seq` gives the send order for retransmission.
     /// By packet id (the broker's own numbers: see `id_hash`). Unordered: what is re-sent
     /// goes in send order, by the queue sequence each entry keeps.
@@ -217,7 +226,9 @@ impl Session {
                 timers: Timers::new(None, None),
                 subscriptions: Subscriptions::default(),
                 queue: VecDeque::new(),
+                frames: Frames::default(),
                 queued_bytes: 0,
+                wire: None,
                 inflight: InflightMap::default(),
                 incoming_qos2: None,
                 resend_due: false,
@@ -251,6 +262,43 @@ impl Session {
         acl: Option<&AclFile>,
         stored: &mut StoreOutcome,
     ) -> Delivery {
+        self.offer_inner(msg, qos, retain, extra, publisher, acl, stored, None)
+    }
+
+    /// [`offer`](Self::offer), with the message's QoS 0 frames encoded once for every
+    /// session it is offered to (`encoded`, [`Encoded::start`]ed with `msg`): a QoS 0
+    /// delivery this session's connection takes as such is queued as those bytes (see
+    /// `frames`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn offer_encoded(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
+        stored: &mut StoreOutcome,
+        encoded: Option<&mut Encoded>,
+    ) -> Delivery {
+        self.offer_inner(msg, qos, retain, extra, publisher, acl, stored, encoded)
+    }
+
+    /// Both of the above, compiled into each: `offer` without the frames' branch, so
+    /// that what never becomes a frame (QoS 1/2 above all) pays nothing for them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn offer_inner(
+        &self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        publisher: Option<&Arc<Session>>,
+        acl: Option<&AclFile>,
+        stored: &mut StoreOutcome,
+        encoded: Option<&mut Encoded>,
+    ) -> Delivery {
         let mut st = self.state.lock();
         if let Some(acl) = acl {
             if !acl.check(
@@ -261,6 +309,17 @@ impl Session {
             ) {
                 return Delivery::Skipped;
             }
+        }
+        if let Some(frame) = encoded.and_then(|e| st.frame_for(e, msg, qos, extra.is_some())) {
+            // The common case inline; a full queue's policies out of line.
+            if st.push_frame(frame, retain, msg.payload.len()) {
+                return Delivery::Queued;
+            }
+            let outcome = st.enqueue_frame(frame, retain, msg.payload.len(), self.store_handle());
+            if outcome == Delivery::Dropped {
+                st.report_drop(&self.client_id);
+            }
+            return outcome;
         }
         let handle = self.store_handle();
         let outcome = st.enqueue(msg, qos, retain, extra, false, handle, stored);
@@ -335,6 +394,7 @@ impl SessionState {
     pub fn reset(&mut self) {
         self.subscriptions.clear();
         self.queue.clear();
+        self.frames.clear();
         self.queued_bytes = 0;
         self.inflight.clear();
         self.held = 0;
@@ -342,6 +402,7 @@ impl SessionState {
     }
 }
 
+mod frames;
 mod inflight;
 mod inflight_map;
 mod qos2;
@@ -351,6 +412,7 @@ pub(crate) mod test_support;
 mod timers;
 mod wake;
 
+pub use frames::{Encoded, Frames, Wire};
 pub use inflight::{Inflight, InflightState};
 pub use inflight_map::InflightMap;
 use queue::Drops;

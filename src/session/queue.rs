@@ -119,20 +119,53 @@ pub(super) struct Drops {
 impl SessionState {
     pub(super) fn is_full(&self, extra_bytes: usize) -> bool {
         let l = &self.limits;
-        (l.max_queued_messages > 0 && self.queue.len() >= l.max_queued_messages)
+        (l.max_queued_messages > 0 && self.queued_len() >= l.max_queued_messages)
             || (l.max_queued_bytes > 0 && self.queued_bytes + extra_bytes > l.max_queued_bytes)
+    }
+
+    /// Messages queued: entries, and QoS 0 frames (see `frames`).
+    pub fn queued_len(&self) -> usize {
+        self.queue.len() + self.frames.len()
+    }
+
+    /// Whether the oldest queued message is a QoS 0 frame rather than the queue's first
+    /// entry (frames follow the entry whose sequence number they carry).
+    pub(super) fn frames_first(&self) -> bool {
+        if self.frames.is_empty() {
+            return false;
+        }
+        match (self.frames.front_after(), self.queue.front()) {
+            (Some(after), Some(q)) => after < q.seq,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Drops the oldest queued message, entry or frame, for a newer one (`drop_oldest`),
+    /// counted. Returns false when the queue is empty.
+    pub(super) fn drop_oldest(&mut self, handle: StoreHandle) -> bool {
+        if self.frames_first() {
+            self.drop_front_frame();
+        } else if let Some(old) = self.queue.pop_front() {
+            self.queued_bytes -= old.held_bytes();
+            handle.removed(&old);
+        } else {
+            return false;
+        }
+        metrics::dropped(DropReason::QueueFullOldest);
+        true
     }
 
     /// Messages waiting or unacknowledged: how busy this session is, for shared
     /// subscriptions.
     pub fn backlog(&self) -> usize {
-        self.queue.len() + self.inflight.len()
+        self.queued_len() + self.inflight.len()
     }
 
     /// Messages that would be lost with this session now: queued, or sent without their
     /// PUBACK / PUBREC (a QoS 2 message whose PUBREC came was delivered).
     pub fn undelivered(&self) -> usize {
-        self.queue.len()
+        self.queued_len()
             + self
                 .inflight
                 .values()
@@ -192,16 +225,9 @@ impl SessionState {
                     // that still cannot take it (one message over max_queued_bytes)
                     // drops the new one instead.
                     while self.is_full(size) {
-                        match self.queue.pop_front() {
-                            Some(old) => {
-                                self.queued_bytes -= old.held_bytes();
-                                handle.removed(&old);
-                                metrics::dropped(DropReason::QueueFullOldest);
-                            }
-                            None => {
-                                metrics::dropped(new_dropped);
-                                return Delivery::Dropped;
-                            }
+                        if !self.drop_oldest(handle) {
+                            metrics::dropped(new_dropped);
+                            return Delivery::Dropped;
                         }
                     }
                     outcome = Delivery::Dropped;
