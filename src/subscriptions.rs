@@ -2,9 +2,10 @@
 //!
 //! The router's trie answers "who gets this topic"; this set answers "what does this
 //! client hold", for UNSUBSCRIBE, the subscription limit and cleaning up a session. Most
-//! devices hold one to a few subscriptions, so those are kept in a vector sized to what is
-//! used (a hash map would allocate a table of four buckets for one filter); past
-//! [`FEW`] the set moves to a hash map, so clients with thousands of filters stay O(1).
+//! devices hold one to a few subscriptions, so one is held inline and a few in a slice
+//! sized to what is used (a hash map would allocate a table of four buckets for one
+//! filter); past [`FEW`] the set moves to a hash map, so clients with thousands of filters
+//! stay O(1).
 
 use std::collections::HashMap;
 
@@ -32,7 +33,7 @@ impl Sub {
     }
 }
 
-/// Up to this many filters are kept in a vector and found by linear search.
+/// Up to this many filters are kept in a slice and found by linear search.
 const FEW: usize = 8;
 
 #[derive(Debug, Default)]
@@ -42,7 +43,9 @@ pub enum Subscriptions {
     /// The common case (a device subscribed to its own commands): held inline, so an
     /// idle connection's session pays for no vector beside its one filter.
     One(Box<str>, Sub),
-    Few(Vec<(Box<str>, Sub)>),
+    /// An exact-size slice (re-made on each change, rare and at most [`FEW`] long): a
+    /// vector's capacity word would make every session's set a third larger.
+    Few(Box<[(Box<str>, Sub)]>),
     /// Boxed: the variant would otherwise make every session's set twice as large.
     #[allow(clippy::box_collection)]
     Many(Box<HashMap<Box<str>, Sub>>),
@@ -91,7 +94,7 @@ impl Subscriptions {
                 let Subscriptions::One(f, q) = std::mem::take(self) else {
                     return false; // unreachable: matched just above
                 };
-                *self = Subscriptions::Few(vec![(f, q), (filter.into(), qos)]);
+                *self = Subscriptions::Few(Box::new([(f, q), (filter.into(), qos)]));
                 true
             }
             Subscriptions::Few(v) => {
@@ -99,11 +102,12 @@ impl Subscriptions {
                     entry.1 = qos;
                     return false;
                 }
-                if v.len() < FEW {
-                    v.reserve_exact(1);
-                    v.push((filter.into(), qos));
+                let mut list = std::mem::take(v).into_vec();
+                if list.len() < FEW {
+                    list.push((filter.into(), qos));
+                    *v = list.into_boxed_slice();
                 } else {
-                    let mut m: HashMap<Box<str>, Sub> = v.drain(..).collect();
+                    let mut m: HashMap<Box<str>, Sub> = list.into_iter().collect();
                     m.insert(filter.into(), qos);
                     *self = Subscriptions::Many(Box::new(m));
                 }
@@ -126,11 +130,14 @@ impl Subscriptions {
             }
             Subscriptions::Few(v) => {
                 let i = v.iter().position(|(f, _)| &**f == filter)?;
-                let (_, qos) = v.swap_remove(i);
-                if v.len() == 1 {
-                    if let Some((f, q)) = v.pop() {
+                let mut list = std::mem::take(v).into_vec();
+                let (_, qos) = list.swap_remove(i);
+                if list.len() == 1 {
+                    if let Some((f, q)) = list.pop() {
                         *self = Subscriptions::One(f, q);
                     }
+                } else {
+                    *v = list.into_boxed_slice();
                 }
                 Some(qos)
             }
@@ -191,20 +198,17 @@ mod tests {
         assert_eq!(s.get("dev/1/cmd"), Some(Sub::qos(QoS::ExactlyOnce)));
         assert_eq!(s.get("dev/2/cmd"), None);
         assert_eq!((s.len(), s.filters()), (1, vec!["dev/1/cmd".to_string()]));
-        assert!(std::mem::size_of::<Subscriptions>() <= 32);
+        assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
     }
 
     #[test]
-    fn few_filters_stay_in_an_exact_vector() {
+    fn few_filters_stay_in_an_exact_slice() {
         let mut s = Subscriptions::default();
         assert!(s.insert("a/+", Sub::qos(QoS::AtLeastOnce)));
         assert!(!s.insert("a/+", Sub::qos(QoS::AtMostOnce)));
         assert!(s.insert("a/#", Sub::qos(QoS::AtLeastOnce)));
         match &s {
-            Subscriptions::Few(v) => {
-                assert_eq!(v.len(), 2);
-                assert_eq!(v.capacity(), 2);
-            }
+            Subscriptions::Few(v) => assert_eq!(v.len(), 2),
             _ => panic!("two filters should be in the vector"),
         }
         assert_eq!(s.get("a/+"), Some(Sub::qos(QoS::AtMostOnce)));
