@@ -29,6 +29,8 @@ use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
 
+mod parked;
+
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -153,6 +155,15 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
+    let (lot, run_lot) = parked::start(&tracker, &shutdown).unzip();
+    let serving = Arc::new(Serving {
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        lot,
+    });
+    if let Some(run_lot) = run_lot {
+        run_lot(serving.clone());
+    }
     let http_access = http.as_ref().map(|(h, _)| h.access());
     tracker.spawn(reload_on_notify(
         broker.clone(),
@@ -180,11 +191,11 @@ pub async fn run(
             stats,
             broker.clone(),
             total.clone(),
-            shutdown.clone(),
-            tracker.clone(),
+            serving.clone(),
         ));
     }
 
+    drop(serving);
     // The store is loaded and every listener is bound (connections wait in the backlog
     // until the accept loops run).
     crate::systemd::ready();
@@ -359,7 +370,15 @@ fn take_slot(counts: &Arc<SlotCounts>) -> Option<Slot> {
     Some(Slot(counts.clone()))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every connection task of a server shares: shutdown, the task tracker (a
+/// resumed connection's task is tracked like the first), and the park lot.
+struct Serving {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// `None` where connections cannot be parked.
+    lot: Option<parked::Lot>,
+}
+
 async fn accept_loop(
     socket: TcpListener,
     listener: Arc<Listener>,
@@ -367,9 +386,9 @@ async fn accept_loop(
     stats: Arc<ListenerStats>,
     broker: Arc<Broker>,
     total: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    serving: Arc<Serving>,
 ) {
+    let (shutdown, tracker) = (&serving.shutdown, &serving.tracker);
     let counts = Arc::new(SlotCounts {
         total,
         max_total: broker.config().max_connections,
@@ -384,7 +403,7 @@ async fn accept_loop(
         use_identity_as_username: listener.use_identity_as_username,
     });
     let what = format!("{}:{}", listener.bind, listener.port);
-    while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
+    while let Some((stream, peer)) = accept(&socket, shutdown, &what).await {
         let Some(slot) = take_slot(&counts) else {
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
@@ -399,15 +418,15 @@ async fn accept_loop(
             cert_name: None,
             deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
         });
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        let broker = broker.clone();
         match &tls {
-            None => tracker.spawn(serve_tcp(stream, incoming, broker, shutdown, slot)),
+            None => tracker.spawn(serve_tcp(stream, incoming, broker, serving.clone(), slot)),
             Some(tls) => tracker.spawn(serve_tls(
                 tls.clone(),
                 stream,
                 incoming,
                 broker,
-                shutdown,
+                shutdown.clone(),
                 slot,
             )),
         };
@@ -476,21 +495,31 @@ async fn http_accept_loop(
 
 /// Not an `async fn`, and what the connection keeps is owned here and only borrowed by
 /// [`connection::serve`]: an argument moved into a callee's future stays in the caller's
-/// state as well, so each idle connection would carry every one of them twice.
+/// state as well, so each idle connection would carry every one of them twice. A
+/// connection that idles is parked (see `parked`): its task ends.
 fn serve_tcp(
     stream: TcpStream,
     incoming: Box<Incoming>,
     broker: Arc<Broker>,
-    shutdown: CancellationToken,
+    serving: Arc<Serving>,
     slot: Slot,
 ) -> impl std::future::Future<Output = ()> {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     async move {
-        connection::serve(&mut stream, incoming, &broker, &shutdown).await;
-        // Counted until the connection is over.
-        drop(slot);
+        let may_park = serving.lot.is_some();
+        let connected = connection::serve(
+            &mut stream,
+            incoming,
+            &broker,
+            &serving.shutdown,
+            may_park,
+        );
+        if let Some(client) = connected.await {
+            parked::park(stream, client, slot, &serving);
+        }
+        // Otherwise closed: the slot, counted until then, goes here.
     }
 }
 
@@ -517,7 +546,8 @@ async fn serve_tls(
     if incoming.listener.use_identity_as_username {
         incoming.cert_name = tls::peer_common_name(&stream);
     }
-    connection::serve(&mut stream, incoming, &broker, &shutdown).await;
+    // Never parked: rustls' state cannot leave the task.
+    let _ = connection::serve(&mut stream, incoming, &broker, &shutdown, false).await;
 }
 
 #[cfg(test)]
