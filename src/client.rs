@@ -14,7 +14,7 @@ use crate::auth::Access;
 use crate::broker::Broker;
 use crate::codec::{reason, Ack, AckKind, ProtocolVersion, QoS, Will};
 use crate::log_limit::{field, LogLimit};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PeerV5};
 use crate::session::{AttachPermit, Limits, Session};
 use crate::store::{Commit, StoreOutcome};
 
@@ -274,6 +274,108 @@ impl Client {
             self.out.ack(kind, ack);
         }
         Ok(())
+    }
+}
+
+/// A connected client while its connection is parked (see `server::parked`): the
+/// [`Client`] less what an idle connection holds empty (the outbox's buffers and
+/// counts, withheld acknowledgements, retained catch-up): 112 bytes instead of 200, in
+/// every parked connection.
+pub struct Dormant {
+    broker: Arc<Broker>,
+    generation: u64,
+    peer: SocketAddr,
+    username: Option<Arc<str>>,
+    v5: Option<Box<ClientV5>>,
+    /// The outbox, to be made again (see [`Outbox::into_peer`]).
+    out: Option<Box<PeerV5>>,
+    will: Option<Box<Will>>,
+    /// The session is the permit's.
+    attached: AttachPermit,
+    version: ProtocolVersion,
+}
+
+impl Client {
+    /// The client to park; `Err(self)` if something is under way (bytes to write,
+    /// acknowledgements withheld, retained messages owed).
+    pub fn into_dormant(self) -> Result<Dormant, Client> {
+        if self.withheld.is_some() || self.retained_due.is_some() {
+            return Err(self);
+        }
+        let Client {
+            broker,
+            session,
+            generation,
+            version,
+            peer,
+            username,
+            v5,
+            out,
+            will,
+            withheld,
+            retained_due,
+            _attached: attached,
+        } = self;
+        let out = match out.into_peer() {
+            Ok(out) => out,
+            Err(out) => {
+                return Err(Client {
+                    broker,
+                    session,
+                    generation,
+                    version,
+                    peer,
+                    username,
+                    v5,
+                    out,
+                    will,
+                    withheld,
+                    retained_due,
+                    _attached: attached,
+                })
+            }
+        };
+        // The permit holds the same session.
+        drop(session);
+        Ok(Dormant {
+            broker,
+            generation,
+            peer,
+            username,
+            v5,
+            out,
+            will,
+            attached,
+            version,
+        })
+    }
+}
+
+impl Dormant {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.attached.0
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.attached.0.client_id
+    }
+
+    /// The client again, as it was parked.
+    pub fn wake(self) -> Client {
+        Client {
+            session: self.attached.0.clone(),
+            broker: self.broker,
+            generation: self.generation,
+            version: self.version,
+            peer: self.peer,
+            username: self.username,
+            v5: self.v5,
+            out: Outbox::for_client(self.out),
+            will: self.will,
+            withheld: None,
+            retained_due: None,
+            _attached: self.attached,
+        }
     }
 }
 

@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::broker::Broker;
-use crate::client::{Incoming, ListenerPolicy};
-use crate::config::{Config, Listener};
+use crate::client::Incoming;
+use crate::config::Config;
 use crate::connection;
 use crate::http;
 use crate::log_limit::LogLimit;
@@ -29,6 +29,7 @@ use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
 
+mod acceptor;
 mod parked;
 
 /// How long shutdown waits for connections to flush and close.
@@ -182,25 +183,14 @@ pub async fn run(
         ));
     }
     tracker.spawn(crate::sys::run(broker.clone(), shutdown.clone()));
-    let total = Arc::new(AtomicUsize::new(0));
-    for (socket, listener, tls, stats) in bound {
-        tracker.spawn(accept_loop(
-            socket,
-            listener,
-            tls,
-            stats,
-            broker.clone(),
-            total.clone(),
-            serving.clone(),
-        ));
-    }
+    let accepting = acceptor::accept_all(bound, &broker, serving);
 
-    drop(serving);
     // The store is loaded and every listener is bound (connections wait in the backlog
     // until the accept loops run).
     crate::systemd::ready();
 
-    shutdown.cancelled().await;
+    // The accept loops run here, in this future (see `acceptor`), until shutdown.
+    tokio::join!(accepting, shutdown.cancelled());
     crate::systemd::stopping();
     broker.begin_shutdown();
     tracker.close();
@@ -379,62 +369,8 @@ struct Serving {
     lot: Option<parked::Lot>,
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    listener: Arc<Listener>,
-    tls: Option<TlsAcceptor>,
-    stats: Arc<ListenerStats>,
-    broker: Arc<Broker>,
-    total: Arc<AtomicUsize>,
-    serving: Arc<Serving>,
-) {
-    let (shutdown, tracker) = (&serving.shutdown, &serving.tracker);
-    let counts = Arc::new(SlotCounts {
-        total,
-        max_total: broker.config().max_connections,
-        here: AtomicUsize::new(0),
-        max_here: listener.max_connections,
-        stats: Some(stats),
-    });
-    // One set of queue limits per listener, shared by every session that connects here.
-    let policy = Arc::new(ListenerPolicy {
-        limits: Arc::new(broker.limits_for(&listener)),
-        allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
-        use_identity_as_username: listener.use_identity_as_username,
-    });
-    let what = format!("{}:{}", listener.bind, listener.port);
-    while let Some((stream, peer)) = accept(&socket, shutdown, &what).await {
-        let Some(slot) = take_slot(&counts) else {
-            static LOG: LogLimit = LogLimit::new(10_000);
-            if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(event = "connection_limit", %peer, suppressed, "connection limit reached, refusing connection");
-            }
-            drop(stream);
-            continue;
-        };
-        let incoming = Box::new(Incoming {
-            peer,
-            listener: policy.clone(),
-            cert_name: None,
-            deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
-        });
-        let broker = broker.clone();
-        match &tls {
-            None => tracker.spawn(serve_tcp(stream, incoming, broker, serving.clone(), slot)),
-            Some(tls) => tracker.spawn(serve_tls(
-                tls.clone(),
-                stream,
-                incoming,
-                broker,
-                shutdown.clone(),
-                slot,
-            )),
-        };
-    }
-}
-
 /// The next connection on `socket` (`what` names it in messages), or `None` at shutdown.
-async fn accept(
+pub(super) async fn accept(
     socket: &TcpListener,
     shutdown: &CancellationToken,
     what: &str,
@@ -509,13 +445,8 @@ fn serve_tcp(
     let mut stream = stream;
     async move {
         let may_park = serving.lot.is_some();
-        let connected = connection::serve(
-            &mut stream,
-            incoming,
-            &broker,
-            &serving.shutdown,
-            may_park,
-        );
+        let connected =
+            connection::serve(&mut stream, incoming, &broker, &serving.shutdown, may_park);
         if let Some(client) = connected.await {
             parked::park(stream, client, slot, &serving);
         }

@@ -3,8 +3,8 @@
 //! has something to say or their session wakes them (see docs/DESIGN.md, "The park
 //! lot").
 //!
-//! What a parked connection keeps is [`Parked`]: the connected [`Client`], the socket,
-//! and its connection [`Slot`], so it still counts against `max_connections`. Its
+//! What a parked connection keeps is [`Parked`]: the connected client (as a
+//! [`Dormant`]), the socket, and its connection [`Slot`], so it still counts against `max_connections`. Its
 //! session stays attached and online, and its sweeper flags (keep-alive, retransmission)
 //! are raised as for any connection: raising one wakes the session, which resumes it.
 //! TLS connections are not parked (rustls' state lives in the task).
@@ -14,13 +14,13 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use super::{Serving, Slot};
-use crate::client::Client;
+use crate::client::{Client, Dormant};
 use crate::connection;
 use crate::log_limit::field;
 
 /// A parked connection.
 pub(super) struct Parked {
-    client: Client,
+    client: Dormant,
     stream: std::net::TcpStream,
     _slot: Slot,
 }
@@ -75,7 +75,7 @@ mod imp {
             // take-over, a sweeper flag or shutdown resumes the connection. A wake that
             // came since the connection last looked is taken here.
             let mut cx = Context::from_waker(waker);
-            p.client.session.wake.poll_woken(&mut cx).is_ready()
+            p.client.session().wake.poll_woken(&mut cx).is_ready()
         })
     }
 }
@@ -114,9 +114,14 @@ pub(super) fn park(stream: TcpStream, client: Client, slot: Slot, serving: &Arc<
         // Not asked for: `may_park` is false without a lot. Served on, not dropped.
         return spawn_serve(stream, client, slot, serving);
     };
+    let client = match client.into_dormant() {
+        Ok(c) => c,
+        // `connection::run` parks only with nothing under way: not seen.
+        Err(client) => return spawn_serve(stream, client, slot, serving),
+    };
     let stream = match stream.into_std() {
         Ok(s) => s,
-        Err(e) => return connection::abandon(client, e),
+        Err(e) => return connection::abandon(client.wake(), e),
     };
     tracing::debug!(event = "connection_parked", client_id = ?field(client.client_id()), "idle, parked");
     let p = Parked {
@@ -141,6 +146,7 @@ fn resume_tcp(p: Parked, serving: Arc<Serving>) -> impl std::future::Future<Outp
             stream,
             _slot: slot,
         } = p;
+        let client = client.wake();
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => return connection::abandon(client, e),
