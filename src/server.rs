@@ -158,6 +158,7 @@ pub async fn run(
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
     let (lot, run_lot) = parked::start(&tracker, &shutdown).unzip();
     let serving = Arc::new(Serving {
+        broker: broker.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         lot,
@@ -360,9 +361,11 @@ fn take_slot(counts: &Arc<SlotCounts>) -> Option<Slot> {
     Some(Slot(counts.clone()))
 }
 
-/// What every connection task of a server shares: shutdown, the task tracker (a
-/// resumed connection's task is tracked like the first), and the park lot.
+/// What every connection task of a server shares: the broker, shutdown, the task
+/// tracker (a resumed connection's task is tracked like the first), and the park lot.
 struct Serving {
+    /// What a resumed connection's client is given back (a parked one does not keep it).
+    broker: Arc<Broker>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// `None` where connections cannot be parked.

@@ -121,7 +121,7 @@ pub(super) fn park(stream: TcpStream, client: Client, slot: Slot, serving: &Arc<
     };
     let stream = match stream.into_std() {
         Ok(s) => s,
-        Err(e) => return connection::abandon(client.wake(), e),
+        Err(e) => return connection::abandon(client.wake(serving.broker.clone()), e),
     };
     tracing::debug!(event = "connection_parked", client_id = ?field(client.client_id()), "idle, parked");
     let p = Parked {
@@ -146,7 +146,7 @@ fn resume_tcp(p: Parked, serving: Arc<Serving>) -> impl std::future::Future<Outp
             stream,
             _slot: slot,
         } = p;
-        let client = client.wake();
+        let client = client.wake(serving.broker.clone());
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => return connection::abandon(client, e),
