@@ -350,6 +350,8 @@ impl PackedAddr {
 impl Client {
     /// The client to park; `Err(self)` if something is under way (bytes to write,
     /// acknowledgements withheld, retained messages owed).
+    // The client is handed back as it came, by move: nothing is copied that was not.
+    #[allow(clippy::result_large_err)]
     pub fn into_dormant(self) -> Result<Dormant, Client> {
         if self.withheld.is_some() || self.retained_due.is_some() {
             return Err(self);

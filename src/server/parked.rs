@@ -139,21 +139,19 @@ fn resume(p: Parked, serving: &Arc<Serving>) {
     serving.tracker.spawn(resume_tcp(p, serving.clone()));
 }
 
-fn resume_tcp(p: Parked, serving: Arc<Serving>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let Parked {
-            client,
-            stream,
-            _slot: slot,
-        } = p;
-        let client = client.wake(serving.broker.clone());
-        let stream = match TcpStream::from_std(stream) {
-            Ok(s) => s,
-            Err(e) => return connection::abandon(client, e),
-        };
-        tracing::debug!(event = "connection_resumed", client_id = ?field(client.client_id()), "resumed");
-        serve_on(stream, client, slot, serving).await;
-    }
+async fn resume_tcp(p: Parked, serving: Arc<Serving>) {
+    let Parked {
+        client,
+        stream,
+        _slot: slot,
+    } = p;
+    let client = client.wake(serving.broker.clone());
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => return connection::abandon(client, e),
+    };
+    tracing::debug!(event = "connection_resumed", client_id = ?field(client.client_id()), "resumed");
+    serve_on(stream, client, slot, serving).await;
 }
 
 /// Serves a connected client on `stream` in this task until it closes or parks again.
