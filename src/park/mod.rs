@@ -37,12 +37,13 @@ use tokio_util::sync::CancellationToken;
 use slab::Slab;
 use waker::{Ready, Registration};
 
-/// Parks since the last trim that make the next one worth walking the heap for (each
-/// parked connection freed about a kilobyte).
-const TRIM_AFTER: usize = 256;
-/// How long after the count is reached the trim runs: parks come in bursts (the
-/// sweeper asks every connection idle long enough at once), trimmed once.
+/// How long after the first park since the last trim the next one runs: parks come in
+/// bursts (the sweeper asks every connection idle long enough at once, four times a
+/// second), trimmed once.
 const TRIM_DELAY: Duration = Duration::from_millis(100);
+/// The least time between two trims: each walks the allocator's free lists, so while
+/// connections keep parking it runs at most four times a second.
+const TRIM_GAP: Duration = Duration::from_millis(250);
 /// Epoll events taken per call.
 const EVENTS: usize = 256;
 
@@ -177,7 +178,8 @@ impl<T: AsRawFd + Send + 'static> Lot<T> {
             st.ready.push(key);
         }
         st.parked_since_trim += 1;
-        if st.parked_since_trim == TRIM_AFTER {
+        if st.parked_since_trim == 1 {
+            // The runner schedules a trim.
             tell = true;
         }
         drop(st);
@@ -230,6 +232,7 @@ impl<T: AsRawFd + Send + 'static> Runner<T> {
         } = self;
         let mut due: Vec<Key> = Vec::new();
         let mut trim_at: Option<tokio::time::Instant> = None;
+        let mut trimmed_at = tokio::time::Instant::now();
         loop {
             let trim_due = async move {
                 match trim_at {
@@ -242,6 +245,7 @@ impl<T: AsRawFd + Send + 'static> Runner<T> {
                 _ = shared.notify.notified() => {}
                 _ = trim_due => {
                     trim_at = None;
+                    trimmed_at = tokio::time::Instant::now();
                     trim::release_free_pages();
                 }
                 ready = poll.readable_mut() => {
@@ -271,9 +275,10 @@ impl<T: AsRawFd + Send + 'static> Runner<T> {
             }
             if trim_at.is_none() {
                 let mut st = shared.state.lock();
-                if st.parked_since_trim >= TRIM_AFTER {
+                if st.parked_since_trim > 0 {
                     st.parked_since_trim = 0;
-                    trim_at = Some(tokio::time::Instant::now() + TRIM_DELAY);
+                    let now = tokio::time::Instant::now();
+                    trim_at = Some((now + TRIM_DELAY).max(trimmed_at + TRIM_GAP));
                 }
             }
         }

@@ -7,8 +7,8 @@
 //! other. `malloc_trim` returns the whole free pages among them (`MADV_DONTNEED`); they
 //! stay mapped and come back, zeroed, when the heap uses them again.
 //!
-//! It walks every arena's free lists with the arena locked, so it runs only after many
-//! connections parked (see the lot), not per connection.
+//! It walks every arena's free lists with the arena locked, so it runs once per burst of
+//! parks, at most four times a second (see the lot), not per connection.
 
 /// Returns free heap pages to the system; a no-op where the allocator is not glibc's.
 pub fn release_free_pages() {
