@@ -19,110 +19,12 @@
 //! spills to the heap for unusually branchy tries.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use crate::chain::{common_levels, join_tail, match_filter_tail, split_tail_at, strip_tail};
-use crate::id_hash::IdMap;
 use crate::topic::{is_dollar_topic, split_first};
 
-/// A node gets an id index once it has more subscribers than this.
-const INDEX_ABOVE: usize = 32;
-/// ... and loses it again below this, so churn around the threshold does not rebuild it.
-const INDEX_DROP_BELOW: usize = 16;
-
-/// Subscriber ids are chosen by the broker, not by clients (see `id_hash`).
-type IdIndex = IdMap<u64, usize>;
-
-/// The subscribers of one filter.
-struct Subs<V> {
-    list: Vec<(u64, V)>,
-    /// Position of each id in `list`, present only when `list` is large.
-    index: Option<Box<IdIndex>>,
-}
-
-impl<V> Subs<V> {
-    const fn new() -> Self {
-        Subs {
-            list: Vec::new(),
-            index: None,
-        }
-    }
-
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    /// Calls `f` for each entry; 1 if there was any, else 0.
-    #[inline]
-    fn visit(&self, f: &mut impl FnMut(u64, &V)) -> usize {
-        for (id, v) in self.list.iter() {
-            f(*id, v);
-        }
-        usize::from(!self.list.is_empty())
-    }
-
-    fn position(&self, id: u64) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(&id).copied(),
-            None => self.list.iter().position(|e| e.0 == id),
-        }
-    }
-
-    /// Adds or replaces; true if `id` is new.
-    fn insert(&mut self, id: u64, value: V) -> bool {
-        if let Some(i) = self.position(id) {
-            self.list[i].1 = value;
-            return false;
-        }
-        let i = self.list.len();
-        if self.list.capacity() == 0 {
-            // Most filters have one subscriber: room for one, not the four a push reserves.
-            self.list.reserve_exact(1);
-        }
-        self.list.push((id, value));
-        match &mut self.index {
-            Some(index) => {
-                index.insert(id, i);
-            }
-            None if self.list.len() > INDEX_ABOVE => {
-                let mut index = IdIndex::with_capacity_and_hasher(
-                    self.list.len() * 2,
-                    BuildHasherDefault::default(),
-                );
-                index.extend(self.list.iter().enumerate().map(|(i, e)| (e.0, i)));
-                self.index = Some(Box::new(index));
-            }
-            None => {}
-        }
-        true
-    }
-
-    fn remove(&mut self, id: u64) -> Option<V> {
-        let i = self.position(id)?;
-        let (_, value) = self.list.swap_remove(i);
-        let drop_index = self.list.len() < INDEX_DROP_BELOW;
-        if let Some(index) = &mut self.index {
-            if drop_index {
-                self.index = None;
-            } else {
-                index.remove(&id);
-                if let Some(moved) = self.list.get(i) {
-                    index.insert(moved.0, i);
-                }
-                if index.capacity() > 64 && index.len() * 4 < index.capacity() {
-                    index.shrink_to(index.len() * 2);
-                }
-            }
-        }
-        if self.list.is_empty() {
-            self.list = Vec::new();
-        } else if self.list.capacity() > 8 && self.list.len() * 4 < self.list.capacity() {
-            self.list.shrink_to(self.list.len() * 2);
-        }
-        Some(value)
-    }
-}
+mod subs;
+use subs::Subs;
 
 /// A node's literal children by level. foldhash, randomly seeded per map, rather than
 /// std's SipHash: hashing each level of every published topic was ~160 instructions a
@@ -145,7 +47,10 @@ struct Node<V> {
     /// Filters ending at this node.
     subs: Subs<V>,
     /// Filters ending with this node followed by `#` (the root's are those of `#`).
-    hash: Subs<V>,
+    /// Boxed and absent while there are none (most nodes): a leaf is 72 bytes, not 96,
+    /// and every subscribed topic has one (see docs/BENCHMARKS.md, "Idle connection,
+    /// byte by byte").
+    hash: Option<Box<Subs<V>>>,
 }
 
 impl<V> Node<V> {
@@ -159,7 +64,7 @@ impl<V> Node<V> {
             children: None,
             plus: None,
             subs: Subs::new(),
-            hash: Subs::new(),
+            hash: None,
         }
     }
 
@@ -168,7 +73,7 @@ impl<V> Node<V> {
     }
 
     fn is_empty(&self) -> bool {
-        self.subs.is_empty() && self.hash.is_empty() && self.branches() == 0
+        self.subs.is_empty() && self.hash.is_none() && self.branches() == 0
     }
 
     /// The child for filter level `level` (`+` or a literal).
@@ -239,7 +144,7 @@ impl<V> Node<V> {
         self.children = child.children.take();
         self.plus = child.plus.take();
         self.subs = std::mem::replace(&mut child.subs, Subs::new());
-        self.hash = std::mem::replace(&mut child.hash, Subs::new());
+        self.hash = child.hash.take();
     }
 
     fn remove_child(&mut self, level: &str) {
@@ -394,7 +299,11 @@ impl<V> SubscriptionTrie<V> {
             node = &mut **slot;
             rest = after;
         }
-        let subs = if hash { &mut node.hash } else { &mut node.subs };
+        let subs = if hash {
+            &mut **node.hash.get_or_insert_with(|| Box::new(Subs::new()))
+        } else {
+            &mut node.subs
+        };
         let new = subs.insert(id, value);
         if new {
             self.len += 1;
@@ -455,8 +364,19 @@ impl<V> SubscriptionTrie<V> {
                 },
             };
         }
-        let subs = if hash { &mut node.hash } else { &mut node.subs };
-        if subs.remove(id).is_none() {
+        let removed = if hash {
+            let Some(subs) = node.hash.as_mut() else {
+                return false;
+            };
+            let removed = subs.remove(id);
+            if subs.is_empty() {
+                node.hash = None;
+            }
+            removed
+        } else {
+            node.subs.remove(id)
+        };
+        if removed.is_none() {
             return false;
         }
         self.len -= 1;
@@ -489,7 +409,7 @@ impl<V> SubscriptionTrie<V> {
                 depth -= 1;
                 continue;
             }
-            if node.subs.is_empty() && node.hash.is_empty() && node.branches() == 1 {
+            if node.subs.is_empty() && node.hash.is_none() && node.branches() == 1 {
                 node.merge_only_child();
             }
             return;
@@ -507,7 +427,9 @@ impl<V> SubscriptionTrie<V> {
         let (first, rest) = split_first(topic);
         // Wildcards at the first level do not match topics starting with '$'.
         if !is_dollar_topic(topic) {
-            filters += root.hash.visit(&mut f);
+            if let Some(hash) = &root.hash {
+                filters += hash.visit(&mut f);
+            }
             if let Some(plus) = root.plus.as_deref() {
                 stack.push((plus, rest));
             }
@@ -524,7 +446,9 @@ impl<V> SubscriptionTrie<V> {
                         None => break,
                     }
                 }
-                filters += node.hash.visit(&mut f);
+                if let Some(hash) = &node.hash {
+                    filters += hash.visit(&mut f);
+                }
                 let Some(r) = rest else {
                     filters += node.subs.visit(&mut f);
                     break;
@@ -562,7 +486,11 @@ impl<V> SubscriptionTrie<V> {
     pub fn get(&self, filter: &str, id: u64) -> Option<&V> {
         let (path, hash) = split_filter(filter);
         let node = self.find(path)?;
-        let subs = if hash { &node.hash } else { &node.subs };
+        let subs = if hash {
+            node.hash.as_deref()?
+        } else {
+            &node.subs
+        };
         let i = subs.position(id)?;
         subs.list.get(i).map(|(_, v)| v)
     }
@@ -571,7 +499,11 @@ impl<V> SubscriptionTrie<V> {
     pub fn get_mut(&mut self, filter: &str, id: u64) -> Option<&mut V> {
         let (path, hash) = split_filter(filter);
         let node = self.find_mut(path)?;
-        let subs = if hash { &mut node.hash } else { &mut node.subs };
+        let subs = if hash {
+            node.hash.as_deref_mut()?
+        } else {
+            &mut node.subs
+        };
         let i = subs.position(id)?;
         subs.list.get_mut(i).map(|(_, v)| v)
     }

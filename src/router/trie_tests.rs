@@ -239,7 +239,7 @@ fn approx_bytes<V>(node: &Node<V>) -> usize {
 fn assert_compressed<V>(node: &Node<V>, is_root: bool) {
     if !is_root {
         assert!(
-            !node.subs.is_empty() || !node.hash.is_empty() || node.branches() >= 2,
+            !node.subs.is_empty() || node.hash.is_some() || node.branches() >= 2,
             "a node with no subscribers and {} branches",
             node.branches()
         );
