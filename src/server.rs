@@ -1,6 +1,7 @@
 //! Accepting connections: binds every configured listener (the MQTT ones and the
 //! operator's `[http]` one, served by [`crate::http`]), enforces connection limits, spawns
-//! one task per connection, and owns graceful shutdown.
+//! one task per connection, parks idle plain-TCP connections outside their tasks and
+//! resumes them (`parked`), and owns graceful shutdown.
 //!
 //! Shutdown is one [`CancellationToken`]: cancelling it stops every accept loop at once
 //! (no new clients), tells every connection task to flush what it has encoded and close
@@ -87,6 +88,12 @@ pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
 /// `on_reload` and re-reads the password and ACL files. Fails, with a message for the
 /// operator, if a listener cannot be bound. Tells systemd (when it started midge) when
 /// it is ready, reloading and stopping ([`crate::systemd`]).
+///
+/// The MQTT accept loops run in this future, not in tasks of their own (see
+/// `server::acceptor`): the binary polls it with `block_on` on its main thread, whose
+/// allocator arena then holds what each connection starts with, and parked connections
+/// give it back. Awaited in a spawned task instead, it works the same, only with less
+/// memory given back.
 pub async fn run(
     prepared: Prepared,
     shutdown: CancellationToken,
