@@ -163,7 +163,11 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
-    let (lot, run_lot) = parked::start(&tracker, &shutdown).unzip();
+    let (lot, run_lot) = if broker.config().park_idle_connections {
+        parked::start(&tracker, &shutdown).unzip()
+    } else {
+        (None, None)
+    };
     let serving = Arc::new(Serving {
         broker: broker.clone(),
         shutdown: shutdown.clone(),
