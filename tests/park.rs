@@ -238,3 +238,14 @@ fn shutdown_with_parked_connections_completes() {
         assert!(is_closed(c), "every parked connection was closed");
     }
 }
+
+#[test]
+fn with_parking_off_an_idle_connection_keeps_its_task() {
+    let b = broker("park_idle_connections = false");
+    let mut c = raw_connected(b.addr(), "park-off");
+    // Several times the sweeps that would have parked it.
+    std::thread::sleep(Duration::from_secs(3));
+    c.write_all(&[0xC0, 0x00]).expect("PINGREQ");
+    assert_eq!(read_exact(&mut c, 2), [0xD0, 0x00], "PINGRESP");
+    assert_eq!(b.event_count("connection_parked", &[]), 0, "nothing parked");
+}
