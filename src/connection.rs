@@ -47,8 +47,10 @@ const MAX_WITHHELD: usize = 1024;
 /// Time given to flush the write buffer when a connection is closed by the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves one accepted connection until it closes. `stream` is any byte stream (TCP, TLS,
-/// and WebSockets later).
+/// Serves one accepted connection until it closes, or until it parks: then the
+/// connected client is returned, for the caller to park with the socket (see
+/// [`resume`]). `stream` is any byte stream (TCP, TLS, and WebSockets later); only a
+/// caller that can park it passes `may_park`.
 ///
 /// Everything the connection owns for its whole life (the stream, the broker, the
 /// shutdown token) is borrowed from the caller's task, and this is not an `async fn`: an
@@ -63,7 +65,8 @@ pub fn serve<'a, S>(
     incoming: Box<Incoming>,
     broker: &'a Arc<Broker>,
     shutdown: &'a CancellationToken,
-) -> impl std::future::Future<Output = ()> + Send + 'a
+    may_park: bool,
+) -> impl std::future::Future<Output = Option<Client>> + Send + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -77,40 +80,129 @@ where
             broker,
             shutdown,
         ));
-        let Some((mut client, rbuf)) = handshake.await else {
-            return;
-        };
+        let (mut client, rbuf) = handshake.await?;
         metrics::add(Counter::Connects, 1);
-        let close = run(&mut client, stream, rbuf).await;
+        // (`now()` in the call, not a local: a `Copy` local passed on stays in this
+        // future's state as well.)
+        let close = match run(
+            &mut client,
+            stream,
+            rbuf,
+            std::time::Instant::now(),
+            may_park,
+        )
+        .await
+        {
+            Ended::Park => return Some(client),
+            Ended::Close(close) => close,
+        };
+        // What `goodbye` does, written out: as a future of its own, with the references
+        // it holds, it made this state (every unparked connection's task) 32 bytes larger.
         // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
         if let Some(reason) = close.disconnect_reason() {
             client.out.disconnect(reason);
         }
-
-        // Flush what is already encoded (acknowledgements, messages) before closing.
         if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut *stream)).await;
         }
-        // When the broker is the one closing, the client may still be sending: the close
-        // lingers so that what was just flushed (the DISCONNECT above) is not lost to a reset
-        // (see `linger`). After `finish`, so a take-over or the will does not wait for it.
         let lingers = close.server_initiated();
         let shut = linger::shutdown(&mut *stream).await;
         finish(client, close);
         if lingers && shut {
             linger::drain(stream).await;
         }
+        None
     }
+}
+
+/// Serves a connection that was parked, from where [`serve`] left it, until it closes or
+/// parks again (then the client is returned, as by `serve`, if `may_park`).
+#[allow(clippy::manual_async_fn)]
+pub fn resume<'a, S>(
+    stream: &'a mut S,
+    mut client: Client,
+    may_park: bool,
+) -> impl std::future::Future<Output = Option<Client>> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async move {
+        let last_in = {
+            let mut st = client.session.state.lock();
+            // Parked no more: the sweeper may ask again once it is idle again.
+            st.timers.park_due = false;
+            st.timers.last_in
+        };
+        let close = match run(&mut client, stream, BytesMut::new(), last_in, may_park).await {
+            Ended::Park => return Some(client),
+            Ended::Close(close) => close,
+        };
+        let lingers = goodbye(&mut client, stream, &close).await;
+        finish(client, close);
+        if lingers {
+            linger::drain(stream).await;
+        }
+        None
+    }
+}
+
+/// Ends a parked connection whose socket could not be taken back (see [`resume`]): as a
+/// socket error, will and all.
+pub fn abandon(client: Client, e: std::io::Error) {
+    finish(client, Close::Io(e));
+}
+
+/// The start of a close, before [`finish`]: an MQTT 5.0 client is told why, what is
+/// already encoded is flushed, and the socket is shut down. Returns whether the close is
+/// to linger after `finish` (see `linger`).
+#[allow(clippy::manual_async_fn)]
+fn goodbye<'a, S>(
+    client: &'a mut Client,
+    stream: &'a mut S,
+    close: &'a Close,
+) -> impl std::future::Future<Output = bool> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async move {
+        // An MQTT 5.0 client is told why the server closes [MQTT-3.14.0-1]; 3.1.1 has no way.
+        if let Some(reason) = close.disconnect_reason() {
+            client.out.disconnect(reason);
+        }
+        // Flush what is already encoded (acknowledgements, messages) before closing.
+        if !client.out.is_empty() && !matches!(close, Close::Io(_)) {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.out.flush_all(&mut *stream)).await;
+        }
+        // When the broker is the one closing, the client may still be sending: the close
+        // lingers so that what was just flushed (the DISCONNECT above) is not lost to a reset
+        // (see `linger`), after `finish`, so a take-over or the will does not wait for it.
+        let lingers = close.server_initiated();
+        let shut = linger::shutdown(&mut *stream).await;
+        lingers && shut
+    }
+}
+
+/// How the packet loop ended.
+enum Ended {
+    Close(Close),
+    /// Idle and holding nothing but the client: to be parked (see [`resume`]).
+    Park,
 }
 
 /// The packet loop of a connected client. Not an `async fn`, for the reason given at
 /// [`serve`].
 #[allow(clippy::manual_async_fn)]
+///
+/// `last_in` is when the client last sent anything (keep-alive counts from it). With
+/// `may_park`, the loop ends with [`Ended::Park`] when the sweeper asks it to park and
+/// it holds nothing but the client.
 fn run<'a, S>(
     client: &'a mut Client,
     stream: &'a mut S,
     mut rbuf: BytesMut,
-) -> impl std::future::Future<Output = Close> + 'a
+    mut last_in: std::time::Instant,
+    may_park: bool,
+) -> impl std::future::Future<Output = Ended> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -118,16 +210,15 @@ where
         // Nothing here that `client` already has (its session, the broker's config): every
         // local that lives across the waits below is carried by each idle connection.
         let mut read_chunk = READ_MIN;
-        // Keep-alive and retransmission are timed by the broker's sweeper (see
+        // Keep-alive, retransmission and parking are timed by the broker's sweeper (see
         // [`Broker::sweep`]), which raises flags and wakes us: no timer per connection.
-        let mut last_in = std::time::Instant::now();
 
         // Packets that arrived together with CONNECT (their bytes counted by the handshake).
         if let Err(close) = process(client, &mut rbuf, 0) {
-            return close;
+            return Ended::Close(close);
         }
         if let Err(close) = catch_up_boxed(client, &mut rbuf).await {
-            return close;
+            return Ended::Close(close);
         }
         // The large PUBLISH being received, if any, into a buffer of its own size.
         let mut large = LargeFrame::begin(&mut rbuf, &client.broker);
@@ -137,20 +228,23 @@ where
             // retransmissions are flags checked on the way, so an idle connection waits on
             // one waker slot and nothing else.
             if client.broker.is_shutting_down() {
-                return Close::Shutdown;
+                return Ended::Close(Close::Shutdown);
             }
-            {
+            let park_due = {
                 let now = std::time::Instant::now();
                 let mut st = client.session.state.lock();
                 if st.generation != client.generation {
-                    return Close::TakenOver;
+                    return Ended::Close(Close::TakenOver);
                 }
                 st.timers.last_in = last_in;
+                st.timers.idle_sweeps = 0;
+                st.timers.parkable = may_park;
+                let park_due = st.timers.park_due;
                 if st.timers.keep_alive_expired {
                     // The sweeper may have looked before this turn recorded a fresh read.
                     let silent = now.duration_since(last_in);
                     if st.timers.keep_alive().is_some_and(|ka| silent >= ka) {
-                        return Close::KeepAliveTimeout;
+                        return Ended::Close(Close::KeepAliveTimeout);
                     }
                     st.timers.keep_alive_expired = false;
                 }
@@ -173,11 +267,31 @@ where
                         client.broker.wake_when_durable(hold, &client.session);
                     }
                 }
-            }
+                park_due
+            };
             if client.withheld_count() > 0 {
                 if let Err(close) = client.release_withheld() {
-                    return close;
+                    return Ended::Close(close);
                 }
+            }
+            if park_due {
+                // Parked only when nothing is under way: everything written, no partial
+                // packet read, nothing withheld or owed. (Whatever wakes the session or
+                // arrives on the socket resumes it.)
+                let idle = client.out.is_empty()
+                    && rbuf.is_empty()
+                    && large.is_none()
+                    && client.withheld_count() == 0
+                    && client.retained_due.is_none();
+                if idle {
+                    client.out.release_if_empty();
+                    if rbuf.capacity() > 0 {
+                        crate::buffers::give(std::mem::take(&mut rbuf));
+                    }
+                    return Ended::Park;
+                }
+                // Asked again once it has been idle as long again.
+                client.session.state.lock().timers.park_due = false;
             }
             let reading = client.out.len() < OUT_HIGH && client.withheld_count() < MAX_WITHHELD;
 
@@ -209,10 +323,10 @@ where
                             large = None;
                         }
                         if let Err(close) = process(client, &mut rbuf, n) {
-                            return close;
+                            return Ended::Close(close);
                         }
                         if let Err(close) = catch_up_boxed(client, &mut rbuf).await {
-                            return close;
+                            return Ended::Close(close);
                         }
                         if rbuf.is_empty() {
                             // Let go of the buffer between bursts: idle connections hold none.
@@ -222,8 +336,8 @@ where
                             large = LargeFrame::begin(&mut rbuf, &client.broker);
                         }
                     }
-                    Io::Closed => return Close::PeerClosed,
-                    Io::Failed(e) => return Close::Io(e),
+                    Io::Closed => return Ended::Close(Close::PeerClosed),
+                    Io::Failed(e) => return Ended::Close(Close::Io(e)),
                 }
             }
         }

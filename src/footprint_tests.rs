@@ -45,3 +45,14 @@ fn the_session_and_client_stay_small() {
         size_of::<Client>()
     );
 }
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+#[test]
+fn a_parked_connection_is_its_client_socket_and_slot() {
+    // What an idle plain-TCP connection keeps once parked (see `server::parked`), in
+    // place of its task and its socket's registration with tokio: the dormant client
+    // (72), the socket (4) and the slot (8), in the lot's vector with its generation
+    // and vacant-list link (96 bytes each).
+    let parked = size_of::<super::parked::Parked>();
+    assert!(parked <= 88, "Parked: {parked}");
+}

@@ -31,6 +31,10 @@ pub(crate) mod message;
 // path in the $SYS work (issue 14); until then only its readers use it.
 pub(crate) mod metrics;
 pub(crate) mod outbox;
+// Idle connections parked outside the runtime: epoll, hence Linux; its wakers are one
+// 64-bit word.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub(crate) mod park;
 pub(crate) mod retain;
 pub mod router;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Accepting connections: binds every configured listener (the MQTT ones and the
 //! operator's `[http]` one, served by [`crate::http`]), enforces connection limits, spawns
-//! one task per connection, and owns graceful shutdown.
+//! one task per connection, parks idle plain-TCP connections outside their tasks and
+//! resumes them (`parked`), and owns graceful shutdown.
 //!
 //! Shutdown is one [`CancellationToken`]: cancelling it stops every accept loop at once
 //! (no new clients), tells every connection task to flush what it has encoded and close
@@ -19,8 +20,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::broker::Broker;
-use crate::client::{Incoming, ListenerPolicy};
-use crate::config::{Config, Listener};
+use crate::client::Incoming;
+use crate::config::Config;
 use crate::connection;
 use crate::http;
 use crate::log_limit::LogLimit;
@@ -28,6 +29,9 @@ use crate::metrics::{self, ListenerStats};
 use crate::store::durable::{DurableStore, Loaded};
 use crate::store::{MemoryStore, Store};
 use crate::tls;
+
+mod acceptor;
+mod parked;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -84,6 +88,12 @@ pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
 /// `on_reload` and re-reads the password and ACL files. Fails, with a message for the
 /// operator, if a listener cannot be bound. Tells systemd (when it started midge) when
 /// it is ready, reloading and stopping ([`crate::systemd`]).
+///
+/// The MQTT accept loops run in this future, not in tasks of their own (see
+/// `server::acceptor`): the binary polls it with `block_on` on its main thread, whose
+/// allocator arena then holds what each connection starts with, and parked connections
+/// give it back. Awaited in a spawned task instead, it works the same, only with less
+/// memory given back.
 pub async fn run(
     prepared: Prepared,
     shutdown: CancellationToken,
@@ -153,6 +163,20 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     tracker.spawn(broker.clone().sweep(shutdown.clone()));
+    let (lot, run_lot) = if broker.config().park_idle_connections {
+        parked::start(&tracker, &shutdown).unzip()
+    } else {
+        (None, None)
+    };
+    let serving = Arc::new(Serving {
+        broker: broker.clone(),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        lot,
+    });
+    if let Some(run_lot) = run_lot {
+        run_lot(serving.clone());
+    }
     let http_access = http.as_ref().map(|(h, _)| h.access());
     tracker.spawn(reload_on_notify(
         broker.clone(),
@@ -171,25 +195,14 @@ pub async fn run(
         ));
     }
     tracker.spawn(crate::sys::run(broker.clone(), shutdown.clone()));
-    let total = Arc::new(AtomicUsize::new(0));
-    for (socket, listener, tls, stats) in bound {
-        tracker.spawn(accept_loop(
-            socket,
-            listener,
-            tls,
-            stats,
-            broker.clone(),
-            total.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
-    }
+    let accepting = acceptor::accept_all(bound, &broker, serving);
 
     // The store is loaded and every listener is bound (connections wait in the backlog
     // until the accept loops run).
     crate::systemd::ready();
 
-    shutdown.cancelled().await;
+    // The accept loops run here, in this future (see `acceptor`), until shutdown.
+    tokio::join!(accepting, shutdown.cancelled());
     crate::systemd::stopping();
     broker.begin_shutdown();
     tracker.close();
@@ -359,63 +372,19 @@ fn take_slot(counts: &Arc<SlotCounts>) -> Option<Slot> {
     Some(Slot(counts.clone()))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn accept_loop(
-    socket: TcpListener,
-    listener: Arc<Listener>,
-    tls: Option<TlsAcceptor>,
-    stats: Arc<ListenerStats>,
+/// What every connection task of a server shares: the broker, shutdown, the task
+/// tracker (a resumed connection's task is tracked like the first), and the park lot.
+struct Serving {
+    /// What a resumed connection's client is given back (a parked one does not keep it).
     broker: Arc<Broker>,
-    total: Arc<AtomicUsize>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
-    let counts = Arc::new(SlotCounts {
-        total,
-        max_total: broker.config().max_connections,
-        here: AtomicUsize::new(0),
-        max_here: listener.max_connections,
-        stats: Some(stats),
-    });
-    // One set of queue limits per listener, shared by every session that connects here.
-    let policy = Arc::new(ListenerPolicy {
-        limits: Arc::new(broker.limits_for(&listener)),
-        allow_anonymous: listener.allows_anonymous(broker.config().allow_anonymous),
-        use_identity_as_username: listener.use_identity_as_username,
-    });
-    let what = format!("{}:{}", listener.bind, listener.port);
-    while let Some((stream, peer)) = accept(&socket, &shutdown, &what).await {
-        let Some(slot) = take_slot(&counts) else {
-            static LOG: LogLimit = LogLimit::new(10_000);
-            if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(event = "connection_limit", %peer, suppressed, "connection limit reached, refusing connection");
-            }
-            drop(stream);
-            continue;
-        };
-        let incoming = Box::new(Incoming {
-            peer,
-            listener: policy.clone(),
-            cert_name: None,
-            deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
-        });
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        match &tls {
-            None => tracker.spawn(serve_tcp(stream, incoming, broker, shutdown, slot)),
-            Some(tls) => tracker.spawn(serve_tls(
-                tls.clone(),
-                stream,
-                incoming,
-                broker,
-                shutdown,
-                slot,
-            )),
-        };
-    }
+    /// `None` where connections cannot be parked.
+    lot: Option<parked::Lot>,
 }
 
 /// The next connection on `socket` (`what` names it in messages), or `None` at shutdown.
-async fn accept(
+pub(super) async fn accept(
     socket: &TcpListener,
     shutdown: &CancellationToken,
     what: &str,
@@ -476,21 +445,26 @@ async fn http_accept_loop(
 
 /// Not an `async fn`, and what the connection keeps is owned here and only borrowed by
 /// [`connection::serve`]: an argument moved into a callee's future stays in the caller's
-/// state as well, so each idle connection would carry every one of them twice.
+/// state as well, so each idle connection would carry every one of them twice. A
+/// connection that idles is parked (see `parked`): its task ends.
 fn serve_tcp(
     stream: TcpStream,
     incoming: Box<Incoming>,
     broker: Arc<Broker>,
-    shutdown: CancellationToken,
+    serving: Arc<Serving>,
     slot: Slot,
 ) -> impl std::future::Future<Output = ()> {
     // Small packets are the norm; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     async move {
-        connection::serve(&mut stream, incoming, &broker, &shutdown).await;
-        // Counted until the connection is over.
-        drop(slot);
+        let may_park = serving.lot.is_some();
+        let connected =
+            connection::serve(&mut stream, incoming, &broker, &serving.shutdown, may_park);
+        if let Some(client) = connected.await {
+            parked::park(stream, client, slot, &serving);
+        }
+        // Otherwise closed: the slot, counted until then, goes here.
     }
 }
 
@@ -517,7 +491,8 @@ async fn serve_tls(
     if incoming.listener.use_identity_as_username {
         incoming.cert_name = tls::peer_common_name(&stream);
     }
-    connection::serve(&mut stream, incoming, &broker, &shutdown).await;
+    // Never parked: rustls' state cannot leave the task.
+    let _ = connection::serve(&mut stream, incoming, &broker, &shutdown, false).await;
 }
 
 #[cfg(test)]

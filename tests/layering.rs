@@ -44,6 +44,8 @@ const LAYERS: &[&[&str]] = &[
     &["expiry"],
     &["codec"],
     // Leaves.
+    // The park lot: idle connections' sockets in one epoll instance, outside tokio.
+    &["park"],
     &["chain"],
     &["id_hash"],
     &["buffers"],

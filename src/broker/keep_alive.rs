@@ -1,14 +1,14 @@
-//! Keep-alive and retransmission of connected sessions: the sweeper raises the flags in
-//! each session's [`Timers`](crate::session::Timers) whose time has come and wakes that
-//! connection, which acts on them in its own loop.
+//! Keep-alive, retransmission and parking of connected sessions: the sweeper raises the
+//! flags in each session's [`Timers`](crate::session::Timers) whose time has come and
+//! wakes that connection, which acts on them in its own loop.
 
 use std::time::Instant;
 
 use super::Broker;
 
 impl Broker {
-    /// Raises the keep-alive and retransmission flags of connected sessions whose time
-    /// has come, and wakes their connections.
+    /// Raises the keep-alive, retransmission and park flags of connected sessions whose
+    /// time has come, and wakes their connections.
     pub(super) fn check_connections(&self, now: Instant) {
         let online = self.online.lock();
         for session in online.iter() {
@@ -31,6 +31,14 @@ impl Broker {
                 {
                     st.timers.retry_due = true;
                     wake = true;
+                }
+            }
+            if t.parkable && !t.park_due {
+                if t.idle_sweeps + 1 >= super::sweep::PARK_AFTER_SWEEPS {
+                    st.timers.park_due = true;
+                    wake = true;
+                } else {
+                    st.timers.idle_sweeps += 1;
                 }
             }
             drop(st);

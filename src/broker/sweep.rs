@@ -17,6 +17,13 @@ use crate::expiry::Kind;
 /// wills: the precision of all four.
 pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// A connection that can park (see `crate::park`) is asked to after this many sweeps in
+/// a row without a turn of its loop: 0.5 to 0.75 s without traffic either way. Long
+/// enough that a steady flow (a message every few hundred milliseconds) never parks and
+/// resumes per message, short enough that idle connections leave their tasks soon after
+/// a burst of connects.
+pub const PARK_AFTER_SWEEPS: u8 = 3;
+
 impl Broker {
     /// Times keep-alive and retransmission for every connected session: a few times a
     /// second it raises the flags of [`Timers`](crate::session::Timers) whose time has come and wakes those

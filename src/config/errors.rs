@@ -43,7 +43,7 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
         (false, "persistent_client_expiration") => crate::expiry::LIFETIME_EXPECTED.to_owned(),
         (false, "max_session_expiry_interval") => MAX_SESSION_EXPIRY_EXPECTED.to_owned(),
         (false, "memory_limit") => MEMORY_LIMIT_EXPECTED.to_owned(),
-        (false, "queue_qos0_messages")
+        (false, "queue_qos0_messages" | "park_idle_connections")
         | (_, "allow_anonymous")
         | (true, "require_certificate" | "use_identity_as_username") => "true or false".to_owned(),
         (false, "password_file" | "acl_file") | (true, "certfile" | "keyfile" | "cafile") => {

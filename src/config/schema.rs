@@ -145,6 +145,9 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// Whether QoS 0 messages are queued for offline persistent sessions.
     pub queue_qos0_messages: bool,
+    /// Whether idle plain-TCP connections leave their tasks for the park lot (less memory
+    /// per idle connection, a little CPU each time one parks and resumes).
+    pub park_idle_connections: bool,
     /// Seconds before an unacknowledged PUBLISH/PUBREL is re-sent on a live MQTT 3.1.1/3.1
     /// connection; 0 = only on reconnect.
     pub retry_interval: u64,
@@ -338,6 +341,7 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             queue_qos0_messages: false,
+            park_idle_connections: true,
             retry_interval: 20,
             drop_log_interval: 10,
             sys_interval: 10,
@@ -499,6 +503,7 @@ mod tests {
             max_queued_messages: 0,
             max_queued_bytes: 65536,
             queue_qos0_messages: true,
+            park_idle_connections: true,
             retry_interval: 0,
             drop_log_interval: 1,
             sys_interval: 0,

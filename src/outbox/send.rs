@@ -94,6 +94,17 @@ impl Outbox {
         }
     }
 
+    /// What an empty outbox is made of besides its (released) buffers: what
+    /// [`Outbox::for_client`] takes to make it again. `Err(self)` if it is not empty.
+    pub fn into_peer(self) -> Result<Option<Box<PeerV5>>, Outbox> {
+        if !self.is_empty() || self.segments.is_some() || self.tail.capacity() > 0 {
+            return Err(self);
+        }
+        // Nothing counted is lost: counts are handed in with every write, and nothing
+        // was encoded since the last one.
+        Ok(self.v5)
+    }
+
     /// The outbox of a refused CONNECT, in its version if it was read that far.
     pub fn for_refusal(version: Option<ProtocolVersion>) -> Outbox {
         let v5 = (version == Some(ProtocolVersion::V5)).then(|| Box::new(PeerV5::new(None, 0)));

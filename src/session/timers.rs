@@ -26,6 +26,15 @@ pub struct Timers {
     pub keep_alive_expired: bool,
     /// Raised by the sweeper: an inflight message is due to be re-sent.
     pub retry_due: bool,
+    /// Whether the connection can be parked (plain TCP): set by the connection.
+    pub parkable: bool,
+    /// Sweeps since the connection's last turn: counted by the sweeper, reset by the
+    /// connection on every turn (in the padding of the fields above: no bytes added).
+    pub idle_sweeps: u8,
+    /// Raised by the sweeper: the connection has been idle long enough to park. Stays
+    /// raised while it is parked (so the sweeper does not ask again) and is lowered when
+    /// it resumes, or when it could not park.
+    pub park_due: bool,
 }
 
 impl Timers {
@@ -41,6 +50,9 @@ impl Timers {
             retry_ms: ms(retry),
             keep_alive_expired: false,
             retry_due: false,
+            parkable: false,
+            idle_sweeps: 0,
+            park_due: false,
         }
     }
 
