@@ -114,6 +114,38 @@ fn a_parked_subscriber_gets_qos0_and_qos1_messages_and_parks_again() {
     expect_publish(&mut sub, "park/t", b"two");
 }
 
+/// A 3.1.1 connection is sent again what it has not acknowledged after `retry_interval`
+/// (as Mosquitto's older versions did), parked or not: the sweeper's retransmission flag
+/// wakes the parked connection's session, which resumes it.
+#[test]
+fn a_parked_client_is_sent_an_unacknowledged_qos1_message_again_with_dup() {
+    let b = broker("retry_interval = 2");
+    let mut sub = subscriber(b.addr(), "park-retry", "park/r", 1);
+    let mut publisher = raw_connected(b.addr(), "park-retry-pub");
+    publisher
+        .write_all(&publish_packet(b"park/r", 1, 3, b"again", false))
+        .expect("publish");
+    assert_eq!(
+        read_exact(&mut publisher, 4),
+        [0x40, 0x02, 0x00, 0x03],
+        "PUBACK"
+    );
+    sub.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (h, first) = read_packet(&mut sub);
+    assert_eq!(h & 0x0f, 0x02, "QoS 1, no DUP the first time: {h:#x}");
+    // Not acknowledged: the connection goes idle and parks with the message in flight.
+    wait_parked(&b, "park-retry", 1);
+    let (h, again) = read_packet(&mut sub);
+    assert_eq!(h & 0x0f, 0x0a, "QoS 1 with DUP when sent again: {h:#x}");
+    assert_eq!(again, first, "the same topic, packet id and payload");
+    assert!(
+        b.event_count("connection_resumed", &[("client_id", "park-retry")]) >= 1,
+        "it was resumed to send it; log:\n{}",
+        b.log()
+    );
+}
+
 #[test]
 fn a_parked_client_gets_pingresp() {
     let b = broker("");
