@@ -45,9 +45,9 @@ fn written(out: &mut Outbox, v5: bool) -> Vec<(String, QoS, bool)> {
         };
         match p {
             Ok(Some(Packet::Publish(p))) => seen.push((p.topic, p.qos, p.retain)),
-            Ok(Some(other)) => panic!("not a PUBLISH: {other:?}"),
+            Ok(Some(other)) => panic!("not a PUBLISH: {other:?}"), // ok: unit test; a failure here is the test failing
             Ok(None) => break,
-            Err(e) => panic!("undecodable: {e:?}"),
+            Err(e) => panic!("undecodable: {e:?}"), // ok: unit test; a failure here is the test failing
         }
     }
     assert!(buf.is_empty(), "whole packets only");
@@ -129,7 +129,7 @@ fn frames_wait_behind_an_entry_the_window_holds_back() {
     assert_eq!(topics(&written(&mut out, false)), ["a", "b"]);
     let pkid = s.state.lock().inflight.keys().next().copied();
     let handle = s.store_handle();
-    assert!(s.state.lock().puback(pkid.expect("b in flight"), handle));
+    assert!(s.state.lock().puback(pkid.expect("b in flight"), handle)); // ok: unit test; a failure here is the test failing
     fill(&s, &mut out);
     assert_eq!(topics(&written(&mut out, false)), ["c", "d"]);
 }
@@ -184,7 +184,7 @@ fn byte_counts_are_the_frames_and_go_back_to_zero() {
             1,
             "consecutive frames share one buffer"
         );
-        let span = st.frames.spans().next().expect("a span");
+        let span = st.frames.spans().next().expect("a span"); // ok: unit test; a failure here is the test failing
         assert_eq!(
             span.charged,
             span.buf.capacity() + std::mem::size_of::<Span>()
@@ -203,7 +203,7 @@ fn byte_counts_are_the_frames_and_go_back_to_zero() {
         let st = s.state.lock();
         assert_eq!(st.frames.spans().count(), 2);
         assert_eq!(st.frames.len(), 4);
-        let entry = st.queue.front().expect("the entry").held_bytes();
+        let entry = st.queue.front().expect("the entry").held_bytes(); // ok: unit test; a failure here is the test failing
         assert_eq!(st.queued_bytes, 4 * frame + entry);
     }
     let mut out = Outbox::default();
@@ -408,7 +408,7 @@ fn v5_frames_carry_the_message_properties_and_respect_maximum_packet_size() {
     fill(&s, &mut out);
     let mut buf = BytesMut::from(&out.take_all()[..]);
     let Ok(Some(Packet::Publish(p))) = codec::decode_v5(&mut buf, usize::MAX) else {
-        panic!("a PUBLISH")
+        panic!("a PUBLISH") // ok: unit test; a failure here is the test failing
     };
     assert_eq!((p.topic.as_str(), &p.payload[..]), ("p/q", &b"hello"[..]));
     assert_eq!(p.props.as_deref(), Some(&props));
@@ -416,7 +416,7 @@ fn v5_frames_carry_the_message_properties_and_respect_maximum_packet_size() {
     // Larger than the client takes: not a frame (the general way drops it, counted).
     let small = wired(
         limits(10, 0, QueueFull::DropNew),
-        Wire::of(Some(&PeerV5::new(Some(15), 0))).expect("no aliases"),
+        Wire::of(Some(&PeerV5::new(Some(15), 0))).expect("no aliases"), // ok: unit test; a failure here is the test failing
     );
     offer(&small, &mut enc, &msg, QoS::AtMostOnce, false);
     let st = small.state.lock();
@@ -428,11 +428,11 @@ fn a_frame_is_parsed_back_into_its_length_topic_and_payload() {
     let msg = message("a/b", QoS::AtMostOnce);
     let mut enc = Encoded::default();
     enc.start(&msg);
-    let v311 = enc.frame(&msg, Wire::V311).expect("encodable").to_vec();
+    let v311 = enc.frame(&msg, Wire::V311).expect("encodable").to_vec(); // ok: unit test; a failure here is the test failing
     assert_eq!(parts(&v311, false), Some((v311.len(), &b"a/b"[..], 1)));
     let v5 = enc
         .frame(&msg, Wire::V5 { max_log2: 32 })
-        .expect("encodable")
+        .expect("encodable") // ok: unit test; a failure here is the test failing
         .to_vec();
     assert_eq!(parts(&v5, true), Some((v5.len(), &b"a/b"[..], 1)));
     // Cut short: nothing.
@@ -475,7 +475,7 @@ fn an_acl_in_force_at_send_time_is_checked_per_frame() {
     // Reloaded since they were queued: `no/#` is not readable any more.
     let acl = match crate::auth::AclFile::parse("topic read ok/#\n", "test.acl") {
         Ok(acl) => acl,
-        Err(e) => panic!("{e}"),
+        Err(e) => panic!("{e}"), // ok: unit test; a failure here is the test failing
     };
     let mut out = Outbox::default();
     {
@@ -497,13 +497,13 @@ fn a_wire_takes_frames_within_the_maximum_packet_size_rounded_down_to_a_power_of
     assert_eq!(Wire::of(None), Some(Wire::V311));
     // Broker-to-client topic aliases: the connection's frames are its own.
     assert_eq!(Wire::of(Some(&PeerV5::new(None, 5))), None);
-    let unlimited = Wire::of(Some(&PeerV5::new(None, 0))).expect("a wire");
+    let unlimited = Wire::of(Some(&PeerV5::new(None, 0))).expect("a wire"); // ok: unit test; a failure here is the test failing
     assert!(unlimited.takes(268_435_460));
-    let w = Wire::of(Some(&PeerV5::new(Some(100), 0))).expect("a wire");
+    let w = Wire::of(Some(&PeerV5::new(Some(100), 0))).expect("a wire"); // ok: unit test; a failure here is the test failing
     assert_eq!(w, Wire::V5 { max_log2: 6 });
     assert!(w.takes(64));
     // 65..=100 would fit: they go the general way, which sends them.
     assert!(!w.takes(65));
-    let exact = Wire::of(Some(&PeerV5::new(Some(128), 0))).expect("a wire");
+    let exact = Wire::of(Some(&PeerV5::new(Some(128), 0))).expect("a wire"); // ok: unit test; a failure here is the test failing
     assert!(exact.takes(128) && !exact.takes(129));
 }
