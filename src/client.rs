@@ -348,12 +348,12 @@ impl PackedAddr {
 }
 
 impl Client {
-    /// The client to park; `Err(self)` if something is under way (bytes to write,
-    /// acknowledgements withheld, retained messages owed).
+    /// The client to park; `Err(self)` if something is under way (bytes to write or
+    /// buffers held, acknowledgements withheld, retained messages owed).
     // The client is handed back as it came, by move: nothing is copied that was not.
     #[allow(clippy::result_large_err)]
     pub fn into_dormant(self) -> Result<Dormant, Client> {
-        if self.withheld.is_some() || self.retained_due.is_some() {
+        if self.withheld.is_some() || self.retained_due.is_some() || !self.out.is_released() {
             return Err(self);
         }
         let Client {
@@ -370,27 +370,9 @@ impl Client {
             retained_due,
             _attached: attached,
         } = self;
-        let out = match out.into_peer() {
-            Ok(out) => out,
-            Err(out) => {
-                return Err(Client {
-                    broker,
-                    session,
-                    generation,
-                    version,
-                    peer,
-                    username,
-                    v5,
-                    out,
-                    will,
-                    withheld,
-                    retained_due,
-                    _attached: attached,
-                })
-            }
-        };
-        // The permit holds the same session.
-        drop(session);
+        let out = out.into_peer();
+        // The permit holds the same session; the broker is given back at `wake`.
+        drop((broker, session, withheld, retained_due));
         let rare = (v5.is_some() || out.is_some() || will.is_some())
             .then(|| Box::new(Rare { v5, out, will }));
         Ok(Dormant {

@@ -94,15 +94,19 @@ impl Outbox {
         }
     }
 
-    /// What an empty outbox is made of besides its (released) buffers: what
-    /// [`Outbox::for_client`] takes to make it again. `Err(self)` if it is not empty.
-    pub fn into_peer(self) -> Result<Option<Box<PeerV5>>, Outbox> {
-        if !self.is_empty() || self.segments.is_some() || self.tail.capacity() > 0 {
-            return Err(self);
-        }
+    /// Whether nothing is waiting and every buffer has been released: what
+    /// [`into_peer`](Self::into_peer) asks.
+    pub fn is_released(&self) -> bool {
+        self.is_empty() && self.segments.is_none() && self.tail.capacity() == 0
+    }
+
+    /// What a released outbox (see [`is_released`](Self::is_released)) is made of
+    /// besides its buffers: what [`Outbox::for_client`] takes to make it again.
+    pub fn into_peer(self) -> Option<Box<PeerV5>> {
+        debug_assert!(self.is_released());
         // Nothing counted is lost: counts are handed in with every write, and nothing
         // was encoded since the last one.
-        Ok(self.v5)
+        self.v5
     }
 
     /// The outbox of a refused CONNECT, in its version if it was read that far.
