@@ -92,9 +92,10 @@ impl Broker {
                 let retain = sub.retain_as_published && msg.retain;
                 let extra = sub.extra;
                 // Drops are counted where they happen, by reason (see `crate::metrics`).
-                // A QoS 0 delivery without subscription identifiers or a shared
-                // subscription may go as the frame encoded once (`session::frames`).
-                let delivery = if qos == QoS::AtMostOnce && extra.is_none() {
+                // A QoS 0 delivery may go as the frame encoded once (`session::frames`,
+                // whose `frame_for` says which may); the rest takes `offer`, compiled
+                // without that branch.
+                let delivery = if qos == QoS::AtMostOnce {
                     sub.session.offer_encoded(
                         msg,
                         qos,
