@@ -132,15 +132,13 @@ pub fn new<T: AsRawFd + Send + 'static>() -> io::Result<(Lot<T>, Runner<T>)> {
     Ok((Lot { shared }, runner))
 }
 
+// (Lossless both ways: the module is built for 64-bit pointers only.)
 fn token(key: Key) -> Token {
-    Token(key.index as usize | usize::from(key.generation) << 32)
+    Token(key.to_bits() as usize)
 }
 
 fn key_of(token: Token) -> Key {
-    Key {
-        index: token.0 as u32,
-        generation: (token.0 >> 32) as u16,
-    }
+    Key::from_bits(token.0 as u64)
 }
 
 impl<T: AsRawFd + Send + 'static> Lot<T> {

@@ -14,6 +14,22 @@ pub struct Key {
     pub generation: u16,
 }
 
+impl Key {
+    /// The key in the low 48 bits of a word (`generation << 32 | index`): an epoll
+    /// token, and the part of a waker's word below its lot's number (see `waker`).
+    pub fn to_bits(self) -> u64 {
+        u64::from(self.generation) << 32 | u64::from(self.index)
+    }
+
+    /// The key whose [`to_bits`](Self::to_bits) are the low 48 bits of `word`.
+    pub fn from_bits(word: u64) -> Key {
+        Key {
+            index: word as u32,
+            generation: (word >> 32) as u16,
+        }
+    }
+}
+
 /// No next vacant place.
 const NONE: u32 = u32::MAX;
 

@@ -54,19 +54,14 @@ pub fn register(lot: Weak<dyn Ready>) -> Option<Registration> {
 }
 
 fn encode(lot: u16, key: Key) -> usize {
-    let word = u64::from(lot) << 48 | u64::from(key.generation) << 32 | u64::from(key.index);
+    let word = u64::from(lot) << 48 | key.to_bits();
     // Lossless: the module is built for 64-bit pointers only.
     word as usize
 }
 
 fn decode(word: usize) -> (u16, Key) {
     let word = word as u64;
-    let lot = (word >> 48) as u16;
-    let key = Key {
-        index: word as u32,
-        generation: (word >> 32) as u16,
-    };
-    (lot, key)
+    ((word >> 48) as u16, Key::from_bits(word))
 }
 
 /// The waker that puts `key` on the ready list of lot number `lot`.
