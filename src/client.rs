@@ -89,7 +89,7 @@ impl Close {
 #[derive(Debug, Default)]
 pub struct ClientV5 {
     /// Topic aliases the client has set, by alias [MQTT-3.3.2-10/11].
-    pub aliases: std::collections::HashMap<u16, String>,
+    pub aliases: std::collections::HashMap<u16, std::sync::Arc<str>>,
     /// The Session Expiry Interval in force (CONNECT, possibly changed by DISCONNECT).
     pub session_expiry: u32,
     /// QoS 2 packet ids received on this connection and not yet released: with withheld

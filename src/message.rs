@@ -14,7 +14,8 @@ use crate::codec::{MessageProps, QoS};
 
 #[derive(Debug)]
 pub struct Message {
-    pub topic: String,
+    /// Shared with other messages of the same name (see `codec::topic_cache`).
+    pub topic: Arc<str>,
     pub payload: Bytes,
     /// The QoS it was published with; each subscriber receives min(this, granted QoS).
     pub qos: QoS,
@@ -44,7 +45,7 @@ impl Message {
     /// expiry starts counting now. (The clock is
     /// read only for messages that expire: this runs for every message published.)
     pub fn with_props(
-        topic: String,
+        topic: impl Into<Arc<str>>,
         payload: Bytes,
         qos: QoS,
         retain: bool,
@@ -60,7 +61,7 @@ impl Message {
     /// A message with its expiry instant and durable store id (0: not stored), as one
     /// read back from the store is.
     pub fn restored(
-        topic: String,
+        topic: impl Into<Arc<str>>,
         payload: Bytes,
         qos: QoS,
         retain: bool,
@@ -69,7 +70,7 @@ impl Message {
         store_id: u64,
     ) -> Message {
         let msg = Message {
-            topic,
+            topic: topic.into(),
             payload,
             qos,
             retain,
@@ -104,7 +105,8 @@ impl Message {
         // An `Arc` allocation is the value plus its two counts.
         std::mem::size_of::<Message>()
             + 2 * std::mem::size_of::<usize>()
-            + self.topic.capacity()
+            // The name's bytes as if this message held them alone (it may share them).
+            + self.topic.len()
             + self.payload.len()
             + self.props.as_ref().map_or(0, |p| p.held_bytes())
     }
@@ -155,7 +157,7 @@ mod tests {
     #[test]
     fn held_bytes_count_topic_payload_and_user_properties_at_wire_size() {
         let plain = Message::with_props(
-            "a/b".into(),
+            "a/b",
             Bytes::from_static(b"12345"),
             QoS::AtMostOnce,
             false,
@@ -169,7 +171,7 @@ mod tests {
             ..Default::default()
         };
         let heavy = Message::with_props(
-            "a/b".into(),
+            "a/b",
             Bytes::from_static(b"12345"),
             QoS::AtMostOnce,
             false,
@@ -188,7 +190,7 @@ mod tests {
             ..Default::default()
         };
         let m = Message::with_props(
-            "t".into(),
+            "t",
             Bytes::new(),
             QoS::AtMostOnce,
             false,
@@ -202,7 +204,7 @@ mod tests {
         );
         assert!(!m.is_expired(now + Duration::from_millis(9999)));
         assert!(m.is_expired(now + Duration::from_secs(10)));
-        let plain = Message::with_props("t".into(), Bytes::new(), QoS::AtMostOnce, false, None);
+        let plain = Message::with_props("t", Bytes::new(), QoS::AtMostOnce, false, None);
         assert!(m.held_bytes() > plain.held_bytes());
         assert_eq!(plain.remaining_expiry(now), None);
         assert!(!plain.is_expired(now + Duration::from_secs(1_000_000)));

@@ -29,6 +29,8 @@
 //! [`DecodeError::ProtocolError`]); each error text names the statement or section of the
 //! specification it enforces.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 mod connect;
@@ -40,6 +42,7 @@ mod reader;
 pub mod reason;
 #[cfg(test)]
 mod tests;
+mod topic_cache;
 mod user_properties;
 mod v5;
 
@@ -181,8 +184,9 @@ pub struct Publish {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
-    /// Empty when an MQTT 5.0 client sends only a topic alias.
-    pub topic: String,
+    /// Empty when an MQTT 5.0 client sends only a topic alias. Shared with the other
+    /// PUBLISHes of the same name this thread decoded lately (see `topic_cache`).
+    pub topic: Arc<str>,
     /// 0 for QoS 0.
     pub pkid: u16,
     pub payload: Bytes,
@@ -493,8 +497,8 @@ pub fn qos_from_u8(value: u8) -> Option<QoS> {
     }
 }
 
-/// The hot path: one copy of the topic into its `String`, the payload stays a slice of
-/// the frame.
+/// The hot path: the topic is the thread's shared copy of that name (`topic_cache`), the
+/// payload stays a slice of the frame.
 fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
     let mut r = Reader::new(body);
     let (qos, topic, pkid) = publish_head(byte1, &mut r)?;
@@ -512,10 +516,10 @@ fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
 
 /// QoS, topic name and packet id of a PUBLISH, the same in 3.1.1 and 5.0: a packet id
 /// only for QoS 1 and 2, and never 0 ([MQTT-2.3.1-1], 5.0 [MQTT-2.2.1-3]).
-fn publish_head(byte1: u8, r: &mut Reader) -> Result<(QoS, String, u16), DecodeError> {
+fn publish_head(byte1: u8, r: &mut Reader) -> Result<(QoS, Arc<str>, u16), DecodeError> {
     let qos = qos_from_u8((byte1 >> 1) & 0x03)
         .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
-    let topic = r.string("PUBLISH: missing or truncated topic name")?;
+    let topic = r.topic("PUBLISH: missing or truncated topic name")?;
     let pkid = if qos == QoS::AtMostOnce {
         0
     } else {

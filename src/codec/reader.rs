@@ -4,6 +4,8 @@
 //! `Malformed` with the caller's text, so parsers never index, never panic and never
 //! allocate more than the bytes actually received.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 
 use super::DecodeError;
@@ -73,6 +75,19 @@ impl Reader {
         let raw = self.binary(missing)?;
         let (nul, bad) = self.string_errors();
         utf8(&raw, nul, bad).map(str::to_owned)
+    }
+
+    /// A PUBLISH topic name, checked like [`Reader::string`]; the same `Arc` as the
+    /// other names of the same bytes this thread read lately (see `topic_cache`).
+    pub(super) fn topic(&mut self, missing: &'static str) -> Result<Arc<str>, DecodeError> {
+        let len = usize::from(self.u16(missing)?);
+        let Some(raw) = self.buf.get(..len) else {
+            return Err(DecodeError::Malformed(missing));
+        };
+        let (nul, bad) = self.string_errors();
+        let name = super::topic_cache::intern(raw, |raw| utf8(raw, nul, bad))?;
+        self.buf.advance(len);
+        Ok(name)
     }
 
     fn string_errors(&self) -> (&'static str, &'static str) {

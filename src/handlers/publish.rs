@@ -273,7 +273,7 @@ fn resolve_topic_alias(client: &mut Client, publish: &mut Publish) -> Result<(),
     }
     if publish.topic.is_empty() {
         match v5.aliases.get(&alias) {
-            Some(topic) => publish.topic.clone_from(topic),
+            Some(topic) => publish.topic = topic.clone(),
             None => {
                 return Err(Close::protocol(format!(
                     "PUBLISH with unknown topic alias {alias} and no topic"

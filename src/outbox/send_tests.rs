@@ -142,7 +142,7 @@ fn connack_properties_give_way_to_the_clients_maximum_packet_size() {
 #[test]
 fn publish_sets_an_alias_once_and_respects_the_maximum_packet_size() {
     let msg = Message::with_props(
-        "a/b".into(),
+        "a/b",
         Bytes::from_static(b"x"),
         QoS::AtMostOnce,
         false,

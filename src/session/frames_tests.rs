@@ -44,7 +44,7 @@ fn written(out: &mut Outbox, v5: bool) -> Vec<(String, QoS, bool)> {
             codec::decode(&mut buf, usize::MAX)
         };
         match p {
-            Ok(Some(Packet::Publish(p))) => seen.push((p.topic, p.qos, p.retain)),
+            Ok(Some(Packet::Publish(p))) => seen.push((p.topic.to_string(), p.qos, p.retain)),
             Ok(Some(other)) => panic!("not a PUBLISH: {other:?}"), // ok: unit test; a failure here is the test failing
             Ok(None) => break,
             Err(e) => panic!("undecodable: {e:?}"), // ok: unit test; a failure here is the test failing
@@ -347,7 +347,7 @@ fn what_a_frame_cannot_carry_goes_as_an_entry() {
         ..Default::default()
     };
     let expiring = Arc::new(Message::with_props(
-        "y".into(),
+        "y",
         Bytes::from_static(b"p"),
         QoS::AtMostOnce,
         false,
@@ -356,7 +356,7 @@ fn what_a_frame_cannot_carry_goes_as_an_entry() {
     offer(&s, &mut enc, &expiring, QoS::AtMostOnce, false);
     // A payload written by reference.
     let large = Arc::new(Message::with_props(
-        "z".into(),
+        "z",
         Bytes::from(vec![0; SHARE_PAYLOAD_ON_WRITE_FROM]),
         QoS::AtMostOnce,
         false,
@@ -394,7 +394,7 @@ fn v5_frames_carry_the_message_properties_and_respect_maximum_packet_size() {
         ..Default::default()
     };
     let msg: SharedMessage = Arc::new(Message::with_props(
-        "p/q".into(),
+        "p/q",
         Bytes::from_static(b"hello"),
         QoS::AtMostOnce,
         false,
@@ -410,7 +410,7 @@ fn v5_frames_carry_the_message_properties_and_respect_maximum_packet_size() {
     let Ok(Some(Packet::Publish(p))) = codec::decode_v5(&mut buf, usize::MAX) else {
         panic!("a PUBLISH") // ok: unit test; a failure here is the test failing
     };
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("p/q", &b"hello"[..]));
+    assert_eq!((&*p.topic, &p.payload[..]), ("p/q", &b"hello"[..]));
     assert_eq!(p.props.as_deref(), Some(&props));
 
     // Larger than the client takes: not a frame (the general way drops it, counted).

@@ -37,7 +37,7 @@ fn retained(n: usize) -> Vec<(SharedMessage, QoS)> {
 
 fn queued_topics(s: &Session) -> Vec<String> {
     let st = s.state.lock();
-    st.queue.iter().map(|q| q.msg.topic.clone()).collect()
+    st.queue.iter().map(|q| q.msg.topic.to_string()).collect()
 }
 
 #[test]
@@ -80,7 +80,7 @@ mod limits {
 
     fn topics(s: &crate::session::Session) -> Vec<String> {
         let st = s.state.lock();
-        st.queue.iter().map(|q| q.msg.topic.clone()).collect()
+        st.queue.iter().map(|q| q.msg.topic.to_string()).collect()
     }
 
     #[test]
@@ -165,7 +165,7 @@ mod limits {
         let bytes = st.queued_bytes;
         let taken = st.take_shared();
         assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].msg.topic, "shared");
+        assert_eq!(&*taken[0].msg.topic, "shared");
         assert_eq!(st.queue.len(), 1);
         assert!(st.queued_bytes < bytes);
         st.requeue(taken);

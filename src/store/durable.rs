@@ -341,7 +341,7 @@ mod tests {
         payload: &Bytes,
     ) -> Option<Commit> {
         let msg = Arc::new(Message::with_props(
-            topic.into(),
+            topic,
             payload.clone(),
             QoS::AtLeastOnce,
             false,

@@ -719,7 +719,7 @@ mod tests {
             user_properties: [("k", "v"), ("k", "w")].into_iter().collect(),
         };
         let msg = Message::with_props(
-            "t/1".into(),
+            "t/1",
             Bytes::from_static(b"hello"),
             QoS::ExactlyOnce,
             true,
@@ -742,7 +742,7 @@ mod tests {
         let mut st = State::default();
         st.apply(&opened(S, "s", 0)).unwrap();
         let gone = Message::restored(
-            "t".into(),
+            "t",
             Bytes::new(),
             QoS::AtLeastOnce,
             false,

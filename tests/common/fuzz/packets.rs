@@ -154,7 +154,7 @@ fn publish(v5: bool) -> impl Strategy<Value = Packet> {
                     dup: dup && !q0,
                     qos,
                     retain,
-                    topic,
+                    topic: topic.into(),
                     pkid: if q0 { 0 } else { pkid },
                     payload,
                     topic_alias: if v5 { alias } else { None },
