@@ -401,6 +401,9 @@ fn decode_packet(
         buf.advance(frame_len);
         return Ok(Some(ack));
     }
+    if !v5 && byte1 >> 4 == PUBLISH {
+        return parse_publish(byte1, buf, header_len, frame_len).map(|p| Some(Packet::Publish(p)));
+    }
     let frame = buf.split_to(frame_len).freeze();
     if v5 {
         v5::decode_frame(byte1, frame.slice(header_len..)).map(Some)
@@ -472,7 +475,6 @@ fn decode_frame(
     let body = frame.slice(1 + len_len..);
     match byte1 >> 4 {
         CONNECT => connect::parse(body).map(Packet::Connect),
-        PUBLISH => parse_publish(byte1, body).map(Packet::Publish),
         PUBACK => parse_pkid(body).map(|pkid| Packet::PubAck(Ack { pkid, reason: 0 })),
         PUBREC => parse_pkid(body).map(|pkid| Packet::PubRec(Ack { pkid, reason: 0 })),
         PUBREL => parse_pkid(body).map(|pkid| Packet::PubRel(Ack { pkid, reason: 0 })),
@@ -497,41 +499,91 @@ pub fn qos_from_u8(value: u8) -> Option<QoS> {
     }
 }
 
-/// The hot path: the topic is the thread's shared copy of that name (`topic_cache`), the
-/// payload stays a slice of the frame.
-fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
-    let mut r = Reader::new(body);
-    let (qos, topic, pkid) = publish_head(byte1, &mut r)?;
+/// Payloads smaller than this are the packet's own copy, made as it is decoded, so that
+/// a message kept in a queue or the retained store does not pin a whole read buffer;
+/// larger ones mostly fill their buffer anyway and share it. (Not the outbox's
+/// `SHARE_PAYLOAD_ON_WRITE_FROM`, which is about writing.)
+pub const COPY_PAYLOAD_BELOW: usize = 4096;
+
+/// A small payload as its own copy (see [`COPY_PAYLOAD_BELOW`]), a large one as it is.
+fn own_if_small(payload: Bytes) -> Bytes {
+    if payload.len() < COPY_PAYLOAD_BELOW {
+        Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    }
+}
+
+/// The hot path: an MQTT 3.1.1 PUBLISH, the frame `buf[..frame_len]` whose body starts at
+/// `header_len`, taken off `buf`. The topic is the thread's shared copy of that name
+/// (`topic_cache`); a small payload is copied straight out of the read buffer, which is
+/// then only advanced (no shared handle to it is made and dropped for the packet); a
+/// large one is split off and shared.
+fn parse_publish(
+    byte1: u8,
+    buf: &mut BytesMut,
+    header_len: usize,
+    frame_len: usize,
+) -> Result<Publish, DecodeError> {
+    let body = buf.get(header_len..frame_len).unwrap_or_default();
+    let (qos, topic, pkid, head) = publish_head(byte1, body, false)?;
+    let payload = if body.len() < COPY_PAYLOAD_BELOW {
+        let payload = Bytes::copy_from_slice(&body[head..]);
+        buf.advance(frame_len);
+        payload
+    } else {
+        buf.split_to(frame_len).freeze().slice(header_len + head..)
+    };
     Ok(Publish {
         dup: byte1 & 0x08 != 0,
         qos,
         retain: byte1 & 0x01 != 0,
         topic,
         pkid,
-        payload: r.rest(),
+        payload,
         topic_alias: None,
         props: None,
     })
 }
 
-/// QoS, topic name and packet id of a PUBLISH, the same in 3.1.1 and 5.0: a packet id
-/// only for QoS 1 and 2, and never 0 ([MQTT-2.3.1-1], 5.0 [MQTT-2.2.1-3]).
-fn publish_head(byte1: u8, r: &mut Reader) -> Result<(QoS, Arc<str>, u16), DecodeError> {
+/// QoS, topic name and packet id from the front of a PUBLISH body, the same in 3.1.1 and
+/// 5.0, and how many bytes they took: a packet id only for QoS 1 and 2, and never 0
+/// ([MQTT-2.3.1-1], 5.0 [MQTT-2.2.1-3]). The topic is checked like every UTF-8 string
+/// ([MQTT-1.5.3-1/2], 5.0 [MQTT-1.5.4-1/2]).
+fn publish_head(
+    byte1: u8,
+    body: &[u8],
+    v5: bool,
+) -> Result<(QoS, Arc<str>, u16, usize), DecodeError> {
     let qos = qos_from_u8((byte1 >> 1) & 0x03)
         .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
-    let topic = r.topic("PUBLISH: missing or truncated topic name")?;
+    let truncated = DecodeError::Malformed("PUBLISH: missing or truncated topic name");
+    let Some((len, rest)) = body.split_first_chunk::<2>() else {
+        return Err(truncated);
+    };
+    let len = usize::from(u16::from_be_bytes(*len));
+    let Some(raw) = rest.get(..len) else {
+        return Err(truncated);
+    };
+    let (nul, bad) = reader::string_errors(v5);
+    let topic = topic_cache::intern(raw, |raw| reader::utf8(raw, nul, bad))?;
+    let mut used = 2 + len;
     let pkid = if qos == QoS::AtMostOnce {
         0
     } else {
-        let pkid = r.u16("PUBLISH: missing packet identifier")?;
+        let Some(&pkid) = body.get(used..).and_then(|b| b.first_chunk::<2>()) else {
+            return Err(DecodeError::Malformed("PUBLISH: missing packet identifier"));
+        };
+        let pkid = u16::from_be_bytes(pkid);
         if pkid == 0 {
             return Err(DecodeError::Malformed(
                 "PUBLISH: packet identifier 0 [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3])",
             ));
         }
+        used += 2;
         pkid
     };
-    Ok((qos, topic, pkid))
+    Ok((qos, topic, pkid, used))
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: the remaining length was checked to be 2.

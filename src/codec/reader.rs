@@ -4,8 +4,6 @@
 //! `Malformed` with the caller's text, so parsers never index, never panic and never
 //! allocate more than the bytes actually received.
 
-use std::sync::Arc;
-
 use bytes::{Buf, Bytes};
 
 use super::DecodeError;
@@ -77,31 +75,8 @@ impl Reader {
         utf8(&raw, nul, bad).map(str::to_owned)
     }
 
-    /// A PUBLISH topic name, checked like [`Reader::string`]; the same `Arc` as the
-    /// other names of the same bytes this thread read lately (see `topic_cache`).
-    pub(super) fn topic(&mut self, missing: &'static str) -> Result<Arc<str>, DecodeError> {
-        let len = usize::from(self.u16(missing)?);
-        let Some(raw) = self.buf.get(..len) else {
-            return Err(DecodeError::Malformed(missing));
-        };
-        let (nul, bad) = self.string_errors();
-        let name = super::topic_cache::intern(raw, |raw| utf8(raw, nul, bad))?;
-        self.buf.advance(len);
-        Ok(name)
-    }
-
     fn string_errors(&self) -> (&'static str, &'static str) {
-        if self.v5 {
-            (
-                "string contains U+0000 [MQTT-1.5.4-2]",
-                "string is not valid UTF-8 [MQTT-1.5.4-1]",
-            )
-        } else {
-            (
-                "string contains U+0000 [MQTT-1.5.3-2]",
-                "string is not valid UTF-8 [MQTT-1.5.3-1]",
-            )
-        }
+        string_errors(self.v5)
     }
 
     /// A string that is checked like [`Reader::string`] but not kept (no allocation).
@@ -189,7 +164,27 @@ impl Reader {
 }
 
 /// `raw` as a `&str` if it is well-formed UTF-8 without U+0000.
-fn utf8<'a>(raw: &'a [u8], nul: &'static str, bad: &'static str) -> Result<&'a str, DecodeError> {
+/// The statements a string that breaks the rules is reported under: MQTT 5.0's own ids
+/// for a 5.0 frame.
+pub(super) fn string_errors(v5: bool) -> (&'static str, &'static str) {
+    if v5 {
+        (
+            "string contains U+0000 [MQTT-1.5.4-2]",
+            "string is not valid UTF-8 [MQTT-1.5.4-1]",
+        )
+    } else {
+        (
+            "string contains U+0000 [MQTT-1.5.3-2]",
+            "string is not valid UTF-8 [MQTT-1.5.3-1]",
+        )
+    }
+}
+
+pub(super) fn utf8<'a>(
+    raw: &'a [u8],
+    nul: &'static str,
+    bad: &'static str,
+) -> Result<&'a str, DecodeError> {
     if raw.contains(&0) {
         return Err(DecodeError::Malformed(nul));
     }

@@ -47,14 +47,15 @@ pub(super) fn decode_frame(byte1: u8, body: Bytes) -> Result<Packet, DecodeError
     }
 }
 
-/// Topic, packet identifier, properties, payload. The payload stays a slice of the frame.
+/// Topic, packet identifier, properties, payload (a large one a slice of the frame, a
+/// small one its own copy: see `COPY_PAYLOAD_BELOW`).
 ///
 /// Left to the PUBLISH handler, which knows the connection: the Topic Alias value (0 or
 /// above its maximum: 0x94), an empty topic with or without alias, wildcards in the
 /// topic, a payload that does not match its Payload Format Indicator.
 fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
-    let mut r = Reader::new_v5(body);
-    let (qos, topic, pkid) = super::publish_head(byte1, &mut r)?;
+    let (qos, topic, pkid, head) = super::publish_head(byte1, &body, true)?;
+    let mut r = Reader::new_v5(body.slice(head..));
     let mut props = properties::parse(&mut r, Block::Publish)?;
     Ok(Publish {
         dup: byte1 & 0x08 != 0,
@@ -64,7 +65,7 @@ fn parse_publish(byte1: u8, body: Bytes) -> Result<Publish, DecodeError> {
         pkid,
         topic_alias: props.topic_alias,
         props: props.take_message(false),
-        payload: r.rest(),
+        payload: super::own_if_small(r.rest()),
     })
 }
 

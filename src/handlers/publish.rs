@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::auth::Access;
 use crate::broker::Published;
 use crate::client::{Client, Close};
@@ -13,11 +11,6 @@ use crate::codec::{Ack, AckKind, Publish, QoS};
 use crate::log_limit::{self, field, LogLimit};
 use crate::message::Message;
 use crate::topic;
-
-/// Payloads smaller than this are copied out of the read buffer they arrived in; larger
-/// ones keep sharing it. (Not the outbox's `SHARE_PAYLOAD_ON_WRITE_FROM`, which is about
-/// writing.)
-const COPY_PAYLOAD_ON_READ_BELOW: usize = 4096;
 
 pub fn handle(client: &mut Client, mut publish: Publish) -> Result<(), Close> {
     // Every PUBLISH read, as `publish/bytes/received` counts (the packet itself is counted
@@ -310,19 +303,13 @@ fn check_receive_maximum(client: &Client, publish: &Publish) -> Result<(), Close
     Ok(())
 }
 
-/// Turns a client's PUBLISH into a message and hands it to the broker.
+/// Turns a client's PUBLISH into a message and hands it to the broker. (A small payload
+/// is already its own copy, not a slice of the read buffer: see
+/// `codec::COPY_PAYLOAD_BELOW`.)
 fn hand_to_broker(client: &mut Client, publish: Publish) -> Published {
-    // A decoded payload is a slice of the connection's read buffer. A small one is copied
-    // out, so that a message kept in a queue or the retained store does not pin a whole
-    // read buffer; a large one mostly fills its buffer anyway and is shared as it is.
-    let payload = if publish.payload.len() < COPY_PAYLOAD_ON_READ_BELOW {
-        Bytes::copy_from_slice(&publish.payload)
-    } else {
-        publish.payload
-    };
     let msg = Arc::new(Message::with_props(
         publish.topic,
-        payload,
+        publish.payload,
         publish.qos,
         publish.retain,
         publish.props,

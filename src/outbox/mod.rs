@@ -34,8 +34,8 @@ mod send;
 pub use send::PeerV5;
 
 /// Payloads at least this large are written by reference (the message's own [`Bytes`]
-/// queued as a segment) instead of copied into the write buffer. (Not the publish
-/// handler's `COPY_PAYLOAD_ON_READ_BELOW`, which is about the read buffer.)
+/// queued as a segment) instead of copied into the write buffer. (Not
+/// `codec::COPY_PAYLOAD_BELOW`, which is about the read buffer.)
 pub const SHARE_PAYLOAD_ON_WRITE_FROM: usize = 16 * 1024;
 
 /// Encoding starts with this much room, so a burst does not grow the buffer step by step.

@@ -521,17 +521,22 @@ fn publish_empty_payload() {
 }
 
 #[test]
-fn publish_payload_shares_the_frame() {
-    let mut body = s(b"t");
-    body.extend_from_slice(b"payload!");
-    let mut buf = BytesMut::from(&frame(0x30, &body)[..]);
-    let start = buf.as_ptr() as usize;
-    let Some(Packet::Publish(p)) = decode(&mut buf, MAX).unwrap() else {
-        panic!("not a PUBLISH")
-    };
-    assert_eq!(&p.payload[..], b"payload!");
-    // 2 bytes of fixed header, 3 of topic: the payload is the frame's memory, not a copy.
-    assert_eq!(p.payload.as_ptr() as usize, start + 5);
+fn publish_payload_is_copied_when_small_and_shares_the_frame_when_large() {
+    for (size, shared) in [(8, false), (COPY_PAYLOAD_BELOW, true)] {
+        let mut body = s(b"t");
+        body.extend_from_slice(&vec![b'x'; size]);
+        let mut buf = BytesMut::from(&frame(0x30, &body)[..]);
+        let start = buf.as_ptr() as usize;
+        let len_len = if body.len() < 128 { 1 } else { 2 };
+        let Some(Packet::Publish(p)) = decode(&mut buf, usize::MAX).unwrap() else {
+            panic!("not a PUBLISH")
+        };
+        assert_eq!(p.payload.len(), size);
+        assert!(buf.is_empty(), "the frame is taken off the buffer");
+        // Fixed header, 3 bytes of topic: where the payload was in the frame.
+        let in_frame = p.payload.as_ptr() as usize == start + 1 + len_len + 3;
+        assert_eq!(in_frame, shared, "payload of {size} bytes");
+    }
 }
 
 #[test]

@@ -562,15 +562,19 @@ fn publish_v5_topic_alias_and_empty_topic_pass_through() {
 }
 
 #[test]
-fn publish_v5_payload_shares_the_frame() {
-    let pkt = publish5(0x30, b"t", None, &[p_pair(b"k", b"v")], b"payload!");
-    let mut buf = BytesMut::from(&pkt[..]);
-    let start = buf.as_ptr() as usize;
-    let Some(Packet::Publish(p)) = decode_v5(&mut buf, MAX).unwrap() else {
-        panic!()
-    };
-    assert_eq!(&p.payload[..], b"payload!");
-    assert_eq!(p.payload.as_ptr() as usize, start + pkt.len() - 8);
+fn publish_v5_payload_is_copied_when_small_and_shares_the_frame_when_large() {
+    for (size, shared) in [(8, false), (COPY_PAYLOAD_BELOW, true)] {
+        let payload = vec![b'x'; size];
+        let pkt = publish5(0x30, b"t", None, &[p_pair(b"k", b"v")], &payload);
+        let mut buf = BytesMut::from(&pkt[..]);
+        let start = buf.as_ptr() as usize;
+        let Some(Packet::Publish(p)) = decode_v5(&mut buf, usize::MAX).unwrap() else {
+            panic!()
+        };
+        assert_eq!(&p.payload[..], &payload[..]);
+        let in_frame = p.payload.as_ptr() as usize == start + pkt.len() - size;
+        assert_eq!(in_frame, shared, "payload of {size} bytes");
+    }
 }
 
 #[test]
