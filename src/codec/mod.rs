@@ -528,7 +528,7 @@ fn parse_publish(
     let body = buf.get(header_len..frame_len).unwrap_or_default();
     let (qos, topic, pkid, head) = publish_head(byte1, body, false)?;
     let payload = if body.len() < COPY_PAYLOAD_BELOW {
-        let payload = Bytes::copy_from_slice(&body[head..]);
+        let payload = Bytes::copy_from_slice(body.get(head..).unwrap_or_default());
         buf.advance(frame_len);
         payload
     } else {
