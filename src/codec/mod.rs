@@ -465,7 +465,8 @@ fn check_fixed_size(packet_type: u8, remaining: usize) -> Result<(), DecodeError
     }
 }
 
-/// Decodes a whole frame (fixed header included) whose first byte has been checked.
+/// Decodes a whole frame (fixed header included) whose first byte has been checked; a
+/// PUBLISH never comes here, it is parsed in place first (see [`parse_publish`]).
 fn decode_frame(
     byte1: u8,
     len_len: usize,
