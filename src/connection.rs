@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -416,6 +416,9 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// At most this many PUBACKs are handled under one lock of the session (see `process`).
+const MAX_ACK_RUN: usize = 256;
+
 /// Decodes and handles every whole packet in `rbuf`; `read` is how many bytes the read
 /// before it added (0 when nothing was read).
 fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), Close> {
@@ -431,6 +434,23 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), 
         ..ReadCounts::default()
     };
     loop {
+        // A run of PUBACKs, most of what a QoS 1 subscriber sends, is handled straight
+        // from the buffer: decoding each into a `Packet` and taking the session's lock
+        // for each cost ~200 instructions a PUBACK (callgrind). The bytes are a PUBACK in
+        // either version (see `leading_pubacks`); a limit on the run bounds how long the
+        // session's lock is held for a client sending many.
+        let acks = if max_packet >= 2 {
+            codec::leading_pubacks(rbuf, MAX_ACK_RUN)
+        } else {
+            0
+        };
+        if acks > 0 {
+            let (run, _) = rbuf.split_at(4 * acks);
+            handlers::ack::pubacks(client, run);
+            rbuf.advance(4 * acks);
+            counts.packets += acks as u64;
+            continue;
+        }
         // The fixed header's first byte says the type and a PUBLISH's QoS: counted from it
         // rather than from the decoded packet, whose borrow here cost ~70 instructions per
         // QoS 1 message (callgrind) by keeping the handlers from taking it in registers.

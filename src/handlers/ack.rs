@@ -17,6 +17,30 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
     Ok(())
 }
 
+/// A run of PUBACKs (`frames`: whole 4-byte PUBACKs, see [`codec::leading_pubacks`]) as
+/// the subscriber sends them in a burst: each is [`puback`], under one lock of the
+/// session rather than one each.
+///
+/// [`codec::leading_pubacks`]: crate::codec::leading_pubacks
+pub fn pubacks(client: &mut Client, frames: &[u8]) {
+    let handle = client.session.store_handle();
+    let mut unknown = Vec::new();
+    {
+        let mut st = client.session.state.lock();
+        for f in frames.chunks_exact(4) {
+            if let [_, _, hi, lo] = *f {
+                let pkid = u16::from_be_bytes([hi, lo]);
+                if !st.puback(pkid, handle) {
+                    unknown.push(pkid);
+                }
+            }
+        }
+    }
+    for pkid in unknown {
+        unknown_id(client, "PUBACK", pkid);
+    }
+}
+
 /// PUBREC from the subscriber: answer PUBREL [MQTT-4.3.3-1]. An unknown id (a duplicate
 /// PUBREC after a retransmission) is answered too, so the client can finish its flow
 /// (MQTT 5.0: with 0x92). A 5.0 PUBREC with an error reason code ends the flow: the

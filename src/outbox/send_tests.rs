@@ -167,3 +167,34 @@ fn publish_sets_an_alias_once_and_respects_the_maximum_packet_size() {
     codec::encode_publish(&mut expected, "a/b", b"x", QoS::AtLeastOnce, 3, true, true);
     assert_eq!(written(&mut out), expected.to_vec());
 }
+
+#[test]
+fn a_v311_qos1_2_publish_copied_from_the_shared_encoding_is_what_encoding_writes() {
+    // Topic and payload lengths around the remaining length's one/two byte boundary.
+    for (topic, payload) in [("a/b", 64usize), ("t", 0), ("x".repeat(100).as_str(), 30)] {
+        let msg = Message::with_props(
+            topic.into(),
+            Bytes::from(vec![7u8; payload]),
+            QoS::AtLeastOnce,
+            false,
+            None,
+        );
+        for (qos, pkid, retain, dup) in [
+            (QoS::AtLeastOnce, 1, false, false),
+            (QoS::AtLeastOnce, 65_535, true, true),
+            (QoS::ExactlyOnce, 258, false, true),
+            (QoS::ExactlyOnce, 7, true, false),
+        ] {
+            let mut out = Outbox::default();
+            assert!(out.publish(&msg, qos, retain, pkid, dup, &[], Instant::now()));
+            let mut expected = BytesMut::new();
+            codec::encode_publish(&mut expected, topic, &msg.payload, qos, pkid, retain, dup);
+            assert_eq!(
+                written(&mut out),
+                expected.to_vec(),
+                "{topic} {qos:?} {pkid}"
+            );
+        }
+        assert!(msg.v311_publish().is_some(), "encoded once and kept");
+    }
+}
