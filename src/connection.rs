@@ -416,9 +416,6 @@ fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// At most this many PUBACKs are handled under one lock of the session (see `process`).
-const MAX_ACK_RUN: usize = 256;
-
 /// Decodes and handles every whole packet in `rbuf`; `read` is how many bytes the read
 /// before it added (0 when nothing was read).
 fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), Close> {
@@ -434,19 +431,9 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), 
         ..ReadCounts::default()
     };
     loop {
-        // A run of PUBACKs, most of what a QoS 1 subscriber sends, is handled straight
-        // from the buffer: decoding each into a `Packet` and taking the session's lock
-        // for each cost ~200 instructions a PUBACK (callgrind). The bytes are a PUBACK in
-        // either version (see `leading_pubacks`); a limit on the run bounds how long the
-        // session's lock is held for a client sending many.
-        let acks = if max_packet >= 2 {
-            codec::leading_pubacks(rbuf, MAX_ACK_RUN)
-        } else {
-            0
-        };
+        // A run of PUBACKs goes without decoding each (see `handlers::ack::pubacks`).
+        let acks = handlers::ack::pubacks(client, rbuf, max_packet);
         if acks > 0 {
-            let (run, _) = rbuf.split_at(4 * acks);
-            handlers::ack::pubacks(client, run);
             rbuf.advance(4 * acks);
             counts.packets += acks as u64;
             continue;

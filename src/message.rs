@@ -129,7 +129,13 @@ impl Message {
     /// Held as long as the message, and counted towards `memory_limit` (not in
     /// [`held_bytes`](Self::held_bytes), which must not change while the message is
     /// queued).
-    pub fn v311_publish(&self) -> Option<&[u8]> {
+    ///
+    /// Encoded by this call only when `encode` (the caller expects more deliveries to
+    /// share it); otherwise `None` unless it is encoded already.
+    pub fn v311_publish(&self, encode: bool) -> Option<&[u8]> {
+        if !encode {
+            return self.v311.get().filter(|f| !f.is_empty()).map(|f| &f[..]);
+        }
         let frame = self.v311.get_or_init(|| {
             if !crate::codec::publish_fits(&self.topic, self.payload.len(), QoS::AtLeastOnce) {
                 return Bytes::new();

@@ -224,7 +224,7 @@ impl SessionState {
             .inflight
             .iter()
             .filter(|(_, f)| due(f))
-            .map(|(pkid, f)| (f.item.seq, *pkid))
+            .map(|(pkid, f)| (f.item.seq, pkid))
             .collect();
         picked.sort_unstable();
         for (_, pkid) in picked {
@@ -254,9 +254,15 @@ impl SessionState {
 
     /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.
     pub fn puback(&mut self, pkid: u16, handle: StoreHandle) -> bool {
-        match self.inflight.get(&pkid) {
-            Some(f) if f.item.qos == QoS::AtLeastOnce => self.remove_inflight(pkid, handle),
-            _ => false,
+        match self
+            .inflight
+            .remove_if(&pkid, |f| f.item.qos == QoS::AtLeastOnce)
+        {
+            Some(f) => {
+                handle.removed(&f.item);
+                true
+            }
+            None => false,
         }
     }
 
