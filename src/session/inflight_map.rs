@@ -155,25 +155,31 @@ impl<V> Window<V> {
         self.head = 0;
     }
 
-    /// The common case inline: `pkid` is the id after the ring's newest (as `alloc_pkid`
-    /// hands them out), there is a free slot for it, and no entry is elsewhere. Every
-    /// other insert goes [`insert_any`](Self::insert_any)'s way.
+    /// Whether `pkid` is the common case of an insert, done inline by [`push`]: the id
+    /// after the ring's newest (as `alloc_pkid` hands them out), there is a free slot for
+    /// it, and no entry is elsewhere. Every other insert goes
+    /// [`insert_any`](Self::insert_any)'s way.
+    ///
+    /// [`push`]: Self::push
     #[inline]
-    fn insert(&mut self, pkid: u16, v: V) -> Option<V> {
-        if self.len > 0 && pkid != 0 && self.stray.is_empty() {
-            let d = distance(self.base, pkid);
-            // (One more slot at the back keeps the ring within its bound: it was.)
-            if d == self.len && d < self.slots.len() {
-                let i = self.at(d);
-                if let Some(slot) = self.slots.get_mut(i) {
-                    *slot = Some(v);
-                    self.len += 1;
-                    self.in_ring += 1;
-                    return None;
-                }
-            }
+    fn is_next(&self, pkid: u16) -> bool {
+        // (One more slot at the back keeps the ring within its bound: it was.)
+        self.len > 0
+            && pkid != 0
+            && self.stray.is_empty()
+            && distance(self.base, pkid) == self.len
+            && self.len < self.slots.len()
+    }
+
+    /// Puts `v` in the slot after the newest: the id [`is_next`](Self::is_next) said.
+    #[inline]
+    fn push(&mut self, v: V) {
+        let i = self.at(self.len);
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(v);
+            self.len += 1;
+            self.in_ring += 1;
         }
-        self.insert_any(pkid, v)
     }
 
     #[inline(never)]
@@ -334,10 +340,23 @@ fn next_id(id: u16) -> u16 {
 }
 
 impl<V> PkidMap<V> {
+    /// Inline when `pkid` is the next id (see `Window::is_next`); the rest out of line.
+    #[inline]
     pub fn insert(&mut self, pkid: u16, v: V) -> Option<V> {
+        match self.0.as_deref_mut() {
+            Some(w) if w.is_next(pkid) => {
+                w.push(v);
+                None
+            }
+            _ => self.insert_any(pkid, v),
+        }
+    }
+
+    #[inline(never)]
+    fn insert_any(&mut self, pkid: u16, v: V) -> Option<V> {
         self.0
             .get_or_insert_with(|| Box::new(Window::new()))
-            .insert(pkid, v)
+            .insert_any(pkid, v)
     }
 
     #[inline]
