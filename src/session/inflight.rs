@@ -261,16 +261,11 @@ impl SessionState {
 
     /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.
     pub fn puback(&mut self, pkid: u16, handle: StoreHandle) -> bool {
-        match self
-            .inflight
-            .remove_if(&pkid, |f| f.item.qos == QoS::AtLeastOnce)
-        {
-            Some(f) => {
-                handle.removed(&f.item);
-                true
-            }
-            None => false,
-        }
+        self.inflight.discard_if(
+            &pkid,
+            |f| f.item.qos == QoS::AtLeastOnce,
+            |f| handle.removed(&f.item),
+        )
     }
 
     fn remove_inflight(&mut self, pkid: u16, handle: StoreHandle) -> bool {

@@ -122,27 +122,42 @@ fn an_id_the_hash_map_holds_is_moved_not_doubled_when_the_ring_reaches_it() {
 }
 
 #[test]
-fn remove_if_removes_only_what_is_wanted() {
+fn discard_if_drops_only_what_is_wanted_after_showing_it() {
     let mut m = PkidMap::default();
-    for id in 1..=5u16 {
-        m.insert(id, id * 10);
+    for id in 1..=4u16 {
+        m.insert(id, std::rc::Rc::new(id));
     }
-    assert_eq!(
-        m.remove_if(&1, |v| *v == 99),
-        None,
-        "the oldest, not wanted"
+    let kept = m.get(&1).cloned().expect("1 is there"); // ok: unit test
+    let mut seen = Vec::new();
+    assert!(
+        !m.discard_if(&1, |v| **v == 9, |v| seen.push(**v)),
+        "not wanted"
     );
-    assert_eq!(m.remove_if(&1, |v| *v == 10), Some(10));
-    assert_eq!(
-        m.remove_if(&3, |v| *v == 99),
-        None,
-        "in the middle, not wanted"
+    assert!(
+        m.discard_if(&1, |v| **v == 1, |v| seen.push(**v)),
+        "the oldest"
     );
-    assert_eq!(m.remove_if(&3, |v| *v == 30), Some(30));
-    assert_eq!(m.remove_if(&9, |_| true), None, "not there");
-    assert_eq!(m.len(), 3);
-    assert_eq!(m.remove_if(&2, |_| true), Some(20));
-    assert_eq!(m.shape(), (2, 0), "the front moved past the hole at 3");
+    assert_eq!(
+        std::rc::Rc::strong_count(&kept),
+        1,
+        "dropped, not kept anywhere"
+    );
+    assert!(
+        m.discard_if(&3, |_| true, |v| seen.push(**v)),
+        "one in the middle"
+    );
+    assert!(
+        !m.discard_if(&3, |_| true, |v| seen.push(**v)),
+        "gone already"
+    );
+    assert!(
+        !m.discard_if(&7, |_| true, |v| seen.push(**v)),
+        "never there"
+    );
+    assert_eq!(seen, [1, 3]);
+    assert_eq!(m.len(), 2);
+    assert!(m.discard_if(&2, |_| true, |_| {}));
+    assert_eq!(m.shape(), (1, 0), "the front moved past the hole at 3");
 }
 
 #[test]
@@ -220,7 +235,10 @@ fn behaves_as_a_hash_map_under_random_operations() {
                     if want.is_some() {
                         model.remove(&id);
                     }
-                    assert_eq!(m.remove_if(&id, odd), want);
+                    let mut seen = None;
+                    let discarded = m.discard_if(&id, odd, |v| seen = Some(*v));
+                    assert_eq!(discarded, want.is_some());
+                    assert_eq!(seen, want);
                 } else {
                     assert_eq!(m.remove(&id), model.remove(&id));
                 }
