@@ -5,10 +5,10 @@
 //! subscribers costs a thousand reference-count increments, never a copy of the payload.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::codec::{MessageProps, QoS};
 
@@ -29,6 +29,11 @@ pub struct Message {
     /// Its id in the durable store once it has been written there (0: not yet); the
     /// store assigns it, and writes the message once however many queues hold it.
     store_id: AtomicU64,
+    /// Its PUBLISH in MQTT 3.1.1's encoding (3.1's is the same) at QoS 1, packet id 0,
+    /// no flags: encoded by the first 3.1.1 delivery at QoS 1 or 2 that writes it, and
+    /// copied by every other, which patches in its own flags and packet id (see
+    /// [`Message::v311_publish`]). Empty when MQTT cannot express the packet.
+    v311: OnceLock<Bytes>,
 }
 
 pub type SharedMessage = Arc<Message>;
@@ -37,6 +42,10 @@ impl Drop for Message {
     fn drop(&mut self) {
         // What `restored` charged: the size never changes, a message is immutable.
         crate::memory::release(self.held_bytes());
+        if self.v311.get().is_some_and(|f| !f.is_empty()) {
+            // What `v311_publish` charged.
+            crate::memory::release(v311_capacity(&self.topic, self.payload.len()));
+        }
     }
 }
 
@@ -77,6 +86,7 @@ impl Message {
             props,
             expires_at,
             store_id: AtomicU64::new(store_id),
+            v311: OnceLock::new(),
         };
         // Held from here until the last reference goes (`memory_limit`).
         crate::memory::charge(msg.held_bytes());
@@ -111,6 +121,44 @@ impl Message {
             + self.props.as_ref().map_or(0, |p| p.held_bytes())
     }
 
+    /// This message's PUBLISH as a 3.1.1 (or 3.1) client is sent it at QoS 1 or 2, with
+    /// packet id 0 and the flags (DUP, QoS, RETAIN) clear, for the caller to copy and
+    /// patch: encoded once, by the first delivery that asks, however many subscribers
+    /// take it (a fan-out encoded the same bytes once per subscriber). `None` when MQTT
+    /// cannot express it. Only for a payload below `SHARE_PAYLOAD_ON_WRITE_FROM`, which
+    /// is copied anyway: a large one is written by reference and never encoded whole.
+    ///
+    /// Held as long as the message, and counted towards `memory_limit` (not in
+    /// [`held_bytes`](Self::held_bytes), which must not change while the message is
+    /// queued).
+    ///
+    /// Encoded by this call only when `encode` (the caller expects more deliveries to
+    /// share it); otherwise `None` unless it is encoded already.
+    pub fn v311_publish(&self, encode: bool) -> Option<&[u8]> {
+        if !encode {
+            return self.v311.get().filter(|f| !f.is_empty()).map(|f| &f[..]);
+        }
+        let frame = self.v311.get_or_init(|| {
+            if !crate::codec::publish_fits(&self.topic, self.payload.len(), QoS::AtLeastOnce) {
+                return Bytes::new();
+            }
+            let capacity = v311_capacity(&self.topic, self.payload.len());
+            let mut buf = BytesMut::with_capacity(capacity);
+            crate::codec::encode_publish(
+                &mut buf,
+                &self.topic,
+                &self.payload,
+                QoS::AtLeastOnce,
+                0,
+                false,
+                false,
+            );
+            crate::memory::charge(capacity);
+            buf.freeze()
+        });
+        (!frame.is_empty()).then_some(&frame[..])
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
@@ -122,6 +170,13 @@ impl Message {
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         Some(u32::try_from(secs).unwrap_or(u32::MAX))
     }
+}
+
+/// The buffer [`Message::v311_publish`] encodes into: what `codec::encode_publish`
+/// reserves (a length field of up to four bytes), so it is not grown, and what is
+/// charged for it.
+fn v311_capacity(topic: &str, payload_len: usize) -> usize {
+    1 + 4 + 2 + topic.len() + 2 + payload_len
 }
 
 /// What one delivery of a message carries beyond the message itself (MQTT 5.0): the

@@ -38,6 +38,22 @@ pub fn publish_frame_len(buf: &[u8], max_packet_size: usize) -> Option<usize> {
     (remaining <= max_packet_size).then_some(1 + len_len + remaining)
 }
 
+/// How many PUBACKs of the shortest form (`0x40 0x02` and the packet id: no reason code,
+/// which MQTT 5.0 reads as success) `buf` starts with, at most `max`. These are most of
+/// what a QoS 1 subscriber sends: the connection handles such a run without decoding each
+/// into a [`Packet`] (see `connection::process`). The bytes are exactly what [`decode`]
+/// and [`decode_v5`] would accept as a PUBACK with that id, in either version.
+///
+/// [`decode`]: super::decode
+/// [`decode_v5`]: super::decode_v5
+#[inline]
+pub fn leading_pubacks(buf: &[u8], max: usize) -> usize {
+    buf.chunks_exact(4)
+        .take(max)
+        .take_while(|f| matches!(f, [0x40, 0x02, _, _]))
+        .count()
+}
+
 /// PUBACK, PUBREC, PUBREL or PUBCOMP with only its packet identifier (3.1.1 always; 5.0
 /// when the reason is Success, left out [MQTT 5.0 §3.4.2.1]), read in place: half the
 /// packets of a QoS 1 flow, and splitting each off the read buffer as a frame of its own
@@ -66,6 +82,40 @@ pub(super) fn short_ack(byte1: u8, remaining: usize, body: Option<&[u8]>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leading_pubacks_counts_whole_short_pubacks_only() {
+        let acks = [
+            0x40, 0x02, 0, 1, 0x40, 0x02, 0xff, 0xff, 0x40, 0x03, 0, 2, 0,
+        ];
+        assert_eq!(leading_pubacks(&acks, 10), 2);
+        assert_eq!(leading_pubacks(&acks, 1), 1);
+        assert_eq!(
+            leading_pubacks(&acks[..7], 10),
+            1,
+            "a partial one is not counted"
+        );
+        assert_eq!(leading_pubacks(&[0x50, 0x02, 0, 1], 10), 0, "PUBREC is not");
+        assert_eq!(
+            leading_pubacks(&[0x41, 0x02, 0, 1], 10),
+            0,
+            "reserved flags are not"
+        );
+        // Each is what the full decoder reads as that PUBACK, in both versions.
+        for v5 in [false, true] {
+            let mut buf = bytes::BytesMut::from(&acks[..8]);
+            for pkid in [1, 0xffff] {
+                let p = if v5 {
+                    super::super::decode_v5(&mut buf, 100)
+                } else {
+                    super::super::decode(&mut buf, 100)
+                };
+                assert!(
+                    matches!(p, Ok(Some(Packet::PubAck(a))) if a.pkid == pkid && a.reason == 0)
+                );
+            }
+        }
+    }
 
     #[test]
     fn publish_frame_len_needs_a_whole_publish_header_within_the_limit() {

@@ -56,7 +56,7 @@ pub use encode_v5::{
     publish_v5_size, AckKind, ConnackProps, PublishOut,
 };
 
-pub use frame::publish_frame_len;
+pub use frame::{leading_pubacks, publish_frame_len};
 use frame::{remaining_length, short_ack};
 use reader::Reader;
 pub use user_properties::UserProperties;

@@ -17,6 +17,45 @@ pub fn puback(client: &mut Client, pkid: u16) -> Result<(), Close> {
     Ok(())
 }
 
+/// At most this many PUBACKs are handled under one lock of the session (see
+/// [`pubacks`]): a bound on how long a client sending many holds it.
+const MAX_ACK_RUN: usize = 256;
+
+/// The run of PUBACKs `buf` starts with, most of what a QoS 1 subscriber sends, handled
+/// straight from the read buffer: each is [`puback`], under one lock of the session.
+/// Decoding each into a `Packet` and taking the lock for each cost ~200 instructions a
+/// PUBACK (callgrind). The bytes are exactly a PUBACK in either version (see
+/// [`codec::leading_pubacks`]), within any `max_packet` (the server's maximum packet
+/// size) of 2 or more. Returns how many it handled: the caller consumes 4 bytes each.
+///
+/// [`codec::leading_pubacks`]: crate::codec::leading_pubacks
+pub fn pubacks(client: &mut Client, buf: &[u8], max_packet: usize) -> usize {
+    if max_packet < 2 {
+        return 0;
+    }
+    let n = crate::codec::leading_pubacks(buf, MAX_ACK_RUN);
+    if n == 0 {
+        return 0;
+    }
+    let handle = client.session.store_handle();
+    let mut unknown = Vec::new();
+    {
+        let mut st = client.session.state.lock();
+        for f in buf.chunks_exact(4).take(n) {
+            if let [_, _, hi, lo] = *f {
+                let pkid = u16::from_be_bytes([hi, lo]);
+                if !st.puback(pkid, handle) {
+                    unknown.push(pkid);
+                }
+            }
+        }
+    }
+    for pkid in unknown {
+        unknown_id(client, "PUBACK", pkid);
+    }
+    n
+}
+
 /// PUBREC from the subscriber: answer PUBREL [MQTT-4.3.3-1]. An unknown id (a duplicate
 /// PUBREC after a retransmission) is answered too, so the client can finish its flow
 /// (MQTT 5.0: with 0x92). A 5.0 PUBREC with an error reason code ends the flow: the

@@ -141,13 +141,13 @@ fn connack_properties_give_way_to_the_clients_maximum_packet_size() {
 
 #[test]
 fn publish_sets_an_alias_once_and_respects_the_maximum_packet_size() {
-    let msg = Message::with_props(
+    let msg = std::sync::Arc::new(Message::with_props(
         "a/b",
         Bytes::from_static(b"x"),
         QoS::AtMostOnce,
         false,
         None,
-    );
+    ));
     let now = Instant::now();
     let mut out = v5(None, 5);
     assert!(out.publish(&msg, QoS::AtMostOnce, false, 0, false, &[], now));
@@ -166,4 +166,66 @@ fn publish_sets_an_alias_once_and_respects_the_maximum_packet_size() {
     let mut expected = BytesMut::new();
     codec::encode_publish(&mut expected, "a/b", b"x", QoS::AtLeastOnce, 3, true, true);
     assert_eq!(written(&mut out), expected.to_vec());
+}
+
+#[test]
+fn a_v311_qos1_2_publish_copied_from_the_shared_encoding_is_what_encoding_writes() {
+    // Topic and payload lengths around the remaining length's one/two byte boundary.
+    for (topic, payload) in [("a/b", 64usize), ("t", 0), ("x".repeat(100).as_str(), 30)] {
+        let msg = std::sync::Arc::new(Message::with_props(
+            topic,
+            Bytes::from(vec![7u8; payload]),
+            QoS::AtLeastOnce,
+            false,
+            None,
+        ));
+        // Shared by enough queues that its encoding is kept.
+        let others = vec![msg.clone(); super::ENCODE_ONCE_FROM];
+        for (qos, pkid, retain, dup) in [
+            (QoS::AtLeastOnce, 1, false, false),
+            (QoS::AtLeastOnce, 65_535, true, true),
+            (QoS::ExactlyOnce, 258, false, true),
+            (QoS::ExactlyOnce, 7, true, false),
+        ] {
+            let mut out = Outbox::default();
+            assert!(out.publish(&msg, qos, retain, pkid, dup, &[], Instant::now()));
+            let mut expected = BytesMut::new();
+            codec::encode_publish(&mut expected, topic, &msg.payload, qos, pkid, retain, dup);
+            assert_eq!(
+                written(&mut out),
+                expected.to_vec(),
+                "{topic} {qos:?} {pkid}"
+            );
+        }
+        assert!(msg.v311_publish(false).is_some(), "encoded once and kept");
+        drop(others);
+    }
+}
+
+#[test]
+fn a_v311_publish_of_an_unshared_message_is_encoded_for_it_and_not_kept() {
+    let msg = std::sync::Arc::new(Message::with_props(
+        "a/b",
+        Bytes::from_static(b"hello"),
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let mut out = Outbox::default();
+    assert!(out.publish(&msg, QoS::AtLeastOnce, false, 9, false, &[], Instant::now()));
+    let mut expected = BytesMut::new();
+    codec::encode_publish(
+        &mut expected,
+        "a/b",
+        b"hello",
+        QoS::AtLeastOnce,
+        9,
+        false,
+        false,
+    );
+    assert_eq!(written(&mut out), expected.to_vec());
+    assert!(
+        msg.v311_publish(false).is_none(),
+        "nothing kept for one delivery"
+    );
 }

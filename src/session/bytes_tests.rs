@@ -105,7 +105,7 @@ fn mqtt_2_2_3_publish_311_cannot_express_is_dropped_and_frees_its_slot() {
     assert!(st.queue.is_empty());
     assert_eq!(st.queued_bytes, 0);
     let mut expected = bytes::BytesMut::new();
-    let pkid = *st.inflight.keys().next().expect("one inflight"); // ok: unit test; `fill` just put one message in the window
+    let pkid = st.inflight.keys().next().expect("one inflight"); // ok: unit test; `fill` just put one message in the window
     codec::encode_publish(
         &mut expected,
         "ok",

@@ -127,7 +127,7 @@ fn frames_wait_behind_an_entry_the_window_holds_back() {
     let mut out = Outbox::default();
     fill(&s, &mut out);
     assert_eq!(topics(&written(&mut out, false)), ["a", "b"]);
-    let pkid = s.state.lock().inflight.keys().next().copied();
+    let pkid = s.state.lock().inflight.keys().next();
     let handle = s.store_handle();
     assert!(s.state.lock().puback(pkid.expect("b in flight"), handle)); // ok: unit test; a failure here is the test failing
     fill(&s, &mut out);

@@ -348,7 +348,7 @@ impl SessionState {
                     && f.item.qos == QoS::AtLeastOnce
                     && is_shared(&f.item)
             })
-            .map(|(pkid, _)| *pkid)
+            .map(|(pkid, _)| pkid)
             .collect();
         for pkid in pkids {
             if let Some(f) = self.inflight.remove(&pkid) {
