@@ -32,7 +32,9 @@ use crate::metrics::{self, Counter};
 use crate::outbox::Outbox;
 
 mod large_frame;
+mod read_counts;
 use large_frame::LargeFrame;
+use read_counts::ReadCounts;
 
 /// Stop pulling queued messages into the write buffer above this many bytes.
 const OUT_LOW: usize = 32 * 1024;
@@ -426,16 +428,13 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), 
     let _wakes = DeferWakes::begin();
     // Counted into the metrics once, when this returns (however it returns), with the
     // bytes read: one thread-local access per read.
-    let mut counts = ReadCounts {
-        bytes: read as u64,
-        ..ReadCounts::default()
-    };
+    let mut counts = ReadCounts::new(read as u64);
     loop {
         // A run of PUBACKs goes without decoding each (see `handlers::ack::pubacks`).
         let acks = handlers::ack::pubacks(client, rbuf, max_packet);
         if acks > 0 {
             rbuf.advance(4 * acks);
-            counts.packets += acks as u64;
+            counts.others(acks);
             continue;
         }
         // The fixed header's first byte says the type and a PUBLISH's QoS: counted from it
@@ -460,46 +459,6 @@ fn process(client: &mut Client, rbuf: &mut BytesMut, read: usize) -> Result<(), 
             Ok(None) => return Ok(()),
             Err(e) => return Err(decode_close(&e)),
         }
-    }
-}
-
-/// The bytes and packets one [`process`] call read (`$SYS/broker/bytes/received`,
-/// `messages/received`), PUBLISHes by QoS (their payload bytes are counted by the
-/// publish handler): added to the metrics in one thread-local access when the
-/// call ends, not one per packet.
-#[derive(Default)]
-struct ReadCounts {
-    bytes: u64,
-    packets: u64,
-    publish: [u64; 3],
-}
-
-impl ReadCounts {
-    /// One packet whose fixed header started with `first`.
-    #[inline]
-    fn count(&mut self, first: Option<u8>) {
-        self.packets += 1;
-        if let Some(b) = first.filter(|b| b >> 4 == 3) {
-            if let Some(n) = self.publish.get_mut(usize::from((b >> 1) & 3)) {
-                *n += 1;
-            }
-        }
-    }
-}
-
-impl Drop for ReadCounts {
-    fn drop(&mut self) {
-        if self.packets == 0 && self.bytes == 0 {
-            return;
-        }
-        let [q0, q1, q2] = self.publish;
-        metrics::add_each([
-            (Counter::BytesReceived, self.bytes),
-            (Counter::PacketsReceived, self.packets),
-            (Counter::PublishReceivedQos0, q0),
-            (Counter::PublishReceivedQos1, q1),
-            (Counter::PublishReceivedQos2, q2),
-        ]);
     }
 }
 
