@@ -146,9 +146,9 @@ pub struct SessionState {
     /// version takes the same bytes and the session ends with it; `None` otherwise.
     /// Queued QoS 0 deliveries are frames only while it is set.
     pub wire: Option<Wire>,
-    /// By packet id; `item.seq` gives the send order for retransmission.
-    /// By packet id (the broker's own numbers: see `id_hash`). Unordered: what is re-sent
-    /// goes in send order, by the queue sequence each entry keeps.
+    /// By packet id (the broker's own, handed out in sequence: see `inflight_map`).
+    /// Iterated in no particular order: what is re-sent goes in send order, by the queue
+    /// sequence (`item.seq`) each entry keeps.
     pub inflight: InflightMap,
     /// QoS 2 packet ids received from the client and acknowledged with PUBREC, waiting for
     /// PUBREL: a PUBLISH re-sent with one of these is not delivered again.
