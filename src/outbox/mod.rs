@@ -171,7 +171,7 @@ impl Outbox {
             return true;
         }
         codec::encode_publish_header(tail, topic, payload.len(), qos, pkid, retain, dup);
-        self.push_payload(payload);
+        self.push_segment(payload.clone());
         true
     }
 
@@ -187,7 +187,7 @@ impl Outbox {
         } else {
             let head = codec::encode_publish_header_v5(tail, p, payload.len());
             if head {
-                self.push_payload(payload);
+                self.push_segment(payload.clone());
             }
             head
         };
@@ -217,24 +217,20 @@ impl Outbox {
             self.tail = frames;
             return;
         }
+        self.push_segment(frames.freeze());
+    }
+
+    /// Queues what `tail` holds (a large payload's header just encoded, or whatever was
+    /// waiting), then `segment`, shared bytes not copied, after it.
+    fn push_segment(&mut self, segment: Bytes) {
+        let segments = self.segments.get_or_insert_default();
         if !self.tail.is_empty() {
             let head = self.tail.split().freeze();
             self.segments_len += head.len();
-            self.segments.get_or_insert_default().push_back(head);
+            segments.push_back(head);
         }
-        self.segments_len += frames.len();
-        self.segments
-            .get_or_insert_default()
-            .push_back(frames.freeze());
-    }
-
-    /// Queues the header just encoded into `tail`, then `payload` as a segment of its own.
-    fn push_payload(&mut self, payload: &Bytes) {
-        let head = self.tail.split().freeze();
-        self.segments_len += head.len() + payload.len();
-        let segments = self.segments.get_or_insert_default();
-        segments.push_back(head);
-        segments.push_back(payload.clone());
+        self.segments_len += segment.len();
+        segments.push_back(segment);
     }
 
     /// Writes as much as one (vectored) write takes, consuming what was written.
