@@ -44,7 +44,10 @@ impl Drop for Message {
         crate::memory::release(self.held_bytes());
         if self.v311.get().is_some_and(|f| !f.is_empty()) {
             // What `v311_publish` charged.
-            crate::memory::release(v311_capacity(&self.topic, self.payload.len()));
+            crate::memory::release(crate::codec::publish_capacity(
+                &self.topic,
+                self.payload.len(),
+            ));
         }
     }
 }
@@ -128,7 +131,8 @@ impl Message {
     /// cannot express it. Only for a payload below `SHARE_PAYLOAD_ON_WRITE_FROM`, which
     /// is copied anyway: a large one is written by reference and never encoded whole.
     ///
-    /// Held as long as the message, and counted towards `memory_limit` (not in
+    /// Held as long as the message, and counted towards `memory_limit` at what
+    /// `codec::publish_capacity` reserves for it (not in
     /// [`held_bytes`](Self::held_bytes), which must not change while the message is
     /// queued).
     ///
@@ -142,7 +146,7 @@ impl Message {
             if !crate::codec::publish_fits(&self.topic, self.payload.len(), QoS::AtLeastOnce) {
                 return Bytes::new();
             }
-            let capacity = v311_capacity(&self.topic, self.payload.len());
+            let capacity = crate::codec::publish_capacity(&self.topic, self.payload.len());
             let mut buf = BytesMut::with_capacity(capacity);
             crate::codec::encode_publish(
                 &mut buf,
@@ -170,13 +174,6 @@ impl Message {
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         Some(u32::try_from(secs).unwrap_or(u32::MAX))
     }
-}
-
-/// The buffer [`Message::v311_publish`] encodes into: what `codec::encode_publish`
-/// reserves (a length field of up to four bytes), so it is not grown, and what is
-/// charged for it.
-fn v311_capacity(topic: &str, payload_len: usize) -> usize {
-    1 + 4 + 2 + topic.len() + 2 + payload_len
 }
 
 /// What one delivery of a message carries beyond the message itself (MQTT 5.0): the

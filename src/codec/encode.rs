@@ -57,6 +57,13 @@ pub fn publish_fits(topic: &str, payload_len: usize, qos: QoS) -> bool {
             .is_some_and(|remaining| remaining <= MAX_REMAINING_LENGTH)
 }
 
+/// Room enough for a 3.1.1 PUBLISH of `topic` and `payload_len` bytes of payload, at any
+/// QoS: what [`encode_publish`] reserves, so that it never grows the buffer.
+pub fn publish_capacity(topic: &str, payload_len: usize) -> usize {
+    // Fixed header (at most 5), topic length and topic, packet id, payload.
+    1 + 4 + 2 + topic.len() + 2 + payload_len
+}
+
 /// Encodes an outgoing PUBLISH. `pkid` is ignored for QoS 0.
 ///
 /// DUP is never set on QoS 0 [MQTT-3.3.1-2]. The topic must fit a 16-bit length and the
@@ -73,7 +80,7 @@ pub fn encode_publish(
     dup: bool,
 ) {
     // One reservation for the whole packet: encoding copies topic and payload once.
-    buf.reserve(1 + 4 + 2 + topic.len() + 2 + payload.len());
+    buf.reserve(publish_capacity(topic, payload.len()));
     if encode_publish_header(buf, topic, payload.len(), qos, pkid, retain, dup) {
         buf.put_slice(payload);
     }

@@ -48,7 +48,7 @@ mod v5;
 
 pub use encode::{
     encode_connack, encode_connack_v5, encode_pingresp, encode_publish, encode_publish_header,
-    encode_suback, encode_unsuback, publish_fits,
+    encode_suback, encode_unsuback, publish_capacity, publish_fits,
 };
 pub use encode_v5::{
     encode_ack, encode_ack_v5, encode_connack_v5_props, encode_disconnect_v5, encode_message_props,
