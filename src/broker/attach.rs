@@ -269,6 +269,8 @@ impl Broker {
                     session: session.id,
                     at: now,
                 });
+                // An offline session holds no messages in memory that its spool has.
+                st.release_spool(session.store_handle());
                 return;
             }
             st.subscriptions.filters()

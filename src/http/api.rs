@@ -244,6 +244,8 @@ fn store_json(st: &StoreStats) -> Value {
     json!({
         "bytes_on_disk": st.bytes_on_disk,
         "segments": st.segments,
+        "spool_bytes": st.spool_bytes,
+        "spool_files": st.spool_files,
         "commits": st.commits,
         "compactions": st.compactions,
         "failures": st.failures,

@@ -233,6 +233,16 @@ const SEGMENTS: M = M(
     "Segment files of the store's log",
     None,
 );
+const SPOOL_BYTES: M = M(
+    "midge_store_spool_bytes",
+    "Bytes in spool files: queues of offline and backlogged persistent sessions on disk",
+    None,
+);
+const SPOOL_FILES: M = M(
+    "midge_store_spool_files",
+    "Spool files (chunks of offline and backlogged queues)",
+    None,
+);
 const FAILED: M = M(
     "midge_store_failed",
     "1 while the store refuses writes after a failure",
@@ -416,6 +426,8 @@ impl Collector for Collected {
             f.counter(&STORE_FAILURES, st.failures)?;
             f.gauge(&DISK, st.bytes_on_disk)?;
             f.gauge(&SEGMENTS, n(st.segments))?;
+            f.gauge(&SPOOL_BYTES, st.spool_bytes)?;
+            f.gauge(&SPOOL_FILES, n(st.spool_files))?;
             f.gauge(&FAILED, u64::from(st.failed))?;
         }
         Ok(())

@@ -108,6 +108,8 @@ impl SessionState {
             self.held = 0;
         }
         let mut hold = 0;
+        // Before the re-sends: a batch from the spool may bring entries sent before.
+        self.load_spool(handle);
         if self.resend_due {
             self.resend_due = false;
             self.resend(out, now, handle, |f| f.sent_at.is_none());

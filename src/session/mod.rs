@@ -163,8 +163,16 @@ pub struct SessionState {
     held: Commit,
     next_pkid: u16,
     next_seq: u64,
-    /// Allocated on the first drop: most sessions never drop anything.
-    drops: Option<Box<Drops>>,
+    /// Drop counts and the spool's count: allocated on first use, as most sessions never
+    /// drop or spool anything.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a session most never use.
+#[derive(Debug, Default)]
+struct Rare {
+    drops: Drops,
+    spool: SpoolCount,
 }
 
 /// The connection a session is (or was last) attached to, as an operator sees it.
@@ -235,7 +243,7 @@ impl Session {
                 held: 0,
                 next_pkid: 0,
                 next_seq: 0,
-                drops: None,
+                rare: None,
             }),
             wake: Wake::default(),
             wake_deferred: AtomicBool::new(false),
@@ -407,6 +415,7 @@ mod inflight;
 mod inflight_map;
 mod qos2;
 mod queue;
+mod spool;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod timers;
@@ -417,6 +426,7 @@ pub use inflight::{Inflight, InflightState};
 pub use inflight_map::InflightMap;
 use queue::Drops;
 pub use queue::Queued;
+use spool::SpoolCount;
 use timers::Pending;
 pub use timers::{PendingWill, Timers};
 pub use wake::Wake;

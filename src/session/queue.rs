@@ -34,6 +34,9 @@ pub struct Queued {
     /// Written to the durable store (a QoS 1/2 message of a persistent session): what
     /// becomes of it is recorded too.
     pub in_store: bool,
+    /// Loaded from the session's spool, where it stays until it is removed: let go of
+    /// when the client leaves (see `spool`).
+    pub spooled: bool,
     /// Only [`Queued::new`] makes one, so that every entry is counted.
     _counted: (),
 }
@@ -54,6 +57,7 @@ impl Queued {
             retain,
             extra,
             in_store,
+            spooled: false,
             _counted: (),
         };
         crate::memory::charge(item.overhead());
@@ -74,14 +78,16 @@ impl Queued {
 
 impl Clone for Queued {
     fn clone(&self) -> Queued {
-        Queued::new(
+        let mut q = Queued::new(
             self.seq,
             self.msg.clone(),
             self.qos,
             self.retain,
             self.extra.clone(),
             self.in_store,
-        )
+        );
+        q.spooled = self.spooled;
+        q
     }
 }
 
@@ -120,12 +126,14 @@ impl SessionState {
     pub(super) fn is_full(&self, extra_bytes: usize) -> bool {
         let l = &self.limits;
         (l.max_queued_messages > 0 && self.queued_len() >= l.max_queued_messages)
-            || (l.max_queued_bytes > 0 && self.queued_bytes + extra_bytes > l.max_queued_bytes)
+            || (l.max_queued_bytes > 0
+                && self.queued_bytes + self.spooled_bytes() + extra_bytes > l.max_queued_bytes)
     }
 
-    /// Messages queued: entries, and QoS 0 frames (see `frames`).
+    /// Messages queued: entries, QoS 0 frames (see `frames`), and entries waiting in
+    /// the spool.
     pub fn queued_len(&self) -> usize {
-        self.queue.len() + self.frames.len()
+        self.queue.len() + self.frames.len() + usize::try_from(self.spooled()).unwrap_or(usize::MAX)
     }
 
     /// Whether the oldest queued message is a QoS 0 frame rather than the queue's first
@@ -149,7 +157,7 @@ impl SessionState {
         } else if let Some(old) = self.queue.pop_front() {
             self.queued_bytes -= old.held_bytes();
             handle.removed(&old);
-        } else {
+        } else if !self.drop_oldest_spooled(handle) {
             return false;
         }
         metrics::dropped(DropReason::QueueFullOldest);
@@ -234,6 +242,11 @@ impl SessionState {
                 }
             }
         }
+        if self.spools(qos, extra.as_deref(), handle)
+            && self.spool(msg, qos, retain, extra.as_deref(), size, handle, stored)
+        {
+            return outcome;
+        }
         self.next_seq += 1;
         let mut item = Queued::new(self.next_seq, msg.clone(), qos, retain, extra, false);
         if qos != QoS::AtMostOnce && self.persists(handle) {
@@ -254,6 +267,7 @@ impl SessionState {
             qos: item.qos,
             retain: item.retain,
             extra: item.extra.as_deref(),
+            spool: false,
         });
         item.in_store = matches!(outcome, Ok(Some(_)));
         stored.add(outcome);
@@ -278,7 +292,7 @@ impl SessionState {
     /// Counts a dropped message and logs at most once per `drop_log_interval`.
     pub(super) fn report_drop(&mut self, client_id: &str) {
         let interval = self.limits.drop_log_interval;
-        let d = self.drops.get_or_insert_default();
+        let d = &mut self.rare.get_or_insert_default().drops;
         d.total += 1;
         d.unreported += 1;
         let now = Instant::now();
@@ -301,7 +315,7 @@ impl SessionState {
 
     /// Messages this session's queue has dropped so far.
     pub fn dropped_total(&self) -> u64 {
-        self.drops.as_ref().map_or(0, |d| d.total)
+        self.rare.as_ref().map_or(0, |r| r.drops.total)
     }
 
     /// Counts a queued message the ACL denied at send time; one log line per interval

@@ -17,12 +17,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::log::{Log, LogConfig, SyncPolicy};
-use super::record::Record;
+use super::log::{CheckpointFiles, Frames, Log, LogConfig, SyncPolicy};
+use super::record::{Record, SessionId};
+use super::spool::{self, Spools};
 use super::state::{message_record, unix_millis, Replay, State};
-use super::{Commit, Store, StoreError, StoreEvent, StoreStats, Waker};
+use super::{Commit, SpoolBatch, Store, StoreError, StoreEvent, StoreStats, Waker};
 use crate::config::{Persistence, SyncMode};
 
 /// A new segment starts past this size.
@@ -33,12 +34,20 @@ const COMPACT_MIN: u64 = 32 * 1024 * 1024;
 const COMPACT_RATIO: u64 = 4;
 
 pub struct DurableStore {
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
     log: Log,
     /// [`COMPACT_MIN`], lowered by tests.
     compact_min: u64,
     /// Compactions written since start.
     compactions: AtomicU64,
+}
+
+/// What the store's mutex guards: the state and the spool files, changed together.
+struct Inner {
+    state: State,
+    spools: Spools,
+    /// A spool entry being encoded (kept: one allocation for every entry spooled).
+    frame: Vec<u8>,
 }
 
 /// What opening the store found, for the start-up log line.
@@ -87,15 +96,25 @@ impl DurableStore {
         state.drop_unreferenced();
         let expired = state.drop_expired(Instant::now());
         let (sessions, queued, retained) = state.counts();
+        let images = state
+            .sessions
+            .iter_mut()
+            .filter_map(|(id, s)| s.spool.as_deref_mut().map(|sp| (*id, sp)))
+            .collect();
+        let spools = Spools::open(&dir.join("spool"), images)?;
         let store = DurableStore {
-            state: Mutex::new(state),
+            inner: Mutex::new(Inner {
+                state,
+                spools,
+                frame: Vec::new(),
+            }),
             log,
             compact_min: COMPACT_MIN,
             compactions: AtomicU64::new(0),
         };
         // What was read counts towards the next compaction, which may be due now. (Not
         // forced: a store on a full disk must still open, and serve what it can.)
-        store.maybe_compact(&mut store.state.lock());
+        store.maybe_compact(&mut store.inner.lock());
         Ok((
             store,
             Loaded {
@@ -113,30 +132,55 @@ impl DurableStore {
     }
 
     /// The state, to rebuild the broker from at start.
-    pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
+    pub fn state(&self) -> MappedMutexGuard<'_, State> {
+        MutexGuard::map(self.inner.lock(), |i| &mut i.state)
     }
 
-    /// Writes `st` as a checkpoint: a new segment that starts from nothing.
-    fn checkpoint(&self, st: &State) -> Result<Commit, super::log::LogError> {
-        self.log
-            .checkpoint_with(|f| st.snapshot(|r| f.record(|b| r.encode(b))))
+    /// Writes the state as a checkpoint: a new segment that starts from nothing (with
+    /// `resume`, the one that lets the log go on after a failure). The spools' buffers
+    /// are written first, and the writer syncs their filesystem before the checkpoint,
+    /// which no longer carries their entries, goes to disk.
+    fn checkpoint(&self, inner: &mut Inner, resume: bool) -> Result<Commit, String> {
+        let Inner { state, spools, .. } = inner;
+        let present = |session: SessionId| {
+            state
+                .sessions
+                .get(&session)
+                .and_then(|s| s.spool.as_deref())
+                .map(|sp| sp.present.clone())
+        };
+        let sync = spools.prepare_checkpoint(&present)?;
+        let files = CheckpointFiles {
+            sync_first: sync.then(|| spools.dir().to_path_buf()),
+            delete_after: spools.take_doomed(),
+        };
+        let chunks = |session| spools.chunks(session);
+        let write = |f: &mut Frames| state.snapshot(&chunks, |r| f.record(|b| r.encode(b)));
+        let commit = if resume {
+            self.log.resume_with(files, write)
+        } else {
+            self.log.checkpoint_with(files, write)
+        }
+        .map_err(|e| e.0)?;
+        state.checkpointed();
+        Ok(commit)
     }
 
     /// Compacts when the log has grown well past the live state.
-    fn maybe_compact(&self, st: &mut State) {
+    fn maybe_compact(&self, inner: &mut Inner) {
         let since = self.log.since_checkpoint();
-        if since < self.compact_min || since < COMPACT_RATIO.saturating_mul(st.live_bytes) {
+        if since < self.compact_min || since < COMPACT_RATIO.saturating_mul(inner.state.live_bytes)
+        {
             return;
         }
         let started = Instant::now();
-        st.drop_expired(started);
-        match self.checkpoint(st) {
+        inner.state.drop_expired(started);
+        match self.checkpoint(inner, false) {
             Ok(_) => {
                 self.compactions.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     before = since,
-                    live = st.live_bytes,
+                    live = inner.state.live_bytes,
                     took_ms = started.elapsed().as_millis() as u64,
                     "store compacted"
                 )
@@ -152,23 +196,24 @@ impl Store for DurableStore {
     }
 
     fn record(&self, event: StoreEvent<'_>) -> Result<Option<Commit>, StoreError> {
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         if let Some(e) = self.log.failure() {
             if !self.log.repaired() {
                 return Err(StoreError(e));
             }
             // The failed write's tail is cut off: rewrite the whole state, which carries
             // what it lost, and go on.
-            self.log
-                .resume_with(|f| st.snapshot(|r| f.record(|b| r.encode(b))))
-                .map_err(|e| StoreError(e.0))?;
+            self.checkpoint(inner, true).map_err(StoreError)?;
             tracing::info!(
                 event = "store_resumed",
                 "store: writing again after a failure"
             );
         }
+        let st = &mut inner.state;
         // The message a record refers to, when it is not in the store yet.
         let mut message = None;
+        let mut spooled = false;
         let record = match event {
             StoreEvent::SessionOpened {
                 session,
@@ -181,7 +226,10 @@ impl Store for DurableStore {
                 owner,
                 expiry,
             },
-            StoreEvent::SessionDiscarded { session } => Record::SessionDiscarded { session },
+            StoreEvent::SessionDiscarded { session } => {
+                inner.spools.discard(session);
+                Record::SessionDiscarded { session }
+            }
             StoreEvent::SessionClosed { session, at } => Record::SessionClosed {
                 session,
                 at: unix_millis(at),
@@ -207,9 +255,23 @@ impl Store for DurableStore {
                 qos,
                 retain,
                 extra,
+                spool: to_spool,
             } => {
                 if !st.has_session(session) {
                     return Ok(None);
+                }
+                if to_spool {
+                    // Into the spool first: if that fails, nothing is recorded and the
+                    // session keeps the message in memory.
+                    let frame = &mut inner.frame;
+                    frame.clear();
+                    spool::entry::encode(frame, seq, msg, qos, retain, extra)
+                        .ok_or_else(|| StoreError("message too large to spool".into()))?;
+                    inner
+                        .spools
+                        .append(session, seq, frame)
+                        .map_err(StoreError)?;
+                    spooled = true;
                 }
                 message = Some(msg);
                 Record::Enqueued {
@@ -220,11 +282,17 @@ impl Store for DurableStore {
                     retain,
                     sub_ids: Cow::Borrowed(extra.map_or(&[][..], |e| &e.sub_ids[..])),
                     shared: extra.and_then(|e| e.shared.as_deref()).unwrap_or(""),
+                    spooled: to_spool,
                 }
             }
             StoreEvent::Sent { session, seq, pkid } => Record::Sent { session, seq, pkid },
             StoreEvent::Released { session, seq } => Record::Released { session, seq },
-            StoreEvent::Removed { session, seq } => Record::Removed { session, seq },
+            StoreEvent::Removed { session, seq } => {
+                if st.is_spooled(session, seq) {
+                    inner.spools.removed(session, seq);
+                }
+                Record::Removed { session, seq }
+            }
             StoreEvent::Retained {
                 topic,
                 message: msg,
@@ -245,7 +313,13 @@ impl Store for DurableStore {
                     st.last_message_id += 1;
                     msg.set_store_id(st.last_message_id);
                 }
-                st.add_message(msg.clone());
+                if spooled {
+                    // Its content is in the spool: the state only remembers that the
+                    // log has it, until the next checkpoint.
+                    st.spooled_messages.insert(msg.store_id(), msg.clone());
+                } else {
+                    st.add_message(msg.clone());
+                }
                 new_message = Some(msg);
             }
             match &mut record {
@@ -272,7 +346,7 @@ impl Store for DurableStore {
                 }
             })
             .map_err(|e| StoreError(e.0))?;
-        self.maybe_compact(&mut st);
+        self.maybe_compact(inner);
         Ok(Some(commit))
     }
 
@@ -289,12 +363,97 @@ impl Store for DurableStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        // Buffered spool entries are in the log too, but written out they need no
+        // replay at the next open.
+        if let Err(e) = self.inner.lock().spools.flush_all() {
+            tracing::warn!("spool: {e}");
+        }
         self.log.close().map_err(|e| StoreError(e.0))
+    }
+
+    fn spool_load(&self, session: SessionId, max: usize) -> Result<SpoolBatch, StoreError> {
+        // Entries already acknowledged are skipped where a batch reads them (after a
+        // rewind the first chunk may hold many): read on until something is found or the
+        // files end, so that a load never comes back empty while entries wait.
+        loop {
+            let plan = {
+                let mut guard = self.inner.lock();
+                let Inner { state, spools, .. } = &mut *guard;
+                let Some(image) = state
+                    .sessions
+                    .get(&session)
+                    .and_then(|s| s.spool.as_deref())
+                else {
+                    return Ok(SpoolBatch::default());
+                };
+                spools.plan(session, image).map_err(StoreError)?
+            };
+            // The files are read outside the lock: what a plan names is written and
+            // never changes, and only this session (whose lock the caller holds) moves
+            // its place.
+            let batch = spool::read(&plan, max);
+            let mut guard = self.inner.lock();
+            let Inner { state, spools, .. } = &mut *guard;
+            let Some(image) = state
+                .sessions
+                .get(&session)
+                .and_then(|s| s.spool.as_deref())
+            else {
+                return Ok(SpoolBatch::default());
+            };
+            let moved = batch.moved(&plan);
+            let left = spools.advance(session, &batch, image);
+            if batch.items.is_empty() && moved && left > 0 {
+                continue;
+            }
+            return Ok(SpoolBatch {
+                left,
+                left_bytes: share(spools.held_bytes(session), left, image.present.len()),
+                items: batch.items,
+            });
+        }
+    }
+
+    fn spool_rewind(&self, session: SessionId) -> (u64, u64) {
+        let mut guard = self.inner.lock();
+        let Inner { state, spools, .. } = &mut *guard;
+        let Some(image) = state
+            .sessions
+            .get(&session)
+            .and_then(|s| s.spool.as_deref())
+        else {
+            return (0, 0);
+        };
+        spools.rewind(session);
+        (image.present.len(), spools.held_bytes(session))
+    }
+
+    fn spool_drop_next(&self, session: SessionId) -> Option<u64> {
+        let seq = {
+            let guard = self.inner.lock();
+            let image = guard.state.sessions.get(&session)?.spool.as_deref()?;
+            guard.spools.next_unloaded(session, image)?
+        };
+        let bytes = {
+            let guard = self.inner.lock();
+            let n = guard
+                .state
+                .sessions
+                .get(&session)
+                .and_then(|s| s.spool.as_deref())
+                .map_or(1, |sp| sp.present.len());
+            share(guard.spools.held_bytes(session), 1, n)
+        };
+        let _ = self.record(StoreEvent::Removed { session, seq });
+        Some(bytes)
     }
 
     fn stats(&self) -> Option<StoreStats> {
         let l = self.log.stats();
+        let (spool_bytes, spool_files) = self.inner.lock().spools.disk_usage();
         Some(StoreStats {
+            spool_bytes,
+            spool_files,
             bytes_on_disk: l.bytes_on_disk,
             segments: l.segments,
             commits: l.commits,
@@ -307,232 +466,14 @@ impl Store for DurableStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::QoS;
-    use crate::message::Message;
-    use bytes::Bytes;
-    use std::sync::Arc;
-
-    fn config(dir: &std::path::Path) -> Persistence {
-        Persistence {
-            enabled: true,
-            path: Some(dir.to_path_buf()),
-            sync: SyncMode::Never,
-            sync_interval_ms: 1000,
-        }
+/// `part` of `count` entries' share of `bytes`.
+fn share(bytes: u64, part: u64, count: u64) -> u64 {
+    if count == 0 {
+        return 0;
     }
-
-    fn dir_bytes(dir: &std::path::Path) -> u64 {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum()
-    }
-
-    /// Records a QoS 1 message queued for `session` as `seq`, then sent with a packet id
-    /// made from `seq`: the commit of the send, if the store wrote it.
-    fn store_and_send(
-        store: &DurableStore,
-        session: u64,
-        seq: u64,
-        topic: &str,
-        payload: &Bytes,
-    ) -> Option<Commit> {
-        let msg = Arc::new(Message::with_props(
-            topic,
-            payload.clone(),
-            QoS::AtLeastOnce,
-            false,
-            None,
-        ));
-        store
-            .record(StoreEvent::Enqueued {
-                session,
-                seq,
-                message: &msg,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                extra: None,
-            })
-            .unwrap();
-        let pkid = u16::try_from(seq % 60_000).unwrap() + 1;
-        store
-            .record(StoreEvent::Sent { session, seq, pkid })
-            .unwrap()
-    }
-
-    #[test]
-    fn delivered_messages_are_reclaimed_and_the_undelivered_survive() {
-        let dir = std::env::temp_dir().join(format!("midge-durable-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (mut store, _) = DurableStore::open(&config(&dir)).unwrap();
-        store.compact_min = 64 * 1024;
-        let session = 1;
-        fn rec(s: &DurableStore, e: StoreEvent<'_>) -> Option<Commit> {
-            s.record(e).unwrap()
-        }
-        rec(
-            &store,
-            StoreEvent::SessionOpened {
-                session,
-                client_id: "sub",
-                owner: None,
-                expiry: u32::MAX,
-            },
-        );
-        // 20 MiB pass through; everything but the last 10 messages is acknowledged.
-        let payload = Bytes::from(vec![7u8; 1024]);
-        let mut last = 0;
-        for seq in 1..=20_000u64 {
-            last =
-                store_and_send(&store, session, seq, &format!("t/{seq}"), &payload).unwrap_or(last);
-            if seq <= 19_990 {
-                rec(&store, StoreEvent::Removed { session, seq });
-            }
-        }
-        store.log.wait(last).unwrap();
-        let size = dir_bytes(&dir);
-        assert!(
-            size < 2 * 1024 * 1024,
-            "store holds {size} bytes after 20 MiB passed"
-        );
-        let stats = store.stats().expect("a durable store has stats");
-        assert!(stats.compactions > 0, "{stats:?}");
-        assert_eq!(stats.bytes_on_disk, size, "{stats:?}");
-        store.close().unwrap();
-        drop(store);
-        let (store, loaded) = DurableStore::open(&config(&dir)).unwrap();
-        assert_eq!((loaded.sessions, loaded.queued), (1, 10));
-        let st = store.state();
-        let queue = &st.sessions[&session].queue;
-        assert_eq!(
-            queue.keys().copied().collect::<Vec<_>>(),
-            (19_991..=20_000).collect::<Vec<_>>()
-        );
-        assert!(queue.values().all(|e| e.pkid.is_some()));
-        drop(st);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn stats_count_commits_fsyncs_batches_and_segments() {
-        let dir = std::env::temp_dir().join(format!("midge-durable-stats-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut p = config(&dir);
-        p.sync = SyncMode::Always;
-        let (store, _) = DurableStore::open(&p).unwrap();
-        for session in 1..=3 {
-            let commit = store
-                .record(StoreEvent::SessionOpened {
-                    session,
-                    client_id: "c",
-                    owner: None,
-                    expiry: u32::MAX,
-                })
-                .unwrap()
-                .unwrap();
-            store.log.wait(commit).unwrap();
-        }
-        let s = store.stats().expect("a durable store has stats");
-        // One write per wait above (group commit: each waited for alone).
-        assert!(s.commits >= 3, "{s:?}");
-        assert_eq!(s.batch_bytes.count, s.commits, "{s:?}");
-        assert!(s.fsync_seconds.count >= 3, "{s:?}");
-        assert_eq!(s.segments, 1, "{s:?}");
-        assert_eq!(s.bytes_on_disk, dir_bytes(&dir) - lock_bytes(&dir), "{s:?}");
-        assert_eq!((s.compactions, s.failures, s.failed), (0, 0, false));
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Bytes of the files in `dir` that are not segments (the lock file).
-    fn lock_bytes(dir: &std::path::Path) -> u64 {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .filter(|e| !e.file_name().to_string_lossy().ends_with(".log"))
-            .map(|e| e.metadata().unwrap().len())
-            .sum()
-    }
-
-    #[test]
-    fn a_format_1_store_is_refused_with_a_message_not_misread() {
-        let dir = std::env::temp_dir().join(format!("midge-durable-v1-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let (store, _) = DurableStore::open(&config(&dir)).unwrap();
-            // Format 1's SessionOpened: tag 1, the client id, the expiry.
-            let old = [1, 3, 0, 0, 0, b'd', b'e', b'v', 0xFF, 0xFF, 0xFF, 0xFF];
-            let c = store.log.append(&[&old]).unwrap();
-            store.log.wait(c).unwrap();
-            store.close().unwrap();
-        }
-        let e = DurableStore::open(&config(&dir)).err().expect("refused");
-        assert!(
-            e.contains("store format 1") && e.contains("00000001.log"),
-            "{e}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Bytes the log grows by per 64-byte QoS 1 message delivered to a persistent
-    /// session (stored, sent, acknowledged), with a client id of `id_len` bytes.
-    fn log_bytes_per_message(id_len: usize) -> u64 {
-        let dir = std::env::temp_dir().join(format!(
-            "midge-durable-size-{}-{id_len}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (store, _) = DurableStore::open(&config(&dir)).unwrap();
-        let client_id = "c".repeat(id_len);
-        let client_id = client_id.as_str();
-        let session = 1;
-        let mut last = store
-            .record(StoreEvent::SessionOpened {
-                session,
-                client_id,
-                owner: Some("alice"),
-                expiry: u32::MAX,
-            })
-            .unwrap()
-            .unwrap();
-        store.log.wait(last).unwrap();
-        let before = dir_bytes(&dir);
-        const N: u64 = 100;
-        let payload = Bytes::from(vec![7u8; 64]);
-        for seq in 1..=N {
-            store_and_send(
-                &store,
-                session,
-                seq,
-                "sensors/dev-0001/temperature",
-                &payload,
-            )
-            .expect("a commit");
-            last = store
-                .record(StoreEvent::Removed { session, seq })
-                .unwrap()
-                .unwrap();
-        }
-        store.log.wait(last).unwrap();
-        let per = (dir_bytes(&dir) - before) / N;
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
-        per
-    }
-
-    #[test]
-    fn log_bytes_per_message_do_not_grow_with_the_client_id() {
-        let short = log_bytes_per_message(16);
-        let long = log_bytes_per_message(60 * 1024);
-        eprintln!("log bytes per 64-byte QoS 1 message: client id 16 B: {short}, 60 KiB: {long}");
-        // The session is named by number: the client id is written once, when the
-        // session opens. (Store format 1 wrote it in three records per message: 262
-        // bytes with a 16-byte id, 184534 with a 60 KiB one.)
-        assert_eq!(short, long);
-        assert!(short < 256, "{short} bytes per message");
-    }
+    (bytes as u128 * part as u128 / count as u128) as u64
 }
+
+#[cfg(test)]
+#[path = "durable_tests.rs"]
+mod tests;

@@ -17,6 +17,7 @@
 pub mod durable;
 pub mod log;
 pub mod record;
+pub mod spool;
 pub mod state;
 
 use crate::codec::QoS;
@@ -25,6 +26,7 @@ use crate::message::SharedMessage;
 
 pub use log::{Commit, Waker};
 pub use record::SessionId;
+pub use spool::SpoolItem;
 
 /// A change to durable state. Events about clean sessions are never reported. A session is
 /// named by its number (the session's `id`); only `SessionOpened` carries
@@ -67,6 +69,9 @@ pub enum StoreEvent<'a> {
         qos: QoS,
         retain: bool,
         extra: Option<&'a DeliveryProps>,
+        /// Into the session's spool file, not its memory queue (see `spool`): its client
+        /// is away, or its queue is long.
+        spool: bool,
     },
     /// It was sent with packet id `pkid`.
     Sent {
@@ -139,6 +144,25 @@ pub trait Store: Send + Sync {
     /// Writes and syncs everything recorded; nothing is recorded after it.
     fn close(&self) -> Result<(), StoreError>;
 
+    /// Reads the next batch (at most `max` entries) of a session's spool back, in order;
+    /// entries it had sent come with their packet ids.
+    fn spool_load(&self, _session: SessionId, _max: usize) -> Result<SpoolBatch, StoreError> {
+        Ok(SpoolBatch::default())
+    }
+
+    /// The session let go of what it had loaded (its client went away): the next load
+    /// starts from its first held entry again. Returns the entries held and about how
+    /// many bytes they take.
+    fn spool_rewind(&self, _session: SessionId) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// Drops the first spooled entry not loaded yet (`queue_full = "drop_oldest"`);
+    /// returns about how many bytes it took, `None` if there is none.
+    fn spool_drop_next(&self, _session: SessionId) -> Option<u64> {
+        None
+    }
+
     /// How the store is doing, for the operator (`$SYS/broker/store/...`, `/metrics`);
     /// `None` for a store that keeps nothing.
     fn stats(&self) -> Option<StoreStats> {
@@ -152,6 +176,9 @@ pub struct StoreStats {
     /// Bytes in the log's segment files.
     pub bytes_on_disk: u64,
     pub segments: usize,
+    /// Bytes in spool files (offline and backlogged queues), and how many files.
+    pub spool_bytes: u64,
+    pub spool_files: usize,
     /// Commits made durable (one write and, with `sync = "always"`, one fsync each).
     pub commits: u64,
     /// Seconds each fsync took.
@@ -193,6 +220,15 @@ impl Store for MemoryStore {
     fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// A batch read back from a session's spool ([`Store::spool_load`]).
+#[derive(Debug, Default)]
+pub struct SpoolBatch {
+    pub items: Vec<SpoolItem>,
+    /// Held entries not loaded yet, and about how many bytes they take on disk.
+    pub left: u64,
+    pub left_bytes: u64,
 }
 
 /// What storing one published message came to: the commit its acknowledgement waits for,

@@ -15,6 +15,8 @@
 
 use std::borrow::Cow;
 
+use super::spool::ChunkMeta;
+
 /// Subscription options as one byte: QoS (bits 0-1), No Local (2), Retain As Published
 /// (3), Retain Handling (4-5) — the MQTT 5.0 wire layout.
 pub type OptionsByte = u8;
@@ -79,6 +81,17 @@ pub enum Record<'a> {
         sub_ids: Cow<'a, [u32]>,
         /// The shared subscription (`$share/g/f`) it came through; empty for none.
         shared: &'a str,
+        /// Queued in the session's spool file rather than in memory (see
+        /// `store::spool`); an entry held in memory and then spooled is recorded again
+        /// with this set.
+        spooled: bool,
+    },
+    /// A checkpoint's view of a session's spool: the positions it holds and its files
+    /// (the entries' sends follow as [`Record::Sent`] / [`Record::Released`]).
+    SpoolState {
+        session: SessionId,
+        present: Cow<'a, [(u64, u64)]>,
+        chunks: Cow<'a, [ChunkMeta]>,
     },
     /// Sent with packet id `pkid` (re-sent with the same id after a restart).
     Sent {
@@ -138,6 +151,8 @@ const RELEASED: u8 = 23;
 const REMOVED: u8 = 24;
 const QOS2_RECEIVED: u8 = 25;
 const QOS2_COMPLETED: u8 = 26;
+const SPOOLED: u8 = 27;
+const SPOOL_STATE: u8 = 28;
 /// Record types of store format 1 that format 2 replaced.
 const FORMAT_1_SESSION_RECORDS: [u8; 11] = [1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 14];
 
@@ -238,12 +253,20 @@ impl<'a> R<'a> {
         })
     }
     fn u32s(&mut self) -> Result<Vec<u32>, String> {
+        self.list(4, |r| r.u32())
+    }
+    /// A u32 count, then that many items of `size` bytes each.
+    fn list<T>(
+        &mut self,
+        size: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
         let n = self.u32()? as usize;
         // Checked against what is there before allocating.
-        if self.0.len() / 4 < n {
+        if self.0.len() / size < n {
             return Err("record cut short".into());
         }
-        (0..n).map(|_| self.u32()).collect()
+        (0..n).map(|_| item(self)).collect()
     }
 }
 
@@ -310,8 +333,9 @@ impl Record<'_> {
                 retain,
                 sub_ids,
                 shared,
+                spooled,
             } => {
-                let mut w = tag(out, ENQUEUED)
+                let mut w = tag(out, if *spooled { SPOOLED } else { ENQUEUED })
                     .u64(*session)
                     .u64(*seq)
                     .u64(*message)
@@ -322,6 +346,22 @@ impl Record<'_> {
                     w = w.u32(*id);
                 }
                 w.str(shared);
+            }
+            Record::SpoolState {
+                session,
+                present,
+                chunks,
+            } => {
+                let mut w = tag(out, SPOOL_STATE)
+                    .u64(*session)
+                    .u32(present.len() as u32);
+                for (first, last) in present.iter() {
+                    w = w.u64(*first).u64(*last);
+                }
+                w = w.u32(chunks.len() as u32);
+                for c in chunks.iter() {
+                    w = w.u64(c.first).u64(c.bytes).u64(c.entries);
+                }
             }
             Record::Sent { session, seq, pkid } => {
                 tag(out, SENT).u64(*session).u64(*seq).u16(*pkid);
@@ -386,7 +426,7 @@ impl<'a> Record<'a> {
                 properties: Cow::Borrowed(r.bytes()?),
                 expires_at: r.u64()?,
             },
-            ENQUEUED => Record::Enqueued {
+            t @ (ENQUEUED | SPOOLED) => Record::Enqueued {
                 session: r.u64()?,
                 seq: r.u64()?,
                 message: r.u64()?,
@@ -394,7 +434,24 @@ impl<'a> Record<'a> {
                 retain: r.bool()?,
                 sub_ids: Cow::Owned(r.u32s()?),
                 shared: r.str()?,
+                spooled: t == SPOOLED,
             },
+            SPOOL_STATE => {
+                let session = r.u64()?;
+                let present = r.list(16, |r| Ok((r.u64()?, r.u64()?)))?;
+                let chunks = r.list(24, |r| {
+                    Ok(ChunkMeta {
+                        first: r.u64()?,
+                        bytes: r.u64()?,
+                        entries: r.u64()?,
+                    })
+                })?;
+                Record::SpoolState {
+                    session,
+                    present: Cow::Owned(present),
+                    chunks: Cow::Owned(chunks),
+                }
+            }
             SENT => Record::Sent {
                 session: r.u64()?,
                 seq: r.u64()?,
@@ -440,130 +497,5 @@ impl<'a> Record<'a> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub(crate) fn every_kind() -> Vec<Record<'static>> {
-        let c = 1;
-        vec![
-            Record::SessionOpened {
-                session: c,
-                client_id: "dev-1",
-                owner: Some("alice"),
-                expiry: u32::MAX,
-            },
-            Record::Subscribed {
-                session: c,
-                filter: "a/#",
-                options: 0x0D,
-                sub_id: 7,
-            },
-            Record::SessionClosed {
-                session: c,
-                at: 1_700_000_000_000,
-            },
-            Record::Message {
-                id: 1,
-                topic: "a/b",
-                qos: 1,
-                retain: false,
-                payload: b"payload-1",
-                properties: Cow::Borrowed(&[]),
-                expires_at: 0,
-            },
-            Record::Enqueued {
-                session: c,
-                seq: 1,
-                message: 1,
-                qos: 1,
-                retain: false,
-                sub_ids: Cow::Owned(vec![7, 9]),
-                shared: "",
-            },
-            Record::Sent {
-                session: c,
-                seq: 1,
-                pkid: 9,
-            },
-            Record::Released { session: c, seq: 1 },
-            Record::Retained {
-                topic: "a/b",
-                message: 1,
-            },
-            Record::Qos2Received {
-                session: c,
-                pkid: 3,
-            },
-            Record::Qos2Completed {
-                session: c,
-                pkid: 3,
-            },
-            Record::Removed { session: c, seq: 1 },
-            Record::Unsubscribed {
-                session: c,
-                filter: "a/#",
-            },
-            Record::SessionDiscarded { session: c },
-            Record::Checkpoint,
-            Record::CheckpointEnd,
-        ]
-    }
-
-    fn encoded(r: &Record) -> Vec<u8> {
-        let mut out = Vec::new();
-        r.encode(&mut out);
-        out
-    }
-
-    #[test]
-    fn every_record_round_trips() {
-        for r in every_kind() {
-            let bytes = encoded(&r);
-            assert_eq!(Record::decode(&bytes), Ok(r.clone()));
-        }
-    }
-
-    #[test]
-    fn an_anonymous_owner_round_trips_apart_from_an_empty_username() {
-        for owner in [None, Some(""), Some("bob")] {
-            let r = Record::SessionOpened {
-                session: 7,
-                client_id: "c",
-                owner,
-                expiry: 5,
-            };
-            assert_eq!(Record::decode(&encoded(&r)), Ok(r));
-        }
-    }
-
-    #[test]
-    fn a_format_1_session_record_is_refused_with_a_message_saying_so() {
-        // SessionDiscarded of format 1: tag 2, then the client id.
-        let old = [2, 1, 0, 0, 0, b'c'];
-        let e = Record::decode(&old).unwrap_err();
-        assert!(e.contains("store format 1"), "{e}");
-    }
-
-    #[test]
-    fn damaged_records_are_errors_not_panics() {
-        for r in every_kind() {
-            let bytes = encoded(&r);
-            for cut in 0..bytes.len() {
-                assert!(Record::decode(&bytes[..cut]).is_err(), "{r:?} cut at {cut}");
-            }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            assert!(Record::decode(&longer).is_err());
-        }
-        assert!(Record::decode(&[99]).is_err());
-        // A length field claiming 4 GiB is an error, not an allocation.
-        let mut huge = vec![UNSUBSCRIBED];
-        huge.extend_from_slice(&[0; 8]);
-        huge.extend_from_slice(&[0xFF; 4]);
-        assert!(Record::decode(&huge).is_err());
-        let mut many_ids = vec![ENQUEUED];
-        many_ids.extend_from_slice(&[0; 8 + 18]);
-        many_ids.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
-        assert!(Record::decode(&many_ids).is_err());
-    }
-}
+#[path = "record_tests.rs"]
+pub(crate) mod tests;

@@ -22,6 +22,9 @@ use crate::id_hash::IdMap;
 use crate::message::{Message, SharedMessage};
 
 use super::record::{OptionsByte, Record, SessionId};
+use super::spool::image::Replayed;
+use super::spool::ranges::SeqRanges;
+use super::spool::{ChunkMeta, SpoolImage};
 
 /// Accounted per queue entry in [`State::live_bytes`] besides its message.
 const ENTRY_BYTES: u64 = 64;
@@ -52,8 +55,11 @@ pub struct SessionImage {
     pub closed_at: u64,
     /// Filter → (options, subscription identifier or 0).
     pub subscriptions: BTreeMap<String, (OptionsByte, u32)>,
-    /// By sequence number: the send order.
+    /// Entries held in memory, by sequence number: the send order.
     pub queue: BTreeMap<u64, Entry>,
+    /// Entries held in the session's spool file (see `store::spool`); `None` for a
+    /// session that never spooled.
+    pub spool: Option<Box<SpoolImage>>,
     pub qos2_received: BTreeSet<u16>,
 }
 
@@ -71,6 +77,13 @@ pub struct State {
     pub last_session_id: SessionId,
     /// About how many bytes a snapshot of this state takes: what compaction keeps.
     pub live_bytes: u64,
+    /// Messages written to the log since the last checkpoint for spooled entries only:
+    /// known, so that the next spooled copy refers to the same record rather than writing
+    /// it again. Let go at every checkpoint (see [`State::checkpointed`]).
+    pub spooled_messages: IdMap<u64, SharedMessage>,
+    /// Replaying a log: spooled entries keep their messages ([`SpoolImage::replayed`]),
+    /// for the spools to be completed from them at open.
+    pub replaying: bool,
 }
 
 impl State {
@@ -149,6 +162,17 @@ impl State {
                 retain,
                 sub_ids,
                 shared,
+                spooled: true,
+            } => self.apply_spooled(*session, *seq, *message, *qos, *retain, sub_ids, shared),
+            Record::Enqueued {
+                session,
+                seq,
+                message,
+                qos,
+                retain,
+                sub_ids,
+                shared,
+                spooled: false,
             } => {
                 let Some(s) = self.sessions.get_mut(session) else {
                     return Ok(false);
@@ -172,14 +196,35 @@ impl State {
                 }
                 true
             }
-            Record::Sent { session, seq, pkid } => self.entry(*session, *seq).is_some_and(|e| {
-                e.pkid = Some(*pkid);
-                true
-            }),
-            Record::Released { session, seq } => self.entry(*session, *seq).is_some_and(|e| {
-                e.released = true;
-                true
-            }),
+            Record::SpoolState {
+                session,
+                present,
+                chunks,
+            } => match self.sessions.get_mut(session) {
+                Some(s) => {
+                    s.spool = Some(Box::new(SpoolImage {
+                        present: SeqRanges::from_runs(present)?,
+                        chunks: chunks.to_vec(),
+                        ..SpoolImage::default()
+                    }));
+                    true
+                }
+                None => false,
+            },
+            Record::Sent { session, seq, pkid } => match self.entry(*session, *seq) {
+                Some(e) => {
+                    e.pkid = Some(*pkid);
+                    true
+                }
+                None => self.spool(*session).is_some_and(|sp| sp.sent(*seq, *pkid)),
+            },
+            Record::Released { session, seq } => match self.entry(*session, *seq) {
+                Some(e) => {
+                    e.released = true;
+                    true
+                }
+                None => self.spool(*session).is_some_and(|sp| sp.released(*seq)),
+            },
             Record::Removed { session, seq } => {
                 let removed = self
                     .sessions
@@ -191,7 +236,7 @@ impl State {
                         self.release(e.message);
                         true
                     }
-                    None => false,
+                    None => self.spool(*session).is_some_and(|sp| sp.remove(*seq)),
                 }
             }
             Record::Retained { topic, message } => {
@@ -233,7 +278,7 @@ impl State {
     }
 
     pub fn has_message(&self, id: u64) -> bool {
-        id != 0 && self.messages.contains_key(&id)
+        id != 0 && (self.messages.contains_key(&id) || self.spooled_messages.contains_key(&id))
     }
 
     pub fn has_session(&self, session: SessionId) -> bool {
@@ -242,6 +287,68 @@ impl State {
 
     fn entry(&mut self, session: SessionId, seq: u64) -> Option<&mut Entry> {
         self.sessions.get_mut(&session)?.queue.get_mut(&seq)
+    }
+
+    fn spool(&mut self, session: SessionId) -> Option<&mut SpoolImage> {
+        self.sessions.get_mut(&session)?.spool.as_deref_mut()
+    }
+
+    /// Whether `seq` of `session` is held in its spool.
+    pub fn is_spooled(&self, session: SessionId, seq: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .and_then(|s| s.spool.as_deref())
+            .is_some_and(|sp| sp.holds(seq))
+    }
+
+    /// A spooled entry: its position joins the session's spool (leaving the memory queue,
+    /// if it was held there before). Its message is only remembered while replaying.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_spooled(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        message: u64,
+        qos: u8,
+        retain: bool,
+        sub_ids: &[u32],
+        shared: &str,
+    ) -> bool {
+        let msg = match self.messages.get(&message) {
+            Some((m, _)) => m.clone(),
+            None => match self.spooled_messages.get(&message) {
+                Some(m) => m.clone(),
+                None => return false,
+            },
+        };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        let spool = s.spool.get_or_insert_default();
+        if !spool.push(seq) {
+            return false;
+        }
+        if self.replaying {
+            spool.replayed.push(Replayed {
+                seq,
+                message: msg,
+                qos,
+                retain,
+                sub_ids: sub_ids.to_vec(),
+                shared: (!shared.is_empty()).then(|| Arc::from(shared)),
+            });
+        }
+        if let Some(old) = s.queue.remove(&seq) {
+            self.live_bytes = self.live_bytes.saturating_sub(ENTRY_BYTES);
+            self.release(old.message);
+        }
+        true
+    }
+
+    /// After a checkpoint: spooled entries' messages are in the spools, and the next
+    /// spooled copy of one writes its record again.
+    pub fn checkpointed(&mut self) {
+        self.spooled_messages = IdMap::default();
     }
 
     /// One reference to a message fewer; the last one lets it go.
@@ -295,15 +402,25 @@ impl State {
         expired.len()
     }
 
-    /// Sessions, queued messages and retained messages.
+    /// Sessions, queued messages (in memory and spooled) and retained messages.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let queued = self.sessions.values().map(|s| s.queue.len()).sum();
+        let queued = self
+            .sessions
+            .values()
+            .map(|s| s.queue.len() + s.spool.as_ref().map_or(0, |sp| sp.present.len() as usize))
+            .sum();
         (self.sessions.len(), queued, self.retained.len())
     }
 
     /// Hands `out` the records that rebuild this state from nothing, between a
     /// [`Record::Checkpoint`] and a [`Record::CheckpointEnd`]: what a compaction writes.
-    pub fn snapshot(&self, mut out: impl FnMut(&Record)) {
+    /// `chunks` gives each spooling session's files as they stand (written and synced
+    /// before the checkpoint is).
+    pub fn snapshot(
+        &self,
+        chunks: &dyn Fn(SessionId) -> Vec<ChunkMeta>,
+        mut out: impl FnMut(&Record),
+    ) {
         out(&Record::Checkpoint);
         let mut ids: Vec<&u64> = self.messages.keys().collect();
         ids.sort_unstable();
@@ -341,6 +458,7 @@ impl State {
                     retain: e.retain,
                     sub_ids: Cow::Borrowed(&e.sub_ids),
                     shared: e.shared.as_deref().unwrap_or(""),
+                    spooled: false,
                 });
                 if let Some(pkid) = e.pkid {
                     out(&Record::Sent {
@@ -351,6 +469,19 @@ impl State {
                 }
                 if e.released {
                     out(&Record::Released { session, seq: *seq });
+                }
+            }
+            if let Some(sp) = s.spool.as_deref().filter(|sp| !sp.is_empty()) {
+                out(&Record::SpoolState {
+                    session,
+                    present: Cow::Borrowed(sp.present.runs()),
+                    chunks: Cow::Owned(chunks(session)),
+                });
+                for (&seq, &(pkid, released)) in &sp.sent {
+                    out(&Record::Sent { session, seq, pkid });
+                    if released {
+                        out(&Record::Released { session, seq });
+                    }
                 }
             }
             for pkid in &s.qos2_received {
@@ -373,10 +504,22 @@ impl State {
 /// Replays a log into a [`State`]. The records of a checkpoint build a new state beside
 /// the current one, which they replace only at [`Record::CheckpointEnd`]: a checkpoint
 /// torn by a crash leaves the state as the records before it made it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Replay {
     state: State,
     building: Option<State>,
+}
+
+impl Default for Replay {
+    fn default() -> Replay {
+        Replay {
+            state: State {
+                replaying: true,
+                ..State::default()
+            },
+            building: None,
+        }
+    }
 }
 
 impl Replay {
@@ -386,6 +529,7 @@ impl Replay {
                 self.building = Some(State {
                     last_message_id: self.state.last_message_id,
                     last_session_id: self.state.last_session_id,
+                    replaying: true,
                     ..State::default()
                 });
             }
@@ -407,7 +551,9 @@ impl Replay {
     }
 
     /// The state, and whether a checkpoint at the end was unfinished (and ignored).
-    pub fn finish(self) -> (State, bool) {
+    pub fn finish(mut self) -> (State, bool) {
+        self.state.replaying = false;
+        self.state.checkpointed();
         (self.state, self.building.is_some())
     }
 }
@@ -435,7 +581,7 @@ pub fn message_record(msg: &Message) -> Record<'_> {
 }
 
 /// The message a Message record stores.
-fn decode_message(record: &Record) -> Result<Message, String> {
+pub(super) fn decode_message(record: &Record) -> Result<Message, String> {
     let Record::Message {
         id,
         topic,
@@ -494,275 +640,5 @@ pub fn instant_from_unix_millis(ms: u64) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::QoS;
-    use crate::store::record::tests::every_kind;
-
-    fn encoded(r: &Record) -> Vec<u8> {
-        let mut out = Vec::new();
-        r.encode(&mut out);
-        out
-    }
-
-    /// The session of the tests below.
-    const S: SessionId = 5;
-
-    fn opened(session: SessionId, client_id: &str, expiry: u32) -> Record<'_> {
-        Record::SessionOpened {
-            session,
-            client_id,
-            owner: None,
-            expiry,
-        }
-    }
-
-    fn enqueue(seq: u64, message: u64) -> Record<'static> {
-        Record::Enqueued {
-            session: S,
-            seq,
-            message,
-            qos: 1,
-            retain: false,
-            sub_ids: Cow::Borrowed(&[]),
-            shared: "",
-        }
-    }
-
-    fn message(id: u64) -> Record<'static> {
-        Record::Message {
-            id,
-            topic: "t",
-            qos: 1,
-            retain: false,
-            payload: b"p",
-            properties: Cow::Borrowed(&[]),
-            expires_at: 0,
-        }
-    }
-
-    #[test]
-    fn replay_keeps_what_is_live_and_lets_the_rest_go() {
-        let mut st = State::default();
-        for rec in every_kind().into_iter().take(10) {
-            st.apply(&rec).unwrap();
-        }
-        let s = &st.sessions[&1];
-        assert_eq!(s.subscriptions["a/#"], (0x0D, 7));
-        let e = &s.queue[&1];
-        assert_eq!(
-            (e.pkid, e.released, &e.sub_ids[..]),
-            (Some(9), true, &[7, 9][..])
-        );
-        assert!(s.qos2_received.is_empty());
-        assert_eq!(st.messages[&1].1, 2, "queued once, retained once");
-        assert_eq!(&st.messages[&1].0.payload[..], b"payload-1");
-        // Acknowledged: still retained, so still stored.
-        assert!(st.apply(&Record::Removed { session: 1, seq: 1 }).unwrap());
-        assert_eq!(st.messages[&1].1, 1);
-        // Retained cleared: nothing refers to it any more.
-        st.apply(&Record::Retained {
-            topic: "a/b",
-            message: 0,
-        })
-        .unwrap();
-        assert!(st.messages.is_empty());
-        assert_eq!(st.last_message_id, 1);
-        // Records about what is gone change nothing.
-        assert!(!st.apply(&Record::Removed { session: 1, seq: 1 }).unwrap());
-        assert!(!st.apply(&Record::SessionDiscarded { session: 99 }).unwrap());
-    }
-
-    #[test]
-    fn a_discarded_session_releases_its_messages() {
-        let mut st = State::default();
-        st.apply(&opened(S, "s", 60)).unwrap();
-        for id in 1..=3 {
-            st.apply(&message(id)).unwrap();
-            st.apply(&enqueue(id, id)).unwrap();
-        }
-        st.apply(&message(4)).unwrap(); // stored, never queued
-        st.drop_unreferenced();
-        assert_eq!(st.messages.len(), 3);
-        st.apply(&Record::SessionDiscarded { session: S }).unwrap();
-        assert!(st.messages.is_empty() && st.sessions.is_empty());
-        assert_eq!(st.live_bytes, 0);
-    }
-
-    #[test]
-    fn a_checkpoint_starts_over_and_a_snapshot_rebuilds_the_same_state() {
-        let mut st = State::default();
-        for rec in every_kind().into_iter().take(10) {
-            st.apply(&rec).unwrap();
-        }
-        st.apply(&Record::SessionOpened {
-            session: 2,
-            client_id: "other",
-            owner: Some("bob"),
-            expiry: 5,
-        })
-        .unwrap();
-        // Replayed on top of the same records (old segments not yet deleted), the
-        // checkpoint replaces what came before.
-        let mut again = Replay::default();
-        for rec in every_kind().into_iter().take(10) {
-            again.apply(&rec).unwrap();
-        }
-        let mut bytes = Vec::new();
-        st.snapshot(|r| bytes.push(encoded(r)));
-        for b in &bytes {
-            again.apply(&Record::decode(b).unwrap()).unwrap();
-        }
-        let (again, torn) = again.finish();
-        assert!(!torn);
-        assert_eq!(again.sessions, st.sessions);
-        assert_eq!(again.retained, st.retained);
-        assert_eq!(again.live_bytes, st.live_bytes);
-        for (id, (msg, refs)) in &st.messages {
-            assert_eq!(again.messages[id].0.payload, msg.payload);
-            assert_eq!(again.messages[id].1, *refs);
-        }
-    }
-
-    #[test]
-    fn a_checkpoint_cut_short_leaves_the_state_before_it() {
-        let mut st = State::default();
-        for rec in every_kind().into_iter().take(10) {
-            st.apply(&rec).unwrap();
-        }
-        let mut bytes = Vec::new();
-        st.snapshot(|r| bytes.push(encoded(r)));
-        // Every cut inside the snapshot: the records before it stand.
-        for cut in 1..bytes.len() {
-            let mut replay = Replay::default();
-            for rec in every_kind().into_iter().take(10) {
-                replay.apply(&rec).unwrap();
-            }
-            for b in &bytes[..cut] {
-                replay.apply(&Record::decode(b).unwrap()).unwrap();
-            }
-            let (got, torn) = replay.finish();
-            assert!(torn, "cut at {cut}");
-            assert_eq!(got.sessions, st.sessions, "cut at {cut}");
-            assert_eq!(got.retained, st.retained, "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn owners_and_session_numbers_survive_a_checkpoint() {
-        let mut replay = Replay::default();
-        for (session, client_id, owner) in [(3, "a", Some("alice")), (9, "b", None)] {
-            replay
-                .apply(&Record::SessionOpened {
-                    session,
-                    client_id,
-                    owner,
-                    expiry: 60,
-                })
-                .unwrap();
-        }
-        // Reopened by its owner with a new expiry: still one session.
-        replay
-            .apply(&Record::SessionOpened {
-                session: 3,
-                client_id: "a",
-                owner: Some("alice"),
-                expiry: 120,
-            })
-            .unwrap();
-        replay
-            .apply(&Record::SessionDiscarded { session: 9 })
-            .unwrap();
-        let mut snapshot = Vec::new();
-        replay.state.snapshot(|r| snapshot.push(encoded(r)));
-        for b in &snapshot {
-            replay.apply(&Record::decode(b).unwrap()).unwrap();
-        }
-        let (st, torn) = replay.finish();
-        assert!(!torn);
-        assert_eq!(st.sessions.len(), 1);
-        let a = &st.sessions[&3];
-        assert_eq!(
-            (a.client_id.as_str(), a.owner.as_deref(), a.expiry),
-            ("a", Some("alice"), 120)
-        );
-        // 9 is gone, but its number is never given again while the log may hold it.
-        assert_eq!(st.last_session_id, 9);
-    }
-
-    #[test]
-    fn records_of_another_session_number_do_not_touch_a_session() {
-        let mut st = State::default();
-        st.apply(&opened(S, "s", 60)).unwrap();
-        st.apply(&message(1)).unwrap();
-        st.apply(&enqueue(1, 1)).unwrap();
-        assert!(!st
-            .apply(&Record::Removed {
-                session: S + 1,
-                seq: 1
-            })
-            .unwrap());
-        assert!(!st
-            .apply(&Record::SessionDiscarded { session: S + 1 })
-            .unwrap());
-        assert_eq!(st.sessions[&S].queue.len(), 1);
-    }
-
-    #[test]
-    fn message_properties_and_expiry_survive_the_round_trip() {
-        let props = codec::MessageProps {
-            payload_format: Some(true),
-            message_expiry: Some(3600),
-            content_type: Some("text/plain".into()),
-            response_topic: Some("reply/here".into()),
-            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
-            user_properties: [("k", "v"), ("k", "w")].into_iter().collect(),
-        };
-        let msg = Message::with_props(
-            "t/1",
-            Bytes::from_static(b"hello"),
-            QoS::ExactlyOnce,
-            true,
-            Some(Box::new(props)),
-        );
-        msg.set_store_id(42);
-        let bytes = encoded(&message_record(&msg));
-        let back = decode_message(&Record::decode(&bytes).unwrap()).unwrap();
-        assert_eq!(back.props, msg.props);
-        assert_eq!(
-            (back.qos, back.retain, back.store_id()),
-            (QoS::ExactlyOnce, true, 42)
-        );
-        let left = back.remaining_expiry(Instant::now()).unwrap();
-        assert!((3598..=3600).contains(&left), "{left}");
-    }
-
-    #[test]
-    fn expired_queued_entries_are_dropped_but_sent_ones_stay() {
-        let mut st = State::default();
-        st.apply(&opened(S, "s", 0)).unwrap();
-        let gone = Message::restored(
-            "t",
-            Bytes::new(),
-            QoS::AtLeastOnce,
-            false,
-            None,
-            Some(Instant::now()),
-            1,
-        );
-        st.add_message(Arc::new(gone));
-        st.apply(&enqueue(1, 1)).unwrap();
-        st.apply(&enqueue(2, 1)).unwrap();
-        st.apply(&Record::Sent {
-            session: S,
-            seq: 2,
-            pkid: 5,
-        })
-        .unwrap();
-        assert_eq!(
-            st.drop_expired(Instant::now() + Duration::from_millis(1)),
-            1
-        );
-        assert_eq!(st.sessions[&S].queue.keys().collect::<Vec<_>>(), vec![&2]);
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -198,6 +198,8 @@ impl SysTree {
         if let Some(st) = &s.store {
             put("store/bytes", st.bytes_on_disk.to_string());
             put("store/segments", st.segments.to_string());
+            put("store/spool/bytes", st.spool_bytes.to_string());
+            put("store/spool/files", st.spool_files.to_string());
             put("store/commits", st.commits.to_string());
             put("store/fsync/count", st.fsync_seconds.count.to_string());
             put("store/fsync/average", format!("{:.6}", self.fsync_average));

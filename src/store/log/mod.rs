@@ -26,7 +26,7 @@
 //! durability); `writer.rs` is the writer thread and its failure handling; `segment.rs`
 //! is the files (framing, naming, reading back, rotation, deletion).
 
-mod segment;
+pub(in crate::store) mod segment;
 mod writer;
 
 use std::fs::File;
@@ -39,9 +39,6 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::metrics::{Histogram, HistogramSnapshot};
-
-use segment::HEADER;
-pub use segment::MAX_RECORD;
 
 /// When appended records are synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +92,26 @@ pub type Commit = u64;
 /// Runs once a commit is durable (or the log has failed).
 pub type Waker = Box<dyn FnOnce() + Send>;
 
+/// What a checkpoint needs done with files besides its own segment.
+#[derive(Debug, Default)]
+pub struct CheckpointFiles {
+    /// A directory whose files must be on disk before the checkpoint is (the spools,
+    /// whose entries the checkpoint no longer carries): the writer syncs its filesystem
+    /// first (unless the sync policy is `never`).
+    pub sync_first: Option<PathBuf>,
+    /// Files to delete once the checkpoint is durable.
+    pub delete_after: Vec<PathBuf>,
+}
+
+impl CheckpointFiles {
+    fn merge(&mut self, other: CheckpointFiles) {
+        if other.sync_first.is_some() {
+            self.sync_first = other.sync_first;
+        }
+        self.delete_after.extend(other.delete_after);
+    }
+}
+
 /// Appends waiting for the writer: one buffer of frames that every appender adds to, and
 /// the writer swaps out whole. Group commit is this buffer.
 struct Pending {
@@ -104,6 +121,8 @@ struct Pending {
     /// Offset in `buf` where a checkpoint starts: from there the records go to a new
     /// segment, and once they are durable every older segment is deleted.
     checkpoint: Option<usize>,
+    /// What that checkpoint needs done with other files.
+    checkpoint_files: CheckpointFiles,
     closing: bool,
 }
 
@@ -186,22 +205,9 @@ impl Frames<'_> {
         if self.error.is_some() {
             return;
         }
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; HEADER]);
-        encode(self.buf);
-        let body = &self.buf[start + HEADER..];
-        if body.is_empty() || body.len() > MAX_RECORD {
-            self.error = Some(LogError(format!(
-                "record of {} bytes cannot be stored",
-                body.len()
-            )));
-            self.buf.truncate(start);
-            return;
+        if let Err(len) = segment::push_frame(self.buf, encode) {
+            self.error = Some(LogError(format!("record of {len} bytes cannot be stored")));
         }
-        let len = (body.len() as u32).to_le_bytes();
-        let crc = crc32fast::hash(body).to_le_bytes();
-        self.buf[start..start + 4].copy_from_slice(&len);
-        self.buf[start + 4..start + HEADER].copy_from_slice(&crc);
     }
 }
 
@@ -233,6 +239,7 @@ impl Log {
                 buf: Vec::new(),
                 commit: 0,
                 checkpoint: None,
+                checkpoint_files: CheckpointFiles::default(),
                 closing: false,
             }),
             Condvar::new(),
@@ -265,17 +272,27 @@ impl Log {
     /// (see [`Log::durable`], [`Log::on_durable`]). Callers that need their commits in a
     /// particular order make their calls in that order: numbers follow the calls.
     pub fn append_with(&self, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
-        self.add(false, write)
+        self.add(None, write)
     }
 
     /// Like [`append_with`](Self::append_with), for a checkpoint: the records (a snapshot
     /// of the whole live state) start a new segment, and once they are durable every
     /// older segment is deleted.
-    pub fn checkpoint_with(&self, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
-        self.add(true, write)
+    /// `files` says what must be on disk before the checkpoint is, and what may be deleted
+    /// once it is.
+    pub fn checkpoint_with(
+        &self,
+        files: CheckpointFiles,
+        write: impl FnOnce(&mut Frames),
+    ) -> Result<Commit, LogError> {
+        self.add(Some(files), write)
     }
 
-    fn add(&self, checkpoint: bool, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
+    fn add(
+        &self,
+        checkpoint: Option<CheckpointFiles>,
+        write: impl FnOnce(&mut Frames),
+    ) -> Result<Commit, LogError> {
         let cell = &self.pending;
         let mut p = cell.0.lock();
         // Checked under the pending lock, which the writer holds while it records a
@@ -297,8 +314,9 @@ impl Log {
             return Err(e);
         }
         let written = (p.buf.len() - start) as u64;
-        if checkpoint {
+        if let Some(files) = checkpoint {
             p.checkpoint = Some(start);
+            p.checkpoint_files.merge(files);
             self.since_checkpoint.store(written, Ordering::Relaxed);
         } else {
             self.since_checkpoint.fetch_add(written, Ordering::Relaxed);
@@ -314,7 +332,11 @@ impl Log {
     /// and appends the records `write` adds (a snapshot of the whole state) as a
     /// checkpoint, so that what the failed writes lost is rewritten. Fails if the log has
     /// not failed, or is not repaired yet.
-    pub fn resume_with(&self, write: impl FnOnce(&mut Frames)) -> Result<Commit, LogError> {
+    pub fn resume_with(
+        &self,
+        files: CheckpointFiles,
+        write: impl FnOnce(&mut Frames),
+    ) -> Result<Commit, LogError> {
         {
             let _p = self.pending.0.lock();
             if !self.shared.repaired.swap(false, Ordering::AcqRel) {
@@ -325,7 +347,7 @@ impl Log {
             }
             *self.shared.failed.lock() = None;
         }
-        self.add(true, write)
+        self.add(Some(files), write)
     }
 
     /// Whether the log has failed and can be resumed (see [`Log::resume_with`]).

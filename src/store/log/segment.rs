@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{LogError, Recovery};
 
 /// Frame header: length and checksum.
-pub(super) const HEADER: usize = 8;
+pub(in crate::store) const HEADER: usize = 8;
 /// A single record larger than this is refused (and a length field claiming more is
 /// corruption, not an allocation request).
 pub const MAX_RECORD: usize = 512 * 1024 * 1024;
@@ -270,6 +270,28 @@ fn next_frame(
     Ok(Ok(()))
 }
 
+/// Appends a frame whose body `encode` writes to `buf`: the header, then the body.
+/// Returns the body's length; an empty or oversized body is taken back out, and its
+/// length returned for the caller's error.
+pub(in crate::store) fn push_frame(
+    buf: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> Result<usize, usize> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    encode(buf);
+    let body = &buf[start + HEADER..];
+    let len = body.len();
+    if check_len(len).is_err() {
+        buf.truncate(start);
+        return Err(len);
+    }
+    let crc = crc32fast::hash(body).to_le_bytes();
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[start + 4..start + HEADER].copy_from_slice(&crc);
+    Ok(len)
+}
+
 fn parse_header(header: &[u8]) -> (usize, u32) {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -286,7 +308,7 @@ fn check_len(len: usize) -> Result<(), &'static str> {
 }
 
 /// The record body at `at` and the offset after it.
-fn frame_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), &'static str> {
+pub(in crate::store) fn frame_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), &'static str> {
     let header = bytes.get(at..at + HEADER).ok_or("header cut short")?;
     let (len, crc) = parse_header(header);
     check_len(len)?;

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::segment::{create_segment, delete_before, segment_path, Tail};
-use super::{LogConfig, LogError, PendingCell, Shared, SyncPolicy, Waker};
+use super::{CheckpointFiles, LogConfig, LogError, PendingCell, Shared, SyncPolicy, Waker};
 
 /// The writer's buffer is given back to the allocator after a write larger than this (a
 /// checkpoint of a big backlog), so a one-off burst does not stay resident.
@@ -78,7 +78,11 @@ impl Writer {
                     }
                 }
                 std::mem::swap(&mut p.buf, &mut buf);
-                (p.commit, p.checkpoint.take(), p.closing)
+                let checkpoint = p
+                    .checkpoint
+                    .take()
+                    .map(|at| (at, std::mem::take(&mut p.checkpoint_files)));
+                (p.commit, checkpoint, p.closing)
             };
             let result = self.write(&buf, checkpoint, closing);
             if result.is_ok() && !buf.is_empty() {
@@ -125,6 +129,7 @@ impl Writer {
         }
         p.buf.clear();
         p.checkpoint = None;
+        p.checkpoint_files = CheckpointFiles::default();
         *self.shared.failed.lock() = Some(e);
     }
 
@@ -187,17 +192,27 @@ impl Writer {
     fn write(
         &mut self,
         bytes: &[u8],
-        checkpoint: Option<usize>,
+        checkpoint: Option<(usize, CheckpointFiles)>,
         force_sync: bool,
     ) -> Result<(), String> {
-        let Some(at) = checkpoint else {
+        let Some((at, files)) = checkpoint else {
             return self.write_part(bytes, force_sync);
         };
         self.write_part(&bytes[..at], false)?;
+        if let Some(dir) = files.sync_first.filter(|_| self.sync != SyncPolicy::Never) {
+            sync_filesystem(&dir)?;
+        }
         self.rotate()?;
         let first = self.number;
         self.write_part(&bytes[at..], true)?;
         delete_before(&self.dir, first);
+        for path in files.delete_after {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("store: cannot delete {}: {e}", path.display());
+                }
+            }
+        }
         Ok(())
     }
 
@@ -252,6 +267,24 @@ impl Writer {
     }
 }
 
+/// Syncs the filesystem `dir` is on: every file written there (the spools, hundreds of
+/// them) reaches the disk in one call rather than one fsync each.
+fn sync_filesystem(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    // SAFETY: `syncfs` takes a file descriptor and nothing else; `d` keeps it open for
+    // the whole call.
+    let r = unsafe { libc::syncfs(d.as_raw_fd()) };
+    if r != 0 {
+        return Err(format!(
+            "syncing the filesystem of {} failed: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::segment::list_segments;
@@ -295,7 +328,8 @@ mod tests {
     #[test]
     fn a_checkpoint_starts_a_segment_and_deletes_the_older_ones() {
         let dir = Dir::new("checkpoint");
-        let mut config = dir.config(SyncPolicy::Never);
+        // Always: the checkpoint syncs the filesystem of `sync_first` (the `syncfs` call).
+        let mut config = dir.config(SyncPolicy::Always);
         config.segment_bytes = 100;
         let (log, _, _) = open(config.clone()).unwrap();
         for r in records(20) {
@@ -303,14 +337,21 @@ mod tests {
             log.wait(c).unwrap();
         }
         assert!(list_segments(&dir.0).unwrap().len() > 2);
+        let doomed = dir.0.join("doomed.q");
+        std::fs::write(&doomed, b"x").unwrap();
+        let files = super::CheckpointFiles {
+            sync_first: Some(dir.0.clone()),
+            delete_after: vec![doomed.clone()],
+        };
         let c = log
-            .checkpoint_with(|f| f.record(|b| b.extend_from_slice(b"snapshot")))
+            .checkpoint_with(files, |f| f.record(|b| b.extend_from_slice(b"snapshot")))
             .unwrap();
         log.append(&[b"later"]).unwrap();
         log.wait(c).unwrap();
         log.close().unwrap();
         drop(log);
         assert_eq!(list_segments(&dir.0).unwrap().len(), 1);
+        assert!(!doomed.exists(), "deleted once the checkpoint is durable");
         let (_log, got, _) = open(config).unwrap();
         assert_eq!(got, vec![b"snapshot".to_vec(), b"later".to_vec()]);
     }
