@@ -7,6 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// A map keyed by broker-chosen numbers.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub type IdSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// One folded multiply (see the module documentation for why that is safe here).
 #[derive(Default, Clone, Copy)]

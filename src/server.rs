@@ -114,6 +114,7 @@ pub async fn run(
             // Holds the store's lock while it takes the broker's: safe only because nothing
             // else runs yet (elsewhere the order is the other way round).
             broker.restore(&store.state());
+            broker.spill_restored();
             broker
         }
         None => {

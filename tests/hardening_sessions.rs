@@ -242,8 +242,11 @@ fn memory_limit_refuses_new_messages_and_sessions_and_loses_nothing_acknowledged
     const LIMIT: usize = 4 << 20;
     const PAYLOAD: usize = 64 << 10;
     const ATTEMPTS: u16 = 600; // 37.5 MiB offered, nine times the limit
+                               // Without persistence the offline queue lives in memory (with it, it would go to
+                               // the spool on disk and take none: see tests/spool.rs).
     let b = Broker::start(&format!(
-        "memory_limit = {LIMIT}\nmax_queued_messages = 0\nmax_queued_bytes = 0\n"
+        "memory_limit = {LIMIT}\nmax_queued_messages = 0\nmax_queued_bytes = 0\n\
+         [persistence]\nenabled = false\n"
     ));
     let addr = b.addr();
     leave_persistent_session(addr, "mem-sub", "mem/#");

@@ -26,7 +26,8 @@ pub struct Overview {
     pub subscriptions: usize,
     /// Retained messages set by clients (the broker's own `$SYS` ones not counted).
     pub retained: usize,
-    /// Messages waiting in queues, not yet sent, and their bytes as the broker holds them.
+    /// Messages waiting in queues, not yet sent, and their bytes as the broker holds them
+    /// (in memory, or in spool files on disk).
     pub queued: usize,
     pub queued_bytes: usize,
     /// Messages sent and not yet acknowledged by their subscriber.
@@ -103,13 +104,13 @@ impl Broker {
             }
             o.subscriptions += st.subscriptions.len();
             o.queued += st.queued_len();
-            o.queued_bytes += st.queued_bytes;
+            o.queued_bytes += st.queued_bytes_total();
             o.inflight += st.inflight.len();
             if top > 0 && st.backlog() > 0 {
                 let depth = QueueDepth {
                     client_id: session.client_id.clone(),
                     queued: st.queued_len(),
-                    queued_bytes: st.queued_bytes,
+                    queued_bytes: st.queued_bytes_total(),
                     inflight: st.inflight.len(),
                     connected: st.connected,
                 };
@@ -181,7 +182,7 @@ fn client_info(session: &Session) -> ClientInfo {
         keep_alive: st.peer.map(|p| p.keep_alive),
         subscriptions: st.subscriptions.len(),
         queued: st.queued_len(),
-        queued_bytes: st.queued_bytes,
+        queued_bytes: st.queued_bytes_total(),
         inflight: st.inflight.len(),
         dropped: st.dropped_total(),
     }

@@ -151,6 +151,17 @@ impl Broker {
         }
     }
 
+    /// After [`restore`](Self::restore), with the store's lock let go: every restored
+    /// session is offline, so what it holds in memory goes to its spool (see
+    /// `SessionState::release_spool`); memory after a restart follows the sessions, not
+    /// what they had queued.
+    pub fn spill_restored(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().iter().cloned().collect();
+        for session in sessions {
+            session.state.lock().release_spool(session.store_handle());
+        }
+    }
+
     /// At shutdown, once the connections are closed: stores what persistent sessions
     /// hold and the store does not have yet (QoS 0 messages queued for offline sessions
     /// under `queue_qos0_messages`), then closes the store, which syncs it. A clean

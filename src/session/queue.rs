@@ -242,7 +242,7 @@ impl SessionState {
                 }
             }
         }
-        if self.spools(qos, extra.as_deref(), handle)
+        if self.spools(extra.as_deref(), handle)
             && self.spool(msg, qos, retain, extra.as_deref(), size, handle, stored)
         {
             return outcome;

@@ -9,7 +9,7 @@
 //! order of positions throughout. Messages of a shared subscription stay in memory (they
 //! may be handed to another member when this one leaves).
 
-use super::{Queued, SessionState, StoreHandle};
+use super::{InflightState, Queued, SessionState, StoreHandle};
 use crate::codec::QoS;
 use crate::message::{DeliveryProps, SharedMessage};
 use crate::store::{StoreEvent, StoreOutcome};
@@ -48,15 +48,17 @@ impl SessionState {
             .map_or(0, |r| usize::try_from(r.spool.bytes).unwrap_or(usize::MAX))
     }
 
-    /// Whether a message of `qos` (with `extra`) goes to the spool.
-    pub(super) fn spools(
-        &self,
-        qos: QoS,
-        extra: Option<&DeliveryProps>,
-        handle: StoreHandle,
-    ) -> bool {
-        qos != QoS::AtMostOnce
-            && self.persists(handle)
+    /// Bytes queued in memory and in the spool: what `max_queued_bytes` bounds and the
+    /// operator's views show.
+    pub fn queued_bytes_total(&self) -> usize {
+        self.queued_bytes.saturating_add(self.spooled_bytes())
+    }
+
+    /// Whether a message (with `extra`) goes to the spool. QoS 0 ones reach this only for
+    /// a session that queues them (`queue_qos0_messages` while offline, or a connected
+    /// one): they go to the spool like the others, so one queue keeps one order.
+    pub(super) fn spools(&self, extra: Option<&DeliveryProps>, handle: StoreHandle) -> bool {
+        self.persists(handle)
             && extra.is_none_or(|e| e.shared.is_none())
             && (!self.connected || self.spooled() > 0 || self.queue.len() >= SPOOL_AFTER)
     }
@@ -133,22 +135,54 @@ impl SessionState {
         count.bytes = batch.left_bytes;
     }
 
-    /// The client went away: what was loaded from the spool and not acknowledged is let
-    /// go (it is still in the spool, packet ids included, and is loaded again when the
-    /// client is back), so an offline session holds no messages in memory. Unless a
-    /// memory entry follows the spool: then everything stays, to keep the order.
+    /// The client went away (or, at start, never came back): an offline session holds no
+    /// stored messages in memory. Stored entries newer than the spool go to its end, in
+    /// order, those that were sent with their packet ids; what was loaded from the spool
+    /// and not acknowledged is let go (it is still there, packet ids included, and is
+    /// loaded again when the client is back). Older memory entries (queued before the
+    /// spool began) stay, as they come first. If a spill fails, everything stays, to keep
+    /// the order.
     pub fn release_spool(&mut self, handle: StoreHandle) {
-        let Some(last) = self.rare.as_ref().map(|r| r.spool.last).filter(|l| *l > 0) else {
-            return;
-        };
-        let newer_in_memory = self.queue.iter().any(|q| !q.spooled && q.seq > last)
-            || self
-                .inflight
-                .values()
-                .any(|f| !f.item.spooled && f.item.seq > last);
-        if newer_in_memory {
+        if !self.persists(handle) {
             return;
         }
+        let last = self.rare.as_ref().map_or(0, |r| r.spool.last);
+        let spillable = |q: &Queued| {
+            q.in_store
+                && !q.spooled
+                && q.seq > last
+                && q.extra.as_ref().is_none_or(|e| e.shared.is_none())
+        };
+        // (position, packet id and PUBREC if it was sent)
+        let mut newer: Vec<(u64, Option<(u16, bool)>)> = self
+            .queue
+            .iter()
+            .filter(|q| spillable(q))
+            .map(|q| (q.seq, None))
+            .collect();
+        newer.extend(
+            self.inflight
+                .iter()
+                .filter(|(_, f)| spillable(&f.item))
+                .map(|(pkid, f)| {
+                    let released = f.state == InflightState::Released;
+                    (f.item.seq, Some((pkid, released)))
+                }),
+        );
+        newer.sort_unstable_by_key(|n| n.0);
+        let mut spilled = 0;
+        for &(seq, sent) in &newer {
+            if !self.spill_one(seq, sent, handle) {
+                break;
+            }
+            spilled += 1;
+        }
+        if spilled < newer.len() {
+            // Whatever did not go stays in memory, and so must what is older than it.
+            self.forget_spilled(&newer[..spilled]);
+            return;
+        }
+        self.forget_spilled(&newer);
         let mut released = 0;
         self.queue.retain(|q| {
             if q.spooled {
@@ -166,13 +200,67 @@ impl SessionState {
         for pkid in &loaded {
             self.inflight.remove(pkid);
         }
-        if released == 0 && loaded.is_empty() && self.spooled() == 0 {
+        if released == 0 && loaded.is_empty() && spilled == 0 && self.spooled() == 0 {
             return;
         }
         let (waiting, bytes) = handle.store.spool_rewind(handle.session);
         let count = &mut self.rare.get_or_insert_default().spool;
         count.waiting = waiting;
         count.bytes = bytes;
+    }
+
+    /// Records the memory entry at `seq` (sent with `sent`, if it was) as spooled.
+    fn spill_one(&mut self, seq: u64, sent: Option<(u16, bool)>, handle: StoreHandle) -> bool {
+        let item = match sent {
+            Some((pkid, _)) => self.inflight.get(&pkid).map(|f| &f.item),
+            None => self.queue.iter().find(|q| q.seq == seq),
+        };
+        let Some(item) = item else {
+            return false;
+        };
+        let outcome = handle.store.record(StoreEvent::Enqueued {
+            session: handle.session,
+            seq,
+            message: &item.msg,
+            qos: item.qos,
+            retain: item.retain,
+            extra: item.extra.as_deref(),
+            spool: true,
+        });
+        if !matches!(outcome, Ok(Some(_))) {
+            return false;
+        }
+        if let Some((pkid, released)) = sent {
+            let session = handle.session;
+            let _ = handle.store.record(StoreEvent::Sent { session, seq, pkid });
+            if released {
+                let _ = handle.store.record(StoreEvent::Released { session, seq });
+            }
+        }
+        let count = &mut self.rare.get_or_insert_default().spool;
+        count.last = seq;
+        true
+    }
+
+    /// Takes the spilled entries out of memory (they are in the spool now).
+    fn forget_spilled(&mut self, spilled: &[(u64, Option<(u16, bool)>)]) {
+        if spilled.is_empty() {
+            return;
+        }
+        let mut released = 0;
+        self.queue.retain(|q| {
+            let gone = spilled.binary_search_by_key(&q.seq, |s| s.0).is_ok();
+            if gone {
+                released += q.held_bytes();
+            }
+            !gone
+        });
+        self.queued_bytes -= released;
+        for (_, sent) in spilled {
+            if let Some((pkid, _)) = sent {
+                self.inflight.remove(pkid);
+            }
+        }
     }
 
     /// `drop_oldest` with nothing in memory: drops the first entry waiting in the spool.

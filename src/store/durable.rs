@@ -316,7 +316,7 @@ impl Store for DurableStore {
                 if spooled {
                     // Its content is in the spool: the state only remembers that the
                     // log has it, until the next checkpoint.
-                    st.spooled_messages.insert(msg.store_id(), msg.clone());
+                    st.spooled_messages.insert(msg.store_id());
                 } else {
                     st.add_message(msg.clone());
                 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::codec;
-use crate::id_hash::IdMap;
+use crate::id_hash::{IdMap, IdSet};
 use crate::message::{Message, SharedMessage};
 
 use super::record::{OptionsByte, Record, SessionId};
@@ -77,10 +77,11 @@ pub struct State {
     pub last_session_id: SessionId,
     /// About how many bytes a snapshot of this state takes: what compaction keeps.
     pub live_bytes: u64,
-    /// Messages written to the log since the last checkpoint for spooled entries only:
-    /// known, so that the next spooled copy refers to the same record rather than writing
-    /// it again. Let go at every checkpoint (see [`State::checkpointed`]).
-    pub spooled_messages: IdMap<u64, SharedMessage>,
+    /// Ids of messages written to the log since the last checkpoint for spooled entries
+    /// only: known, so that the next spooled copy refers to the same record rather than
+    /// writing it again (the message itself is in the spools, not kept here). Forgotten
+    /// at every checkpoint (see [`State::checkpointed`]).
+    pub spooled_messages: IdSet<u64>,
     /// Replaying a log: spooled entries keep their messages ([`SpoolImage::replayed`]),
     /// for the spools to be completed from them at open.
     pub replaying: bool,
@@ -278,7 +279,7 @@ impl State {
     }
 
     pub fn has_message(&self, id: u64) -> bool {
-        id != 0 && (self.messages.contains_key(&id) || self.spooled_messages.contains_key(&id))
+        id != 0 && (self.messages.contains_key(&id) || self.spooled_messages.contains(&id))
     }
 
     pub fn has_session(&self, session: SessionId) -> bool {
@@ -314,13 +315,12 @@ impl State {
         sub_ids: &[u32],
         shared: &str,
     ) -> bool {
-        let msg = match self.messages.get(&message) {
-            Some((m, _)) => m.clone(),
-            None => match self.spooled_messages.get(&message) {
-                Some(m) => m.clone(),
-                None => return false,
-            },
-        };
+        // Replaying, the message comes from its record; running, the store has just
+        // made sure the log has it.
+        let msg = self.messages.get(&message).map(|(m, _)| m.clone());
+        if msg.is_none() && !self.spooled_messages.contains(&message) {
+            return false;
+        }
         let Some(s) = self.sessions.get_mut(&session) else {
             return false;
         };
@@ -328,7 +328,7 @@ impl State {
         if !spool.push(seq) {
             return false;
         }
-        if self.replaying {
+        if let Some(msg) = msg.filter(|_| self.replaying) {
             spool.replayed.push(Replayed {
                 seq,
                 message: msg,
@@ -348,7 +348,7 @@ impl State {
     /// After a checkpoint: spooled entries' messages are in the spools, and the next
     /// spooled copy of one writes its record again.
     pub fn checkpointed(&mut self) {
-        self.spooled_messages = IdMap::default();
+        self.spooled_messages = IdSet::default();
     }
 
     /// One reference to a message fewer; the last one lets it go.

@@ -27,6 +27,7 @@ mod common;
 mod crash;
 mod faults;
 mod restart;
+mod spool;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
