@@ -164,10 +164,17 @@ impl Broker {
 
     pub fn limits_for(&self, listener: &Listener) -> Limits {
         let c = &self.config;
+        let (memory, spool) = c.queue_byte_limits();
         Limits {
             max_inflight: c.max_inflight_messages,
             max_queued_messages: c.max_queued_messages,
-            max_queued_bytes: c.max_queued_bytes,
+            max_queued_bytes: memory,
+            // Without a durable store nothing spools: every queue is in memory.
+            max_spool_bytes: if self.store.is_durable() {
+                spool
+            } else {
+                memory
+            },
             queue_qos0: c.queue_qos0_messages,
             queue_full: listener.queue_full,
             drop_log_interval: std::time::Duration::from_secs(c.drop_log_interval),

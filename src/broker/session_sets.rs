@@ -141,6 +141,7 @@ mod tests {
                 max_inflight: 1,
                 max_queued_messages: 1,
                 max_queued_bytes: 0,
+                max_spool_bytes: 0,
                 queue_qos0: false,
                 queue_full: QueueFull::DropNew,
                 drop_log_interval: Duration::from_secs(1),

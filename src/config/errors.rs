@@ -41,6 +41,7 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             | "max_queued_bytes",
         ) => "an integer >= 0 (0 = unlimited)".to_owned(),
         (false, "persistent_client_expiration") => crate::expiry::LIFETIME_EXPECTED.to_owned(),
+        (false, "max_disk_bytes") => super::schema::DISK_LIMIT_EXPECTED.to_owned(),
         (false, "max_session_expiry_interval") => MAX_SESSION_EXPIRY_EXPECTED.to_owned(),
         (false, "memory_limit") => MEMORY_LIMIT_EXPECTED.to_owned(),
         (false, "queue_qos0_messages" | "park_idle_connections")

@@ -144,6 +144,18 @@ impl Config {
         Duration::from_secs(self.connect_timeout)
     }
 
+    /// `max_queued_bytes` for a queue held in memory (a clean session's, or any without
+    /// persistence) and for one that can go to disk (a persistent session's spool), in
+    /// that order (0 = unlimited). Unset, 16 MiB and 1 GiB: a spool's bytes are disk, not
+    /// memory, and an hour of a busy sensor's messages fits; `[persistence]
+    /// max_disk_bytes` bounds them all together.
+    pub fn queue_byte_limits(&self) -> (usize, usize) {
+        match self.max_queued_bytes {
+            Some(n) => (n, n),
+            None => (16 << 20, 1 << 30),
+        }
+    }
+
     /// `memory_limit` in bytes, the default worked out (0 = no limit).
     pub fn memory_limit(&self) -> usize {
         self.memory_limit

@@ -139,10 +139,12 @@ pub struct Config {
     pub max_filters_per_subscribe: usize,
     /// QoS 1/2 messages in flight (sent, not yet acknowledged) per client; 1..=65535.
     pub max_inflight_messages: usize,
-    /// 0 = unlimited.
+    /// Messages one session's queue may hold; 0 = unlimited (the default: the byte
+    /// limits decide, so nothing is dropped before them). Kept for Mosquitto configs.
     pub max_queued_messages: usize,
-    /// 0 = unlimited.
-    pub max_queued_bytes: usize,
+    /// Bytes one session's queue may hold; 0 = unlimited. Unset: see
+    /// [`Config::queue_byte_limits`].
+    pub max_queued_bytes: Option<usize>,
     /// Whether QoS 0 messages are queued for offline persistent sessions.
     pub queue_qos0_messages: bool,
     /// Whether idle plain-TCP connections leave their tasks for the park lot (less memory
@@ -283,6 +285,58 @@ pub struct Persistence {
     pub sync: SyncMode,
     /// With `sync = "interval"`: the longest time between two fsyncs, milliseconds.
     pub sync_interval_ms: u64,
+    /// What the store (log and spools) may take on disk: bytes, or a share of the space
+    /// it had at start ("90%", the default: of the filesystem's free space plus what the
+    /// store already took). Past it, a persistent session's queue counts as full.
+    pub max_disk_bytes: DiskLimit,
+}
+
+/// `[persistence] max_disk_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskLimit {
+    /// Bytes; 0 = no limit of its own.
+    Bytes(u64),
+    /// Percent of the space available at start.
+    Share(u8),
+}
+
+pub const DISK_LIMIT_EXPECTED: &str =
+    "an integer >= 0 (bytes), or a share of the free space such as \"90%\" (1-100)";
+
+impl DiskLimit {
+    fn parse_share(v: &str) -> Option<DiskLimit> {
+        let n: u8 = v.trim().strip_suffix('%')?.trim().parse().ok()?;
+        (1..=100).contains(&n).then_some(DiskLimit::Share(n))
+    }
+
+    /// The limit in bytes, given the space available to the store at start (0 = none).
+    pub fn bytes(self, available: u64) -> u64 {
+        match self {
+            DiskLimit::Bytes(n) => n,
+            DiskLimit::Share(p) => (available as u128 * u128::from(p) / 100) as u64,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DiskLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DiskLimit;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(DISK_LIMIT_EXPECTED)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DiskLimit, E> {
+                u64::try_from(v)
+                    .map(DiskLimit::Bytes)
+                    .map_err(|_| E::custom(DISK_LIMIT_EXPECTED))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DiskLimit, E> {
+                DiskLimit::parse_share(v).ok_or_else(|| E::custom(DISK_LIMIT_EXPECTED))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Default for Persistence {
@@ -292,6 +346,7 @@ impl Default for Persistence {
             path: None,
             sync: SyncMode::Always,
             sync_interval_ms: 1000,
+            max_disk_bytes: DiskLimit::Share(90),
         }
     }
 }
@@ -338,8 +393,8 @@ impl Default for Config {
             max_connect_size: 64 * 1024,
             max_queued_password_checks: 256,
             max_inflight_messages: 20,
-            max_queued_messages: 1000,
-            max_queued_bytes: 0,
+            max_queued_messages: 0,
+            max_queued_bytes: None,
             queue_qos0_messages: false,
             park_idle_connections: true,
             retry_interval: 20,
@@ -390,8 +445,9 @@ mod tests {
         assert_eq!(c.max_connect_size, 65_536);
         assert_eq!(c.max_queued_password_checks, 256);
         assert_eq!(c.max_inflight_messages, 20);
-        assert_eq!(c.max_queued_messages, 1000);
-        assert_eq!(c.max_queued_bytes, 0);
+        assert_eq!(c.max_queued_messages, 0);
+        assert_eq!(c.max_queued_bytes, None);
+        assert_eq!(c.queue_byte_limits(), (16 << 20, 1 << 30));
         assert!(!c.queue_qos0_messages);
         assert_eq!(c.retry_interval, 20);
         assert_eq!(c.drop_log_interval, 10);
@@ -501,7 +557,7 @@ mod tests {
             max_filters_per_subscribe: 4,
             max_inflight_messages: 1,
             max_queued_messages: 0,
-            max_queued_bytes: 65536,
+            max_queued_bytes: Some(65536),
             queue_qos0_messages: true,
             park_idle_connections: true,
             retry_interval: 0,

@@ -19,6 +19,7 @@ fn limits(max_queued_bytes: usize) -> Arc<Limits> {
         max_inflight: 20,
         max_queued_messages: 0,
         max_queued_bytes,
+        max_spool_bytes: max_queued_bytes,
         queue_qos0: true,
         queue_full: QueueFull::DropNew,
         drop_log_interval: Duration::from_secs(3600),

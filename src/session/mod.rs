@@ -38,8 +38,10 @@ pub struct Limits {
     pub max_inflight: usize,
     /// 0 = unlimited.
     pub max_queued_messages: usize,
-    /// 0 = unlimited.
+    /// Bytes of a queue held in memory (a clean session's); 0 = unlimited.
     pub max_queued_bytes: usize,
+    /// Bytes of a persistent session's queue, spool included; 0 = unlimited.
+    pub max_spool_bytes: usize,
     pub queue_qos0: bool,
     pub queue_full: QueueFull,
     pub drop_log_interval: Duration,

@@ -125,9 +125,14 @@ pub(super) struct Drops {
 impl SessionState {
     pub(super) fn is_full(&self, extra_bytes: usize) -> bool {
         let l = &self.limits;
-        (l.max_queued_messages > 0 && self.queued_len() >= l.max_queued_messages)
-            || (l.max_queued_bytes > 0
-                && self.queued_bytes + self.spooled_bytes() + extra_bytes > l.max_queued_bytes)
+        (l.max_queued_messages > 0 && self.queued_len() >= l.max_queued_messages) || {
+            let cap = if self.clean {
+                l.max_queued_bytes
+            } else {
+                l.max_spool_bytes
+            };
+            cap > 0 && self.queued_bytes_total() + extra_bytes > cap
+        }
     }
 
     /// Messages queued: entries, QoS 0 frames (see `frames`), and entries waiting in
@@ -208,7 +213,10 @@ impl SessionState {
         }
         let size = Queued::bytes_of(msg, extra.as_deref());
         let mut outcome = Delivery::Queued;
-        if self.is_full(size) {
+        let to_spool = self.spools(extra.as_deref(), handle);
+        // Past `max_disk_bytes`, a queue that would spool is full, whatever its own size.
+        let disk_full = to_spool && handle.store.disk_full();
+        if disk_full || self.is_full(size) {
             // The new message, when it is the one dropped: a retained message sent on
             // SUBSCRIBE (`no_waiter`) or a live one.
             let new_dropped = if no_waiter {
@@ -229,22 +237,22 @@ impl SessionState {
                 }
                 QueueFull::Backpressure => outcome = Delivery::OverLimit,
                 QueueFull::DropOldest => {
-                    // Evict from the front until the new message fits; an empty queue
-                    // that still cannot take it (one message over max_queued_bytes)
-                    // drops the new one instead.
-                    while self.is_full(size) {
+                    // Evict from the front until the new message fits (on a full disk,
+                    // one for one); an empty queue that still cannot take it (one message
+                    // over max_queued_bytes) drops the new one instead.
+                    let mut evicted = false;
+                    while self.is_full(size) || (disk_full && !evicted) {
                         if !self.drop_oldest(handle) {
                             metrics::dropped(new_dropped);
                             return Delivery::Dropped;
                         }
+                        evicted = true;
                     }
                     outcome = Delivery::Dropped;
                 }
             }
         }
-        if self.spools(extra.as_deref(), handle)
-            && self.spool(msg, qos, retain, extra.as_deref(), size, handle, stored)
-        {
+        if to_spool && self.spool(msg, qos, retain, extra.as_deref(), size, handle, stored) {
             return outcome;
         }
         self.next_seq += 1;

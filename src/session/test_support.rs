@@ -18,6 +18,7 @@ pub fn limits(max_inflight: usize, max_queued_messages: usize, queue_full: Queue
         max_inflight,
         max_queued_messages,
         max_queued_bytes: 0,
+        max_spool_bytes: 0,
         queue_qos0: false,
         queue_full,
         drop_log_interval: Duration::from_secs(3600),

@@ -40,6 +40,10 @@ pub struct DurableStore {
     compact_min: u64,
     /// Compactions written since start.
     compactions: AtomicU64,
+    /// `[persistence] max_disk_bytes` in bytes (0: none).
+    disk_limit: u64,
+    /// What the spools take (files and buffers), for [`Store::disk_full`] without the lock.
+    spool_bytes: AtomicU64,
 }
 
 /// What the store's mutex guards: the state and the spool files, changed together.
@@ -102,6 +106,11 @@ impl DurableStore {
             .filter_map(|(id, s)| s.spool.as_deref_mut().map(|sp| (*id, sp)))
             .collect();
         let spools = Spools::open(&dir.join("spool"), images)?;
+        let used = recovery.bytes + spools.bytes();
+        let disk_limit = p
+            .max_disk_bytes
+            .bytes(free_space(&dir).unwrap_or(0).saturating_add(used));
+        let spool_bytes = AtomicU64::new(spools.bytes());
         let store = DurableStore {
             inner: Mutex::new(Inner {
                 state,
@@ -111,6 +120,8 @@ impl DurableStore {
             log,
             compact_min: COMPACT_MIN,
             compactions: AtomicU64::new(0),
+            disk_limit,
+            spool_bytes,
         };
         // What was read counts towards the next compaction, which may be due now. (Not
         // forced: a store on a full disk must still open, and serve what it can.)
@@ -347,6 +358,8 @@ impl Store for DurableStore {
             })
             .map_err(|e| StoreError(e.0))?;
         self.maybe_compact(inner);
+        self.spool_bytes
+            .store(inner.spools.bytes(), Ordering::Relaxed);
         Ok(Some(commit))
     }
 
@@ -369,6 +382,12 @@ impl Store for DurableStore {
             tracing::warn!("spool: {e}");
         }
         self.log.close().map_err(|e| StoreError(e.0))
+    }
+
+    fn disk_full(&self) -> bool {
+        self.disk_limit > 0
+            && self.log.since_checkpoint() + self.spool_bytes.load(Ordering::Relaxed)
+                > self.disk_limit
     }
 
     fn spool_load(&self, session: SessionId, max: usize) -> Result<SpoolBatch, StoreError> {
@@ -464,6 +483,23 @@ impl Store for DurableStore {
             failed: l.failed,
         })
     }
+}
+
+/// Bytes available to an unprivileged writer on the filesystem of `dir`.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `st` points to
+    // writable memory the size of a `statvfs`, which the call fills in on success (and
+    // which is only read then); zeroed, it is a valid `statvfs` either way.
+    let r = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised above and filled in by the successful call.
+    let st = unsafe { st.assume_init() };
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 /// `part` of `count` entries' share of `bytes`.

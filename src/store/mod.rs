@@ -144,6 +144,12 @@ pub trait Store: Send + Sync {
     /// Writes and syncs everything recorded; nothing is recorded after it.
     fn close(&self) -> Result<(), StoreError>;
 
+    /// The store holds `[persistence] max_disk_bytes` or more: a persistent session's
+    /// queue counts as full (its `queue_full` policy applies).
+    fn disk_full(&self) -> bool {
+        false
+    }
+
     /// Reads the next batch (at most `max` entries) of a session's spool back, in order;
     /// entries it had sent come with their packet ids.
     fn spool_load(&self, _session: SessionId, _max: usize) -> Result<SpoolBatch, StoreError> {

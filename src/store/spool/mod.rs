@@ -84,6 +84,8 @@ pub struct Spools {
     spools: IdMap<SessionId, Spool>,
     /// Bytes in all buffers.
     tails: usize,
+    /// Bytes in all files.
+    files: u64,
     /// Something was written since the last checkpoint synced the filesystem.
     unsynced: bool,
     /// Chunks nothing is held in any more: deleted once the next checkpoint is durable.
@@ -116,6 +118,7 @@ impl Spools {
             chunk_bytes: CHUNK_BYTES,
             spools: IdMap::default(),
             tails: 0,
+            files: 0,
             unsynced: false,
             doomed: Vec::new(),
         }
@@ -140,6 +143,7 @@ impl Spools {
         if start_new {
             let n = flush(&dir, session, spool)?;
             self.tails -= n;
+            self.files += n as u64;
             self.unsynced |= n > 0;
             spool.chunks.push_back(Chunk {
                 first: seq,
@@ -158,6 +162,7 @@ impl Spools {
         if spool.tail.len() >= TAIL_BYTES || self.tails > TAILS_MAX {
             let n = flush(&dir, session, spool)?;
             self.tails -= n;
+            self.files += n as u64;
             self.unsynced |= n > 0;
         }
         Ok(())
@@ -204,6 +209,7 @@ impl Spools {
             self.tails -= spool.tail.len();
             crate::memory::release(spool.tail.len());
             for c in &spool.chunks {
+                self.files -= c.bytes;
                 self.doomed.push(self.path(session, c.first));
             }
         }
@@ -218,6 +224,7 @@ impl Spools {
         };
         let n = flush(&dir, session, spool)?;
         self.tails -= n;
+        self.files += n as u64;
         self.unsynced |= n > 0;
         let (at_chunk, at) = spool.read_at;
         let mut parts = Vec::new();
@@ -276,6 +283,7 @@ impl Spools {
         for (&session, spool) in self.spools.iter_mut() {
             let n = flush(&dir, session, spool)?;
             self.tails -= n;
+            self.files += n as u64;
             self.unsynced |= n > 0;
         }
         Ok(())
@@ -300,7 +308,9 @@ impl Spools {
                     break;
                 }
                 doomed.push(chunk_path(&dir, session, first));
-                spool.chunks.pop_front();
+                if let Some(c) = spool.chunks.pop_front() {
+                    self.files -= c.bytes;
+                }
                 if spool.read_at.0 < next {
                     spool.read_at = (next, 0);
                 }
@@ -330,14 +340,15 @@ impl Spools {
         std::mem::take(&mut self.doomed)
     }
 
-    /// Bytes in all spool files, and how many files.
+    /// Bytes in all spool files (and buffers), and how many files.
     pub fn disk_usage(&self) -> (u64, usize) {
-        self.spools.values().fold((0, 0), |(b, n), s| {
-            (
-                b + s.chunks.iter().map(|c| c.bytes).sum::<u64>() + s.tail.len() as u64,
-                n + s.chunks.len(),
-            )
-        })
+        let files = self.spools.values().map(|s| s.chunks.len()).sum();
+        (self.bytes(), files)
+    }
+
+    /// Bytes in all spool files and buffers: what counts towards `max_disk_bytes`.
+    pub fn bytes(&self) -> u64 {
+        self.files + self.tails as u64
     }
 }
 

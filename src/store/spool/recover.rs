@@ -83,6 +83,7 @@ impl Spools {
                 if scan.last_seq.is_some() {
                     highest = scan.last_seq;
                 }
+                spools.files += scan.end;
                 spool.chunks.push_back(Chunk {
                     first,
                     bytes: scan.end,
