@@ -262,6 +262,9 @@ impl SessionState {
     }
 
     /// PUBACK for an outgoing QoS 1 message. Returns false for an unknown packet id.
+    /// Inline in `handlers::ack::pubacks`' loop: a call per PUBACK cost ~15 instructions
+    /// of prologue and epilogue (callgrind).
+    #[inline]
     pub fn puback(&mut self, pkid: u16, handle: StoreHandle) -> bool {
         self.inflight.discard_if(
             &pkid,
