@@ -366,6 +366,10 @@ fn write_inflight(out: &mut Outbox, pkid: u16, f: &mut Inflight, now: Instant) -
 }
 
 /// Writes a queued message's PUBLISH in the client's version (see [`Outbox::publish`]).
+/// Inline: as a call of its own (with `Outbox::publish`'s fast path inlined into it) it
+/// cost each delivery ~30 instructions of call, prologue and epilogue (callgrind,
+/// 1 → 50 fan-out at QoS 1).
+#[inline(always)]
 fn write_publish(out: &mut Outbox, item: &Queued, pkid: u16, dup: bool, now: Instant) -> bool {
     let sub_ids = item.extra.as_ref().map_or(&[][..], |e| &e.sub_ids[..]);
     out.publish(&item.msg, item.qos, item.retain, pkid, dup, sub_ids, now)
