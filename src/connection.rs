@@ -26,7 +26,7 @@ use crate::client::{Client, Close, Incoming};
 use crate::codec::{self, reason, DecodeError};
 use crate::handlers;
 use crate::linger;
-use crate::log_limit::{field, LogLimit};
+use crate::log_limit::{field, LogLimit, Quoted};
 use crate::log_peer::PeerText;
 use crate::metrics::{self, Counter};
 use crate::outbox::Outbox;
@@ -507,29 +507,29 @@ fn finish(mut client: Client, close: Close) {
     let peer = client.peer;
     match &close {
         Close::Disconnected => {
-            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "disconnect", "client disconnected")
+            tracing::info!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "disconnect", "client disconnected")
         }
         Close::DisconnectedWithWill => {
-            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "disconnect_with_will", "client disconnected, asking for its will")
+            tracing::info!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "disconnect_with_will", "client disconnected, asking for its will")
         }
         Close::PeerClosed => {
-            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "peer_closed", "client closed its connection")
+            tracing::info!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "peer_closed", "client closed its connection")
         }
         Close::Io(e) => {
-            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "io_error", "socket error on client: {e}, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "io_error", "socket error on client: {e}, disconnecting")
         }
         Close::Violation { reason, why } => {
             // Any client can break the protocol on purpose, again and again.
             static LOG: LogLimit = LogLimit::new(10_000);
             if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "protocol_error", suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
+                tracing::warn!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "protocol_error", suppressed, "protocol error: {why} (reason {reason:#04x}), disconnecting")
             }
         }
         Close::KeepAliveTimeout => {
-            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "keep_alive", "client has exceeded its keep-alive, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "keep_alive", "client has exceeded its keep-alive, disconnecting")
         }
         Close::TakenOver => {
-            tracing::info!(event = "connection_closed", client_id = ?id, peer = %PeerText::new(peer), cause = "taken_over", "client id taken over by a new connection, disconnecting")
+            tracing::info!(event = "connection_closed", client_id = ?Quoted(&id), peer = %PeerText::new(peer), cause = "taken_over", "client id taken over by a new connection, disconnecting")
         }
         Close::Shutdown => {
             tracing::debug!(client_id = %id, peer = %PeerText::new(peer), "closed for shutdown")

@@ -1,5 +1,6 @@
 //! A client's address as the connect and close log lines write it, for a quarter of what
-//! `SocketAddr`'s `Display` costs.
+//! `SocketAddr`'s `Display` costs; and the connect line's message, written the same way
+//! ([`connected_message`]).
 //!
 //! `SocketAddr`'s `Display` writes an IPv4 address as nine pieces (four octets through
 //! `core::fmt`'s integer padding, the dots, the port): about 1,500 instructions under
@@ -18,9 +19,54 @@ use std::net::SocketAddr;
 const CAPACITY: usize = 64;
 
 /// `addr` as `SocketAddr`'s `Display` writes it (`127.0.0.1:50312`, `[::1]:50312`).
-pub struct PeerText {
-    buf: [u8; CAPACITY],
+pub type PeerText = Text<CAPACITY>;
+
+/// Text written into a buffer of its own, `N` bytes at most (what does not fit is cut,
+/// and a `write!` that does not fit fails).
+pub struct Text<const N: usize> {
+    buf: [u8; N],
     len: usize,
+}
+
+/// The connect line's longest message: the fixed words, a peer, and a client id and a
+/// username each cut by `log_limit::field` (64 bytes, and the length noted).
+const MESSAGE_CAPACITY: usize = 384;
+
+/// The connect line's message, `New client connected from ADDR as ID (pP, cC, kK[, u'USER']).`,
+/// as `format!` writes it, for a fifth of the instructions: `core::fmt` goes through each
+/// argument's `Display` with padding checks, and this copies bytes and writes the three
+/// numbers with plain digit arithmetic. `client_id` and `user` are the fields as logged
+/// (cut by `log_limit::field`). `None` if it does not fit (not seen: see
+/// [`MESSAGE_CAPACITY`]); the caller formats it then.
+pub fn connected_message(
+    peer: SocketAddr,
+    client_id: &str,
+    level: u8,
+    clean: bool,
+    keep_alive: u16,
+    user: Option<&str>,
+) -> Option<Text<MESSAGE_CAPACITY>> {
+    let mut t = Text::<MESSAGE_CAPACITY> {
+        buf: [0; MESSAGE_CAPACITY],
+        len: 0,
+    };
+    t.write_str("New client connected from ").ok()?;
+    t.addr(peer).ok()?;
+    t.write_str(" as ").ok()?;
+    t.write_str(client_id).ok()?;
+    t.write_str(" (p").ok()?;
+    t.decimal(level.into());
+    t.write_str(if clean { ", c1, k" } else { ", c0, k" })
+        .ok()?;
+    t.decimal(keep_alive);
+    if let Some(u) = user {
+        t.write_str(", u'").ok()?;
+        t.write_str(u).ok()?;
+        t.write_str("'").ok()?;
+    }
+    // (`decimal` cuts rather than fails, only when the buffer is full: then this fails.)
+    t.write_str(").").ok()?;
+    Some(t)
 }
 
 impl PeerText {
@@ -29,23 +75,29 @@ impl PeerText {
             buf: [0; CAPACITY],
             len: 0,
         };
+        if text.addr(addr).is_err() {
+            text.len = 0;
+        }
+        text
+    }
+}
+
+impl<const N: usize> Text<N> {
+    /// Appends `addr` as `SocketAddr`'s `Display` writes it.
+    fn addr(&mut self, addr: SocketAddr) -> fmt::Result {
         match addr {
             SocketAddr::V4(v4) => {
                 let [a, b, c, d] = v4.ip().octets();
                 for (octet, after) in [(a, b'.'), (b, b'.'), (c, b'.'), (d, b':')] {
-                    text.decimal(octet.into());
-                    text.push(after);
+                    self.decimal(octet.into());
+                    self.push(after);
                 }
-                text.decimal(v4.port());
+                self.decimal(v4.port());
+                Ok(())
             }
             // IPv6's compression rules are std's; they fit (see CAPACITY).
-            SocketAddr::V6(_) => {
-                if write!(text, "{addr}").is_err() {
-                    text.len = 0;
-                }
-            }
+            SocketAddr::V6(_) => write!(self, "{addr}"),
         }
-        text
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,7 +126,7 @@ impl PeerText {
     }
 }
 
-impl Write for PeerText {
+impl<const N: usize> Write for Text<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len + s.len();
         let slot = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
@@ -84,7 +136,7 @@ impl Write for PeerText {
     }
 }
 
-impl fmt::Display for PeerText {
+impl<const N: usize> fmt::Display for Text<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `pad`, as `SocketAddr` does when given a width.
         f.pad(self.as_str())
@@ -116,6 +168,43 @@ mod tests {
                 format!("{:>24}|", PeerText::new(parsed)),
                 format!("{parsed:>24}|")
             );
+        }
+    }
+
+    #[test]
+    fn connected_message_is_what_format_writes() {
+        let long = "x".repeat(crate::log_limit::MAX_LOGGED_FIELD + 10);
+        let long = crate::log_limit::field(&long);
+        for (addr, id, level, clean, ka, user) in [
+            ("127.0.0.1:50312", "bench-conn-1", 4u8, true, 60u16, None),
+            ("[::1]:1", "", 5, false, 0, Some("alice")),
+            (
+                "255.255.255.255:65535",
+                &*long,
+                3,
+                true,
+                65535,
+                Some(&*long),
+            ),
+            (
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+                &*long,
+                5,
+                false,
+                10,
+                Some("é'"),
+            ),
+        ] {
+            let parsed: SocketAddr = addr.parse().unwrap();
+            let expected = format!(
+                "New client connected from {} as {} (p{level}, c{}, k{ka}{}).",
+                parsed,
+                id,
+                u8::from(clean),
+                user.map(|u| format!(", u'{u}'")).unwrap_or_default(),
+            );
+            let message = connected_message(parsed, id, level, clean, ka, user).unwrap();
+            assert_eq!(message.as_str(), expected);
         }
     }
 }

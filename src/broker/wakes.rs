@@ -86,6 +86,9 @@ pub(super) struct Wakes<'a>(&'a mut Deferred);
 
 impl Wakes<'_> {
     /// Wakes `session`'s connection: at once, or when this thread's [`DeferWakes`] drops.
+    /// Inline in the routing loop: as a call it cost each delivery ~13 instructions of
+    /// prologue and epilogue (callgrind, 1 → 50 fan-out).
+    #[inline]
     pub(super) fn wake(&mut self, session: Arc<Session>) {
         if self.0.depth == 0 {
             // (Waking schedules the connection's task; it does not run it here.)

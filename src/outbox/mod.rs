@@ -117,11 +117,20 @@ impl Default for Outbox {
 
 impl Outbox {
     /// The buffer to encode small packets into (they go out after everything queued).
+    /// Inline, its first reservation out of line: every PUBLISH and acknowledgement
+    /// written asks for it, and as a call it cost ~11 instructions each (callgrind).
+    #[inline]
     pub fn buf(&mut self) -> &mut BytesMut {
         if self.tail.capacity() == 0 {
-            self.reserve(INITIAL);
+            self.reserve_initial();
         }
         &mut self.tail
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reserve_initial(&mut self) {
+        self.reserve(INITIAL);
     }
 
     /// Makes room for `additional` (> 0) more bytes of small packets at once: a burst encoded

@@ -261,7 +261,11 @@ impl Session {
     /// With a durable store, a QoS 1/2 message for a persistent session is stored under
     /// the session's lock (so that its removal, recorded under the same lock, cannot come
     /// first), and `stored` learns the commit the publisher's acknowledgement waits for.
+    ///
+    /// Inline in the broker's routing loop: a call per delivery, with seven arguments,
+    /// cost ~20 instructions of prologue and epilogue (callgrind, 1 → 50 fan-out at QoS 1).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn offer(
         &self,
         msg: &SharedMessage,

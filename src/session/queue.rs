@@ -114,6 +114,25 @@ impl Queued {
     }
 }
 
+/// A QoS 0 message for an offline session that does not queue them: counted, skipped.
+#[cold]
+#[inline(never)]
+fn skip_qos0_offline() -> Delivery {
+    metrics::dropped(DropReason::Qos0Offline);
+    Delivery::Skipped
+}
+
+/// What [`SessionState::enqueue`] knew when it found the queue full.
+#[derive(Clone, Copy)]
+struct Full {
+    /// A retained message sent on SUBSCRIBE: no publisher waits for it.
+    no_waiter: bool,
+    /// It would go to the spool.
+    to_spool: bool,
+    /// ... and the store is past `max_disk_bytes`.
+    disk_full: bool,
+}
+
 /// Counts of messages dropped by a full queue, for the rate-limited log line.
 #[derive(Debug, Default)]
 pub(super) struct Drops {
@@ -196,7 +215,15 @@ impl SessionState {
         !self.clean && handle.store.is_durable()
     }
 
+    /// Queues a delivery of `msg`, under the queue's limits and `queue_full` policy.
+    /// The common case (room in the queue) inline, into [`Session::offer`]: as a call of
+    /// its own it cost each delivery ~30 instructions of argument passing, prologue and
+    /// epilogue (callgrind, 1 → 50 fan-out at QoS 1); a full queue's policies and the
+    /// rest out of line.
+    ///
+    /// [`Session::offer`]: super::Session::offer
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(super) fn enqueue(
         &mut self,
         msg: &SharedMessage,
@@ -208,52 +235,94 @@ impl SessionState {
         stored: &mut StoreOutcome,
     ) -> Delivery {
         if qos == QoS::AtMostOnce && !self.connected && !self.limits.queue_qos0 {
-            metrics::dropped(DropReason::Qos0Offline);
-            return Delivery::Skipped;
+            return skip_qos0_offline();
         }
         let size = Queued::bytes_of(msg, extra.as_deref());
-        let mut outcome = Delivery::Queued;
         let to_spool = self.spools(extra.as_deref(), handle);
         // Past `max_disk_bytes`, a queue that would spool is full, whatever its own size.
         let disk_full = to_spool && handle.store.disk_full();
         if disk_full || self.is_full(size) {
-            // The new message, when it is the one dropped: a retained message sent on
-            // SUBSCRIBE (`no_waiter`) or a live one.
-            let new_dropped = if no_waiter {
-                DropReason::RetainedOverLimit
-            } else {
-                DropReason::QueueFullNew
+            let full = Full {
+                no_waiter,
+                to_spool,
+                disk_full,
             };
-            match self.limits.queue_full {
-                QueueFull::DropNew => {
-                    metrics::dropped(new_dropped);
-                    return Delivery::Dropped;
-                }
-                // Nobody to slow down (QoS 0, or a retained message sent on SUBSCRIBE):
-                // queuing beyond the limit would be unbounded.
-                QueueFull::Backpressure if qos == QoS::AtMostOnce || no_waiter => {
-                    metrics::dropped(new_dropped);
-                    return Delivery::Dropped;
-                }
-                QueueFull::Backpressure => outcome = Delivery::OverLimit,
-                QueueFull::DropOldest => {
-                    // Evict from the front until the new message fits (on a full disk,
-                    // one for one); an empty queue that still cannot take it (one message
-                    // over max_queued_bytes) drops the new one instead.
-                    let mut evicted = false;
-                    while self.is_full(size) || (disk_full && !evicted) {
-                        if !self.drop_oldest(handle) {
-                            metrics::dropped(new_dropped);
-                            return Delivery::Dropped;
-                        }
-                        evicted = true;
-                    }
-                    outcome = Delivery::Dropped;
-                }
-            }
+            return self.enqueue_full(msg, qos, retain, extra, full, handle, stored, size);
         }
+        self.push_entry(msg, qos, retain, extra, size, to_spool, handle, stored);
+        Delivery::Queued
+    }
+
+    /// [`enqueue`](Self::enqueue) into a full queue: the `queue_full` policy decides.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
+    fn enqueue_full(
+        &mut self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        full: Full,
+        handle: StoreHandle,
+        stored: &mut StoreOutcome,
+        size: usize,
+    ) -> Delivery {
+        // The new message, when it is the one dropped: a retained message sent on
+        // SUBSCRIBE (`no_waiter`) or a live one.
+        let new_dropped = if full.no_waiter {
+            DropReason::RetainedOverLimit
+        } else {
+            DropReason::QueueFullNew
+        };
+        let outcome = match self.limits.queue_full {
+            QueueFull::DropNew => {
+                metrics::dropped(new_dropped);
+                return Delivery::Dropped;
+            }
+            // Nobody to slow down (QoS 0, or a retained message sent on SUBSCRIBE):
+            // queuing beyond the limit would be unbounded.
+            QueueFull::Backpressure if qos == QoS::AtMostOnce || full.no_waiter => {
+                metrics::dropped(new_dropped);
+                return Delivery::Dropped;
+            }
+            QueueFull::Backpressure => Delivery::OverLimit,
+            QueueFull::DropOldest => {
+                // Evict from the front until the new message fits (on a full disk, one
+                // for one); an empty queue that still cannot take it (one message over
+                // max_queued_bytes) drops the new one instead.
+                let mut evicted = false;
+                while self.is_full(size) || (full.disk_full && !evicted) {
+                    if !self.drop_oldest(handle) {
+                        metrics::dropped(new_dropped);
+                        return Delivery::Dropped;
+                    }
+                    evicted = true;
+                }
+                Delivery::Dropped
+            }
+        };
+        self.push_entry(msg, qos, retain, extra, size, full.to_spool, handle, stored);
+        outcome
+    }
+
+    /// Puts a new entry of `size` bytes (see [`Queued::held_bytes`]) at the back of the
+    /// queue, stored first when the session persists; or, `to_spool`, into the spool.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn push_entry(
+        &mut self,
+        msg: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        extra: Option<Box<DeliveryProps>>,
+        size: usize,
+        to_spool: bool,
+        handle: StoreHandle,
+        stored: &mut StoreOutcome,
+    ) {
         if to_spool && self.spool(msg, qos, retain, extra.as_deref(), size, handle, stored) {
-            return outcome;
+            return;
         }
         self.next_seq += 1;
         let mut item = Queued::new(self.next_seq, msg.clone(), qos, retain, extra, false);
@@ -262,11 +331,11 @@ impl SessionState {
         }
         self.queued_bytes += size;
         self.queue.push_back(item);
-        outcome
     }
 
     /// Writes a queue entry to the store. A failed write leaves it unstored (it is
     /// still delivered while midge runs) and tells the publisher through `stored`.
+    #[inline(never)]
     fn store_item(&self, item: &mut Queued, handle: StoreHandle, stored: &mut StoreOutcome) {
         let outcome = handle.store.record(StoreEvent::Enqueued {
             session: handle.session,
