@@ -111,12 +111,8 @@ impl Broker {
                     );
                     st.restore(item, e.pkid.map(|pkid| (pkid, e.released)));
                 }
-                if let Some(sp) = image.spool.as_deref().filter(|sp| !sp.is_empty()) {
-                    st.restore_spool(
-                        sp.present.len(),
-                        sp.bytes_at_open,
-                        sp.present.last().unwrap_or(0),
-                    );
+                if let Some(sp) = image.spool.as_deref() {
+                    st.restore_spool(sp.present.len(), sp.bytes_at_open, sp.last);
                 }
                 for pkid in &image.qos2_received {
                     st.incoming_qos2_insert(*pkid);

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::{
-    Config, Http, Listener, LogDest, LogFormat, Persistence, QueueFull, Secret, SyncMode,
-    TlsVersion,
+    Config, DiskLimit, Http, Listener, LogDest, LogFormat, Persistence, QueueFull, Secret,
+    SyncMode, TlsVersion,
 };
 
 /// A configuration problem, already phrased for the operator.

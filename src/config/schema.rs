@@ -532,6 +532,7 @@ mod tests {
             path = "/var/lib/midge"
             sync = "interval"
             sync_interval_ms = 250
+            max_disk_bytes = "50%"
 
             [http]
             bind = "::1"
@@ -589,6 +590,7 @@ mod tests {
                 path: Some("/var/lib/midge".into()),
                 sync: SyncMode::Interval,
                 sync_interval_ms: 250,
+                max_disk_bytes: DiskLimit::Share(50),
             },
             persistent_client_expiration: crate::expiry::Lifetime(Some(14 * 86400)),
             max_session_expiry_interval: 3600,

@@ -11,6 +11,7 @@ fn session(max_queued_messages: usize, queue_full: QueueFull) -> Session {
         max_inflight: 20,
         max_queued_messages,
         max_queued_bytes: 0,
+        max_spool_bytes: 0,
         queue_qos0: false,
         queue_full,
         drop_log_interval: Duration::from_secs(3600),

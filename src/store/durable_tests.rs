@@ -11,6 +11,7 @@ fn config(dir: &std::path::Path) -> Persistence {
         path: Some(dir.to_path_buf()),
         sync: SyncMode::Never,
         sync_interval_ms: 1000,
+        max_disk_bytes: crate::config::DiskLimit::Share(90),
     }
 }
 
@@ -350,6 +351,40 @@ fn a_compaction_keeps_the_backlog_in_its_spool_and_deletes_what_was_delivered() 
         (19_901..=20_000)
             .map(|s| format!("m{s}"))
             .collect::<Vec<_>>()
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Positions only go up: with everything acknowledged and compacted away, a restarted
+/// session still numbers its spool after the highest position it ever spooled (a file
+/// must never hold two entries of one position).
+#[test]
+fn a_spool_s_highest_position_survives_compaction_and_restart() {
+    let dir = std::env::temp_dir().join(format!("midge-durable-spool-h-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let (store, _) = DurableStore::open(&config(&dir)).unwrap();
+        opened(&store, 1);
+        spool_each(&store, 1, 1..=50);
+        drain(&store, 1);
+        for seq in 1..=50 {
+            store
+                .record(StoreEvent::Removed { session: 1, seq })
+                .unwrap();
+        }
+        let mut inner = store.inner.lock();
+        store.checkpoint(&mut inner, false).unwrap();
+        drop(inner);
+        store.close().unwrap();
+    }
+    let (store, loaded) = DurableStore::open(&config(&dir)).unwrap();
+    assert_eq!(loaded.queued, 0);
+    assert_eq!(store.state().sessions[&1].spool.as_ref().unwrap().last, 50);
+    assert_eq!(
+        store.stats().unwrap().spool_files,
+        0,
+        "nothing held, no files"
     );
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);

@@ -90,6 +90,8 @@ pub enum Record<'a> {
     /// (the entries' sends follow as [`Record::Sent`] / [`Record::Released`]).
     SpoolState {
         session: SessionId,
+        /// The highest position ever spooled.
+        last: u64,
         present: Cow<'a, [(u64, u64)]>,
         chunks: Cow<'a, [ChunkMeta]>,
     },
@@ -349,11 +351,13 @@ impl Record<'_> {
             }
             Record::SpoolState {
                 session,
+                last,
                 present,
                 chunks,
             } => {
                 let mut w = tag(out, SPOOL_STATE)
                     .u64(*session)
+                    .u64(*last)
                     .u32(present.len() as u32);
                 for (first, last) in present.iter() {
                     w = w.u64(*first).u64(*last);
@@ -438,6 +442,7 @@ impl<'a> Record<'a> {
             },
             SPOOL_STATE => {
                 let session = r.u64()?;
+                let last = r.u64()?;
                 let present = r.list(16, |r| Ok((r.u64()?, r.u64()?)))?;
                 let chunks = r.list(24, |r| {
                     Ok(ChunkMeta {
@@ -448,6 +453,7 @@ impl<'a> Record<'a> {
                 })?;
                 Record::SpoolState {
                     session,
+                    last,
                     present: Cow::Owned(present),
                     chunks: Cow::Owned(chunks),
                 }

@@ -199,11 +199,13 @@ impl State {
             }
             Record::SpoolState {
                 session,
+                last,
                 present,
                 chunks,
             } => match self.sessions.get_mut(session) {
                 Some(s) => {
                     s.spool = Some(Box::new(SpoolImage {
+                        last: *last,
                         present: SeqRanges::from_runs(present)?,
                         chunks: chunks.to_vec(),
                         ..SpoolImage::default()
@@ -471,9 +473,11 @@ impl State {
                     out(&Record::Released { session, seq: *seq });
                 }
             }
-            if let Some(sp) = s.spool.as_deref().filter(|sp| !sp.is_empty()) {
+            // Written while it holds nothing too: its `last` keeps positions going up.
+            if let Some(sp) = s.spool.as_deref() {
                 out(&Record::SpoolState {
                     session,
+                    last: sp.last,
                     present: Cow::Borrowed(sp.present.runs()),
                     chunks: Cow::Owned(chunks(session)),
                 });

@@ -35,6 +35,10 @@ pub struct Replayed {
 pub struct SpoolImage {
     /// Queue positions still held (spooled and not removed).
     pub present: SeqRanges,
+    /// The highest position ever spooled, held or not: positions only go up, across
+    /// restarts too, so that a file never holds two entries of one position (the
+    /// session numbers its queue after it; see `SessionState::restore_spool`).
+    pub last: u64,
     /// Held entries that were sent: packet id, and for QoS 2 whether PUBREC came.
     pub sent: BTreeMap<u64, (u16, bool)>,
     /// The files as of the checkpoint this image was read from (empty while running: the
@@ -49,7 +53,7 @@ pub struct SpoolImage {
 
 impl PartialEq for SpoolImage {
     fn eq(&self, other: &SpoolImage) -> bool {
-        self.present == other.present && self.sent == other.sent
+        self.present == other.present && self.sent == other.sent && self.last == other.last
     }
 }
 
@@ -59,7 +63,11 @@ impl SpoolImage {
     /// Records a spooled position; false if it does not come after the ones held (a
     /// record replayed twice).
     pub fn push(&mut self, seq: u64) -> bool {
-        self.present.push(seq)
+        if seq <= self.last || !self.present.push(seq) {
+            return false;
+        }
+        self.last = seq;
+        true
     }
 
     pub fn holds(&self, seq: u64) -> bool {
@@ -90,9 +98,5 @@ impl SpoolImage {
         }
         self.sent.remove(&seq);
         true
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.present.is_empty()
     }
 }

@@ -301,9 +301,11 @@ impl Spools {
         let mut doomed = Vec::new();
         for (&session, spool) in self.spools.iter_mut() {
             let present = images(session).unwrap_or_default();
-            // A chunk with nothing held goes, unless it is the last (appends go there).
-            while spool.chunks.len() > 1 {
-                let (first, next) = (spool.chunks[0].first, spool.chunks[1].first);
+            // A chunk with nothing held goes (the last one too: the next append starts a
+            // new one, named after a higher position).
+            while let Some(c) = spool.chunks.front() {
+                let first = c.first;
+                let next = spool.chunks.get(1).map_or(u64::MAX, |n| n.first);
                 if present.any_in(first, next - 1) {
                     break;
                 }

@@ -38,6 +38,7 @@ impl SeqRanges {
         self.count
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -47,6 +48,7 @@ impl SeqRanges {
         self.runs.first().map(|r| r.0)
     }
 
+    #[cfg(test)]
     pub fn last(&self) -> Option<u64> {
         self.runs.last().map(|r| r.1)
     }
