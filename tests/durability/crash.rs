@@ -512,6 +512,51 @@ fn crash_at_random_points_loses_no_acknowledged_message() {
     );
 }
 
+/// The shipped config.toml as it is, but for its listener (the harness gives each broker
+/// its own port; the shipped listener's `queue_full` is the default, checked here): its
+/// queue limits and policy, its store settings.
+fn shipped_config() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let text = std::fs::read_to_string(path).expect("read config.toml");
+    let mut out = String::new();
+    let mut in_listener = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_listener = t == "[[listener]]";
+        }
+        if in_listener {
+            if let Some(v) = t.strip_prefix("queue_full") {
+                assert_eq!(
+                    v.trim_start_matches([' ', '=']).trim(),
+                    "\"drop_oldest\"",
+                    "the shipped listener's queue_full is the default the harness's has"
+                );
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(
+        out.contains("[persistence]"),
+        "config.toml keeps its store settings"
+    );
+    out
+}
+
+/// The same with the shipped config.toml (issue 16: its queue limits once dropped
+/// acknowledged messages for an offline subscriber with a backlog).
+#[test]
+fn crash_with_the_shipped_config_loses_no_acknowledged_message() {
+    let s = crash_scenario(&shipped_config(), 10, 10, "crash (shipped config)");
+    assert_crash_ok("crash (shipped config)", &s);
+    assert!(
+        s.acknowledged > 0,
+        "nothing was acknowledged: the test checked nothing"
+    );
+}
+
 /// The crash scenario many times, for scripts/crash-loop.sh: `MIDGE_CRASH_ITERATIONS`
 /// kill points (default 500), a fresh broker and store every 20.
 #[test]
@@ -526,7 +571,14 @@ fn crash_loop() {
         })
         .unwrap_or(500);
     assert!(iterations > 0, "MIDGE_CRASH_ITERATIONS must be at least 1");
-    let s = crash_scenario(&durable_config("", "always"), iterations, 20, "crash-loop");
+    // MIDGE_CRASH_CONFIG: "unlimited" (unlimited queues, the default) or "shipped" (the
+    // shipped config.toml).
+    let config = match std::env::var("MIDGE_CRASH_CONFIG").as_deref() {
+        Ok("shipped") => shipped_config(),
+        Ok("unlimited") | Err(_) => durable_config("", "always"),
+        Ok(other) => panic!("MIDGE_CRASH_CONFIG={other:?}: expected shipped or unlimited"),
+    };
+    let s = crash_scenario(&config, iterations, 20, "crash-loop");
     println!(
         "CRASH LOOP SUMMARY: iterations {} acknowledged {} lost {} qos1_redeliveries {} \
          qos2_duplicates {} order_violations {}",
