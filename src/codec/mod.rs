@@ -547,6 +547,13 @@ fn parse_publish(
     })
 }
 
+/// The shared name of a topic read back from the store (checked when it was published):
+/// the `Arc<str>` this thread already holds for it when there is one (see
+/// `topic_cache`), so a backlog read back does not allocate its topic per message.
+pub fn stored_topic(name: &str) -> Arc<str> {
+    topic_cache::intern(name.as_bytes(), |_| Ok(name)).unwrap_or_else(|_| Arc::from(name))
+}
+
 /// QoS, topic name and packet id from the front of a PUBLISH body, the same in 3.1.1 and
 /// 5.0, and how many bytes they took: a packet id only for QoS 1 and 2, and never 0
 /// ([MQTT-2.3.1-1], 5.0 [MQTT-2.2.1-3]). The topic is checked like every UTF-8 string

@@ -607,7 +607,7 @@ pub(super) fn decode_message(record: &Record) -> Result<Message, String> {
     };
     let expires_at = (*expires_at != 0).then(|| instant_from_unix_millis(*expires_at));
     Ok(Message::restored(
-        (*topic).to_owned(),
+        codec::stored_topic(topic),
         Bytes::copy_from_slice(payload),
         qos,
         *retain,
