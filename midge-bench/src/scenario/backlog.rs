@@ -165,7 +165,7 @@ pub async fn backlog(ctx: &Ctx, kind: Kind) -> Result<Outcome, BoxError> {
         "backlog {} QoS {}, {} offline sessions × {} = {} queued, {} B",
         if kind.fanout { "fan-out" } else { "fan-in" },
         kind.qos,
-        shape.sessions,
+        super::fmt_num(shape.sessions as f64, 0),
         super::fmt_num(per as f64, 0),
         super::fmt_num(shape.queued() as f64, 0),
         b.size.max(stats::HEADER)
@@ -216,13 +216,14 @@ pub async fn backlog(ctx: &Ctx, kind: Kind) -> Result<Outcome, BoxError> {
     let rss_cap_drain = watch.over.load(Ordering::Relaxed);
     drop(watch);
 
-    let publish_rate = p.acked as f64 / p.secs.max(1e-9);
-    let drain_rate = d.fresh as f64 / d.secs.max(1e-9);
     let acked_deliveries = if kind.fanout {
         p.acked * shape.sessions as u64
     } else {
         p.acked
     };
+    // Deliveries owed per second: fan-out queues each acknowledged message S times.
+    let publish_rate = acked_deliveries as f64 / p.secs.max(1e-9);
+    let drain_rate = d.fresh as f64 / d.secs.max(1e-9);
     let sum = |f: fn(&SessionTrack) -> u64| d.tracks.iter().map(f).sum::<u64>();
     let lost: u64 = d.tracks.iter().map(|t| t.lost(&p.acked_bits)).sum();
     let (dups, dups_flagged) = (sum(|t| t.dups), sum(|t| t.dups_flagged));
@@ -231,7 +232,7 @@ pub async fn backlog(ctx: &Ctx, kind: Kind) -> Result<Outcome, BoxError> {
 
     let mut detail = format!(
         "{} sessions set up in {setup_secs:.1} s{} (RSS {:.0} MiB); published {} (acknowledged {}) in {:.1} s = \
-         {publish_rate:.0} msg/s{}{}; RSS queued {:.0} MiB (peak {:.0} MiB){}; kill -9{}; \
+         {publish_rate:.0} msg/s queued{}{}; RSS queued {:.0} MiB (peak {:.0} MiB){}; kill -9{}; \
          restart {restart_secs:.2} s, RSS {:.0} MiB; {} of {} sessions back ({} with a session \
          present) in {:.1} s, RSS then {:.0} MiB; delivered {} of {acked_deliveries} \
          acknowledged in {:.1} s = {drain_rate:.0} msg/s{}; lost {lost}, dup {dups} ({dups_flagged} \
@@ -281,9 +282,9 @@ pub async fn backlog(ctx: &Ctx, kind: Kind) -> Result<Outcome, BoxError> {
     }
     let num =
         |label: &str, better, v: f64, dec| Metric::num(format!("{what}: {label}"), better, v, dec);
-    let metrics = vec![
+    let mut metrics = vec![
         num(
-            "msg/s acknowledged to publishers",
+            "msg/s queued (acknowledged to publishers)",
             Better::Higher,
             publish_rate,
             0,
@@ -322,6 +323,14 @@ pub async fn backlog(ctx: &Ctx, kind: Kind) -> Result<Outcome, BoxError> {
             ),
         ),
     ];
+    // A broker that came back without the backlog restarted fast and small because it
+    // lost everything: its after-restart figures are shown, not compared.
+    if acked_deliveries > 0 && d.fresh == 0 {
+        for m in &mut metrics[2..6] {
+            m.text = format!("{} (kept nothing)", m.text);
+            m.value = f64::NAN;
+        }
+    }
     Ok(Outcome { metrics, detail })
 }
 
