@@ -4,6 +4,7 @@
 
 mod backlog;
 mod backlog_io;
+mod backlog_phases;
 mod backlog_track;
 mod conn;
 mod cpu;
