@@ -59,6 +59,15 @@ pub async fn setup_sessions(ctx: &Ctx, shape: &Shape, qos: u8) -> Result<u64, Bo
     Ok(stale)
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct Published {
     pub sent: u64,
     pub acked: u64,
@@ -98,8 +107,8 @@ pub async fn publish_all(
         };
         tasks.push(tokio::spawn(backlog_io::publish(c?, part)));
     }
-    // Progress on stderr: a 10 M backlog takes minutes.
-    let progress = {
+    // Progress on stderr: a 10 M backlog takes minutes. Stopped however this returns.
+    let _progress = AbortOnDrop({
         let acked_all = acked_all.clone();
         tokio::spawn(async move {
             loop {
@@ -111,7 +120,7 @@ pub async fn publish_all(
                 );
             }
         })
-    };
+    });
     let mut out = Published {
         sent: 0,
         acked: 0,
@@ -133,7 +142,6 @@ pub async fn publish_all(
     }
     out.secs = start.elapsed().as_secs_f64();
     out.timed_out = Instant::now() >= send_until && out.sent < shape.published;
-    progress.abort();
     client::close_all(conns, 100).await;
     Ok(out)
 }
