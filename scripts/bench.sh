@@ -24,6 +24,13 @@
 #   scripts/bench.sh --midge-persistence off   # [persistence] of the standard midge:
 #                                         # default (as shipped), always, interval, never, off
 #   scripts/bench.sh --store-dir /mnt/x   # where the brokers' stores go (default: /tmp)
+#   scripts/bench.sh --scenarios backlog --no-flashmq -- --backlog-sessions 100 \
+#       --backlog-total 100000            # the offline backlog (issue 16), short: 100
+#                                         # persistent sessions × 1,000 QoS 1 messages
+#                                         # queued, kill -9, restart, drain (default
+#                                         # 1,000 × 10,000; also backlog-q2,
+#                                         # backlog-fanout, backlog-fanout-q2; rumqttd is
+#                                         # skipped: no persistent store)
 #
 # Builds midge and midge-bench in release mode, installs Mosquitto (apt-get) and rumqttd
 # 0.20 (cargo install) when missing, builds FlashMQ from its source archive when missing
@@ -41,6 +48,12 @@
 # get that harness's limits instead, from MIDGE_BENCH_LIMITS=issue15, which midge-bench
 # sets for them: 1000 in flight and 1,000,000 queued per client where a broker has such
 # settings, midge otherwise with its shipped defaults (config.toml) and persistence on.
+#
+# The offline backlog (backlog, backlog-q2, backlog-fanout, backlog-fanout-q2) gets
+# MIDGE_BENCH_LIMITS=backlog: midge with persistence on (as --midge-persistence says),
+# queues unlimited, no memory_limit; Mosquitto with `persistence true` and its default
+# autosave_interval (1800 s). midge-bench kills the broker with SIGKILL and starts it
+# again with MIDGE_BENCH_RESTART=1, which keeps the store of the first start.
 #
 # Environment: FLASHMQ (a FlashMQ binary to use), FLASHMQ_SRC (its source archive),
 # MIDGE_BENCH_PEERS (where to build it).
@@ -83,7 +96,7 @@ while [ $# -gt 0 ]; do
         --store-dir) STORE_BASE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --) shift; PASS+=("$@"); break ;;
-        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,59p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -213,7 +226,9 @@ trap 'exit 130' INT TERM
 #
 # start-midge.sh PORT [default|always|interval|never|off]: [persistence] as shipped
 # (enabled, sync "always"), sync = "always" / "interval" / "never", or enabled = false;
-# `path` is always a new directory. With MIDGE_BENCH_LIMITS=issue15 (the independent
+# `path` is a new directory (the same one again with MIDGE_BENCH_RESTART=1, the restart
+# after a kill -9 in the backlog scenarios). With MIDGE_BENCH_LIMITS=backlog: queues
+# unlimited in count and bytes, no memory_limit. With MIDGE_BENCH_LIMITS=issue15 (the independent
 # harness's rows): the shipped defaults (config.toml: log_level "info" and the rest) but
 # for 1000 in flight and 1,000,000 queued; otherwise per-connection logging off and the
 # queue unlimited.
@@ -228,13 +243,24 @@ esac
 if [ "\${MIDGE_BENCH_LIMITS:-}" = issue15 ]; then
     L="max_queued_messages = 1000000
 max_inflight_messages = 1000"
+elif [ "\${MIDGE_BENCH_LIMITS:-}" = backlog ]; then
+    # The offline backlog (issue 16): queues unlimited in count and bytes, and no
+    # memory_limit (Mosquitto has none by default either), so that what it costs shows.
+    [ "\${2:-default}" = off ] && { echo "start-midge.sh: the backlog needs persistence" >&2; exit 2; }
+    L="log_level = \"warn\"
+max_queued_messages = 0
+max_queued_bytes = 0
+memory_limit = 0
+max_inflight_messages = 1000"
 else
     L="# Per-connection logging off, as for the other brokers.
 log_level = \"warn\"
 max_queued_messages = 0
 max_inflight_messages = 1000"
 fi
-rm -rf "$STORES"/*
+# MIDGE_BENCH_RESTART=1: the same broker again after a kill -9 (backlog scenarios):
+# keep its store.
+[ -n "\${MIDGE_BENCH_RESTART:-}" ] || rm -rf "$STORES"/*
 mkdir -p "$STORES/midge-\$1"
 cat > "$WORK/midge-\$1.toml" <<CONF
 \$L
@@ -255,13 +281,18 @@ EOF
 # and on exit: a snapshot, not a write per message. `user root` keeps it from switching
 # to the mosquitto user when started as root (that user cannot write under this script's
 # private directory); for any other user it has no effect.
-# With MIDGE_BENCH_LIMITS=issue15: 1,000,000 queued instead of unlimited.
+# With MIDGE_BENCH_LIMITS=issue15: 1,000,000 queued instead of unlimited. With
+# MIDGE_BENCH_LIMITS=backlog (the offline backlog, issue 16): always `persistence true`,
+# autosave_interval left at its default (1800 s), so a kill -9 shows what it loses; with
+# MIDGE_BENCH_RESTART=1 (its restart) the store is kept.
 cat > "$WORK/start-mosquitto.sh" <<EOF
 #!/bin/sh
 Q=0
 [ "\${MIDGE_BENCH_LIMITS:-}" = issue15 ] && Q=1000000
-rm -rf "$STORES"/*
-if [ "\${2:-}" = disk ]; then
+[ -n "\${MIDGE_BENCH_RESTART:-}" ] || rm -rf "$STORES"/*
+D=\${2:-}
+[ "\${MIDGE_BENCH_LIMITS:-}" = backlog ] && D=disk
+if [ "\$D" = disk ]; then
     mkdir -p "$STORES/mosquitto-\$1"
     P="persistence true
 persistence_location $STORES/mosquitto-\$1/
@@ -275,6 +306,7 @@ max_connections -1
 allow_anonymous true
 \$P
 max_queued_messages \$Q
+max_queued_bytes 0
 max_inflight_messages 1000
 set_tcp_nodelay true
 log_dest stderr

@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::proto::{self, Incoming, Version};
@@ -52,6 +53,21 @@ pub fn start(
     log: &Path,
     limits: Option<&str>,
 ) -> Result<Running, String> {
+    spawn(spec, port, log, limits, false, Duration::from_secs(20))
+}
+
+/// [`start`], or with `restart` the same broker again after it died: the command gets
+/// `MIDGE_BENCH_RESTART=1` (start scripts then keep the store of the earlier start
+/// instead of making a new empty one) and its output is appended to `log`. Waits up to
+/// `wait` for the CONNACK, probing every 10 ms.
+pub fn spawn(
+    spec: &BrokerSpec,
+    port: u16,
+    log: &Path,
+    limits: Option<&str>,
+    restart: bool,
+    wait: Duration,
+) -> Result<Running, String> {
     if TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_millis(200),
@@ -61,13 +77,23 @@ pub fn start(
         return Err(format!("port {port} is already in use"));
     }
     let command = spec.command.replace("{port}", &port.to_string());
-    let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let out = if restart {
+        File::options().create(true).append(true).open(log)
+    } else {
+        File::create(log)
+    }
+    .map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new("sh");
     match limits {
         Some(l) => cmd.env("MIDGE_BENCH_LIMITS", l),
         None => cmd.env_remove("MIDGE_BENCH_LIMITS"),
     };
+    if restart {
+        cmd.env("MIDGE_BENCH_RESTART", "1");
+    } else {
+        cmd.env_remove("MIDGE_BENCH_RESTART");
+    }
     let child = cmd
         .arg("-c")
         .arg(format!("exec {command}"))
@@ -78,7 +104,7 @@ pub fn start(
         .map_err(|e| format!("cannot start {}: {e}", spec.name))?;
     let pid = child.id();
     let mut running = Running { child, pid, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + wait;
     loop {
         if let Ok(Some(status)) = running.child.try_wait() {
             return Err(format!(
@@ -94,13 +120,84 @@ pub fn start(
         if Instant::now() > deadline {
             running.stop();
             return Err(format!(
-                "{} did not answer CONNECT on port {port} within 20 s; log {}:\n{}",
+                "{} did not answer CONNECT on port {port} within {:.0} s; log {}:\n{}",
                 spec.name,
+                wait.as_secs_f64(),
                 log.display(),
                 tail(log, 20)
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A broker started for one scenario, which the scenario may kill and start again (the
+/// offline backlog's restart); the runner stops whichever process is current at the end.
+pub struct Control {
+    spec: BrokerSpec,
+    port: u16,
+    log: PathBuf,
+    limits: Option<&'static str>,
+    running: Mutex<Option<Running>>,
+}
+
+impl Control {
+    pub fn new(
+        spec: BrokerSpec,
+        log: PathBuf,
+        limits: Option<&'static str>,
+        running: Running,
+    ) -> Control {
+        Control {
+            spec,
+            port: running.port,
+            log,
+            limits,
+            running: Mutex::new(Some(running)),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Option<Running>) -> T) -> T {
+        let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// The current broker process.
+    pub fn pid(&self) -> Option<u32> {
+        self.with(|r| r.as_ref().map(|r| r.pid))
+    }
+
+    pub fn alive(&self) -> bool {
+        self.with(|r| r.as_mut().is_some_and(Running::alive))
+    }
+
+    /// SIGKILL, and reap it: nothing of it runs any more (its listening socket is closed).
+    pub fn kill9(&self) {
+        self.with(|r| {
+            if let Some(mut r) = r.take() {
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+            }
+        });
+    }
+
+    /// Starts the broker again with the same command, port and store (see [`spawn`]);
+    /// returns the time from the spawn until it answered a CONNECT. Blocking.
+    pub fn restart(&self, wait: Duration) -> Result<Duration, String> {
+        self.kill9();
+        let t = Instant::now();
+        let r = spawn(&self.spec, self.port, &self.log, self.limits, true, wait)?;
+        let took = t.elapsed();
+        self.with(|slot| *slot = Some(r));
+        Ok(took)
+    }
+
+    pub fn stop(&self) {
+        self.with(|r| {
+            if let Some(mut r) = r.take() {
+                r.stop();
+            }
+        });
     }
 }
 

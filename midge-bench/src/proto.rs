@@ -312,6 +312,8 @@ pub enum Incoming<'a> {
     Publish {
         qos: u8,
         retain: bool,
+        /// The DUP flag: the server sends this QoS 1/2 message again.
+        dup: bool,
         pkid: u16,
         topic: &'a [u8],
         payload: &'a [u8],
@@ -437,6 +439,7 @@ pub fn decode(buf: &[u8], v: Version) -> Result<Option<(Incoming<'_>, usize)>, M
             Incoming::Publish {
                 qos,
                 retain: byte1 & 1 == 1,
+                dup: byte1 & 0x08 != 0,
                 pkid,
                 topic,
                 payload,
@@ -501,6 +504,24 @@ mod tests {
     }
 
     #[test]
+    fn publish_dup_flag_is_read() {
+        let mut b = Vec::new();
+        publish_header(&mut b, Version::V311, b"t", 1, false, 7, 2);
+        b.extend_from_slice(b"xy");
+        b[0] |= 0x08;
+        let (p, _) = decode(&b, Version::V311).unwrap().unwrap();
+        assert!(matches!(
+            p,
+            Incoming::Publish {
+                dup: true,
+                qos: 1,
+                pkid: 7,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn publish_round_trip() {
         for v in [Version::V311, Version::V5] {
             for qos in 0..=2 {
@@ -515,6 +536,7 @@ mod tests {
                     Incoming::Publish {
                         qos,
                         retain: true,
+                        dup: false,
                         pkid: if qos > 0 { 9 } else { 0 },
                         topic: b"a/b",
                         payload: &payload,
@@ -619,6 +641,7 @@ mod tests {
             Incoming::Publish {
                 qos: 1,
                 retain: false,
+                dup: false,
                 pkid: 5,
                 topic: b"t",
                 payload: b"xy"

@@ -29,7 +29,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAMES")]
     against: Option<String>,
     /// Comma-separated scenarios; `idle:N` for N idle connections; `durable-q1` (fan-in
-    /// QoS 1 to a persistent session) and the independent harness's rows (issue 15, sizes
+    /// QoS 1 to a persistent session), the offline backlogs (`backlog`, `backlog-q2`,
+    /// `backlog-fanout`, `backlog-fanout-q2`: queue, kill -9, restart, drain) and the independent harness's rows (issue 15, sizes
     /// of their own; `issue15` for all of them) only when named.
     #[arg(long, default_value = scenario::DEFAULT_LIST)]
     scenarios: String,
@@ -103,9 +104,38 @@ pub struct RunArgs {
     /// Handshakes in progress at once while connecting many clients.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
-    /// Hard limit for one scenario against one broker, seconds.
+    /// Hard limit for one scenario against one broker, seconds (the backlog scenarios
+    /// get at least the sum of their own bounds).
     #[arg(long, default_value_t = 300)]
     scenario_timeout: u64,
+    /// Offline backlog: persistent sessions (`backlog-<i>`).
+    #[arg(long, env = "MIDGE_BENCH_BACKLOG_SESSIONS", default_value_t = 1000)]
+    backlog_sessions: usize,
+    /// Offline backlog: messages queued in all, spread over the sessions (fan-out
+    /// publishes total / sessions, each queued for every session).
+    #[arg(long, env = "MIDGE_BENCH_BACKLOG_TOTAL", default_value_t = 10_000_000)]
+    backlog_total: u64,
+    /// Offline backlog: payload bytes (at least 20: stream, sequence number, time).
+    #[arg(long, env = "MIDGE_BENCH_BACKLOG_SIZE", default_value_t = 64)]
+    backlog_size: usize,
+    /// Offline backlog: publishers.
+    #[arg(long, env = "MIDGE_BENCH_BACKLOG_PUBS", default_value_t = 4)]
+    backlog_pubs: usize,
+    /// Offline backlog: seconds of publishing at most.
+    #[arg(long, default_value_t = 900.0)]
+    backlog_publish_secs: f64,
+    /// Offline backlog: seconds the restarted broker has to answer CONNECT.
+    #[arg(long, default_value_t = 120.0)]
+    backlog_restart_secs: f64,
+    /// Offline backlog: seconds of draining at most.
+    #[arg(long, default_value_t = 900.0)]
+    backlog_drain_secs: f64,
+    /// Offline backlog: the drain ends once nothing arrived for this many seconds.
+    #[arg(long, default_value_t = 15.0)]
+    backlog_quiet_secs: f64,
+    /// Offline backlog: stop publishing / draining when the broker's RSS passes this.
+    #[arg(long, env = "MIDGE_BENCH_BACKLOG_MAX_RSS_MIB", default_value_t = 8192)]
+    backlog_max_rss_mib: u64,
 }
 
 impl RunArgs {
@@ -134,6 +164,17 @@ impl RunArgs {
             conn_count: self.conn_count,
             conn_concurrency: self.conn_concurrency,
             concurrency: self.concurrency,
+            backlog: scenario::BacklogSizes {
+                sessions: self.backlog_sessions,
+                total: self.backlog_total,
+                size: self.backlog_size,
+                pubs: self.backlog_pubs,
+                publish_secs: self.backlog_publish_secs,
+                restart_secs: self.backlog_restart_secs,
+                drain_secs: self.backlog_drain_secs,
+                quiet_secs: self.backlog_quiet_secs,
+                max_rss_mib: self.backlog_max_rss_mib,
+            },
             exe: std::env::current_exe()?,
         })
     }
@@ -221,7 +262,12 @@ impl Runner<'_> {
             (String::new(), String::new())
         };
         let what = format!("{}{tag}", s.name());
-        let mut running = None;
+        if let Some(skip) = s.skips(&name) {
+            eprintln!("[{what}] {name}: skipped: {skip}");
+            self.table.note(&name, &what, format!("skipped: {skip}"));
+            return Ok(());
+        }
+        let mut control = None;
         let mut opts_here = (*self.opts).clone();
         let mut pid = a.pid;
         if let Some(spec) = a.brokers.get(bi) {
@@ -243,7 +289,12 @@ impl Runner<'_> {
                     opts_here.port = r.port;
                     opts_here.host = "127.0.0.1".parse()?;
                     pid = Some(r.pid);
-                    running = Some(r);
+                    control = Some(Arc::new(procs::Control::new(
+                        spec.clone(),
+                        log,
+                        s.limits(),
+                        r,
+                    )));
                 }
                 Err(e) => {
                     eprintln!("[{what}] {name}: {e}");
@@ -261,17 +312,19 @@ impl Runner<'_> {
             opts: Arc::new(opts_here),
             pid,
             sizes: self.sizes.clone(),
+            broker: control.clone(),
         };
+        // A scenario bounded by its own phases (the offline backlog) gets at least their
+        // sum.
+        let limit = a.scenario_timeout.max(s.min_timeout_secs(&self.sizes));
         let t = std::time::Instant::now();
         let result = self.rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(a.scenario_timeout),
-                scenario::run(s, &ctx),
-            )
-            .await
+            tokio::time::timeout(Duration::from_secs(limit), scenario::run(s, &ctx)).await
         });
+        // The scenario may have restarted the broker: its current process.
+        let pid = control.as_ref().map_or(pid, |c| c.pid());
         let hwm = pid.and_then(|p| procs::status_kib(p, "VmHWM"));
-        let crashed = running.as_mut().is_some_and(|r| !r.alive());
+        let crashed = control.as_ref().is_some_and(|c| !c.alive());
         match result {
             Ok(Ok(outcome)) => {
                 eprintln!(
@@ -294,16 +347,13 @@ impl Runner<'_> {
                 self.table.note(&name, &what, format!("failed: {e}"));
             }
             Err(_) => {
-                eprintln!("[{what}] {name}: TIMED OUT after {} s", a.scenario_timeout);
-                self.table.note(
-                    &name,
-                    &what,
-                    format!("timed out after {} s", a.scenario_timeout),
-                );
+                eprintln!("[{what}] {name}: TIMED OUT after {limit} s");
+                self.table
+                    .note(&name, &what, format!("timed out after {limit} s"));
             }
         }
-        if let Some(mut r) = running {
-            r.stop();
+        if let Some(c) = control {
+            c.stop();
         }
         Ok(())
     }

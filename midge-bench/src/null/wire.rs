@@ -323,6 +323,7 @@ mod tests {
                 Incoming::Publish {
                     qos: out_qos,
                     retain: false,
+                    dup: false,
                     pkid: if out_qos > 0 { 1234 } else { 0 },
                     topic: b"x/y",
                     payload: &payload,

@@ -140,6 +140,7 @@ impl Row {
             conn_count: CONN_COUNT,
             conn_concurrency: 100,
             concurrency: 200,
+            backlog: Default::default(),
             exe,
         }
     }

@@ -2,6 +2,10 @@
 //! reporting a few metrics (rows of the final table) and a line of details. One family of
 //! scenarios per file; the message scenarios share [`messages`].
 
+mod backlog;
+mod backlog_io;
+mod backlog_phases;
+mod backlog_track;
 mod conn;
 mod cpu;
 mod flows;
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use crate::client::{BoxError, Opts};
 
+pub use backlog::Sizes as BacklogSizes;
 pub use harness::HARNESS_LIST;
 pub use idle::open_idle;
 pub use metric::{fmt_num, Better, Metric, Outcome};
@@ -51,6 +56,8 @@ pub struct Sizes {
     /// Handshakes in progress at once in the connection-rate scenario.
     pub conn_concurrency: usize,
     pub concurrency: usize,
+    /// The offline backlog scenarios.
+    pub backlog: backlog::Sizes,
     /// This executable, to start helper processes when one process has too few file
     /// descriptors for the idle connections.
     pub exe: PathBuf,
@@ -71,12 +78,14 @@ pub enum Scenario {
     Conn,
     /// A row of the independent harness of issue 15, with sizes of its own.
     Harness(harness::Row),
+    /// A large queue for offline persistent sessions across a kill -9 (issue 16).
+    Backlog(backlog::Kind),
 }
 
 pub const DEFAULT_LIST: &str =
     "fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs,latency,idle,large,sub-scale,retained,conn";
 
-/// Scenarios run only when named (besides [`HARNESS_LIST`]).
+/// Scenarios run only when named (besides [`HARNESS_LIST`] and [`backlog::NAMES`]).
 pub const EXTRA_LIST: &str = "durable-q1";
 
 /// Parses a comma-separated list of scenarios; `issue15` stands for [`HARNESS_LIST`].
@@ -102,6 +111,9 @@ impl std::str::FromStr for Scenario {
         if let Some(row) = harness::Row::parse(s) {
             return Ok(Scenario::Harness(row));
         }
+        if let Some(kind) = backlog::Kind::parse(s) {
+            return Ok(Scenario::Backlog(kind));
+        }
         Ok(match s {
             "fanin-q0" => Scenario::FanIn(0),
             "fanin-q1" => Scenario::FanIn(1),
@@ -123,8 +135,9 @@ impl std::str::FromStr for Scenario {
                 ),
                 None => {
                     return Err(format!(
-                        "unknown scenario {s:?} (known: {DEFAULT_LIST}, {EXTRA_LIST}, idle:N; \
+                        "unknown scenario {s:?} (known: {DEFAULT_LIST}, {EXTRA_LIST}, {}, idle:N; \
                          {} for {HARNESS_LIST})",
+                        backlog::NAMES,
                         harness::ALIAS
                     ))
                 }
@@ -147,6 +160,7 @@ impl Scenario {
             Scenario::Retained => "retained".into(),
             Scenario::Conn => "conn".into(),
             Scenario::Harness(row) => row.name(),
+            Scenario::Backlog(kind) => kind.name(),
         }
     }
 
@@ -155,7 +169,25 @@ impl Scenario {
     pub fn limits(&self) -> Option<&'static str> {
         match self {
             Scenario::Harness(_) => Some(harness::LIMITS),
+            Scenario::Backlog(_) => Some(backlog::LIMITS),
             _ => None,
+        }
+    }
+
+    /// Why this scenario is not run against `broker` (the name given to --broker), if so.
+    pub fn skips(&self, broker: &str) -> Option<&'static str> {
+        match self {
+            Scenario::Backlog(_) => backlog::skips(broker),
+            _ => None,
+        }
+    }
+
+    /// The least --scenario-timeout this scenario needs (its own bounds added up), 0 for
+    /// none.
+    pub fn min_timeout_secs(&self, z: &Sizes) -> u64 {
+        match self {
+            Scenario::Backlog(_) => backlog::min_timeout_secs(&z.backlog),
+            _ => 0,
         }
     }
 }
@@ -165,6 +197,8 @@ pub struct Ctx {
     /// The broker's pid, for its memory.
     pub pid: Option<u32>,
     pub sizes: Sizes,
+    /// The broker, when this run started it: scenarios that kill and restart it.
+    pub broker: Option<Arc<crate::procs::Control>>,
 }
 
 pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
@@ -176,6 +210,7 @@ pub async fn run(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
         opts: ctx.opts.clone(),
         pid: ctx.pid,
         sizes: row.sizes(ctx.sizes.exe.clone()),
+        broker: ctx.broker.clone(),
     };
     let mut out = run_family(&row.family(), &fixed).await?;
     for m in &mut out.metrics {
@@ -196,6 +231,7 @@ async fn run_family(s: &Scenario, ctx: &Ctx) -> Result<Outcome, BoxError> {
         Scenario::SubScale => subscale::sub_scale(ctx).await,
         Scenario::Retained => retained::retained(ctx).await,
         Scenario::Conn => conn::conn_rate(ctx).await,
+        Scenario::Backlog(kind) => backlog::backlog(ctx, kind).await,
         Scenario::Harness(_) => Err("a harness row is not a scenario family".into()),
     }
 }
@@ -223,5 +259,11 @@ mod tests {
             ]
         );
         assert!(parse_list("fanout50").is_err());
+        let b = parse_list(backlog::NAMES).unwrap();
+        let names: Vec<String> = b.iter().map(Scenario::name).collect();
+        assert_eq!(names.join(","), backlog::NAMES);
+        assert!(b.iter().all(|s| s.limits() == Some("backlog")));
+        assert!(b[0].skips("rumqttd").is_some() && b[0].skips("mosquitto").is_none());
+        assert!(parse_list("backlog-q3").is_err());
     }
 }
