@@ -404,7 +404,8 @@ impl Drop for Session {
 }
 
 impl SessionState {
-    /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state.
+    /// Drops everything: subscriptions, queue, inflight window, QoS 2 receive state, the
+    /// spool's count.
     pub fn reset(&mut self) {
         self.subscriptions.clear();
         self.queue.clear();
@@ -413,6 +414,11 @@ impl SessionState {
         self.inflight.clear();
         self.held = 0;
         self.incoming_qos2 = None;
+        // The store let the spool go with the session; what a new one spools is numbered
+        // on from `next_seq`, which stays.
+        if let Some(rare) = self.rare.as_mut() {
+            rare.spool = SpoolCount::default();
+        }
     }
 }
 

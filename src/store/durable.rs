@@ -278,10 +278,12 @@ impl Store for DurableStore {
                     frame.clear();
                     spool::entry::encode(frame, seq, msg, qos, retain, extra)
                         .ok_or_else(|| StoreError("message too large to spool".into()))?;
-                    inner
-                        .spools
-                        .append(session, seq, frame)
-                        .map_err(StoreError)?;
+                    let appended = inner.spools.append(session, seq, frame);
+                    // One large message must not keep its size allocated here.
+                    if frame.capacity() > 1024 * 1024 {
+                        *frame = Vec::new();
+                    }
+                    appended.map_err(StoreError)?;
                     spooled = true;
                 }
                 message = Some(msg);
@@ -499,7 +501,10 @@ fn free_space(dir: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: zero-initialised above and filled in by the successful call.
     let st = unsafe { st.assume_init() };
-    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    // u64 on 64-bit Linux, narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Some(blocks.saturating_mul(size))
 }
 
 /// `part` of `count` entries' share of `bytes`.

@@ -134,14 +134,14 @@ impl Spools {
 
     /// Appends an encoded entry (`frame`, from [`entry::encode`]) at position `seq`.
     pub fn append(&mut self, session: SessionId, seq: u64, frame: &[u8]) -> Result<(), String> {
-        let dir = self.dir.clone();
+        let dir = &self.dir;
         let spool = self.spools.entry(session).or_default();
         let start_new = match spool.chunks.back() {
             None => true,
             Some(c) => c.bytes + spool.tail.len() as u64 >= self.chunk_bytes,
         };
         if start_new {
-            let n = flush(&dir, session, spool)?;
+            let n = flush(dir, session, spool)?;
             self.tails -= n;
             self.files += n as u64;
             self.unsynced |= n > 0;
@@ -160,7 +160,7 @@ impl Spools {
             c.live += 1;
         }
         if spool.tail.len() >= TAIL_BYTES || self.tails > TAILS_MAX {
-            let n = flush(&dir, session, spool)?;
+            let n = flush(dir, session, spool)?;
             self.tails -= n;
             self.files += n as u64;
             self.unsynced |= n > 0;

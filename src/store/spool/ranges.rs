@@ -39,11 +39,6 @@ impl SeqRanges {
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    #[cfg(test)]
     pub fn first(&self) -> Option<u64> {
         self.runs.first().map(|r| r.0)
     }
