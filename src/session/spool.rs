@@ -1,5 +1,5 @@
 //! A session's side of its spool (the store's `spool` module holds the files): when a
-//! QoS 1/2 message goes to disk rather than into the memory queue, how many wait there,
+//! stored message goes to disk rather than into the memory queue, how many wait there,
 //! loading them back in batches as the inflight window makes room, and letting go of
 //! what was loaded when the client leaves.
 //!

@@ -153,13 +153,7 @@ impl DurableStore {
     /// which no longer carries their entries, goes to disk.
     fn checkpoint(&self, inner: &mut Inner, resume: bool) -> Result<Commit, String> {
         let Inner { state, spools, .. } = inner;
-        let present = |session: SessionId| {
-            state
-                .sessions
-                .get(&session)
-                .and_then(|s| s.spool.as_deref())
-                .map(|sp| sp.present.clone())
-        };
+        let present = |session| state.spool_image(session).map(|sp| sp.present.clone());
         let sync = spools.prepare_checkpoint(&present)?;
         let files = CheckpointFiles {
             sync_first: sync.then(|| spools.dir().to_path_buf()),
@@ -400,11 +394,7 @@ impl Store for DurableStore {
             let plan = {
                 let mut guard = self.inner.lock();
                 let Inner { state, spools, .. } = &mut *guard;
-                let Some(image) = state
-                    .sessions
-                    .get(&session)
-                    .and_then(|s| s.spool.as_deref())
-                else {
+                let Some(image) = state.spool_image(session) else {
                     return Ok(SpoolBatch::default());
                 };
                 spools.plan(session, image).map_err(StoreError)?
@@ -415,11 +405,7 @@ impl Store for DurableStore {
             let batch = spool::read(&plan, max);
             let mut guard = self.inner.lock();
             let Inner { state, spools, .. } = &mut *guard;
-            let Some(image) = state
-                .sessions
-                .get(&session)
-                .and_then(|s| s.spool.as_deref())
-            else {
+            let Some(image) = state.spool_image(session) else {
                 return Ok(SpoolBatch::default());
             };
             let moved = batch.moved(&plan);
@@ -438,11 +424,7 @@ impl Store for DurableStore {
     fn spool_rewind(&self, session: SessionId) -> (u64, u64) {
         let mut guard = self.inner.lock();
         let Inner { state, spools, .. } = &mut *guard;
-        let Some(image) = state
-            .sessions
-            .get(&session)
-            .and_then(|s| s.spool.as_deref())
-        else {
+        let Some(image) = state.spool_image(session) else {
             return (0, 0);
         };
         spools.rewind(session);
@@ -450,21 +432,15 @@ impl Store for DurableStore {
     }
 
     fn spool_drop_next(&self, session: SessionId) -> Option<u64> {
-        let seq = {
+        let (seq, bytes) = {
             let guard = self.inner.lock();
-            let image = guard.state.sessions.get(&session)?.spool.as_deref()?;
-            guard.spools.next_unloaded(session, image)?
+            let image = guard.state.spool_image(session)?;
+            let seq = guard.spools.next_unloaded(session, image)?;
+            let bytes = share(guard.spools.held_bytes(session), 1, image.present.len());
+            (seq, bytes)
         };
-        let bytes = {
-            let guard = self.inner.lock();
-            let n = guard
-                .state
-                .sessions
-                .get(&session)
-                .and_then(|s| s.spool.as_deref())
-                .map_or(1, |sp| sp.present.len());
-            share(guard.spools.held_bytes(session), 1, n)
-        };
+        // As the session's own acknowledgement would be: under the session's lock (the
+        // caller's), so nothing about this entry can be recorded in between.
         let _ = self.record(StoreEvent::Removed { session, seq });
         Some(bytes)
     }

@@ -163,18 +163,12 @@ impl State {
                 retain,
                 sub_ids,
                 shared,
-                spooled: true,
-            } => self.apply_spooled(*session, *seq, *message, *qos, *retain, sub_ids, shared),
-            Record::Enqueued {
-                session,
-                seq,
-                message,
-                qos,
-                retain,
-                sub_ids,
-                shared,
-                spooled: false,
+                spooled,
             } => {
+                if *spooled {
+                    return Ok(self
+                        .apply_spooled(*session, *seq, *message, *qos, *retain, sub_ids, shared));
+                }
                 let Some(s) = self.sessions.get_mut(session) else {
                     return Ok(false);
                 };
@@ -296,12 +290,14 @@ impl State {
         self.sessions.get_mut(&session)?.spool.as_deref_mut()
     }
 
+    /// What the state knows of `session`'s spool, if it has one.
+    pub fn spool_image(&self, session: SessionId) -> Option<&SpoolImage> {
+        self.sessions.get(&session)?.spool.as_deref()
+    }
+
     /// Whether `seq` of `session` is held in its spool.
     pub fn is_spooled(&self, session: SessionId, seq: u64) -> bool {
-        self.sessions
-            .get(&session)
-            .and_then(|s| s.spool.as_deref())
-            .is_some_and(|sp| sp.holds(seq))
+        self.spool_image(session).is_some_and(|sp| sp.holds(seq))
     }
 
     /// A spooled entry: its position joins the session's spool (leaving the memory queue,
