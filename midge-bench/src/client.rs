@@ -143,6 +143,33 @@ impl Conn {
         Ok(n)
     }
 
+    /// Reads what the broker has sent into `rbuf` (with room for a full frame): waits for
+    /// it until `until` when given, else takes only what has arrived already. Fails if
+    /// the broker closed the connection.
+    pub async fn read_until(
+        &mut self,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<(), BoxError> {
+        self.reserve_for_frame();
+        match until {
+            Some(until) => tokio::select! {
+                r = self.stream.read_buf(&mut self.rbuf) => {
+                    if r? == 0 {
+                        return Err(err("connection closed by broker"));
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {}
+            },
+            None => match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return Err(err("connection closed by broker")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        Ok(())
+    }
+
     /// Makes room for the next read of message traffic: a full chunk, or the rest of a
     /// large frame.
     pub fn reserve_for_frame(&mut self) {

@@ -214,23 +214,9 @@ async fn publish_loop(
             if must_wait && Instant::now() >= job.give_up_at {
                 return Err(format!("{inflight} acknowledgements missing at the deadline").into());
             }
-            conn.reserve_for_frame();
-            tokio::select! {
-                r = conn.stream.read_buf(&mut conn.rbuf) => {
-                    if r? == 0 {
-                        return Err("connection closed by broker".into());
-                    }
-                }
-                _ = sleep_until(until) => {}
-            }
+            conn.read_until(Some(until)).await?;
         } else if job.qos > 0 {
-            conn.reserve_for_frame();
-            match conn.stream.try_read_buf(&mut conn.rbuf) {
-                Ok(0) => return Err("connection closed by broker".into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
+            conn.read_until(None).await?;
         }
         let mut used = 0;
         while let Some((p, n)) = proto::decode(&conn.rbuf[used..], conn.version)? {

@@ -128,24 +128,10 @@ async fn publish_loop(
         if Instant::now() >= part.give_up_at {
             return Err(format!("{inflight} acknowledgements missing at the deadline").into());
         }
-        conn.reserve_for_frame();
-        if inflight >= window || !sending {
-            tokio::select! {
-                r = conn.stream.read_buf(&mut conn.rbuf) => {
-                    if r? == 0 {
-                        return Err("connection closed by broker".into());
-                    }
-                }
-                _ = sleep_until(part.give_up_at) => {}
-            }
-        } else {
-            match conn.stream.try_read_buf(&mut conn.rbuf) {
-                Ok(0) => return Err("connection closed by broker".into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // Wait for acknowledgements when the window is full or nothing is left to send,
+        // else take what has arrived.
+        let wait = inflight >= window || !sending;
+        conn.read_until(wait.then_some(part.give_up_at)).await?;
         let mut used = 0;
         let mut acked = 0;
         while let Some((p, len)) = proto::decode(&conn.rbuf[used..], conn.version)? {
