@@ -260,34 +260,34 @@ pub async fn handle(
     let id = field(&client_id);
     let clean = connect.clean_session;
     let keep_alive = connect.keep_alive;
-    match connected_message(peer, &id, level, clean, keep_alive, user.as_deref()) {
-        Some(message) => tracing::info!(
-            message = message.as_str(),
-            event = "client_connected",
-            peer = %PeerText::new(peer),
-            client_id = ?Quoted(&id),
-            protocol = level,
-            clean,
-            keep_alive,
-            user = user.as_deref(),
-        ),
-        None => tracing::info!(
-            event = "client_connected",
-            peer = %PeerText::new(peer),
-            client_id = ?Quoted(&id),
-            protocol = level,
-            clean,
-            keep_alive,
-            user = user.as_deref(),
-            "New client connected from {} as {} (p{level}, c{}, k{keep_alive}{}).",
-            PeerText::new(peer),
-            id,
-            u8::from(clean),
-            user.as_deref()
-                .map(|u| format!(", u'{u}'"))
-                .unwrap_or_default(),
-        ),
-    }
+    let built = connected_message(peer, &id, level, clean, keep_alive, user.as_deref());
+    // Past the buffer (not seen: see `connected_message`), `format!` writes the same text.
+    let fallback;
+    let message = match &built {
+        Some(message) => message.as_str(),
+        None => {
+            fallback = format!(
+                "New client connected from {} as {} (p{level}, c{}, k{keep_alive}{}).",
+                PeerText::new(peer),
+                id,
+                u8::from(clean),
+                user.as_deref()
+                    .map(|u| format!(", u'{u}'"))
+                    .unwrap_or_default(),
+            );
+            fallback.as_str()
+        }
+    };
+    tracing::info!(
+        message,
+        event = "client_connected",
+        peer = %PeerText::new(peer),
+        client_id = ?Quoted(&id),
+        protocol = level,
+        clean,
+        keep_alive,
+        user = user.as_deref(),
+    );
     drop(id);
 
     let mut out = Outbox::for_client(peer_v5);
