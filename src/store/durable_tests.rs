@@ -25,18 +25,19 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Records a QoS 1 message queued for `session` as `seq`, then sent with a packet id
-/// made from `seq`: the commit of the send, if the store wrote it.
-fn store_and_send(
+/// Records a QoS 1 message on `topic` queued for `session` as `seq`, in memory or (with
+/// `spool`) in its spool: the commit, if the store wrote one.
+fn enqueue(
     store: &DurableStore,
     session: u64,
     seq: u64,
     topic: &str,
-    payload: &Bytes,
+    payload: Bytes,
+    spool: bool,
 ) -> Option<Commit> {
     let msg = Arc::new(Message::with_props(
         topic,
-        payload.clone(),
+        payload,
         QoS::AtLeastOnce,
         false,
         None,
@@ -49,9 +50,21 @@ fn store_and_send(
             qos: QoS::AtLeastOnce,
             retain: false,
             extra: None,
-            spool: false,
+            spool,
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// Records a QoS 1 message queued for `session` as `seq`, then sent with a packet id
+/// made from `seq`: the commit of the send, if the store wrote it.
+fn store_and_send(
+    store: &DurableStore,
+    session: u64,
+    seq: u64,
+    topic: &str,
+    payload: &Bytes,
+) -> Option<Commit> {
+    enqueue(store, session, seq, topic, payload.clone(), false);
     let pkid = u16::try_from(seq % 60_000).unwrap() + 1;
     store
         .record(StoreEvent::Sent { session, seq, pkid })
@@ -235,25 +248,8 @@ fn log_bytes_per_message_do_not_grow_with_the_client_id() {
 fn spool_each(store: &DurableStore, session: u64, seqs: std::ops::RangeInclusive<u64>) -> Commit {
     let mut last = 0;
     for seq in seqs {
-        let msg = Arc::new(Message::with_props(
-            "spool/t",
-            Bytes::from(format!("m{seq}")),
-            QoS::AtLeastOnce,
-            false,
-            None,
-        ));
-        last = store
-            .record(StoreEvent::Enqueued {
-                session,
-                seq,
-                message: &msg,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                extra: None,
-                spool: true,
-            })
-            .unwrap()
-            .expect("a commit");
+        let payload = Bytes::from(format!("m{seq}"));
+        last = enqueue(store, session, seq, "spool/t", payload, true).expect("a commit");
     }
     last
 }
