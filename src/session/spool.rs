@@ -21,6 +21,14 @@ const LOAD_BELOW: usize = 256;
 /// ...a batch of at most this many entries.
 const LOAD_BATCH: usize = 512;
 
+/// Where a memory entry being spilled to the spool is: in the queue (at an index), or
+/// sent with a packet id (and, for QoS 2, whether PUBREC came).
+#[derive(Clone, Copy)]
+enum Spill {
+    Queued(usize),
+    Sent(u16, bool),
+}
+
 /// What a session knows of its spool. Part of the session's rarely used parts.
 #[derive(Debug, Default)]
 pub(super) struct SpoolCount {
@@ -153,12 +161,12 @@ impl SessionState {
                 && q.seq > last
                 && q.extra.as_ref().is_none_or(|e| e.shared.is_none())
         };
-        // (position, packet id and PUBREC if it was sent)
-        let mut newer: Vec<(u64, Option<(u16, bool)>)> = self
+        let mut newer: Vec<(u64, Spill)> = self
             .queue
             .iter()
-            .filter(|q| spillable(q))
-            .map(|q| (q.seq, None))
+            .enumerate()
+            .filter(|(_, q)| spillable(q))
+            .map(|(i, q)| (q.seq, Spill::Queued(i)))
             .collect();
         newer.extend(
             self.inflight
@@ -166,41 +174,23 @@ impl SessionState {
                 .filter(|(_, f)| spillable(&f.item))
                 .map(|(pkid, f)| {
                     let released = f.state == InflightState::Released;
-                    (f.item.seq, Some((pkid, released)))
+                    (f.item.seq, Spill::Sent(pkid, released))
                 }),
         );
         newer.sort_unstable_by_key(|n| n.0);
-        let mut spilled = 0;
-        for &(seq, sent) in &newer {
-            if !self.spill_one(seq, sent, handle) {
-                break;
-            }
-            spilled += 1;
-        }
+        let spilled = newer
+            .iter()
+            .take_while(|(seq, from)| self.spill_one(*seq, *from, handle))
+            .count();
+        // Positions (sorted) of what is in the spool now.
+        let gone: Vec<u64> = newer[..spilled].iter().map(|n| n.0).collect();
+        self.drop_from_memory(|q| gone.binary_search(&q.seq).is_ok());
         if spilled < newer.len() {
             // Whatever did not go stays in memory, and so must what is older than it.
-            self.forget_spilled(&newer[..spilled]);
             return;
         }
-        self.forget_spilled(&newer);
-        let mut released = 0;
-        self.queue.retain(|q| {
-            if q.spooled {
-                released += q.held_bytes();
-            }
-            !q.spooled
-        });
-        self.queued_bytes -= released;
-        let loaded: Vec<u16> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.item.spooled)
-            .map(|(pkid, _)| pkid)
-            .collect();
-        for pkid in &loaded {
-            self.inflight.remove(pkid);
-        }
-        if released == 0 && loaded.is_empty() && spilled == 0 && self.spooled() == 0 {
+        let loaded = self.drop_from_memory(|q| q.spooled);
+        if loaded == 0 && spilled == 0 && self.spooled() == 0 {
             return;
         }
         let (waiting, bytes) = handle.store.spool_rewind(handle.session);
@@ -209,11 +199,11 @@ impl SessionState {
         count.bytes = bytes;
     }
 
-    /// Records the memory entry at `seq` (sent with `sent`, if it was) as spooled.
-    fn spill_one(&mut self, seq: u64, sent: Option<(u16, bool)>, handle: StoreHandle) -> bool {
-        let item = match sent {
-            Some((pkid, _)) => self.inflight.get(&pkid).map(|f| &f.item),
-            None => self.queue.iter().find(|q| q.seq == seq),
+    /// Records the memory entry at `seq` as spooled (with its packet id, if it was sent).
+    fn spill_one(&mut self, seq: u64, from: Spill, handle: StoreHandle) -> bool {
+        let item = match from {
+            Spill::Sent(pkid, _) => self.inflight.get(&pkid).map(|f| &f.item),
+            Spill::Queued(i) => self.queue.get(i),
         };
         let Some(item) = item else {
             return false;
@@ -230,7 +220,7 @@ impl SessionState {
         if !matches!(outcome, Ok(Some(_))) {
             return false;
         }
-        if let Some((pkid, released)) = sent {
+        if let Spill::Sent(pkid, released) = from {
             let session = handle.session;
             let _ = handle.store.record(StoreEvent::Sent { session, seq, pkid });
             if released {
@@ -242,25 +232,30 @@ impl SessionState {
         true
     }
 
-    /// Takes the spilled entries out of memory (they are in the spool now).
-    fn forget_spilled(&mut self, spilled: &[(u64, Option<(u16, bool)>)]) {
-        if spilled.is_empty() {
-            return;
-        }
+    /// Takes the entries `gone` picks out of the memory queue and the inflight window
+    /// (they are in the spool); returns how many.
+    fn drop_from_memory(&mut self, gone: impl Fn(&Queued) -> bool) -> usize {
         let mut released = 0;
+        let mut n = 0;
         self.queue.retain(|q| {
-            let gone = spilled.binary_search_by_key(&q.seq, |s| s.0).is_ok();
-            if gone {
+            let g = gone(q);
+            if g {
                 released += q.held_bytes();
+                n += 1;
             }
-            !gone
+            !g
         });
         self.queued_bytes -= released;
-        for (_, sent) in spilled {
-            if let Some((pkid, _)) = sent {
-                self.inflight.remove(pkid);
-            }
+        let pkids: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| gone(&f.item))
+            .map(|(pkid, _)| pkid)
+            .collect();
+        for pkid in &pkids {
+            self.inflight.remove(pkid);
         }
+        n + pkids.len()
     }
 
     /// `drop_oldest` with nothing in memory: drops the first entry waiting in the spool.
