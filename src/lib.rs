@@ -47,6 +47,7 @@ pub(crate) mod systemd;
 mod testing;
 pub(crate) mod tls;
 pub mod topic;
+pub(crate) mod websocket;
 
 pub use config::Config;
 pub use server::run;

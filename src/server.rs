@@ -32,6 +32,7 @@ use crate::tls;
 
 mod acceptor;
 mod parked;
+mod websocket;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -131,14 +132,21 @@ pub async fn run(
         let addr = SocketAddr::new(listener.bind, listener.port);
         let socket = bind(addr).map_err(|e| bind_error(addr, &e))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let kind = if tls.is_some() { " (TLS)" } else { "" };
+        let protocol = listener.scheme();
+        let path = &listener.websockets_path;
+        let kind = match protocol {
+            "mqtts" => " (TLS)".to_owned(),
+            "ws" => format!(" (WebSockets, path {path})"),
+            "wss" => format!(" (WebSockets over TLS, path {path})"),
+            _ => String::new(),
+        };
         tracing::info!(
             event = "listening",
             addr = %local,
             tls = tls.is_some(),
+            protocol,
             "listening on {local}{kind}"
         );
-        let protocol = if tls.is_some() { "mqtts" } else { "mqtt" };
         let stats = metrics::register_listener(local.to_string(), protocol);
         bound.push((socket, Arc::new(listener.clone()), tls, stats));
     }

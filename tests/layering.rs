@@ -22,6 +22,8 @@ const LAYERS: &[&[&str]] = &[
     // The operator's HTTP listener: reads the broker, the metrics and the store's health.
     &["http"],
     &["tls"],
+    // MQTT over WebSockets: the HTTP upgrade, and a byte stream over binary frames.
+    &["websocket"],
     // One connection's read/write loop.
     &["connection"],
     &["handshake"],

@@ -51,6 +51,14 @@ fn expectation(in_listener: bool, key: &str) -> Option<String> {
             "a file path in quotes".to_owned()
         }
         (true, "tls_version") => "one of \"tlsv1.2\", \"tlsv1.3\"".to_owned(),
+        (true, "protocol") => "one of \"mqtt\", \"websockets\"".to_owned(),
+        (true, "websockets_path") => "a path in quotes, such as \"/mqtt\"".to_owned(),
+        (true, "websockets_origin") => {
+            "a list of origins, such as [\"https://dash.example.com\"]".to_owned()
+        }
+        (true, "trusted_proxies") => {
+            "a list of addresses or networks, such as [\"10.0.0.0/8\"]".to_owned()
+        }
         (false, "listener") => "[[listener]] tables".to_owned(),
         (false, "persistence") => "a [persistence] table".to_owned(),
         (false, "enabled") => "true or false".to_owned(),
@@ -123,6 +131,8 @@ pub(super) fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> Str
                     | "keyfile"
                     | "cafile"
                     | "tls_version"
+                    | "protocol"
+                    | "websockets_path"
                     | "token"
             );
             if is_bare_word(value) && (wants_string || expected.is_none()) {
@@ -332,6 +342,19 @@ mod tests {
     }
 
     #[test]
+    fn websocket_keys_say_what_they_expect() {
+        let e = err("[[listener]]\nprotocol = \"websocket\"\n");
+        assert!(
+            e.contains("listener[1].protocol") && e.contains("\"websockets\""),
+            "{e}"
+        );
+        let e = err("[[listener]]\nprotocol = websockets\n");
+        assert!(e.contains("strings must be quoted"), "{e}");
+        let e = err("[[listener]]\nprotocol = \"websockets\"\ntrusted_proxies = [\"x\"]\n");
+        assert!(e.contains("trusted_proxies"), "{e}");
+    }
+
+    #[test]
     fn unknown_listener_key() {
         let e =
             err("[[listener]]\nport = 1884\n\n[[listener]]\nport = 1885\nqueue = \"drop_new\"\n");
@@ -339,7 +362,8 @@ mod tests {
             e,
             "config.toml: unknown key `queue` in listener[2] at line 6 (expected one of `bind`, \
              `port`, `max_connections`, `queue_full`, `allow_anonymous`, `certfile`, `keyfile`, \
-             `cafile`, `require_certificate`, `use_identity_as_username`, `tls_version`)"
+             `cafile`, `require_certificate`, `use_identity_as_username`, `tls_version`, \
+             `protocol`, `websockets_path`, `websockets_origin`, `trusted_proxies`)"
         );
     }
 

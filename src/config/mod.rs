@@ -6,12 +6,14 @@
 //! presentation of the TOML parser's and serde's errors as one-line messages.
 
 mod errors;
+mod listener;
 mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use listener::{ListenerProtocol, TrustedProxy};
 pub use schema::{
     Config, DiskLimit, Http, Listener, LogDest, LogFormat, Persistence, QueueFull, Secret,
     SyncMode, TlsVersion,

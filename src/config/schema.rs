@@ -2,6 +2,8 @@
 //! here once; what a value may be beyond its type is checked in `validate.rs`.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+pub use super::listener::{Listener, TlsVersion};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -50,59 +52,6 @@ pub enum QueueFull {
     /// Queue it anyway and withhold the publisher's PUBACK/PUBREC until there is room
     /// again (QoS 1/2 only; QoS 0 is dropped as with `drop_new`).
     Backpressure,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Listener {
-    /// Address to listen on. Default 127.0.0.1.
-    pub bind: IpAddr,
-    /// TCP port, 1..=65535. Default 1883.
-    pub port: u16,
-    /// 0 = unlimited.
-    pub max_connections: usize,
-    /// Policy for the queues of subscribers that connected through this listener.
-    pub queue_full: QueueFull,
-    /// Whether clients without credentials may connect. Unset: the top-level
-    /// `allow_anonymous`, and if that is unset too, true only for a listener bound to a
-    /// loopback address (Mosquitto 2's "local only" default).
-    pub allow_anonymous: Option<bool>,
-    /// PEM certificate chain (leaf first). Setting it makes this a TLS listener.
-    pub certfile: Option<PathBuf>,
-    /// PEM private key of `certfile` (PKCS#8, PKCS#1 or SEC1).
-    pub keyfile: Option<PathBuf>,
-    /// PEM CA certificates that client certificates are checked against.
-    pub cafile: Option<PathBuf>,
-    /// Refuse clients without a certificate signed by `cafile`.
-    pub require_certificate: bool,
-    /// The client certificate's Common Name becomes the username (for ACLs); the
-    /// password file is not consulted.
-    pub use_identity_as_username: bool,
-    /// Lowest TLS version accepted. Default TLS 1.2.
-    pub tls_version: Option<TlsVersion>,
-}
-
-/// Lowest TLS version a listener accepts (Mosquitto's `tls_version` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum TlsVersion {
-    #[default]
-    #[serde(rename = "tlsv1.2")]
-    Tls12,
-    #[serde(rename = "tlsv1.3")]
-    Tls13,
-}
-
-impl Listener {
-    pub fn is_tls(&self) -> bool {
-        self.certfile.is_some()
-    }
-
-    /// Whether clients without a username (or certificate identity) are let in.
-    pub fn allows_anonymous(&self, global: Option<bool>) -> bool {
-        self.allow_anonymous
-            .or(global)
-            .unwrap_or_else(|| self.bind.is_loopback())
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -359,24 +308,6 @@ impl Persistence {
     }
 }
 
-impl Default for Listener {
-    fn default() -> Self {
-        Listener {
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 1883,
-            max_connections: 0,
-            queue_full: QueueFull::DropOldest,
-            allow_anonymous: None,
-            certfile: None,
-            keyfile: None,
-            cafile: None,
-            require_certificate: false,
-            use_identity_as_username: false,
-            tls_version: None,
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -425,6 +356,7 @@ const DEFAULT_MAX_SESSION_EXPIRY: u32 = 30 * 24 * 60 * 60;
 mod tests {
     use super::super::tests::ok;
     use super::*;
+    use crate::config::{ListenerProtocol, TrustedProxy};
     use std::net::Ipv6Addr;
     use std::time::Duration;
 
@@ -466,6 +398,10 @@ mod tests {
                 require_certificate: false,
                 use_identity_as_username: false,
                 tls_version: None,
+                protocol: ListenerProtocol::Mqtt,
+                websockets_path: "/mqtt".into(),
+                websockets_origin: Vec::new(),
+                trusted_proxies: Vec::new(),
             }]
         );
         assert_eq!(c.allow_anonymous, None);
@@ -526,6 +462,10 @@ mod tests {
             require_certificate = true
             use_identity_as_username = true
             tls_version = "tlsv1.3"
+            protocol = "websockets"
+            websockets_path = "/ws"
+            websockets_origin = ["https://dash.example"]
+            trusted_proxies = ["10.0.0.0/8"]
 
             [persistence]
             enabled = false
@@ -584,6 +524,10 @@ mod tests {
                 require_certificate: true,
                 use_identity_as_username: true,
                 tls_version: Some(TlsVersion::Tls13),
+                protocol: ListenerProtocol::Websockets,
+                websockets_path: "/ws".into(),
+                websockets_origin: vec!["https://dash.example".into()],
+                trusted_proxies: vec![TrustedProxy::parse("10.0.0.0/8").unwrap()],
             }],
             persistence: Persistence {
                 enabled: false,

@@ -127,7 +127,11 @@ impl Config {
             }
         }
         for (i, listener) in self.listeners.iter().enumerate() {
-            if let Err(e) = listener.validate_tls(&format!("{origin}: listener[{}]", i + 1)) {
+            let at = format!("{origin}: listener[{}]", i + 1);
+            if let Err(e) = listener.validate_tls(&at) {
+                out.push(e);
+            }
+            if let Err(e) = listener.validate_websockets(&at) {
                 out.push(e);
             }
         }

@@ -22,6 +22,7 @@ use std::task::Poll;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::websocket::serve_ws;
 use super::{accept, serve_tcp, serve_tls, take_slot, Serving, SlotCounts};
 use crate::broker::Broker;
 use crate::client::{Incoming, ListenerPolicy};
@@ -110,6 +111,18 @@ async fn accept_loop(
             deadline: tokio::time::Instant::now() + broker.config().connect_timeout(),
         });
         let broker = broker.clone();
+        if listener.is_websockets() {
+            tracker.spawn(serve_ws(
+                tls.clone(),
+                stream,
+                incoming,
+                broker,
+                listener.clone(),
+                shutdown.clone(),
+                slot,
+            ));
+            continue;
+        }
         match &tls {
             None => tracker.spawn(serve_tcp(stream, incoming, broker, serving.clone(), slot)),
             Some(tls) => tracker.spawn(serve_tls(

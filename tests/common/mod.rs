@@ -17,6 +17,7 @@ pub mod process;
 pub mod raw;
 pub mod rng;
 pub mod tls;
+pub mod ws;
 
 // Each test binary uses its own part of the harness.
 use packets::{frame, publish_bytes, put_str, Connect, Prop, Will, SESSION_EXPIRY, WILL_DELAY};
@@ -63,10 +64,15 @@ pub fn free_port() -> u16 {
 pub struct Broker {
     pub child: Option<Child>,
     pub port: u16,
+    /// The port that replaced [`SECOND_PORT`] in the config (a second listener's), or 0.
+    pub second_port: u16,
     pub dir: TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
+
+/// Written in a config given to [`Broker::start`] where a second listener's port goes.
+pub const SECOND_PORT: &str = "@SECOND_PORT@";
 
 impl Broker {
     /// Starts midge with the default config plus `extra` TOML (top-level keys; a
@@ -79,7 +85,13 @@ impl Broker {
         for attempt in 1..=ATTEMPTS {
             let dir = TempDir::new("broker");
             let port = free_port();
-            let mut config = String::from(extra);
+            // A second listener's port is chosen again with the first on each attempt.
+            let second_port = if extra.contains(SECOND_PORT) {
+                free_port()
+            } else {
+                0
+            };
+            let mut config = extra.replace(SECOND_PORT, &second_port.to_string());
             if !extra.contains("[[listener]]") {
                 config.push_str(&format!(
                     "\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port}\n"
@@ -91,6 +103,7 @@ impl Broker {
             let mut b = Broker {
                 child: None,
                 port,
+                second_port,
                 dir,
                 config_path,
                 log_path,
