@@ -170,6 +170,44 @@ fn monitoring_example_serves_the_status_page_metrics_and_sys() {
     let _ = midge.wait();
 }
 
+/// examples/websockets.toml runs as shipped (free ports instead of 1883 and 9001): a
+/// WebSocket client on `/mqtt` and mosquitto_pub on the MQTT port talk through it.
+#[test]
+fn websockets_example_joins_mqtt_and_websocket_clients() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = common::TempDir::new("websockets-example");
+    let (mqtt, ws) = (common::free_port(), common::free_port());
+    let shipped = std::fs::read_to_string(root.join("examples/websockets.toml")).unwrap();
+    assert!(shipped.contains("port = 1883") && shipped.contains("port = 9001"));
+    let config = shipped
+        .replace("port = 1883", &format!("port = {mqtt}"))
+        .replace("port = 9001", &format!("port = {ws}"));
+    std::fs::write(dir.path().join("websockets.toml"), config).unwrap();
+    let ws_addr = format!("127.0.0.1:{ws}");
+    let (mut midge, _log) = start_example(
+        dir.path(),
+        "websockets.toml",
+        None,
+        "listening",
+        &[("addr", &ws_addr)],
+    );
+
+    let mut browser = common::ws::Ws::open(ws_addr.parse().unwrap()).into_raw();
+    browser.send(&common::packets::connect311("page", true, 60, None));
+    assert_eq!(browser.recv().body, [0, 0], "anonymous on loopback");
+    assert_eq!(browser.subscribe(1, &[("lamp/state", 0)]), vec![0]);
+    let publish = Command::new(common::tool("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &mqtt.to_string()])
+        .args(["-t", "lamp/state", "-m", "on"])
+        .output()
+        .expect("run mosquitto_pub");
+    assert!(publish.status.success(), "{publish:?}");
+    let p = browser.recv_publish();
+    assert_eq!((p.topic.as_str(), p.payload.as_slice()), ("lamp/state", &b"on"[..]));
+    let _ = midge.kill();
+    let _ = midge.wait();
+}
+
 /// examples/secure.toml runs as shipped, with the certificates certs/generate.sh makes and
 /// the password and ACL files under examples/, and docs/security.md's command
 /// lines work against it. The only changes: free ports instead of 1883/8883, and the TLS
