@@ -203,7 +203,10 @@ fn websockets_example_joins_mqtt_and_websocket_clients() {
         .expect("run mosquitto_pub");
     assert!(publish.status.success(), "{publish:?}");
     let p = browser.recv_publish();
-    assert_eq!((p.topic.as_str(), p.payload.as_slice()), ("lamp/state", &b"on"[..]));
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("lamp/state", &b"on"[..])
+    );
     let _ = midge.kill();
     let _ = midge.wait();
 }

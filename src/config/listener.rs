@@ -253,6 +253,27 @@ mod tests {
         }
     }
 
+    /// Mosquitto's #2459 (`allow_anonymous` ignored on its ws listener): here one rule for
+    /// every listener, whatever it speaks.
+    #[test]
+    fn a_websocket_listener_off_loopback_refuses_anonymous_by_default() {
+        let ws = |bind: &str| Listener {
+            bind: bind.parse().unwrap(),
+            protocol: ListenerProtocol::Websockets,
+            ..Listener::default()
+        };
+        assert!(!ws("0.0.0.0").allows_anonymous(None));
+        assert!(!ws("::").allows_anonymous(None));
+        assert!(ws("127.0.0.1").allows_anonymous(None));
+        assert!(!ws("127.0.0.1").allows_anonymous(Some(false)));
+        assert!(ws("0.0.0.0").allows_anonymous(Some(true)));
+        let own = Listener {
+            allow_anonymous: Some(false),
+            ..ws("127.0.0.1")
+        };
+        assert!(!own.allows_anonymous(Some(true)));
+    }
+
     #[test]
     fn trusted_proxies_match_addresses_and_networks() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
