@@ -386,3 +386,45 @@ fn ws_and_tcp_clients_exchange_messages_both_ways() {
     assert!(p.retain, "retained flag on a new subscription");
     assert_eq!(p.payload, b"on");
 }
+
+/// A WebSocket subscriber that stops reading while 32 MiB are sent to it: the broker's
+/// writes wait for the socket (a frame half written is finished before the next), and
+/// once it reads again every message arrives, whole and in order.
+#[test]
+fn a_ws_subscriber_that_stops_reading_gets_everything_in_order_afterwards() {
+    let b = broker("max_queued_bytes = 134217728", "");
+    let mut w = ws_client(&b, "slow-web");
+    w.send(&subscribe311(1, &[("bulk/#", 0)]));
+    assert_eq!(w.read_data(WAIT).expect("SUBACK"), [0x90, 3, 0, 1, 0]);
+    let mut publisher = Raw::clean(&b, "publisher");
+    const N: usize = 4096;
+    for i in 0..N {
+        let mut payload = vec![b'x'; 8 * 1024];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        publisher.send(&publish311(
+            "bulk/data",
+            &payload,
+            1,
+            1 + (i % 60000) as u16,
+            false,
+            false,
+        ));
+        publisher.wait_puback(1 + (i % 60000) as u16);
+    }
+    // Now read: 4096 PUBLISHes of 8 KiB, in order, however the frames cut them.
+    let mut stream = Vec::new();
+    let mut seen = 0u64;
+    while seen < N as u64 {
+        let data = w.read_data(WAIT).expect("the rest of the messages");
+        stream.extend_from_slice(&data);
+        while let Some((byte1, body)) = take_packet(&mut stream) {
+            assert_eq!(byte1 & 0xf0, 0x30, "a PUBLISH");
+            let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+            let payload = &body[2 + topic_len..];
+            let index = u64::from_be_bytes(payload[..8].try_into().unwrap());
+            assert_eq!(index, seen, "in order, none lost");
+            assert_eq!(payload.len(), 8 * 1024);
+            seen += 1;
+        }
+    }
+}

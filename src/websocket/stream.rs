@@ -5,7 +5,7 @@
 //! [MQTT-6.0.0-2]. So the frames' boundaries are dropped here and the codec and the
 //! connection loop stay as they are for TCP: what a binary message carries is read
 //! as the next bytes of the stream, and what the connection writes goes out as one binary
-//! message per write (the connection writes whole batches of packets).
+//! message per (vectored) write: the connection writes whole batches of packets.
 //!
 //! The frame and message size limit is the largest MQTT packet (`max_packet_size` plus
 //! its fixed header); tungstenite refuses a longer one from its header, before reading
@@ -52,6 +52,13 @@ pub struct WsBytes<S> {
     pending: Bytes,
     /// The close frame to send when the connection ends, for a close the broker causes.
     close: Option<CloseFrame>,
+    /// Bytes taken into a frame that the socket has not taken all of yet. A write returns
+    /// only once the socket has the whole frame, as a TCP write returns what the kernel
+    /// took: otherwise the end of a batch could wait in tungstenite's buffer with nothing
+    /// to flush it, as the connection never flushes (a TCP socket has nothing to flush).
+    /// So the write is `Pending` until then, and the caller, which retries with the same
+    /// bytes in front (the outbox consumes only what a write reports), is told `n` then.
+    unflushed: Option<usize>,
 }
 
 impl<S> WsBytes<S>
@@ -63,6 +70,7 @@ where
             ws,
             pending: Bytes::new(),
             close: None,
+            unflushed: None,
         }
     }
 
@@ -160,16 +168,46 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    /// All of `bufs` in one binary frame (the outbox hands its queued segments and its
+    /// tail at once: one frame and one system call per batch, as on TCP).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         use futures_util::SinkExt;
-        let ws = &mut self.ws;
-        ready!(ws.poll_ready_unpin(cx)).map_err(write_error)?;
-        let message = Message::Binary(Bytes::copy_from_slice(buf));
-        ws.start_send_unpin(message).map_err(write_error)?;
-        Poll::Ready(Ok(buf.len()))
+        let this = &mut *self;
+        if let Some(n) = this.unflushed {
+            // The caller is back with the same bytes in front (see `unflushed`).
+            ready!(this.ws.poll_flush_unpin(cx)).map_err(write_error)?;
+            this.unflushed = None;
+            return Poll::Ready(Ok(n));
+        }
+        ready!(this.ws.poll_ready_unpin(cx)).map_err(write_error)?;
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut frame = Vec::with_capacity(len);
+        bufs.iter().for_each(|b| frame.extend_from_slice(b));
+        this.ws
+            .start_send_unpin(Message::Binary(frame.into()))
+            .map_err(write_error)?;
+        match this.ws.poll_flush_unpin(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| len).map_err(write_error)),
+            Poll::Pending => {
+                this.unflushed = Some(len);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
