@@ -6,7 +6,9 @@
 # Installs the Debian packages the tests use when a tool is missing (the tests fail, never
 # skip, without them): mosquitto-clients (mosquitto_pub/mosquitto_sub), mosquitto (the
 # broker and mosquitto_passwd, for password-file interop), openssl (certs/generate.sh
-# and key-format conversions), chromium (the status page, headless) and
+# and key-format conversions), chromium (the status page, headless), iproute2 and
+# util-linux (`ip` and `unshare`: a WebSocket listener off loopback, in a network
+# namespace of its own) and
 # python3-prometheus-client (the Prometheus text parser that reads /metrics, run by
 # Debian's /usr/bin/python3). When it installs mosquitto, the package's broker service is
 # kept from starting (it would take port 1883 from midge). Extra arguments go to
@@ -25,6 +27,8 @@ declare -A package_of=(
     [mosquitto_passwd]=mosquitto
     [openssl]=openssl
     [chromium]=chromium
+    [ip]=iproute2
+    [unshare]=util-linux
 )
 missing=()
 for tool in "${!package_of[@]}"; do

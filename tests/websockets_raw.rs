@@ -428,3 +428,88 @@ fn a_ws_subscriber_that_stops_reading_gets_everything_in_order_afterwards() {
         }
     }
 }
+
+/// Anonymous clients are refused by default on a WebSocket listener bound off loopback,
+/// as on an MQTT one (Mosquitto's #2459). Tests listen only on loopback addresses, so this
+/// listener's address, 10.77.0.1, is on a veth pair in a network namespace of its own
+/// (`unshare --net`): not a loopback address, yet nothing outside the namespace reaches
+/// it. The test's client thread joins the namespace (`setns`).
+#[test]
+fn anonymous_is_refused_on_a_ws_listener_bound_off_loopback() {
+    use std::os::fd::AsRawFd;
+    use std::process::{Command, Stdio};
+
+    let dir = TempDir::new("ws-netns");
+    let passwords = passwd_file(dir.path(), &[("alice", "secret")]);
+    let config = dir.path().join("midge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "password_file = {:?}\n[[listener]]\nbind = \"10.77.0.1\"\nport = 9001\n\
+             protocol = \"websockets\"\n",
+            passwords.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("midge.log");
+    let setup = "ip link set lo up && ip link add v0 type veth peer name v1 && \
+                 ip addr add 10.77.0.1/24 dev v0 && ip link set v0 up && ip link set v1 up && \
+                 exec \"$0\" -c \"$1\"";
+    let mut midge = Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            setup,
+            env!("CARGO_BIN_EXE_midge"),
+        ])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("run unshare");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + WAIT;
+    while event_lines(&log(), "listening", &[("addr", "10.77.0.1:9001")]).is_empty() {
+        let exited = midge.try_wait().unwrap();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "midge did not start in its namespace ({exited:?}):\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", midge.id())).expect("netns");
+    let acks = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a namespace file that stays open for
+        // the call; it changes which network this thread's (and its children's) sockets
+        // use, nothing else.
+        let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+        let addr = "10.77.0.1:9001".parse().unwrap();
+        let anonymous = Login {
+            client_id: "anon",
+            clean: true,
+            ..Login::default()
+        };
+        let mut raw = Ws::open(addr).into_raw();
+        raw.send(&anonymous.bytes());
+        let refused = raw.recv().body;
+        let alice = Login {
+            username: Some("alice"),
+            password: Some("secret"),
+            ..anonymous
+        };
+        let mut raw = Ws::open(addr).into_raw();
+        raw.send(&alice.bytes());
+        (refused, raw.recv().body)
+    })
+    .join();
+    let _ = midge.kill();
+    let _ = midge.wait();
+    let (refused, accepted) = acks.expect("the client thread");
+    assert_eq!(refused, [0, 5], "anonymous: CONNACK 5, not authorized");
+    assert_eq!(accepted, [0, 0], "a user with a password gets in");
+}
