@@ -513,3 +513,32 @@ fn anonymous_is_refused_on_a_ws_listener_bound_off_loopback() {
     assert_eq!(refused, [0, 5], "anonymous: CONNACK 5, not authorized");
     assert_eq!(accepted, [0, 0], "a user with a password gets in");
 }
+
+/// The operator sees a WebSocket listener: in `/api/v1/listeners` (protocol
+/// `websockets`, its path) and in `/metrics` (protocol label `ws`) with its connection.
+#[test]
+fn a_ws_listener_shows_in_the_listener_api_and_metrics() {
+    use common::http::{get, http_addr, parse_metrics, sample};
+    let b = Broker::start(&format!("{}\n[http]\nport = 0\n", ws::config("", "")));
+    let http = http_addr(&b);
+    let _web = ws_client(&b, "web");
+    let l = get(http, "/api/v1/listeners").json();
+    let ws_listener = l["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .find(|x| x["port"] == u64::from(b.second_port))
+        .expect("the ws listener")
+        .clone();
+    assert_eq!(ws_listener["protocol"], "websockets", "{ws_listener}");
+    assert_eq!(ws_listener["websockets_path"], "/mqtt");
+    assert_eq!(ws_listener["connections"], 1);
+    let metrics = parse_metrics(&get(http, "/metrics").text(), false);
+    let addr = ws::ws_addr(&b).to_string();
+    let open = sample(
+        &metrics,
+        "midge_listener_connections",
+        &[("listener", &addr), ("protocol", "ws")],
+    );
+    assert_eq!(open, Some(1.0));
+}

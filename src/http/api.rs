@@ -143,16 +143,25 @@ fn listeners_of(ctx: &Ctx, live: &[ListenerSnapshot]) -> Vec<Value> {
         .iter()
         .map(|l| {
             let stats = registered(live, l.bind, l.port);
-            json!({
+            let protocol = if l.is_websockets() {
+                "websockets"
+            } else {
+                "mqtt"
+            };
+            let mut listener = json!({
                 "port": l.port,
-                "protocol": "mqtt",
+                "protocol": protocol,
                 "tls": l.is_tls(),
                 "mtls": l.require_certificate,
                 "allow_anonymous": l.allows_anonymous(config.allow_anonymous),
                 "bind": l.bind.to_string(),
                 "connections": stats.map(|s| s.connections),
                 "accepted": stats.map(|s| s.accepted),
-            })
+            });
+            if l.is_websockets() {
+                listener["websockets_path"] = json!(l.websockets_path);
+            }
+            listener
         })
         .collect();
     out.push(json!({
