@@ -542,3 +542,38 @@ fn a_ws_listener_shows_in_the_listener_api_and_metrics() {
     );
     assert_eq!(open, Some(1.0));
 }
+
+/// Before its CONNECT is whole, a WebSocket client may make the broker read no more than
+/// on TCP (`max_connect_size`, plus one read): a frame that claims 1 MiB ahead of any
+/// CONNECT is cut off long before, while a client that connects first may then send a
+/// packet up to `max_packet_size`.
+#[test]
+fn before_connect_a_ws_client_is_held_to_max_connect_size() {
+    let b = broker("max_connect_size = 1024\nmax_packet_size = 2097152", "");
+    let mut w = Ws::open(ws::ws_addr(&b));
+    let mut head = vec![0x82, 0x80 | 127];
+    head.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    head.extend_from_slice(&[9, 9, 9, 9]);
+    std::io::Write::write_all(&mut w.s, &head).expect("send a frame header");
+    let chunk = vec![0u8; 4096];
+    let mut sent = 0;
+    while sent < (1 << 20) {
+        if std::io::Write::write_all(&mut w.s, &chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    assert!(w.closed_within(WAIT), "closed");
+    assert!(
+        b.wait_event("websocket_connect_too_large", WAIT),
+        "one log line: {}",
+        b.log()
+    );
+    // Connected first, a 1 MiB PUBLISH in one frame is fine.
+    let mut sub = Raw::clean(&b, "sub");
+    sub.subscribe(1, &[("big", 0)]);
+    let mut w = ws_client(&b, "big-sender");
+    let payload = vec![5u8; 1 << 20];
+    w.send(&publish311("big", &payload, 0, 0, false, false));
+    assert_eq!(sub.recv_publish().payload.len(), 1 << 20);
+}

@@ -53,8 +53,7 @@ async fn upgrade_and_serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let max = broker.config().max_packet_size;
-    let upgrade = websocket::accept(stream, listener, incoming.peer, max);
+    let upgrade = websocket::accept(stream, listener, incoming.peer, broker.config());
     let upgraded = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout_at(incoming.deadline, upgrade) => r,

@@ -3,6 +3,7 @@
 //! any other through [`WsBytes`], a byte stream over binary frames ([`stream`]). The
 //! codec, the connection loop, keep-alive, limits and authentication are the TCP ones.
 
+mod budget;
 mod stream;
 mod upgrade;
 
@@ -15,7 +16,9 @@ use tokio_tungstenite::WebSocketStream;
 pub use stream::WsBytes;
 pub use upgrade::Refusal;
 
-use crate::config::Listener;
+use budget::Budget;
+
+use crate::config::{Config, Listener};
 use crate::log_limit::LogLimit;
 
 /// Reads the upgrade request from `stream` and answers it; on success the WebSocket
@@ -25,7 +28,7 @@ pub async fn accept<S>(
     mut stream: S,
     listener: &Listener,
     peer: SocketAddr,
-    max_packet_size: usize,
+    config: &Config,
 ) -> Option<(WsBytes<S>, SocketAddr)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -41,15 +44,20 @@ where
         Err(refusal) => {
             refused(peer, listener, &refusal);
             let _ = stream.write_all(refusal.response().as_bytes()).await;
+            // (shutdown flushes: over TLS the answer is in rustls until then.)
             let _ = stream.shutdown().await;
             return None;
         }
     };
     stream.write_all(accepted.response.as_bytes()).await.ok()?;
+    stream.flush().await.ok()?;
     // What the client sent behind its request already belongs to the WebSocket.
     buf.drain(..n);
-    let config = stream::config(max_packet_size);
-    let ws = WebSocketStream::from_partially_read(stream, buf, Role::Server, Some(config)).await;
+    // What a TCP connection may send before it is authenticated (see `budget`).
+    let connect_limit = config.max_connect_size.min(config.max_packet_size);
+    let stream = Budget::new(stream, connect_limit.saturating_sub(buf.len()));
+    let ws_config = stream::config(config.max_packet_size);
+    let ws = WebSocketStream::from_partially_read(stream, buf, Role::Server, Some(ws_config)).await;
     Some((WsBytes::new(ws), accepted.peer))
 }
 

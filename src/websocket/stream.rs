@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use super::budget::{Budget, FirstPacket};
 use crate::log_limit::LogLimit;
 
 /// What tungstenite reads from the socket at once (and holds for every connection from
@@ -47,7 +48,9 @@ pub fn config(max_packet_size: usize) -> WebSocketConfig {
 
 /// A WebSocket connection as a byte stream (see the module's comment).
 pub struct WsBytes<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Budget<S>>,
+    /// Until the CONNECT has passed: where it ends (then the socket's budget is lifted).
+    first: Option<FirstPacket>,
     /// The rest of the last binary message, not yet read.
     pending: Bytes,
     /// The close frame to send when the connection ends, for a close the broker causes.
@@ -65,9 +68,10 @@ impl<S> WsBytes<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    pub fn new(ws: WebSocketStream<S>) -> WsBytes<S> {
+    pub fn new(ws: WebSocketStream<Budget<S>>) -> WsBytes<S> {
         WsBytes {
             ws,
+            first: Some(FirstPacket::default()),
             pending: Bytes::new(),
             close: None,
             unflushed: None,
@@ -141,6 +145,12 @@ where
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending[..n]);
+                if let Some(first) = &mut this.first {
+                    if first.passed(&this.pending[..n]) {
+                        this.first = None;
+                        this.ws.get_mut().lift();
+                    }
+                }
                 this.pending.advance(n);
                 return Poll::Ready(Ok(()));
             }
