@@ -56,22 +56,7 @@ fn tls_options(port: u16, id: &str, ca: &Path, client: Option<(&Path, &Path)>) -
 
 /// Connects and waits for CONNACK; `Err` carries the first connection error.
 async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), String> {
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                return if ack.code == rumqttc::ConnectReturnCode::Success {
-                    Ok((client, eventloop))
-                } else {
-                    Err(format!("refused: {:?}", ack.code))
-                };
-            }
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("no CONNACK within the wait".to_owned()),
-        }
-    }
+    rumqttc_connect(opts).await
 }
 
 /// Subscribes, publishes to the same topic over the same TLS connection, and expects the

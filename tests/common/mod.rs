@@ -885,3 +885,27 @@ impl Broker {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 }
+
+/// Connects rumqttc with `opts` and waits for the CONNACK: the client and its event loop,
+/// or the first connection error or the refusal.
+pub async fn rumqttc_connect(
+    opts: rumqttc::MqttOptions,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
+    use rumqttc::{Event, Packet};
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                return if ack.code == rumqttc::ConnectReturnCode::Success {
+                    Ok((client, eventloop))
+                } else {
+                    Err(format!("refused: {:?}", ack.code))
+                };
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no CONNACK within the wait".to_owned()),
+        }
+    }
+}
